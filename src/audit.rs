@@ -1,0 +1,1 @@
+//! Audit events (target `audit`). Stub filled in by the session work.

@@ -1,0 +1,117 @@
+//! The catalog: databases, roles and users as the data path sees them.
+//!
+//! Today it is built from the boot config; the on-box store will build it later. Sessions only
+//! ever read an immutable `Arc<Catalog>` snapshot taken at accept time, so a change applies to
+//! new sessions at once and never tears a live one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use crate::config::{Config, DatabaseConfig, RoleConfig, UserConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("users.{user}.unix_user: no local Unix account named '{unix_user}'")]
+    UnknownUnixUser { user: String, unix_user: String },
+    #[error("users.{user}.unix_user: uid {uid} is already bound to user '{other}'")]
+    DuplicateUid { user: String, uid: u32, other: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    databases: BTreeMap<String, Arc<DatabaseConfig>>,
+    roles: BTreeMap<String, RoleConfig>,
+    users: BTreeMap<String, UserConfig>,
+    by_uid: HashMap<u32, String>,
+}
+
+impl Catalog {
+    pub fn from_config(config: &Config) -> Result<Catalog, CatalogError> {
+        Catalog::build(&config.databases, &config.roles, &config.users)
+    }
+
+    pub fn build(
+        databases: &[DatabaseConfig],
+        roles: &[RoleConfig],
+        users: &[UserConfig],
+    ) -> Result<Catalog, CatalogError> {
+        let mut by_uid = HashMap::new();
+        for user in users {
+            if let Some(unix_user) = &user.unix_user {
+                let uid = resolve_unix_user(unix_user).ok_or_else(|| CatalogError::UnknownUnixUser {
+                    user: user.name.clone(),
+                    unix_user: unix_user.clone(),
+                })?;
+                if let Some(other) = by_uid.insert(uid, user.name.clone()) {
+                    return Err(CatalogError::DuplicateUid {
+                        user: user.name.clone(),
+                        uid,
+                        other,
+                    });
+                }
+            }
+        }
+        Ok(Catalog {
+            databases: databases
+                .iter()
+                .map(|d| (d.name.clone(), Arc::new(d.clone())))
+                .collect(),
+            roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
+            users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
+            by_uid,
+        })
+    }
+
+    pub fn database(&self, name: &str) -> Option<&Arc<DatabaseConfig>> {
+        self.databases.get(name)
+    }
+
+    pub fn databases(&self) -> impl Iterator<Item = &Arc<DatabaseConfig>> {
+        self.databases.values()
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.get(name)
+    }
+
+    /// The bastion user bound to a local uid (the Unix-socket identity).
+    pub fn user_for_uid(&self, uid: u32) -> Option<&UserConfig> {
+        self.by_uid.get(&uid).and_then(|name| self.users.get(name))
+    }
+
+    /// The roles a user holds (unknown names were rejected when the catalog was built).
+    pub fn roles_of<'a>(&'a self, user: &'a UserConfig) -> impl Iterator<Item = &'a RoleConfig> {
+        user.roles.iter().filter_map(|r| self.roles.get(r))
+    }
+}
+
+/// A Unix user given as a name or a numeric uid.
+fn resolve_unix_user(spec: &str) -> Option<u32> {
+    if let Ok(uid) = spec.parse::<u32>() {
+        return Some(uid);
+    }
+    nix::unistd::User::from_name(spec)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
+/// The live catalog: sessions take a snapshot, admin changes swap in a new one.
+#[derive(Debug, Clone)]
+pub struct CatalogHandle(Arc<RwLock<Arc<Catalog>>>);
+
+impl CatalogHandle {
+    pub fn new(catalog: Catalog) -> Self {
+        CatalogHandle(Arc::new(RwLock::new(Arc::new(catalog))))
+    }
+
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        // A poisoned lock only means a writer panicked between two whole-Arc assignments;
+        // the Arc inside is still a complete catalog.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, catalog: Catalog) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+    }
+}

@@ -1,0 +1,99 @@
+//! The command line: `bastion serve` (the daemon) and the admin/debug verbs, one file each.
+
+pub mod cert;
+pub mod iam_token;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{IamService, UpstreamAddr};
+
+#[derive(Debug, Parser)]
+#[command(name = "bastion", version, about = "Hardened access point for managed Redis")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Manage client certificates from the on-box CA.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Print an ElastiCache / MemoryDB IAM auth token from the credential chain (for debugging).
+    IamToken(IamTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Boot configuration (TOML). See README "Configuration reference".
+    #[arg(long, conflicts_with = "dev", required_unless_present = "dev")]
+    pub config: Option<PathBuf>,
+    /// Run on the embedded development configuration (TLS on 127.0.0.1:6380, database `local`).
+    #[arg(long)]
+    pub dev: bool,
+    /// With --dev: where state lives.
+    #[arg(long, default_value = ".bastion", requires = "dev")]
+    pub state_dir: PathBuf,
+    /// With --dev: the upstream Redis of database `local`.
+    #[arg(long, default_value = "127.0.0.1:6379", requires = "dev")]
+    pub upstream: UpstreamAddr,
+    /// With --dev: the TLS listener address.
+    #[arg(long, default_value = "127.0.0.1:6380", requires = "dev")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue a client certificate: writes USER.crt, USER.key (0600) and ca.crt into --out.
+    Issue(CertIssueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertIssueArgs {
+    /// The bastion user (certificate common name).
+    pub user: String,
+    /// Validity, e.g. 8h, 30m, 7d.
+    #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Output directory.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// State directory holding the CA (`<state>/ca`).
+    #[arg(long, default_value = ".bastion", conflicts_with = "config")]
+    pub state_dir: PathBuf,
+    /// Take the state directory from this boot configuration instead.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct IamTokenArgs {
+    #[arg(long, value_enum)]
+    pub service: IamService,
+    #[arg(long)]
+    pub region: String,
+    /// Replication group id, MemoryDB cluster name or serverless cache name.
+    #[arg(long)]
+    pub target: String,
+    /// The database (ElastiCache/MemoryDB) user the token is for.
+    #[arg(long)]
+    pub user: String,
+    /// The target is an ElastiCache Serverless cache.
+    #[arg(long)]
+    pub serverless: bool,
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Cert(CertCommand::Issue(args)) => cert::issue(args),
+        Command::IamToken(args) => iam_token::run(args),
+    }
+}

@@ -1,0 +1,499 @@
+//! The boot configuration: one TOML file, parsed once at start-up into typed structs.
+//!
+//! Everything here is validated before the daemon binds anything; an error names the key
+//! (and the file) that is wrong. Databases, users and roles are declared here for now and
+//! handed to [`crate::catalog::Catalog`]; when the on-box store takes them over, only the
+//! catalog's source changes, not its users.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Default handshake budget: a client must finish AUTH/HELLO (or its first command) within it.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on the bytes a client may send before its opening frame is complete.
+pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+/// Default bound on concurrent sessions.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default bound on connecting (TCP + TLS) to an upstream.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole boot configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the on-box CA, issued certificates and (later) the store live.
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub listeners: Listeners,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default, rename = "databases")]
+    pub databases: Vec<DatabaseConfig>,
+    #[serde(default)]
+    pub roles: Vec<RoleConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    /// mTLS listeners for stock Redis clients.
+    #[serde(default)]
+    pub tcp: Vec<TcpListenerConfig>,
+    /// The Unix-socket directory (one `<db>.sock` per database), reached over `ssh -L`.
+    #[serde(default)]
+    pub unix: Option<UnixListenerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpListenerConfig {
+    pub address: SocketAddr,
+    /// A fixed database: every client of this listener reaches it, whatever its SNI says.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// The database for clients that send no SNI (e.g. `redis-cli -h 127.0.0.1` without `--sni`).
+    #[serde(default)]
+    pub default_database: Option<String>,
+    /// Extra DNS names / IPs for the listener's server certificate (database names are always in it).
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnixListenerConfig {
+    pub directory: PathBuf,
+    /// Socket file mode, octal string. Identity comes from SO_PEERCRED, so the default lets any
+    /// local user connect and be refused unless bound to a bastion user.
+    #[serde(default = "default_socket_mode", deserialize_with = "de_octal")]
+    pub mode: u32,
+}
+
+fn default_socket_mode() -> u32 {
+    0o666
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_handshake_timeout", deserialize_with = "de_duration")]
+    pub handshake_timeout: Duration,
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub upstream_connect_timeout: Duration,
+    #[serde(default = "default_max_handshake_bytes")]
+    pub max_handshake_bytes: usize,
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+            max_handshake_bytes: DEFAULT_MAX_HANDSHAKE_BYTES,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+        }
+    }
+}
+
+fn default_handshake_timeout() -> Duration {
+    DEFAULT_HANDSHAKE_TIMEOUT
+}
+fn default_connect_timeout() -> Duration {
+    DEFAULT_UPSTREAM_CONNECT_TIMEOUT
+}
+fn default_max_handshake_bytes() -> usize {
+    DEFAULT_MAX_HANDSHAKE_BYTES
+}
+fn default_max_sessions() -> usize {
+    DEFAULT_MAX_SESSIONS
+}
+
+/// One upstream Redis / Valkey / ElastiCache / MemoryDB endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub name: String,
+    /// `host:port` of the upstream.
+    pub address: UpstreamAddr,
+    /// Upstream TLS; absent means plaintext.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    pub auth: AuthConfig,
+    /// db-user used when the client names none and its roles allow more than one.
+    #[serde(default)]
+    pub default_db_user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for UpstreamAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{s}' is not host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("'{s}' has an empty host"));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("'{s}' has an invalid port"))?;
+        Ok(UpstreamAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM bundle of CAs to trust; absent means the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name verified in the upstream certificate; defaults to the address host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// How the bastion authenticates to the upstream on the user's behalf.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// A SigV4-presigned IAM auth token (ElastiCache / MemoryDB).
+    Iam {
+        service: IamService,
+        region: String,
+        /// Replication group id, MemoryDB cluster name or serverless cache name.
+        target: String,
+        #[serde(default)]
+        serverless: bool,
+    },
+    /// A static password from a 0600 file or an environment variable.
+    Password {
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+        #[serde(default)]
+        password_env: Option<String>,
+    },
+    /// No AUTH upstream (a local Redis without ACLs).
+    None,
+}
+
+impl AuthConfig {
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            AuthConfig::Iam { .. } => "iam",
+            AuthConfig::Password { .. } => "password",
+            AuthConfig::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IamService {
+    #[value(name = "elasticache")]
+    Elasticache,
+    #[value(name = "memorydb")]
+    Memorydb,
+}
+
+impl IamService {
+    /// The SigV4 signing name.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            IamService::Elasticache => "elasticache",
+            IamService::Memorydb => "memorydb",
+        }
+    }
+    /// The IAM action a principal needs to connect.
+    pub fn connect_action(self) -> &'static str {
+        match self {
+            IamService::Elasticache => "elasticache:Connect",
+            IamService::Memorydb => "memorydb:Connect",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub name: String,
+    /// Database users this role may act as; `*` wildcards.
+    #[serde(default)]
+    pub db_users: Vec<String>,
+    /// Databases this role may reach; `*` wildcards.
+    #[serde(default)]
+    pub db_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The local Unix account (name or numeric uid) whose socket connections are this user.
+    #[serde(default)]
+    pub unix_user: Option<String>,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks: unique names, references that resolve, listeners that make sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.tcp.is_empty() && self.listeners.unix.is_none() {
+            return Err(ConfigError::invalid(
+                "listeners",
+                "no listener configured (add [[listeners.tcp]] or [listeners.unix])",
+            ));
+        }
+        if self.limits.max_sessions == 0 {
+            return Err(ConfigError::invalid("limits.max_sessions", "must be at least 1"));
+        }
+        if self.limits.max_handshake_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "limits.max_handshake_bytes",
+                "must be at least 1024",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, db) in self.databases.iter().enumerate() {
+            let key = format!("databases[{i}].name");
+            check_name(&key, &db.name)?;
+            if !seen.insert(db.name.as_str()) {
+                return Err(ConfigError::invalid(key, format!("duplicate database '{}'", db.name)));
+            }
+            if let AuthConfig::Password {
+                password_file,
+                password_env,
+            } = &db.auth
+            {
+                if password_file.is_some() == password_env.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("databases[{i}].auth"),
+                        "mode = \"password\" needs exactly one of password_file or password_env",
+                    ));
+                }
+            }
+            if let AuthConfig::Iam { region, target, .. } = &db.auth {
+                if region.is_empty() || target.is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("databases[{i}].auth"),
+                        "mode = \"iam\" needs a region and a target",
+                    ));
+                }
+            }
+        }
+        let mut roles = std::collections::BTreeSet::new();
+        for (i, role) in self.roles.iter().enumerate() {
+            let key = format!("roles[{i}].name");
+            check_name(&key, &role.name)?;
+            if !roles.insert(role.name.as_str()) {
+                return Err(ConfigError::invalid(key, format!("duplicate role '{}'", role.name)));
+            }
+        }
+        let mut users = std::collections::BTreeSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = format!("users[{i}].name");
+            check_name(&key, &user.name)?;
+            if !users.insert(user.name.as_str()) {
+                return Err(ConfigError::invalid(key, format!("duplicate user '{}'", user.name)));
+            }
+            for role in &user.roles {
+                if !roles.contains(role.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("users[{i}].roles"),
+                        format!("user '{}' names unknown role '{role}'", user.name),
+                    ));
+                }
+            }
+        }
+        for (i, l) in self.listeners.tcp.iter().enumerate() {
+            for (field, value) in [("database", &l.database), ("default_database", &l.default_database)] {
+                if let Some(name) = value {
+                    if !seen.contains(name.as_str()) {
+                        return Err(ConfigError::invalid(
+                            format!("listeners.tcp[{i}].{field}"),
+                            format!("unknown database '{name}'"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names end up in file names (`<db>.sock`, `<user>.crt`), SNI and certificate CNs: keep them tame.
+pub fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("'{name}' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"),
+        ))
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("'{s}': {e}")))
+}
+
+fn de_octal<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| serde::de::Error::custom(format!("'{s}' is not an octal file mode")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+state_dir = "/var/lib/bastion"
+[limits]
+handshake_timeout = "3s"
+[[listeners.tcp]]
+address = "127.0.0.1:6380"
+default_database = "cache"
+[listeners.unix]
+directory = "/run/bastion/db"
+mode = "0660"
+[[databases]]
+name = "cache"
+address = "master.rg.abc.use1.cache.amazonaws.com:6379"
+tls = {}
+auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "rg" }
+[[databases]]
+name = "local"
+address = "127.0.0.1:6379"
+auth = { mode = "password", password_env = "REDIS_PW" }
+[[roles]]
+name = "ops"
+db_users = ["app-*"]
+db_names = ["*"]
+[[users]]
+name = "alice"
+roles = ["ops"]
+unix_user = "alice"
+"#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.listeners.unix.as_ref().unwrap().mode, 0o660);
+        assert_eq!(c.databases[0].address.port, 6379);
+        assert!(matches!(c.databases[0].auth, AuthConfig::Iam { serverless: false, .. }));
+        assert_eq!(c.users[0].roles, vec!["ops"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = SAMPLE.replace("roles = [\"ops\"]", "roles = [\"nope\"]");
+        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("users[0].roles") && e.contains("nope"), "{e}");
+
+        let bad = SAMPLE.replace("default_database = \"cache\"", "default_database = \"x\"");
+        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("listeners.tcp[0].default_database"), "{e}");
+
+        let bad = SAMPLE.replace(", password_env = \"REDIS_PW\"", "");
+        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("databases[1].auth"), "{e}");
+
+        let bad = SAMPLE.replace("name = \"local\"", "name = \"../x\"");
+        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("databases[1].name"), "{e}");
+    }
+
+    #[test]
+    fn upstream_addr_parses_v4_v6_and_names() {
+        let a: UpstreamAddr = "[::1]:6379".parse().unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("::1", 6379));
+        assert_eq!(a.to_string(), "[::1]:6379");
+        assert!("nohost".parse::<UpstreamAddr>().is_err());
+        assert!("h:99999".parse::<UpstreamAddr>().is_err());
+    }
+}

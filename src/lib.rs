@@ -1,0 +1,18 @@
+//! bastion: a hardened access point for managed Redis.
+//!
+//! The data path, top to bottom (see ARCHITECTURE.md):
+//! `proxy::listener` accepts → `identity` says who it is → `rbac` decides → `proxy::handshake`
+//! (the only RESP parser) authenticates upstream with `aws` tokens or passwords → `proxy::relay`
+//! (the only byte mover) splices or copies until either side closes.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod aws;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod proxy;
+pub mod rbac;
+pub mod secret;
+pub mod upstream;

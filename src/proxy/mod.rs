@@ -1,0 +1,7 @@
+//! The data path: listeners accept, a session identifies, authorizes, runs the handshake, then
+//! hands both sockets to the relay.
+
+pub mod handshake;
+pub mod listener;
+pub mod relay;
+pub mod session;

@@ -1,0 +1,1 @@
+//! Connecting to an upstream (TCP, optional TLS) and fetching the secret to authenticate with.
