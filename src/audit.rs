@@ -1,1 +1,101 @@
-//! Audit events (target `audit`). Stub filled in by the session work.
+//! Audit events: who reached what, as whom, and how it ended.
+//!
+//! Every event is a tracing event with target `audit` and stable field names (`event`,
+//! `session`, `user`, `identity`, `client`, `db`, `db_user`, `auth_mode`, …) so that a
+//! journald layer (appliance issue) can map them to `BASTION_*` fields one-to-one. Nothing
+//! secret is ever a field: the types passed in here carry no tokens or passwords.
+
+use std::time::Duration;
+
+use crate::proxy::relay::{Closed, Outcome, Path, Side};
+
+/// What is known about a session when an event is emitted.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFacts {
+    pub session: u64,
+    pub client: String,
+    pub listener: String,
+    pub user: Option<String>,
+    pub identity: Option<String>,
+    pub evidence: Option<String>,
+    pub db: Option<String>,
+    pub db_user: Option<String>,
+    pub auth_mode: Option<&'static str>,
+}
+
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+pub fn session_start(f: &SessionFacts) {
+    tracing::info!(
+        target: "audit",
+        event = "session.start",
+        session = f.session,
+        user = opt(&f.user),
+        identity = opt(&f.identity),
+        evidence = opt(&f.evidence),
+        client = %f.client,
+        listener = %f.listener,
+        db = opt(&f.db),
+        db_user = opt(&f.db_user),
+        auth_mode = f.auth_mode.unwrap_or("-"),
+        "session start"
+    );
+}
+
+pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration) {
+    let (closed_by, error) = match &outcome.closed {
+        Closed::By(side) => (side_name(*side), None),
+        Closed::Error { side, message } => (side_name(*side), Some(message.as_str())),
+    };
+    tracing::info!(
+        target: "audit",
+        event = "session.end",
+        session = f.session,
+        user = opt(&f.user),
+        client = %f.client,
+        db = opt(&f.db),
+        db_user = opt(&f.db_user),
+        bytes_client_to_upstream = outcome.client_to_upstream,
+        bytes_upstream_to_client = outcome.upstream_to_client,
+        path_client_to_upstream = path_name(outcome.client_to_upstream_path),
+        path_upstream_to_client = path_name(outcome.upstream_to_client_path),
+        duration_ms = duration.as_millis() as u64,
+        closed_by,
+        error = error.unwrap_or("-"),
+        "session end"
+    );
+}
+
+/// A refusal: before or during the handshake, for any reason (identity, roles, upstream).
+pub fn denied(f: &SessionFacts, reason: &str) {
+    tracing::warn!(
+        target: "audit",
+        event = "access.denied",
+        session = f.session,
+        user = opt(&f.user),
+        identity = opt(&f.identity),
+        evidence = opt(&f.evidence),
+        client = %f.client,
+        listener = %f.listener,
+        db = opt(&f.db),
+        db_user = opt(&f.db_user),
+        reason,
+        "access denied"
+    );
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Client => "client",
+        Side::Upstream => "upstream",
+    }
+}
+
+fn path_name(path: Path) -> &'static str {
+    match path {
+        Path::Splice => "splice",
+        Path::Copy => "copy",
+    }
+}

@@ -14,7 +14,11 @@ pub enum CatalogError {
     #[error("users.{user}.unix_user: no local Unix account named '{unix_user}'")]
     UnknownUnixUser { user: String, unix_user: String },
     #[error("users.{user}.unix_user: uid {uid} is already bound to user '{other}'")]
-    DuplicateUid { user: String, uid: u32, other: String },
+    DuplicateUid {
+        user: String,
+        uid: u32,
+        other: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -38,10 +42,11 @@ impl Catalog {
         let mut by_uid = HashMap::new();
         for user in users {
             if let Some(unix_user) = &user.unix_user {
-                let uid = resolve_unix_user(unix_user).ok_or_else(|| CatalogError::UnknownUnixUser {
-                    user: user.name.clone(),
-                    unix_user: unix_user.clone(),
-                })?;
+                let uid =
+                    resolve_unix_user(unix_user).ok_or_else(|| CatalogError::UnknownUnixUser {
+                        user: user.name.clone(),
+                        unix_user: unix_user.clone(),
+                    })?;
                 if let Some(other) = by_uid.insert(uid, user.name.clone()) {
                     return Err(CatalogError::DuplicateUid {
                         user: user.name.clone(),

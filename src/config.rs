@@ -103,7 +103,10 @@ fn default_socket_mode() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    #[serde(default = "default_handshake_timeout", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_handshake_timeout",
+        deserialize_with = "de_duration"
+    )]
     pub handshake_timeout: Duration,
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub upstream_connect_timeout: Duration,
@@ -319,7 +322,10 @@ impl Config {
             ));
         }
         if self.limits.max_sessions == 0 {
-            return Err(ConfigError::invalid("limits.max_sessions", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "limits.max_sessions",
+                "must be at least 1",
+            ));
         }
         if self.limits.max_handshake_bytes < 1024 {
             return Err(ConfigError::invalid(
@@ -332,7 +338,10 @@ impl Config {
             let key = format!("databases[{i}].name");
             check_name(&key, &db.name)?;
             if !seen.insert(db.name.as_str()) {
-                return Err(ConfigError::invalid(key, format!("duplicate database '{}'", db.name)));
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("duplicate database '{}'", db.name),
+                ));
             }
             if let AuthConfig::Password {
                 password_file,
@@ -360,7 +369,10 @@ impl Config {
             let key = format!("roles[{i}].name");
             check_name(&key, &role.name)?;
             if !roles.insert(role.name.as_str()) {
-                return Err(ConfigError::invalid(key, format!("duplicate role '{}'", role.name)));
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("duplicate role '{}'", role.name),
+                ));
             }
         }
         let mut users = std::collections::BTreeSet::new();
@@ -368,7 +380,10 @@ impl Config {
             let key = format!("users[{i}].name");
             check_name(&key, &user.name)?;
             if !users.insert(user.name.as_str()) {
-                return Err(ConfigError::invalid(key, format!("duplicate user '{}'", user.name)));
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("duplicate user '{}'", user.name),
+                ));
             }
             for role in &user.roles {
                 if !roles.contains(role.as_str()) {
@@ -380,7 +395,10 @@ impl Config {
             }
         }
         for (i, l) in self.listeners.tcp.iter().enumerate() {
-            for (field, value) in [("database", &l.database), ("default_database", &l.default_database)] {
+            for (field, value) in [
+                ("database", &l.database),
+                ("default_database", &l.default_database),
+            ] {
                 if let Some(name) = value {
                     if !seen.contains(name.as_str()) {
                         return Err(ConfigError::invalid(
@@ -465,26 +483,40 @@ unix_user = "alice"
         assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
         assert_eq!(c.listeners.unix.as_ref().unwrap().mode, 0o660);
         assert_eq!(c.databases[0].address.port, 6379);
-        assert!(matches!(c.databases[0].auth, AuthConfig::Iam { serverless: false, .. }));
+        assert!(matches!(
+            c.databases[0].auth,
+            AuthConfig::Iam {
+                serverless: false,
+                ..
+            }
+        ));
         assert_eq!(c.users[0].roles, vec!["ops"]);
     }
 
     #[test]
     fn errors_name_the_key() {
         let bad = SAMPLE.replace("roles = [\"ops\"]", "roles = [\"nope\"]");
-        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("users[0].roles") && e.contains("nope"), "{e}");
 
         let bad = SAMPLE.replace("default_database = \"cache\"", "default_database = \"x\"");
-        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listeners.tcp[0].default_database"), "{e}");
 
         let bad = SAMPLE.replace(", password_env = \"REDIS_PW\"", "");
-        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("databases[1].auth"), "{e}");
 
         let bad = SAMPLE.replace("name = \"local\"", "name = \"../x\"");
-        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("databases[1].name"), "{e}");
     }
 

@@ -152,7 +152,10 @@ mod tests {
     #[test]
     fn explicit_db_user_is_checked() {
         let c = catalog(None, &["app-*"]);
-        assert_eq!(authorize(&c, "alice", "cache", Some("app-1")).unwrap(), "app-1");
+        assert_eq!(
+            authorize(&c, "alice", "cache", Some("app-1")).unwrap(),
+            "app-1"
+        );
         assert!(matches!(
             authorize(&c, "alice", "cache", Some("admin")),
             Err(Denied::DbUserNotAllowed { .. })
@@ -172,7 +175,10 @@ mod tests {
         let c = catalog(None, &["reader"]);
         assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), "reader");
         let c = catalog(None, &["reader", "writer"]);
-        assert!(matches!(authorize(&c, "alice", "cache", None), Err(Denied::NoDbUser { .. })));
+        assert!(matches!(
+            authorize(&c, "alice", "cache", None),
+            Err(Denied::NoDbUser { .. })
+        ));
         let c = catalog(Some("writer"), &["*"]);
         assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), "writer");
         let c = catalog(Some("admin"), &["reader"]);

@@ -1,1 +1,356 @@
-//! Connecting to an upstream (TCP, optional TLS) and fetching the secret to authenticate with.
+//! The upstream side of a session: connecting (TCP, optional TLS verified with rustls) and
+//! producing the secret the bastion authenticates with (IAM token, password, or nothing).
+//!
+//! Errors name the database, the address and which step failed; they never carry the secret.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::aws::credentials::CredentialChain;
+use crate::aws::token::{self, TokenRequest};
+use crate::config::{AuthConfig, DatabaseConfig, UpstreamTls};
+use crate::proxy::relay::Leg;
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream '{db}' ({addr}) unreachable: {source}")]
+    Connect {
+        db: String,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("upstream '{db}' ({addr}) unreachable: no answer within {after:?}")]
+    ConnectTimeout {
+        db: String,
+        addr: String,
+        after: Duration,
+    },
+    #[error(
+        "upstream '{db}' ({addr}): TLS handshake failed for server name '{server_name}': {source}"
+    )]
+    Tls {
+        db: String,
+        addr: String,
+        server_name: String,
+        source: std::io::Error,
+    },
+    #[error("upstream '{db}': TLS settings: {message}")]
+    TlsConfig { db: String, message: String },
+    #[error("upstream '{db}': password: {message}")]
+    Password { db: String, message: String },
+    #[error("upstream '{db}': AWS credentials: {message}")]
+    Credentials { db: String, message: String },
+    #[error("upstream '{db}': {message}")]
+    Token { db: String, message: String },
+}
+
+/// An open upstream connection, before it becomes a relay [`Leg`].
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    pub fn into_leg(self) -> Leg {
+        match self {
+            UpstreamStream::Plain(s) => Leg::Tcp(s),
+            UpstreamStream::Tls(s) => Leg::Tls(s),
+        }
+    }
+}
+
+/// Connects to upstreams; caches one rustls client config per trust setting.
+#[derive(Default)]
+pub struct Connector {
+    tls_configs: Mutex<HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>>,
+}
+
+impl Connector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// TCP connect (bounded by `timeout`), then TLS when the database asks for it.
+    pub async fn connect(
+        &self,
+        db: &DatabaseConfig,
+        timeout: Duration,
+    ) -> Result<UpstreamStream, UpstreamError> {
+        let addr = db.address.to_string();
+        let tcp = match tokio::time::timeout(
+            timeout,
+            TcpStream::connect((db.address.host.as_str(), db.address.port)),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(UpstreamError::ConnectTimeout {
+                    db: db.name.clone(),
+                    addr,
+                    after: timeout,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(UpstreamError::Connect {
+                    db: db.name.clone(),
+                    addr,
+                    source,
+                })
+            }
+            Ok(Ok(tcp)) => tcp,
+        };
+        // Redis traffic is small request/response frames: never let Nagle hold them back.
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &db.tls else {
+            return Ok(UpstreamStream::Plain(tcp));
+        };
+        let config = self.tls_config(&db.name, tls)?;
+        let name = tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| db.address.host.clone());
+        let server_name =
+            ServerName::try_from(name.clone()).map_err(|e| UpstreamError::TlsConfig {
+                db: db.name.clone(),
+                message: format!("server name '{name}' is invalid: {e}"),
+            })?;
+        let stream = tokio::time::timeout(
+            timeout,
+            TlsConnector::from(config).connect(server_name, tcp),
+        )
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout {
+            db: db.name.clone(),
+            addr: addr.clone(),
+            after: timeout,
+        })?
+        .map_err(|source| UpstreamError::Tls {
+            db: db.name.clone(),
+            addr,
+            server_name: name,
+            source,
+        })?;
+        Ok(UpstreamStream::Tls(Box::new(stream)))
+    }
+
+    fn tls_config(
+        &self,
+        db: &str,
+        tls: &UpstreamTls,
+    ) -> Result<Arc<rustls::ClientConfig>, UpstreamError> {
+        let mut cache = self.tls_configs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(config) = cache.get(&tls.ca_file) {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(build_tls_config(db, tls.ca_file.as_deref())?);
+        cache.insert(tls.ca_file.clone(), config.clone());
+        Ok(config)
+    }
+}
+
+fn build_tls_config(
+    db: &str,
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, UpstreamError> {
+    let err = |message: String| UpstreamError::TlsConfig {
+        db: db.to_string(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| err(format!("cannot read ca_file {}: {e}", path.display())))?;
+            let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(format!("ca_file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(err(format!(
+                    "ca_file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| err(format!("ca_file {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(err(
+                    "no ca_file given and the system trust store is empty".into()
+                ));
+            }
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The secret for `db_user` on `db`, or `None` for auth mode `none`.
+pub async fn auth_secret(
+    db: &DatabaseConfig,
+    db_user: &str,
+    credentials: &CredentialChain,
+) -> Result<Option<Secret>, UpstreamError> {
+    match &db.auth {
+        AuthConfig::None => Ok(None),
+        AuthConfig::Password {
+            password_file: Some(path),
+            ..
+        } => read_password_file(path)
+            .map(Some)
+            .map_err(|message| UpstreamError::Password {
+                db: db.name.clone(),
+                message,
+            }),
+        AuthConfig::Password {
+            password_env: Some(var),
+            ..
+        } => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+            _ => Err(UpstreamError::Password {
+                db: db.name.clone(),
+                message: format!("environment variable {var} is not set or empty"),
+            }),
+        },
+        AuthConfig::Password { .. } => Err(UpstreamError::Password {
+            db: db.name.clone(),
+            message: "neither password_file nor password_env is set".into(),
+        }),
+        AuthConfig::Iam {
+            service,
+            region,
+            target,
+            serverless,
+        } => {
+            let (creds, _provider) =
+                credentials
+                    .credentials()
+                    .await
+                    .map_err(|e| UpstreamError::Credentials {
+                        db: db.name.clone(),
+                        message: e.to_string(),
+                    })?;
+            let request = TokenRequest {
+                service: *service,
+                region,
+                target,
+                db_user,
+                serverless: *serverless,
+            };
+            token::generate(&request, &creds, SystemTime::now())
+                .map(Some)
+                .map_err(|e| UpstreamError::Token {
+                    db: db.name.clone(),
+                    message: e.to_string(),
+                })
+        }
+    }
+}
+
+/// A password file must be private to the bastion (no group/other bits) — like ssh keys.
+pub fn read_password_file(path: &Path) -> Result<Secret, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} has mode {mode:04o}; it must not be readable by group or others (chmod 600)",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(password))
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    #[test]
+    fn password_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"s3cret\n").unwrap();
+        assert_eq!(read_password_file(&path).unwrap().expose(), "s3cret");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_password_file(&path).unwrap_err();
+        assert!(
+            e.contains("0640") && e.contains("pw") && !e.contains("s3cret"),
+            "{e}"
+        );
+    }
+}

@@ -24,7 +24,11 @@ pub struct TokenRequest<'a> {
 }
 
 /// `{target}/?Action=connect&User={db_user}[&ResourceType=ServerlessCache]&X-Amz-…` (no `http://`).
-pub fn generate(req: &TokenRequest<'_>, creds: &Credentials, now: SystemTime) -> Result<Secret, TokenError> {
+pub fn generate(
+    req: &TokenRequest<'_>,
+    creds: &Credentials,
+    now: SystemTime,
+) -> Result<Secret, TokenError> {
     let _ = (req, creds, now);
     todo!()
 }

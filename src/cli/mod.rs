@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{IamService, UpstreamAddr};
 
 #[derive(Debug, Parser)]
-#[command(name = "bastion", version, about = "Hardened access point for managed Redis")]
+#[command(
+    name = "bastion",
+    version,
+    about = "Hardened access point for managed Redis"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -1,8 +1,148 @@
-//! `bastion serve`: load the config (or build the dev one), then run the daemon.
+//! `bastion serve`: load the config (or the embedded dev one), prepare the on-box CA, bind every
+//! listener, then run until SIGTERM / SIGINT.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use super::ServeArgs;
+use crate::aws::credentials::CredentialChain;
+use crate::catalog::{Catalog, CatalogHandle};
+use crate::config::Config;
+use crate::identity::ca::OnBoxCa;
+use crate::proxy::{listener, session::Shared};
+
+/// The dev user's certificate lives this long; it is re-issued on every `serve --dev`.
+const DEV_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = args;
-    todo!()
+    init_tracing();
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => dev_config(&args)?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(daemon(config, args.dev))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The embedded default configuration, filled in from the command line.
+fn dev_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let state_dir = std::path::absolute(&args.state_dir)
+        .with_context(|| format!("state dir {}", args.state_dir.display()))?;
+    let quote = |s: String| toml::Value::String(s).to_string();
+    let text = include_str!("dev.toml")
+        .replace("@STATE_DIR@", &quote(state_dir.display().to_string()))
+        .replace(
+            "@SOCKET_DIR@",
+            &quote(state_dir.join("run/db").display().to_string()),
+        )
+        .replace("@LISTEN@", &quote(args.listen.to_string()))
+        .replace("@UPSTREAM@", &quote(args.upstream.to_string()))
+        .replace("@UID@", &quote(nix::unistd::getuid().as_raw().to_string()));
+    Ok(Config::parse(&text, Path::new("<embedded dev config>"))?)
+}
+
+async fn daemon(config: Config, dev: bool) -> anyhow::Result<()> {
+    let state = &config.state_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state)
+        .with_context(|| format!("creating state dir {}", state.display()))?;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting mode 0700 on state dir {}", state.display()))?;
+
+    let ca = OnBoxCa::load_or_create(&state.join("ca"))?;
+    tracing::info!(path = %state.join("ca").display(), "on-box CA ready");
+    if dev {
+        let out = state.join("certs");
+        let [crt, key, ca_crt] = ca.write_client_bundle("dev", DEV_CERT_TTL, &out)?;
+        tracing::info!(cert = %crt.display(), key = %key.display(), ca = %ca_crt.display(), "dev client certificate written");
+        for l in &config.listeners.tcp {
+            tracing::info!(
+                "connect with: redis-cli --tls --cert {} --key {} --cacert {} -h {} -p {} PING",
+                crt.display(),
+                key.display(),
+                ca_crt.display(),
+                l.address.ip(),
+                l.address.port()
+            );
+        }
+        if let Some(unix) = &config.listeners.unix {
+            tracing::info!(
+                "or over the Unix socket: redis-cli -s {} PING",
+                unix.directory.join("local.sock").display()
+            );
+        }
+    }
+
+    let catalog = Catalog::from_config(&config)?;
+    let tls = crate::identity::tls::server_config(&ca, &server_names(&config))?;
+    let bound = listener::bind(&config, &catalog, tls).await?;
+    let credentials = CredentialChain::default_chain();
+    let shared = Arc::new(Shared::new(
+        CatalogHandle::new(catalog),
+        config.limits.clone(),
+        credentials,
+    ));
+    tracing::info!(
+        state_dir = %state.display(),
+        databases = config.databases.len(),
+        users = config.users.len(),
+        "bastion ready"
+    );
+    listener::run(bound, shared, shutdown_signal()).await;
+    tracing::info!("bastion stopped");
+    Ok(())
+}
+
+/// Names the listeners' server certificate answers to: loopback, each listener's address, the
+/// configured extra names, and every database name (clients send it as SNI).
+fn server_names(config: &Config) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    for l in &config.listeners.tcp {
+        if !l.address.ip().is_unspecified() {
+            names.push(l.address.ip().to_string());
+        }
+        names.extend(l.server_names.iter().cloned());
+    }
+    names.extend(config.databases.iter().map(|d| d.name.clone()));
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
 }

@@ -50,13 +50,21 @@ impl OnBoxCa {
     }
 
     /// Write `<out>/<user>.crt`, `<out>/<user>.key` (0600) and `<out>/ca.crt`; returns the paths.
-    pub fn write_client_bundle(&self, user: &str, ttl: Duration, out: &Path) -> Result<[PathBuf; 3], CaError> {
+    pub fn write_client_bundle(
+        &self,
+        user: &str,
+        ttl: Duration,
+        out: &Path,
+    ) -> Result<[PathBuf; 3], CaError> {
         let _ = (user, ttl, out);
         todo!()
     }
 
     /// A server certificate for the listeners, with every name/IP in `names` as a SAN.
-    pub fn issue_server(&self, names: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
+    pub fn issue_server(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
         let _ = names;
         todo!()
     }

@@ -26,7 +26,10 @@ pub struct CertIdentity {
 }
 
 /// A server config that demands a client certificate from `ca` and presents a certificate for `names`.
-pub fn server_config(ca: &OnBoxCa, names: &[String]) -> Result<Arc<rustls::ServerConfig>, TlsIdentityError> {
+pub fn server_config(
+    ca: &OnBoxCa,
+    names: &[String],
+) -> Result<Arc<rustls::ServerConfig>, TlsIdentityError> {
     let _ = (ca, names);
     todo!()
 }

@@ -1,1 +1,606 @@
-//! One client session.
+//! One client session, start to end: identify → read the opening frame → authorize → connect
+//! and authenticate upstream → hand both sockets to the relay.
+//!
+//! The whole handshake (TLS included) runs against one deadline (`limits.handshake_timeout`).
+//! Every refusal is a RESP `-ERR bastion: …` to the client plus an `access.denied` audit event,
+//! and closes the connection. Bytes the client pipelined behind its opening frame are written
+//! upstream, in order, before the relay starts — never dropped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant as StdInstant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{field, Instrument};
+
+use crate::audit::{self, SessionFacts};
+use crate::aws::credentials::CredentialChain;
+use crate::catalog::CatalogHandle;
+use crate::config::{AuthConfig, DatabaseConfig, Limits};
+use crate::identity::{self, Identity, Method};
+use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
+use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
+use crate::proxy::handshake::{error_reply, HandshakeError};
+use crate::proxy::relay::{self, Leg};
+use crate::rbac;
+use crate::upstream::{self, Connector, UpstreamStream};
+
+/// Upper bound on the upstream's reply to AUTH/HELLO (a HELLO map is a few hundred bytes).
+const MAX_UPSTREAM_REPLY: usize = 1024 * 1024;
+
+/// What every session shares: the catalog, limits, credentials and upstream connector.
+pub struct Shared {
+    pub catalog: CatalogHandle,
+    pub limits: Limits,
+    pub credentials: CredentialChain,
+    pub connector: Connector,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(catalog: CatalogHandle, limits: Limits, credentials: CredentialChain) -> Self {
+        Shared {
+            catalog,
+            limits,
+            credentials,
+            connector: Connector::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// How a TLS listener picks the database.
+pub struct TlsListenerSpec {
+    pub address: SocketAddr,
+    pub acceptor: TlsAcceptor,
+    /// Fixed database: SNI is ignored.
+    pub database: Option<String>,
+    /// Database for clients without SNI, or whose SNI is one of `server_names`.
+    pub default_database: Option<String>,
+    /// Names that are the listener's own (e.g. `localhost`), not database names.
+    pub server_names: Vec<String>,
+}
+
+/// A session that arrived on a TLS listener.
+pub async fn serve_tls(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    spec: Arc<TlsListenerSpec>,
+) {
+    let id = shared.next_id();
+    let span = session_span(id, &peer.to_string());
+    async move {
+        let _ = tcp.set_nodelay(true);
+        let deadline = Instant::now() + shared.limits.handshake_timeout;
+        let mut facts = SessionFacts {
+            session: id,
+            client: peer.to_string(),
+            listener: spec.address.to_string(),
+            identity: Some(Method::Mtls.to_string()),
+            ..Default::default()
+        };
+        let tls = match timeout_at(deadline, spec.acceptor.accept(tcp)).await {
+            Err(_) => return audit::denied(&facts, "handshake timeout during TLS"),
+            Ok(Err(e)) => return audit::denied(&facts, &format!("TLS handshake failed: {e}")),
+            Ok(Ok(tls)) => tls,
+        };
+        let (_, conn) = tls.get_ref();
+        let who = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .ok_or_else(|| "no client certificate".to_string())
+            .and_then(|cert| identity::tls::cert_identity(cert).map_err(|e| e.to_string()))
+            .map(|c| Identity {
+                user: c.user,
+                method: Method::Mtls,
+                evidence: format!("serial={}", c.serial),
+            });
+        let db = pick_database(&spec, conn.server_name());
+        tracing::debug!(
+            sni = conn.server_name().unwrap_or("-"),
+            "TLS handshake done"
+        );
+        facts.evidence = who.as_ref().ok().map(|i| i.evidence.clone());
+        run(
+            &shared,
+            ClientStream::Tls(Box::new(tls)),
+            who,
+            db,
+            facts,
+            deadline,
+        )
+        .await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// A session that arrived on `<dir>/<db>.sock`.
+pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, path: PathBuf) {
+    let id = shared.next_id();
+    let cred = identity::peer::peer_cred(&stream);
+    let client = match &cred {
+        Ok(c) => format!(
+            "uid={} pid={}",
+            c.uid,
+            c.pid.map_or("-".into(), |p| p.to_string())
+        ),
+        Err(_) => "unknown-peer".to_string(),
+    };
+    let span = session_span(id, &client);
+    async move {
+        let deadline = Instant::now() + shared.limits.handshake_timeout;
+        let facts = SessionFacts {
+            session: id,
+            client: client.clone(),
+            listener: path.display().to_string(),
+            identity: Some(Method::UnixPeer.to_string()),
+            evidence: Some(client.clone()),
+            ..Default::default()
+        };
+        let who = match cred {
+            Err(e) => Err(format!("cannot read peer credentials: {e}")),
+            Ok(c) => match shared.catalog.snapshot().user_for_uid(c.uid) {
+                Some(user) => Ok(Identity {
+                    user: user.name.clone(),
+                    method: Method::UnixPeer,
+                    evidence: client.clone(),
+                }),
+                None => Err(format!("uid {} is not bound to a bastion user", c.uid)),
+            },
+        };
+        run(
+            &shared,
+            ClientStream::Unix(stream),
+            who,
+            Ok(db),
+            facts,
+            deadline,
+        )
+        .await;
+    }
+    .instrument(span)
+    .await
+}
+
+fn session_span(id: u64, client: &str) -> tracing::Span {
+    tracing::info_span!(
+        "session",
+        session.id = id,
+        client.addr = %client,
+        user = field::Empty,
+        db.name = field::Empty,
+        db.user = field::Empty,
+    )
+}
+
+/// SNI picks the database unless the listener has a fixed one; no SNI (or the listener's own
+/// host name) means the listener's default database.
+fn pick_database(spec: &TlsListenerSpec, sni: Option<&str>) -> Result<String, String> {
+    if let Some(fixed) = &spec.database {
+        return Ok(fixed.clone());
+    }
+    let own_name = |name: &str| {
+        name.eq_ignore_ascii_case("localhost")
+            || spec
+                .server_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+    };
+    match sni {
+        Some(name) if !own_name(name) => Ok(name.to_string()),
+        _ => spec.default_database.clone().ok_or_else(|| {
+            "no database selected: connect with SNI naming the database (redis-cli --sni <db>)"
+                .to_string()
+        }),
+    }
+}
+
+/// The part common to both listeners, from the first client byte to the end of the relay.
+async fn run(
+    shared: &Shared,
+    mut client: ClientStream,
+    who: Result<Identity, String>,
+    db: Result<String, String>,
+    mut facts: SessionFacts,
+    deadline: Instant,
+) {
+    let limits = &shared.limits;
+    let mut buf = BytesMut::with_capacity(4096);
+    let parsed = match timeout_at(
+        deadline,
+        read_opening(&mut client, &mut buf, limits.max_handshake_bytes),
+    )
+    .await
+    {
+        Err(_) => return refuse(&mut client, &facts, "handshake timeout").await,
+        Ok(Err(OpeningError::Closed)) => {
+            tracing::debug!("client closed before its first command");
+            return;
+        }
+        Ok(Err(OpeningError::Io(e))) => {
+            tracing::debug!(error = %e, "client read failed during handshake");
+            return;
+        }
+        Ok(Err(OpeningError::Protocol(e))) => {
+            return refuse(&mut client, &facts, &e.to_string()).await
+        }
+        Ok(Ok(parsed)) => parsed,
+    };
+
+    // Identity and database first, then roles: nothing upstream happens for a refused user.
+    let identity = match who {
+        Ok(identity) => identity,
+        Err(reason) => return refuse(&mut client, &facts, &reason).await,
+    };
+    facts.user = Some(identity.user.clone());
+    tracing::Span::current().record("user", identity.user.as_str());
+    let db_name = match db {
+        Ok(db) => db,
+        Err(reason) => return refuse(&mut client, &facts, &reason).await,
+    };
+    facts.db = Some(db_name.clone());
+    tracing::Span::current().record("db.name", db_name.as_str());
+    let catalog = shared.catalog.snapshot();
+    let requested = match &parsed.opening {
+        Opening::Auth { db_user } | Opening::Hello { db_user, .. } => db_user.as_deref(),
+        Opening::Command { .. } => None,
+    };
+    let db_user = match rbac::authorize(&catalog, &identity.user, &db_name, requested) {
+        Ok(db_user) => db_user,
+        Err(denied) => {
+            facts.db_user = requested.map(str::to_string);
+            return refuse(&mut client, &facts, &denied.to_string()).await;
+        }
+    };
+    facts.db_user = Some(db_user.clone());
+    tracing::Span::current().record("db.user", db_user.as_str());
+    // authorize() succeeded, so the database exists in this snapshot.
+    let Some(database) = catalog.database(&db_name).cloned() else {
+        return refuse(
+            &mut client,
+            &facts,
+            &format!("unknown database '{db_name}'"),
+        )
+        .await;
+    };
+    facts.auth_mode = Some(database.auth.mode_name());
+
+    let upstream = match timeout_at(
+        deadline,
+        open_upstream(shared, &database, &db_user, &parsed.opening),
+    )
+    .await
+    {
+        Err(_) => {
+            return refuse(
+                &mut client,
+                &facts,
+                "handshake timeout while connecting upstream",
+            )
+            .await
+        }
+        Ok(Err(reason)) => return refuse(&mut client, &facts, &reason).await,
+        Ok(Ok(upstream)) => upstream,
+    };
+    let Authenticated {
+        mut upstream,
+        reply,
+        extra,
+    } = upstream;
+
+    // What the client sees of the handshake: the upstream's own reply to its AUTH/HELLO.
+    let client_reply: Option<Vec<u8>> = match (&parsed.opening, reply) {
+        (Opening::Command { .. }, _) => None,
+        (_, Some(reply)) => Some(reply),
+        (Opening::Auth { .. }, None) => Some(b"+OK\r\n".to_vec()),
+        (Opening::Hello { .. }, None) => None, // unreachable: HELLO is always sent upstream
+    };
+    let pipelined = buf.split_off(parsed.consumed);
+    let handoff = async {
+        if let Some(reply) = &client_reply {
+            client.write_all(reply).await?;
+        }
+        if !extra.is_empty() {
+            client.write_all(&extra).await?;
+        }
+        client.flush().await?;
+        if !pipelined.is_empty() {
+            upstream.write_all(&pipelined).await?;
+            upstream.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    if let Err(e) = timeout_at(deadline, handoff).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "handshake timeout",
+        ))
+    }) {
+        tracing::debug!(error = %e, "handoff to relay failed");
+        return;
+    }
+
+    audit::session_start(&facts);
+    let started = StdInstant::now();
+    let outcome = relay::relay(client.into_leg(), upstream.into_leg()).await;
+    audit::session_end(&facts, &outcome, started.elapsed());
+}
+
+struct Authenticated {
+    upstream: UpstreamStream,
+    /// The upstream's raw reply to our AUTH/HELLO, if one was sent.
+    reply: Option<Vec<u8>>,
+    /// Bytes the upstream sent after that reply (normally none).
+    extra: Vec<u8>,
+}
+
+/// Fetch the secret, connect, authenticate. The `Err` string is safe to show the client.
+async fn open_upstream(
+    shared: &Shared,
+    db: &DatabaseConfig,
+    db_user: &str,
+    opening: &Opening,
+) -> Result<Authenticated, String> {
+    let secret = upstream::auth_secret(db, db_user, &shared.credentials)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = shared
+        .connector
+        .connect(db, shared.limits.upstream_connect_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(tls = db.tls.is_some(), "upstream connected");
+    let Some(command) = auth_command(opening, db_user, secret.as_ref()) else {
+        return Ok(Authenticated {
+            upstream: stream,
+            reply: None,
+            extra: Vec::new(),
+        });
+    };
+    drop(secret);
+    let io = |e: std::io::Error| {
+        format!(
+            "upstream '{}' ({}) failed during AUTH: {e}",
+            db.name, db.address
+        )
+    };
+    stream.write_all(&command).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    drop(command);
+    let mut buf = BytesMut::with_capacity(1024);
+    let Reply { len, error } = loop {
+        match parse_reply(&buf, MAX_UPSTREAM_REPLY) {
+            Ok(Some(reply)) => break reply,
+            Ok(None) => {}
+            Err(e) => {
+                return Err(format!(
+                    "upstream '{}' sent a malformed reply to AUTH: {e}",
+                    db.name
+                ))
+            }
+        }
+        if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
+            return Err(format!(
+                "upstream '{}' ({}) closed the connection during AUTH",
+                db.name, db.address
+            ));
+        }
+    };
+    if let Some(error) = error {
+        return Err(explain_rejection(db, db_user, &error));
+    }
+    let extra = buf.split_off(len).to_vec();
+    Ok(Authenticated {
+        upstream: stream,
+        reply: Some(buf.to_vec()),
+        extra,
+    })
+}
+
+/// Turn the upstream's refusal into an operator-grade message naming the likely cause.
+fn explain_rejection(db: &DatabaseConfig, db_user: &str, error: &str) -> String {
+    let code = error.split_whitespace().next().unwrap_or("");
+    let auth_failure =
+        matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") || error.contains("invalid password");
+    if !auth_failure {
+        return format!(
+            "upstream '{}' refused the handshake: {}",
+            db.name,
+            sanitize(error)
+        );
+    }
+    match &db.auth {
+        AuthConfig::Iam { service, target, .. } => format!(
+            "upstream '{}' rejected the IAM auth token for db-user '{db_user}' ({code}): check that the \
+             bastion's AWS principal is allowed {} on '{target}' and on user '{db_user}', and that \
+             user '{db_user}' exists with IAM authentication enabled",
+            db.name,
+            service.connect_action(),
+        ),
+        AuthConfig::Password { .. } => format!(
+            "upstream '{}' rejected the password for db-user '{db_user}' ({code})",
+            db.name
+        ),
+        AuthConfig::None => format!(
+            "upstream '{}' requires authentication ({code}) but its auth mode is 'none'",
+            db.name
+        ),
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+enum OpeningError {
+    Closed,
+    Io(std::io::Error),
+    Protocol(HandshakeError),
+}
+
+async fn read_opening(
+    client: &mut ClientStream,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Parsed, OpeningError> {
+    loop {
+        if !buf.is_empty() {
+            match parse_opening(buf, limit) {
+                Ok(Some(parsed)) => return Ok(parsed),
+                Ok(None) => {}
+                Err(e) => return Err(OpeningError::Protocol(e)),
+            }
+        }
+        match client.read_buf(buf).await {
+            Ok(0) => return Err(OpeningError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(OpeningError::Io(e)),
+        }
+    }
+}
+
+/// Send `-ERR bastion: <reason>`, audit the refusal, close.
+async fn refuse(client: &mut ClientStream, facts: &SessionFacts, reason: &str) {
+    audit::denied(facts, reason);
+    let reply = error_reply(reason);
+    let send = async {
+        client.write_all(&reply).await?;
+        client.flush().await?;
+        client.shutdown().await
+    };
+    // The client may already be gone; the refusal is audited either way.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send).await;
+}
+
+/// The client side of a session before it becomes a relay [`Leg`].
+pub enum ClientStream {
+    Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+impl ClientStream {
+    fn into_leg(self) -> Leg {
+        match self {
+            ClientStream::Tls(s) => Leg::Tls(s),
+            ClientStream::Unix(s) => Leg::Unix(s),
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(database: Option<&str>, default_database: Option<&str>) -> TlsListenerSpec {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()));
+        TlsListenerSpec {
+            address: "127.0.0.1:6380".parse().unwrap(),
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            database: database.map(String::from),
+            default_database: default_database.map(String::from),
+            server_names: vec!["bastion.example.com".into()],
+        }
+    }
+
+    #[test]
+    fn database_selection() {
+        let s = spec(None, Some("local"));
+        assert_eq!(pick_database(&s, Some("cache")).unwrap(), "cache");
+        assert_eq!(pick_database(&s, None).unwrap(), "local");
+        assert_eq!(pick_database(&s, Some("localhost")).unwrap(), "local");
+        assert_eq!(
+            pick_database(&s, Some("BASTION.example.com")).unwrap(),
+            "local"
+        );
+        let s = spec(Some("fixed"), Some("local"));
+        assert_eq!(pick_database(&s, Some("cache")).unwrap(), "fixed");
+        let s = spec(None, None);
+        assert!(pick_database(&s, None).unwrap_err().contains("--sni"));
+    }
+
+    #[test]
+    fn rejection_names_the_cause() {
+        let db = DatabaseConfig {
+            name: "cache".into(),
+            address: "h:6379".parse().unwrap(),
+            tls: None,
+            auth: AuthConfig::Iam {
+                service: crate::config::IamService::Memorydb,
+                region: "eu-west-1".into(),
+                target: "c1".into(),
+                serverless: false,
+            },
+            default_db_user: None,
+        };
+        let m = explain_rejection(
+            &db,
+            "app",
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        );
+        assert!(
+            m.contains("IAM auth token") && m.contains("memorydb:Connect") && m.contains("'app'"),
+            "{m}"
+        );
+        let m = explain_rejection(&db, "app", "NOPROTO unsupported protocol version");
+        assert!(m.contains("NOPROTO") && !m.contains("IAM"), "{m}");
+    }
+}
