@@ -128,22 +128,8 @@ impl OnBoxCa {
             (true, true) => {}
             // Never paper over half a CA with a new one: that silently invalidates every
             // certificate already handed out.
-            (true, false) => return Err(CaError::file(
-                &key_path,
-                format!(
-                    "missing while {} exists; restore it, or remove both files to create a new CA \
-                         (which invalidates every issued certificate)",
-                    cert_path.display()
-                ),
-            )),
-            (false, true) => return Err(CaError::file(
-                &cert_path,
-                format!(
-                    "missing while {} exists; restore it, or remove both files to create a new CA \
-                         (which invalidates every issued certificate)",
-                    key_path.display()
-                ),
-            )),
+            (true, false) => return Err(half_ca(&key_path, &cert_path)),
+            (false, true) => return Err(half_ca(&cert_path, &key_path)),
         }
         load(dir)
     }
@@ -438,6 +424,18 @@ fn exists(path: &Path) -> Result<bool, CaError> {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(CaError::io(path)(e)),
     }
+}
+
+/// One CA file without the other: say which is missing and what replacing them costs.
+fn half_ca(missing: &Path, present: &Path) -> CaError {
+    CaError::file(
+        missing,
+        format!(
+            "missing while {} exists; restore it, or remove both files to create a new CA \
+             (which invalidates every issued certificate)",
+            present.display()
+        ),
+    )
 }
 
 /// Generate a new CA into `dir` (created 0700 if missing). Both files must be absent.
