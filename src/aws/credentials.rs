@@ -277,29 +277,64 @@ impl CredentialChainBuilder {
     }
 }
 
-/// aws-config's shared-files provider, made safe for a build without an HTTP client.
-///
-/// Its builder eagerly constructs the IMDS and ECS providers a profile may name as
-/// `credential_source`, and those panic when no HTTP client is compiled in. Registering our own
-/// providers under those names first keeps the builder from constructing them: a profile that
-/// names one gets a configuration error naming the source instead of a crash. (The IMDSv2 link
-/// of a later issue can be registered here too.)
+/// The `profile` link of the default chain, reading the files named by the environment.
 fn profile_provider() -> ProfileLink {
-    ProfileLink {
-        profile: std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into()),
-        inner: ProfileFileCredentialsProvider::builder()
-            .with_custom_provider("Ec2InstanceMetadata", Unsupported("Ec2InstanceMetadata"))
-            .with_custom_provider("EcsContainer", Unsupported("EcsContainer"))
-            .build(),
+    ProfileLink::new(
+        std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into()),
+        |builder| builder,
+    )
+}
+
+/// aws-config's shared-files provider, rebuilt for every load, with two repairs.
+///
+/// * Rebuilt per load: the provider parses the files once and, if that fails, reports the real
+///   error once and "initialization error already taken" (a hard error) on every later call.
+///   A daemon that refreshes every few minutes needs the real reason each time, a fall-through
+///   to the next link when the profile is missing, and to see rotated keys in the files.
+/// * Its builder eagerly constructs the IMDS and ECS providers a profile may name as
+///   `credential_source`, and those panic when no HTTP client is compiled in. Registering our
+///   own providers under those names first keeps the builder from constructing them: a profile
+///   that names one gets a configuration error naming the source instead of a crash. (The
+///   IMDSv2 link of a later issue can be registered here.)
+///
+/// It also replaces aws-config's bare "not enabled" (no files, or no keys in the profile) with a
+/// message naming the profile and where it was looked for.
+struct ProfileLink {
+    profile: String,
+    configure: Box<ProfileConfigure>,
+}
+
+type ProfileConfigure = dyn Fn(ProfileBuilder) -> ProfileBuilder + Send + Sync;
+type ProfileBuilder = aws_config::profile::credentials::Builder;
+
+impl ProfileLink {
+    /// `profile` is only for messages; `configure` may point the builder at other files.
+    fn new(
+        profile: String,
+        configure: impl Fn(ProfileBuilder) -> ProfileBuilder + Send + Sync + 'static,
+    ) -> Self {
+        ProfileLink {
+            profile,
+            configure: Box::new(configure),
+        }
+    }
+
+    fn provider(&self) -> ProfileFileCredentialsProvider {
+        (self.configure)(
+            ProfileFileCredentialsProvider::builder()
+                .with_custom_provider("Ec2InstanceMetadata", Unsupported("Ec2InstanceMetadata"))
+                .with_custom_provider("EcsContainer", Unsupported("EcsContainer")),
+        )
+        .build()
     }
 }
 
-/// The profile link. aws-config says only "not enabled" when the files are missing or the
-/// profile has no keys; this names the profile and where it was looked for.
-#[derive(Debug)]
-struct ProfileLink {
-    profile: String,
-    inner: ProfileFileCredentialsProvider,
+impl fmt::Debug for ProfileLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProfileLink")
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProvideCredentials for ProfileLink {
@@ -308,7 +343,7 @@ impl ProvideCredentials for ProfileLink {
         Self: 'a,
     {
         future::ProvideCredentials::new(async move {
-            match self.inner.provide_credentials().await {
+            match self.provider().provide_credentials().await {
                 Err(err @ ProviderError::CredentialsNotLoaded(_)) if err.source().is_none() => {
                     Err(ProviderError::not_loaded(format!(
                         "no credentials for profile `{}` in the shared config/credentials files \
@@ -612,6 +647,70 @@ mod tests {
             .await
             .expect_err("expired and no refresh");
         assert!(err.to_string().contains("imds unreachable"), "{err}");
+    }
+
+    /// A profile link reading only `path` as the shared credentials file.
+    fn profile_link(profile: &'static str, path: std::path::PathBuf) -> ProfileLink {
+        ProfileLink::new(profile.into(), move |builder| {
+            #[allow(deprecated)] // the non-deprecated type lives in aws-runtime, not a dependency
+            let files = aws_config::profile::profile_file::ProfileFiles::builder()
+                .with_file(
+                    aws_config::profile::profile_file::ProfileFileKind::Credentials,
+                    path.clone(),
+                )
+                .build();
+            builder.profile_name(profile).profile_files(files)
+        })
+    }
+
+    #[tokio::test]
+    async fn profile_link_rereads_the_files_and_reports_the_same_reason_every_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("credentials");
+        std::fs::write(
+            &path,
+            "[other]\naws_access_key_id = A\naws_secret_access_key = B\n",
+        )
+        .expect("write");
+        let chain = CredentialChain::from_provider("profile", profile_link("app", path.clone()));
+        for attempt in 0..2 {
+            let err = chain
+                .credentials()
+                .await
+                .expect_err("profile `app` missing");
+            assert!(
+                matches!(&err, CredentialsError::NotFound(m) if m.contains("`app`")),
+                "attempt {attempt}: {err}"
+            );
+        }
+        std::fs::write(
+            &path,
+            format!("[app]\naws_access_key_id = AKIDONE\naws_secret_access_key = {SECRET}\n"),
+        )
+        .expect("write");
+        let (creds, provider) = chain.credentials().await.expect("profile now present");
+        assert_eq!(
+            (creds.access_key_id(), provider.as_str()),
+            ("AKIDONE", "profile")
+        );
+    }
+
+    #[tokio::test]
+    async fn profile_naming_imds_fails_cleanly_without_an_http_client() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("credentials");
+        std::fs::write(
+            &path,
+            "[app]\ncredential_source = Ec2InstanceMetadata\nrole_arn = arn:aws:iam::1:role/r\n",
+        )
+        .expect("write");
+        let chain = CredentialChain::from_provider("profile", profile_link("app", path));
+        let err = chain.credentials().await.expect_err("unsupported source");
+        assert!(
+            matches!(&err, CredentialsError::ProviderFailed { provider, reason, .. }
+                if provider == "profile" && reason.contains("Ec2InstanceMetadata")),
+            "{err}"
+        );
     }
 
     #[tokio::test]
