@@ -1,2 +1,26 @@
+//! Shared fixtures for the integration tests: real processes on port 0, real clients.
+//!
+//! - [`redis`]: a real `redis-server` (plaintext + TLS port + Unix socket, ACL users) in a temp dir.
+//! - [`bastion`]: the `bastion` binary under test, its logs, and `bastion cert issue`.
+//! - [`clients`]: `redis-cli`, `redis-benchmark` and redis-py, all reaching an [`clients::Endpoint`].
+//! - [`raw`]: byte-level TLS / Unix / TCP clients and a RESP framer, for exact-bytes assertions.
+//! - [`stack`]: one Redis + one bastion wired together with the databases, roles and users
+//!   most end-to-end tests need.
+//! - [`scenarios`]: behaviours every client path must show (run by `e2e_mtls` and `e2e_unix`).
+//! - [`certs`]: a throw-away CA (rcgen) for the upstream's server certificate and foreign client certs.
+//! - [`process`]: running a child with a hang guard.
+//!
+//! Every wait has a deadline that is a hang guard, never a speed assertion.
+
+// Each test binary uses a different subset of the fixtures.
 #![allow(dead_code)]
+
+pub mod bastion;
+pub mod certs;
+pub mod clients;
 pub mod iam_front;
+pub mod process;
+pub mod raw;
+pub mod redis;
+pub mod scenarios;
+pub mod stack;
