@@ -1,0 +1,68 @@
+//! End to end over the Unix-socket directory (`<dir>/<db>.sock`): the caller's uid, read with
+//! SO_PEERCRED, is bound to bastion user `alice` (`unix_user` = the user running the tests),
+//! upstream Redis over TLS and over plaintext.
+
+mod support;
+
+use support::clients::redis_cli;
+use support::scenarios;
+use support::stack::{upstream_port, Stack, Via, APP};
+
+macro_rules! through_bastion {
+    ($($scenario:ident),* $(,)?) => {
+        mod tls_upstream {
+            use super::*;
+            $(#[test] fn $scenario() { let s = Stack::start(); scenarios::$scenario(&s.target(Via::Unix, "tlsdb")); })*
+        }
+        mod plain_upstream {
+            use super::*;
+            $(#[test] fn $scenario() { let s = Stack::start(); scenarios::$scenario(&s.target(Via::Unix, "plaindb")); })*
+        }
+    };
+}
+
+through_bastion!(
+    ping_set_get,
+    auth_then_commands,
+    upstream_identity,
+    hello3,
+    hello3_auth_setname,
+    pipelined_in_one_write,
+    benchmark_pipelined,
+    multi_exec,
+    subscribe_publish,
+    blpop_unblocked,
+    big_values,
+    redis_py,
+);
+
+/// One socket per database, and each leads to its own database.
+#[test]
+fn each_database_has_its_socket() {
+    let s = Stack::start();
+    for db in ["tlsdb", "plaindb", "envdb", "badpwdb", "downdb"] {
+        let path = s.bastion.socket_path(db);
+        assert!(path.exists(), "{} missing", path.display());
+    }
+    assert_eq!(upstream_port(&s.unix("tlsdb")), s.redis.tls_addr().port());
+    assert_eq!(
+        upstream_port(&s.unix("plaindb")),
+        s.redis.plain_addr().port()
+    );
+    let out = redis_cli(&s.unix("envdb"), &["ACL", "WHOAMI"]);
+    assert_eq!(out.stdout().trim(), APP, "{out}");
+    s.assert_no_secrets_in_logs();
+}
+
+/// The sockets have the configured default mode (0666): any local user may connect, and is
+/// refused unless bound to a bastion user (see refusals.rs).
+#[test]
+fn sockets_are_world_connectable() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Stack::start();
+    let mode = std::fs::metadata(s.bastion.socket_path("plaindb"))
+        .expect("socket metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o666, "socket mode {:o}", mode & 0o777);
+}
