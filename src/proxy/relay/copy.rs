@@ -93,3 +93,123 @@ where
         moved.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::time::timeout;
+
+    use super::super::testutil::{both_ways, half_close_exchange, tcp_pair, tls_pair, HANG_GUARD};
+    use super::super::{relay, Closed, Leg, Outcome, Path, Side};
+
+    const MIB: usize = 1024 * 1024;
+
+    fn assert_copied(outcome: &Outcome) {
+        assert_eq!(outcome.client_to_upstream_path, Path::Copy);
+        assert_eq!(outcome.upstream_to_client_path, Path::Copy);
+    }
+
+    #[tokio::test]
+    async fn tls_client_and_tcp_upstream_copy_both_ways_intact() {
+        let (client_leg, client) = tls_pair().await;
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tls(Box::new(client_leg)),
+            Leg::Tcp(upstream_leg),
+        ));
+
+        timeout(HANG_GUARD, both_ways(client, upstream, 8 * MIB))
+            .await
+            .expect("transfer hung");
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_copied(&outcome);
+        assert_eq!(outcome.client_to_upstream, 8 * MIB as u64);
+        assert_eq!(outcome.upstream_to_client, 8 * MIB as u64);
+        assert!(
+            matches!(outcome.closed, Closed::By(_)),
+            "{:?}",
+            outcome.closed
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_client_and_tls_upstream_copy_both_ways_intact() {
+        let (client_leg, client) = tcp_pair().await;
+        // The relay is the TLS client towards the upstream here.
+        let (upstream, upstream_leg) = tls_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tcp(client_leg),
+            Leg::Tls(Box::new(upstream_leg)),
+        ));
+
+        timeout(HANG_GUARD, both_ways(client, upstream, 2 * MIB))
+            .await
+            .expect("transfer hung");
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_copied(&outcome);
+        assert_eq!(outcome.client_to_upstream, 2 * MIB as u64);
+        assert_eq!(outcome.upstream_to_client, 2 * MIB as u64);
+    }
+
+    #[tokio::test]
+    async fn tls_client_half_close_still_delivers_the_upstream_reply() {
+        let (client_leg, client) = tls_pair().await;
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tls(Box::new(client_leg)),
+            Leg::Tcp(upstream_leg),
+        ));
+
+        let (request, reply) = timeout(HANG_GUARD, half_close_exchange(client, upstream))
+            .await
+            .expect("half-close exchange hung");
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_copied(&outcome);
+        assert_eq!(outcome.closed, Closed::By(Side::Client));
+        assert_eq!(outcome.client_to_upstream, request);
+        assert_eq!(outcome.upstream_to_client, reply);
+    }
+
+    #[tokio::test]
+    async fn upstream_reset_under_tls_client_ends_the_session() {
+        let (client_leg, mut client) = tls_pair().await;
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tls(Box::new(client_leg)),
+            Leg::Tcp(upstream_leg),
+        ));
+
+        upstream.set_zero_linger().expect("SO_LINGER 0");
+        drop(upstream);
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung after upstream reset")
+            .expect("relay panicked");
+        assert_copied(&outcome);
+        assert!(
+            matches!(
+                outcome.closed,
+                Closed::Error {
+                    side: Side::Upstream,
+                    ..
+                }
+            ),
+            "{:?}",
+            outcome.closed
+        );
+        // The client's TLS ends without close_notify (an error) or cleanly — never a hang.
+        let mut rest = Vec::new();
+        let _ = timeout(HANG_GUARD, client.read_to_end(&mut rest))
+            .await
+            .expect("client hung");
+    }
+}

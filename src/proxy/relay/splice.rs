@@ -247,3 +247,222 @@ impl AsFd for Socket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::timeout;
+
+    use super::super::testutil::{
+        both_ways, half_close_exchange, receive_all, send_pattern, small_buffer_tcp_pair, tcp_pair,
+        unix_pair, HANG_GUARD,
+    };
+    use super::super::{relay, Closed, Leg, Outcome, Path, Side};
+
+    const MIB: usize = 1024 * 1024;
+
+    fn assert_spliced(outcome: &Outcome) {
+        assert_eq!(outcome.client_to_upstream_path, Path::Splice);
+        assert_eq!(outcome.upstream_to_client_path, Path::Splice);
+    }
+
+    #[tokio::test]
+    async fn unix_client_and_tcp_upstream_splice_32_mib_each_way() {
+        let (client_leg, client) = unix_pair();
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(Leg::Unix(client_leg), Leg::Tcp(upstream_leg)));
+
+        timeout(HANG_GUARD, both_ways(client, upstream, 32 * MIB))
+            .await
+            .expect("transfer hung");
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+
+        assert_spliced(&outcome);
+        assert_eq!(outcome.client_to_upstream, 32 * MIB as u64);
+        assert_eq!(outcome.upstream_to_client, 32 * MIB as u64);
+        assert!(
+            matches!(outcome.closed, Closed::By(_)),
+            "{:?}",
+            outcome.closed
+        );
+    }
+
+    /// The lost-wake-up case: a destination drains slowly while its source offers far more than
+    /// the pipe and socket buffers hold, so splice keeps hitting EAGAIN on both sides of the pipe.
+    /// One direction at a time, on purpose: with traffic the other way on the same sockets, every
+    /// epoll event re-reports all ready bits and would mask a wrongly cleared read readiness.
+    #[tokio::test]
+    async fn slow_reader_behind_a_full_pipe_still_gets_every_byte() {
+        const LEN: usize = 6 * MIB;
+        const READ: usize = 16 * 1024;
+        const PAUSE: Duration = Duration::from_millis(1);
+        let (client_leg, client) = unix_pair();
+        let (upstream_leg, upstream) = small_buffer_tcp_pair(16 * 1024, 16 * 1024).await;
+        let session = tokio::spawn(relay(Leg::Unix(client_leg), Leg::Tcp(upstream_leg)));
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+
+        // Unix source → slow TCP reader, while nothing flows the other way.
+        let (sent, got) = timeout(HANG_GUARD, async {
+            tokio::join!(
+                send_pattern(&mut client_write, 7, LEN, MIB),
+                receive_all(&mut upstream_read, READ, PAUSE),
+            )
+        })
+        .await
+        .expect("client → upstream hung");
+        assert_eq!(got, (LEN as u64, sent));
+
+        // TCP source → slow Unix reader, the client direction already finished.
+        let (sent, got) = timeout(HANG_GUARD, async {
+            tokio::join!(
+                send_pattern(&mut upstream_write, 11, LEN, MIB),
+                receive_all(&mut client_read, READ, PAUSE),
+            )
+        })
+        .await
+        .expect("upstream → client hung");
+        assert_eq!(got, (LEN as u64, sent));
+
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_spliced(&outcome);
+        assert_eq!(outcome.closed, Closed::By(Side::Client));
+        assert_eq!(outcome.client_to_upstream, LEN as u64);
+        assert_eq!(outcome.upstream_to_client, LEN as u64);
+    }
+
+    #[tokio::test]
+    async fn client_half_close_still_delivers_the_upstream_reply() {
+        // A client on a real Unix listener path, as the bastion's local socket would be.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bastion.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind unix");
+        let (connected, accepted) =
+            tokio::join!(tokio::net::UnixStream::connect(&path), listener.accept());
+        let client = connected.expect("connect unix");
+        let client_leg = accepted.expect("accept unix").0;
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(Leg::Unix(client_leg), Leg::Tcp(upstream_leg)));
+
+        let (request, reply) = timeout(HANG_GUARD, half_close_exchange(client, upstream))
+            .await
+            .expect("half-close exchange hung");
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_spliced(&outcome);
+        assert_eq!(outcome.closed, Closed::By(Side::Client));
+        assert_eq!(outcome.client_to_upstream, request);
+        assert_eq!(outcome.upstream_to_client, reply);
+    }
+
+    #[tokio::test]
+    async fn upstream_reset_while_client_idles_ends_the_session() {
+        let (client_leg, mut client) = unix_pair();
+        let (upstream_leg, mut upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(Leg::Unix(client_leg), Leg::Tcp(upstream_leg)));
+
+        // Prove the session is live, then reset the upstream while the client is only reading.
+        upstream.write_all(b"+OK\r\n").await.expect("upstream send");
+        let mut greeting = [0u8; 5];
+        client.read_exact(&mut greeting).await.expect("client read");
+        assert_eq!(&greeting, b"+OK\r\n");
+        upstream.set_zero_linger().expect("SO_LINGER 0");
+        drop(upstream);
+
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung after upstream reset")
+            .expect("relay panicked");
+        assert_spliced(&outcome);
+        match &outcome.closed {
+            Closed::Error { side, message } => {
+                assert_eq!(*side, Side::Upstream);
+                assert!(message.contains("upstream"), "{message}");
+            }
+            other => panic!("expected an upstream error, got {other:?}"),
+        }
+        assert_eq!(outcome.upstream_to_client, 5);
+
+        // The relay closed the client's leg: the client sees EOF (or a reset), never a hang.
+        let mut rest = Vec::new();
+        let seen = timeout(HANG_GUARD, client.read_to_end(&mut rest))
+            .await
+            .expect("client hung");
+        assert!(matches!(seen, Ok(0) | Err(_)), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn upstream_reset_while_client_sends_ends_the_session() {
+        let (client_leg, client) = tcp_pair().await;
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(Leg::Tcp(client_leg), Leg::Tcp(upstream_leg)));
+
+        upstream.set_zero_linger().expect("SO_LINGER 0");
+        drop(upstream);
+        // The client keeps pushing bytes the upstream will never take.
+        let (_client_read, mut client_write) = client.into_split();
+        let pusher = tokio::spawn(async move {
+            let chunk = vec![0x2au8; 64 * 1024];
+            while client_write.write_all(&chunk).await.is_ok() {}
+        });
+
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung after upstream reset")
+            .expect("relay panicked");
+        assert!(
+            matches!(
+                outcome.closed,
+                Closed::Error {
+                    side: Side::Upstream,
+                    ..
+                }
+            ),
+            "{:?}",
+            outcome.closed
+        );
+        // With the session gone the client's writes fail and the pusher stops.
+        timeout(HANG_GUARD, pusher)
+            .await
+            .expect("client writes hung")
+            .expect("pusher panicked");
+    }
+
+    #[tokio::test]
+    async fn client_reset_is_reported_on_the_client_side() {
+        let (client_leg, client) = tcp_pair().await;
+        let (upstream_leg, mut upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(Leg::Tcp(client_leg), Leg::Tcp(upstream_leg)));
+
+        client.set_zero_linger().expect("SO_LINGER 0");
+        drop(client);
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung after client reset")
+            .expect("relay panicked");
+        assert!(
+            matches!(
+                outcome.closed,
+                Closed::Error {
+                    side: Side::Client,
+                    ..
+                }
+            ),
+            "{:?}",
+            outcome.closed
+        );
+        let mut rest = Vec::new();
+        let seen = upstream.read_to_end(&mut rest).await;
+        assert!(matches!(seen, Ok(0) | Err(_)), "{seen:?}");
+    }
+}
