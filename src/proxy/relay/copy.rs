@@ -1,0 +1,215 @@
+//! The copy path: a leg is TLS terminated in user space, so each direction reads into a 64 KiB
+//! buffer and writes it out. Plaintext legs paired with a TLS leg are just another
+//! `AsyncRead + AsyncWrite` here.
+//!
+//! Must never buffer bytes it has read without writing and flushing them before the next read
+//! (a Redis reply stuck in a TLS buffer is a hung client), and never end a direction without
+//! `shutdown()` on the write half — for TLS that is the `close_notify` the peer needs to tell a
+//! clean end from a truncation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{drive, Counters, Direction, Leg, Path, RelayError, Side, Stream};
+
+/// Per-direction buffer: one TLS record holds at most 16 KiB, so this takes several per read.
+const BUFFER_SIZE: usize = 64 * 1024;
+
+/// Copy both ways until both sides sent EOF (`Ok(first to close)`) or a read/write fails.
+/// Both legs close when this returns.
+pub(super) async fn run(
+    client: Leg,
+    upstream: Leg,
+    counters: &Counters,
+) -> Result<Side, RelayError> {
+    // tokio::io::split, not a TLS-specific split: each half locks the stream only for the length
+    // of one poll, and a TLS stream has to be shared because reading may also write (alerts).
+    let (client_read, client_write) = tokio::io::split(into_stream(client));
+    let (upstream_read, upstream_write) = tokio::io::split(into_stream(upstream));
+    drive(
+        direction(
+            Direction::ClientToUpstream,
+            client_read,
+            upstream_write,
+            counters.for_direction(Direction::ClientToUpstream),
+        ),
+        direction(
+            Direction::UpstreamToClient,
+            upstream_read,
+            client_write,
+            counters.for_direction(Direction::UpstreamToClient),
+        ),
+    )
+    .await
+}
+
+fn into_stream(leg: Leg) -> Box<dyn Stream> {
+    match leg {
+        Leg::Tcp(stream) => Box::new(stream),
+        Leg::Unix(stream) => Box::new(stream),
+        Leg::Tls(stream) => stream,
+    }
+}
+
+/// One direction: read a chunk, write and flush all of it, repeat; on EOF shut the write half
+/// down (TLS: `close_notify`, then the socket's `SHUT_WR`) and finish. Every read and write is an
+/// `.await` on tokio, which parks on readiness: there is no retry loop here to spin.
+async fn direction<R, W>(
+    direction: Direction,
+    mut source: R,
+    mut destination: W,
+    moved: &AtomicU64,
+) -> Result<(), RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    direction.trace_start(Path::Copy);
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    loop {
+        let n = source
+            .read(&mut buffer)
+            .await
+            .map_err(|e| direction.read_error(e))?;
+        if n == 0 {
+            destination
+                .shutdown()
+                .await
+                .map_err(|e| direction.shutdown_error(e))?;
+            return Ok(());
+        }
+        // n <= buffer.len(): tokio's `read` reports how much of a ReadBuf over `buffer` it filled.
+        destination
+            .write_all(&buffer[..n])
+            .await
+            .map_err(|e| direction.write_error(e))?;
+        // A TLS writer may hold the record until flushed; Redis is request/response, so flush
+        // every chunk rather than wait for the next read.
+        destination
+            .flush()
+            .await
+            .map_err(|e| direction.write_error(e))?;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::time::timeout;
+
+    use super::super::testutil::{both_ways, half_close_exchange, tcp_pair, tls_pair, HANG_GUARD};
+    use super::super::{relay, Closed, Leg, Outcome, Path, Side};
+
+    const MIB: usize = 1024 * 1024;
+
+    fn assert_copied(outcome: &Outcome) {
+        assert_eq!(outcome.client_to_upstream_path, Path::Copy);
+        assert_eq!(outcome.upstream_to_client_path, Path::Copy);
+    }
+
+    #[tokio::test]
+    async fn tls_client_and_tcp_upstream_copy_both_ways_intact() {
+        let (client_leg, client) = tls_pair().await;
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tls(Box::new(client_leg)),
+            Leg::Tcp(upstream_leg),
+        ));
+
+        timeout(HANG_GUARD, both_ways(client, upstream, 8 * MIB))
+            .await
+            .expect("transfer hung");
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_copied(&outcome);
+        assert_eq!(outcome.client_to_upstream, 8 * MIB as u64);
+        assert_eq!(outcome.upstream_to_client, 8 * MIB as u64);
+        assert!(
+            matches!(outcome.closed, Closed::By(_)),
+            "{:?}",
+            outcome.closed
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_client_and_tls_upstream_copy_both_ways_intact() {
+        let (client_leg, client) = tcp_pair().await;
+        // The relay is the TLS client towards the upstream here.
+        let (upstream, upstream_leg) = tls_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tcp(client_leg),
+            Leg::Tls(Box::new(upstream_leg)),
+        ));
+
+        timeout(HANG_GUARD, both_ways(client, upstream, 2 * MIB))
+            .await
+            .expect("transfer hung");
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_copied(&outcome);
+        assert_eq!(outcome.client_to_upstream, 2 * MIB as u64);
+        assert_eq!(outcome.upstream_to_client, 2 * MIB as u64);
+    }
+
+    #[tokio::test]
+    async fn tls_client_half_close_still_delivers_the_upstream_reply() {
+        let (client_leg, client) = tls_pair().await;
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tls(Box::new(client_leg)),
+            Leg::Tcp(upstream_leg),
+        ));
+
+        let (request, reply) = timeout(HANG_GUARD, half_close_exchange(client, upstream))
+            .await
+            .expect("half-close exchange hung");
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_copied(&outcome);
+        assert_eq!(outcome.closed, Closed::By(Side::Client));
+        assert_eq!(outcome.client_to_upstream, request);
+        assert_eq!(outcome.upstream_to_client, reply);
+    }
+
+    #[tokio::test]
+    async fn upstream_reset_under_tls_client_ends_the_session() {
+        let (client_leg, mut client) = tls_pair().await;
+        let (upstream_leg, upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tls(Box::new(client_leg)),
+            Leg::Tcp(upstream_leg),
+        ));
+
+        upstream.set_zero_linger().expect("SO_LINGER 0");
+        drop(upstream);
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung after upstream reset")
+            .expect("relay panicked");
+        assert_copied(&outcome);
+        assert!(
+            matches!(
+                outcome.closed,
+                Closed::Error {
+                    side: Side::Upstream,
+                    ..
+                }
+            ),
+            "{:?}",
+            outcome.closed
+        );
+        // The client's TLS ends without close_notify (an error) or cleanly — never a hang.
+        let mut rest = Vec::new();
+        let _ = timeout(HANG_GUARD, client.read_to_end(&mut rest))
+            .await
+            .expect("client hung");
+    }
+}
