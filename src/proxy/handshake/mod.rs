@@ -16,13 +16,16 @@
 //! huge first command can be recognised by its name alone.
 //!
 //! Every parser is split-invariant: its answer does not depend on how the bytes were split across
-//! reads, and once it has answered (a frame or an error) more bytes never change the answer.
+//! reads, and once it has answered (a frame or an error) more bytes never change the answer. The
+//! fuzz entry points [`fuzz_opening`] and [`fuzz_reply`] check exactly that.
 
 pub mod client;
 mod frame;
+mod fuzz;
 pub mod upstream;
 
 pub use client::{parse_opening, Opening, Parsed};
+pub use fuzz::{fuzz_opening, fuzz_reply};
 pub use upstream::{auth_command, parse_reply, Reply};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
