@@ -24,6 +24,9 @@ mod frame;
 mod fuzz;
 pub mod upstream;
 
+#[cfg(test)]
+mod proptests;
+
 pub use client::{parse_opening, Opening, Parsed};
 pub use fuzz::{fuzz_opening, fuzz_reply};
 pub use upstream::{auth_command, parse_reply, Reply};
