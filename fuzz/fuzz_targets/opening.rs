@@ -1,0 +1,8 @@
+//! The client's opening frame (AUTH / HELLO / first command): never panics, split-invariant.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    bastion::proxy::handshake::fuzz_opening(data);
+});
