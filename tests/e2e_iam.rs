@@ -1,0 +1,147 @@
+//! IAM auth end to end: redis-cli → bastion (auth mode `iam`) → IAM front → real redis-server.
+//!
+//! The front (tests/support/iam_front.rs) verifies each token with its own SigV4 code — not
+//! aws-sigv4 — for the service, region, target, user, expiry and (serverless) ResourceType, then
+//! logs in to Redis as that user with the real password. So a PONG here proves the bastion's
+//! tokens are right for ElastiCache, MemoryDB and ElastiCache Serverless.
+
+mod support;
+
+use std::collections::HashMap;
+
+use support::bastion::Bastion;
+use support::clients::{redis_cli, Endpoint};
+use support::iam_front::{IamFront, IamFrontConfig, Outcome, Rejection};
+use support::redis::{RedisOpts, RedisServer};
+use support::stack::current_user;
+
+const ACCESS_KEY: &str = "AKIDBASTIONTEST0001";
+const SECRET_KEY: &str = "bastion/test/secret/key/0123456789abcdefgh";
+const REAL_PASSWORD: &str = "real-redis-password-7c1e";
+
+struct Rig {
+    _redis: RedisServer,
+    front: IamFront,
+    bastion: Bastion,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+/// Redis with user `app`, a front expecting `expect_*`, and a bastion signing for `signs_*`.
+fn rig(service: &'static str, serverless: bool, expect_region: &str, signs_region: &str) -> Rig {
+    let redis = RedisServer::start(RedisOpts::users(&["app"], REAL_PASSWORD));
+    let front = IamFront::start(IamFrontConfig {
+        service,
+        region: expect_region.to_string(),
+        target: "my-target".to_string(),
+        serverless,
+        access_key_id: ACCESS_KEY.to_string(),
+        secret_access_key: SECRET_KEY.to_string(),
+        session_token: None,
+        upstream: redis.plain_addr(),
+        passwords: HashMap::from([("app".to_string(), REAL_PASSWORD.to_string())]),
+    });
+    let state = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let sock = state.path().join("sock");
+    let config = format!(
+        r#"
+state_dir = "{state}"
+[limits]
+handshake_timeout = "10s"
+[listeners.unix]
+directory = "{sock}"
+[[databases]]
+name = "iamdb"
+address = "{front}"
+auth = {{ mode = "iam", service = "{service}", region = "{signs_region}", target = "my-target", serverless = {serverless} }}
+[[roles]]
+name = "app-only"
+db_users = ["app"]
+db_names = ["iamdb"]
+[[users]]
+name = "alice"
+roles = ["app-only"]
+unix_user = "{me}"
+"#,
+        state = state.path().display(),
+        sock = sock.display(),
+        front = front.addr(),
+        me = current_user(),
+    );
+    let home_str = home.path().display().to_string();
+    let missing = home.path().join("none").display().to_string();
+    let bastion = Bastion::start_with_env(
+        &config,
+        state.path(),
+        &[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("HOME", &home_str),
+            ("AWS_CONFIG_FILE", &missing),
+            ("AWS_SHARED_CREDENTIALS_FILE", &missing),
+        ],
+    );
+    Rig {
+        _redis: redis,
+        front,
+        bastion,
+        _dirs: (state, home),
+    }
+}
+
+fn accepted_through(service: &'static str, serverless: bool) {
+    let r = rig(service, serverless, "us-east-1", "us-east-1");
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+
+    // RESP2: the bastion sends AUTH app <token>.
+    let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
+    assert_eq!(out.stdout().trim(), "app", "{out:?}");
+    // RESP3: the bastion sends HELLO 3 AUTH app <token>; the client sees the server's map.
+    let out = redis_cli(&ep, &["-3", "HELLO", "3"]);
+    assert!(out.stdout().contains("proto") && out.stdout().contains('3'), "{out:?}");
+
+    let verdicts = r.front.verdicts();
+    assert!(verdicts.len() >= 2, "{verdicts:?}");
+    assert!(
+        verdicts.iter().all(|v| v.user == "app" && v.outcome == Outcome::Accepted),
+        "{verdicts:?}"
+    );
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
+}
+
+#[test]
+fn elasticache_token_is_accepted() {
+    accepted_through("elasticache", false);
+}
+
+#[test]
+fn memorydb_token_is_accepted() {
+    accepted_through("memorydb", false);
+}
+
+#[test]
+fn serverless_token_is_accepted() {
+    accepted_through("elasticache", true);
+}
+
+#[test]
+fn rejected_token_is_explained() {
+    // The bastion signs for the wrong region: the front (like AWS) answers WRONGPASS.
+    let r = rig("elasticache", false, "us-east-1", "eu-west-1");
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    let mark = r.bastion.log_mark();
+    let out = redis_cli(&ep, &["PING"]);
+    let text = out.stdout();
+    assert!(text.contains("bastion:") && text.contains("rejected the IAM auth token"), "{out:?}");
+    assert!(text.contains("elasticache:Connect"), "{out:?}");
+    assert!(
+        matches!(
+            r.front.last_verdict().map(|v| v.outcome),
+            Some(Outcome::Rejected(Rejection::WrongRegion { .. }))
+        ),
+        "{:?}",
+        r.front.verdicts()
+    );
+    r.bastion.expect_denied(mark, &["rejected the IAM auth token"]);
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
+}
