@@ -11,6 +11,7 @@ use redis_protocol::resp3::types::OwnedFrame;
 use super::client::Opening;
 use super::{frame, HandshakeError};
 use crate::secret::Secret;
+use zeroize::Zeroizing;
 
 /// The command that authenticates upstream for `opening`, or `None` when nothing needs sending
 /// (auth mode `none` and the client did not send HELLO).
@@ -19,7 +20,13 @@ use crate::secret::Secret;
 /// - HELLO → `HELLO <protover or 2> [AUTH <db_user> <secret>] [SETNAME <name>]`
 ///
 /// The returned bytes hold the secret: write them and drop them; never log them.
-pub fn auth_command(opening: &Opening, db_user: &str, secret: Option<&Secret>) -> Option<Vec<u8>> {
+///
+/// The bytes carry the secret, so they come back in a buffer that is zeroized on drop.
+pub fn auth_command(
+    opening: &Opening,
+    db_user: &str,
+    secret: Option<&Secret>,
+) -> Option<Zeroizing<Vec<u8>>> {
     let secret = secret.map(|s| s.expose().as_bytes());
     match opening {
         Opening::Auth { .. } | Opening::Command { .. } => {
@@ -46,14 +53,14 @@ pub fn auth_command(opening: &Opening, db_user: &str, secret: Option<&Secret>) -
 }
 
 /// A command as a RESP array of bulk strings.
-fn encode_command(args: &[&[u8]]) -> Vec<u8> {
+fn encode_command(args: &[&[u8]]) -> Zeroizing<Vec<u8>> {
     let elements: Vec<BorrowedFrame> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
     let frame = BorrowedFrame::Array(&elements);
     let mut out = vec![0; frame.encode_len(false)];
     // Cannot fail: `out` is exactly `encode_len` long, and arrays of bulk strings always encode.
     let written = encode_borrowed(&mut out, &frame, false).expect("buffer sized by encode_len");
     out.truncate(written);
-    out
+    Zeroizing::new(out)
 }
 
 /// One upstream reply frame.
@@ -97,6 +104,10 @@ fn malformed() -> HandshakeError {
 mod tests {
     use super::*;
 
+    fn auth_bytes(o: &Opening, u: &str, s: Option<&Secret>) -> Option<Vec<u8>> {
+        auth_command(o, u, s).map(|z| z.to_vec())
+    }
+
     fn secret() -> Secret {
         Secret::new("s3cr3t")
     }
@@ -106,13 +117,13 @@ mod tests {
         let expected = b"*3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$6\r\ns3cr3t\r\n".to_vec();
         let auth = Opening::Auth { db_user: None };
         assert_eq!(
-            auth_command(&auth, "alice", Some(&secret())),
+            auth_bytes(&auth, "alice", Some(&secret())),
             Some(expected.clone())
         );
         let cmd = Opening::Command { name: "GET".into() };
-        assert_eq!(auth_command(&cmd, "alice", Some(&secret())), Some(expected));
-        assert_eq!(auth_command(&auth, "alice", None), None);
-        assert_eq!(auth_command(&cmd, "alice", None), None);
+        assert_eq!(auth_bytes(&cmd, "alice", Some(&secret())), Some(expected));
+        assert_eq!(auth_bytes(&auth, "alice", None), None);
+        assert_eq!(auth_bytes(&cmd, "alice", None), None);
     }
 
     #[test]
@@ -120,7 +131,7 @@ mod tests {
         let auth = Opening::Auth {
             db_user: Some("mallory".into()),
         };
-        let bytes = auth_command(&auth, "alice", Some(&secret())).unwrap();
+        let bytes = auth_bytes(&auth, "alice", Some(&secret())).unwrap();
         assert_eq!(
             bytes,
             b"*3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$6\r\ns3cr3t\r\n"
@@ -135,11 +146,11 @@ mod tests {
             setname: Some(b"app".to_vec()),
         };
         assert_eq!(
-            auth_command(&hello, "alice", Some(&secret())).unwrap(),
+            auth_bytes(&hello, "alice", Some(&secret())).unwrap(),
             b"*7\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$6\r\ns3cr3t\r\n$7\r\nSETNAME\r\n$3\r\napp\r\n"
         );
         assert_eq!(
-            auth_command(&hello, "alice", None).unwrap(),
+            auth_bytes(&hello, "alice", None).unwrap(),
             b"*4\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$7\r\nSETNAME\r\n$3\r\napp\r\n"
         );
         let bare = Opening::Hello {
@@ -148,11 +159,11 @@ mod tests {
             setname: None,
         };
         assert_eq!(
-            auth_command(&bare, "alice", Some(&secret())).unwrap(),
+            auth_bytes(&bare, "alice", Some(&secret())).unwrap(),
             b"*5\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$4\r\nAUTH\r\n$5\r\nalice\r\n$6\r\ns3cr3t\r\n"
         );
         assert_eq!(
-            auth_command(&bare, "alice", None).unwrap(),
+            auth_bytes(&bare, "alice", None).unwrap(),
             b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"
         );
     }
