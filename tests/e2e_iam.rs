@@ -98,12 +98,17 @@ fn accepted_through(service: &'static str, serverless: bool) {
     assert_eq!(out.stdout().trim(), "app", "{out:?}");
     // RESP3: the bastion sends HELLO 3 AUTH app <token>; the client sees the server's map.
     let out = redis_cli(&ep, &["-3", "HELLO", "3"]);
-    assert!(out.stdout().contains("proto") && out.stdout().contains('3'), "{out:?}");
+    assert!(
+        out.stdout().contains("proto") && out.stdout().contains('3'),
+        "{out:?}"
+    );
 
     let verdicts = r.front.verdicts();
     assert!(verdicts.len() >= 2, "{verdicts:?}");
     assert!(
-        verdicts.iter().all(|v| v.user == "app" && v.outcome == Outcome::Accepted),
+        verdicts
+            .iter()
+            .all(|v| v.user == "app" && v.outcome == Outcome::Accepted),
         "{verdicts:?}"
     );
     r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
@@ -132,7 +137,10 @@ fn rejected_token_is_explained() {
     let mark = r.bastion.log_mark();
     let out = redis_cli(&ep, &["PING"]);
     let text = out.stdout();
-    assert!(text.contains("bastion:") && text.contains("rejected the IAM auth token"), "{out:?}");
+    assert!(
+        text.contains("bastion:") && text.contains("rejected the IAM auth token"),
+        "{out:?}"
+    );
     assert!(text.contains("elasticache:Connect"), "{out:?}");
     assert!(
         matches!(
@@ -142,6 +150,7 @@ fn rejected_token_is_explained() {
         "{:?}",
         r.front.verdicts()
     );
-    r.bastion.expect_denied(mark, &["rejected the IAM auth token"]);
+    r.bastion
+        .expect_denied(mark, &["rejected the IAM auth token"]);
     r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
 }
