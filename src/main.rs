@@ -1,4 +1,4 @@
-//! Thin entry point: parse the command line, run it, print errors with their causes.
+//! Thin entry point: parse the command line, run it, print the error chain, exit code.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
@@ -8,8 +8,24 @@ fn main() -> std::process::ExitCode {
     match bastion::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bastion: {e:#}");
+            eprintln!("bastion: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `outer: cause: root cause`, skipping a cause whose text the previous message already quotes
+/// (our error types name their source inline).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
