@@ -32,6 +32,7 @@ macro_rules! through_bastion {
 through_bastion!(
     ping_set_get,
     auth_then_commands,
+    late_auth_goes_upstream,
     upstream_identity,
     hello3,
     hello3_auth_setname,

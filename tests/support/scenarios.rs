@@ -88,9 +88,40 @@ pub fn ping_set_get(t: &Target) {
 /// password, the session is upstream user `app`.
 #[track_caller]
 pub fn auth_then_commands(t: &Target) {
-    let input = format!("AUTH {APP} {CLIENT_PASSWORD}\nSET k v\nGET k\nACL WHOAMI\n");
-    let out = redis_cli_stdin(&t.ep, &[], input.as_bytes());
-    assert_eq!(out.lines(), ["OK", "OK", "v", APP], "{out}");
+    // `--user/--pass` make redis-cli open with `AUTH app <password>`, before anything else.
+    let input = "SET k v\nGET k\nACL WHOAMI\n";
+    let out = redis_cli_stdin(
+        &t.ep,
+        &[
+            "--no-auth-warning",
+            "--user",
+            APP,
+            "--pass",
+            CLIENT_PASSWORD,
+        ],
+        input.as_bytes(),
+    );
+    assert_eq!(out.lines(), ["OK", "v", APP], "{out}");
+    t.finish();
+}
+
+/// Only the opening frame is the bastion's: an AUTH later in the stream (as typed into an
+/// interactive redis-cli, which opens with `COMMAND DOCS`) reaches the upstream as-is, fails
+/// there with the client's made-up password, and leaves the session as the bastion's db-user.
+#[track_caller]
+pub fn late_auth_goes_upstream(t: &Target) {
+    rt().block_on(async {
+        let mut c = Raw::connect(&t.ep).await.expect("connect");
+        let r = c.request_str(&["PING"]).await.expect("PING");
+        assert_frame(&r, b"+PONG\r\n", "opening PING");
+        let r = c
+            .request_str(&["AUTH", APP, CLIENT_PASSWORD])
+            .await
+            .expect("late AUTH");
+        assert!(r.starts_with(b"-WRONGPASS"), "late AUTH: {}", show(&r));
+        let r = c.request_str(&["ACL", "WHOAMI"]).await.expect("WHOAMI");
+        assert_frame(&r, b"$3\r\napp\r\n", "ACL WHOAMI after a failed late AUTH");
+    });
     t.finish();
 }
 
