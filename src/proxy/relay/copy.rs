@@ -68,10 +68,14 @@ where
     direction.trace_start(Path::Copy);
     let mut buffer = vec![0u8; BUFFER_SIZE];
     loop {
-        let n = source
-            .read(&mut buffer)
-            .await
-            .map_err(|e| direction.read_error(e))?;
+        let n = match source.read(&mut buffer).await {
+            Ok(n) => n,
+            // A TLS peer that closes its socket without close_notify (hiredis and redis-py
+            // do) is a close, not a failure: RESP frames its own messages, so there is no
+            // truncation for close_notify to catch.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(direction.read_error(e)),
+        };
         if n == 0 {
             destination
                 .shutdown()
@@ -96,7 +100,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::time::timeout;
 
     use super::super::testutil::{both_ways, half_close_exchange, tcp_pair, tls_pair, HANG_GUARD};
@@ -177,6 +181,32 @@ mod tests {
         assert_eq!(outcome.closed, Closed::By(Side::Client));
         assert_eq!(outcome.client_to_upstream, request);
         assert_eq!(outcome.upstream_to_client, reply);
+    }
+
+    #[tokio::test]
+    async fn tls_client_closing_without_close_notify_is_a_clean_close() {
+        let (client_leg, mut client) = tls_pair().await;
+        let (upstream_leg, mut upstream) = tcp_pair().await;
+        let session = tokio::spawn(relay(
+            Leg::Tls(Box::new(client_leg)),
+            Leg::Tcp(upstream_leg),
+        ));
+        client.write_all(b"PING").await.expect("write");
+        client.flush().await.expect("flush");
+        // End the TCP stream under the TLS session: FIN without close_notify, as hiredis does.
+        client.get_mut().0.shutdown().await.expect("TCP shutdown");
+        let mut got = Vec::new();
+        timeout(HANG_GUARD, upstream.read_to_end(&mut got))
+            .await
+            .expect("upstream never saw EOF")
+            .expect("upstream read");
+        assert_eq!(got, b"PING");
+        drop(upstream);
+        let outcome = timeout(HANG_GUARD, session)
+            .await
+            .expect("relay hung")
+            .expect("relay panicked");
+        assert_eq!(outcome.closed, Closed::By(Side::Client), "{outcome:?}");
     }
 
     #[tokio::test]
