@@ -6,17 +6,15 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
 
 use crate::aws::credentials::CredentialChain;
 use crate::aws::token::{self, TokenRequest};
@@ -57,18 +55,14 @@ pub enum UpstreamError {
     Token { db: String, message: String },
 }
 
-/// An open upstream connection, before it becomes a relay [`Leg`].
-pub enum UpstreamStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// An open upstream connection, before it becomes a relay [`Leg`]: plaintext or TLS.
+pub type UpstreamStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
-impl UpstreamStream {
-    pub fn into_leg(self) -> Leg {
-        match self {
-            UpstreamStream::Plain(s) => Leg::Tcp(s),
-            UpstreamStream::Tls(s) => Leg::Tls(s),
-        }
+/// Hand an upstream connection to the relay.
+pub fn into_leg(stream: UpstreamStream) -> Leg {
+    match stream {
+        Either::Left(tcp) => Leg::Tcp(tcp),
+        Either::Right(tls) => Leg::Tls(tls),
     }
 }
 
@@ -115,7 +109,7 @@ impl Connector {
         // Redis traffic is small request/response frames: never let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &db.tls else {
-            return Ok(UpstreamStream::Plain(tcp));
+            return Ok(Either::Left(tcp));
         };
         let config = self.tls_config(&db.name, tls)?;
         let name = tls
@@ -143,7 +137,7 @@ impl Connector {
             server_name: name,
             source,
         })?;
-        Ok(UpstreamStream::Tls(Box::new(stream)))
+        Ok(Either::Right(Box::new(stream)))
     }
 
     fn tls_config(
@@ -287,44 +281,6 @@ pub fn read_password_file(path: &Path) -> Result<Secret, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(Secret::new(password))
-}
-
-impl AsyncRead for UpstreamStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,18 +8,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tracing::{field, Instrument};
 
 use crate::audit::{self, SessionFacts};
@@ -117,7 +116,7 @@ pub async fn serve_tls(
         facts.evidence = who.as_ref().ok().map(|i| i.evidence.clone());
         run(
             &shared,
-            ClientStream::Tls(Box::new(tls)),
+            Either::Left(Box::new(tls)),
             who,
             db,
             facts,
@@ -163,15 +162,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
                 None => Err(format!("uid {} is not bound to a bastion user", c.uid)),
             },
         };
-        run(
-            &shared,
-            ClientStream::Unix(stream),
-            who,
-            Ok(db),
-            facts,
-            deadline,
-        )
-        .await;
+        run(&shared, Either::Right(stream), who, Ok(db), facts, deadline).await;
     }
     .instrument(span)
     .await
@@ -337,7 +328,7 @@ async fn run(
 
     audit::session_start(&facts);
     let started = StdInstant::now();
-    let outcome = relay::relay(client.into_leg(), upstream.into_leg()).await;
+    let outcome = relay::relay(client_leg(client), upstream::into_leg(upstream)).await;
     audit::session_end(&facts, &outcome, started.elapsed());
 }
 
@@ -487,56 +478,13 @@ async fn refuse(client: &mut ClientStream, facts: &SessionFacts, reason: &str) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send).await;
 }
 
-/// The client side of a session before it becomes a relay [`Leg`].
-pub enum ClientStream {
-    Tls(Box<TlsStream<TcpStream>>),
-    Unix(UnixStream),
-}
+/// The client side of a session before it becomes a relay [`Leg`]: mTLS or a Unix socket.
+type ClientStream = Either<Box<TlsStream<TcpStream>>, UnixStream>;
 
-impl ClientStream {
-    fn into_leg(self) -> Leg {
-        match self {
-            ClientStream::Tls(s) => Leg::Tls(s),
-            ClientStream::Unix(s) => Leg::Unix(s),
-        }
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
+fn client_leg(stream: ClientStream) -> Leg {
+    match stream {
+        Either::Left(tls) => Leg::Tls(tls),
+        Either::Right(unix) => Leg::Unix(unix),
     }
 }
 
