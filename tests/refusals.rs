@@ -396,3 +396,71 @@ fn no_secret_in_logs() {
     assert!(logs.contains("bastion ready"), "no logs captured?\n{logs}");
     s.assert_no_secrets_in_logs();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Malformed and oversized openings: `-ERR protocol error …`, then the bastion closes.
+
+/// Send `bytes` as the whole opening; return everything the bastion sent before closing.
+#[track_caller]
+fn reply_then_close(ep: &Endpoint, bytes: &[u8]) -> Vec<u8> {
+    rt().block_on(async {
+        let mut c = Raw::connect(ep).await.expect("connect");
+        let _ = c.send(bytes).await;
+        c.read_until_closed(CLOSE_GUARD)
+            .await
+            .unwrap_or_else(|seen| panic!("bastion did not close; it sent {}", show(&seen)))
+    })
+}
+
+fn malformed_opening(via: Via) {
+    let s = Stack::start();
+    let ep = s.endpoint(via, "plaindb");
+    // Valid RESP framing, but a command must be an array of bulk strings.
+    for bad in [
+        &b"*1\r\n:5\r\n"[..],
+        b"*2\r\n$4\r\nAUTH\r\n*1\r\n$1\r\nx\r\n",
+        b":1\r\n",
+    ] {
+        let mark = s.bastion.log_mark();
+        let got = reply_then_close(&ep, bad);
+        assert!(
+            got.starts_with(b"-ERR protocol error"),
+            "{} → {}",
+            show(bad),
+            show(&got)
+        );
+        s.bastion.expect_denied(mark, &["protocol error"]);
+    }
+}
+
+#[test]
+fn malformed_opening_mtls() {
+    malformed_opening(Via::Mtls);
+}
+
+#[test]
+fn malformed_opening_unix() {
+    malformed_opening(Via::Unix);
+}
+
+/// An AUTH frame larger than `limits.max_handshake_bytes` (64 KiB by default) is refused without
+/// buffering it whole, and its password never reaches the logs.
+#[test]
+fn oversized_auth_is_refused() {
+    let s = Stack::start();
+    let ep = s.endpoint(Via::Unix, "plaindb");
+    let huge = "p".repeat(200 * 1024);
+    let mark = s.bastion.log_mark();
+    let got = reply_then_close(&ep, &command_str(&["AUTH", APP, &huge]));
+    assert!(
+        got.starts_with(b"-ERR protocol error")
+            && String::from_utf8_lossy(&got).contains("larger than"),
+        "{}",
+        show(&got)
+    );
+    s.bastion.expect_denied(mark, &["larger than"]);
+    assert!(
+        !s.bastion.logs().contains(&huge[..64]),
+        "the oversized password reached the logs"
+    );
+}

@@ -28,7 +28,7 @@ use crate::config::{AuthConfig, DatabaseConfig, Limits};
 use crate::identity::{self, Identity, Method};
 use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
 use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
-use crate::proxy::handshake::{error_reply, HandshakeError};
+use crate::proxy::handshake::{error_reply, protocol_error_reply, HandshakeError};
 use crate::proxy::relay::{self, Leg};
 use crate::rbac;
 use crate::upstream::{self, Connector, UpstreamStream};
@@ -228,7 +228,14 @@ async fn run(
             return;
         }
         Ok(Err(OpeningError::Protocol(e))) => {
-            return refuse(&mut client, &facts, &e.to_string()).await
+            // Malformed input gets Redis' own wording: `-ERR protocol error: …`.
+            return refuse_with(
+                &mut client,
+                &facts,
+                &e.to_string(),
+                protocol_error_reply(&e),
+            )
+            .await;
         }
         Ok(Ok(parsed)) => parsed,
     };
@@ -467,8 +474,17 @@ async fn read_opening(
 
 /// Send `-ERR bastion: <reason>`, audit the refusal, close.
 async fn refuse(client: &mut ClientStream, facts: &SessionFacts, reason: &str) {
+    refuse_with(client, facts, reason, error_reply(reason)).await
+}
+
+/// Audit the refusal, send `reply`, close.
+async fn refuse_with(
+    client: &mut ClientStream,
+    facts: &SessionFacts,
+    reason: &str,
+    reply: Vec<u8>,
+) {
     audit::denied(facts, reason);
-    let reply = error_reply(reason);
     let send = async {
         client.write_all(&reply).await?;
         client.flush().await?;
@@ -476,7 +492,24 @@ async fn refuse(client: &mut ClientStream, facts: &SessionFacts, reason: &str) {
     };
     // The client may already be gone; the refusal is audited either way.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send).await;
+    // Lingering close: closing with unread input makes the kernel send RST, which can destroy
+    // the error reply before the client reads it. Drain (bounded) until the client closes too.
+    let drain = async {
+        let mut sink = [0u8; 16 * 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
+
+/// How long, and how many bytes, a refused client's leftover input is drained before closing.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// The client side of a session before it becomes a relay [`Leg`]: mTLS or a Unix socket.
 type ClientStream = Either<Box<TlsStream<TcpStream>>, UnixStream>;

@@ -43,8 +43,18 @@ pub enum HandshakeError {
 
 /// A RESP error line for the client: `-ERR bastion: <message>\r\n` (CR/LF in `message` removed).
 pub fn error_reply(message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 16);
-    out.extend_from_slice(b"-ERR bastion: ");
+    error_line("ERR bastion: ", message)
+}
+
+/// The reply to malformed client input, in Redis' own wording: `-ERR protocol error: …\r\n`.
+pub fn protocol_error_reply(error: &HandshakeError) -> Vec<u8> {
+    error_line("ERR ", &error.to_string())
+}
+
+fn error_line(prefix: &str, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + message.len() + 3);
+    out.push(b'-');
+    out.extend_from_slice(prefix.as_bytes());
     // A CR or LF would end the error line early and let the rest be read as another reply.
     out.extend(message.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
     out.extend_from_slice(b"\r\n");
