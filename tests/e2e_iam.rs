@@ -28,6 +28,24 @@ struct Rig {
 
 /// Redis with user `app`, a front expecting `expect_*`, and a bastion signing for `signs_*`.
 fn rig(service: &'static str, serverless: bool, expect_region: &str, signs_region: &str) -> Rig {
+    rig_with(
+        service,
+        serverless,
+        expect_region,
+        signs_region,
+        None,
+        "debug",
+    )
+}
+
+fn rig_with(
+    service: &'static str,
+    serverless: bool,
+    expect_region: &str,
+    signs_region: &str,
+    session_token: Option<&str>,
+    rust_log: &str,
+) -> Rig {
     let redis = RedisServer::start(RedisOpts::users(&["app"], REAL_PASSWORD));
     let front = IamFront::start(IamFrontConfig {
         service,
@@ -36,7 +54,7 @@ fn rig(service: &'static str, serverless: bool, expect_region: &str, signs_regio
         serverless,
         access_key_id: ACCESS_KEY.to_string(),
         secret_access_key: SECRET_KEY.to_string(),
-        session_token: None,
+        session_token: session_token.map(str::to_string),
         upstream: redis.plain_addr(),
         passwords: HashMap::from([("app".to_string(), REAL_PASSWORD.to_string())]),
     });
@@ -70,17 +88,18 @@ unix_user = "{me}"
     );
     let home_str = home.path().display().to_string();
     let missing = home.path().join("none").display().to_string();
-    let bastion = Bastion::start_with_env(
-        &config,
-        state.path(),
-        &[
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("HOME", &home_str),
-            ("AWS_CONFIG_FILE", &missing),
-            ("AWS_SHARED_CREDENTIALS_FILE", &missing),
-        ],
-    );
+    let mut env = vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("HOME", home_str.as_str()),
+        ("AWS_CONFIG_FILE", missing.as_str()),
+        ("AWS_SHARED_CREDENTIALS_FILE", missing.as_str()),
+        ("RUST_LOG", rust_log),
+    ];
+    if let Some(token) = session_token {
+        env.push(("AWS_SESSION_TOKEN", token));
+    }
+    let bastion = Bastion::start_with_env(&config, state.path(), &env);
     Rig {
         _redis: redis,
         front,
@@ -153,4 +172,29 @@ fn rejected_token_is_explained() {
     r.bastion
         .expect_denied(mark, &["rejected the IAM auth token"]);
     r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
+}
+
+/// Even at `RUST_LOG=trace` (where aws-sigv4 would print its canonical request), no credential,
+/// session token or IAM token reaches the logs.
+#[test]
+fn trace_logging_leaks_no_credentials() {
+    const SESSION_TOKEN: &str = "FwoGZXIvYXdzEBASESSIONTOKENbastiontest";
+    let r = rig_with(
+        "elasticache",
+        false,
+        "us-east-1",
+        "us-east-1",
+        Some(SESSION_TOKEN),
+        "trace",
+    );
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
+    assert_eq!(out.stdout().trim(), "app", "{out:?}");
+    assert_eq!(
+        r.front.last_verdict().map(|v| v.outcome),
+        Some(Outcome::Accepted)
+    );
+    // The token's signature part is what would show if the token itself leaked.
+    r.bastion
+        .assert_no_secrets(&[SECRET_KEY, SESSION_TOKEN, REAL_PASSWORD, "X-Amz-Signature="]);
 }

@@ -15,6 +15,9 @@ use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::proxy::{listener, session::Shared};
 
+/// Log targets that could print secrets at their most verbose levels.
+const SILENCED_SIGNER: &str = "aws_sigv4=off";
+
 /// The dev user's certificate lives this long; it is re-issued on every `serve --dev`.
 const DEV_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -33,7 +36,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // aws-sigv4 traces the canonical request, session token included: never emit it,
+        // whatever RUST_LOG says.
+        .add_directive(SILENCED_SIGNER.parse().expect("static directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
