@@ -25,6 +25,10 @@ pub mod recovery;
 pub mod snapshot;
 pub mod state;
 
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod test_support;
 
 use std::fs::File;
 use std::io::Write;
