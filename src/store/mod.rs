@@ -26,6 +26,10 @@ pub mod snapshot;
 pub mod state;
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod kill_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod test_support;
