@@ -227,21 +227,18 @@ fn damage_followed_by_a_valid_record_is_refused_with_offset_and_seq() {
     log[ends[2] as usize + 10] ^= 0x40;
     std::fs::write(&path, &log).unwrap();
     let e = Store::open(tmp.path()).unwrap_err();
-    match &e {
-        StoreError::Recovery {
-            path: p,
-            source:
-                RecoveryError::Corrupt {
-                    offset,
-                    seq,
-                    next_valid,
-                    ..
-                },
-        } => {
-            assert_eq!(p, &path);
-            assert_eq!((*offset, *seq, *next_valid), (ends[2], 3, Some(ends[3])));
-        }
-        other => panic!("{other}"),
+    let StoreError::Recovery { path: p, source } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(p, &path);
+    match **source {
+        RecoveryError::Corrupt {
+            offset,
+            seq,
+            next_valid,
+            ..
+        } => assert_eq!((offset, seq, next_valid), (ends[2], 3, Some(ends[3]))),
+        ref other => panic!("{other}"),
     }
     let msg = e.to_string();
     assert!(
@@ -354,13 +351,8 @@ fn an_old_snapshot_with_a_newer_log_is_refused() {
     std::fs::write(tmp.path().join(SNAPSHOT_FILE), old_snapshot).unwrap();
     let e = Store::open(tmp.path()).unwrap_err();
     assert!(
-        matches!(
-            e,
-            StoreError::Recovery {
-                source: RecoveryError::SnapshotBehindLog { .. },
-                ..
-            }
-        ),
+        matches!(&e, StoreError::Recovery { source, .. }
+            if matches!(**source, RecoveryError::SnapshotBehindLog { .. })),
         "{e}"
     );
 }

@@ -145,7 +145,8 @@ pub enum StoreError {
     #[error("store {path}: {source}")]
     Recovery {
         path: PathBuf,
-        source: RecoveryError,
+        /// Boxed: it is the largest error and the rarest.
+        source: Box<RecoveryError>,
     },
     #[error("store: refused: {0}")]
     Record(#[from] RecordError),

@@ -107,7 +107,7 @@ impl Store {
                         error::FileKind::Snapshot => snapshot_path.clone(),
                         error::FileKind::Log => log_path.clone(),
                     },
-                    source,
+                    source: Box::new(source),
                 }
             })?;
 

@@ -80,6 +80,8 @@ pub struct TlsRecord {
 }
 
 /// How the bastion authenticates upstream; every mode of [`crate::config::AuthConfig`].
+// Fixed-capacity fields by design (bounded, no allocation per field), so variants differ in size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthRecord {
     Iam {
@@ -150,6 +152,8 @@ pub struct ManagedUserRecord {
 }
 
 /// One change to the store: what the log holds, one per record.
+// Fixed-capacity records by design (bounded, no allocation per field), so variants differ in size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mutation {
     /// Add a database, or replace the one of that name.
