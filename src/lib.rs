@@ -15,4 +15,5 @@ pub mod identity;
 pub mod proxy;
 pub mod rbac;
 pub mod secret;
+pub mod store;
 pub mod upstream;

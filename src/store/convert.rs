@@ -1,0 +1,392 @@
+//! Between the boot config's types and the store's records.
+//!
+//! Config → record is `TryFrom` (a value over a bound or with the wrong characters is refused
+//! with the field named); record → config is `From` (a record is always representable). With
+//! [`State::catalog_inputs`] the store feeds [`crate::catalog::Catalog::build`].
+
+use std::path::{Path, PathBuf};
+
+use super::error::RecordError;
+use super::records::*;
+use super::state::State;
+use crate::config::{
+    AuthConfig, DatabaseConfig, IamService, RoleConfig, UpstreamAddr, UpstreamTls, UserConfig,
+};
+
+impl State {
+    /// The databases, roles and users in the form the catalog is built from.
+    pub fn catalog_inputs(&self) -> (Vec<DatabaseConfig>, Vec<RoleConfig>, Vec<UserConfig>) {
+        (
+            self.databases().map(DatabaseConfig::from).collect(),
+            self.roles().map(RoleConfig::from).collect(),
+            self.users().map(UserConfig::from).collect(),
+        )
+    }
+}
+
+impl TryFrom<&DatabaseConfig> for DatabaseRecord {
+    type Error = RecordError;
+    fn try_from(c: &DatabaseConfig) -> Result<Self, RecordError> {
+        let name = name("database.name", &c.name)?;
+        let at = |f: &str| format!("databases.{name}.{f}");
+        let tls = match &c.tls {
+            None => None,
+            Some(t) => Some(TlsRecord {
+                ca_file: t
+                    .ca_file
+                    .as_deref()
+                    .map(|p| path(&at("tls.ca_file"), p))
+                    .transpose()?,
+                server_name: t
+                    .server_name
+                    .as_deref()
+                    .map(|s| text(&at("tls.server_name"), "MAX_HOST_LEN", Charset::Token, s))
+                    .transpose()?,
+            }),
+        };
+        let auth = match &c.auth {
+            AuthConfig::Iam {
+                service,
+                region,
+                target,
+                serverless,
+            } => AuthRecord::Iam {
+                service: (*service).into(),
+                region: text(&at("auth.region"), "MAX_REGION_LEN", Charset::Token, region)?,
+                target: text(&at("auth.target"), "MAX_TARGET_LEN", Charset::Token, target)?,
+                serverless: *serverless,
+            },
+            AuthConfig::Password {
+                password_file,
+                password_env,
+            } => AuthRecord::Password {
+                password_file: password_file
+                    .as_deref()
+                    .map(|p| path(&at("auth.password_file"), p))
+                    .transpose()?,
+                password_env: password_env
+                    .as_deref()
+                    .map(|e| {
+                        text(
+                            &at("auth.password_env"),
+                            "MAX_ENV_NAME_LEN",
+                            Charset::EnvName,
+                            e,
+                        )
+                    })
+                    .transpose()?,
+            },
+            AuthConfig::None => AuthRecord::None,
+        };
+        let record = DatabaseRecord {
+            host: text(
+                &at("address"),
+                "MAX_HOST_LEN",
+                Charset::Token,
+                &c.address.host,
+            )?,
+            port: c.address.port,
+            tls,
+            auth,
+            default_db_user: c
+                .default_db_user
+                .as_deref()
+                .map(|u| pattern(&at("default_db_user"), u))
+                .transpose()?,
+            name,
+        };
+        record.validate()?;
+        Ok(record)
+    }
+}
+
+impl From<&DatabaseRecord> for DatabaseConfig {
+    fn from(r: &DatabaseRecord) -> Self {
+        DatabaseConfig {
+            name: r.name.to_string(),
+            address: UpstreamAddr {
+                host: r.host.to_string(),
+                port: r.port,
+            },
+            tls: r.tls.as_ref().map(|t| UpstreamTls {
+                ca_file: t.ca_file.as_deref().map(PathBuf::from),
+                server_name: t.server_name.as_deref().map(str::to_string),
+            }),
+            auth: match &r.auth {
+                AuthRecord::Iam {
+                    service,
+                    region,
+                    target,
+                    serverless,
+                } => AuthConfig::Iam {
+                    service: (*service).into(),
+                    region: region.to_string(),
+                    target: target.to_string(),
+                    serverless: *serverless,
+                },
+                AuthRecord::Password {
+                    password_file,
+                    password_env,
+                } => AuthConfig::Password {
+                    password_file: password_file.as_deref().map(PathBuf::from),
+                    password_env: password_env.as_deref().map(str::to_string),
+                },
+                AuthRecord::None => AuthConfig::None,
+            },
+            default_db_user: r.default_db_user.as_deref().map(str::to_string),
+        }
+    }
+}
+
+impl From<IamService> for IamServiceRecord {
+    fn from(s: IamService) -> Self {
+        match s {
+            IamService::Elasticache => IamServiceRecord::Elasticache,
+            IamService::Memorydb => IamServiceRecord::Memorydb,
+        }
+    }
+}
+
+impl From<IamServiceRecord> for IamService {
+    fn from(s: IamServiceRecord) -> Self {
+        match s {
+            IamServiceRecord::Elasticache => IamService::Elasticache,
+            IamServiceRecord::Memorydb => IamService::Memorydb,
+        }
+    }
+}
+
+impl TryFrom<&RoleConfig> for RoleRecord {
+    type Error = RecordError;
+    fn try_from(c: &RoleConfig) -> Result<Self, RecordError> {
+        let name = name("role.name", &c.name)?;
+        let db_users = format!("roles.{name}.db_users");
+        let db_names = format!("roles.{name}.db_names");
+        Ok(RoleRecord {
+            db_users: list(
+                &db_users,
+                "MAX_DB_USERS_PER_ROLE",
+                c.db_users.iter().map(|p| pattern(&db_users, p)),
+            )?,
+            db_names: list(
+                &db_names,
+                "MAX_DB_NAMES_PER_ROLE",
+                c.db_names.iter().map(|p| pattern(&db_names, p)),
+            )?,
+            name,
+        })
+    }
+}
+
+impl From<&RoleRecord> for RoleConfig {
+    fn from(r: &RoleRecord) -> Self {
+        RoleConfig {
+            name: r.name.to_string(),
+            db_users: r.db_users.iter().map(|p| p.to_string()).collect(),
+            db_names: r.db_names.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+impl TryFrom<&UserConfig> for UserRecord {
+    type Error = RecordError;
+    fn try_from(c: &UserConfig) -> Result<Self, RecordError> {
+        let name = name("user.name", &c.name)?;
+        let roles = format!("users.{name}.roles");
+        Ok(UserRecord {
+            roles: list(
+                &roles,
+                "MAX_ROLES_PER_USER",
+                c.roles.iter().map(|r| super::records::name(&roles, r)),
+            )?,
+            unix_user: c
+                .unix_user
+                .as_deref()
+                .map(|u| {
+                    text(
+                        &format!("users.{name}.unix_user"),
+                        "MAX_UNIX_USER_LEN",
+                        Charset::Token,
+                        u,
+                    )
+                })
+                .transpose()?,
+            name,
+        })
+    }
+}
+
+impl From<&UserRecord> for UserConfig {
+    fn from(r: &UserRecord) -> Self {
+        UserConfig {
+            name: r.name.to_string(),
+            roles: r.roles.iter().map(|r| r.to_string()).collect(),
+            unix_user: r.unix_user.as_deref().map(str::to_string),
+        }
+    }
+}
+
+fn path(field: &str, p: &Path) -> Result<PathText, RecordError> {
+    let s = p.to_str().ok_or_else(|| RecordError::NotUtf8 {
+        field: field.to_string(),
+    })?;
+    text(field, "MAX_PATH_LEN", Charset::Path, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const CONFIG: &str = r#"
+state_dir = "/var/lib/bastion"
+[listeners.unix]
+directory = "/run/bastion/db"
+[[databases]]
+name = "cache"
+address = "master.rg.abc.use1.cache.amazonaws.com:6379"
+tls = { ca_file = "/etc/ssl/aws.pem", server_name = "rg.example" }
+auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "rg", serverless = true }
+default_db_user = "app-ro"
+[[databases]]
+name = "mem"
+address = "[fd00::1]:6379"
+tls = {}
+auth = { mode = "iam", service = "memorydb", region = "eu-west-1", target = "cl" }
+[[databases]]
+name = "pwfile"
+address = "10.0.0.1:6379"
+auth = { mode = "password", password_file = "/etc/bastion/pw" }
+[[databases]]
+name = "pwenv"
+address = "10.0.0.2:6379"
+auth = { mode = "password", password_env = "REDIS_PW" }
+[[databases]]
+name = "local"
+address = "127.0.0.1:6379"
+auth = { mode = "none" }
+[[roles]]
+name = "ops"
+db_users = ["app-*", "admin"]
+db_names = ["*"]
+[[roles]]
+name = "empty"
+[[users]]
+name = "alice"
+roles = ["ops", "empty"]
+unix_user = "alice"
+[[users]]
+name = "bob"
+"#;
+
+    /// Configs have no PartialEq; compare their Debug forms, which show every field.
+    fn same<T: std::fmt::Debug>(a: &[T], b: &[T]) {
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+
+    #[test]
+    fn every_config_type_and_auth_mode_round_trips() {
+        let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
+        let dbs: Vec<DatabaseRecord> = c.databases.iter().map(|d| d.try_into().unwrap()).collect();
+        let back: Vec<DatabaseConfig> = dbs.iter().map(DatabaseConfig::from).collect();
+        same(&c.databases, &back);
+        let roles: Vec<RoleRecord> = c.roles.iter().map(|r| r.try_into().unwrap()).collect();
+        same(
+            &c.roles,
+            &roles.iter().map(RoleConfig::from).collect::<Vec<_>>(),
+        );
+        let users: Vec<UserRecord> = c.users.iter().map(|u| u.try_into().unwrap()).collect();
+        same(
+            &c.users,
+            &users.iter().map(UserConfig::from).collect::<Vec<_>>(),
+        );
+    }
+
+    #[test]
+    fn state_feeds_the_catalog() {
+        let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
+        let mut state = State::default();
+        for d in &c.databases {
+            state
+                .apply(&Mutation::PutDatabase(d.try_into().unwrap()))
+                .unwrap();
+        }
+        for r in &c.roles {
+            state
+                .apply(&Mutation::PutRole(r.try_into().unwrap()))
+                .unwrap();
+        }
+        // The catalog resolves unix users on this machine; bind none here.
+        for u in &c.users {
+            let mut u: UserRecord = u.try_into().unwrap();
+            u.unix_user = None;
+            state.apply(&Mutation::PutUser(u)).unwrap();
+        }
+        let (dbs, roles, users) = state.catalog_inputs();
+        assert_eq!((dbs.len(), roles.len(), users.len()), (5, 2, 2));
+        crate::catalog::Catalog::build(&dbs, &roles, &users).unwrap();
+    }
+
+    #[test]
+    fn conversion_refuses_over_bounds_naming_bound_and_field() {
+        let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
+        let mut user = c.users[0].clone();
+        user.roles = (0..=MAX_ROLES_PER_USER).map(|i| format!("r{i}")).collect();
+        let e = UserRecord::try_from(&user).unwrap_err().to_string();
+        assert!(
+            e.contains("users.alice.roles") && e.contains("MAX_ROLES_PER_USER"),
+            "{e}"
+        );
+
+        let mut role = c.roles[0].clone();
+        role.db_names = vec!["x".into(); MAX_DB_NAMES_PER_ROLE + 1];
+        let e = RoleRecord::try_from(&role).unwrap_err().to_string();
+        assert!(
+            e.contains("roles.ops.db_names") && e.contains("MAX_DB_NAMES_PER_ROLE"),
+            "{e}"
+        );
+
+        let mut db = c.databases[2].clone();
+        db.auth = AuthConfig::Password {
+            password_file: Some(PathBuf::from("/".repeat(MAX_PATH_LEN + 1))),
+            password_env: None,
+        };
+        let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
+        assert!(
+            e.contains("databases.pwfile.auth.password_file") && e.contains("MAX_PATH_LEN"),
+            "{e}"
+        );
+
+        let mut db = c.databases[0].clone();
+        db.name = "n".repeat(MAX_NAME_LEN + 1);
+        let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
+        assert!(
+            e.contains("database.name") && e.contains("MAX_NAME_LEN"),
+            "{e}"
+        );
+
+        let mut db = c.databases[0].clone();
+        db.address.host = "h".repeat(MAX_HOST_LEN + 1);
+        let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
+        assert!(
+            e.contains("databases.cache.address") && e.contains("MAX_HOST_LEN"),
+            "{e}"
+        );
+
+        let mut user = c.users[0].clone();
+        user.unix_user = Some("u".repeat(MAX_UNIX_USER_LEN + 1));
+        let e = UserRecord::try_from(&user).unwrap_err().to_string();
+        assert!(
+            e.contains("users.alice.unix_user") && e.contains("MAX_UNIX_USER_LEN"),
+            "{e}"
+        );
+
+        let mut db = c.databases[2].clone();
+        db.auth = AuthConfig::Password {
+            password_file: None,
+            password_env: None,
+        };
+        let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
+        assert!(e.contains("databases.pwfile.auth"), "{e}");
+    }
+}

@@ -1,0 +1,475 @@
+//! The records the store keeps, their bounds, and the checks every record passes before it is
+//! written.
+//!
+//! Every variable-length field is a `heapless` type whose capacity is one of the named `MAX_*`
+//! constants below, so a record that decoded is already within its bounds. Text that comes in as
+//! `&str` goes through [`text`] (or [`name`]) and is refused with a [`BoundError`] that names the
+//! bound and the field. No record holds a secret: passwords stay in their file or environment
+//! variable, and managed users are kept by secret ARN only.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{BoundError, RecordError};
+
+/// Bytes in a database, role or user name (the boot config's `check_name` uses the same limit).
+pub const MAX_NAME_LEN: usize = 64;
+/// Bytes in a `db_users` / `db_names` pattern of a role, or a database user name.
+pub const MAX_PATTERN_LEN: usize = 64;
+/// Bytes in an upstream host name or address (a DNS name is at most 253).
+pub const MAX_HOST_LEN: usize = 253;
+/// Bytes in a file path kept in a record (a CA bundle, a password file).
+pub const MAX_PATH_LEN: usize = 1024;
+/// Bytes in an AWS region name.
+pub const MAX_REGION_LEN: usize = 32;
+/// Bytes in an IAM target (replication group id, MemoryDB cluster or serverless cache name).
+pub const MAX_TARGET_LEN: usize = 64;
+/// Bytes in an environment variable name (`password_env`).
+pub const MAX_ENV_NAME_LEN: usize = 128;
+/// Bytes in a local Unix account name or numeric uid (Linux allows 32).
+pub const MAX_UNIX_USER_LEN: usize = 32;
+/// Bytes in a Secrets Manager ARN (AWS allows 2048).
+pub const MAX_ARN_LEN: usize = 2048;
+/// Bytes in a certificate serial number (RFC 5280 allows 20 octets).
+pub const MAX_SERIAL_LEN: usize = 20;
+/// Roles one user may hold.
+pub const MAX_ROLES_PER_USER: usize = 16;
+/// `db_users` patterns in one role.
+pub const MAX_DB_USERS_PER_ROLE: usize = 32;
+/// `db_names` patterns in one role.
+pub const MAX_DB_NAMES_PER_ROLE: usize = 32;
+/// Databases in the store.
+pub const MAX_DATABASES: usize = 1024;
+/// Roles in the store.
+pub const MAX_ROLES: usize = 1024;
+/// Users in the store.
+pub const MAX_USERS: usize = 4096;
+/// Issued certificates (live, expired and revoked) in the store.
+pub const MAX_CERTIFICATES: usize = 65_536;
+/// Managed database users (rotated secrets) in the store.
+pub const MAX_MANAGED_USERS: usize = 1024;
+
+/// A database, role or user name: 1..=64 bytes of `[A-Za-z0-9._-]`, not starting with '.'.
+pub type Name = heapless::String<MAX_NAME_LEN>;
+/// A role pattern (`*` wildcards) or a database user name.
+pub type Pattern = heapless::String<MAX_PATTERN_LEN>;
+/// A path kept as UTF-8 text.
+pub type PathText = heapless::String<MAX_PATH_LEN>;
+/// A certificate serial number, big-endian bytes as in the certificate.
+pub type Serial = heapless::Vec<u8, MAX_SERIAL_LEN>;
+/// Seconds since the Unix epoch.
+pub type UnixSeconds = i64;
+
+/// One upstream endpoint (the store's form of [`crate::config::DatabaseConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    pub name: Name,
+    pub host: heapless::String<MAX_HOST_LEN>,
+    pub port: u16,
+    /// Upstream TLS; `None` means plaintext.
+    pub tls: Option<TlsRecord>,
+    pub auth: AuthRecord,
+    pub default_db_user: Option<Pattern>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsRecord {
+    pub ca_file: Option<PathText>,
+    pub server_name: Option<heapless::String<MAX_HOST_LEN>>,
+}
+
+/// How the bastion authenticates upstream; every mode of [`crate::config::AuthConfig`].
+// Fixed-capacity fields by design (bounded, no allocation per field), so variants differ in size.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthRecord {
+    Iam {
+        service: IamServiceRecord,
+        region: heapless::String<MAX_REGION_LEN>,
+        target: heapless::String<MAX_TARGET_LEN>,
+        serverless: bool,
+    },
+    /// Where the password is read from; never the password itself.
+    Password {
+        password_file: Option<PathText>,
+        password_env: Option<heapless::String<MAX_ENV_NAME_LEN>>,
+    },
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IamServiceRecord {
+    Elasticache,
+    Memorydb,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleRecord {
+    pub name: Name,
+    pub db_users: heapless::Vec<Pattern, MAX_DB_USERS_PER_ROLE>,
+    pub db_names: heapless::Vec<Pattern, MAX_DB_NAMES_PER_ROLE>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: Name,
+    pub roles: heapless::Vec<Name, MAX_ROLES_PER_USER>,
+    /// Local Unix account (name or numeric uid) whose socket connections are this user.
+    pub unix_user: Option<heapless::String<MAX_UNIX_USER_LEN>>,
+}
+
+/// A client certificate the on-box CA issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    pub serial: Serial,
+    pub user: Name,
+    pub not_before: UnixSeconds,
+    pub not_after: UnixSeconds,
+    /// When it was revoked; a revoked certificate is refused at the handshake.
+    pub revoked_at: Option<UnixSeconds>,
+}
+
+/// What the store remembers about the on-box CA (its key and certificate live in files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRecord {
+    pub common_name: Name,
+    /// SHA-256 of the CA certificate's DER.
+    pub fingerprint_sha256: [u8; 32],
+    pub not_before: UnixSeconds,
+    pub not_after: UnixSeconds,
+}
+
+/// A database user whose password the bastion rotates through Secrets Manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedUserRecord {
+    pub database: Name,
+    pub db_user: Pattern,
+    pub secret_arn: heapless::String<MAX_ARN_LEN>,
+    pub last_rotation: Option<UnixSeconds>,
+    /// Bumped at every rotation.
+    pub generation: u64,
+}
+
+/// One change to the store: what the log holds, one per record.
+// Fixed-capacity records by design (bounded, no allocation per field), so variants differ in size.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    /// Add a database, or replace the one of that name.
+    PutDatabase(DatabaseRecord),
+    RemoveDatabase(Name),
+    /// Add a role, or replace the one of that name.
+    PutRole(RoleRecord),
+    RemoveRole(Name),
+    /// Add a user, or replace the one of that name.
+    PutUser(UserRecord),
+    RemoveUser(Name),
+    IssueCert(CertRecord),
+    RevokeCert {
+        serial: Serial,
+        at: UnixSeconds,
+    },
+    SetCa(CaRecord),
+    /// Add a managed user, or replace the one for that (database, db_user).
+    PutManagedUser(ManagedUserRecord),
+    RemoveManagedUser {
+        database: Name,
+        db_user: Pattern,
+    },
+}
+
+/// Which characters a text field may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charset {
+    /// `[A-Za-z0-9._-]`, not starting with '.' (names end up in file names, SNI, CNs).
+    Name,
+    /// Printable ASCII without spaces (patterns, hosts, regions, ARNs, Unix users).
+    Token,
+    /// `[A-Za-z0-9_]` (environment variable names).
+    EnvName,
+    /// Any UTF-8 without control characters (paths).
+    Path,
+}
+
+impl Charset {
+    fn admits(self, s: &str) -> bool {
+        match self {
+            Charset::Name => {
+                !s.starts_with('.')
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            }
+            Charset::Token => s.bytes().all(|b| b.is_ascii_graphic()),
+            Charset::EnvName => s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            Charset::Path => !s.chars().any(char::is_control),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Charset::Name => "characters of [A-Za-z0-9._-], not starting with '.'",
+            Charset::Token => "printable ASCII without spaces",
+            Charset::EnvName => "characters of [A-Za-z0-9_]",
+            Charset::Path => "text without control characters",
+        }
+    }
+}
+
+/// Turn `s` into a bounded text field: non-empty, at most `N` bytes (the bound called `bound`),
+/// only characters of `charset`.
+pub fn text<const N: usize>(
+    field: &str,
+    bound: &'static str,
+    charset: Charset,
+    s: &str,
+) -> Result<heapless::String<N>, RecordError> {
+    let out = heapless::String::<N>::try_from(s).map_err(|_| {
+        RecordError::Bound(BoundError {
+            field: field.to_string(),
+            bound,
+            limit: N,
+            actual: s.len(),
+        })
+    })?;
+    check_text(field, charset, &out)?;
+    Ok(out)
+}
+
+/// A database, role or user name.
+pub fn name(field: &str, s: &str) -> Result<Name, RecordError> {
+    text(field, "MAX_NAME_LEN", Charset::Name, s)
+}
+
+/// A role pattern or database user name.
+pub fn pattern(field: &str, s: &str) -> Result<Pattern, RecordError> {
+    text(field, "MAX_PATTERN_LEN", Charset::Token, s)
+}
+
+/// Collect `items` into a bounded list, refusing more than `N` (the bound called `bound`).
+pub fn list<T, const N: usize>(
+    field: &str,
+    bound: &'static str,
+    items: impl ExactSizeIterator<Item = Result<T, RecordError>>,
+) -> Result<heapless::Vec<T, N>, RecordError> {
+    let actual = items.len();
+    if actual > N {
+        return Err(RecordError::Bound(BoundError {
+            field: field.to_string(),
+            bound,
+            limit: N,
+            actual,
+        }));
+    }
+    let mut out = heapless::Vec::new();
+    for item in items {
+        // Cannot fail: the length was checked against the capacity above.
+        let _ = out.push(item?);
+    }
+    Ok(out)
+}
+
+/// A serial number: 1..=20 bytes.
+pub fn serial(field: &str, bytes: &[u8]) -> Result<Serial, RecordError> {
+    let out = Serial::from_slice(bytes).map_err(|_| {
+        RecordError::Bound(BoundError {
+            field: field.to_string(),
+            bound: "MAX_SERIAL_LEN",
+            limit: MAX_SERIAL_LEN,
+            actual: bytes.len(),
+        })
+    })?;
+    if out.is_empty() {
+        return Err(RecordError::Empty {
+            field: field.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn check_text(field: &str, charset: Charset, s: &str) -> Result<(), RecordError> {
+    if s.is_empty() {
+        return Err(RecordError::Empty {
+            field: field.to_string(),
+        });
+    }
+    if !charset.admits(s) {
+        return Err(RecordError::Charset {
+            field: field.to_string(),
+            value: s.escape_debug().to_string(),
+            expected: charset.describe(),
+        });
+    }
+    Ok(())
+}
+
+/// Record-local checks (charsets, non-empty fields, consistent modes). The capacities are already
+/// enforced by the types; references between records are [`super::state::State`]'s business.
+pub trait Validate {
+    fn validate(&self) -> Result<(), RecordError>;
+}
+
+impl Validate for DatabaseRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        let at = |f: &str| format!("databases.{}.{f}", self.name);
+        check_text("database.name", Charset::Name, &self.name)?;
+        check_text(&at("host"), Charset::Token, &self.host)?;
+        if let Some(tls) = &self.tls {
+            if let Some(ca) = &tls.ca_file {
+                check_text(&at("tls.ca_file"), Charset::Path, ca)?;
+            }
+            if let Some(sn) = &tls.server_name {
+                check_text(&at("tls.server_name"), Charset::Token, sn)?;
+            }
+        }
+        if let Some(u) = &self.default_db_user {
+            check_text(&at("default_db_user"), Charset::Token, u)?;
+        }
+        match &self.auth {
+            AuthRecord::Iam { region, target, .. } => {
+                check_text(&at("auth.region"), Charset::Token, region)?;
+                check_text(&at("auth.target"), Charset::Token, target)?;
+            }
+            AuthRecord::Password {
+                password_file,
+                password_env,
+            } => {
+                if password_file.is_some() == password_env.is_some() {
+                    return Err(RecordError::PasswordSource {
+                        database: self.name.to_string(),
+                    });
+                }
+                if let Some(p) = password_file {
+                    check_text(&at("auth.password_file"), Charset::Path, p)?;
+                }
+                if let Some(e) = password_env {
+                    check_text(&at("auth.password_env"), Charset::EnvName, e)?;
+                }
+            }
+            AuthRecord::None => {}
+        }
+        Ok(())
+    }
+}
+
+impl Validate for RoleRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        check_text("role.name", Charset::Name, &self.name)?;
+        for p in &self.db_users {
+            check_text(&format!("roles.{}.db_users", self.name), Charset::Token, p)?;
+        }
+        for p in &self.db_names {
+            check_text(&format!("roles.{}.db_names", self.name), Charset::Token, p)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for UserRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        check_text("user.name", Charset::Name, &self.name)?;
+        for r in &self.roles {
+            check_text(&format!("users.{}.roles", self.name), Charset::Name, r)?;
+        }
+        if let Some(u) = &self.unix_user {
+            check_text(&format!("users.{}.unix_user", self.name), Charset::Token, u)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for CertRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.serial.is_empty() {
+            return Err(RecordError::Empty {
+                field: "certificate.serial".into(),
+            });
+        }
+        check_text("certificate.user", Charset::Name, &self.user)?;
+        if self.not_after <= self.not_before {
+            return Err(RecordError::Validity {
+                field: format!("certificates.{}", SerialHex(&self.serial)),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Validate for CaRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        check_text("ca.common_name", Charset::Name, &self.common_name)?;
+        if self.not_after <= self.not_before {
+            return Err(RecordError::Validity { field: "ca".into() });
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ManagedUserRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        check_text("managed_user.database", Charset::Name, &self.database)?;
+        check_text("managed_user.db_user", Charset::Token, &self.db_user)?;
+        check_text(
+            &format!(
+                "managed_users.{}.{}.secret_arn",
+                self.database, self.db_user
+            ),
+            Charset::Token,
+            &self.secret_arn,
+        )
+    }
+}
+
+/// Hex form of a serial for messages (`01ab…`).
+pub struct SerialHex<'a>(pub &'a [u8]);
+
+impl fmt::Display for SerialHex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_over_its_bound_names_bound_and_field() {
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        let e = name("users.x.name", &long).unwrap_err().to_string();
+        assert!(
+            e.contains("MAX_NAME_LEN") && e.contains("users.x.name") && e.contains("65"),
+            "{e}"
+        );
+        assert!(name("n", &"a".repeat(MAX_NAME_LEN)).is_ok());
+        let e = name("n", ".hidden").unwrap_err().to_string();
+        assert!(e.contains("'.'"), "{e}");
+        let e = name("n", "").unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn list_over_its_bound_names_bound_and_field() {
+        let items = (0..MAX_ROLES_PER_USER + 1).map(|i| name("r", &format!("r{i}")));
+        let e = list::<Name, MAX_ROLES_PER_USER>("users.a.roles", "MAX_ROLES_PER_USER", items)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("MAX_ROLES_PER_USER") && e.contains("users.a.roles"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn serial_bounds() {
+        assert!(serial("s", &[1; MAX_SERIAL_LEN]).is_ok());
+        let e = serial("s", &[1; MAX_SERIAL_LEN + 1])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MAX_SERIAL_LEN"), "{e}");
+        assert!(serial("s", &[]).is_err());
+    }
+}
