@@ -308,8 +308,8 @@ fn profile_provider() -> ProfileLink {
 /// * Its builder eagerly constructs the IMDS and ECS providers a profile may name as
 ///   `credential_source`, and those panic when no HTTP client is compiled in. Registering our
 ///   own providers under those names first keeps the builder from constructing them: a profile
-///   that names one gets a configuration error naming the source instead of a crash. (The
-///   IMDSv2 link of a later issue can be registered here.)
+///   that names one gets a configuration error naming the source instead of a crash. (Our
+///   `ImdsCredentialsProvider` can be registered here once profiles can assume roles.)
 ///
 /// It also replaces aws-config's bare "not enabled" (no files, or no keys in the profile) with a
 /// message naming the profile and where it was looked for.
