@@ -58,6 +58,93 @@ pub struct Config {
     pub roles: Vec<RoleConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub aws: AwsConfig,
+}
+
+/// `[aws]`: how the bastion reaches AWS itself (not the databases).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    #[serde(default)]
+    pub imds: ImdsConfig,
+}
+
+/// Default IMDSv2 token lifetime asked for (the maximum IMDS grants).
+pub const DEFAULT_IMDS_TOKEN_TTL: Duration = Duration::from_secs(21_600);
+/// Default bound on connecting to IMDS, and separately on waiting for its reply.
+pub const DEFAULT_IMDS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `[aws.imds]`: the instance metadata service. Every key is optional; the environment
+/// (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, `..._ENDPOINT_MODE`, `AWS_EC2_METADATA_DISABLED`)
+/// overrides `endpoint`, `endpoint_mode` and `disabled`, as in the AWS SDKs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImdsConfig {
+    /// Full base URL, e.g. `http://169.254.169.254`; wins over `endpoint_mode`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub endpoint_mode: Option<ImdsEndpointMode>,
+    /// Lifetime asked for in `X-aws-ec2-metadata-token-ttl-seconds` (1s to 6h).
+    #[serde(default = "default_imds_token_ttl", deserialize_with = "de_duration")]
+    pub token_ttl: Duration,
+    /// Use token-less IMDSv1 GETs when the IMDSv2 token cannot be had. Off unless set; each
+    /// use logs a warning.
+    #[serde(default)]
+    pub allow_v1_fallback: bool,
+    #[serde(default = "default_imds_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_imds_timeout", deserialize_with = "de_duration")]
+    pub read_timeout: Duration,
+    /// Never ask IMDS (as `AWS_EC2_METADATA_DISABLED=true`).
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl Default for ImdsConfig {
+    fn default() -> Self {
+        ImdsConfig {
+            endpoint: None,
+            endpoint_mode: None,
+            token_ttl: DEFAULT_IMDS_TOKEN_TTL,
+            allow_v1_fallback: false,
+            connect_timeout: DEFAULT_IMDS_TIMEOUT,
+            read_timeout: DEFAULT_IMDS_TIMEOUT,
+            disabled: false,
+        }
+    }
+}
+
+fn default_imds_token_ttl() -> Duration {
+    DEFAULT_IMDS_TOKEN_TTL
+}
+fn default_imds_timeout() -> Duration {
+    DEFAULT_IMDS_TIMEOUT
+}
+
+/// Which of IMDS' two well-known addresses to use when no endpoint is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ImdsEndpointMode {
+    /// `http://169.254.169.254`
+    #[default]
+    #[serde(rename = "IPv4", alias = "ipv4")]
+    Ipv4,
+    /// `http://[fd00:ec2::254]`
+    #[serde(rename = "IPv6", alias = "ipv6")]
+    Ipv6,
+}
+
+impl std::str::FromStr for ImdsEndpointMode {
+    type Err = String;
+    /// The spelling of `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "ipv4" => Ok(ImdsEndpointMode::Ipv4),
+            "ipv6" => Ok(ImdsEndpointMode::Ipv6),
+            _ => Err(format!("'{s}' is not IPv4 or IPv6")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -333,6 +420,21 @@ impl Config {
                 "must be at least 1024",
             ));
         }
+        let ttl = self.aws.imds.token_ttl;
+        if ttl < Duration::from_secs(1) || ttl > DEFAULT_IMDS_TOKEN_TTL {
+            return Err(ConfigError::invalid(
+                "aws.imds.token_ttl",
+                "must be between 1s and 6h (IMDS refuses other values)",
+            ));
+        }
+        for (key, t) in [
+            ("aws.imds.connect_timeout", self.aws.imds.connect_timeout),
+            ("aws.imds.read_timeout", self.aws.imds.read_timeout),
+        ] {
+            if t.is_zero() {
+                return Err(ConfigError::invalid(key, "must be more than 0s"));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, db) in self.databases.iter().enumerate() {
             let key = format!("databases[{i}].name");
@@ -518,6 +620,29 @@ unix_user = "alice"
             .unwrap_err()
             .to_string();
         assert!(e.contains("databases[1].name"), "{e}");
+    }
+
+    #[test]
+    fn imds_section_is_optional_and_typed() {
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.aws.imds.token_ttl, DEFAULT_IMDS_TOKEN_TTL);
+        assert_eq!(c.aws.imds.read_timeout, DEFAULT_IMDS_TIMEOUT);
+        assert!(!c.aws.imds.allow_v1_fallback);
+
+        let with = format!(
+            "{SAMPLE}\n[aws.imds]\nendpoint_mode = \"IPv6\"\ntoken_ttl = \"1h\"\n\
+             allow_v1_fallback = true\nread_timeout = \"250ms\"\n"
+        );
+        let c = Config::parse(&with, Path::new("t.toml")).unwrap();
+        assert_eq!(c.aws.imds.endpoint_mode, Some(ImdsEndpointMode::Ipv6));
+        assert_eq!(c.aws.imds.token_ttl, Duration::from_secs(3600));
+        assert_eq!(c.aws.imds.read_timeout, Duration::from_millis(250));
+        assert_eq!(c.aws.imds.connect_timeout, DEFAULT_IMDS_TIMEOUT);
+        assert!(c.aws.imds.allow_v1_fallback);
+
+        let bad = format!("{SAMPLE}\n[aws.imds]\ntoken_ttl = \"7h\"\n");
+        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err();
+        assert!(e.to_string().contains("aws.imds.token_ttl"), "{e}");
     }
 
     #[test]

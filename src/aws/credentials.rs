@@ -4,8 +4,8 @@
 //! [`aws_credential_types::provider::ProvideCredentials`]. The default chain is the environment
 //! (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`), then the shared
 //! config/credentials files honouring `AWS_PROFILE` — both aws-config's own providers, walked by
-//! aws-config's [`CredentialsProviderChain`]. The IMDSv2 provider of a later issue plugs in as one
-//! more link with [`CredentialChainBuilder::link`].
+//! aws-config's [`CredentialsProviderChain`] — and last the instance profile through our IMDSv2
+//! client ([`crate::aws::imds::ImdsCredentialsProvider`], link `imds`).
 //!
 //! Answers are cached until [`REFRESH_BEFORE_EXPIRY`] before they expire (credentials without an
 //! expiry are re-asked for after [`STATIC_TTL`]); one refresh runs at a time.
@@ -26,6 +26,9 @@ use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_credential_types::provider::error::CredentialsError as ProviderError;
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
+
+use crate::aws::imds::{Env, ImdsClient, ImdsCredentialsProvider, ProcessEnv};
+use crate::config::ImdsConfig;
 
 /// Credentials with an expiry are refreshed this long before it, so a token signed with them
 /// stays usable for its whole connection handshake.
@@ -82,15 +85,26 @@ impl fmt::Debug for CredentialChain {
 
 impl CredentialChain {
     /// Environment variables (`env`), then the shared config/credentials files (`profile`,
-    /// honouring `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE` and `HOME`).
+    /// honouring `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE` and `HOME`),
+    /// then the instance profile from IMDS (`imds`, default `[aws.imds]` settings with the
+    /// `AWS_EC2_METADATA_*` overrides from the process environment).
     ///
     /// Profiles with static keys work; profiles that assume a role, call SSO or run a
     /// `credential_process` need aws-config features this build leaves out, and fail with
     /// [`CredentialsError::ProviderFailed`] naming the profile link.
     pub fn default_chain() -> Self {
+        Self::default_chain_with_imds(&ImdsConfig::default(), &ProcessEnv)
+    }
+
+    /// [`Self::default_chain`] with the `imds` link built from the config's `[aws.imds]`.
+    pub fn default_chain_with_imds(imds: &ImdsConfig, env: &dyn Env) -> Self {
         Self::builder()
             .link("env", EnvironmentVariableCredentialsProvider::new())
             .link("profile", profile_provider())
+            .link(
+                "imds",
+                ImdsCredentialsProvider::from_result(ImdsClient::from_config(imds, env)),
+            )
             .build()
     }
 
@@ -294,8 +308,8 @@ fn profile_provider() -> ProfileLink {
 /// * Its builder eagerly constructs the IMDS and ECS providers a profile may name as
 ///   `credential_source`, and those panic when no HTTP client is compiled in. Registering our
 ///   own providers under those names first keeps the builder from constructing them: a profile
-///   that names one gets a configuration error naming the source instead of a crash. (The
-///   IMDSv2 link of a later issue can be registered here.)
+///   that names one gets a configuration error naming the source instead of a crash. (Our
+///   `ImdsCredentialsProvider` can be registered here once profiles can assume roles.)
 ///
 /// It also replaces aws-config's bare "not enabled" (no files, or no keys in the profile) with a
 /// message naming the profile and where it was looked for.
@@ -716,6 +730,9 @@ mod tests {
     #[tokio::test]
     async fn default_chain_builds_without_an_http_client() {
         let chain = CredentialChain::default_chain();
-        assert_eq!(chain.link_names().collect::<Vec<_>>(), ["env", "profile"]);
+        assert_eq!(
+            chain.link_names().collect::<Vec<_>>(),
+            ["env", "profile", "imds"]
+        );
     }
 }

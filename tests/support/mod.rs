@@ -9,6 +9,8 @@
 //! - [`scenarios`]: behaviours every client path must show (run by `e2e_mtls` and `e2e_unix`).
 //! - [`certs`]: a throw-away CA (rcgen) for the upstream's server certificate and foreign client certs.
 //! - [`process`]: running a child with a hang guard.
+//! - [`imds`]: an IMDSv2 emulator (tokens with TTL, disabled / no-role / v1 modes, hop limit via
+//!   `IP_TTL`), runnable inside a network namespace.
 //!
 //! Every wait has a deadline that is a hang guard, never a speed assertion.
 
@@ -19,6 +21,7 @@ pub mod bastion;
 pub mod certs;
 pub mod clients;
 pub mod iam_front;
+pub mod imds;
 pub mod process;
 pub mod raw;
 pub mod redis;

@@ -1,0 +1,202 @@
+//! The IMDS client's settings: the `[aws.imds]` config section with the environment's
+//! overrides applied, resolved once when the client is built.
+//!
+//! The environment is read through [`Env`], so tests pass a map and nothing below this module
+//! looks at the process environment.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hyper::Uri;
+
+use super::error::ImdsError;
+use crate::config::{ImdsConfig, ImdsEndpointMode};
+
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`: a full base URL, overriding the config's `endpoint`.
+pub const ENV_ENDPOINT: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE`: `IPv4` or `IPv6`.
+pub const ENV_ENDPOINT_MODE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE";
+/// `AWS_EC2_METADATA_DISABLED=true` turns IMDS off.
+pub const ENV_DISABLED: &str = "AWS_EC2_METADATA_DISABLED";
+
+/// The IPv4 endpoint, the default.
+pub const ENDPOINT_IPV4: &str = "http://169.254.169.254";
+/// The IPv6 endpoint (Nitro instances with IPv6 IMDS enabled).
+pub const ENDPOINT_IPV6: &str = "http://[fd00:ec2::254]";
+
+/// Where environment variables come from.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment (for `main` and the default credential chain only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| v.to_string())
+    }
+}
+
+/// Resolved settings of an [`super::ImdsClient`].
+#[derive(Debug, Clone)]
+pub struct ImdsSettings {
+    /// `scheme://host[:port]`, no trailing slash.
+    pub endpoint: String,
+    /// Why IMDS is off, if it is (names the variable or key that said so).
+    pub turned_off_by: Option<&'static str>,
+    pub token_ttl: Duration,
+    pub allow_v1_fallback: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Retries after a 5xx/429 (so `max_retries + 1` attempts), with doubling back-off.
+    pub max_retries: u32,
+    pub retry_backoff: Duration,
+    /// After a token failure (hop limit, unreachable), callers get the remembered error at once
+    /// for this long, then one caller retries the PUT; doubles per failure up to the max.
+    pub failure_backoff: Duration,
+    pub failure_backoff_max: Duration,
+}
+
+impl ImdsSettings {
+    /// Config values, with the environment's overrides (the environment wins, as in the SDKs).
+    pub fn resolve(config: &ImdsConfig, env: &dyn Env) -> Result<Self, ImdsError> {
+        let mode = match env.var(ENV_ENDPOINT_MODE).filter(|v| !v.is_empty()) {
+            Some(v) => v
+                .parse::<ImdsEndpointMode>()
+                .map_err(|e| ImdsError::BadEndpoint(format!("{ENV_ENDPOINT_MODE}: {e}")))?,
+            None => config.endpoint_mode.unwrap_or_default(),
+        };
+        let (endpoint, origin) = match env.var(ENV_ENDPOINT).filter(|v| !v.is_empty()) {
+            Some(e) => (e, ENV_ENDPOINT),
+            None => match &config.endpoint {
+                Some(e) => (e.clone(), "[aws.imds] endpoint"),
+                None => match mode {
+                    ImdsEndpointMode::Ipv4 => (ENDPOINT_IPV4.to_string(), "default"),
+                    ImdsEndpointMode::Ipv6 => (ENDPOINT_IPV6.to_string(), "default"),
+                },
+            },
+        };
+        let endpoint = normalize_endpoint(&endpoint)
+            .map_err(|e| ImdsError::BadEndpoint(format!("{origin}: {e}")))?;
+        let turned_off_by = if env
+            .var(ENV_DISABLED)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            Some("AWS_EC2_METADATA_DISABLED=true")
+        } else if config.disabled {
+            Some("[aws.imds] disabled = true")
+        } else {
+            None
+        };
+        Ok(ImdsSettings {
+            endpoint,
+            turned_off_by,
+            token_ttl: config.token_ttl,
+            allow_v1_fallback: config.allow_v1_fallback,
+            connect_timeout: config.connect_timeout,
+            read_timeout: config.read_timeout,
+            max_retries: 3,
+            retry_backoff: Duration::from_millis(100),
+            failure_backoff: Duration::from_secs(5),
+            failure_backoff_max: Duration::from_secs(60),
+        })
+    }
+
+    /// Defaults plus `endpoint` (tests, and callers that already know where IMDS is).
+    pub fn for_endpoint(endpoint: &str) -> Result<Self, ImdsError> {
+        let config = ImdsConfig {
+            endpoint: Some(endpoint.to_string()),
+            ..ImdsConfig::default()
+        };
+        Self::resolve(&config, &HashMap::<String, String>::new())
+    }
+}
+
+/// `http://host[:port][/]` → `http://host[:port]`. Only plain HTTP: IMDS has no TLS.
+fn normalize_endpoint(raw: &str) -> Result<String, String> {
+    let uri: Uri = raw
+        .parse()
+        .map_err(|e| format!("'{raw}' is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "'{raw}' must start with http:// (IMDS speaks plain HTTP)"
+        ));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("'{raw}' has no host"));
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("'{raw}' must be a base URL without a path"));
+    }
+    Ok(format!("http://{authority}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn defaults_to_the_ipv4_endpoint() {
+        let s = ImdsSettings::resolve(&ImdsConfig::default(), &env(&[])).unwrap();
+        assert_eq!(s.endpoint, ENDPOINT_IPV4);
+        assert_eq!(s.token_ttl, Duration::from_secs(21_600));
+        assert_eq!(s.read_timeout, Duration::from_secs(1));
+        assert!(s.turned_off_by.is_none() && !s.allow_v1_fallback);
+    }
+
+    #[test]
+    fn mode_and_endpoint_from_config_and_environment() {
+        let config = ImdsConfig {
+            endpoint_mode: Some(ImdsEndpointMode::Ipv6),
+            ..ImdsConfig::default()
+        };
+        let s = ImdsSettings::resolve(&config, &env(&[])).unwrap();
+        assert_eq!(s.endpoint, ENDPOINT_IPV6);
+        let s = ImdsSettings::resolve(&config, &env(&[(ENV_ENDPOINT_MODE, "ipv4")])).unwrap();
+        assert_eq!(s.endpoint, ENDPOINT_IPV4);
+        let s = ImdsSettings::resolve(&config, &env(&[(ENV_ENDPOINT, "http://127.0.0.1:8111/")]))
+            .unwrap();
+        assert_eq!(s.endpoint, "http://127.0.0.1:8111");
+    }
+
+    #[test]
+    fn disabled_by_the_environment_or_the_config() {
+        let s =
+            ImdsSettings::resolve(&ImdsConfig::default(), &env(&[(ENV_DISABLED, "TRUE")])).unwrap();
+        assert!(s.turned_off_by.unwrap().contains(ENV_DISABLED));
+        let s = ImdsSettings::resolve(&ImdsConfig::default(), &env(&[(ENV_DISABLED, "false")]))
+            .unwrap();
+        assert!(s.turned_off_by.is_none());
+    }
+
+    #[test]
+    fn bad_endpoints_name_their_origin() {
+        let e = ImdsSettings::resolve(
+            &ImdsConfig::default(),
+            &env(&[(ENV_ENDPOINT, "https://169.254.169.254")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(ENV_ENDPOINT), "{e}");
+        let e = ImdsSettings::resolve(&ImdsConfig::default(), &env(&[(ENV_ENDPOINT_MODE, "v5")]))
+            .unwrap_err();
+        assert!(e.to_string().contains(ENV_ENDPOINT_MODE), "{e}");
+    }
+}
