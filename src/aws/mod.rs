@@ -7,4 +7,5 @@
 //! Never logs a credential or a token; tokens are [`crate::secret::Secret`]s.
 
 pub mod credentials;
+pub mod policy;
 pub mod token;
