@@ -69,7 +69,10 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
     let mut out = Vec::with_capacity(4);
     let skip_rest = |out: &mut Vec<CheckResult>, steps: &[&str], why: &str| {
         for step in steps {
-            out.push(CheckResult::skip(name(step), format!("not run: {why}")));
+            out.push(
+                CheckResult::skip(name(step), format!("not run: {why}"))
+                    .with("database", db.name.as_str()),
+            );
         }
     };
 
@@ -266,13 +269,17 @@ where
     let name = format!("database:{}:auth", db.name);
     let secret = match upstream::auth_secret(db, &user.name, &doctor.credentials).await {
         Ok(secret) => secret,
+        // Without credentials there is no token to try; the `credentials` check says why.
+        Err(UpstreamError::Credentials { .. }) => return CheckResult::skip(
+            name,
+            "not run: no AWS credentials to sign the IAM token with (see the `credentials` check)",
+        ),
         Err(e) => {
             let fix = match &e {
                 UpstreamError::Password { .. } => {
                     "make the password_file readable by the bastion only (chmod 600) and \
                      non-empty, or set the password_env variable"
                 }
-                UpstreamError::Credentials { .. } => "see the `credentials` check",
                 _ => "check the database's auth settings",
             };
             return CheckResult::fail(name, e.to_string(), fix);
@@ -368,19 +375,16 @@ fn wrong_protocol_fix(db: &DatabaseConfig) -> String {
 fn rejection_fix(db: &DatabaseConfig, db_user: &str) -> String {
     match &db.auth {
         AuthConfig::Iam {
-            service,
-            target,
-            serverless,
-            ..
+            service, target, ..
         } => {
-            let (describe, kind) = match (service, serverless) {
-                (IamService::Elasticache, _) => (
+            let (describe, kind) = match service {
+                IamService::Elasticache => (
                     format!("aws elasticache describe-users --user-id {db_user}"),
-                    "elasticache",
+                    "ElastiCache",
                 ),
-                (IamService::Memorydb, _) => (
+                IamService::Memorydb => (
                     format!("aws memorydb describe-users --user-name {db_user}"),
-                    "memorydb",
+                    "MemoryDB",
                 ),
             };
             format!(
