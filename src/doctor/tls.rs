@@ -41,7 +41,8 @@ pub async fn diagnose(
                         db.address
                     ),
                     format!(
-                        "check that {} speaks TLS (in-transit encryption enabled on the database)",
+                        "check that {} speaks TLS (in-transit encryption enabled on the database): \
+                         a plaintext Redis port never answers a TLS hello, it waits for a newline",
                         db.address
                     ),
                 )
