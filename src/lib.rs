@@ -11,6 +11,7 @@ pub mod aws;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod identity;
 pub mod proxy;
 pub mod rbac;

@@ -283,6 +283,44 @@ pub fn read_password_file(path: &Path) -> Result<Secret, String> {
     Ok(Secret::new(password))
 }
 
+/// Turn the upstream's refusal of our AUTH/HELLO into an operator-grade message naming the
+/// likely cause. Shared by the session (the client sees it) and `bastion doctor`.
+///
+/// `error` is the upstream's error text; only its code and a control-free prefix are echoed.
+pub fn explain_rejection(db: &DatabaseConfig, db_user: &str, error: &str) -> String {
+    let code = error.split_whitespace().next().unwrap_or("");
+    let auth_failure =
+        matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") || error.contains("invalid password");
+    if !auth_failure {
+        return format!(
+            "upstream '{}' refused the handshake: {}",
+            db.name,
+            sanitize(error)
+        );
+    }
+    match &db.auth {
+        AuthConfig::Iam { service, target, .. } => format!(
+            "upstream '{}' rejected the IAM auth token for db-user '{db_user}' ({code}): check that the \
+             bastion's AWS principal is allowed {} on '{target}' and on user '{db_user}', and that \
+             user '{db_user}' exists with IAM authentication enabled",
+            db.name,
+            service.connect_action(),
+        ),
+        AuthConfig::Password { .. } => format!(
+            "upstream '{}' rejected the password for db-user '{db_user}' ({code})",
+            db.name
+        ),
+        AuthConfig::None => format!(
+            "upstream '{}' requires authentication ({code}) but its auth mode is 'none'",
+            db.name
+        ),
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,5 +346,32 @@ mod tests {
             e.contains("0640") && e.contains("pw") && !e.contains("s3cret"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn rejection_names_the_cause() {
+        let db = DatabaseConfig {
+            name: "cache".into(),
+            address: "h:6379".parse().unwrap(),
+            tls: None,
+            auth: AuthConfig::Iam {
+                service: crate::config::IamService::Memorydb,
+                region: "eu-west-1".into(),
+                target: "c1".into(),
+                serverless: false,
+            },
+            default_db_user: None,
+        };
+        let m = explain_rejection(
+            &db,
+            "app",
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        );
+        assert!(
+            m.contains("IAM auth token") && m.contains("memorydb:Connect") && m.contains("'app'"),
+            "{m}"
+        );
+        let m = explain_rejection(&db, "app", "NOPROTO unsupported protocol version");
+        assert!(m.contains("NOPROTO") && !m.contains("IAM"), "{m}");
     }
 }

@@ -1,6 +1,8 @@
 //! The command line: `bastion serve` (the daemon) and the admin/debug verbs, one file each.
 
 pub mod cert;
+pub mod configure;
+pub mod doctor;
 pub mod iam_token;
 pub mod serve;
 
@@ -31,6 +33,11 @@ pub enum Command {
     Cert(CertCommand),
     /// Print an ElastiCache / MemoryDB IAM auth token from the credential chain (for debugging).
     IamToken(IamTokenArgs),
+    /// Check credentials and every database (DNS, TCP, TLS, AUTH); exit non-zero if one fails.
+    Doctor(DoctorArgs),
+    /// Set-up helpers for the bastion's AWS account.
+    #[command(subcommand)]
+    Configure(ConfigureCommand),
 }
 
 #[derive(Debug, Args)]
@@ -93,11 +100,39 @@ pub struct IamTokenArgs {
     pub serverless: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Boot configuration (TOML) whose databases are checked.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Print the report as one JSON document (see README "bastion doctor").
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigureCommand {
+    /// Print the least-privilege IAM policy for the configured databases (JSON on stdout).
+    Bootstrap {
+        /// Boot configuration (TOML) whose databases the policy covers.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the policy for you to attach (the only mode so far).
+        #[arg(long)]
+        manual: bool,
+        /// The AWS account id in the ARNs.
+        #[arg(long, default_value = crate::aws::policy::ACCOUNT_PLACEHOLDER)]
+        account_id: String,
+    },
+}
+
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Cert(CertCommand::Issue(args)) => cert::issue(args),
         Command::IamToken(args) => iam_token::run(args),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Configure(command) => configure::run(command),
     }
 }

@@ -24,7 +24,7 @@ use tracing::{field, Instrument};
 use crate::audit::{self, SessionFacts};
 use crate::aws::credentials::CredentialChain;
 use crate::catalog::CatalogHandle;
-use crate::config::{AuthConfig, DatabaseConfig, Limits};
+use crate::config::{DatabaseConfig, Limits};
 use crate::identity::{self, Identity, Method};
 use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
 use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
@@ -400,7 +400,7 @@ async fn open_upstream(
         }
     };
     if let Some(error) = error {
-        return Err(explain_rejection(db, db_user, &error));
+        return Err(upstream::explain_rejection(db, db_user, &error));
     }
     let extra = buf.split_off(len).to_vec();
     Ok(Authenticated {
@@ -408,41 +408,6 @@ async fn open_upstream(
         reply: Some(buf.to_vec()),
         extra,
     })
-}
-
-/// Turn the upstream's refusal into an operator-grade message naming the likely cause.
-fn explain_rejection(db: &DatabaseConfig, db_user: &str, error: &str) -> String {
-    let code = error.split_whitespace().next().unwrap_or("");
-    let auth_failure =
-        matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") || error.contains("invalid password");
-    if !auth_failure {
-        return format!(
-            "upstream '{}' refused the handshake: {}",
-            db.name,
-            sanitize(error)
-        );
-    }
-    match &db.auth {
-        AuthConfig::Iam { service, target, .. } => format!(
-            "upstream '{}' rejected the IAM auth token for db-user '{db_user}' ({code}): check that the \
-             bastion's AWS principal is allowed {} on '{target}' and on user '{db_user}', and that \
-             user '{db_user}' exists with IAM authentication enabled",
-            db.name,
-            service.connect_action(),
-        ),
-        AuthConfig::Password { .. } => format!(
-            "upstream '{}' rejected the password for db-user '{db_user}' ({code})",
-            db.name
-        ),
-        AuthConfig::None => format!(
-            "upstream '{}' requires authentication ({code}) but its auth mode is 'none'",
-            db.name
-        ),
-    }
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 enum OpeningError {
@@ -556,32 +521,5 @@ mod tests {
         assert_eq!(pick_database(&s, Some("cache")).unwrap(), "fixed");
         let s = spec(None, None);
         assert!(pick_database(&s, None).unwrap_err().contains("--sni"));
-    }
-
-    #[test]
-    fn rejection_names_the_cause() {
-        let db = DatabaseConfig {
-            name: "cache".into(),
-            address: "h:6379".parse().unwrap(),
-            tls: None,
-            auth: AuthConfig::Iam {
-                service: crate::config::IamService::Memorydb,
-                region: "eu-west-1".into(),
-                target: "c1".into(),
-                serverless: false,
-            },
-            default_db_user: None,
-        };
-        let m = explain_rejection(
-            &db,
-            "app",
-            "WRONGPASS invalid username-password pair or user is disabled.",
-        );
-        assert!(
-            m.contains("IAM auth token") && m.contains("memorydb:Connect") && m.contains("'app'"),
-            "{m}"
-        );
-        let m = explain_rejection(&db, "app", "NOPROTO unsupported protocol version");
-        assert!(m.contains("NOPROTO") && !m.contains("IAM"), "{m}");
     }
 }

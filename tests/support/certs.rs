@@ -61,6 +61,25 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A legacy server certificate: CN = `common_name` and no subjectAltName at all, which
+    /// name verification (RFC 6125, webpki) never matches: `(cert_pem, key_pem)`.
+    pub fn issue_server_cn_only(&self, common_name: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let key = KeyPair::generate().expect("server key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("sign server cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A client certificate with CN = `user`: `(cert_pem, key_pem)`.
     pub fn issue_client(&self, user: &str) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");

@@ -1,0 +1,286 @@
+//! The least-privilege IAM policy for the bastion's own AWS principal, derived from the config.
+//!
+//! - `elasticache:Connect` on each IAM database's replication group
+//!   (`arn:aws:elasticache:<region>:<account>:replicationgroup:<target>`) or serverless cache
+//!   (`…:serverlesscache:<target>`) *and* on the users it may act as (`…:user:<user-id>`);
+//! - `memorydb:Connect` on `arn:aws:memorydb:<region>:<account>:cluster/<target>` and
+//!   `…:user/<user>`;
+//! - `DescribeUsers` on those users and `elasticache:DescribeServerlessCaches` on serverless
+//!   caches (read-only look-ups for checking users and endpoints);
+//! - Secrets Manager on the secrets the bastion manages, `secret:bastion/*`
+//!   ([`MANAGED_SECRET_PREFIX`]).
+//!
+//! The users are the `db_users` of every role that reaches the database, plus its
+//! `default_db_user`; a role pattern such as `app-*` becomes the ARN pattern `user:app-*`.
+//! Pure: no I/O, no AWS calls.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::config::{AuthConfig, Config, DatabaseConfig, IamService};
+use crate::rbac::glob_match;
+
+/// Names of the Secrets Manager secrets the bastion creates and rotates start with this.
+pub const MANAGED_SECRET_PREFIX: &str = "bastion/";
+
+/// Stands in for the account id when none is given.
+pub const ACCOUNT_PLACEHOLDER: &str = "<ACCOUNT_ID>";
+
+/// What the bastion does with its managed secrets.
+pub const SECRETS_ACTIONS: [&str; 5] = [
+    "secretsmanager:CreateSecret",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:TagResource",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("--account-id '{0}' is not a 12-digit AWS account id")]
+    AccountId(String),
+}
+
+/// An IAM policy document, serialized with AWS' own key names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyDocument {
+    #[serde(rename = "Version")]
+    pub version: &'static str,
+    #[serde(rename = "Statement")]
+    pub statement: Vec<Statement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Statement {
+    #[serde(rename = "Sid")]
+    pub sid: String,
+    #[serde(rename = "Effect")]
+    pub effect: &'static str,
+    #[serde(rename = "Action")]
+    pub action: Vec<String>,
+    #[serde(rename = "Resource")]
+    pub resource: Vec<String>,
+}
+
+/// The policy and what an operator should know about it.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub document: PolicyDocument,
+    pub notes: Vec<String>,
+}
+
+/// The policy for every database in `config`, for account `account` (12 digits, or
+/// [`ACCOUNT_PLACEHOLDER`]).
+pub fn bootstrap_policy(config: &Config, account: &str) -> Result<Bootstrap, PolicyError> {
+    let valid = account == ACCOUNT_PLACEHOLDER
+        || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
+    if !valid {
+        return Err(PolicyError::AccountId(account.to_string()));
+    }
+    // Sid → (actions, resources); BTree for a stable, diff-friendly output.
+    let mut grants: BTreeMap<&'static str, (Vec<&'static str>, BTreeSet<String>)> = BTreeMap::new();
+    let mut grant = |sid: &'static str, actions: &[&'static str], resource: String| {
+        grants
+            .entry(sid)
+            .or_insert_with(|| (actions.to_vec(), BTreeSet::new()))
+            .1
+            .insert(resource);
+    };
+    let mut notes = Vec::new();
+    let mut regions = BTreeSet::new();
+
+    for db in &config.databases {
+        let AuthConfig::Iam {
+            service,
+            region,
+            target,
+            serverless,
+        } = &db.auth
+        else {
+            continue;
+        };
+        regions.insert(region.as_str());
+        let users = db_users(config, db);
+        if users.is_empty() {
+            notes.push(format!(
+                "database '{}': no role allows a db-user on it and it has no default_db_user, so \
+                 no user ARN is granted (the bastion cannot connect to it until one is)",
+                db.name
+            ));
+        }
+        for pattern in users.iter().filter(|u| u.contains('*')) {
+            notes.push(format!(
+                "database '{}': db-user pattern '{pattern}' is granted as a wildcard ARN",
+                db.name
+            ));
+        }
+        match service {
+            IamService::Elasticache => {
+                let cache = if *serverless {
+                    format!("arn:aws:elasticache:{region}:{account}:serverlesscache:{target}")
+                } else {
+                    format!("arn:aws:elasticache:{region}:{account}:replicationgroup:{target}")
+                };
+                if *serverless {
+                    grant(
+                        "ElastiCacheDescribeServerlessCaches",
+                        &["elasticache:DescribeServerlessCaches"],
+                        cache.clone(),
+                    );
+                }
+                grant("ElastiCacheConnect", &["elasticache:Connect"], cache);
+                for user in &users {
+                    let arn = format!("arn:aws:elasticache:{region}:{account}:user:{user}");
+                    grant("ElastiCacheConnect", &["elasticache:Connect"], arn.clone());
+                    grant(
+                        "ElastiCacheDescribeUsers",
+                        &["elasticache:DescribeUsers"],
+                        arn,
+                    );
+                }
+            }
+            IamService::Memorydb => {
+                grant(
+                    "MemoryDBConnect",
+                    &["memorydb:Connect"],
+                    format!("arn:aws:memorydb:{region}:{account}:cluster/{target}"),
+                );
+                for user in &users {
+                    let arn = format!("arn:aws:memorydb:{region}:{account}:user/{user}");
+                    grant("MemoryDBConnect", &["memorydb:Connect"], arn.clone());
+                    grant("MemoryDBDescribeUsers", &["memorydb:DescribeUsers"], arn);
+                }
+            }
+        }
+    }
+    if config.databases.iter().any(|db| {
+        matches!(
+            db.auth,
+            AuthConfig::Iam {
+                service: IamService::Elasticache,
+                ..
+            }
+        )
+    }) {
+        notes.push(
+            "ElastiCache user ARNs carry the user *id*: IAM-enabled users must have user id = \
+             user name, which is what the bastion sends"
+                .into(),
+        );
+    }
+
+    if regions.is_empty() {
+        regions.insert("*");
+        notes.push(
+            "no IAM database names a region, so the managed-secrets grant covers every region"
+                .into(),
+        );
+    }
+    for region in &regions {
+        grant(
+            "ManagedSecrets",
+            &SECRETS_ACTIONS,
+            format!("arn:aws:secretsmanager:{region}:{account}:secret:{MANAGED_SECRET_PREFIX}*"),
+        );
+    }
+    notes.push(
+        "no database has an assume_role_arn (not supported by this config version yet), so no \
+         sts:AssumeRole statement is included"
+            .into(),
+    );
+
+    let statement = grants
+        .into_iter()
+        .map(|(sid, (actions, resources))| Statement {
+            sid: sid.to_string(),
+            effect: "Allow",
+            action: actions.iter().map(|a| a.to_string()).collect(),
+            resource: resources.into_iter().collect(),
+        })
+        .collect();
+    Ok(Bootstrap {
+        document: PolicyDocument {
+            version: "2012-10-17",
+            statement,
+        },
+        notes,
+    })
+}
+
+/// Every db-user (or `*` pattern) the bastion may authenticate as on `db`.
+fn db_users(config: &Config, db: &DatabaseConfig) -> BTreeSet<String> {
+    let mut users: BTreeSet<String> = config
+        .roles
+        .iter()
+        .filter(|r| r.db_names.iter().any(|p| glob_match(p, &db.name)))
+        .flat_map(|r| r.db_users.iter().cloned())
+        .collect();
+    users.extend(db.default_db_user.iter().cloned());
+    users
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+state_dir = "/tmp/x"
+[listeners.unix]
+directory = "/tmp/x/db"
+[[databases]]
+name = "rg"
+address = "h:6379"
+auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "my-rg" }
+[[databases]]
+name = "pw"
+address = "h:6379"
+auth = { mode = "password", password_env = "X" }
+[[roles]]
+name = "r"
+db_users = ["app", "ro-*"]
+db_names = ["rg"]
+"#;
+
+    fn statement<'a>(doc: &'a PolicyDocument, sid: &str) -> &'a Statement {
+        doc.statement
+            .iter()
+            .find(|s| s.sid == sid)
+            .unwrap_or_else(|| panic!("no {sid} in {doc:#?}"))
+    }
+
+    #[test]
+    fn elasticache_connect_covers_cache_and_users() {
+        let c = Config::parse(CONFIG, Path::new("t")).unwrap();
+        let b = bootstrap_policy(&c, "123456789012").unwrap();
+        let s = statement(&b.document, "ElastiCacheConnect");
+        assert_eq!(s.action, ["elasticache:Connect"]);
+        assert_eq!(
+            s.resource,
+            [
+                "arn:aws:elasticache:us-east-1:123456789012:replicationgroup:my-rg",
+                "arn:aws:elasticache:us-east-1:123456789012:user:app",
+                "arn:aws:elasticache:us-east-1:123456789012:user:ro-*",
+            ]
+        );
+        let s = statement(&b.document, "ManagedSecrets");
+        assert_eq!(
+            s.resource,
+            ["arn:aws:secretsmanager:us-east-1:123456789012:secret:bastion/*"]
+        );
+        assert!(b
+            .document
+            .statement
+            .iter()
+            .all(|s| s.sid != "MemoryDBConnect"));
+    }
+
+    #[test]
+    fn account_id_is_checked() {
+        let c = Config::parse(CONFIG, Path::new("t")).unwrap();
+        assert!(bootstrap_policy(&c, ACCOUNT_PLACEHOLDER).is_ok());
+        assert!(bootstrap_policy(&c, "12345").is_err());
+        assert!(bootstrap_policy(&c, "12345678901x").is_err());
+    }
+}

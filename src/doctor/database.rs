@@ -1,0 +1,471 @@
+//! Per-database checks, in the order a connection needs them: `database:<name>:dns`, `:tcp`,
+//! `:tls`, `:auth`. A failed step skips the ones after it, saying which step stopped them.
+//!
+//! Connecting reuses [`Connector::connect`] and the secret comes from [`upstream::auth_secret`],
+//! exactly as a session does; the one AUTH frame is built by the handshake's `auth_command` and
+//! its reply read by `parse_reply`, and a refusal is worded by [`upstream::explain_rejection`]
+//! — the same text a client would get. Nothing here parses RESP or holds a secret longer than
+//! the write.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::either::Either;
+
+use super::{tls, CheckResult, Doctor};
+use crate::config::{AuthConfig, Config, DatabaseConfig, IamService};
+use crate::proxy::handshake::{auth_command, parse_reply, Opening, Reply};
+use crate::rbac::glob_match;
+use crate::upstream::{self, UpstreamError, UpstreamStream};
+
+/// Upper bound on the upstream's reply to the probe (the session's bound).
+const MAX_REPLY: usize = 1024 * 1024;
+
+/// Sent when auth mode is `none`: does the upstream serve unauthenticated clients?
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
+/// The db-user the auth probe authenticates as, and why that one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeUser {
+    pub name: String,
+    pub source: &'static str,
+}
+
+/// The database's `default_db_user`; else the first concrete db-user a role allows on it;
+/// else Redis' `default` user.
+pub fn probe_user(config: &Config, db: &DatabaseConfig) -> ProbeUser {
+    if let Some(user) = &db.default_db_user {
+        return ProbeUser {
+            name: user.clone(),
+            source: "default_db_user",
+        };
+    }
+    let mut concrete: Vec<&str> = config
+        .roles
+        .iter()
+        .filter(|r| r.db_names.iter().any(|p| glob_match(p, &db.name)))
+        .flat_map(|r| r.db_users.iter())
+        .filter(|u| !u.contains('*'))
+        .map(String::as_str)
+        .collect();
+    concrete.sort_unstable();
+    match concrete.first() {
+        Some(user) => ProbeUser {
+            name: user.to_string(),
+            source: "the first db-user a role allows",
+        },
+        None => ProbeUser {
+            name: "default".into(),
+            source: "no default_db_user and no concrete db-user in the roles",
+        },
+    }
+}
+
+/// Every step for one database.
+pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Vec<CheckResult> {
+    let name = |step: &str| format!("database:{}:{step}", db.name);
+    let mut out = Vec::with_capacity(4);
+    let skip_rest = |out: &mut Vec<CheckResult>, steps: &[&str], why: &str| {
+        for step in steps {
+            out.push(
+                CheckResult::skip(name(step), format!("not run: {why}"))
+                    .with("database", db.name.as_str()),
+            );
+        }
+    };
+
+    let dns = dns(db, doctor.timeout)
+        .await
+        .with("database", db.name.as_str());
+    let dns_ok = dns.status != super::Status::Fail;
+    out.push(dns);
+    if !dns_ok {
+        skip_rest(
+            &mut out,
+            &["tcp", "tls", "auth"],
+            "the host does not resolve",
+        );
+        return out;
+    }
+
+    let plain = DatabaseConfig {
+        tls: None,
+        ..db.clone()
+    };
+    let tcp_result = doctor.connector.connect(&plain, doctor.timeout).await;
+    let tcp_stream = match tcp_result {
+        Ok(stream) => {
+            out.push(tcp_ok(db, &stream));
+            stream
+        }
+        Err(e) => {
+            out.push(tcp_failed(db, &e, doctor.timeout));
+            skip_rest(&mut out, &["tls", "auth"], "no TCP connection");
+            return out;
+        }
+    };
+
+    let stream = match &db.tls {
+        None => {
+            out.push(
+                CheckResult::skip(name("tls"), plaintext_note(db))
+                    .with("database", db.name.as_str()),
+            );
+            tcp_stream
+        }
+        Some(settings) => {
+            drop(tcp_stream);
+            let server_name = settings
+                .server_name
+                .clone()
+                .unwrap_or_else(|| db.address.host.clone());
+            match doctor.connector.connect(db, doctor.timeout).await {
+                Ok(stream) => {
+                    out.push(
+                        CheckResult::ok(
+                            name("tls"),
+                            format!(
+                                "certificate of {} verified for server name '{server_name}'",
+                                db.address
+                            ),
+                        )
+                        .with("database", db.name.as_str())
+                        .with("server_name", server_name),
+                    );
+                    stream
+                }
+                Err(e) => {
+                    let result = tls::diagnose(db, &server_name, &e, doctor.timeout).await;
+                    out.push(result.with("database", db.name.as_str()));
+                    skip_rest(&mut out, &["auth"], "TLS failed");
+                    return out;
+                }
+            }
+        }
+    };
+
+    out.push(
+        auth(db, user, stream, doctor)
+            .await
+            .with("database", db.name.as_str())
+            .with("auth_mode", db.auth.mode_name())
+            .with("db_user", user.name.as_str()),
+    );
+    out
+}
+
+async fn dns(db: &DatabaseConfig, timeout: Duration) -> CheckResult {
+    let name = format!("database:{}:dns", db.name);
+    let host = db.address.host.as_str();
+    if host.parse::<IpAddr>().is_ok() {
+        return CheckResult::ok(name, format!("{host} is an IP address: nothing to resolve"))
+            .with("addresses", vec![host.to_string()]);
+    }
+    let fix = format!(
+        "check the host name in the address of database '{}'; inside a VPC, check that the VPC \
+         has DNS resolution and DNS hostnames enabled and that this host uses the VPC resolver \
+         (/etc/resolv.conf)",
+        db.name
+    );
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, db.address.port))).await {
+        Err(_) => CheckResult::fail(
+            name,
+            format!("no DNS answer for '{host}' within {timeout:?}"),
+            fix,
+        ),
+        Ok(Err(e)) => CheckResult::fail(name, format!("'{host}' does not resolve: {e}"), fix),
+        Ok(Ok(addrs)) => {
+            let mut ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+            ips.dedup();
+            if ips.is_empty() {
+                CheckResult::fail(name, format!("'{host}' resolves to no address"), fix)
+            } else {
+                CheckResult::ok(name, format!("{host} resolves to {}", ips.join(", ")))
+                    .with("addresses", ips)
+            }
+        }
+    }
+}
+
+fn tcp_ok(db: &DatabaseConfig, stream: &UpstreamStream) -> CheckResult {
+    let peer = match stream {
+        Either::Left(tcp) => tcp.peer_addr().ok(),
+        Either::Right(tls) => tls.get_ref().0.peer_addr().ok(),
+    };
+    let finding = match peer {
+        Some(peer) if peer.to_string() != db.address.to_string() => {
+            format!("connected to {} ({peer})", db.address)
+        }
+        _ => format!("connected to {}", db.address),
+    };
+    CheckResult::ok(format!("database:{}:tcp", db.name), finding).with("database", db.name.as_str())
+}
+
+/// Classify a failed TCP connect: a timeout is the firewall case, a refusal an empty port.
+pub fn tcp_failed(db: &DatabaseConfig, error: &UpstreamError, timeout: Duration) -> CheckResult {
+    let name = format!("database:{}:tcp", db.name);
+    let addr = &db.address;
+    let (host, port) = (&db.address.host, db.address.port);
+    let unreachable = format!(
+        "security group / route / NACL: the bastion cannot reach {addr} (the `nc -zv {host} \
+         {port}` case): allow TCP {port} from this host's security group in the database's \
+         security group, and check the route tables and network ACLs between the subnets"
+    );
+    let result = match error {
+        UpstreamError::ConnectTimeout { .. } => CheckResult::fail(
+            name,
+            format!("TCP connect to {addr} timed out after {timeout:?}: nothing answered"),
+            unreachable,
+        )
+        .with("error", "timeout"),
+        UpstreamError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            CheckResult::fail(
+                name,
+                format!("TCP connect to {addr} was refused"),
+                format!(
+                    "nothing listens on {addr}: check the port in the address of database '{}' \
+                     and that the database is running at that endpoint",
+                    db.name
+                ),
+            )
+            .with("error", "refused")
+        }
+        UpstreamError::Connect { source, .. } => CheckResult::fail(
+            name,
+            format!("TCP connect to {addr} failed: {source}"),
+            unreachable,
+        )
+        .with("error", "unreachable"),
+        other => CheckResult::fail(name, other.to_string(), "check the address of the database"),
+    };
+    result.with("database", db.name.as_str())
+}
+
+fn plaintext_note(db: &DatabaseConfig) -> String {
+    match db.auth {
+        AuthConfig::Iam { .. } => {
+            "no tls configured: plaintext upstream (ElastiCache and MemoryDB \
+                                   accept IAM auth only with in-transit encryption; add tls = {})"
+                .into()
+        }
+        _ => "no tls configured: plaintext upstream".into(),
+    }
+}
+
+/// One AUTH (or, for mode `none`, one PING) and its reply.
+async fn auth<S>(
+    db: &DatabaseConfig,
+    user: &ProbeUser,
+    mut stream: S,
+    doctor: &Doctor,
+) -> CheckResult
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = format!("database:{}:auth", db.name);
+    let secret = match upstream::auth_secret(db, &user.name, &doctor.credentials).await {
+        Ok(secret) => secret,
+        // Without credentials there is no token to try; the `credentials` check says why.
+        Err(UpstreamError::Credentials { .. }) => return CheckResult::skip(
+            name,
+            "not run: no AWS credentials to sign the IAM token with (see the `credentials` check)",
+        ),
+        Err(e) => {
+            let fix = match &e {
+                UpstreamError::Password { .. } => {
+                    "make the password_file readable by the bastion only (chmod 600) and \
+                     non-empty, or set the password_env variable"
+                }
+                _ => "check the database's auth settings",
+            };
+            return CheckResult::fail(name, e.to_string(), fix);
+        }
+    };
+    let opening = Opening::Auth {
+        db_user: Some(user.name.clone()),
+    };
+    let command = auth_command(&opening, &user.name, secret.as_ref());
+    drop(secret);
+    let bytes: &[u8] = command.as_deref().map(Vec::as_slice).unwrap_or(PING);
+    let what = if command.is_some() { "AUTH" } else { "PING" };
+
+    let exchange = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        loop {
+            match parse_reply(&buf, MAX_REPLY) {
+                Ok(Some(reply)) => return Ok(Ok(reply)),
+                Ok(None) => {}
+                Err(e) => return Ok(Err(e.to_string())),
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(Err("the upstream closed the connection".to_string()));
+            }
+        }
+    };
+    let reply: Result<Result<Reply, String>, std::io::Error> =
+        match tokio::time::timeout(doctor.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                return CheckResult::fail(
+                    name,
+                    format!(
+                        "no reply to {what} from {} within {:?}",
+                        db.address, doctor.timeout
+                    ),
+                    wrong_protocol_fix(db),
+                )
+            }
+        };
+    drop(command);
+    match reply {
+        Err(e) => CheckResult::fail(
+            name,
+            format!("{what} to {} failed: {e}", db.address),
+            wrong_protocol_fix(db),
+        ),
+        Ok(Err(e)) => CheckResult::fail(
+            name,
+            format!("no valid reply to {what} from {}: {e}", db.address),
+            wrong_protocol_fix(db),
+        ),
+        Ok(Ok(Reply {
+            error: Some(error), ..
+        })) => CheckResult::fail(
+            name,
+            upstream::explain_rejection(db, &user.name, &error),
+            rejection_fix(db, &user.name),
+        ),
+        Ok(Ok(Reply { error: None, .. })) => match &db.auth {
+            AuthConfig::None => CheckResult::ok(
+                name,
+                "the upstream serves unauthenticated clients (PING answered)",
+            ),
+            mode => CheckResult::ok(
+                name,
+                format!(
+                    "db-user '{}' ({}) authenticated with auth mode '{}'",
+                    user.name,
+                    user.source,
+                    mode.mode_name()
+                ),
+            ),
+        },
+    }
+}
+
+/// The connection worked but the bytes did not: usually TLS on one side only.
+fn wrong_protocol_fix(db: &DatabaseConfig) -> String {
+    if db.tls.is_some() {
+        format!("check that {} is a Redis endpoint", db.address)
+    } else {
+        format!(
+            "check that {} is a Redis endpoint; if the database has in-transit encryption \
+             enabled, add tls = {{}} to database '{}'",
+            db.address, db.name
+        )
+    }
+}
+
+fn rejection_fix(db: &DatabaseConfig, db_user: &str) -> String {
+    match &db.auth {
+        AuthConfig::Iam {
+            service, target, ..
+        } => {
+            let (describe, kind) = match service {
+                IamService::Elasticache => (
+                    format!("aws elasticache describe-users --user-id {db_user}"),
+                    "ElastiCache",
+                ),
+                IamService::Memorydb => (
+                    format!("aws memorydb describe-users --user-name {db_user}"),
+                    "MemoryDB",
+                ),
+            };
+            format!(
+                "allow {} on '{target}' and on user '{db_user}' for the bastion's AWS principal \
+                 (`bastion configure bootstrap --manual` prints the policy), and check that the \
+                 {kind} user exists with authentication type iam (`{describe}`); the region and \
+                 target in the config must be the cache's own",
+                service.connect_action()
+            )
+        }
+        AuthConfig::Password { .. } => format!(
+            "check that the configured password is the one of db-user '{db_user}' on the server \
+             (ACL GETUSER {db_user}), and that the user is on"
+        ),
+        AuthConfig::None => {
+            "the upstream requires AUTH: set auth mode 'password' or 'iam' for this database".into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Status;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+state_dir = "/tmp/x"
+[listeners.unix]
+directory = "/tmp/x/db"
+[[databases]]
+name = "a"
+address = "10.0.0.1:6379"
+auth = { mode = "none" }
+default_db_user = "fixed"
+[[databases]]
+name = "b"
+address = "10.0.0.2:6379"
+auth = { mode = "none" }
+[[databases]]
+name = "c"
+address = "10.0.0.3:6379"
+auth = { mode = "none" }
+[[roles]]
+name = "r"
+db_users = ["zed", "app-*", "app"]
+db_names = ["b"]
+"#;
+
+    #[test]
+    fn probe_user_prefers_default_then_roles_then_default_user() {
+        let c = Config::parse(CONFIG, Path::new("t")).unwrap();
+        assert_eq!(probe_user(&c, &c.databases[0]).name, "fixed");
+        assert_eq!(probe_user(&c, &c.databases[1]).name, "app");
+        assert_eq!(probe_user(&c, &c.databases[2]).name, "default");
+    }
+
+    #[test]
+    fn tcp_failures_are_told_apart() {
+        let c = Config::parse(CONFIG, Path::new("t")).unwrap();
+        let db = &c.databases[0];
+        let t = Duration::from_secs(5);
+        let timeout = UpstreamError::ConnectTimeout {
+            db: "a".into(),
+            addr: "10.0.0.1:6379".into(),
+            after: t,
+        };
+        let r = tcp_failed(db, &timeout, t);
+        assert_eq!(r.status, Status::Fail);
+        let fix = r.fix.unwrap();
+        assert!(
+            fix.contains("security group / route / NACL") && fix.contains("nc -zv 10.0.0.1 6379"),
+            "{fix}"
+        );
+        let refused = UpstreamError::Connect {
+            db: "a".into(),
+            addr: "10.0.0.1:6379".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let r = tcp_failed(db, &refused, t);
+        assert!(r.fix.unwrap().contains("nothing listens on 10.0.0.1:6379"));
+        assert_eq!(r.fields["error"], "refused");
+    }
+}
