@@ -64,7 +64,8 @@ fn doctor(config: &Path, home: &Path) -> (Out, Value) {
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("HOME", home)
             .env("AWS_CONFIG_FILE", &missing)
-            .env("AWS_SHARED_CREDENTIALS_FILE", &missing),
+            .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
         None,
         Duration::from_secs(60),
     );
@@ -129,7 +130,10 @@ default_db_user = "app"
     assert!(out.status.success(), "{out}");
     assert_eq!(report["ok"], true, "{report:#}");
     assert_status(&report, "credentials", "skip");
-    assert_status(&report, "imds", "skip");
+    // IMDS is turned off for tests: reported (kind "disabled"), but only a warning, since no
+    // database needs AWS credentials.
+    assert_status(&report, "imds", "warn");
+    assert_eq!(check(&report, "imds")["kind"], "disabled");
     for step in ["dns", "tcp", "tls", "auth"] {
         assert_status(&report, &format!("database:cache:{step}"), "ok");
     }
@@ -146,7 +150,10 @@ default_db_user = "app"
 
     // The text form: one line per check, finding indented.
     let out = run(
-        Command::new(BIN).args(["doctor", "--config"]).arg(&config),
+        Command::new(BIN)
+            .args(["doctor", "--config"])
+            .arg(&config)
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
         None,
         Duration::from_secs(60),
     );

@@ -490,6 +490,8 @@ fn iam_token(home: &Path, env: &[(&str, &str)]) -> Output {
         ])
         .env_clear()
         .env("HOME", home)
+        // Never reach for a real metadata service from a test.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs(env.iter().copied())
         .output()
         .expect("run bastion iam-token")

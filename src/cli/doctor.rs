@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use super::DoctorArgs;
 use crate::aws::credentials::CredentialChain;
+use crate::aws::imds::ProcessEnv;
 use crate::config::Config;
 use crate::doctor::{self, Doctor, Status};
 
@@ -21,7 +22,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let doctor = Arc::new(Doctor::new(
-        CredentialChain::default_chain(),
+        CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv),
         config.limits.upstream_connect_timeout,
     ));
     let report = runtime.block_on(doctor::run(&config, doctor));

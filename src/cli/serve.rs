@@ -10,6 +10,7 @@ use anyhow::Context as _;
 
 use super::ServeArgs;
 use crate::aws::credentials::CredentialChain;
+use crate::aws::imds::ProcessEnv;
 use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
@@ -101,7 +102,7 @@ async fn daemon(config: Config, dev: bool) -> anyhow::Result<()> {
     let catalog = Catalog::from_config(&config)?;
     let tls = crate::identity::tls::server_config(&ca, &server_names(&config))?;
     let bound = listener::bind(&config, &catalog, tls).await?;
-    let credentials = CredentialChain::default_chain();
+    let credentials = CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv);
     let shared = Arc::new(Shared::new(
         CatalogHandle::new(catalog),
         config.limits.clone(),

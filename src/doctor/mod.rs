@@ -16,6 +16,7 @@
 
 pub mod credentials;
 pub mod database;
+pub mod imds;
 pub mod report;
 mod tls;
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::aws::credentials::CredentialChain;
+use crate::aws::imds::{Env, ProcessEnv};
 use crate::config::Config;
 use crate::upstream::Connector;
 
@@ -124,6 +126,8 @@ pub struct Doctor {
     pub connector: Connector,
     /// The clock credential expiries are compared against.
     pub now: fn() -> SystemTime,
+    /// Where the IMDS settings' environment overrides come from.
+    pub env: Box<dyn Env + Send + Sync>,
 }
 
 impl Doctor {
@@ -133,6 +137,7 @@ impl Doctor {
             timeout,
             connector: Connector::new(),
             now: SystemTime::now,
+            env: Box::new(ProcessEnv),
         }
     }
 }
@@ -142,7 +147,10 @@ impl Doctor {
 /// Databases are checked concurrently (each step has its own timeout, so ten unreachable
 /// databases take one timeout, not ten); the report keeps the config's order.
 pub async fn run(config: &Config, doctor: Arc<Doctor>) -> Report {
-    let mut checks = vec![credentials::check(config, &doctor).await, imds_not_built()];
+    let credentials = credentials::check(config, &doctor).await;
+    let credentials_ok = credentials.status != Status::Fail;
+    let imds = imds::check(config, doctor.env.as_ref(), credentials_ok).await;
+    let mut checks = vec![credentials, imds];
 
     let mut tasks = tokio::task::JoinSet::new();
     for (i, db) in config.databases.iter().enumerate() {
@@ -166,12 +174,4 @@ pub async fn run(config: &Config, doctor: Arc<Doctor>) -> Report {
     per_db.sort_by_key(|(i, _)| *i);
     checks.extend(per_db.into_iter().flat_map(|(_, results)| results));
     Report::new(checks)
-}
-
-/// The `imds` check until the IMDSv2 client (`aws::imds::probe() -> ImdsStatus`) lands: then
-/// this becomes `imds::check(probe().await)`, mapping each `ImdsStatus` kind (`ok`,
-/// `hop_limit_exceeded`, `unreachable`, `disabled`, `v1_only`, `no_role`) to status, finding,
-/// fix and `"kind"`.
-fn imds_not_built() -> CheckResult {
-    CheckResult::skip("imds", "IMDS client not built yet").with("kind", Value::Null)
 }

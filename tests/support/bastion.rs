@@ -65,6 +65,8 @@ impl Bastion {
             .arg(&config)
             .env("RUST_LOG", "debug")
             .env("NO_COLOR", "1")
+            // Tests never talk to a real instance metadata service (169.254.169.254).
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
