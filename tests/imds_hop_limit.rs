@@ -301,3 +301,71 @@ fn hop_limit_1_with_v1_fallback_allowed_gets_credentials_with_a_warning() {
         "no secret in the logs"
     );
 }
+
+/// `bastion doctor --json` run inside the client namespace (`ip netns exec`), IMDS pointed at
+/// the emulator behind the router. Returns the `imds` check of the JSON report.
+fn doctor_imds_check(t: &Topology, emulator: &Emulator) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("bastion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+state_dir = "{state}"
+[listeners.unix]
+directory = "{sock}"
+[aws.imds]
+endpoint = "{endpoint}"
+connect_timeout = "1s"
+read_timeout = "1s"
+"#,
+            state = dir.path().join("state").display(),
+            sock = dir.path().join("sock").display(),
+            endpoint = emulator.endpoint(),
+        ),
+    )
+    .expect("write config");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.names[0]])
+        .arg(env!("CARGO_BIN_EXE_bastion"))
+        .args(["doctor", "--json", "--config"])
+        .arg(&config)
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE")
+        .output()
+        .expect("run bastion doctor in the client namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor printed no JSON ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == "imds"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no imds check in {report:#}"))
+}
+
+#[test]
+fn doctor_reports_hop_limit_exceeded_behind_a_router_and_ok_at_2() {
+    let Some(t) = topology() else { return };
+    let emulator = emulator(
+        &t,
+        Behaviour {
+            hop_limit: Some(1),
+            ..Behaviour::default()
+        },
+    );
+    let imds = doctor_imds_check(&t, &emulator);
+    assert_eq!(imds["kind"], "hop_limit_exceeded", "{imds:#}");
+    let text = imds.to_string();
+    assert!(text.contains("--http-put-response-hop-limit 2"), "{imds:#}");
+
+    emulator.set(|b| b.hop_limit = Some(2));
+    let imds = doctor_imds_check(&t, &emulator);
+    assert_eq!(imds["kind"], "ok", "{imds:#}");
+    assert_eq!(imds["status"], "ok", "{imds:#}");
+}
