@@ -198,3 +198,94 @@ fn trace_logging_leaks_no_credentials() {
     r.bastion
         .assert_no_secrets(&[SECRET_KEY, SESSION_TOKEN, REAL_PASSWORD, "X-Amz-Signature="]);
 }
+
+/// Static stability, end to end: the bastion's only credentials come from IMDS (the emulator on
+/// loopback). The credentials expire and IMDS goes away; new sessions still authenticate, with
+/// the last credentials extended and a warning in the log.
+#[test]
+fn sessions_survive_an_imds_outage_with_expired_credentials() {
+    use std::time::{Duration, SystemTime};
+    use support::imds::{Behaviour, Emulator, SECRET_ACCESS_KEY as IMDS_SECRET, SESSION_TOKEN};
+    const IMDS_KEY: &str = "ASIAEMUSTATICSTABLE1";
+
+    let mut imds = Emulator::start(Behaviour {
+        expiration: SystemTime::now() + Duration::from_secs(2),
+        fixed_access_key_id: Some(IMDS_KEY.to_string()),
+        ..Behaviour::default()
+    });
+    let redis = RedisServer::start(RedisOpts::users(&["app"], REAL_PASSWORD));
+    let front = IamFront::start(IamFrontConfig {
+        service: "elasticache",
+        region: "us-east-1".to_string(),
+        target: "my-target".to_string(),
+        serverless: false,
+        access_key_id: IMDS_KEY.to_string(),
+        secret_access_key: IMDS_SECRET.to_string(),
+        session_token: Some(SESSION_TOKEN.to_string()),
+        upstream: redis.plain_addr(),
+        passwords: HashMap::from([("app".to_string(), REAL_PASSWORD.to_string())]),
+    });
+    let state = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+state_dir = "{state}"
+[listeners.unix]
+directory = "{sock}"
+[aws.imds]
+endpoint = "{imds}"
+connect_timeout = "1s"
+read_timeout = "1s"
+[[databases]]
+name = "iamdb"
+address = "{front}"
+auth = {{ mode = "iam", service = "elasticache", region = "us-east-1", target = "my-target" }}
+[[roles]]
+name = "app-only"
+db_users = ["app"]
+db_names = ["iamdb"]
+[[users]]
+name = "alice"
+roles = ["app-only"]
+unix_user = "{me}"
+"#,
+        state = state.path().display(),
+        sock = state.path().join("sock").display(),
+        imds = imds.endpoint(),
+        front = front.addr(),
+        me = current_user(),
+    );
+    let home_str = home.path().display().to_string();
+    let missing = home.path().join("none").display().to_string();
+    let bastion = Bastion::start_with_env(
+        &config,
+        state.path(),
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "false"),
+            ("HOME", home_str.as_str()),
+            ("AWS_CONFIG_FILE", missing.as_str()),
+            ("AWS_SHARED_CREDENTIALS_FILE", missing.as_str()),
+        ],
+    );
+    let ep = Endpoint::unix(bastion.socket_path("iamdb"));
+
+    let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
+    assert_eq!(out.stdout().trim(), "app", "{out:?} {:?}", front.verdicts());
+
+    // The credentials expire, then IMDS goes away.
+    std::thread::sleep(Duration::from_secs(3));
+    imds.stop();
+    let mark = bastion.log_mark();
+    let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
+    assert_eq!(out.stdout().trim(), "app", "{out:?}");
+    bastion.expect_log_line(mark, &["static stability"], &[]);
+    assert!(
+        front
+            .verdicts()
+            .iter()
+            .all(|v| v.outcome == Outcome::Accepted),
+        "{:?}",
+        front.verdicts()
+    );
+    bastion.assert_no_secrets(&[IMDS_SECRET, SESSION_TOKEN, REAL_PASSWORD]);
+}

@@ -61,6 +61,9 @@ pub struct Behaviour {
     pub user_data: Option<Vec<u8>>,
     /// Delay before answering a credentials document (to make concurrent callers overlap).
     pub credentials_delay: Duration,
+    /// Hand out this access key id in every document instead of a numbered one (for tests
+    /// whose upstream must know the key in advance).
+    pub fixed_access_key_id: Option<String>,
 }
 
 impl Default for Behaviour {
@@ -75,6 +78,7 @@ impl Default for Behaviour {
             fail_next: VecDeque::new(),
             user_data: None,
             credentials_delay: Duration::ZERO,
+            fixed_access_key_id: None,
         }
     }
 }
@@ -443,6 +447,11 @@ fn decide(
         CREDENTIALS_PATH if s.behaviour.no_role => status(StatusCode::NOT_FOUND),
         CREDENTIALS_PATH => {
             s.issued += 1;
+            let access_key_id = s
+                .behaviour
+                .fixed_access_key_id
+                .clone()
+                .unwrap_or_else(|| format!("ASIAEMU{:012}", s.issued));
             // Whole seconds, as IMDS writes it (`2024-05-01T06:00:00Z`).
             let expiration = time::OffsetDateTime::from(s.behaviour.expiration)
                 .replace_nanosecond(0)
@@ -454,12 +463,11 @@ fn decide(
   "Code" : "Success",
   "LastUpdated" : "2024-05-01T00:00:00Z",
   "Type" : "AWS-HMAC",
-  "AccessKeyId" : "ASIAEMU{:012}",
+  "AccessKeyId" : "{access_key_id}",
   "SecretAccessKey" : "{SECRET_ACCESS_KEY}",
   "Token" : "{SESSION_TOKEN}",
   "Expiration" : "{expiration}"
-}}"#,
-                s.issued
+}}"#
             ))
         }
         "/latest/meta-data/placement/region" => ok(REGION),
