@@ -17,4 +17,5 @@ pub mod proxy;
 pub mod rbac;
 pub mod secret;
 pub mod store;
+pub mod systemd;
 pub mod upstream;

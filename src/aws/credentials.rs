@@ -129,6 +129,13 @@ impl CredentialChain {
         self.inner.names.iter().map(|n| n.as_ref())
     }
 
+    /// The link that answered last, without loading anything (for systemd's `STATUS=` line).
+    /// `None` before the first load, or while a refresh holds the cache.
+    pub fn last_provider(&self) -> Option<String> {
+        let cache = self.inner.cache.try_lock().ok()?;
+        cache.as_ref().map(|c| c.provider.clone())
+    }
+
     /// Current credentials (cached until near expiry) and the name of the provider that answered.
     pub async fn credentials(&self) -> Result<(Credentials, String), CredentialsError> {
         // Held across the load: concurrent callers wait for one refresh instead of each

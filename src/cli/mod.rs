@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod configure;
 pub mod doctor;
+pub mod firstboot;
 pub mod iam_token;
 pub mod serve;
 
@@ -38,6 +39,9 @@ pub enum Command {
     /// Set-up helpers for the bastion's AWS account.
     #[command(subcommand)]
     Configure(ConfigureCommand),
+    /// First boot of the appliance: import a settings document from EC2 user-data and install
+    /// the launch SSH key for the admin user (run by bastion-firstboot.service).
+    Firstboot(firstboot::FirstbootArgs),
 }
 
 #[derive(Debug, Args)]
@@ -134,5 +138,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::IamToken(args) => iam_token::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Configure(command) => configure::run(command),
+        Command::Firstboot(args) => firstboot::run(args),
     }
 }

@@ -15,6 +15,7 @@ use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::proxy::{listener, session::Shared};
+use crate::systemd;
 
 /// Log targets that could print secrets at their most verbose levels.
 const SILENCED_SIGNER: &str = "aws_sigv4=off";
@@ -36,15 +37,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // aws-sigv4 traces the canonical request, session token included: never emit it,
         // whatever RUST_LOG says.
         .add_directive(SILENCED_SIGNER.parse().expect("static directive"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    // Under systemd with stderr on the journal: structured fields (BASTION_*); else text.
+    let journald = crate::systemd::journald_layer();
+    let fmt = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(fmt)
         .try_init();
 }
 
@@ -114,8 +124,33 @@ async fn daemon(config: Config, dev: bool) -> anyhow::Result<()> {
         users = config.users.len(),
         "bastion ready"
     );
+    notify_systemd(&shared)?;
     listener::run(bound, shared, shutdown_signal()).await;
+    systemd::stopping();
     tracing::info!("bastion stopped");
+    Ok(())
+}
+
+/// Every listener is bound with its final mode: SIGHUP handler, READY=1, watchdog, STATUS=.
+fn notify_systemd(shared: &Arc<Shared>) -> anyhow::Result<()> {
+    systemd::watch_reload().context("installing the SIGHUP handler")?;
+    let status_line = {
+        let shared = shared.clone();
+        move || {
+            format!(
+                "sessions: {} open, {} since start; credentials: {}",
+                shared.active_sessions(),
+                shared.sessions_started(),
+                shared
+                    .credentials
+                    .last_provider()
+                    .unwrap_or_else(|| "not loaded yet".into())
+            )
+        }
+    };
+    systemd::ready(&status_line());
+    systemd::spawn_watchdog();
+    systemd::spawn_status(systemd::STATUS_INTERVAL, status_line);
     Ok(())
 }
 

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::catalog::Catalog;
@@ -121,7 +120,7 @@ pub async fn run(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.limits.max_sessions));
+    let slots = shared.slots.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for (listener, spec) in bound.tcp {
         let (shared, slots) = (shared.clone(), slots.clone());

@@ -42,18 +42,31 @@ pub struct Shared {
     pub limits: Limits,
     pub credentials: CredentialChain,
     pub connector: Connector,
+    /// One permit per open session (`limits.max_sessions`).
+    pub slots: Arc<tokio::sync::Semaphore>,
     next_id: AtomicU64,
 }
 
 impl Shared {
     pub fn new(catalog: CatalogHandle, limits: Limits, credentials: CredentialChain) -> Self {
         Shared {
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions)),
             catalog,
             limits,
             credentials,
             connector: Connector::new(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Sessions open now.
+    pub fn active_sessions(&self) -> usize {
+        self.limits.max_sessions - self.slots.available_permits()
+    }
+
+    /// Sessions accepted since start.
+    pub fn sessions_started(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed) - 1
     }
 
     fn next_id(&self) -> u64 {

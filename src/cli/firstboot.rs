@@ -1,0 +1,285 @@
+//! `bastion firstboot` (run by `bastion-firstboot.service`, before `bastion.service`): read
+//! EC2 user-data over IMDSv2 and, when it is a bastion settings document, write it where the
+//! store import picks it up; install the launch key pair from IMDS `public-keys` as the admin
+//! user's `authorized_keys`.
+//!
+//! Must never: print user-data (it may hold passwords), or leave a half-written file (every
+//! file is written to a temporary name, synced, then renamed).
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::aws::imds::{ImdsClient, ProcessEnv};
+use crate::config::Config;
+
+/// A line that marks user-data as a bastion settings document.
+pub const SETTINGS_MARKER: &str = "# bastion-settings";
+
+#[derive(Debug, Args)]
+pub struct FirstbootArgs {
+    /// Boot configuration; only `[aws.imds]` is used.
+    #[arg(long, default_value = "/etc/bastion/bastion.toml")]
+    pub config: PathBuf,
+    /// Where a settings document from user-data is written for the store import (0640).
+    #[arg(long, default_value = "/etc/bastion/import.toml")]
+    pub import: PathBuf,
+    /// Group given read access to the import file, when it exists (the daemon's group).
+    #[arg(long, default_value = "bastion")]
+    pub import_group: String,
+    /// The admin user's authorized_keys; launch keys are added, existing lines kept.
+    #[arg(long, default_value = "/home/admin/.ssh/authorized_keys")]
+    pub authorized_keys: PathBuf,
+    /// Owner of the authorized_keys file and its directory, when the user exists.
+    #[arg(long, default_value = "admin")]
+    pub admin_user: String,
+    /// Written when everything succeeded (the unit's ConditionPathExists=! stamp).
+    #[arg(long)]
+    pub stamp: Option<PathBuf>,
+}
+
+pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let client = ImdsClient::from_config(&config.aws.imds, &ProcessEnv)
+        .context("IMDS client from [aws.imds]")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (user_data, keys) = runtime.block_on(async {
+        let user_data = client.user_data().await.context("reading user-data")?;
+        let keys = client.public_keys().await.context("reading public-keys")?;
+        anyhow::Ok((user_data, keys))
+    })?;
+
+    match user_data {
+        None => println!("firstboot: no user-data; nothing to import"),
+        Some(data) => match settings_document(&data) {
+            Settings::Document(text) => {
+                toml::from_str::<toml::Table>(text).map_err(|e| {
+                    // The TOML error quotes the offending line, which may hold a secret.
+                    anyhow::anyhow!(
+                        "user-data is marked as a bastion settings document but is not valid TOML (line {})",
+                        line_of(text, e.span().map(|s| s.start))
+                    )
+                })?;
+                write_atomically(&args.import, text.as_bytes(), 0o640)?;
+                if let Some(group) = lookup_group(&args.import_group)? {
+                    chown(&args.import, None, Some(group))?;
+                }
+                println!(
+                    "firstboot: settings document from user-data written to {} ({} bytes)",
+                    args.import.display(),
+                    text.len()
+                );
+            }
+            Settings::NotOurs => {
+                println!(
+                    "firstboot: user-data is not a bastion settings document; nothing imported"
+                )
+            }
+        },
+    }
+
+    if keys.is_empty() {
+        println!("firstboot: no public keys in IMDS; authorized_keys unchanged");
+    } else {
+        let owner = lookup_user(&args.admin_user)?;
+        let added = install_keys(
+            &args.authorized_keys,
+            keys.iter().map(|k| k.openssh_key.as_str()),
+            owner,
+        )?;
+        let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        println!(
+            "firstboot: {added} new key(s) in {} (key pairs: {})",
+            args.authorized_keys.display(),
+            names.join(", ")
+        );
+    }
+
+    if let Some(stamp) = &args.stamp {
+        write_atomically(stamp, b"", 0o644)?;
+    }
+    Ok(())
+}
+
+/// What user-data is, for us.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settings<'a> {
+    Document(&'a str),
+    NotOurs,
+}
+
+/// A settings document is UTF-8 text with a `# bastion-settings` line or a `[bastion]` (or
+/// `[bastion.…]`) table. Anything else (a cloud-init script, binary) is someone else's.
+pub fn settings_document(data: &[u8]) -> Settings<'_> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Settings::NotOurs;
+    };
+    let marked = text.lines().map(str::trim).any(|l| {
+        l == SETTINGS_MARKER || l == "[bastion]" || (l.starts_with("[bastion.") && l.ends_with(']'))
+    });
+    if marked {
+        Settings::Document(text)
+    } else {
+        Settings::NotOurs
+    }
+}
+
+fn line_of(text: &str, offset: Option<usize>) -> String {
+    match offset {
+        Some(o) => (text[..o.min(text.len())].matches('\n').count() + 1).to_string(),
+        None => "?".into(),
+    }
+}
+
+/// Append the keys not already present; returns how many were added. Creates the directory
+/// (0700) and file (0600), owned by `owner` when given.
+fn install_keys<'a>(
+    path: &Path,
+    keys: impl Iterator<Item = &'a str>,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> anyhow::Result<usize> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        if let Some((uid, gid)) = owner {
+            chown(dir, Some(uid), Some(gid))?;
+        }
+    }
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut text = existing.clone();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let mut added = 0;
+    for key in keys.map(str::trim).filter(|k| !k.is_empty()) {
+        if !text.lines().any(|l| l.trim() == key) {
+            text.push_str(key);
+            text.push('\n');
+            added += 1;
+        }
+    }
+    if added > 0 || existing.is_empty() {
+        write_atomically(path, text.as_bytes(), 0o600)?;
+    }
+    if let Some((uid, gid)) = owner {
+        chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(added)
+}
+
+/// Write `data` to a temporary file next to `path` with `mode`, fsync it, rename it over
+/// `path`, fsync the directory.
+fn write_atomically(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let result = (|| {
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have narrowed `mode`; set it exactly.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+fn lookup_user(name: &str) -> anyhow::Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {
+    let user =
+        nix::unistd::User::from_name(name).with_context(|| format!("looking up user {name}"))?;
+    if user.is_none() {
+        println!("firstboot: user {name} does not exist; authorized_keys left owned by us");
+    }
+    Ok(user.map(|u| (u.uid, u.gid)))
+}
+
+fn lookup_group(name: &str) -> anyhow::Result<Option<nix::unistd::Gid>> {
+    let group =
+        nix::unistd::Group::from_name(name).with_context(|| format!("looking up group {name}"))?;
+    Ok(group.map(|g| g.gid))
+}
+
+fn chown(
+    path: &Path,
+    uid: Option<nix::unistd::Uid>,
+    gid: Option<nix::unistd::Gid>,
+) -> anyhow::Result<()> {
+    nix::unistd::chown(path, uid, gid).with_context(|| format!("chown {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_settings_documents_only() {
+        let marked = "# bastion-settings\n[[databases]]\nname = \"x\"\n";
+        assert_eq!(
+            settings_document(marked.as_bytes()),
+            Settings::Document(marked)
+        );
+        let table = "[bastion]\nversion = 1\n";
+        assert_eq!(
+            settings_document(table.as_bytes()),
+            Settings::Document(table)
+        );
+        let sub = "x = 1\n[bastion.users]\n";
+        assert_eq!(settings_document(sub.as_bytes()), Settings::Document(sub));
+        assert_eq!(
+            settings_document(b"#!/bin/bash\necho hi\n"),
+            Settings::NotOurs
+        );
+        assert_eq!(
+            settings_document(b"#cloud-config\n[bastionx]\n"),
+            Settings::NotOurs
+        );
+        assert_eq!(settings_document(&[0xff, 0xfe, 0x00]), Settings::NotOurs);
+    }
+
+    #[test]
+    fn keys_are_added_once_and_existing_lines_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ssh/authorized_keys");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "ssh-ed25519 AAAA old").unwrap();
+        let added = install_keys(&path, ["ssh-ed25519 BBBB new\n"].into_iter(), None).unwrap();
+        assert_eq!(added, 1);
+        let added = install_keys(&path, ["ssh-ed25519 BBBB new"].into_iter(), None).unwrap();
+        assert_eq!(added, 0);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "ssh-ed25519 AAAA old\nssh-ed25519 BBBB new\n"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Audit events reach journald with `BASTION_*` fields. No journald runs in the test sandbox,
+//! so the test plays journald: in a private mount namespace (root and `unshare` required, else
+//! the test prints why it skips) `/run/systemd/journal/socket` is a datagram socket the test
+//! bound, and `JOURNAL_STREAM` names the daemon's stderr as systemd would. The test decodes the
+//! native journal protocol and checks the fields `journalctl BASTION_EVENT=…` would match.
+
+mod support;
+
+use std::collections::HashMap;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::process::{closed_addr, is_root, poll};
+
+const BASTION_BIN: &str = env!("CARGO_BIN_EXE_bastion");
+
+#[test]
+fn audit_events_carry_bastion_fields_in_the_journal() {
+    if !is_root() || Command::new("unshare").arg("--version").output().is_err() {
+        println!("SKIP: needs root and unshare(1) for a private /run/systemd/journal");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal_dir = dir.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let journal = UnixDatagram::bind(journal_dir.join("socket")).expect("bind journal socket");
+    let config = dir.path().join("bastion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[listeners.unix]\ndirectory = \"{}\"\nmode = \"0600\"\n[[databases]]\nname = \"cache\"\naddress = \"{}\"\nauth = {{ mode = \"none\" }}\n",
+            dir.path().join("state").display(),
+            dir.path().join("run").display(),
+            closed_addr()
+        ),
+    )
+    .unwrap();
+    let stderr_file = dir.path().join("stderr");
+    let script = r#"set -e
+mount -t tmpfs none /run
+mkdir -p /run/systemd/journal
+mount --bind "$1" /run/systemd/journal
+export JOURNAL_STREAM="$(stat -L -c %d:%i /proc/self/fd/2)"
+exec "$0" serve --config "$2""#;
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(BASTION_BIN)
+        .arg(&journal_dir)
+        .arg(&config)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).unwrap())
+        .spawn()
+        .expect("start bastion in a mount namespace");
+
+    let sock = dir.path().join("run/cache.sock");
+    let up = poll(Duration::from_secs(30), || UnixStream::connect(&sock).ok());
+    // The client sends nothing: the session is refused (handshake timeout, or root bound to
+    // no bastion user) with an access.denied event.
+    let denied = up.map(|_| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        journal
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok(n) = journal.recv(&mut buf) {
+                let fields = decode(&buf[..n]);
+                if fields.get("BASTION_EVENT").map(String::as_str) == Some("access.denied") {
+                    return Some(fields);
+                }
+            }
+        }
+        None
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    let fields = denied
+        .flatten()
+        .unwrap_or_else(|| panic!("no access.denied event in the journal\n--- stderr\n{stderr}"));
+    assert_eq!(fields["TARGET"], "audit");
+    // Refused at identification, before the database is known.
+    assert_eq!(fields["BASTION_DB"], "-");
+    assert!(
+        fields["BASTION_CLIENT_ADDR"].contains("uid=0"),
+        "span field: {fields:?}"
+    );
+    assert!(!fields["BASTION_REASON"].is_empty(), "{fields:?}");
+    assert!(fields["BASTION_CLIENT"].contains("uid=0"), "{fields:?}");
+    for name in [
+        "BASTION_SESSION",
+        "BASTION_USER",
+        "BASTION_DB_USER",
+        "BASTION_LISTENER",
+        "MESSAGE",
+        "PRIORITY",
+    ] {
+        assert!(fields.contains_key(name), "{name} missing: {fields:?}");
+    }
+    // Journal mode: nothing is duplicated as text on stderr.
+    assert!(!stderr.contains("access denied"), "{stderr}");
+}
+
+/// The native journal protocol: `NAME=value\n`, or `NAME\n<u64 LE length><value>\n`.
+fn decode(mut buf: &[u8]) -> HashMap<String, String> {
+    let mut fields = HashMap::new();
+    while !buf.is_empty() {
+        let end = buf
+            .iter()
+            .position(|&b| b == b'\n' || b == b'=')
+            .expect("field name");
+        let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+        if buf[end] == b'=' {
+            let rest = &buf[end + 1..];
+            let nl = rest.iter().position(|&b| b == b'\n').expect("newline");
+            fields.insert(name, String::from_utf8_lossy(&rest[..nl]).into_owned());
+            buf = &rest[nl + 1..];
+        } else {
+            let rest = &buf[end + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            let value = &rest[8..8 + len];
+            fields.insert(name, String::from_utf8_lossy(value).into_owned());
+            buf = &rest[8 + len + 1..];
+        }
+    }
+    fields
+}
