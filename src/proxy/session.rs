@@ -42,6 +42,8 @@ pub struct Shared {
     pub limits: Limits,
     pub credentials: CredentialChain,
     pub connector: Connector,
+    /// One permit per live session (`limits.max_sessions`); shared by every listener.
+    pub slots: Arc<tokio::sync::Semaphore>,
     next_id: AtomicU64,
 }
 
@@ -49,6 +51,7 @@ impl Shared {
     pub fn new(catalog: CatalogHandle, limits: Limits, credentials: CredentialChain) -> Self {
         Shared {
             catalog,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions)),
             limits,
             credentials,
             connector: Connector::new(),
@@ -58,6 +61,13 @@ impl Shared {
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sessions holding a slot right now.
+    pub fn active_sessions(&self) -> usize {
+        self.limits
+            .max_sessions
+            .saturating_sub(self.slots.available_permits())
     }
 }
 
