@@ -14,6 +14,8 @@ use crate::store::records::{DatabaseRecord, RoleRecord, UserRecord};
 /// Largest frame either side accepts (an import of every database, role and user fits).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
+// Records are fixed-capacity by design (bounded, no allocation per field).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     ListDatabases,

@@ -1,10 +1,16 @@
 //! The command line: `bastion serve` (the daemon) and the admin/debug verbs, one file each.
 
+pub mod admin;
 pub mod cert;
 pub mod configure;
+pub mod db;
 pub mod doctor;
 pub mod iam_token;
+pub mod import;
+pub mod role;
 pub mod serve;
+pub mod status;
+pub mod user;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +44,43 @@ pub enum Command {
     /// Set-up helpers for the bastion's AWS account.
     #[command(subcommand)]
     Configure(ConfigureCommand),
+    /// Databases (through the running daemon's admin socket).
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Roles: which database users and databases they allow.
+    Role {
+        #[command(subcommand)]
+        command: role::RoleCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Users: their roles and Unix-account binding.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// The running daemon: uptime, listeners, sessions, credentials, store.
+    Status {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Add or replace the databases, roles and users a TOML file declares (idempotent).
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Print the store's databases, roles and users as a file `bastion import` takes.
+    Export {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -134,5 +177,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::IamToken(args) => iam_token::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Configure(command) => configure::run(command),
+        Command::Db { command, admin } => db::run(command, &admin),
+        Command::Role { command, admin } => role::run(command, &admin),
+        Command::User { command, admin } => user::run(command, &admin),
+        Command::Status { admin } => status::run(&admin),
+        Command::Import { file, admin } => import::import(&file, &admin),
+        Command::Export { admin } => import::export(&admin),
     }
 }
