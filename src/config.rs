@@ -1,9 +1,9 @@
 //! The boot configuration: one TOML file, parsed once at start-up into typed structs.
 //!
 //! Everything here is validated before the daemon binds anything; an error names the key
-//! (and the file) that is wrong. Databases, users and roles are declared here for now and
-//! handed to [`crate::catalog::Catalog`]; when the on-box store takes them over, only the
-//! catalog's source changes, not its users.
+//! (and the file) that is wrong. Databases, users and roles declared here are imported into the
+//! on-box store on its first start only (see [`crate::daemon`]); after that the store is the
+//! source of truth. `bastion doctor` and `configure bootstrap` still read them from here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
