@@ -99,3 +99,30 @@ fn path_name(path: Path) -> &'static str {
         Path::Copy => "copy",
     }
 }
+
+/// An acknowledged change through the admin socket: who (uid and account) did what to which
+/// record, and the store sequence number that holds it.
+pub fn admin_mutation(uid: u32, caller: &str, request: &str, action: &str, target: &str, seq: u64) {
+    tracing::info!(
+        target: "audit",
+        event = "admin.mutation",
+        uid,
+        caller,
+        request,
+        action,
+        target_name = target,
+        seq,
+        "admin mutation"
+    );
+}
+
+/// A caller the admin socket refused (not root, not in the admin group).
+pub fn admin_denied(uid: u32, pid: Option<i32>) {
+    tracing::warn!(
+        target: "audit",
+        event = "admin.denied",
+        uid,
+        pid = pid.unwrap_or(-1),
+        "admin socket: caller refused"
+    );
+}

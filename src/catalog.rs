@@ -1,6 +1,7 @@
 //! The catalog: databases, roles and users as the data path sees them.
 //!
-//! Today it is built from the boot config; the on-box store will build it later. Sessions only
+//! Built from the on-box store (`crate::admin::handler::catalog_of`) at start and after every
+//! admin mutation; `from_config` remains for tools that read only the boot config. Sessions only
 //! ever read an immutable `Arc<Catalog>` snapshot taken at accept time, so a change applies to
 //! new sessions at once and never tears a live one.
 

@@ -1,15 +1,15 @@
 //! The boot configuration: one TOML file, parsed once at start-up into typed structs.
 //!
 //! Everything here is validated before the daemon binds anything; an error names the key
-//! (and the file) that is wrong. Databases, users and roles are declared here for now and
-//! handed to [`crate::catalog::Catalog`]; when the on-box store takes them over, only the
-//! catalog's source changes, not its users.
+//! (and the file) that is wrong. Databases, users and roles declared here are imported into the
+//! on-box store on its first start only (see [`crate::daemon`]); after that the store is the
+//! source of truth. `bastion doctor` and `configure bootstrap` still read them from here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Default handshake budget: a client must finish AUTH/HELLO (or its first command) within it.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +60,31 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub aws: AwsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the admin socket the `bastion db|role|user|…` verbs talk to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Path of the socket; default `<state_dir>/run/admin.sock` (only root reaches it there:
+    /// set e.g. `/run/bastion/admin.sock` when an admin group should).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// A local group whose members may use the admin socket besides root.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl Config {
+    /// Where the admin socket is.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("run").join("admin.sock"))
+    }
 }
 
 /// `[aws]`: how the bastion reaches AWS itself (not the databases).
@@ -228,7 +253,7 @@ fn default_max_sessions() -> usize {
 }
 
 /// One upstream Redis / Valkey / ElastiCache / MemoryDB endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub name: String,
@@ -279,6 +304,12 @@ impl std::str::FromStr for UpstreamAddr {
     }
 }
 
+impl Serialize for UpstreamAddr {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for UpstreamAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -286,7 +317,7 @@ impl<'de> Deserialize<'de> for UpstreamAddr {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// PEM bundle of CAs to trust; absent means the system's trust store.
@@ -298,7 +329,7 @@ pub struct UpstreamTls {
 }
 
 /// How the bastion authenticates to the upstream on the user's behalf.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
 pub enum AuthConfig {
     /// A SigV4-presigned IAM auth token (ElastiCache / MemoryDB).
@@ -331,7 +362,7 @@ impl AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum IamService {
     #[value(name = "elasticache")]
@@ -357,7 +388,7 @@ impl IamService {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
     pub name: String,
@@ -369,7 +400,7 @@ pub struct RoleConfig {
     pub db_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,

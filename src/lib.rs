@@ -6,11 +6,13 @@
 //! (the only byte mover) splices or copies until either side closes.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod aws;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod identity;
 pub mod proxy;

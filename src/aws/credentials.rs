@@ -136,6 +136,15 @@ impl CredentialChain {
         cache.as_ref().map(|c| c.provider.clone())
     }
 
+    /// The provider that answered last and when its credentials expire, without loading any
+    /// (`None` if none are cached, or a refresh holds the cache right now).
+    pub fn cached(&self) -> Option<(String, Option<SystemTime>)> {
+        let cache = self.inner.cache.try_lock().ok()?;
+        cache
+            .as_ref()
+            .map(|c| (c.provider.clone(), c.creds.expiry()))
+    }
+
     /// Current credentials (cached until near expiry) and the name of the provider that answered.
     pub async fn credentials(&self) -> Result<(Credentials, String), CredentialsError> {
         // Held across the load: concurrent callers wait for one refresh instead of each

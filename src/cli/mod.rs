@@ -1,11 +1,17 @@
 //! The command line: `bastion serve` (the daemon) and the admin/debug verbs, one file each.
 
+pub mod admin;
 pub mod cert;
 pub mod configure;
+pub mod db;
 pub mod doctor;
 pub mod firstboot;
 pub mod iam_token;
+pub mod import;
+pub mod role;
 pub mod serve;
+pub mod status;
+pub mod user;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +48,43 @@ pub enum Command {
     /// First boot of the appliance: import a settings document from EC2 user-data and install
     /// the launch SSH key for the admin user (run by bastion-firstboot.service).
     Firstboot(firstboot::FirstbootArgs),
+    /// Databases (through the running daemon's admin socket).
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Roles: which database users and databases they allow.
+    Role {
+        #[command(subcommand)]
+        command: role::RoleCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Users: their roles and Unix-account binding.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// The running daemon: uptime, listeners, sessions, credentials, store.
+    Status {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Add or replace the databases, roles and users a TOML file declares (idempotent).
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Print the store's databases, roles and users as a file `bastion import` takes.
+    Export {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -139,5 +182,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(args),
         Command::Configure(command) => configure::run(command),
         Command::Firstboot(args) => firstboot::run(args),
+        Command::Db { command, admin } => db::run(command, &admin),
+        Command::Role { command, admin } => role::run(command, &admin),
+        Command::User { command, admin } => user::run(command, &admin),
+        Command::Status { admin } => status::run(&admin),
+        Command::Import { file, admin } => import::import(&file, &admin),
+        Command::Export { admin } => import::export(&admin),
     }
 }

@@ -3,18 +3,16 @@
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
 use super::ServeArgs;
-use crate::aws::credentials::CredentialChain;
-use crate::aws::imds::ProcessEnv;
-use crate::catalog::{Catalog, CatalogHandle};
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
-use crate::proxy::{listener, session::Shared};
+use crate::proxy::session::Shared;
 use crate::systemd;
 
 /// Log targets that could print secrets at their most verbose levels.
@@ -109,23 +107,16 @@ async fn daemon(config: Config, dev: bool) -> anyhow::Result<()> {
         }
     }
 
-    let catalog = Catalog::from_config(&config)?;
-    let tls = crate::identity::tls::server_config(&ca, &server_names(&config))?;
-    let bound = listener::bind(&config, &catalog, tls).await?;
-    let credentials = CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv);
-    let shared = Arc::new(Shared::new(
-        CatalogHandle::new(catalog),
-        config.limits.clone(),
-        credentials,
-    ));
+    // Store, catalog, listeners and admin socket: see crate::daemon.
+    let daemon = crate::daemon::Daemon::start(&config, &ca).await?;
     tracing::info!(
         state_dir = %state.display(),
-        databases = config.databases.len(),
-        users = config.users.len(),
+        databases = daemon.databases,
+        users = daemon.users,
         "bastion ready"
     );
-    notify_systemd(&shared)?;
-    listener::run(bound, shared, shutdown_signal()).await;
+    notify_systemd(daemon.shared())?;
+    daemon.run(shutdown_signal()).await;
     systemd::stopping();
     tracing::info!("bastion stopped");
     Ok(())
@@ -152,26 +143,6 @@ fn notify_systemd(shared: &Arc<Shared>) -> anyhow::Result<()> {
     systemd::spawn_watchdog();
     systemd::spawn_status(systemd::STATUS_INTERVAL, status_line);
     Ok(())
-}
-
-/// Names the listeners' server certificate answers to: loopback, each listener's address, the
-/// configured extra names, and every database name (clients send it as SNI).
-fn server_names(config: &Config) -> Vec<String> {
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    for l in &config.listeners.tcp {
-        if !l.address.ip().is_unspecified() {
-            names.push(l.address.ip().to_string());
-        }
-        names.extend(l.server_names.iter().cloned());
-    }
-    names.extend(config.databases.iter().map(|d| d.name.clone()));
-    names.sort();
-    names.dedup();
-    names
 }
 
 async fn shutdown_signal() {

@@ -1,15 +1,17 @@
 //! Listeners: bind every configured socket with its final permissions, then accept and spawn
 //! one session task per connection. Knows nothing of RESP or of upstreams.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, UnixListener};
+use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, UnixListenerConfig};
 use crate::proxy::session::{self, Shared, TlsListenerSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,16 +116,16 @@ fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accept until `shutdown` resolves. Each connection becomes one session task.
+/// Accept until `shutdown` resolves. Each connection becomes one session task. Unix sockets
+/// still in `bound` (not handed to a [`UnixSockets`]) are served too.
 pub async fn run(
     bound: Bound,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let slots = shared.slots.clone();
     let mut tasks = tokio::task::JoinSet::new();
     for (listener, spec) in bound.tcp {
-        let (shared, slots) = (shared.clone(), slots.clone());
+        let shared = shared.clone();
         tasks.spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
@@ -135,7 +137,7 @@ pub async fn run(
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
                     tracing::warn!(client.addr = %peer, "session limit reached; connection closed");
                     continue;
                 };
@@ -148,29 +150,122 @@ pub async fn run(
         });
     }
     for (listener, db, path) in bound.unix {
-        let (shared, slots) = (shared.clone(), slots.clone());
-        tasks.spawn(async move {
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(path = %path.display(), "session limit reached; connection closed");
-                    continue;
-                };
-                let (shared, db, path) = (shared.clone(), db.clone(), path.clone());
-                tokio::spawn(async move {
-                    session::serve_unix(shared, stream, db, path).await;
-                    drop(permit);
-                });
-            }
-        });
+        tasks.spawn(accept_unix(listener, db, path, shared.clone()));
     }
     shutdown.await;
     tasks.abort_all();
+}
+
+/// The accept loop of one `<dir>/<db>.sock`.
+async fn accept_unix(listener: UnixListener, db: String, path: PathBuf, shared: Arc<Shared>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+            tracing::warn!(path = %path.display(), "session limit reached; connection closed");
+            continue;
+        };
+        let (shared, db, path) = (shared.clone(), db.clone(), path.clone());
+        tokio::spawn(async move {
+            session::serve_unix(shared, stream, db, path).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The Unix listener's per-database sockets while the daemon runs: a database added through
+/// the admin socket gets its `<db>.sock` at once, a removed one loses it (live sessions on it
+/// go on; they hold their own stream).
+pub struct UnixSockets {
+    dir: PathBuf,
+    mode: u32,
+    shared: Arc<Shared>,
+    live: Mutex<BTreeMap<String, (PathBuf, AbortHandle)>>,
+}
+
+impl UnixSockets {
+    /// Take over the sockets [`bind`] created and serve them.
+    pub fn adopt(config: &UnixListenerConfig, bound: &mut Bound, shared: Arc<Shared>) -> Self {
+        let set = UnixSockets {
+            dir: config.directory.clone(),
+            mode: config.mode,
+            shared,
+            live: Mutex::new(BTreeMap::new()),
+        };
+        for (listener, db, path) in bound.unix.drain(..) {
+            set.spawn(listener, db, path);
+        }
+        set
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Make the sockets match `databases`: create the missing ones, remove the others.
+    pub fn sync<'a>(
+        &self,
+        databases: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ListenerError> {
+        let wanted: BTreeSet<&str> = databases.into_iter().collect();
+        let stale: Vec<String> = self
+            .lock()
+            .keys()
+            .filter(|db| !wanted.contains(db.as_str()))
+            .cloned()
+            .collect();
+        for db in stale {
+            if let Some((path, task)) = self.lock().remove(&db) {
+                task.abort();
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(ListenerError::Unix { path, source }),
+                }
+                tracing::info!(kind = "unix", path = %path.display(), database = %db, "stopped listening");
+            }
+        }
+        for db in wanted {
+            if self.lock().contains_key(db) {
+                continue;
+            }
+            let path = self.dir.join(format!("{db}.sock"));
+            let listener = bind_unix(&path, self.mode).map_err(|source| ListenerError::Unix {
+                path: path.clone(),
+                source,
+            })?;
+            tracing::info!(kind = "unix", path = %path.display(), database = %db, "listening");
+            self.spawn(listener, db.to_string(), path);
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, listener: UnixListener, db: String, path: PathBuf) {
+        let task = tokio::spawn(accept_unix(
+            listener,
+            db.clone(),
+            path.clone(),
+            self.shared.clone(),
+        ));
+        self.lock().insert(db, (path, task.abort_handle()));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (PathBuf, AbortHandle)>> {
+        // Poisoned only if a panic hit between two map operations; the map is still whole.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for UnixSockets {
+    fn drop(&mut self) {
+        for (_, task) in self.lock().values() {
+            task.abort();
+        }
+    }
 }

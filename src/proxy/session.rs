@@ -42,7 +42,7 @@ pub struct Shared {
     pub limits: Limits,
     pub credentials: CredentialChain,
     pub connector: Connector,
-    /// One permit per open session (`limits.max_sessions`).
+    /// One permit per live session (`limits.max_sessions`); shared by every listener.
     pub slots: Arc<tokio::sync::Semaphore>,
     next_id: AtomicU64,
 }
@@ -50,18 +50,13 @@ pub struct Shared {
 impl Shared {
     pub fn new(catalog: CatalogHandle, limits: Limits, credentials: CredentialChain) -> Self {
         Shared {
-            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions)),
             catalog,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions)),
             limits,
             credentials,
             connector: Connector::new(),
             next_id: AtomicU64::new(1),
         }
-    }
-
-    /// Sessions open now.
-    pub fn active_sessions(&self) -> usize {
-        self.limits.max_sessions - self.slots.available_permits()
     }
 
     /// Sessions accepted since start.
@@ -71,6 +66,13 @@ impl Shared {
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sessions holding a slot right now.
+    pub fn active_sessions(&self) -> usize {
+        self.limits
+            .max_sessions
+            .saturating_sub(self.slots.available_permits())
     }
 }
 

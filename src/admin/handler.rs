@@ -1,0 +1,299 @@
+//! One admin request, carried out: read or change the store, then rebuild the live catalog and
+//! the per-database Unix sockets from it, so new sessions see the change at once.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, UNIX_EPOCH};
+
+use super::auth::Caller;
+use super::wire::{AdminError, Declared, ImportSummary, Reply, Request, Status};
+use crate::audit;
+use crate::catalog::{Catalog, CatalogError};
+use crate::proxy::listener::UnixSockets;
+use crate::proxy::session::Shared;
+use crate::store::records::SerialHex;
+use crate::store::{Mutation, State, Store, StoreError};
+
+/// The daemon's side of the admin socket.
+pub struct Admin {
+    store: Mutex<Store>,
+    shared: Arc<Shared>,
+    unix: Option<Arc<UnixSockets>>,
+    started: Instant,
+    listeners: Vec<String>,
+}
+
+/// Build the catalog sessions use from the store's state.
+pub fn catalog_of(state: &State) -> Result<Catalog, CatalogError> {
+    let (databases, roles, users) = state.catalog_inputs();
+    Catalog::build(&databases, &roles, &users)
+}
+
+impl Admin {
+    /// `listeners` describes every listener for `bastion status` (e.g. `tls 127.0.0.1:6380`).
+    pub fn new(
+        store: Store,
+        shared: Arc<Shared>,
+        unix: Option<Arc<UnixSockets>>,
+        listeners: Vec<String>,
+    ) -> Admin {
+        Admin {
+            store: Mutex::new(store),
+            shared,
+            unix,
+            started: Instant::now(),
+            listeners,
+        }
+    }
+
+    /// Carry out `request` for an authorized `caller`. Blocking (fsync): run it off the runtime.
+    pub fn handle(&self, caller: &Caller, request: Request) -> Reply {
+        match self.dispatch(caller, request) {
+            Ok(reply) => reply,
+            Err(e) => Reply::Error(e),
+        }
+    }
+
+    fn dispatch(&self, caller: &Caller, request: Request) -> Result<Reply, AdminError> {
+        let done = |seq| Ok(Reply::Done { seq });
+        match request {
+            Request::ListDatabases => Ok(Reply::Databases(
+                self.lock().state().databases().cloned().collect(),
+            )),
+            Request::ListRoles => Ok(Reply::Roles(self.lock().state().roles().cloned().collect())),
+            Request::ListUsers => Ok(Reply::Users(self.lock().state().users().cloned().collect())),
+            Request::Export => Ok(Reply::Export(self.export())),
+            Request::Status => Ok(Reply::Status(self.status())),
+            Request::PutDatabase { record, replace } => {
+                let exists = self.lock().state().database(&record.name).is_some();
+                refuse_existing("database", &record.name, exists, replace)?;
+                done(self.mutate(caller, "put", vec![Mutation::PutDatabase(record)])?)
+            }
+            Request::PutRole { record, replace } => {
+                let exists = self.lock().state().role(&record.name).is_some();
+                refuse_existing("role", &record.name, exists, replace)?;
+                done(self.mutate(caller, "put", vec![Mutation::PutRole(record)])?)
+            }
+            Request::PutUser { record, replace } => {
+                let exists = self.lock().state().user(&record.name).is_some();
+                refuse_existing("user", &record.name, exists, replace)?;
+                done(self.mutate(caller, "put", vec![Mutation::PutUser(record)])?)
+            }
+            Request::RemoveDatabase(name) => {
+                let key = self.existing("database", &name, |s| {
+                    s.database(&name).map(|d| d.name.clone())
+                })?;
+                done(self.mutate(caller, "remove", vec![Mutation::RemoveDatabase(key)])?)
+            }
+            Request::RemoveRole(name) => {
+                let key =
+                    self.existing("role", &name, |s| s.role(&name).map(|r| r.name.clone()))?;
+                done(self.mutate(caller, "remove", vec![Mutation::RemoveRole(key)])?)
+            }
+            Request::RemoveUser(name) => {
+                let key =
+                    self.existing("user", &name, |s| s.user(&name).map(|u| u.name.clone()))?;
+                done(self.mutate(caller, "remove", vec![Mutation::RemoveUser(key)])?)
+            }
+            Request::Import(declared) => self.import(caller, declared).map(Reply::Imported),
+        }
+    }
+
+    /// Apply `mutations` as one change: all are checked against the store's rules and the
+    /// catalog first, so a refusal writes nothing; then each is written (fsynced) and audited,
+    /// and only then does the live catalog change.
+    fn mutate(
+        &self,
+        caller: &Caller,
+        request: &str,
+        mutations: Vec<Mutation>,
+    ) -> Result<u64, AdminError> {
+        let mut store = self.lock();
+        let mut next = store.state().clone();
+        for m in &mutations {
+            next.apply(m)
+                .map_err(|e| AdminError::Refused(e.to_string()))?;
+        }
+        let catalog = catalog_of(&next).map_err(|e| AdminError::Catalog(e.to_string()))?;
+        let mut seq = store.last_seq().0;
+        let mut result = Ok(());
+        for m in mutations {
+            match store.apply(m.clone()) {
+                Ok(s) => {
+                    seq = s.0;
+                    let (action, target) = describe(&m);
+                    audit::admin_mutation(caller.uid, &caller.name, request, action, &target, seq);
+                }
+                Err(e) => {
+                    result = Err(store_error(e));
+                    break;
+                }
+            }
+        }
+        // Whatever was acknowledged is the truth now, even if a later write failed.
+        let catalog = if result.is_ok() {
+            catalog
+        } else {
+            catalog_of(store.state()).map_err(|e| AdminError::Catalog(e.to_string()))?
+        };
+        self.shared.catalog.replace(catalog);
+        if let Some(unix) = &self.unix {
+            let names: Vec<String> = store
+                .state()
+                .databases()
+                .map(|d| d.name.to_string())
+                .collect();
+            unix.sync(names.iter().map(String::as_str))
+                .map_err(|e| AdminError::Listener(e.to_string()))?;
+        }
+        result.map(|()| seq)
+    }
+
+    fn import(&self, caller: &Caller, d: Declared) -> Result<ImportSummary, AdminError> {
+        let mut summary = ImportSummary::default();
+        let mut mutations = Vec::new();
+        {
+            let store = self.lock();
+            let state = store.state();
+            let mut count = |old: Option<bool>| match old {
+                None => summary.added += 1,
+                Some(true) => summary.unchanged += 1,
+                Some(false) => summary.changed += 1,
+            };
+            // Roles before the users that hold them.
+            for r in d.roles {
+                let old = state.role(&r.name).map(|o| *o == r);
+                count(old);
+                if old != Some(true) {
+                    mutations.push(Mutation::PutRole(r));
+                }
+            }
+            for db in d.databases {
+                let old = state.database(&db.name).map(|o| *o == db);
+                count(old);
+                if old != Some(true) {
+                    mutations.push(Mutation::PutDatabase(db));
+                }
+            }
+            for u in d.users {
+                let old = state.user(&u.name).map(|o| *o == u);
+                count(old);
+                if old != Some(true) {
+                    mutations.push(Mutation::PutUser(u));
+                }
+            }
+        }
+        if !mutations.is_empty() {
+            self.mutate(caller, "import", mutations)?;
+        }
+        Ok(summary)
+    }
+
+    fn export(&self) -> Declared {
+        let store = self.lock();
+        let s = store.state();
+        Declared {
+            databases: s.databases().cloned().collect(),
+            roles: s.roles().cloned().collect(),
+            users: s.users().cloned().collect(),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let (seq, databases, roles, users) = {
+            let store = self.lock();
+            let s = store.state();
+            (
+                store.last_seq().0,
+                s.databases().count() as u64,
+                s.roles().count() as u64,
+                s.users().count() as u64,
+            )
+        };
+        let cached = self.shared.credentials.cached();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            listeners: self.listeners.clone(),
+            sessions: self.shared.active_sessions() as u64,
+            max_sessions: self.shared.limits.max_sessions as u64,
+            credential_chain: self
+                .shared
+                .credentials
+                .link_names()
+                .map(str::to_string)
+                .collect(),
+            credential_source: cached.as_ref().map(|(source, _)| source.clone()),
+            credential_expiry: cached.and_then(|(_, expiry)| {
+                expiry
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+            }),
+            store_seq: seq,
+            databases,
+            roles,
+            users,
+        }
+    }
+
+    fn existing<K>(
+        &self,
+        kind: &str,
+        name: &str,
+        find: impl FnOnce(&State) -> Option<K>,
+    ) -> Result<K, AdminError> {
+        find(self.lock().state()).ok_or_else(|| AdminError::NotFound {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock happened between whole store operations; the store
+        // itself poisons on an unknown write outcome.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn refuse_existing(kind: &str, name: &str, exists: bool, replace: bool) -> Result<(), AdminError> {
+    if exists && !replace {
+        return Err(AdminError::Exists {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        });
+    }
+    if !exists && replace {
+        return Err(AdminError::NotFound {
+            kind: kind.to_string(),
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn store_error(e: StoreError) -> AdminError {
+    match e {
+        StoreError::Record(e) => AdminError::Refused(e.to_string()),
+        e => AdminError::Store(e.to_string()),
+    }
+}
+
+/// `(action, target)` of a mutation for the audit event, e.g. `("database.put", "cache")`.
+fn describe(m: &Mutation) -> (&'static str, String) {
+    match m {
+        Mutation::PutDatabase(d) => ("database.put", d.name.to_string()),
+        Mutation::RemoveDatabase(n) => ("database.remove", n.to_string()),
+        Mutation::PutRole(r) => ("role.put", r.name.to_string()),
+        Mutation::RemoveRole(n) => ("role.remove", n.to_string()),
+        Mutation::PutUser(u) => ("user.put", u.name.to_string()),
+        Mutation::RemoveUser(n) => ("user.remove", n.to_string()),
+        Mutation::IssueCert(c) => ("cert.issue", SerialHex(&c.serial).to_string()),
+        Mutation::RevokeCert { serial, .. } => ("cert.revoke", SerialHex(serial).to_string()),
+        Mutation::SetCa(ca) => ("ca.set", ca.common_name.to_string()),
+        Mutation::PutManagedUser(m) => {
+            ("managed_user.put", format!("{}/{}", m.database, m.db_user))
+        }
+        Mutation::RemoveManagedUser { database, db_user } => {
+            ("managed_user.remove", format!("{database}/{db_user}"))
+        }
+    }
+}

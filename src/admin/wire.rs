@@ -1,0 +1,214 @@
+//! The admin socket's wire format: one request, one reply, each a postcard-encoded value behind
+//! a 4-byte big-endian length. Records travel in the store's own bounded types, so a request
+//! that decodes is already within every per-record bound.
+//!
+//! Never carries a secret: database records name where a password is read from, not the password.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::store::records::{DatabaseRecord, RoleRecord, UserRecord};
+
+/// Largest frame either side accepts (an import of every database, role and user fits).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+// Records are fixed-capacity by design (bounded, no allocation per field).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    ListDatabases,
+    /// Add a database or, with `replace`, change the one of that name.
+    PutDatabase {
+        record: DatabaseRecord,
+        replace: bool,
+    },
+    RemoveDatabase(String),
+    ListRoles,
+    PutRole {
+        record: RoleRecord,
+        replace: bool,
+    },
+    RemoveRole(String),
+    ListUsers,
+    PutUser {
+        record: UserRecord,
+        replace: bool,
+    },
+    RemoveUser(String),
+    Status,
+    /// Everything, for `bastion export`.
+    Export,
+    /// Make the store hold these records (added or replaced; nothing is removed).
+    Import(Declared),
+}
+
+/// Databases, roles and users as a set (import and export).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declared {
+    pub databases: Vec<DatabaseRecord>,
+    pub roles: Vec<RoleRecord>,
+    pub users: Vec<UserRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A mutation was acknowledged (fsynced) as this store sequence number.
+    Done {
+        seq: u64,
+    },
+    Databases(Vec<DatabaseRecord>),
+    Roles(Vec<RoleRecord>),
+    Users(Vec<UserRecord>),
+    Status(Status),
+    Export(Declared),
+    Imported(ImportSummary),
+    Error(AdminError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub uptime_secs: u64,
+    /// `tls 127.0.0.1:6380`, `unix /run/bastion/db`, `admin /run/bastion/admin.sock`.
+    pub listeners: Vec<String>,
+    pub sessions: u64,
+    pub max_sessions: u64,
+    /// The links of the AWS credential chain, in order.
+    pub credential_chain: Vec<String>,
+    /// The link that last answered, if credentials were loaded.
+    pub credential_source: Option<String>,
+    /// When those credentials expire (Unix seconds), if they do.
+    pub credential_expiry: Option<i64>,
+    pub store_seq: u64,
+    pub databases: u64,
+    pub roles: u64,
+    pub users: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    pub added: u32,
+    pub changed: u32,
+    pub unchanged: u32,
+}
+
+/// Why a request was not carried out. Every variant is one the operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AdminError {
+    #[error("permission denied: uid {uid} is not root and not in the admin group{}", group.as_ref().map(|g| format!(" '{g}'")).unwrap_or_default())]
+    Denied { uid: u32, group: Option<String> },
+    /// The store's rules refused it (a bound, a reference, a name); the text names which.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{kind} '{name}' already exists (use --replace to change it)")]
+    Exists { kind: String, name: String },
+    #[error("no {kind} named '{name}'")]
+    NotFound { kind: String, name: String },
+    /// The catalog could not be built from the result (e.g. an unknown Unix account).
+    #[error("refused: {0}")]
+    Catalog(String),
+    /// The change is stored but its Unix socket could not be created.
+    #[error("stored, but: {0}")]
+    Listener(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("admin socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("admin socket: frame of {len} bytes exceeds the limit {limit}")]
+    TooLarge { len: usize, limit: usize },
+    #[error("admin socket: message does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Encode `value` as one frame.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    let body = postcard::to_stdvec(value)?;
+    if body.len() > MAX_FRAME {
+        return Err(WireError::TooLarge {
+            len: body.len(),
+            limit: MAX_FRAME,
+        });
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+fn check_len(header: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge {
+            len,
+            limit: MAX_FRAME,
+        });
+    }
+    Ok(len)
+}
+
+pub async fn read_async<T: for<'de> Deserialize<'de>>(
+    r: &mut (impl AsyncRead + Unpin),
+) -> Result<T, WireError> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header).await?;
+    let mut body = vec![0u8; check_len(header)?];
+    r.read_exact(&mut body).await?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+pub async fn write_async<T: Serialize>(
+    w: &mut (impl AsyncWrite + Unpin),
+    value: &T,
+) -> Result<(), WireError> {
+    w.write_all(&encode(value)?).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+pub fn read_blocking<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, WireError> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header)?;
+    let mut body = vec![0u8; check_len(header)?];
+    r.read_exact(&mut body)?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+pub fn write_blocking<T: Serialize>(w: &mut impl Write, value: &T) -> Result<(), WireError> {
+    w.write_all(&encode(value)?)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Fuzz entry point: any bytes read as a request frame give a value or an error, never a panic.
+pub fn fuzz_request(bytes: &[u8]) {
+    let _ = read_blocking::<Request>(&mut &bytes[..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversize_is_refused() {
+        let req = Request::RemoveUser("alice".into());
+        let frame = encode(&req).unwrap();
+        assert_eq!(read_blocking::<Request>(&mut &frame[..]).unwrap(), req);
+        let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            read_blocking::<Request>(&mut &huge[..]),
+            Err(WireError::TooLarge { .. })
+        ));
+        for cut in 0..frame.len() {
+            fuzz_request(&frame[..cut]);
+            assert!(read_blocking::<Request>(&mut &frame[..cut]).is_err());
+        }
+    }
+}

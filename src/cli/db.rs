@@ -1,0 +1,220 @@
+//! `bastion db add|ls|show|rm`: the store's databases, through the admin socket.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::admin::{table, unexpected, AdminArgs};
+use crate::admin::wire::{Reply, Request};
+use crate::config::{AuthConfig, DatabaseConfig, IamService, UpstreamAddr, UpstreamTls};
+use crate::store::records::DatabaseRecord;
+
+#[allow(clippy::large_enum_variant)] // parsed once per process
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Add a database (or change one with --replace); new sessions reach it at once.
+    Add(DbAddArgs),
+    /// List databases.
+    Ls,
+    /// Show one database.
+    Show { name: String },
+    /// Remove a database (its Unix socket goes; live sessions go on).
+    Rm { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// IAM auth token (ElastiCache / MemoryDB): needs --service, --region, --target.
+    Iam,
+    /// A static password from --password-file or --password-env (never on the command line).
+    Password,
+    /// No AUTH upstream.
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct DbAddArgs {
+    pub name: String,
+    /// Upstream `host:port`.
+    #[arg(long)]
+    pub address: UpstreamAddr,
+    #[arg(long, value_enum)]
+    pub auth: AuthMode,
+    #[arg(long, value_enum)]
+    pub service: Option<IamService>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Replication group id, MemoryDB cluster name or serverless cache name.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The IAM target is an ElastiCache Serverless cache.
+    #[arg(long)]
+    pub serverless: bool,
+    /// File (0600) holding the upstream password.
+    #[arg(long, conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable of the daemon holding the upstream password.
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// Connect upstream over TLS (implied by --tls-ca-file / --tls-server-name).
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM CAs to trust upstream (default: the system's).
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Name to verify in the upstream certificate (default: the address host).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+    /// Database user when the client names none and its roles allow several.
+    #[arg(long)]
+    pub default_db_user: Option<String>,
+    /// Change an existing database instead of adding one.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+pub fn run(command: DbCommand, admin: &AdminArgs) -> anyhow::Result<()> {
+    match command {
+        DbCommand::Add(args) => {
+            let replace = args.replace;
+            let config = database_config(args)?;
+            let record = DatabaseRecord::try_from(&config)?;
+            let reply = admin.call(Request::PutDatabase { record, replace })?;
+            let verb = if replace { "changed" } else { "added" };
+            admin.done(reply, &format!("database '{}' {verb}", config.name))
+        }
+        DbCommand::Ls => {
+            let dbs = databases(admin)?;
+            admin.print(&dbs, || {
+                let rows: Vec<Vec<String>> = dbs.iter().map(row).collect();
+                print!(
+                    "{}",
+                    table(
+                        &["Name", "Address", "Auth", "TLS", "Default DB user"],
+                        &rows
+                    )
+                );
+            })
+        }
+        DbCommand::Show { name } => {
+            let db = databases(admin)?
+                .into_iter()
+                .find(|d| d.name == name)
+                .ok_or_else(|| anyhow::anyhow!("no database named '{name}'"))?;
+            admin.print(&db, || print!("{}", show(&db)))
+        }
+        DbCommand::Rm { name } => {
+            let reply = admin.call(Request::RemoveDatabase(name.clone()))?;
+            admin.done(reply, &format!("database '{name}' removed"))
+        }
+    }
+}
+
+fn databases(admin: &AdminArgs) -> anyhow::Result<Vec<DatabaseConfig>> {
+    match admin.call(Request::ListDatabases)? {
+        Reply::Databases(dbs) => Ok(dbs.iter().map(DatabaseConfig::from).collect()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The command line as the boot config's type (so both are checked by the same conversion).
+fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
+    let auth = match a.auth {
+        AuthMode::Iam => {
+            let need = |v: Option<String>, flag: &str| {
+                v.ok_or_else(|| anyhow::anyhow!("--auth iam needs --{flag}"))
+            };
+            AuthConfig::Iam {
+                service: a
+                    .service
+                    .ok_or_else(|| anyhow::anyhow!("--auth iam needs --service"))?,
+                region: need(a.region, "region")?,
+                target: need(a.target, "target")?,
+                serverless: a.serverless,
+            }
+        }
+        AuthMode::Password => {
+            if a.password_file.is_none() && a.password_env.is_none() {
+                anyhow::bail!("--auth password needs --password-file or --password-env");
+            }
+            AuthConfig::Password {
+                password_file: a.password_file,
+                password_env: a.password_env,
+            }
+        }
+        AuthMode::None => AuthConfig::None,
+    };
+    let tls =
+        (a.tls || a.tls_ca_file.is_some() || a.tls_server_name.is_some()).then_some(UpstreamTls {
+            ca_file: a.tls_ca_file,
+            server_name: a.tls_server_name,
+        });
+    Ok(DatabaseConfig {
+        name: a.name,
+        address: a.address,
+        tls,
+        auth,
+        default_db_user: a.default_db_user,
+    })
+}
+
+fn auth_summary(auth: &AuthConfig) -> String {
+    match auth {
+        AuthConfig::Iam {
+            service,
+            region,
+            target,
+            serverless,
+        } => format!(
+            "iam ({} {region} {target}{})",
+            service.signing_name(),
+            if *serverless { " serverless" } else { "" }
+        ),
+        AuthConfig::Password {
+            password_file: Some(p),
+            ..
+        } => format!("password (file {})", p.display()),
+        AuthConfig::Password {
+            password_env: Some(e),
+            ..
+        } => format!("password (env {e})"),
+        AuthConfig::Password { .. } => "password".into(),
+        AuthConfig::None => "none".into(),
+    }
+}
+
+fn row(d: &DatabaseConfig) -> Vec<String> {
+    vec![
+        d.name.clone(),
+        d.address.to_string(),
+        auth_summary(&d.auth),
+        if d.tls.is_some() { "yes" } else { "no" }.into(),
+        d.default_db_user.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn show(d: &DatabaseConfig) -> String {
+    let mut out = format!(
+        "name             {}\naddress          {}\nauth             {}\n",
+        d.name,
+        d.address,
+        auth_summary(&d.auth)
+    );
+    match &d.tls {
+        None => out += "tls              no\n",
+        Some(t) => {
+            out += &format!(
+                "tls              yes (CA {}, server name {})\n",
+                t.ca_file
+                    .as_ref()
+                    .map_or("system trust store".into(), |p| p.display().to_string()),
+                t.server_name.as_deref().unwrap_or(&d.address.host)
+            );
+        }
+    }
+    out += &format!(
+        "default db user  {}\n",
+        d.default_db_user.as_deref().unwrap_or("-")
+    );
+    out
+}

@@ -1,0 +1,199 @@
+//! The running daemon's parts, wired together: the store (source of truth for databases, roles
+//! and users), the live catalog built from it, the listeners, and the admin socket.
+//!
+//! `bastion serve` loads the boot config and the on-box CA, then calls [`Daemon::start`] and
+//! [`Daemon::run`]. On the store's first start (no mutation ever written), the databases, roles
+//! and users the boot config declares are imported into it once; after that the config's
+//! declarations are ignored (with a warning) and `bastion import` / the admin verbs change them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::admin::{self, auth::AdminGroup, Admin};
+use crate::aws::credentials::CredentialChain;
+use crate::aws::imds::ProcessEnv;
+use crate::catalog::CatalogHandle;
+use crate::config::Config;
+use crate::identity::ca::OnBoxCa;
+use crate::proxy::listener::{self, Bound, UnixSockets};
+use crate::proxy::session::Shared;
+use crate::store::records::{DatabaseRecord, RoleRecord, UserRecord};
+use crate::store::{Mutation, State, Store};
+
+/// The store's directory under the state dir.
+pub const STORE_DIR: &str = "store";
+
+/// Everything bound and ready; [`Daemon::run`] serves it.
+pub struct Daemon {
+    bound: Bound,
+    shared: Arc<Shared>,
+    // Held so the per-database sockets keep being served (dropping it stops them).
+    _unix: Option<Arc<UnixSockets>>,
+    admin_task: tokio::task::JoinHandle<()>,
+    pub admin_socket: PathBuf,
+    pub databases: usize,
+    pub users: usize,
+}
+
+impl Daemon {
+    /// Open the store (importing the config's declarations on first start), build the catalog,
+    /// bind every listener and the admin socket with their final permissions.
+    pub async fn start(config: &Config, ca: &OnBoxCa) -> anyhow::Result<Daemon> {
+        let group = config
+            .admin
+            .group
+            .as_deref()
+            .map(AdminGroup::resolve)
+            .transpose()?;
+        let store = open_store(config)?;
+        let catalog = admin::handler::catalog_of(store.state())?;
+        let names = server_names(config, store.state());
+        let tls = crate::identity::tls::server_config(ca, &names)?;
+        let mut bound = listener::bind(config, &catalog, tls).await?;
+        let credentials = CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv);
+        let shared = Arc::new(Shared::new(
+            CatalogHandle::new(catalog),
+            config.limits.clone(),
+            credentials,
+        ));
+        let unix = config
+            .listeners
+            .unix
+            .as_ref()
+            .map(|u| Arc::new(UnixSockets::adopt(u, &mut bound, shared.clone())));
+
+        let admin_socket = config.admin_socket();
+        let mut described: Vec<String> = bound
+            .tcp_addresses()
+            .iter()
+            .map(|a| format!("tls {a}"))
+            .collect();
+        if let Some(u) = &unix {
+            described.push(format!("unix {}", u.directory().display()));
+        }
+        described.push(format!("admin {}", admin_socket.display()));
+
+        let (databases, users) = (
+            store.state().databases().count(),
+            store.state().users().count(),
+        );
+        let listener = admin::server::bind(&admin_socket, group.as_ref())?;
+        tracing::info!(kind = "admin", path = %admin_socket.display(),
+            group = group.as_ref().map_or("-", |g| g.name.as_str()), "listening");
+        let admin = Arc::new(Admin::new(store, shared.clone(), unix.clone(), described));
+        let admin_task = tokio::spawn(admin::server::serve(listener, admin, group));
+        Ok(Daemon {
+            bound,
+            shared,
+            _unix: unix,
+            admin_task,
+            admin_socket,
+            databases,
+            users,
+        })
+    }
+
+    /// Serve until `shutdown` resolves.
+    /// What every session shares (for systemd's STATUS= line).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        listener::run(self.bound, self.shared, shutdown).await;
+        self.admin_task.abort();
+        // Not ours to leave behind: the next start would replace it anyway.
+        let _ = std::fs::remove_file(&self.admin_socket);
+    }
+}
+
+/// Open `<state_dir>/store`; on its first start import the boot config's declarations.
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let dir = config.state_dir.join(STORE_DIR);
+    let mut store = Store::open(&dir)?;
+    let report = store.recovery_report();
+    if let Some((offset, bytes)) = report.torn_tail {
+        tracing::warn!(path = %dir.display(), offset, bytes, "store: cut a torn (unacknowledged) tail off the log");
+    }
+    let declared = config.databases.len() + config.roles.len() + config.users.len();
+    if store.last_seq().0 == 0 {
+        if declared > 0 {
+            import_config(&mut store, config).with_context(|| {
+                format!(
+                    "importing the config's databases, roles and users into the store {}",
+                    dir.display()
+                )
+            })?;
+            tracing::info!(path = %dir.display(), databases = config.databases.len(),
+                roles = config.roles.len(), users = config.users.len(),
+                "store: imported the config's databases, roles and users (first start)");
+        }
+    } else if declared > 0 {
+        tracing::warn!(path = %dir.display(),
+            "the config declares databases/roles/users, but the store holds them since its first start: \
+             the config's are ignored (change them with `bastion db|role|user` or `bastion import`)");
+    }
+    tracing::info!(path = %dir.display(), seq = %store.last_seq(), "store open");
+    Ok(store)
+}
+
+fn import_config(store: &mut Store, config: &Config) -> anyhow::Result<()> {
+    let mut mutations = Vec::new();
+    for r in &config.roles {
+        mutations.push(Mutation::PutRole(RoleRecord::try_from(r)?));
+    }
+    for d in &config.databases {
+        mutations.push(Mutation::PutDatabase(DatabaseRecord::try_from(d)?));
+    }
+    for u in &config.users {
+        mutations.push(Mutation::PutUser(UserRecord::try_from(u)?));
+    }
+    // Check the whole set first: a refusal leaves the store empty, and the next start retries.
+    let mut check = State::default();
+    for m in &mutations {
+        check.apply(m)?;
+    }
+    admin::handler::catalog_of(&check)?;
+    for m in mutations {
+        store.apply(m)?;
+    }
+    Ok(())
+}
+
+/// Names the listeners' server certificate answers to: loopback, each listener's address, the
+/// configured extra names, and every database name at start (clients send it as SNI).
+fn server_names(config: &Config, state: &State) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    for l in &config.listeners.tcp {
+        if !l.address.ip().is_unspecified() {
+            names.push(l.address.ip().to_string());
+        }
+        names.extend(l.server_names.iter().cloned());
+    }
+    names.extend(state.databases().map(|d| d.name.to_string()));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The admin socket a CLI verb talks to: `--socket`, else the config's `admin.socket` (or its
+/// default under the config's state dir).
+pub fn admin_socket_for(socket: Option<&Path>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(s) = socket {
+        return Ok(s.to_path_buf());
+    }
+    let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
+    let config = Config::load(path).with_context(|| {
+        "finding the admin socket (give --socket or --config, or set BASTION_ADMIN_SOCKET)"
+    })?;
+    Ok(config.admin_socket())
+}
+
+/// Where the CLI looks for the boot config when neither `--socket` nor `--config` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/bastion/bastion.toml";

@@ -1,0 +1,402 @@
+//! The admin socket and the admin verbs, against a running daemon: who may call it, changes
+//! that reach new sessions without a restart, import/export, named bound errors, audit events,
+//! and a store that outlives the daemon.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::bastion::{Bastion, BASTION_BIN};
+use support::certs::write_private;
+use support::clients::{redis_cli, redis_cli_as, Endpoint};
+use support::process::{run, Out};
+use support::stack::{Stack, StackOpts, APP, PASSWORD_ENV};
+
+const NOBODY: u32 = 65534;
+
+/// The stack, with the admin socket in a 0755 directory under /tmp (so `nobody` can reach it
+/// and be refused by the peer-credential check, not by the file system).
+struct Admin {
+    stack: Stack,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Admin {
+    fn start() -> Admin {
+        let dir = tempfile::Builder::new()
+            .prefix("bastion-admin-")
+            .tempdir_in("/tmp")
+            .expect("admin dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("admin.sock");
+        let stack = Stack::start_with(StackOpts {
+            extra_toml: format!(
+                "\n[admin]\nsocket = {}\n",
+                toml::Value::String(socket.display().to_string())
+            ),
+            ..Default::default()
+        });
+        Admin {
+            stack,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// `bastion ARGS --socket S` as the test's user.
+    fn cli(&self, args: &[&str]) -> Out {
+        cli(&self.socket, args)
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        out.assert_success();
+        out.stdout()
+    }
+
+    fn password_file(&self) -> PathBuf {
+        let dir = self.stack.cert_dir("pw");
+        write_private(&dir.join("up.pw"), self.stack.upstream_password.as_bytes())
+    }
+}
+
+fn cli(socket: &Path, args: &[&str]) -> Out {
+    run(
+        Command::new(BASTION_BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(socket),
+        None,
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn a_caller_with_another_uid_is_refused() {
+    let a = Admin::start();
+    // Let the file system admit anyone: the refusal must come from SO_PEERCRED.
+    std::fs::set_permissions(&a.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mark = a.stack.bastion.log_mark();
+    let out = run(
+        Command::new("setpriv")
+            .arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .arg(BASTION_BIN)
+            .args(["db", "rm", "plaindb", "--socket"])
+            .arg(&a.socket),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr().contains("permission denied: uid 65534"),
+        "{out}"
+    );
+    a.stack
+        .bastion
+        .expect_log_line(mark, &["admin.denied", "uid=65534"], &[]);
+    // Nothing changed; root still may.
+    assert!(a.ok(&["db", "ls"]).contains("plaindb"));
+}
+
+#[test]
+fn added_database_role_and_user_serve_new_sessions_at_once() {
+    let a = Admin::start();
+    let pw = a.password_file();
+    let mark = a.stack.bastion.log_mark();
+    let plain = a.stack.redis.plain_addr().to_string();
+    a.ok(&[
+        "db",
+        "add",
+        "newdb",
+        "--address",
+        &plain,
+        "--auth",
+        "password",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--default-db-user",
+        APP,
+    ]);
+    a.ok(&[
+        "role",
+        "add",
+        "newrole",
+        "--db-users",
+        APP,
+        "--db-names",
+        "newdb",
+    ]);
+    a.ok(&[
+        "user",
+        "add",
+        "bob",
+        "--roles",
+        "newrole",
+        "--unix-user",
+        "nobody",
+    ]);
+
+    // The socket exists at once; alice (any database) and bob (newdb only) get through it.
+    let ep = Endpoint::unix(a.stack.bastion.socket_path("newdb"));
+    let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
+    assert_eq!(out.stdout().trim(), APP, "{out}");
+    let out = redis_cli_as(NOBODY, &ep, &["ACL", "WHOAMI"]);
+    assert_eq!(out.stdout().trim(), APP, "{out}");
+    // bob's role does not reach plaindb.
+    let out = redis_cli_as(NOBODY, &a.stack.unix("plaindb"), &["PING"]);
+    assert!(!out.stdout().contains("PONG"), "{out}");
+
+    // Tables and JSON.
+    let ls = a.ok(&["db", "ls"]);
+    assert!(ls.lines().next().unwrap().starts_with("Name"), "{ls}");
+    assert!(ls.contains("newdb") && ls.contains(&plain), "{ls}");
+    let json: serde_json::Value = serde_json::from_str(&a.ok(&["user", "ls", "--json"])).unwrap();
+    let bob = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "bob")
+        .expect("bob in user ls --json");
+    assert_eq!(bob["unix_user"], "nobody");
+    let show = a.ok(&["db", "show", "newdb"]);
+    assert!(show.contains("password (file"), "{show}");
+
+    // Every mutation is audited with the caller's uid.
+    for (action, target) in [
+        ("database.put", "newdb"),
+        ("role.put", "newrole"),
+        ("user.put", "bob"),
+    ] {
+        a.stack.bastion.expect_log_line(
+            mark,
+            &["admin.mutation", "uid=0", "caller=\"root\"", action, target],
+            &[],
+        );
+    }
+
+    // Removing them: the socket goes, and new sessions for bob are refused.
+    a.ok(&["user", "rm", "bob"]);
+    a.ok(&["role", "rm", "newrole"]);
+    a.ok(&["db", "rm", "newdb"]);
+    assert!(!a.stack.bastion.socket_path("newdb").exists());
+    a.stack
+        .bastion
+        .expect_log_line(mark, &["admin.mutation", "uid=0", "database.remove"], &[]);
+    a.stack.assert_no_secrets_in_logs();
+}
+
+#[test]
+fn every_auth_mode_and_tls_options() {
+    let a = Admin::start();
+    a.ok(&[
+        "db",
+        "add",
+        "iamdb",
+        "--address",
+        "rg.example.com:6379",
+        "--auth",
+        "iam",
+        "--service",
+        "elasticache",
+        "--region",
+        "us-east-1",
+        "--target",
+        "rg",
+        "--serverless",
+        "--tls",
+    ]);
+    a.ok(&[
+        "db",
+        "add",
+        "envpw",
+        "--address",
+        "10.0.0.1:6379",
+        "--auth",
+        "password",
+        "--password-env",
+        "REDIS_PW",
+        "--tls-ca-file",
+        "/etc/ssl/ca.pem",
+        "--tls-server-name",
+        "redis.internal",
+    ]);
+    a.ok(&[
+        "db",
+        "add",
+        "nopw",
+        "--address",
+        "[::1]:6379",
+        "--auth",
+        "none",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&a.ok(&["db", "show", "iamdb", "--json"])).unwrap();
+    assert_eq!(json["auth"]["mode"], "iam");
+    assert_eq!(json["auth"]["serverless"], true);
+    let json: serde_json::Value =
+        serde_json::from_str(&a.ok(&["db", "show", "envpw", "--json"])).unwrap();
+    assert_eq!(json["tls"]["server_name"], "redis.internal");
+    assert_eq!(json["auth"]["password_env"], "REDIS_PW");
+    assert!(a.ok(&["db", "ls"]).contains("[::1]:6379"));
+
+    let out = a.cli(&["db", "add", "x", "--address", "h:1", "--auth", "iam"]);
+    assert!(out.stderr().contains("--service"), "{out}");
+    let out = a.cli(&["db", "add", "iamdb", "--address", "h:1", "--auth", "none"]);
+    assert!(out.stderr().contains("already exists"), "{out}");
+    a.ok(&[
+        "db",
+        "add",
+        "iamdb",
+        "--address",
+        "h:1",
+        "--auth",
+        "none",
+        "--replace",
+    ]);
+}
+
+#[test]
+fn bounds_and_rules_are_named_errors() {
+    let a = Admin::start();
+    let long = "n".repeat(65);
+    let out = a.cli(&["role", "add", &long]);
+    assert!(!out.status.success());
+    assert!(out.stderr().contains("MAX_NAME_LEN"), "{out}");
+
+    let many: Vec<String> = (0..33).map(|i| format!("u{i}")).collect();
+    let out = a.cli(&["role", "add", "r", "--db-users", &many.join(",")]);
+    assert!(
+        out.stderr().contains("MAX_DB_USERS_PER_ROLE") && out.stderr().contains("roles.r.db_users"),
+        "{out}"
+    );
+
+    let roles: Vec<String> = (0..17).map(|i| format!("r{i}")).collect();
+    let out = a.cli(&["user", "add", "carol", "--roles", &roles.join(",")]);
+    assert!(
+        out.stderr().contains("MAX_ROLES_PER_USER") && out.stderr().contains("users.carol.roles"),
+        "{out}"
+    );
+
+    // Rules only the daemon's store can check.
+    let out = a.cli(&["user", "add", "carol", "--roles", "nosuch"]);
+    assert!(out.stderr().contains("no role named 'nosuch'"), "{out}");
+    let out = a.cli(&["role", "rm", "apps"]);
+    assert!(out.stderr().contains("still held by user 'alice'"), "{out}");
+    let out = a.cli(&["db", "rm", "nosuch"]);
+    assert!(out.stderr().contains("no database named 'nosuch'"), "{out}");
+    let out = a.cli(&["user", "add", "dave", "--unix-user", "no-such-account-x"]);
+    assert!(out.stderr().contains("no local Unix account"), "{out}");
+    // None of that was written.
+    assert!(!a.ok(&["user", "ls"]).contains("carol"));
+}
+
+#[test]
+fn import_is_idempotent_and_export_round_trips() {
+    let a = Admin::start();
+    let dir = a.stack.cert_dir("import");
+    let file = dir.join("decl.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[databases]]
+name = "imported"
+address = "10.1.2.3:6379"
+tls = { server_name = "x.internal" }
+auth = { mode = "iam", service = "memorydb", region = "eu-west-1", target = "cl" }
+
+[[roles]]
+name = "readers"
+db_users = ["ro-*"]
+db_names = ["imported"]
+
+[[users]]
+name = "erin"
+roles = ["readers"]
+"#,
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let first = a.ok(&["import", f]);
+    assert!(first.contains("3 added, 0 changed, 0 unchanged"), "{first}");
+    let second = a.ok(&["import", f]);
+    assert!(
+        second.contains("0 added, 0 changed, 3 unchanged"),
+        "{second}"
+    );
+
+    let exported = a.ok(&["export"]);
+    let back = dir.join("export.toml");
+    std::fs::write(&back, &exported).unwrap();
+    let again = a.ok(&["import", back.to_str().unwrap(), "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(summary["added"], 0, "{exported}");
+    assert_eq!(summary["changed"], 0, "{exported}");
+    // The stack's 5 databases, 1 role, 1 user and the 3 imported.
+    assert_eq!(summary["unchanged"], 10, "{exported}");
+    assert_eq!(a.ok(&["export"]), exported);
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[roles]]\nname = \"r\"\ndb_names = [\"\"]\n").unwrap();
+    let out = a.cli(&["import", bad.to_str().unwrap()]);
+    assert!(out.stderr().contains("roles.r.db_names"), "{out}");
+}
+
+#[test]
+fn status_reports_listeners_sessions_and_store() {
+    let a = Admin::start();
+    let text = a.ok(&["status"]);
+    assert!(
+        text.contains("uptime") && text.contains("tls 127.0.0.1:"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&a.ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["databases"], 5);
+    assert_eq!(json["sessions"], 0);
+    assert_eq!(json["credential_chain"][2], "imds");
+    let listeners = json["listeners"].as_array().unwrap();
+    assert!(listeners
+        .iter()
+        .any(|l| l.as_str().unwrap().starts_with("admin ")));
+}
+
+#[test]
+fn the_store_outlives_the_daemon() {
+    let mut a = Admin::start();
+    let pw = a.password_file();
+    let plain = a.stack.redis.plain_addr().to_string();
+    a.ok(&[
+        "db",
+        "add",
+        "kept",
+        "--address",
+        &plain,
+        "--auth",
+        "password",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--default-db-user",
+        APP,
+    ]);
+    // The config's own declarations are not imported again, so a removal sticks too.
+    a.ok(&["db", "rm", "downdb"]);
+    a.stack.bastion.stop();
+    let config = a.stack.config.clone();
+    let state = a.stack.state_dir().to_path_buf();
+    let password = a.stack.upstream_password.clone();
+    a.stack.bastion = Bastion::start_with_env(&config, &state, &[(PASSWORD_ENV, &password)]);
+    let ls = a.ok(&["db", "ls"]);
+    assert!(ls.contains("kept") && !ls.contains("downdb"), "{ls}");
+    let ep = Endpoint::unix(a.stack.bastion.socket_path("kept"));
+    let out = redis_cli(&ep, &["PING"]);
+    assert_eq!(out.stdout().trim(), "PONG", "{out}");
+    a.stack
+        .bastion
+        .expect_log_line(0, &["config declares databases"], &[]);
+}
