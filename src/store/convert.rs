@@ -28,6 +28,12 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
     type Error = RecordError;
     fn try_from(c: &DatabaseConfig) -> Result<Self, RecordError> {
         let name = name("database.name", &c.name)?;
+        if c.assume_role_arn.is_some() {
+            // Refused rather than silently dropped: the record format has no field for it.
+            return Err(RecordError::AssumeRoleUnsupported {
+                database: c.name.clone(),
+            });
+        }
         let at = |f: &str| format!("databases.{name}.{f}");
         let tls = match &c.tls {
             None => None,
@@ -134,6 +140,9 @@ impl From<&DatabaseRecord> for DatabaseConfig {
                 AuthRecord::None => AuthConfig::None,
             },
             default_db_user: r.default_db_user.as_deref().map(str::to_string),
+            assume_role_arn: None,
+            external_id: None,
+            session_name: None,
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum RecordError {
     NotUtf8 { field: String },
     #[error("databases.{database}.auth: mode password needs exactly one of password_file or password_env")]
     PasswordSource { database: String },
+    /// The on-box store's database record has no room for a per-database role yet.
+    #[error("databases.{database}.assume_role_arn: not supported by the on-box store yet (declare the database in the boot config)")]
+    AssumeRoleUnsupported { database: String },
     #[error("{field}: not_after must be later than not_before")]
     Validity { field: String },
     #[error("{field}: no database named '{name}'")]
