@@ -119,8 +119,13 @@ pub fn trust_principal(caller_arn: &str) -> String {
 /// The per-role cache; lives inside the [`CredentialChain`] so clones share it.
 #[derive(Default)]
 pub struct AssumedRoles {
-    roles: Mutex<HashMap<(String, Option<String>), Arc<tokio::sync::Mutex<Option<Credentials>>>>>,
+    roles: Mutex<HashMap<RoleKey, Slot>>,
 }
+
+/// (role ARN, external id): the same role with another external id is another session.
+type RoleKey = (String, Option<String>);
+/// One role's cached credentials; its lock is held across that role's STS call.
+type Slot = Arc<tokio::sync::Mutex<Option<Credentials>>>;
 
 impl AssumedRoles {
     pub async fn credentials(

@@ -11,7 +11,7 @@
 //!   ([`MANAGED_SECRET_PREFIX`]);
 //! - `sts:AssumeRole` on each database's `assume_role_arn`. The Connect / Describe grants of
 //!   such a database are then needed by *that role*, not by the bastion: they go into the role's
-//!   own document ([`Bootstrap::role_policies`]).
+//!   own document ([`Bootstrap::role_policies`]), with the role's account in the ARNs.
 //!
 //! The users are the `db_users` of every role that reaches the database, plus its
 //! `default_db_user`; a role pattern such as `app-*` becomes the ARN pattern `user:app-*`.
@@ -132,6 +132,11 @@ pub fn bootstrap_policy(config: &Config, account: &str) -> Result<Bootstrap, Pol
                 arn.to_string(),
             );
         }
+        // A role reaches the caches of its own account (the cross-account case); the role ARN
+        // is validated by the config, so its fifth field is the 12-digit account.
+        let account = role
+            .and_then(|arn| arn.split(':').nth(4))
+            .unwrap_or(account);
         let mut grant = |sid: &'static str, actions: &[&'static str], resource: String| {
             grant_to(role, sid, actions, resource)
         };
@@ -355,9 +360,12 @@ db_names = ["rg"]
         let role = &b.role_policies[0];
         assert_eq!(role.role_arn, "arn:aws:iam::111122223333:role/cache");
         let s = statement(&role.document, "ElastiCacheConnect");
-        assert!(s.resource.contains(
-            &"arn:aws:elasticache:us-east-1:123456789012:replicationgroup:my-rg".to_string()
-        ));
+        assert!(
+            s.resource.contains(
+                &"arn:aws:elasticache:us-east-1:111122223333:replicationgroup:my-rg".to_string()
+            ),
+            "the role's account: {s:#?}"
+        );
         assert!(b
             .notes
             .iter()
