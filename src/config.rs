@@ -266,6 +266,36 @@ pub struct DatabaseConfig {
     /// db-user used when the client names none and its roles allow more than one.
     #[serde(default)]
     pub default_db_user: Option<String>,
+    /// IAM mode only: sign tokens with this role's credentials (STS AssumeRole, with the
+    /// bastion's own credentials as the source) instead of the bastion's own.
+    #[serde(default)]
+    pub assume_role_arn: Option<String>,
+    /// `sts:ExternalId` sent with AssumeRole (the role's trust policy may require it).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// `RoleSessionName` of the assumed session; default [`crate::aws::assume_role::DEFAULT_SESSION_NAME`].
+    #[serde(default)]
+    pub session_name: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// The role this database's tokens are signed as, if it has one.
+    pub fn assume_role(&self) -> Option<crate::aws::assume_role::RoleSpec> {
+        let arn = self.assume_role_arn.clone()?;
+        let region = match &self.auth {
+            AuthConfig::Iam { region, .. } => Some(region.clone()),
+            _ => None,
+        };
+        Some(crate::aws::assume_role::RoleSpec {
+            arn,
+            external_id: self.external_id.clone(),
+            session_name: self
+                .session_name
+                .clone()
+                .unwrap_or_else(|| crate::aws::assume_role::DEFAULT_SESSION_NAME.to_string()),
+            region,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -496,6 +526,7 @@ impl Config {
                     ));
                 }
             }
+            check_assume_role(i, db)?;
         }
         let mut roles = std::collections::BTreeSet::new();
         for (i, role) in self.roles.iter().enumerate() {
@@ -544,6 +575,91 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `assume_role_arn` is an IAM role ARN and only IAM databases have one; `external_id` and
+/// `session_name` only come with it and have the shapes STS accepts.
+fn check_assume_role(i: usize, db: &DatabaseConfig) -> Result<(), ConfigError> {
+    let Some(arn) = &db.assume_role_arn else {
+        for (field, value) in [
+            ("external_id", &db.external_id),
+            ("session_name", &db.session_name),
+        ] {
+            if value.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("databases[{i}].{field}"),
+                    "only applies with assume_role_arn",
+                ));
+            }
+        }
+        return Ok(());
+    };
+    let key = format!("databases[{i}].assume_role_arn");
+    if !matches!(db.auth, AuthConfig::Iam { .. }) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "database '{}' uses auth mode '{}'; assume_role_arn needs mode = \"iam\"",
+                db.name,
+                db.auth.mode_name()
+            ),
+        ));
+    }
+    if !is_role_arn(arn) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "'{arn}' is not an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>)"
+            ),
+        ));
+    }
+    if let Some(id) = &db.external_id {
+        let ok = (2..=1224).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
+        if !ok {
+            return Err(ConfigError::invalid(
+                format!("databases[{i}].external_id"),
+                "must be 2-1224 characters of [A-Za-z0-9+=,.@:/_-]",
+            ));
+        }
+    }
+    if let Some(name) = &db.session_name {
+        let ok = (2..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b));
+        if !ok {
+            return Err(ConfigError::invalid(
+                format!("databases[{i}].session_name"),
+                format!("'{name}' must be 2-64 characters of [A-Za-z0-9+=,.@_-]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<path/>name`.
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ["arn", partition, "iam", "", account, resource] = parts[..] else {
+        return false;
+    };
+    let name_ok = resource
+        .strip_prefix("role/")
+        .and_then(|rest| rest.rsplit('/').next())
+        .is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b))
+        });
+    partition.starts_with("aws")
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && name_ok
 }
 
 /// Names end up in file names (`<db>.sock`, `<user>.crt`), SNI and certificate CNs: keep them tame.
@@ -674,6 +790,67 @@ unix_user = "alice"
         let bad = format!("{SAMPLE}\n[aws.imds]\ntoken_ttl = \"7h\"\n");
         let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err();
         assert!(e.to_string().contains("aws.imds.token_ttl"), "{e}");
+    }
+
+    #[test]
+    fn assume_role_is_optional_validated_and_named() {
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        assert!(c.databases[0].assume_role().is_none());
+
+        let with = |extra: &str| {
+            SAMPLE.replace("target = \"rg\" }", &format!("target = \"rg\" }}\n{extra}"))
+        };
+        let c = Config::parse(
+            &with("assume_role_arn = \"arn:aws:iam::111122223333:role/team/cache-connect\"\nexternal_id = \"ext-1\""),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let role = c.databases[0].assume_role().unwrap();
+        assert_eq!(
+            role.arn,
+            "arn:aws:iam::111122223333:role/team/cache-connect"
+        );
+        assert_eq!(role.external_id.as_deref(), Some("ext-1"));
+        assert_eq!(role.session_name, "bastion");
+        assert_eq!(role.region.as_deref(), Some("us-east-1"));
+
+        for bad in [
+            "assume_role_arn = \"arn:aws:iam::1111:role/r\"",
+            "assume_role_arn = \"arn:aws:iam::111122223333:user/u\"",
+            "assume_role_arn = \"arn:aws:sts::111122223333:role/r\"",
+            "assume_role_arn = \"role/r\"",
+        ] {
+            let e = Config::parse(&with(bad), Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("databases[0].assume_role_arn"), "{bad}: {e}");
+        }
+        let e = Config::parse(&with("external_id = \"x1\""), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("databases[0].external_id") && e.contains("only applies"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &with("assume_role_arn = \"arn:aws:iam::111122223333:role/r\"\nsession_name = \"a b\""),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("databases[0].session_name"), "{e}");
+
+        let pw = SAMPLE.replace(
+            "password_env = \"REDIS_PW\" }",
+            "password_env = \"REDIS_PW\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/r\"",
+        );
+        let e = Config::parse(&pw, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("databases[1].assume_role_arn") && e.contains("'password'"),
+            "{e}"
+        );
     }
 
     #[test]

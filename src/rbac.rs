@@ -125,6 +125,9 @@ mod tests {
             tls: None,
             auth: AuthConfig::None,
             default_db_user: default_db_user.map(String::from),
+            assume_role_arn: None,
+            external_id: None,
+            session_name: None,
         };
         let role = RoleConfig {
             name: "r".into(),

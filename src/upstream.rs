@@ -51,6 +51,13 @@ pub enum UpstreamError {
     Password { db: String, message: String },
     #[error("upstream '{db}': AWS credentials: {message}")]
     Credentials { db: String, message: String },
+    /// The database's `assume_role_arn` could not be assumed (the message names the role and,
+    /// for AccessDenied, the trust-policy statement to add).
+    #[error("upstream '{db}': {source}")]
+    AssumeRole {
+        db: String,
+        source: crate::aws::assume_role::AssumeRoleError,
+    },
     #[error("upstream '{db}': {message}")]
     Token { db: String, message: String },
 }
@@ -238,14 +245,25 @@ pub async fn auth_secret(
             target,
             serverless,
         } => {
-            let (creds, _provider) =
-                credentials
-                    .credentials()
-                    .await
-                    .map_err(|e| UpstreamError::Credentials {
+            let creds = match db.assume_role() {
+                // The role's credentials, assumed with the chain's as the source.
+                Some(role) => credentials.assumed(&role).await.map_err(|source| {
+                    UpstreamError::AssumeRole {
                         db: db.name.clone(),
-                        message: e.to_string(),
-                    })?;
+                        source,
+                    }
+                })?,
+                None => {
+                    credentials
+                        .credentials()
+                        .await
+                        .map_err(|e| UpstreamError::Credentials {
+                            db: db.name.clone(),
+                            message: e.to_string(),
+                        })?
+                        .0
+                }
+            };
             let request = TokenRequest {
                 service: *service,
                 region,
@@ -361,6 +379,9 @@ mod tests {
                 serverless: false,
             },
             default_db_user: None,
+            assume_role_arn: None,
+            external_id: None,
+            session_name: None,
         };
         let m = explain_rejection(
             &db,

@@ -263,6 +263,7 @@ fn iam_rig(signs_region: &str) -> (IamRig, std::path::PathBuf) {
         access_key_id: ACCESS_KEY.into(),
         secret_access_key: SECRET_KEY.into(),
         session_token: None,
+        issued: None,
         upstream: redis.plain_addr(),
         passwords: HashMap::from([("app".to_string(), PASSWORD.to_string())]),
     });

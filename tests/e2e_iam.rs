@@ -55,6 +55,7 @@ fn rig_with(
         access_key_id: ACCESS_KEY.to_string(),
         secret_access_key: SECRET_KEY.to_string(),
         session_token: session_token.map(str::to_string),
+        issued: None,
         upstream: redis.plain_addr(),
         passwords: HashMap::from([("app".to_string(), REAL_PASSWORD.to_string())]),
     });
@@ -222,6 +223,7 @@ fn sessions_survive_an_imds_outage_with_expired_credentials() {
         access_key_id: IMDS_KEY.to_string(),
         secret_access_key: IMDS_SECRET.to_string(),
         session_token: Some(SESSION_TOKEN.to_string()),
+        issued: None,
         upstream: redis.plain_addr(),
         passwords: HashMap::from([("app".to_string(), REAL_PASSWORD.to_string())]),
     });

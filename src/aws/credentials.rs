@@ -1,14 +1,28 @@
 //! The AWS credential provider chain behind every IAM-mode database.
 //!
 //! A [`CredentialChain`] is an ordered list of named links, each an
-//! [`aws_credential_types::provider::ProvideCredentials`]. The default chain is the environment
-//! (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`), then the shared
-//! config/credentials files honouring `AWS_PROFILE` — both aws-config's own providers, walked by
-//! aws-config's [`CredentialsProviderChain`] — and last the instance profile through our IMDSv2
-//! client ([`crate::aws::imds::ImdsCredentialsProvider`], link `imds`).
+//! [`aws_credential_types::provider::ProvideCredentials`]. The default chain is, in the order
+//! of the AWS SDKs:
+//!
+//! 1. `env`: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`;
+//! 2. `profile`: the shared config/credentials files honouring `AWS_PROFILE` — static keys,
+//!    `credential_process`, `role_arn` with `source_profile` or `credential_source`
+//!    (`Ec2InstanceMetadata` is served by *our* IMDS provider, `EcsContainer` by the `ecs` link's
+//!    provider, `Environment` by aws-config's);
+//! 3. `web_identity`: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` through
+//!    STS AssumeRoleWithWebIdentity (EKS IRSA);
+//! 4. `ecs`: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` / `_FULL_URI` (ECS task roles, EKS pod
+//!    identity);
+//! 5. `imds`: the instance profile through our IMDSv2 client
+//!    ([`crate::aws::imds::ImdsCredentialsProvider`]).
+//!
+//! Links 2–4 are aws-config's own providers, given the HTTP client of [`crate::aws::sdk`]. The
+//! chain is walked by aws-config's [`CredentialsProviderChain`].
 //!
 //! Answers are cached until [`REFRESH_BEFORE_EXPIRY`] before they expire (credentials without an
-//! expiry are re-asked for after [`STATIC_TTL`]); one refresh runs at a time.
+//! expiry are re-asked for after [`STATIC_TTL`]); one refresh runs at a time. Per-database roles
+//! ([`CredentialChain::assumed`]) are assumed with the chain's credentials as the source; see
+//! [`crate::aws::assume_role`].
 //!
 //! This module must never put a secret access key or session token into an error, a log line or
 //! a panic message: errors name the links that were tried and why each gave nothing.
@@ -19,15 +33,20 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aws_config::ecs::EcsCredentialsProvider;
 use aws_config::environment::credentials::EnvironmentVariableCredentialsProvider;
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::meta::ProviderChainError;
 use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::provider_config::ProviderConfig;
+use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use aws_credential_types::provider::error::CredentialsError as ProviderError;
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 
+use crate::aws::assume_role::{AssumeRoleError, AssumedRoles, RoleSpec};
 use crate::aws::imds::{Env, ImdsClient, ImdsCredentialsProvider, ProcessEnv};
+use crate::aws::sdk::Sdk;
 use crate::config::ImdsConfig;
 
 /// Credentials with an expiry are refreshed this long before it, so a token signed with them
@@ -65,6 +84,8 @@ struct Inner {
     chain: Option<CredentialsProviderChain>,
     cache: tokio::sync::Mutex<Option<Cached>>,
     clock: Clock,
+    sdk: Sdk,
+    roles: AssumedRoles,
 }
 
 type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
@@ -84,27 +105,43 @@ impl fmt::Debug for CredentialChain {
 }
 
 impl CredentialChain {
-    /// Environment variables (`env`), then the shared config/credentials files (`profile`,
-    /// honouring `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE` and `HOME`),
-    /// then the instance profile from IMDS (`imds`, default `[aws.imds]` settings with the
-    /// `AWS_EC2_METADATA_*` overrides from the process environment).
-    ///
-    /// Profiles with static keys work; profiles that assume a role, call SSO or run a
-    /// `credential_process` need aws-config features this build leaves out, and fail with
-    /// [`CredentialsError::ProviderFailed`] naming the profile link.
+    /// The default chain (see the module docs), with default `[aws.imds]` settings and the
+    /// `AWS_EC2_METADATA_*` overrides from the process environment.
     pub fn default_chain() -> Self {
         Self::default_chain_with_imds(&ImdsConfig::default(), &ProcessEnv)
     }
 
     /// [`Self::default_chain`] with the `imds` link built from the config's `[aws.imds]`.
+    ///
+    /// Builds no connection and reads no file: every link looks at its environment variables
+    /// and files when it is asked.
     pub fn default_chain_with_imds(imds: &ImdsConfig, env: &dyn Env) -> Self {
+        let sdk = Sdk::new();
+        let imds = ImdsCredentialsProvider::from_result(ImdsClient::from_config(imds, env));
+        // Built once: its configuration comes from the environment, which does not change.
+        let ecs = SharedCredentialsProvider::new(
+            EcsCredentialsProvider::builder()
+                .configure(&ProviderConfig::default().with_http_client(sdk.http_client()))
+                .connect_timeout(crate::aws::sdk::CONNECT_TIMEOUT)
+                .read_timeout(crate::aws::sdk::CONNECT_TIMEOUT)
+                .build(),
+        );
+        let profile = ProfileLink::new(
+            std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into()),
+            sdk.clone(),
+            Sources {
+                imds: SharedCredentialsProvider::new(imds.clone()),
+                ecs: ecs.clone(),
+            },
+            |builder| builder,
+        );
         Self::builder()
+            .sdk(sdk.clone())
             .link("env", EnvironmentVariableCredentialsProvider::new())
-            .link("profile", profile_provider())
-            .link(
-                "imds",
-                ImdsCredentialsProvider::from_result(ImdsClient::from_config(imds, env)),
-            )
+            .link("profile", profile)
+            .link("web_identity", WebIdentityLink { sdk })
+            .link("ecs", ecs)
+            .link("imds", imds)
             .build()
     }
 
@@ -113,6 +150,7 @@ impl CredentialChain {
         CredentialChainBuilder {
             links: Vec::new(),
             clock: None,
+            sdk: None,
         }
     }
 
@@ -189,6 +227,21 @@ impl CredentialChain {
         }
     }
 
+    /// Credentials of `role`, assumed through STS with this chain's credentials as the source;
+    /// cached per (role, external id) until [`REFRESH_BEFORE_EXPIRY`] before they expire, one
+    /// refresh at a time per role. Clones of the chain share the cache.
+    pub async fn assumed(&self, role: &RoleSpec) -> Result<Credentials, AssumeRoleError> {
+        self.inner
+            .roles
+            .credentials(role, self, &self.inner.sdk, (self.inner.clock)())
+            .await
+    }
+
+    /// The ARN of the principal this chain's credentials belong to (STS GetCallerIdentity).
+    pub async fn caller_arn(&self, region: Option<&str>) -> Result<String, AssumeRoleError> {
+        crate::aws::assume_role::caller_arn(self, &self.inner.sdk, region).await
+    }
+
     /// Walk the links once, without the cache.
     async fn load(&self) -> Result<(Credentials, String), CredentialsError> {
         let Some(chain) = self.inner.chain.as_ref() else {
@@ -263,6 +316,7 @@ impl CredentialChain {
 pub struct CredentialChainBuilder {
     links: Vec<(Cow<'static, str>, SharedCredentialsProvider)>,
     clock: Option<Clock>,
+    sdk: Option<Sdk>,
 }
 
 impl CredentialChainBuilder {
@@ -280,6 +334,12 @@ impl CredentialChainBuilder {
     /// The clock the cache compares expiries against (default: the system clock).
     pub fn clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The HTTP client STS calls for per-database roles use (default: a new one).
+    pub fn sdk(mut self, sdk: Sdk) -> Self {
+        self.sdk = Some(sdk);
         self
     }
 
@@ -302,36 +362,39 @@ impl CredentialChainBuilder {
                 chain,
                 cache: tokio::sync::Mutex::new(None),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
+                sdk: self.sdk.unwrap_or_default(),
+                roles: AssumedRoles::default(),
             }),
         }
     }
 }
 
-/// The `profile` link of the default chain, reading the files named by the environment.
-fn profile_provider() -> ProfileLink {
-    ProfileLink::new(
-        std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into()),
-        |builder| builder,
-    )
-}
-
-/// aws-config's shared-files provider, rebuilt for every load, with two repairs.
+/// aws-config's shared-files provider, rebuilt for every load.
 ///
 /// * Rebuilt per load: the provider parses the files once and, if that fails, reports the real
 ///   error once and "initialization error already taken" (a hard error) on every later call.
 ///   A daemon that refreshes every few minutes needs the real reason each time, a fall-through
 ///   to the next link when the profile is missing, and to see rotated keys in the files.
-/// * Its builder eagerly constructs the IMDS and ECS providers a profile may name as
-///   `credential_source`, and those panic when no HTTP client is compiled in. Registering our
-///   own providers under those names first keeps the builder from constructing them: a profile
-///   that names one gets a configuration error naming the source instead of a crash. (Our
-///   `ImdsCredentialsProvider` can be registered here once profiles can assume roles.)
+/// * `credential_source = Ec2InstanceMetadata` is served by our IMDS provider (hop-limit
+///   diagnosis, static stability) and `EcsContainer` by the chain's own ECS provider, both
+///   registered as aws-config custom sources; aws-config would otherwise build its own.
+/// * STS (for `role_arn`) is reached through [`Sdk`]'s client, in the region of
+///   [`Sdk::provider_config`].
 ///
 /// It also replaces aws-config's bare "not enabled" (no files, or no keys in the profile) with a
 /// message naming the profile and where it was looked for.
 struct ProfileLink {
     profile: String,
+    sdk: Sdk,
+    sources: Sources,
     configure: Box<ProfileConfigure>,
+}
+
+/// The providers a profile's `credential_source` may name.
+#[derive(Clone)]
+struct Sources {
+    imds: SharedCredentialsProvider,
+    ecs: SharedCredentialsProvider,
 }
 
 type ProfileConfigure = dyn Fn(ProfileBuilder) -> ProfileBuilder + Send + Sync;
@@ -341,19 +404,25 @@ impl ProfileLink {
     /// `profile` is only for messages; `configure` may point the builder at other files.
     fn new(
         profile: String,
+        sdk: Sdk,
+        sources: Sources,
         configure: impl Fn(ProfileBuilder) -> ProfileBuilder + Send + Sync + 'static,
     ) -> Self {
         ProfileLink {
             profile,
+            sdk,
+            sources,
             configure: Box::new(configure),
         }
     }
 
-    fn provider(&self) -> ProfileFileCredentialsProvider {
+    async fn provider(&self) -> ProfileFileCredentialsProvider {
+        let config = self.sdk.provider_config().await;
         (self.configure)(
             ProfileFileCredentialsProvider::builder()
-                .with_custom_provider("Ec2InstanceMetadata", Unsupported("Ec2InstanceMetadata"))
-                .with_custom_provider("EcsContainer", Unsupported("EcsContainer")),
+                .configure(&config)
+                .with_custom_provider("Ec2InstanceMetadata", self.sources.imds.clone())
+                .with_custom_provider("EcsContainer", self.sources.ecs.clone()),
         )
         .build()
     }
@@ -373,7 +442,7 @@ impl ProvideCredentials for ProfileLink {
         Self: 'a,
     {
         future::ProvideCredentials::new(async move {
-            match self.provider().provide_credentials().await {
+            match self.provider().await.provide_credentials().await {
                 Err(err @ ProviderError::CredentialsNotLoaded(_)) if err.source().is_none() => {
                     Err(ProviderError::not_loaded(format!(
                         "no credentials for profile `{}` in the shared config/credentials files \
@@ -387,19 +456,26 @@ impl ProvideCredentials for ProfileLink {
     }
 }
 
-/// A `credential_source` this build cannot serve from inside a profile.
+/// aws-config's web identity provider, built per load so it sees the region of the moment.
+/// Without `AWS_WEB_IDENTITY_TOKEN_FILE` / `AWS_ROLE_ARN` it answers "not loaded".
 #[derive(Debug)]
-struct Unsupported(&'static str);
+struct WebIdentityLink {
+    sdk: Sdk,
+}
 
-impl ProvideCredentials for Unsupported {
+impl ProvideCredentials for WebIdentityLink {
     fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
     where
         Self: 'a,
     {
-        future::ProvideCredentials::ready(Err(ProviderError::invalid_configuration(format!(
-            "credential_source = {} is not supported in a profile by this build of bastion",
-            self.0
-        ))))
+        future::ProvideCredentials::new(async move {
+            let config = self.sdk.provider_config().await;
+            WebIdentityTokenCredentialsProvider::builder()
+                .configure(&config)
+                .build()
+                .provide_credentials()
+                .await
+        })
     }
 }
 
@@ -679,18 +755,38 @@ mod tests {
         assert!(err.to_string().contains("imds unreachable"), "{err}");
     }
 
-    /// A profile link reading only `path` as the shared credentials file.
+    /// A profile link reading only `path` as the shared credentials file, with `imds` as its
+    /// `Ec2InstanceMetadata` source.
+    fn profile_link_with(
+        profile: &'static str,
+        path: std::path::PathBuf,
+        imds: impl ProvideCredentials + 'static,
+    ) -> ProfileLink {
+        let sources = Sources {
+            imds: SharedCredentialsProvider::new(imds),
+            ecs: SharedCredentialsProvider::new(Credentials::new("A", "B", None, None, "t")),
+        };
+        ProfileLink::new(
+            profile.into(),
+            Sdk::new(),
+            sources,
+            move |builder: ProfileBuilder| {
+                #[allow(deprecated)]
+                // the non-deprecated type lives in aws-runtime, not a dependency
+                let files = aws_config::profile::profile_file::ProfileFiles::builder()
+                    .with_file(
+                        aws_config::profile::profile_file::ProfileFileKind::Credentials,
+                        path.clone(),
+                    )
+                    .build();
+                builder.profile_name(profile).profile_files(files)
+            },
+        )
+    }
+
     fn profile_link(profile: &'static str, path: std::path::PathBuf) -> ProfileLink {
-        ProfileLink::new(profile.into(), move |builder| {
-            #[allow(deprecated)] // the non-deprecated type lives in aws-runtime, not a dependency
-            let files = aws_config::profile::profile_file::ProfileFiles::builder()
-                .with_file(
-                    aws_config::profile::profile_file::ProfileFileKind::Credentials,
-                    path.clone(),
-                )
-                .build();
-            builder.profile_name(profile).profile_files(files)
-        })
+        let (imds, _) = Scripted::new(|| Err(ProviderError::not_loaded("no imds in unit tests")));
+        profile_link_with(profile, path, imds)
     }
 
     #[tokio::test]
@@ -726,29 +822,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn profile_naming_imds_fails_cleanly_without_an_http_client() {
+    async fn profile_credential_source_imds_is_our_imds_provider() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("credentials");
         std::fs::write(
             &path,
-            "[app]\ncredential_source = Ec2InstanceMetadata\nrole_arn = arn:aws:iam::1:role/r\n",
+            "[app]\ncredential_source = Ec2InstanceMetadata\nrole_arn = arn:aws:iam::123456789012:role/r\n",
         )
         .expect("write");
-        let chain = CredentialChain::from_provider("profile", profile_link("app", path));
-        let err = chain.credentials().await.expect_err("unsupported source");
+        let (imds, calls) =
+            Scripted::new(|| Err(ProviderError::not_loaded("scripted imds: no role attached")));
+        let chain = CredentialChain::from_provider("profile", profile_link_with("app", path, imds));
+        let err = chain
+            .credentials()
+            .await
+            .expect_err("the source has nothing");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "our provider was asked");
         assert!(
             matches!(&err, CredentialsError::ProviderFailed { provider, reason, .. }
-                if provider == "profile" && reason.contains("Ec2InstanceMetadata")),
+                if provider == "profile" && reason.contains("scripted imds: no role attached")),
             "{err}"
         );
     }
 
     #[tokio::test]
-    async fn default_chain_builds_without_an_http_client() {
+    async fn default_chain_has_the_sdk_order() {
         let chain = CredentialChain::default_chain();
         assert_eq!(
             chain.link_names().collect::<Vec<_>>(),
-            ["env", "profile", "imds"]
+            ["env", "profile", "web_identity", "ecs", "imds"]
         );
     }
 }

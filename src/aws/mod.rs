@@ -1,12 +1,15 @@
 //! AWS: the credential chain and SigV4 IAM auth tokens for ElastiCache / MemoryDB.
 //!
-//! [`credentials::CredentialChain`] finds credentials (environment, shared profile files, then
-//! the instance profile through our IMDSv2 client in [`imds`]); [`token::generate`] turns them
+//! [`credentials::CredentialChain`] finds credentials (environment, shared profile files, web
+//! identity, ECS container, then the instance profile through our IMDSv2 client in [`imds`]) and
+//! assumes per-database roles ([`assume_role`]) over [`sdk`]'s HTTPS client; [`token::generate`] turns them
 //! into the short-lived token the bastion sends upstream as the AUTH password.
 //!
 //! Never logs a credential or a token; tokens are [`crate::secret::Secret`]s.
 
+pub mod assume_role;
 pub mod credentials;
 pub mod imds;
 pub mod policy;
+pub mod sdk;
 pub mod token;

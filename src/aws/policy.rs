@@ -8,7 +8,10 @@
 //! - `DescribeUsers` on those users and `elasticache:DescribeServerlessCaches` on serverless
 //!   caches (read-only look-ups for checking users and endpoints);
 //! - Secrets Manager on the secrets the bastion manages, `secret:bastion/*`
-//!   ([`MANAGED_SECRET_PREFIX`]).
+//!   ([`MANAGED_SECRET_PREFIX`]);
+//! - `sts:AssumeRole` on each database's `assume_role_arn`. The Connect / Describe grants of
+//!   such a database are then needed by *that role*, not by the bastion: they go into the role's
+//!   own document ([`Bootstrap::role_policies`]), with the role's account in the ARNs.
 //!
 //! The users are the `db_users` of every role that reaches the database, plus its
 //! `default_db_user`; a role pattern such as `app-*` becomes the ARN pattern `user:app-*`.
@@ -66,9 +69,24 @@ pub struct Statement {
 /// The policy and what an operator should know about it.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
+    /// For the bastion's own principal.
     pub document: PolicyDocument,
+    /// For each `assume_role_arn`: the permissions policy that role needs (its trust policy
+    /// must also allow the bastion's principal; `bastion doctor` names it).
+    pub role_policies: Vec<RolePolicy>,
     pub notes: Vec<String>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolePolicy {
+    pub role_arn: String,
+    pub document: PolicyDocument,
+}
+
+/// Sid → (actions, resources), per principal (`None`: the bastion; `Some(arn)`: a role);
+/// BTrees for a stable, diff-friendly output.
+type Grants =
+    BTreeMap<Option<String>, BTreeMap<&'static str, (Vec<&'static str>, BTreeSet<String>)>>;
 
 /// The policy for every database in `config`, for account `account` (12 digits, or
 /// [`ACCOUNT_PLACEHOLDER`]).
@@ -78,15 +96,18 @@ pub fn bootstrap_policy(config: &Config, account: &str) -> Result<Bootstrap, Pol
     if !valid {
         return Err(PolicyError::AccountId(account.to_string()));
     }
-    // Sid → (actions, resources); BTree for a stable, diff-friendly output.
-    let mut grants: BTreeMap<&'static str, (Vec<&'static str>, BTreeSet<String>)> = BTreeMap::new();
-    let mut grant = |sid: &'static str, actions: &[&'static str], resource: String| {
-        grants
-            .entry(sid)
-            .or_insert_with(|| (actions.to_vec(), BTreeSet::new()))
-            .1
-            .insert(resource);
-    };
+    let mut grants: Grants = BTreeMap::new();
+    grants.insert(None, BTreeMap::new());
+    let mut grant_to =
+        |principal: Option<&str>, sid: &'static str, actions: &[&'static str], resource: String| {
+            grants
+                .entry(principal.map(str::to_string))
+                .or_default()
+                .entry(sid)
+                .or_insert_with(|| (actions.to_vec(), BTreeSet::new()))
+                .1
+                .insert(resource);
+        };
     let mut notes = Vec::new();
     let mut regions = BTreeSet::new();
 
@@ -101,6 +122,24 @@ pub fn bootstrap_policy(config: &Config, account: &str) -> Result<Bootstrap, Pol
             continue;
         };
         regions.insert(region.as_str());
+        // The Connect grants belong to whoever signs the tokens: the role, if there is one.
+        let role = db.assume_role_arn.as_deref();
+        if let Some(arn) = role {
+            grant_to(
+                None,
+                "AssumeDatabaseRoles",
+                &["sts:AssumeRole"],
+                arn.to_string(),
+            );
+        }
+        // A role reaches the caches of its own account (the cross-account case); the role ARN
+        // is validated by the config, so its fifth field is the 12-digit account.
+        let account = role
+            .and_then(|arn| arn.split(':').nth(4))
+            .unwrap_or(account);
+        let mut grant = |sid: &'static str, actions: &[&'static str], resource: String| {
+            grant_to(role, sid, actions, resource)
+        };
         let users = db_users(config, db);
         if users.is_empty() {
             notes.push(format!(
@@ -178,19 +217,43 @@ pub fn bootstrap_policy(config: &Config, account: &str) -> Result<Bootstrap, Pol
         );
     }
     for region in &regions {
-        grant(
+        grant_to(
+            None,
             "ManagedSecrets",
             &SECRETS_ACTIONS,
             format!("arn:aws:secretsmanager:{region}:{account}:secret:{MANAGED_SECRET_PREFIX}*"),
         );
     }
-    notes.push(
-        "no database has an assume_role_arn (not supported by this config version yet), so no \
-         sts:AssumeRole statement is included"
-            .into(),
-    );
+    let mut document = None;
+    let mut role_policies = Vec::new();
+    for (principal, sids) in grants {
+        let doc = to_document(sids);
+        match principal {
+            None => document = Some(doc),
+            Some(role_arn) => {
+                notes.push(format!(
+                    "role {role_arn}: its databases' Connect permissions belong in the role's own \
+                     policy (printed below), and its trust policy must allow the bastion's \
+                     principal to sts:AssumeRole (`bastion doctor` names the principal)"
+                ));
+                role_policies.push(RolePolicy {
+                    role_arn,
+                    document: doc,
+                });
+            }
+        }
+    }
+    Ok(Bootstrap {
+        document: document.unwrap_or_else(|| to_document(BTreeMap::new())),
+        role_policies,
+        notes,
+    })
+}
 
-    let statement = grants
+fn to_document(
+    sids: BTreeMap<&'static str, (Vec<&'static str>, BTreeSet<String>)>,
+) -> PolicyDocument {
+    let statement = sids
         .into_iter()
         .map(|(sid, (actions, resources))| Statement {
             sid: sid.to_string(),
@@ -199,13 +262,10 @@ pub fn bootstrap_policy(config: &Config, account: &str) -> Result<Bootstrap, Pol
             resource: resources.into_iter().collect(),
         })
         .collect();
-    Ok(Bootstrap {
-        document: PolicyDocument {
-            version: "2012-10-17",
-            statement,
-        },
-        notes,
-    })
+    PolicyDocument {
+        version: "2012-10-17",
+        statement,
+    }
 }
 
 /// Every db-user (or `*` pattern) the bastion may authenticate as on `db`.
@@ -274,6 +334,43 @@ db_names = ["rg"]
             .statement
             .iter()
             .all(|s| s.sid != "MemoryDBConnect"));
+    }
+
+    #[test]
+    fn assume_role_moves_connect_into_the_role_policy() {
+        let with_role = CONFIG.replace(
+            "target = \"my-rg\" }",
+            "target = \"my-rg\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/cache\"",
+        );
+        let c = Config::parse(&with_role, Path::new("t")).unwrap();
+        let b = bootstrap_policy(&c, "123456789012").unwrap();
+        let s = statement(&b.document, "AssumeDatabaseRoles");
+        assert_eq!(s.action, ["sts:AssumeRole"]);
+        assert_eq!(s.resource, ["arn:aws:iam::111122223333:role/cache"]);
+        assert!(
+            b.document
+                .statement
+                .iter()
+                .all(|s| s.sid != "ElastiCacheConnect"),
+            "the bastion itself no longer connects: {:#?}",
+            b.document
+        );
+        statement(&b.document, "ManagedSecrets");
+        assert_eq!(b.role_policies.len(), 1);
+        let role = &b.role_policies[0];
+        assert_eq!(role.role_arn, "arn:aws:iam::111122223333:role/cache");
+        let s = statement(&role.document, "ElastiCacheConnect");
+        assert!(
+            s.resource.contains(
+                &"arn:aws:elasticache:us-east-1:111122223333:replicationgroup:my-rg".to_string()
+            ),
+            "the role's account: {s:#?}"
+        );
+        assert!(b
+            .notes
+            .iter()
+            .any(|n| n.contains("role arn:aws:iam::111122223333:role/cache")
+                && n.contains("trust policy")));
     }
 
     #[test]

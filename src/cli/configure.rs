@@ -50,6 +50,16 @@ pub fn run(command: ConfigureCommand) -> anyhow::Result<()> {
             for note in &bootstrap.notes {
                 let _ = writeln!(stderr, "- {note}");
             }
+            for role in &bootstrap.role_policies {
+                let _ = writeln!(
+                    stderr,
+                    "\nPermissions policy for {} (aws iam put-role-policy --role-name <its name> \
+                     --policy-name bastion-connect --policy-document file://…):",
+                    role.role_arn
+                );
+                let _ = serde_json::to_writer_pretty(&mut stderr, &role.document);
+                let _ = writeln!(stderr);
+            }
             Ok(())
         }
     }

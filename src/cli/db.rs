@@ -68,6 +68,15 @@ pub struct DbAddArgs {
     /// Database user when the client names none and its roles allow several.
     #[arg(long)]
     pub default_db_user: Option<String>,
+    /// IAM mode: sign tokens with credentials of this role (STS AssumeRole).
+    #[arg(long)]
+    pub assume_role_arn: Option<String>,
+    /// `sts:ExternalId` for --assume-role-arn.
+    #[arg(long, requires = "assume_role_arn")]
+    pub external_id: Option<String>,
+    /// RoleSessionName for --assume-role-arn (default `bastion`).
+    #[arg(long, requires = "assume_role_arn")]
+    pub session_name: Option<String>,
     /// Change an existing database instead of adding one.
     #[arg(long)]
     pub replace: bool,
@@ -155,6 +164,9 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
         tls,
         auth,
         default_db_user: a.default_db_user,
+        assume_role_arn: a.assume_role_arn,
+        external_id: a.external_id,
+        session_name: a.session_name,
     })
 }
 

@@ -1,5 +1,6 @@
-//! Per-database checks, in the order a connection needs them: `database:<name>:dns`, `:tcp`,
-//! `:tls`, `:auth`. A failed step skips the ones after it, saying which step stopped them.
+//! Per-database checks, in the order a connection needs them: `database:<name>:assume_role`
+//! (only with `assume_role_arn`), `:dns`, `:tcp`, `:tls`, `:auth`. A failed network step skips
+//! the ones after it, saying which step stopped them; a failed AssumeRole skips only `:auth`.
 //!
 //! Connecting reuses [`Connector::connect`] and the secret comes from [`upstream::auth_secret`],
 //! exactly as a session does; the one AUTH frame is built by the handshake's `auth_command` and
@@ -66,7 +67,8 @@ pub fn probe_user(config: &Config, db: &DatabaseConfig) -> ProbeUser {
 /// Every step for one database.
 pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Vec<CheckResult> {
     let name = |step: &str| format!("database:{}:{step}", db.name);
-    let mut out = Vec::with_capacity(4);
+    let mut out = Vec::with_capacity(5);
+    out.extend(super::assume_role::check(db, doctor).await);
     let skip_rest = |out: &mut Vec<CheckResult>, steps: &[&str], why: &str| {
         for step in steps {
             out.push(
@@ -274,6 +276,16 @@ where
             name,
             "not run: no AWS credentials to sign the IAM token with (see the `credentials` check)",
         ),
+        Err(UpstreamError::AssumeRole { .. }) => {
+            return CheckResult::skip(
+                name,
+                format!(
+                    "not run: the database's role could not be assumed (see the \
+                     `database:{}:assume_role` check)",
+                    db.name
+                ),
+            )
+        }
         Err(e) => {
             let fix = match &e {
                 UpstreamError::Password { .. } => {

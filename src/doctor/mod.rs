@@ -7,13 +7,14 @@
 //! in [`run`] — a plain function rather than a trait object, because every check needs the same
 //! inputs ([`Doctor`] and the config) and nothing picks checks at run time.
 //!
-//! Check names are stable (`credentials`, `imds`, `database:<name>:dns|tcp|tls|auth`): scripts
+//! Check names are stable (`credentials`, `imds`, `database:<name>:assume_role|dns|tcp|tls|auth`): scripts
 //! key on them in the `--json` form documented in the README.
 //!
 //! What this module must never do: put a password, token or secret key into a finding (secrets
 //! stay in [`crate::secret::Secret`] and go only to the upstream), panic on what a peer sends, or
 //! send anything to an upstream beyond one AUTH (or PING) frame.
 
+pub mod assume_role;
 pub mod credentials;
 pub mod database;
 pub mod imds;

@@ -29,6 +29,29 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
     fn try_from(c: &DatabaseConfig) -> Result<Self, RecordError> {
         let name = name("database.name", &c.name)?;
         let at = |f: &str| format!("databases.{name}.{f}");
+        let assume_role = match &c.assume_role_arn {
+            None => None,
+            Some(arn) => Some(AssumeRoleRecord {
+                role_arn: text(&at("assume_role_arn"), "MAX_ARN_LEN", Charset::Token, arn)?,
+                external_id: c
+                    .external_id
+                    .as_deref()
+                    .map(|e| text(&at("external_id"), "MAX_EXTERNAL_ID_LEN", Charset::Token, e))
+                    .transpose()?,
+                session_name: c
+                    .session_name
+                    .as_deref()
+                    .map(|n| {
+                        text(
+                            &at("session_name"),
+                            "MAX_SESSION_NAME_LEN",
+                            Charset::Token,
+                            n,
+                        )
+                    })
+                    .transpose()?,
+            }),
+        };
         let tls = match &c.tls {
             None => None,
             Some(t) => Some(TlsRecord {
@@ -93,6 +116,7 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
                 .as_deref()
                 .map(|u| pattern(&at("default_db_user"), u))
                 .transpose()?,
+            assume_role,
             name,
         };
         record.validate()?;
@@ -134,6 +158,15 @@ impl From<&DatabaseRecord> for DatabaseConfig {
                 AuthRecord::None => AuthConfig::None,
             },
             default_db_user: r.default_db_user.as_deref().map(str::to_string),
+            assume_role_arn: r.assume_role.as_ref().map(|a| a.role_arn.to_string()),
+            external_id: r
+                .assume_role
+                .as_ref()
+                .and_then(|a| a.external_id.as_deref().map(str::to_string)),
+            session_name: r
+                .assume_role
+                .as_ref()
+                .and_then(|a| a.session_name.as_deref().map(str::to_string)),
         }
     }
 }

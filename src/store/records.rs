@@ -31,6 +31,10 @@ pub const MAX_ENV_NAME_LEN: usize = 128;
 pub const MAX_UNIX_USER_LEN: usize = 32;
 /// Bytes in a Secrets Manager ARN (AWS allows 2048).
 pub const MAX_ARN_LEN: usize = 2048;
+/// Longest `external_id` (STS allows 1224).
+pub const MAX_EXTERNAL_ID_LEN: usize = 1224;
+/// Longest `session_name` (STS allows 64).
+pub const MAX_SESSION_NAME_LEN: usize = 64;
 /// Bytes in a certificate serial number (RFC 5280 allows 20 octets).
 pub const MAX_SERIAL_LEN: usize = 20;
 /// Roles one user may hold.
@@ -71,6 +75,16 @@ pub struct DatabaseRecord {
     pub tls: Option<TlsRecord>,
     pub auth: AuthRecord,
     pub default_db_user: Option<Pattern>,
+    /// Per-database STS role (IAM mode only): the token is signed with its credentials.
+    pub assume_role: Option<AssumeRoleRecord>,
+}
+
+/// `assume_role_arn` / `external_id` / `session_name` of a database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssumeRoleRecord {
+    pub role_arn: heapless::String<MAX_ARN_LEN>,
+    pub external_id: Option<heapless::String<MAX_EXTERNAL_ID_LEN>>,
+    pub session_name: Option<heapless::String<MAX_SESSION_NAME_LEN>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

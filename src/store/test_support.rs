@@ -37,6 +37,12 @@ pub fn db(name: &str, port: u16, auth: u8) -> DatabaseRecord {
             _ => AuthRecord::None,
         },
         default_db_user: Some(p("app")),
+        assume_role: (auth == 0 && port % 3 == 0).then(|| AssumeRoleRecord {
+            role_arn: heapless::String::try_from("arn:aws:iam::123456789012:role/cache-connect")
+                .unwrap(),
+            external_id: Some(heapless::String::try_from("ext-1").unwrap()),
+            session_name: None,
+        }),
     }
 }
 

@@ -41,10 +41,23 @@ pub struct IamFrontConfig {
     pub secret_access_key: String,
     /// If set, the token must carry exactly this `X-Amz-Security-Token`; if not, none at all.
     pub session_token: Option<String>,
+    /// Other keys the front accepts: temporary credentials an issuer (moto's STS) handed out,
+    /// looked up by access key id when the token is not signed with `access_key_id`.
+    pub issued: Option<KeyLookup>,
     /// The real Redis.
     pub upstream: SocketAddr,
     /// Database user → real Redis password.
     pub passwords: HashMap<String, String>,
+}
+
+/// Finds the secret (and session token) of an access key someone else issued.
+pub type KeyLookup = Arc<dyn Fn(&str) -> Option<IssuedKey> + Send + Sync>;
+
+/// A key an issuer handed out.
+#[derive(Clone)]
+pub struct IssuedKey {
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
 }
 
 /// One verification and its result.
@@ -358,11 +371,21 @@ pub fn verify(
     let [access_key, scope_date, region, service, "aws4_request"] = credential[..] else {
         return Err(Malformed("X-Amz-Credential"));
     };
-    if access_key != config.access_key_id {
-        return Err(UnknownAccessKey {
-            got: access_key.to_string(),
-        });
-    }
+    let (secret, session_token) = if access_key == config.access_key_id {
+        (
+            config.secret_access_key.clone(),
+            config.session_token.clone(),
+        )
+    } else {
+        match config.issued.as_ref().and_then(|lookup| lookup(access_key)) {
+            Some(issued) => (issued.secret_access_key, issued.session_token),
+            None => {
+                return Err(UnknownAccessKey {
+                    got: access_key.to_string(),
+                })
+            }
+        }
+    };
     if service != config.service {
         return Err(WrongService {
             got: service.to_string(),
@@ -409,13 +432,13 @@ pub fn verify(
             got: expires.to_string(),
         });
     }
-    if get("X-Amz-Security-Token") != config.session_token.as_deref() {
+    if get("X-Amz-Security-Token") != session_token.as_deref() {
         return Err(SessionTokenMismatch);
     }
 
     let canonical_query = canonical_query(&params);
     let creq = canonical_request("GET", "/", &canonical_query, host, EMPTY_PAYLOAD_SHA256);
-    let expected = signature(&config.secret_access_key, amz_date, region, service, &creq);
+    let expected = signature(&secret, amz_date, region, service, &creq);
     if require("X-Amz-Signature")? != expected {
         return Err(BadSignature);
     }

@@ -11,6 +11,9 @@
 //! - [`process`]: running a child with a hang guard.
 //! - [`imds`]: an IMDSv2 emulator (tokens with TTL, disabled / no-role / v1 modes, hop limit via
 //!   `IP_TTL`), runnable inside a network namespace.
+//! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
+//! - [`moto`]: `moto_server` from the venv (STS for AssumeRole / web identity), and the sessions
+//!   it issued, so the IAM front can verify tokens signed with them.
 //!
 //! Every wait has a deadline that is a hang guard, never a speed assertion.
 
@@ -20,8 +23,10 @@
 pub mod bastion;
 pub mod certs;
 pub mod clients;
+pub mod http_stub;
 pub mod iam_front;
 pub mod imds;
+pub mod moto;
 pub mod process;
 pub mod raw;
 pub mod redis;
