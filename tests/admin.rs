@@ -359,7 +359,10 @@ fn status_reports_listeners_sessions_and_store() {
     let json: serde_json::Value = serde_json::from_str(&a.ok(&["status", "--json"])).unwrap();
     assert_eq!(json["databases"], 5);
     assert_eq!(json["sessions"], 0);
-    assert_eq!(json["credential_chain"][2], "imds");
+    assert_eq!(
+        json["credential_chain"],
+        serde_json::json!(["env", "profile", "web_identity", "ecs", "imds"])
+    );
     let listeners = json["listeners"].as_array().unwrap();
     assert!(listeners
         .iter()
