@@ -67,3 +67,32 @@ fn sockets_are_world_connectable() {
         .mode();
     assert_eq!(mode & 0o777, 0o666, "socket mode {:o}", mode & 0o777);
 }
+
+/// `session.end` counts every byte of the session, including the opening command the hand-off
+/// forwarded before the relay started: PING is 14 bytes up, +PONG 7 bytes down (the upstream's
+/// reply to the bastion's own AUTH is not the client's and is not counted).
+#[test]
+fn session_end_counts_the_opening_command() {
+    use support::raw::{command_str, Raw};
+    let s = Stack::start();
+    let ep = s.endpoint(Via::Unix, "plaindb");
+    let mark = s.bastion.log_mark();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut c = Raw::connect(&ep).await.expect("connect");
+            c.send(&command_str(&["PING"])).await.expect("send");
+            assert_eq!(c.read_frame().await.expect("reply"), b"+PONG\r\n");
+        });
+    s.bastion.expect_log_line(
+        mark,
+        &[
+            "session.end",
+            "bytes_client_to_upstream=14",
+            "bytes_upstream_to_client=7",
+        ],
+        &[],
+    );
+}

@@ -350,7 +350,11 @@ async fn run(
 
     audit::session_start(&facts);
     let started = StdInstant::now();
-    let outcome = relay::relay(client_leg(client), upstream::into_leg(upstream)).await;
+    let mut outcome = relay::relay(client_leg(client), upstream::into_leg(upstream)).await;
+    // The audit counts the whole session: what the hand-off forwarded before the relay began
+    // (the client's first command or pipelined bytes; the upstream's AUTH/HELLO reply) too.
+    outcome.client_to_upstream += pipelined.len() as u64;
+    outcome.upstream_to_client += (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64;
     audit::session_end(&facts, &outcome, started.elapsed());
 }
 
