@@ -21,6 +21,8 @@ pub struct SessionFacts {
     pub db: Option<String>,
     pub db_user: Option<String>,
     pub auth_mode: Option<&'static str>,
+    /// The EC2 instance id, when IMDS gave one.
+    pub instance: Option<String>,
 }
 
 fn opt(v: &Option<String>) -> &str {
@@ -32,6 +34,7 @@ pub fn session_start(f: &SessionFacts) {
         target: "audit",
         event = "session.start",
         session = f.session,
+        instance = opt(&f.instance),
         user = opt(&f.user),
         identity = opt(&f.identity),
         evidence = opt(&f.evidence),
@@ -53,6 +56,7 @@ pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration) {
         target: "audit",
         event = "session.end",
         session = f.session,
+        instance = opt(&f.instance),
         user = opt(&f.user),
         client = %f.client,
         db = opt(&f.db),
@@ -74,6 +78,7 @@ pub fn denied(f: &SessionFacts, reason: &str) {
         target: "audit",
         event = "access.denied",
         session = f.session,
+        instance = opt(&f.instance),
         user = opt(&f.user),
         identity = opt(&f.identity),
         evidence = opt(&f.evidence),

@@ -58,6 +58,7 @@ impl Daemon {
             config.limits.clone(),
             credentials,
         ));
+        spawn_instance_id_lookup(config, shared.clone());
         let unix = config
             .listeners
             .unix
@@ -107,6 +108,24 @@ impl Daemon {
         // Not ours to leave behind: the next start would replace it anyway.
         let _ = std::fs::remove_file(&self.admin_socket);
     }
+}
+
+/// Learn the EC2 instance id for audit events, in the background: off EC2 (or with IMDS
+/// disabled) this fails quietly and events say `instance="-"`.
+fn spawn_instance_id_lookup(config: &Config, shared: Arc<Shared>) {
+    let client = match crate::aws::imds::ImdsClient::from_config(&config.aws.imds, &ProcessEnv) {
+        Ok(client) => client,
+        Err(e) => return tracing::debug!(error = %e, "no IMDS client for the instance id"),
+    };
+    tokio::spawn(async move {
+        match client.instance_id().await {
+            Ok(id) => {
+                tracing::info!(instance_id = %id, "running on EC2 instance");
+                let _ = shared.instance_id.set(id);
+            }
+            Err(e) => tracing::debug!(error = %e, "instance id not available from IMDS"),
+        }
+    });
 }
 
 /// Open `<state_dir>/store`; on its first start import the boot config's declarations.

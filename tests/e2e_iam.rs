@@ -206,7 +206,9 @@ fn trace_logging_leaks_no_credentials() {
 #[test]
 fn sessions_survive_an_imds_outage_with_expired_credentials() {
     use std::time::{Duration, SystemTime};
-    use support::imds::{Behaviour, Emulator, SECRET_ACCESS_KEY as IMDS_SECRET, SESSION_TOKEN};
+    use support::imds::{
+        Behaviour, Emulator, INSTANCE_ID, SECRET_ACCESS_KEY as IMDS_SECRET, SESSION_TOKEN,
+    };
     const IMDS_KEY: &str = "ASIAEMUSTATICSTABLE1";
 
     let mut imds = Emulator::start(Behaviour {
@@ -270,9 +272,17 @@ unix_user = "{me}"
         ],
     );
     let ep = Endpoint::unix(bastion.socket_path("iamdb"));
+    // The instance id from IMDS lands in the audit events.
+    bastion.expect_log_line(0, &["running on EC2 instance", INSTANCE_ID], &[]);
 
+    let mark = bastion.log_mark();
     let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
     assert_eq!(out.stdout().trim(), "app", "{out:?} {:?}", front.verdicts());
+    bastion.expect_log_line(
+        mark,
+        &["session.start", &format!("instance=\"{INSTANCE_ID}\"")],
+        &[],
+    );
 
     // The credentials expire, then IMDS goes away.
     std::thread::sleep(Duration::from_secs(3));

@@ -44,6 +44,8 @@ pub struct Shared {
     pub connector: Connector,
     /// One permit per live session (`limits.max_sessions`); shared by every listener.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// The EC2 instance this bastion runs on, once IMDS has told (for audit events).
+    pub instance_id: std::sync::OnceLock<String>,
     next_id: AtomicU64,
 }
 
@@ -55,6 +57,7 @@ impl Shared {
             limits,
             credentials,
             connector: Connector::new(),
+            instance_id: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -105,6 +108,7 @@ pub async fn serve_tls(
             client: peer.to_string(),
             listener: spec.address.to_string(),
             identity: Some(Method::Mtls.to_string()),
+            instance: shared.instance_id.get().cloned(),
             ..Default::default()
         };
         let tls = match timeout_at(deadline, spec.acceptor.accept(tcp)).await {
@@ -164,6 +168,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
             listener: path.display().to_string(),
             identity: Some(Method::UnixPeer.to_string()),
             evidence: Some(client.clone()),
+            instance: shared.instance_id.get().cloned(),
             ..Default::default()
         };
         let who = match cred {
