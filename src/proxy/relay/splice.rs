@@ -256,8 +256,8 @@ mod tests {
     use tokio::time::timeout;
 
     use super::super::testutil::{
-        both_ways, half_close_exchange, receive_all, send_pattern, small_buffer_tcp_pair, tcp_pair,
-        unix_pair, HANG_GUARD,
+        half_close_exchange, receive_all, relay_both_ways, send_pattern, small_buffer_tcp_pair,
+        tcp_pair, unix_pair, HANG_GUARD,
     };
     use super::super::{relay, Closed, Leg, Outcome, Path, Side};
 
@@ -272,19 +272,15 @@ mod tests {
     async fn unix_client_and_tcp_upstream_splice_32_mib_each_way() {
         let (client_leg, client) = unix_pair();
         let (upstream_leg, upstream) = tcp_pair().await;
-        let session = tokio::spawn(relay(Leg::Unix(client_leg), Leg::Tcp(upstream_leg)));
-
-        timeout(HANG_GUARD, both_ways(client, upstream, 32 * MIB))
-            .await
-            .expect("transfer hung");
-        let outcome = timeout(HANG_GUARD, session)
-            .await
-            .expect("relay hung")
-            .expect("relay panicked");
-
+        let outcome = relay_both_ways(
+            Leg::Unix(client_leg),
+            Leg::Tcp(upstream_leg),
+            client,
+            upstream,
+            32 * MIB,
+        )
+        .await;
         assert_spliced(&outcome);
-        assert_eq!(outcome.client_to_upstream, 32 * MIB as u64);
-        assert_eq!(outcome.upstream_to_client, 32 * MIB as u64);
         assert!(
             matches!(outcome.closed, Closed::By(_)),
             "{:?}",

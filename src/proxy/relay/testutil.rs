@@ -182,6 +182,32 @@ where
     );
 }
 
+/// Relay `client_leg` ↔ `upstream_leg` while the test ends `client` / `upstream` exchange `len`
+/// bytes each way ([`both_ways`]); returns the relay's outcome once it has checked the counts.
+pub(super) async fn relay_both_ways<C, U>(
+    client_leg: super::Leg,
+    upstream_leg: super::Leg,
+    client: C,
+    upstream: U,
+    len: usize,
+) -> super::Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let session = tokio::spawn(super::relay(client_leg, upstream_leg));
+    tokio::time::timeout(HANG_GUARD, both_ways(client, upstream, len))
+        .await
+        .expect("transfer hung");
+    let outcome = tokio::time::timeout(HANG_GUARD, session)
+        .await
+        .expect("relay hung")
+        .expect("relay panicked");
+    assert_eq!(outcome.client_to_upstream, len as u64);
+    assert_eq!(outcome.upstream_to_client, len as u64);
+    outcome
+}
+
 /// The Redis-shaped half-close: the client sends its last command and half-closes; the upstream
 /// must still see every byte then EOF, and its reply must still reach the client.
 /// Returns (request bytes, reply bytes) for checking the relay's counts.
