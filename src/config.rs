@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::aws::region::is_region;
+
 /// Default handshake budget: a client must finish AUTH/HELLO (or its first command) within it.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on the bytes a client may send before its opening frame is complete.
@@ -283,7 +285,7 @@ impl DatabaseConfig {
     pub fn assume_role(&self) -> Option<crate::aws::assume_role::RoleSpec> {
         let arn = self.assume_role_arn.clone()?;
         let region = match &self.auth {
-            AuthConfig::Iam { region, .. } => Some(region.clone()),
+            AuthConfig::Iam { region, .. } => region.clone(),
             _ => None,
         };
         Some(crate::aws::assume_role::RoleSpec {
@@ -365,7 +367,10 @@ pub enum AuthConfig {
     /// A SigV4-presigned IAM auth token (ElastiCache / MemoryDB).
     Iam {
         service: IamService,
-        region: String,
+        /// Absent: the instance's region (`AWS_REGION`, the profile, IMDS `placement/region`;
+        /// see [`crate::aws::region`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
         /// Replication group id, MemoryDB cluster name or serverless cache name.
         target: String,
         #[serde(default)]
@@ -519,10 +524,16 @@ impl Config {
                 }
             }
             if let AuthConfig::Iam { region, target, .. } = &db.auth {
-                if region.is_empty() || target.is_empty() {
+                if target.is_empty() {
                     return Err(ConfigError::invalid(
                         format!("databases[{i}].auth"),
-                        "mode = \"iam\" needs a region and a target",
+                        "mode = \"iam\" needs a target",
+                    ));
+                }
+                if let Some(region) = region.as_deref().filter(|r| !is_region(r)) {
+                    return Err(ConfigError::invalid(
+                        format!("databases[{i}].auth.region"),
+                        format!("'{region}' is not an AWS region name (e.g. us-east-1); leave it out to use the instance's region"),
                     ));
                 }
             }

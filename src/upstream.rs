@@ -16,6 +16,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
+use crate::aws::assume_role::RoleSpec;
 use crate::aws::credentials::CredentialChain;
 use crate::aws::token::{self, TokenRequest};
 use crate::config::{AuthConfig, DatabaseConfig, UpstreamTls};
@@ -57,6 +58,11 @@ pub enum UpstreamError {
     AssumeRole {
         db: String,
         source: crate::aws::assume_role::AssumeRoleError,
+    },
+    /// An IAM database without `auth.region`, and no region from the instance either.
+    #[error("upstream '{}': {error}", error.database)]
+    Region {
+        error: crate::aws::region::RegionError,
     },
     #[error("upstream '{db}': {message}")]
     Token { db: String, message: String },
@@ -245,14 +251,24 @@ pub async fn auth_secret(
             target,
             serverless,
         } => {
+            let region = credentials
+                .regions()
+                .for_database(&db.name, region.as_deref())
+                .await
+                .map_err(|error| UpstreamError::Region { error })?;
             let creds = match db.assume_role() {
-                // The role's credentials, assumed with the chain's as the source.
-                Some(role) => credentials.assumed(&role).await.map_err(|source| {
-                    UpstreamError::AssumeRole {
+                // The role's credentials, assumed with the chain's as the source, through STS
+                // in the database's region.
+                Some(role) => credentials
+                    .assumed(&RoleSpec {
+                        region: Some(region.region.clone()),
+                        ..role
+                    })
+                    .await
+                    .map_err(|source| UpstreamError::AssumeRole {
                         db: db.name.clone(),
                         source,
-                    }
-                })?,
+                    })?,
                 None => {
                     credentials
                         .credentials()
@@ -266,7 +282,7 @@ pub async fn auth_secret(
             };
             let request = TokenRequest {
                 service: *service,
-                region,
+                region: &region.region,
                 target,
                 db_user,
                 serverless: *serverless,
@@ -374,7 +390,7 @@ mod tests {
             tls: None,
             auth: AuthConfig::Iam {
                 service: crate::config::IamService::Memorydb,
-                region: "eu-west-1".into(),
+                region: Some("eu-west-1".into()),
                 target: "c1".into(),
                 serverless: false,
             },

@@ -245,6 +245,26 @@ fn every_auth_mode_and_tls_options() {
     assert_eq!(json["tls"]["server_name"], "redis.internal");
     assert_eq!(json["auth"]["password_env"], "REDIS_PW");
     assert!(a.ok(&["db", "ls"]).contains("[::1]:6379"));
+    // Without --region the database signs for the instance's region, resolved at run time.
+    a.ok(&[
+        "db",
+        "add",
+        "iamauto",
+        "--address",
+        "rg.example.com:6379",
+        "--auth",
+        "iam",
+        "--service",
+        "memorydb",
+        "--target",
+        "cl",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&a.ok(&["db", "show", "iamauto", "--json"])).unwrap();
+    assert!(json["auth"].get("region").is_none(), "{json}");
+    assert!(a
+        .ok(&["db", "ls"])
+        .contains("iam (memorydb instance-region cl)"));
 
     let out = a.cli(&["db", "add", "x", "--address", "h:1", "--auth", "iam"]);
     assert!(out.stderr().contains("--service"), "{out}");

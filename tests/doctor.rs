@@ -53,6 +53,11 @@ db_names = ["*"]
 
 /// Run `bastion doctor --json` with AWS credentials from the environment only.
 fn doctor(config: &Path, home: &Path) -> (Out, Value) {
+    doctor_with(config, home, &[])
+}
+
+/// [`doctor`] with more environment (e.g. `AWS_EC2_METADATA_DISABLED=false` for the emulator).
+fn doctor_with(config: &Path, home: &Path, env: &[(&str, &str)]) -> (Out, Value) {
     let missing = home.join("none");
     let out = run(
         Command::new(BIN)
@@ -60,12 +65,15 @@ fn doctor(config: &Path, home: &Path) -> (Out, Value) {
             .arg(config)
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("HOME", home)
             .env("AWS_CONFIG_FILE", &missing)
             .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
-            .env("AWS_EC2_METADATA_DISABLED", "true"),
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied()),
         None,
         Duration::from_secs(60),
     );
@@ -254,10 +262,20 @@ struct IamRig {
 }
 
 fn iam_rig(signs_region: &str) -> (IamRig, std::path::PathBuf) {
+    iam_rig_in("us-east-1", Some(signs_region), "")
+}
+
+/// A front verifying `expect_region`, a database with `config_region` (or none), and `extra`
+/// config lines (e.g. `[aws.imds]`).
+fn iam_rig_in(
+    expect_region: &str,
+    config_region: Option<&str>,
+    extra: &str,
+) -> (IamRig, std::path::PathBuf) {
     let redis = RedisServer::start(RedisOpts::users(&["app"], PASSWORD));
     let front = IamFront::start(IamFrontConfig {
         service: "elasticache",
-        region: "us-east-1".into(),
+        region: expect_region.into(),
         target: "my-rg".into(),
         serverless: false,
         access_key_id: ACCESS_KEY.into(),
@@ -272,12 +290,16 @@ fn iam_rig(signs_region: &str) -> (IamRig, std::path::PathBuf) {
         dir.path(),
         &format!(
             r#"
+{extra}
 [[databases]]
 name = "iamdb"
 address = "{front}"
-auth = {{ mode = "iam", service = "elasticache", region = "{signs_region}", target = "my-rg" }}
+auth = {{ mode = "iam", service = "elasticache", {region}target = "my-rg" }}
 "#,
             front = front.addr(),
+            region = config_region
+                .map(|r| format!("region = \"{r}\", "))
+                .unwrap_or_default(),
         ),
     );
     (
@@ -307,6 +329,143 @@ fn iam_database_with_environment_credentials_passes() {
     assert_eq!(auth["status"], "ok", "{auth:#}");
     assert_eq!(auth["db_user"], "app");
     assert!(rig.front.last_verdict().is_some());
+}
+
+/// A database without `auth.region`: `database:iamdb:region` says the region came from IMDS
+/// (the emulator), and the token signed for it is accepted by the front.
+#[test]
+fn region_check_names_where_the_region_came_from() {
+    use support::imds::{Behaviour, Emulator, REGION};
+    let imds = Emulator::start(Behaviour::default());
+    let (rig, config) = iam_rig_in(
+        REGION,
+        None,
+        &format!("[aws.imds]\nendpoint = \"{}\"", imds.endpoint()),
+    );
+    let (out, report) = doctor_with(
+        &config,
+        rig.dir.path(),
+        &[("AWS_EC2_METADATA_DISABLED", "false")],
+    );
+    assert!(out.status.success(), "{out}");
+    let region = check(&report, "database:iamdb:region");
+    assert_eq!(region["status"], "ok", "{region:#}");
+    assert_eq!(region["region"], REGION, "{region:#}");
+    assert_eq!(region["region_source"], "imds", "{region:#}");
+    assert!(
+        text(&region["finding"]).contains("IMDS placement/region"),
+        "{region:#}"
+    );
+    assert_status(&report, "database:iamdb:auth", "ok");
+
+    // Configured: no IMDS needed, and the source says so.
+    let (rig, config) = iam_rig("us-east-1");
+    let (_, report) = doctor(&config, rig.dir.path());
+    let region = check(&report, "database:iamdb:region");
+    assert_eq!(
+        (&region["region"], &region["region_source"]),
+        (&Value::from("us-east-1"), &Value::from("config")),
+        "{region:#}"
+    );
+}
+
+/// No region anywhere (IMDS disabled): the region check fails naming the fix, auth is skipped.
+#[test]
+fn missing_region_fails_the_region_check_and_skips_auth() {
+    let (rig, config) = iam_rig_in("us-east-1", None, "");
+    let (out, report) = doctor(&config, rig.dir.path());
+    assert!(!out.status.success(), "{out}");
+    let region = check(&report, "database:iamdb:region");
+    assert_eq!(region["status"], "fail", "{region:#}");
+    assert!(
+        text(&region["finding"]).contains("AWS_EC2_METADATA_DISABLED"),
+        "{region:#}"
+    );
+    assert!(
+        text(&region["fix"]).contains("--region") && text(&region["fix"]).contains("AWS_REGION"),
+        "{region:#}"
+    );
+    let auth = check(&report, "database:iamdb:auth");
+    assert_eq!(auth["status"], "skip", "{auth:#}");
+    assert!(
+        text(&auth["finding"]).contains("database:iamdb:region"),
+        "{auth:#}"
+    );
+    assert!(rig.front.verdicts().is_empty());
+}
+
+/// `bastion configure bootstrap --manual --account-id 123456789012 --config CONFIG`.
+fn bootstrap_for_account(config: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "configure",
+        "bootstrap",
+        "--manual",
+        "--account-id",
+        "123456789012",
+        "--config",
+    ])
+    .arg(config);
+    cmd
+}
+
+/// `configure bootstrap --manual` for a database without `auth.region`: the instance's region
+/// (IMDS) goes into the ARNs; unknown, a `<REGION>` placeholder and a note saying so.
+#[test]
+fn bootstrap_policy_uses_the_instance_region_or_says_it_is_unknown() {
+    use support::imds::{Behaviour, Emulator, REGION};
+    let imds = Emulator::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[aws.imds]
+endpoint = "{}"
+[[databases]]
+name = "rg"
+address = "rg.example:6379"
+auth = {{ mode = "iam", service = "elasticache", target = "my-rg" }}
+"#,
+            imds.endpoint()
+        ),
+    );
+    let bootstrap = |imds_disabled: &str| {
+        run(
+            bootstrap_for_account(&config)
+                .env_remove("AWS_REGION")
+                .env_remove("AWS_DEFAULT_REGION")
+                .env("AWS_CONFIG_FILE", dir.path().join("none"))
+                .env("AWS_EC2_METADATA_DISABLED", imds_disabled),
+            None,
+            Duration::from_secs(60),
+        )
+    };
+    let out = bootstrap("false");
+    out.assert_success();
+    assert!(
+        out.stdout().contains(&format!(
+            "arn:aws:elasticache:{REGION}:123456789012:replicationgroup:my-rg"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr().contains("database 'rg' names no region")
+            && out.stderr().contains("IMDS placement/region"),
+        "{out}"
+    );
+
+    let out = bootstrap("true");
+    out.assert_success();
+    assert!(
+        out.stdout()
+            .contains("arn:aws:elasticache:<REGION>:123456789012:replicationgroup:my-rg"),
+        "{out}"
+    );
+    assert!(
+        out.stderr().contains("<REGION>") && out.stderr().contains("auth.region"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -357,16 +516,7 @@ auth = { mode = "password", password_env = "NOT_READ" }
 "#,
     );
     let out = run(
-        Command::new(BIN)
-            .args([
-                "configure",
-                "bootstrap",
-                "--manual",
-                "--account-id",
-                "123456789012",
-                "--config",
-            ])
-            .arg(&config),
+        &mut bootstrap_for_account(&config),
         None,
         Duration::from_secs(60),
     );

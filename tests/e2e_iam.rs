@@ -28,33 +28,55 @@ struct Rig {
 
 /// Redis with user `app`, a front expecting `expect_*`, and a bastion signing for `signs_*`.
 fn rig(service: &'static str, serverless: bool, expect_region: &str, signs_region: &str) -> Rig {
-    rig_with(
+    rig_with(RigOpts {
         service,
         serverless,
         expect_region,
-        signs_region,
-        None,
-        "debug",
-    )
+        config_region: Some(signs_region),
+        ..RigOpts::default()
+    })
 }
 
-fn rig_with(
+struct RigOpts<'a> {
     service: &'static str,
     serverless: bool,
-    expect_region: &str,
-    signs_region: &str,
-    session_token: Option<&str>,
-    rust_log: &str,
-) -> Rig {
+    /// The region the front verifies signatures for.
+    expect_region: &'a str,
+    /// The database's `auth.region`; `None` leaves it out.
+    config_region: Option<&'a str>,
+    session_token: Option<&'a str>,
+    rust_log: &'a str,
+    /// `[aws.imds] endpoint` (and IMDS enabled for the daemon).
+    imds: Option<String>,
+    /// More environment for the daemon.
+    env: Vec<(&'a str, &'a str)>,
+}
+
+impl Default for RigOpts<'_> {
+    fn default() -> Self {
+        RigOpts {
+            service: "elasticache",
+            serverless: false,
+            expect_region: "us-east-1",
+            config_region: Some("us-east-1"),
+            session_token: None,
+            rust_log: "debug",
+            imds: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+fn rig_with(o: RigOpts) -> Rig {
     let redis = RedisServer::start(RedisOpts::users(&["app"], REAL_PASSWORD));
     let front = IamFront::start(IamFrontConfig {
-        service,
-        region: expect_region.to_string(),
+        service: o.service,
+        region: o.expect_region.to_string(),
         target: "my-target".to_string(),
-        serverless,
+        serverless: o.serverless,
         access_key_id: ACCESS_KEY.to_string(),
         secret_access_key: SECRET_KEY.to_string(),
-        session_token: session_token.map(str::to_string),
+        session_token: o.session_token.map(str::to_string),
         issued: None,
         upstream: redis.plain_addr(),
         passwords: HashMap::from([("app".to_string(), REAL_PASSWORD.to_string())]),
@@ -62,6 +84,15 @@ fn rig_with(
     let state = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let sock = state.path().join("sock");
+    let region = o
+        .config_region
+        .map(|r| format!("region = \"{r}\", "))
+        .unwrap_or_default();
+    let imds = o
+        .imds
+        .as_ref()
+        .map(|e| format!("[aws.imds]\nendpoint = \"{e}\"\n"))
+        .unwrap_or_default();
     let config = format!(
         r#"
 state_dir = "{state}"
@@ -69,10 +100,11 @@ state_dir = "{state}"
 handshake_timeout = "10s"
 [listeners.unix]
 directory = "{sock}"
+{imds}
 [[databases]]
 name = "iamdb"
 address = "{front}"
-auth = {{ mode = "iam", service = "{service}", region = "{signs_region}", target = "my-target", serverless = {serverless} }}
+auth = {{ mode = "iam", service = "{service}", {region}target = "my-target", serverless = {serverless} }}
 [[roles]]
 name = "app-only"
 db_users = ["app"]
@@ -85,6 +117,8 @@ unix_user = "{me}"
         state = state.path().display(),
         sock = sock.display(),
         front = front.addr(),
+        service = o.service,
+        serverless = o.serverless,
         me = current_user(),
     );
     let home_str = home.path().display().to_string();
@@ -95,11 +129,15 @@ unix_user = "{me}"
         ("HOME", home_str.as_str()),
         ("AWS_CONFIG_FILE", missing.as_str()),
         ("AWS_SHARED_CREDENTIALS_FILE", missing.as_str()),
-        ("RUST_LOG", rust_log),
+        ("RUST_LOG", o.rust_log),
     ];
-    if let Some(token) = session_token {
+    if let Some(token) = o.session_token {
         env.push(("AWS_SESSION_TOKEN", token));
     }
+    if o.imds.is_some() {
+        env.push(("AWS_EC2_METADATA_DISABLED", "false"));
+    }
+    env.extend(o.env.iter().copied());
     let bastion = Bastion::start_with_env(&config, state.path(), &env);
     Rig {
         _redis: redis,
@@ -180,14 +218,11 @@ fn rejected_token_is_explained() {
 #[test]
 fn trace_logging_leaks_no_credentials() {
     const SESSION_TOKEN: &str = "FwoGZXIvYXdzEBASESSIONTOKENbastiontest";
-    let r = rig_with(
-        "elasticache",
-        false,
-        "us-east-1",
-        "us-east-1",
-        Some(SESSION_TOKEN),
-        "trace",
-    );
+    let r = rig_with(RigOpts {
+        session_token: Some(SESSION_TOKEN),
+        rust_log: "trace",
+        ..RigOpts::default()
+    });
     let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
     let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
     assert_eq!(out.stdout().trim(), "app", "{out:?}");
@@ -300,4 +335,134 @@ unix_user = "{me}"
         front.verdicts()
     );
     bastion.assert_no_secrets(&[IMDS_SECRET, SESSION_TOKEN, REAL_PASSWORD]);
+}
+
+/// A database without `auth.region` on an "instance" whose IMDS (the emulator) says eu-west-3:
+/// the front, which verifies the region in each token's credential scope, accepts the tokens.
+/// The region is asked for once, with an IMDSv2 token, however many sessions there are.
+#[test]
+fn region_comes_from_imds_when_not_configured() {
+    use support::imds::{Behaviour, Emulator, REGION};
+    let imds = Emulator::start(Behaviour::default());
+    let r = rig_with(RigOpts {
+        expect_region: REGION,
+        config_region: None,
+        imds: Some(imds.endpoint()),
+        ..RigOpts::default()
+    });
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    for _ in 0..3 {
+        let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
+        assert_eq!(
+            out.stdout().trim(),
+            "app",
+            "{out:?} {:?}",
+            r.front.verdicts()
+        );
+    }
+    let verdicts = r.front.verdicts();
+    assert!(
+        verdicts.len() >= 3 && verdicts.iter().all(|v| v.outcome == Outcome::Accepted),
+        "{verdicts:?}"
+    );
+    r.bastion.expect_log_line(
+        0,
+        &[
+            "AWS region for IAM databases",
+            &format!("region={REGION}"),
+            "source=\"imds\"",
+        ],
+        &[],
+    );
+    let asked: Vec<_> = imds
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == "/latest/meta-data/placement/region")
+        .collect();
+    assert_eq!(asked.len(), 1, "looked up once and cached: {asked:?}");
+    assert!(
+        asked[0].header("x-aws-ec2-metadata-token").is_some(),
+        "IMDSv2 only: {asked:?}"
+    );
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
+}
+
+/// The database's own region wins: IMDS is never asked for one.
+#[test]
+fn configured_region_wins_over_imds() {
+    accepted_without_asking_imds("us-east-1", Some("us-east-1"), vec![]);
+}
+
+/// Without `auth.region`, AWS_REGION comes before IMDS (the AWS SDKs' order).
+#[test]
+fn environment_region_wins_over_imds() {
+    accepted_without_asking_imds(
+        "ap-southeast-2",
+        None,
+        vec![("AWS_REGION", "ap-southeast-2")],
+    );
+}
+
+/// With an IMDS emulator that would answer, a session's token is accepted for `expect_region`
+/// and IMDS was never asked for a region.
+fn accepted_without_asking_imds(
+    expect_region: &str,
+    config_region: Option<&str>,
+    env: Vec<(&str, &str)>,
+) {
+    use support::imds::{Behaviour, Emulator};
+    let imds = Emulator::start(Behaviour::default());
+    let r = rig_with(RigOpts {
+        expect_region,
+        config_region,
+        imds: Some(imds.endpoint()),
+        env,
+        ..RigOpts::default()
+    });
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
+    assert_eq!(
+        out.stdout().trim(),
+        "app",
+        "{out:?} {:?}",
+        r.front.verdicts()
+    );
+    assert_eq!(
+        r.front.last_verdict().map(|v| v.outcome),
+        Some(Outcome::Accepted)
+    );
+    assert_eq!(
+        imds.count(&hyper::Method::GET, "/latest/meta-data/placement/region"),
+        0,
+        "{:?}",
+        imds.requests()
+    );
+}
+
+/// No region in the database, the environment, the profile or IMDS (disabled): the client is
+/// refused with an error that names the database and how to give it a region, and nothing is
+/// sent upstream.
+#[test]
+fn no_region_anywhere_is_an_error_naming_the_database() {
+    let r = rig_with(RigOpts {
+        config_region: None,
+        ..RigOpts::default()
+    });
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    let mark = r.bastion.log_mark();
+    let out = redis_cli(&ep, &["PING"]);
+    let text = out.stdout();
+    assert!(
+        text.contains("bastion:") && text.contains("database 'iamdb' needs an AWS region"),
+        "{out:?}"
+    );
+    assert!(
+        text.contains("--region")
+            && text.contains("AWS_REGION")
+            && text.contains("imds (IMDS is turned off"),
+        "{out:?}"
+    );
+    assert!(r.front.verdicts().is_empty(), "{:?}", r.front.verdicts());
+    r.bastion
+        .expect_log_line(mark, &["needs an AWS region", "iamdb"], &[]);
 }

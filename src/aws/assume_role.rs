@@ -30,7 +30,8 @@ pub struct RoleSpec {
     pub arn: String,
     pub external_id: Option<String>,
     pub session_name: String,
-    /// Region of the STS endpoint (the database's); `None` for the environment's or profile's.
+    /// Region of the STS endpoint (the database's); `None` for the instance's
+    /// ([`crate::aws::region::Regions::for_sts`]).
     pub region: Option<String>,
 }
 
@@ -193,7 +194,8 @@ async fn assume(
                 role: role.arn.clone(),
                 source,
             })?;
-    let sts = sdk.sts(role.region.as_deref(), source.clone()).await;
+    let region = chain.regions().for_sts(role.region.as_deref()).await;
+    let sts = sdk.sts(&region.region, source.clone()).await;
     let output = match sts
         .assume_role()
         .role_arn(&role.arn)
@@ -254,7 +256,8 @@ pub async fn caller_arn(
             role: String::new(),
             source,
         })?;
-    let sts = sdk.sts(region, source).await;
+    let region = chain.regions().for_sts(region).await;
+    let sts = sdk.sts(&region.region, source).await;
     caller_identity(&sts)
         .await
         .map_err(|message| AssumeRoleError::Call {

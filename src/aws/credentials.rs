@@ -46,6 +46,7 @@ use aws_credential_types::Credentials;
 
 use crate::aws::assume_role::{AssumeRoleError, AssumedRoles, RoleSpec};
 use crate::aws::imds::{Env, ImdsClient, ImdsCredentialsProvider, ProcessEnv};
+use crate::aws::region::Regions;
 use crate::aws::sdk::Sdk;
 use crate::config::ImdsConfig;
 
@@ -86,6 +87,7 @@ struct Inner {
     clock: Clock,
     sdk: Sdk,
     roles: AssumedRoles,
+    regions: Regions,
 }
 
 type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
@@ -117,7 +119,10 @@ impl CredentialChain {
     /// and files when it is asked.
     pub fn default_chain_with_imds(imds: &ImdsConfig, env: &dyn Env) -> Self {
         let sdk = Sdk::new();
-        let imds = ImdsCredentialsProvider::from_result(ImdsClient::from_config(imds, env));
+        let client = ImdsClient::from_config(imds, env);
+        // One IMDS client (one token) for the `imds` link and the region look-up.
+        let regions = Regions::new(client.clone());
+        let imds = ImdsCredentialsProvider::from_result(client);
         // Built once: its configuration comes from the environment, which does not change.
         let ecs = SharedCredentialsProvider::new(
             EcsCredentialsProvider::builder()
@@ -137,6 +142,7 @@ impl CredentialChain {
         );
         Self::builder()
             .sdk(sdk.clone())
+            .regions(regions)
             .link("env", EnvironmentVariableCredentialsProvider::new())
             .link("profile", profile)
             .link("web_identity", WebIdentityLink { sdk })
@@ -151,6 +157,7 @@ impl CredentialChain {
             links: Vec::new(),
             clock: None,
             sdk: None,
+            regions: None,
         }
     }
 
@@ -237,6 +244,12 @@ impl CredentialChain {
             .await
     }
 
+    /// Where regions come from for databases that name none, and for STS (see
+    /// [`crate::aws::region`]); shares the `imds` link's IMDS client.
+    pub fn regions(&self) -> &Regions {
+        &self.inner.regions
+    }
+
     /// The ARN of the principal this chain's credentials belong to (STS GetCallerIdentity).
     pub async fn caller_arn(&self, region: Option<&str>) -> Result<String, AssumeRoleError> {
         crate::aws::assume_role::caller_arn(self, &self.inner.sdk, region).await
@@ -317,6 +330,7 @@ pub struct CredentialChainBuilder {
     links: Vec<(Cow<'static, str>, SharedCredentialsProvider)>,
     clock: Option<Clock>,
     sdk: Option<Sdk>,
+    regions: Option<Regions>,
 }
 
 impl CredentialChainBuilder {
@@ -343,6 +357,12 @@ impl CredentialChainBuilder {
         self
     }
 
+    /// Where regions come from (default: environment and profile only, no IMDS).
+    pub fn regions(mut self, regions: Regions) -> Self {
+        self.regions = Some(regions);
+        self
+    }
+
     pub fn build(self) -> CredentialChain {
         let names = self.links.iter().map(|(n, _)| n.clone()).collect();
         let mut chain: Option<CredentialsProviderChain> = None;
@@ -364,6 +384,7 @@ impl CredentialChainBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemTime::now)),
                 sdk: self.sdk.unwrap_or_default(),
                 roles: AssumedRoles::default(),
+                regions: self.regions.unwrap_or_else(Regions::without_imds),
             }),
         }
     }

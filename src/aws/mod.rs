@@ -11,5 +11,6 @@ pub mod assume_role;
 pub mod credentials;
 pub mod imds;
 pub mod policy;
+pub mod region;
 pub mod sdk;
 pub mod token;

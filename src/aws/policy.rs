@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::aws::region::Resolved;
 use crate::config::{AuthConfig, Config, DatabaseConfig, IamService};
 use crate::rbac::glob_match;
 
@@ -29,6 +30,10 @@ pub const MANAGED_SECRET_PREFIX: &str = "bastion/";
 
 /// Stands in for the account id when none is given.
 pub const ACCOUNT_PLACEHOLDER: &str = "<ACCOUNT_ID>";
+
+/// Stands in for the region of a database that names none when the instance's region is
+/// unknown too.
+pub const REGION_PLACEHOLDER: &str = "<REGION>";
 
 /// What the bastion does with its managed secrets.
 pub const SECRETS_ACTIONS: [&str; 5] = [
@@ -89,8 +94,14 @@ type Grants =
     BTreeMap<Option<String>, BTreeMap<&'static str, (Vec<&'static str>, BTreeSet<String>)>>;
 
 /// The policy for every database in `config`, for account `account` (12 digits, or
-/// [`ACCOUNT_PLACEHOLDER`]).
-pub fn bootstrap_policy(config: &Config, account: &str) -> Result<Bootstrap, PolicyError> {
+/// [`ACCOUNT_PLACEHOLDER`]). `instance_region` is the region a database without `auth.region`
+/// runs in (what [`crate::aws::region::Regions::instance`] found), or why it is unknown — then
+/// such a database's ARNs carry [`REGION_PLACEHOLDER`].
+pub fn bootstrap_policy(
+    config: &Config,
+    account: &str,
+    instance_region: Result<&Resolved, &str>,
+) -> Result<Bootstrap, PolicyError> {
     let valid = account == ACCOUNT_PLACEHOLDER
         || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
     if !valid {
@@ -121,7 +132,25 @@ pub fn bootstrap_policy(config: &Config, account: &str) -> Result<Bootstrap, Pol
         else {
             continue;
         };
-        regions.insert(region.as_str());
+        let region = match (region, instance_region) {
+            (Some(region), _) => region.as_str(),
+            (None, Ok(resolved)) => {
+                notes.push(format!(
+                    "database '{}' names no region: its ARNs use {resolved}",
+                    db.name
+                ));
+                resolved.region.as_str()
+            }
+            (None, Err(why)) => {
+                notes.push(format!(
+                    "database '{}' names no region and the instance's is unknown ({why}): replace \
+                     {REGION_PLACEHOLDER} in its ARNs, or set its auth.region",
+                    db.name
+                ));
+                REGION_PLACEHOLDER
+            }
+        };
+        regions.insert(region);
         // The Connect grants belong to whoever signs the tokens: the role, if there is one.
         let role = db.assume_role_arn.as_deref();
         if let Some(arn) = role {
@@ -313,7 +342,7 @@ db_names = ["rg"]
     #[test]
     fn elasticache_connect_covers_cache_and_users() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        let b = bootstrap_policy(&c, "123456789012").unwrap();
+        let b = bootstrap_policy(&c, "123456789012", Err("n/a")).unwrap();
         let s = statement(&b.document, "ElastiCacheConnect");
         assert_eq!(s.action, ["elasticache:Connect"]);
         assert_eq!(
@@ -343,7 +372,7 @@ db_names = ["rg"]
             "target = \"my-rg\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/cache\"",
         );
         let c = Config::parse(&with_role, Path::new("t")).unwrap();
-        let b = bootstrap_policy(&c, "123456789012").unwrap();
+        let b = bootstrap_policy(&c, "123456789012", Err("n/a")).unwrap();
         let s = statement(&b.document, "AssumeDatabaseRoles");
         assert_eq!(s.action, ["sts:AssumeRole"]);
         assert_eq!(s.resource, ["arn:aws:iam::111122223333:role/cache"]);
@@ -374,10 +403,60 @@ db_names = ["rg"]
     }
 
     #[test]
+    fn a_database_without_region_uses_the_instances_or_a_placeholder() {
+        use crate::aws::region::RegionSource;
+        let c = Config::parse(
+            &CONFIG.replace("region = \"us-east-1\", ", ""),
+            Path::new("t"),
+        )
+        .unwrap();
+        let imds = Resolved {
+            region: "eu-west-3".into(),
+            source: RegionSource::Imds,
+        };
+        let b = bootstrap_policy(&c, "123456789012", Ok(&imds)).unwrap();
+        let s = statement(&b.document, "ElastiCacheConnect");
+        assert!(
+            s.resource.contains(
+                &"arn:aws:elasticache:eu-west-3:123456789012:replicationgroup:my-rg".to_string()
+            ),
+            "{s:#?}"
+        );
+        assert_eq!(
+            statement(&b.document, "ManagedSecrets").resource,
+            ["arn:aws:secretsmanager:eu-west-3:123456789012:secret:bastion/*"]
+        );
+        assert!(
+            b.notes
+                .iter()
+                .any(|n| n.contains("database 'rg' names no region")
+                    && n.contains("eu-west-3 (from IMDS placement/region)")),
+            "{:?}",
+            b.notes
+        );
+
+        let b = bootstrap_policy(&c, "123456789012", Err("IMDS is turned off")).unwrap();
+        let s = statement(&b.document, "ElastiCacheConnect");
+        assert!(
+            s.resource.contains(
+                &"arn:aws:elasticache:<REGION>:123456789012:replicationgroup:my-rg".to_string()
+            ),
+            "{s:#?}"
+        );
+        assert!(
+            b.notes
+                .iter()
+                .any(|n| n.contains("IMDS is turned off") && n.contains(REGION_PLACEHOLDER)),
+            "{:?}",
+            b.notes
+        );
+    }
+
+    #[test]
     fn account_id_is_checked() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        assert!(bootstrap_policy(&c, ACCOUNT_PLACEHOLDER).is_ok());
-        assert!(bootstrap_policy(&c, "12345").is_err());
-        assert!(bootstrap_policy(&c, "12345678901x").is_err());
+        assert!(bootstrap_policy(&c, ACCOUNT_PLACEHOLDER, Err("n/a")).is_ok());
+        assert!(bootstrap_policy(&c, "12345", Err("n/a")).is_err());
+        assert!(bootstrap_policy(&c, "12345678901x", Err("n/a")).is_err());
     }
 }

@@ -63,21 +63,21 @@ impl Sdk {
         ProviderConfig::default()
             .with_http_client(self.http.clone())
             .with_timeout_config(timeouts())
-            .with_region(Some(region(None).await))
+            .with_region(Some(region().await))
     }
 
-    /// An STS client signing with `credentials`, in `region` (else the environment's or the
-    /// profile's, else [`FALLBACK_STS_REGION`]). Endpoint overrides come from the environment
+    /// An STS client signing with `credentials`, in `region` (resolved by
+    /// [`crate::aws::region::Regions::for_sts`]). Endpoint overrides come from the environment
     /// and profile, as in every AWS SDK.
     pub async fn sts(
         &self,
-        region_hint: Option<&str>,
+        region: &str,
         credentials: impl ProvideCredentials + 'static,
     ) -> aws_sdk_sts::Client {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .http_client(self.http.clone())
             .timeout_config(timeouts())
-            .region(region(region_hint).await)
+            .region(Region::new(region.to_string()))
             .credentials_provider(credentials)
             // The credentials come from bastion's own cached chain; a second cache would only
             // hide a refresh.
@@ -95,12 +95,9 @@ fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// `hint`, else `AWS_REGION` / `AWS_DEFAULT_REGION`, else the profile's `region`, else
+/// `AWS_REGION` / `AWS_DEFAULT_REGION`, else the profile's `region`, else
 /// [`FALLBACK_STS_REGION`].
-async fn region(hint: Option<&str>) -> Region {
-    if let Some(hint) = hint {
-        return Region::new(hint.to_string());
-    }
+async fn region() -> Region {
     RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
         .or_else(ProfileFileRegionProvider::new())
         .or_else(Region::from_static(FALLBACK_STS_REGION))

@@ -9,8 +9,10 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::ConfigureCommand;
+use crate::aws::imds::{ImdsClient, ProcessEnv};
 use crate::aws::policy::{self, ACCOUNT_PLACEHOLDER};
-use crate::config::Config;
+use crate::aws::region::{Regions, Resolved};
+use crate::config::{AuthConfig, Config};
 
 pub fn run(command: ConfigureCommand) -> anyhow::Result<()> {
     match command {
@@ -26,7 +28,12 @@ pub fn run(command: ConfigureCommand) -> anyhow::Result<()> {
                 );
             }
             let config = Config::load(&config)?;
-            let bootstrap = policy::bootstrap_policy(&config, &account_id)?;
+            let instance_region = instance_region(&config)?;
+            let bootstrap = policy::bootstrap_policy(
+                &config,
+                &account_id,
+                instance_region.as_ref().map_err(String::as_str),
+            )?;
             let mut stdout = std::io::stdout().lock();
             serde_json::to_writer_pretty(&mut stdout, &bootstrap.document)
                 .map_err(std::io::Error::from)
@@ -63,4 +70,22 @@ pub fn run(command: ConfigureCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The region of databases without `auth.region`, as the daemon would find it (environment,
+/// profile, IMDS with `[aws.imds]`); only looked up when such a database exists.
+fn instance_region(config: &Config) -> anyhow::Result<Result<Resolved, String>> {
+    let needed = config
+        .databases
+        .iter()
+        .any(|db| matches!(db.auth, AuthConfig::Iam { region: None, .. }));
+    if !needed {
+        return Ok(Err("not needed".into()));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let regions = Regions::new(ImdsClient::from_config(&config.aws.imds, &ProcessEnv));
+    Ok(runtime.block_on(regions.instance()))
 }

@@ -24,7 +24,8 @@ pub enum DbCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
-    /// IAM auth token (ElastiCache / MemoryDB): needs --service, --region, --target.
+    /// IAM auth token (ElastiCache / MemoryDB): needs --service and --target; without --region
+    /// the instance's region (AWS_REGION, profile, IMDS) is used.
     Iam,
     /// A static password from --password-file or --password-env (never on the command line).
     Password,
@@ -42,6 +43,8 @@ pub struct DbAddArgs {
     pub auth: AuthMode,
     #[arg(long, value_enum)]
     pub service: Option<IamService>,
+    /// AWS region of the cache (default: the bastion's own, from AWS_REGION, the profile or
+    /// IMDS placement/region).
     #[arg(long)]
     pub region: Option<String>,
     /// Replication group id, MemoryDB cluster name or serverless cache name.
@@ -137,7 +140,7 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
                 service: a
                     .service
                     .ok_or_else(|| anyhow::anyhow!("--auth iam needs --service"))?,
-                region: need(a.region, "region")?,
+                region: a.region,
                 target: need(a.target, "target")?,
                 serverless: a.serverless,
             }
@@ -178,8 +181,9 @@ fn auth_summary(auth: &AuthConfig) -> String {
             target,
             serverless,
         } => format!(
-            "iam ({} {region} {target}{})",
+            "iam ({} {} {target}{})",
             service.signing_name(),
+            region.as_deref().unwrap_or("instance-region"),
             if *serverless { " serverless" } else { "" }
         ),
         AuthConfig::Password {

@@ -1,6 +1,7 @@
-//! Per-database checks, in the order a connection needs them: `database:<name>:assume_role`
-//! (only with `assume_role_arn`), `:dns`, `:tcp`, `:tls`, `:auth`. A failed network step skips
-//! the ones after it, saying which step stopped them; a failed AssumeRole skips only `:auth`.
+//! Per-database checks, in the order a connection needs them: `database:<name>:region` (only
+//! for IAM), `:assume_role` (only with `assume_role_arn`), `:dns`, `:tcp`, `:tls`, `:auth`. A
+//! failed network step skips the ones after it, saying which step stopped them; a failed region
+//! or AssumeRole skips only `:auth`.
 //!
 //! Connecting reuses [`Connector::connect`] and the secret comes from [`upstream::auth_secret`],
 //! exactly as a session does; the one AUTH frame is built by the handshake's `auth_command` and
@@ -67,7 +68,8 @@ pub fn probe_user(config: &Config, db: &DatabaseConfig) -> ProbeUser {
 /// Every step for one database.
 pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Vec<CheckResult> {
     let name = |step: &str| format!("database:{}:{step}", db.name);
-    let mut out = Vec::with_capacity(5);
+    let mut out = Vec::with_capacity(6);
+    out.extend(super::region::check(db, doctor).await);
     out.extend(super::assume_role::check(db, doctor).await);
     let skip_rest = |out: &mut Vec<CheckResult>, steps: &[&str], why: &str| {
         for step in steps {
@@ -276,6 +278,16 @@ where
             name,
             "not run: no AWS credentials to sign the IAM token with (see the `credentials` check)",
         ),
+        Err(UpstreamError::Region { .. }) => {
+            return CheckResult::skip(
+                name,
+                format!(
+                    "not run: no AWS region to sign the IAM token for (see the \
+                     `database:{}:region` check)",
+                    db.name
+                ),
+            )
+        }
         Err(UpstreamError::AssumeRole { .. }) => {
             return CheckResult::skip(
                 name,

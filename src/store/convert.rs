@@ -75,7 +75,10 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
                 serverless,
             } => AuthRecord::Iam {
                 service: (*service).into(),
-                region: text(&at("auth.region"), "MAX_REGION_LEN", Charset::Token, region)?,
+                region: region
+                    .as_deref()
+                    .map(|r| text(&at("auth.region"), "MAX_REGION_LEN", Charset::Token, r))
+                    .transpose()?,
                 target: text(&at("auth.target"), "MAX_TARGET_LEN", Charset::Token, target)?,
                 serverless: *serverless,
             },
@@ -144,7 +147,7 @@ impl From<&DatabaseRecord> for DatabaseConfig {
                     serverless,
                 } => AuthConfig::Iam {
                     service: (*service).into(),
-                    region: region.to_string(),
+                    region: region.as_deref().map(str::to_string),
                     target: target.to_string(),
                     serverless: *serverless,
                 },

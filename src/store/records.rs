@@ -100,7 +100,8 @@ pub struct TlsRecord {
 pub enum AuthRecord {
     Iam {
         service: IamServiceRecord,
-        region: heapless::String<MAX_REGION_LEN>,
+        /// `None`: the instance's region, resolved at run time ([`crate::aws::region`]).
+        region: Option<heapless::String<MAX_REGION_LEN>>,
         target: heapless::String<MAX_TARGET_LEN>,
         serverless: bool,
     },
@@ -341,7 +342,9 @@ impl Validate for DatabaseRecord {
         }
         match &self.auth {
             AuthRecord::Iam { region, target, .. } => {
-                check_text(&at("auth.region"), Charset::Token, region)?;
+                if let Some(region) = region {
+                    check_text(&at("auth.region"), Charset::Token, region)?;
+                }
                 check_text(&at("auth.target"), Charset::Token, target)?;
             }
             AuthRecord::Password {

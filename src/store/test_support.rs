@@ -26,7 +26,7 @@ pub fn db(name: &str, port: u16, auth: u8) -> DatabaseRecord {
         auth: match auth % 3 {
             0 => AuthRecord::Iam {
                 service: IamServiceRecord::Memorydb,
-                region: heapless::String::try_from("us-east-1").unwrap(),
+                region: Some(heapless::String::try_from("us-east-1").unwrap()),
                 target: heapless::String::try_from("cluster-1").unwrap(),
                 serverless: port % 2 == 0,
             },

@@ -67,6 +67,9 @@ impl Bastion {
             .env("NO_COLOR", "1")
             // Tests never talk to a real instance metadata service (169.254.169.254).
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            // Nor inherit the runner's region: tests that want one pass it.
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
