@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::proxy::listener::{self, Bound, UnixSockets};
 use crate::proxy::session::Shared;
+use crate::store::compaction::CompactionPolicy;
 use crate::store::records::{DatabaseRecord, RoleRecord, UserRecord};
 use crate::store::{Mutation, State, Store};
 
@@ -153,6 +154,14 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
         tracing::warn!(path = %dir.display(),
             "the config declares databases/roles/users, but the store holds them since its first start: \
              the config's are ignored (change them with `bastion db|role|user` or `bastion import`)");
+    }
+    let log = store.log_size();
+    if CompactionPolicy::default().due(log) {
+        store
+            .compact()
+            .with_context(|| format!("compacting the store {}", dir.display()))?;
+        tracing::info!(path = %dir.display(), records = log.records, bytes = log.bytes,
+            "store: compacted the recovered log into a snapshot");
     }
     tracing::info!(path = %dir.display(), seq = %store.last_seq(), "store open");
     Ok(store)

@@ -1,6 +1,7 @@
 //! One admin request, carried out: read or change the store, then rebuild the live catalog and
 //! the per-database Unix sockets from it, so new sessions see the change at once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -10,6 +11,7 @@ use crate::audit;
 use crate::catalog::{Catalog, CatalogError};
 use crate::proxy::listener::UnixSockets;
 use crate::proxy::session::Shared;
+use crate::store::compaction::CompactionPolicy;
 use crate::store::records::SerialHex;
 use crate::store::{Mutation, State, Store, StoreError};
 
@@ -20,6 +22,9 @@ pub struct Admin {
     unix: Option<Arc<UnixSockets>>,
     started: Instant,
     listeners: Vec<String>,
+    compaction: CompactionPolicy,
+    /// Set by a mutation that left the log past `compaction`; taken by [`Admin::take_compaction`].
+    compaction_due: AtomicBool,
 }
 
 /// Build the catalog sessions use from the store's state.
@@ -42,6 +47,31 @@ impl Admin {
             unix,
             started: Instant::now(),
             listeners,
+            compaction: CompactionPolicy::default(),
+            compaction_due: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a mutation left the log long enough to compact; `true` once per such mutation
+    /// (the caller then runs [`Admin::compact_if_due`], after sending its reply).
+    pub fn take_compaction(&self) -> bool {
+        self.compaction_due.swap(false, Ordering::AcqRel)
+    }
+
+    /// Fold the log into a snapshot if it is still past the policy's threshold. Blocking (fsync);
+    /// holds the store for the duration, so admin requests wait for it — sessions never do.
+    pub fn compact_if_due(&self) {
+        let mut store = self.lock();
+        let before = store.log_size();
+        if !self.compaction.due(before) {
+            return;
+        }
+        match store.compact() {
+            Ok(()) => tracing::info!(path = %store.dir().display(), records = before.records,
+                bytes = before.bytes, generation = store.generation(),
+                "store: compacted the log into a snapshot"),
+            Err(e) => tracing::error!(path = %store.dir().display(), error = %e,
+                "store: compaction failed"),
         }
     }
 
@@ -128,6 +158,9 @@ impl Admin {
                     break;
                 }
             }
+        }
+        if self.compaction.due(store.log_size()) {
+            self.compaction_due.store(true, Ordering::Release);
         }
         // Whatever was acknowledged is the truth now, even if a later write failed.
         let catalog = if result.is_ok() {

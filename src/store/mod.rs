@@ -16,6 +16,7 @@
 //! by secret ARN) and never parse anything it did not frame and checksum itself.
 
 pub mod codec;
+pub mod compaction;
 pub mod convert;
 pub mod error;
 mod files;
@@ -81,6 +82,8 @@ pub struct Store {
     log_len: u64,
     state: State,
     last_seq: u64,
+    /// The last seq in the snapshot: the log holds the records after it.
+    snapshot_seq: u64,
     generation: u64,
     /// Set when a write's durability is unknown (a failed fsync); every later write is refused.
     poisoned: bool,
@@ -133,6 +136,7 @@ impl Store {
             log_len,
             state: recovered.state,
             last_seq: recovered.last_seq,
+            snapshot_seq: recovered.snapshot_seq,
             generation: recovered.generation,
             poisoned: false,
             report,
@@ -224,6 +228,7 @@ impl Store {
         start_log(&self.dir, generation, self.last_seq)?;
         self.log = files::open_append(&self.dir.join(LOG_FILE))?;
         self.log_len = HEADER_LEN as u64;
+        self.snapshot_seq = self.last_seq;
         self.poisoned = false;
         Ok(())
     }
@@ -235,6 +240,14 @@ impl Store {
     /// The seq of the last acknowledged mutation (0 for an empty store).
     pub fn last_seq(&self) -> Seq {
         Seq(self.last_seq)
+    }
+
+    /// How long the log has grown since the last compaction (what [`compaction`] decides on).
+    pub fn log_size(&self) -> compaction::LogSize {
+        compaction::LogSize {
+            bytes: self.log_len,
+            records: self.last_seq - self.snapshot_seq,
+        }
     }
 
     /// How many compactions this store has been through.

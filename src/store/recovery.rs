@@ -24,6 +24,8 @@ pub struct Recovered {
     pub last_seq: u64,
     /// The snapshot's compaction generation (0 without a snapshot).
     pub generation: u64,
+    /// The last seq the snapshot holds (0 without one): the log's records are the ones after it.
+    pub snapshot_seq: u64,
     pub log: LogAction,
 }
 
@@ -51,6 +53,7 @@ pub fn recover(snapshot: Option<&[u8]>, log: Option<&[u8]>) -> Result<Recovered,
         state,
         last_seq: snapshot_seq,
         generation,
+        snapshot_seq,
         log: LogAction::Recreate,
     };
     let Some(log) = log else {

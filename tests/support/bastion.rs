@@ -206,6 +206,14 @@ impl Bastion {
         issue_cert(&self.state_dir, user, ttl, out_dir)
     }
 
+    /// `kill -9` the daemon (nothing of its shutdown runs) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stop the daemon: SIGTERM, then SIGKILL after 5 s.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -9,6 +9,8 @@
 //! - [`scenarios`]: behaviours every client path must show (run by `e2e_mtls` and `e2e_unix`).
 //! - [`certs`]: a throw-away CA (rcgen) for the upstream's server certificate and foreign client certs.
 //! - [`process`]: running a child with a hang guard.
+//! - [`store_daemon`]: a daemon with only a store and an admin socket, restartable (or killed)
+//!   on the same state dir, written to through the admin client library.
 //! - [`imds`]: an IMDSv2 emulator (tokens with TTL, disabled / no-role / v1 modes, hop limit via
 //!   `IP_TTL`), runnable inside a network namespace.
 //! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
@@ -32,3 +34,4 @@ pub mod raw;
 pub mod redis;
 pub mod scenarios;
 pub mod stack;
+pub mod store_daemon;
