@@ -511,33 +511,9 @@ impl Config {
                     format!("duplicate database '{}'", db.name),
                 ));
             }
-            if let AuthConfig::Password {
-                password_file,
-                password_env,
-            } = &db.auth
-            {
-                if password_file.is_some() == password_env.is_some() {
-                    return Err(ConfigError::invalid(
-                        format!("databases[{i}].auth"),
-                        "mode = \"password\" needs exactly one of password_file or password_env",
-                    ));
-                }
-            }
-            if let AuthConfig::Iam { region, target, .. } = &db.auth {
-                if target.is_empty() {
-                    return Err(ConfigError::invalid(
-                        format!("databases[{i}].auth"),
-                        "mode = \"iam\" needs a target",
-                    ));
-                }
-                if let Some(region) = region.as_deref().filter(|r| !is_region(r)) {
-                    return Err(ConfigError::invalid(
-                        format!("databases[{i}].auth.region"),
-                        format!("'{region}' is not an AWS region name (e.g. us-east-1); leave it out to use the instance's region"),
-                    ));
-                }
-            }
-            check_assume_role(i, db)?;
+            db.check().map_err(|e| {
+                ConfigError::invalid(format!("databases[{i}].{}", e.field), e.message)
+            })?;
         }
         let mut roles = std::collections::BTreeSet::new();
         for (i, role) in self.roles.iter().enumerate() {
@@ -588,67 +564,154 @@ impl Config {
     }
 }
 
-/// `assume_role_arn` is an IAM role ARN and only IAM databases have one; `external_id` and
-/// `session_name` only come with it and have the shapes STS accepts.
-fn check_assume_role(i: usize, db: &DatabaseConfig) -> Result<(), ConfigError> {
-    let Some(arn) = &db.assume_role_arn else {
-        for (field, value) in [
-            ("external_id", &db.external_id),
-            ("session_name", &db.session_name),
-        ] {
-            if value.is_some() {
-                return Err(ConfigError::invalid(
-                    format!("databases[{i}].{field}"),
-                    "only applies with assume_role_arn",
-                ));
+/// A rule of one database that its settings break: `field` is relative to the database
+/// (`auth`, `tls.server_name`, …); the boot config prefixes `databases[<i>].`, the admin socket
+/// `databases.<name>.`, and both say the same `message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DatabaseRuleError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn broken(field: &'static str, message: impl Into<String>) -> Result<(), DatabaseRuleError> {
+    Err(DatabaseRuleError {
+        field,
+        message: message.into(),
+    })
+}
+
+impl DatabaseConfig {
+    /// The rules one database must keep whoever declares it — the boot config
+    /// ([`Config::validate`]) or the admin socket (`bastion db add`, `bastion import`). Checks
+    /// that need the other databases (unique names, listener references) stay with their caller.
+    pub fn check(&self) -> Result<(), DatabaseRuleError> {
+        match &self.auth {
+            AuthConfig::Password {
+                password_file,
+                password_env,
+            } => {
+                if password_file.is_some() == password_env.is_some() {
+                    return broken(
+                        "auth",
+                        "mode = \"password\" needs exactly one of password_file or password_env",
+                    );
+                }
+                if password_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+                    return broken(
+                        "auth.password_file",
+                        "must be an absolute path (the daemon does not run in your directory)",
+                    );
+                }
+                if password_env.as_ref().is_some_and(|e| e.is_empty()) {
+                    return broken("auth.password_env", "must not be empty");
+                }
+            }
+            AuthConfig::Iam { region, target, .. } => {
+                if target.is_empty() {
+                    return broken("auth", "mode = \"iam\" needs a target");
+                }
+                if let Some(region) = region.as_deref().filter(|r| !is_region(r)) {
+                    return broken(
+                        "auth.region",
+                        format!(
+                            "'{region}' is not an AWS region name (e.g. us-east-1); leave it out \
+                             to use the instance's region"
+                        ),
+                    );
+                }
+            }
+            AuthConfig::None => {}
+        }
+        if let Some(tls) = &self.tls {
+            if tls.ca_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return broken(
+                    "tls.ca_file",
+                    "must be an absolute path (the daemon does not run in your directory)",
+                );
+            }
+            if let Some(name) = &tls.server_name {
+                if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                    return broken(
+                        "tls.server_name",
+                        format!("'{name}' is not a DNS name or an IP address"),
+                    );
+                }
             }
         }
-        return Ok(());
-    };
-    let key = format!("databases[{i}].assume_role_arn");
-    if !matches!(db.auth, AuthConfig::Iam { .. }) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "database '{}' uses auth mode '{}'; assume_role_arn needs mode = \"iam\"",
-                db.name,
-                db.auth.mode_name()
-            ),
-        ));
-    }
-    if !is_role_arn(arn) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "'{arn}' is not an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>)"
-            ),
-        ));
-    }
-    if let Some(id) = &db.external_id {
-        let ok = (2..=1224).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
-        if !ok {
-            return Err(ConfigError::invalid(
-                format!("databases[{i}].external_id"),
-                "must be 2-1224 characters of [A-Za-z0-9+=,.@:/_-]",
-            ));
+        if let Some(user) = &self.default_db_user {
+            let ok = !user.is_empty()
+                && !user.contains('*')
+                && user.chars().all(|c| c.is_ascii_graphic());
+            if !ok {
+                return broken(
+                    "default_db_user",
+                    format!(
+                        "'{user}' must be one concrete db-user: printable, no spaces, no '*' \
+                         (patterns belong in a role's db_users)"
+                    ),
+                );
+            }
         }
+        self.check_assume_role()
     }
-    if let Some(name) = &db.session_name {
-        let ok = (2..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b));
-        if !ok {
-            return Err(ConfigError::invalid(
-                format!("databases[{i}].session_name"),
-                format!("'{name}' must be 2-64 characters of [A-Za-z0-9+=,.@_-]"),
-            ));
+
+    /// `assume_role_arn` is an IAM role ARN and only IAM databases have one; `external_id` and
+    /// `session_name` only come with it and have the shapes STS accepts.
+    fn check_assume_role(&self) -> Result<(), DatabaseRuleError> {
+        let Some(arn) = &self.assume_role_arn else {
+            if self.external_id.is_some() {
+                return broken("external_id", "only applies with assume_role_arn");
+            }
+            if self.session_name.is_some() {
+                return broken("session_name", "only applies with assume_role_arn");
+            }
+            return Ok(());
+        };
+        if !matches!(self.auth, AuthConfig::Iam { .. }) {
+            return broken(
+                "assume_role_arn",
+                format!(
+                    "database '{}' uses auth mode '{}'; assume_role_arn needs mode = \"iam\"",
+                    self.name,
+                    self.auth.mode_name()
+                ),
+            );
         }
+        if !is_role_arn(arn) {
+            return broken(
+                "assume_role_arn",
+                format!(
+                    "'{arn}' is not an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>)"
+                ),
+            );
+        }
+        if let Some(id) = &self.external_id {
+            let ok = (2..=1224).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
+            if !ok {
+                return broken(
+                    "external_id",
+                    "must be 2-1224 characters of [A-Za-z0-9+=,.@:/_-]",
+                );
+            }
+        }
+        if let Some(name) = &self.session_name {
+            let ok = (2..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b));
+            if !ok {
+                return broken(
+                    "session_name",
+                    format!("'{name}' must be 2-64 characters of [A-Za-z0-9+=,.@_-]"),
+                );
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `arn:<partition>:iam::<12 digits>:role/<path/>name`.
@@ -861,6 +924,49 @@ unix_user = "alice"
         assert!(
             e.contains("databases[1].assume_role_arn") && e.contains("'password'"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn database_rules_name_the_field() {
+        let broken = |from: &str, to: &str| {
+            assert!(SAMPLE.contains(from), "{from}");
+            Config::parse(&SAMPLE.replace(from, to), Path::new("t.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = broken("tls = {}", "tls = { ca_file = \"ca.pem\" }");
+        assert!(
+            e.contains("databases[0].tls.ca_file: must be an absolute path"),
+            "{e}"
+        );
+        let e = broken("tls = {}", "tls = { server_name = \"a b\" }");
+        assert!(e.contains("databases[0].tls.server_name"), "{e}");
+        let pattern_user = broken(
+            "password_env = \"REDIS_PW\" }",
+            "password_env = \"REDIS_PW\" }\ndefault_db_user = \"app-*\"",
+        );
+        assert!(
+            pattern_user.contains("databases[1].default_db_user")
+                && pattern_user.contains("no '*'"),
+            "{pattern_user}"
+        );
+        let e = broken("region = \"us-east-1\"", "region = \"Mars\"");
+        assert!(e.contains("databases[0].auth.region"), "{e}");
+        let e = broken("target = \"rg\"", "target = \"\"");
+        assert!(
+            e.contains("databases[0].auth: mode = \"iam\" needs a target"),
+            "{e}"
+        );
+        // The same rule, the same words, from the typed database alone (the admin path).
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        let mut db = c.databases[1].clone();
+        db.default_db_user = Some("app-*".into());
+        let rule = db.check().unwrap_err();
+        assert_eq!(rule.field, "default_db_user");
+        assert!(
+            pattern_user.contains(&format!("databases[1].{rule}")),
+            "{pattern_user} vs {rule}"
         );
     }
 

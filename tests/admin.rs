@@ -423,3 +423,109 @@ fn the_store_outlives_the_daemon() {
         .bastion
         .expect_log_line(0, &["config declares databases"], &[]);
 }
+
+/// `bastion db add` over the admin socket is held to the same per-database rules as the boot
+/// config, and says so in the same words: for each broken combination, the config path's
+/// `databases[0].<field>: <message>` comes back from the daemon as `databases.x.<field>: <message>`.
+#[test]
+fn db_add_is_refused_with_the_config_paths_message() {
+    let d = support::store_daemon::StoreDaemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "--auth",
+                "none",
+                "--assume-role-arn",
+                "arn:aws:iam::111122223333:role/r",
+            ],
+            r#"auth = { mode = "none" }
+assume_role_arn = "arn:aws:iam::111122223333:role/r""#,
+        ),
+        (
+            &[
+                "--auth",
+                "iam",
+                "--service",
+                "elasticache",
+                "--target",
+                "rg",
+                "--assume-role-arn",
+                "arn:aws:iam::1111:role/r",
+            ],
+            r#"auth = { mode = "iam", service = "elasticache", target = "rg" }
+assume_role_arn = "arn:aws:iam::1111:role/r""#,
+        ),
+        (
+            &[
+                "--auth",
+                "iam",
+                "--service",
+                "memorydb",
+                "--target",
+                "c",
+                "--region",
+                "US-EAST",
+            ],
+            r#"auth = { mode = "iam", service = "memorydb", target = "c", region = "US-EAST" }"#,
+        ),
+        (
+            &["--auth", "none", "--tls-server-name", "a..b"],
+            r#"auth = { mode = "none" }
+tls = { server_name = "a..b" }"#,
+        ),
+        (
+            &["--auth", "none", "--tls-ca-file", "relative/ca.pem"],
+            r#"auth = { mode = "none" }
+tls = { ca_file = "relative/ca.pem" }"#,
+        ),
+        (
+            &["--auth", "none", "--default-db-user", "app-*"],
+            r#"auth = { mode = "none" }
+default_db_user = "app-*""#,
+        ),
+    ];
+    for (flags, toml_lines) in cases {
+        let config = dir.path().join("bastion.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"/nonexistent\"\n[listeners.unix]\ndirectory = \"/nonexistent/db\"\n\
+                 [[databases]]\nname = \"x\"\naddress = \"h:6379\"\n{toml_lines}\n"
+            ),
+        )
+        .unwrap();
+        let from_config = run(
+            Command::new(BASTION_BIN)
+                .args(["configure", "bootstrap", "--manual", "--config"])
+                .arg(&config),
+            None,
+            Duration::from_secs(60),
+        );
+        assert!(!from_config.status.success(), "{from_config}");
+        let stderr = from_config.stderr();
+        let rule = stderr
+            .split("databases[0].")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no databases[0] key in: {from_config}"))
+            .trim_end()
+            .to_string();
+
+        let mut args = vec!["db", "add", "x", "--address", "h:6379"];
+        args.extend_from_slice(flags);
+        let from_admin = cli(&d.socket(), &args);
+        assert!(
+            !from_admin.status.success(),
+            "{flags:?} was accepted: {from_admin}"
+        );
+        assert!(
+            from_admin.stderr().contains(&format!("databases.x.{rule}")),
+            "{flags:?}: the daemon said\n{}\nthe config path said\n{stderr}",
+            from_admin.stderr()
+        );
+    }
+    // Nothing was written.
+    let out = cli(&d.socket(), &["db", "ls", "--json"]);
+    out.assert_success();
+    assert_eq!(out.stdout().trim(), "[]", "{out}");
+}

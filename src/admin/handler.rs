@@ -9,10 +9,11 @@ use super::auth::Caller;
 use super::wire::{AdminError, Declared, ImportSummary, Reply, Request, Status};
 use crate::audit;
 use crate::catalog::{Catalog, CatalogError};
+use crate::config::DatabaseConfig;
 use crate::proxy::listener::UnixSockets;
 use crate::proxy::session::Shared;
 use crate::store::compaction::CompactionPolicy;
-use crate::store::records::SerialHex;
+use crate::store::records::{DatabaseRecord, SerialHex};
 use crate::store::{Mutation, State, Store, StoreError};
 
 /// The daemon's side of the admin socket.
@@ -94,6 +95,7 @@ impl Admin {
             Request::Export => Ok(Reply::Export(self.export())),
             Request::Status => Ok(Reply::Status(self.status())),
             Request::PutDatabase { record, replace } => {
+                check_database(&record)?;
                 let exists = self.lock().state().database(&record.name).is_some();
                 refuse_existing("database", &record.name, exists, replace)?;
                 done(self.mutate(caller, "put", vec![Mutation::PutDatabase(record)])?)
@@ -201,6 +203,7 @@ impl Admin {
                 }
             }
             for db in d.databases {
+                check_database(&db)?;
                 let old = state.database(&db.name).map(|o| *o == db);
                 count(old);
                 if old != Some(true) {
@@ -301,6 +304,14 @@ fn refuse_existing(kind: &str, name: &str, exists: bool, replace: bool) -> Resul
         });
     }
     Ok(())
+}
+
+/// The rules the boot config holds a database to ([`DatabaseConfig::check`]), with the same
+/// message; the field is named `databases.<name>.<field>`.
+fn check_database(record: &DatabaseRecord) -> Result<(), AdminError> {
+    DatabaseConfig::from(record)
+        .check()
+        .map_err(|e| AdminError::Refused(format!("databases.{}.{e}", record.name)))
 }
 
 fn store_error(e: StoreError) -> AdminError {
