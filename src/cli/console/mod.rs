@@ -348,6 +348,14 @@ mod tests {
             _ => panic!("db ls without a daemon did not fail"),
         }
         assert!(matches!(console.line("db frobnicate"), Outcome::Clap(_)));
+        // Clap options before the verb do not smuggle an excluded verb past the classifier.
+        for text in ["-- serve --dev", "--help serve --dev"] {
+            match console.line(text) {
+                Outcome::Clap(_) => {}
+                Outcome::Failed(e) => assert!(e.to_string().starts_with("refused: "), "{e}"),
+                Outcome::Done | Outcome::Exit => panic!("{text:?} ran"),
+            }
+        }
         assert!(matches!(console.line("exit"), Outcome::Exit));
         assert!(matches!(console.line("help db"), Outcome::Done));
         assert!(matches!(console.line("help serve"), Outcome::Failed(_)));
