@@ -1,7 +1,8 @@
 //! `bastion console` against a running daemon: on a real pseudo-terminal (rexpect) for line
 //! editing, tab completion of verbs and store names, refusals that leave the console running,
-//! `exit` and Ctrl-D; as a login shell (`-bastion`); and as sshd runs a shell for
-//! `ssh admin@host LINE` (`SHELL -c LINE`), with no terminal.
+//! `exit` and Ctrl-D; as a login shell (`-bastion`) that job-control signals do not end; and as
+//! sshd runs a shell for `ssh admin@host LINE` (`SHELL -c LINE`), with no terminal — including
+//! import/export through the verbs' own stdin/stdout, since scp is refused.
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
@@ -95,12 +97,16 @@ roles = ["apps"]
     /// `bastion ARGS` as sshd would run the login shell: argv[0] `argv0`, no terminal, the
     /// admin socket from the environment.
     fn shell(&self, argv0: &str, args: &[&str]) -> Out {
+        self.shell_with_input(argv0, args, None)
+    }
+
+    fn shell_with_input(&self, argv0: &str, args: &[&str], stdin: Option<&[u8]>) -> Out {
         run(
             Command::new(BASTION_BIN)
                 .arg0(argv0)
                 .args(args)
                 .env("BASTION_ADMIN_SOCKET", &self.socket),
-            None,
+            stdin,
             Duration::from_secs(60),
         )
     }
@@ -246,6 +252,20 @@ fn login_shell_argv0_starts_the_console_and_ctrl_d_leaves() {
     assert!(out.contains("alice"), "user ls printed:\n{out}");
     let out = line(&mut p, "sh");
     assert!(out.contains("refused"), "{out}");
+    // Ctrl-C abandons the line being typed.
+    p.send("db sh").unwrap();
+    p.send_control('c').unwrap();
+    expect(&mut p, "bastion> ");
+    // The job-control signals a cooked terminal sends while a verb runs neither end nor stop
+    // the login shell (delivered here with kill(2), as the tty driver would).
+    for signal in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTSTP] {
+        p.process_mut().signal(signal).expect("signal the console");
+    }
+    let out = line(&mut p, "db ls");
+    assert!(
+        out.contains("plaindb"),
+        "db ls after Ctrl-C and signals:\n{out}"
+    );
     p.send_control('d').unwrap();
     assert_eq!(
         exited_with(&mut p),
@@ -299,4 +319,26 @@ fn shell_c_runs_one_bastion_verb_line_and_refuses_anything_else() {
     assert_eq!(out.status.code(), Some(1), "{out}");
     let out = daemon.shell("bastion", &["-c", "db frobnicate"]);
     assert_eq!(out.status.code(), Some(2), "{out}");
+}
+
+#[test]
+fn files_travel_over_ssh_as_verb_input_and_output() {
+    let daemon = Daemon::start();
+    // `ssh admin@host bastion import /dev/stdin < ops.toml`: sshd gives the line to `-c`.
+    let declared = b"[[roles]]\nname = \"ops\"\ndb_users = [\"app\"]\ndb_names = [\"plaindb\"]\n";
+    daemon
+        .shell_with_input(
+            "bastion",
+            &["-c", "bastion import /dev/stdin"],
+            Some(declared),
+        )
+        .assert_success();
+    // `ssh admin@host bastion export > catalog.toml`.
+    let out = daemon.shell("bastion", &["-c", "bastion export"]);
+    out.assert_success();
+    let exported = out.stdout();
+    assert!(
+        exported.contains("name = \"ops\"") && exported.contains("name = \"plaindb\""),
+        "export lacks the imported role or a database:\n{exported}"
+    );
 }

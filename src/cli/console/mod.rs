@@ -7,7 +7,8 @@
 //! - [`login`]: `-bastion` (login shell) and `bastion -c LINE` (sshd's `SHELL -c`).
 //!
 //! Must never: start a program or a shell, exit because a verb failed, or keep a line that may
-//! hold a secret in its history.
+//! hold a secret in its history. Verbs run in this process, so a verb must return its error
+//! rather than exit the process (none calls `std::process::exit`).
 
 pub mod complete;
 pub mod history;
