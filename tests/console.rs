@@ -182,6 +182,14 @@ fn interactive_console_completes_runs_refuses_and_exits() {
         "db show printed:\n{out}"
     );
 
+    // `help` lists the verbs the console runs, not the ones it refuses.
+    let out = line(&mut p, "help");
+    assert!(
+        out.contains("  db ") && out.contains("  status "),
+        "help printed:\n{out}"
+    );
+    assert!(!out.contains("  serve "), "help offers serve:\n{out}");
+
     // A verb prints its table.
     let out = line(&mut p, "db ls");
     for want in ["Name", "Address", "Default DB user", "plaindb", "cache"] {

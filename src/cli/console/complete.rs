@@ -270,7 +270,11 @@ mod tests {
         assert_eq!(words("d"), ["db ", "doctor "]);
         assert_eq!(words("q"), ["quit "]);
         // Verbs the console refuses are never offered.
-        assert!(words("se").is_empty(), "{:?}", words("se"));
+        assert!(
+            !words("se").contains(&"serve ".to_string()),
+            "{:?}",
+            words("se")
+        );
         assert!(words("")
             .iter()
             .all(|w| w != "console " && w != "firstboot "));
