@@ -4,28 +4,14 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = bastion::cli::Cli::parse();
+    // As a login shell (`-bastion`, `bastion -c LINE`) the command line is `bastion console …`.
+    let args = bastion::cli::console::argv(std::env::args_os());
+    let cli = bastion::cli::Cli::parse_from(args);
     match bastion::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bastion: {}", error_chain(&e));
+            eprintln!("bastion: {}", bastion::cli::error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `outer: cause: root cause`, skipping a cause whose text the previous message already quotes
-/// (our error types name their source inline).
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cert;
 pub mod configure;
+pub mod console;
 pub mod db;
 pub mod doctor;
 pub mod firstboot;
@@ -85,6 +86,9 @@ pub enum Command {
         #[command(flatten)]
         admin: admin::AdminArgs,
     },
+    /// Restricted shell for the serial / SSH console (an admin's login shell): bastion verbs
+    /// only, with completion and history. See README "Console".
+    Console(console::ConsoleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -188,5 +192,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { admin } => status::run(&admin),
         Command::Import { file, admin } => import::import(&file, &admin),
         Command::Export { admin } => import::export(&admin),
+        Command::Console(args) => console::run(args),
     }
+}
+
+/// `outer: cause: root cause`, skipping a cause whose text the previous message already quotes
+/// (our error types name their source inline).
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
