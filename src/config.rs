@@ -67,7 +67,7 @@ pub struct Config {
 }
 
 /// `[admin]`: the admin socket the `bastion db|role|user|…` verbs talk to.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Path of the socket; default `<state_dir>/run/admin.sock` (only root reaches it there:
@@ -105,7 +105,7 @@ pub const DEFAULT_IMDS_TIMEOUT: Duration = Duration::from_secs(1);
 /// `[aws.imds]`: the instance metadata service. Every key is optional; the environment
 /// (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, `..._ENDPOINT_MODE`, `AWS_EC2_METADATA_DISABLED`)
 /// overrides `endpoint`, `endpoint_mode` and `disabled`, as in the AWS SDKs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImdsConfig {
     /// Full base URL, e.g. `http://169.254.169.254`; wins over `endpoint_mode`.
@@ -185,7 +185,7 @@ pub struct Listeners {
     pub unix: Option<UnixListenerConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpListenerConfig {
     pub address: SocketAddr,
@@ -200,7 +200,7 @@ pub struct TcpListenerConfig {
     pub server_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnixListenerConfig {
     pub directory: PathBuf,
@@ -214,7 +214,7 @@ fn default_socket_mode() -> u32 {
     0o666
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     #[serde(

@@ -17,9 +17,11 @@ use crate::aws::imds::ProcessEnv;
 use crate::catalog::CatalogHandle;
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
+use crate::identity::server_cert::{listener_names, ServerCert};
 use crate::proxy::listener::{self, Bound, UnixSockets};
 use crate::proxy::session::Shared;
 use crate::store::compaction::CompactionPolicy;
+use crate::reload::Reloader;
 use crate::store::records::{DatabaseRecord, RoleRecord, UserRecord};
 use crate::store::{Mutation, State, Store};
 
@@ -30,6 +32,8 @@ pub const STORE_DIR: &str = "store";
 pub struct Daemon {
     bound: Bound,
     shared: Arc<Shared>,
+    /// `SIGHUP`: re-read the config, re-issue the server certificate (see crate::reload).
+    pub reloader: Arc<Reloader>,
     // Held so the per-database sockets keep being served (dropping it stops them).
     _unix: Option<Arc<UnixSockets>>,
     admin_task: tokio::task::JoinHandle<()>,
@@ -40,8 +44,13 @@ pub struct Daemon {
 
 impl Daemon {
     /// Open the store (importing the config's declarations on first start), build the catalog,
-    /// bind every listener and the admin socket with their final permissions.
-    pub async fn start(config: &Config, ca: &OnBoxCa) -> anyhow::Result<Daemon> {
+    /// bind every listener and the admin socket with their final permissions. `config_path` is
+    /// the file a reload re-reads (`None`: the embedded dev config).
+    pub async fn start(
+        config: &Config,
+        config_path: Option<&Path>,
+        ca: Arc<OnBoxCa>,
+    ) -> anyhow::Result<Daemon> {
         let group = config
             .admin
             .group
@@ -49,15 +58,20 @@ impl Daemon {
             .map(AdminGroup::resolve)
             .transpose()?;
         let store = open_store(config)?;
-        let catalog = admin::handler::catalog_of(store.state())?;
-        let names = server_names(config, store.state());
-        let tls = crate::identity::tls::server_config(ca, &names)?;
-        let mut bound = listener::bind(config, &catalog, tls).await?;
+        let catalog = CatalogHandle::new(admin::handler::catalog_of(store.state())?);
+        // The server certificate follows the catalog's database names (SNI) and reloads.
+        let server_cert = ServerCert::new(ca.clone(), listener_names(config), catalog.clone())?;
+        let tls = crate::identity::tls::server_config_with_resolver(&ca, server_cert.clone())?;
+        let mut bound = listener::bind(config, &catalog.snapshot(), tls).await?;
         let credentials = CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv);
-        let shared = Arc::new(Shared::new(
-            CatalogHandle::new(catalog),
-            config.limits.clone(),
-            credentials,
+        let shared = Arc::new(Shared::new(catalog, config.limits.clone(), credentials));
+        let reloader = Arc::new(Reloader::new(
+            config_path.map(Path::to_path_buf),
+            config.clone(),
+            ca,
+            shared.clone(),
+            server_cert,
+            bound.tls_specs(),
         ));
         spawn_instance_id_lookup(config, shared.clone());
         let unix = config
@@ -89,6 +103,7 @@ impl Daemon {
         Ok(Daemon {
             bound,
             shared,
+            reloader,
             _unix: unix,
             admin_task,
             admin_socket,
@@ -188,26 +203,6 @@ fn import_config(store: &mut Store, config: &Config) -> anyhow::Result<()> {
         store.apply(m)?;
     }
     Ok(())
-}
-
-/// Names the listeners' server certificate answers to: loopback, each listener's address, the
-/// configured extra names, and every database name at start (clients send it as SNI).
-fn server_names(config: &Config, state: &State) -> Vec<String> {
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    for l in &config.listeners.tcp {
-        if !l.address.ip().is_unspecified() {
-            names.push(l.address.ip().to_string());
-        }
-        names.extend(l.server_names.iter().cloned());
-    }
-    names.extend(state.databases().map(|d| d.name.to_string()));
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// The admin socket a CLI verb talks to: `--socket`, else the config's `admin.socket` (or its

@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod identity;
 pub mod proxy;
 pub mod rbac;
+pub mod reload;
 pub mod secret;
 pub mod store;
 pub mod systemd;

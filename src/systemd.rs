@@ -1,5 +1,6 @@
-//! The systemd contract of `bastion serve`: readiness, watchdog and status over `sd_notify`,
-//! SIGHUP for `ExecReload=`, and journald as the log sink when stderr is connected to it.
+//! The systemd contract of `bastion serve`: readiness, reload, watchdog and status over
+//! `sd_notify` (SIGHUP itself is handled in [`crate::reload`]), and journald as the log sink when
+//! stderr is connected to it.
 //!
 //! Every notify call is a no-op when `NOTIFY_SOCKET` is absent (a shell, a test, a container),
 //! and a failed notify is logged, never fatal: the daemon serves whether or not anyone listens.
@@ -20,7 +21,7 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// The journald field prefix: audit field `db_user` becomes `BASTION_DB_USER`.
 pub const JOURNAL_FIELD_PREFIX: &str = "BASTION";
 
-/// Tell systemd every listener is bound: `READY=1` with a first `STATUS=` line.
+/// Tell systemd every listener is bound (or a reload has ended): `READY=1` with a `STATUS=` line.
 pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
@@ -82,16 +83,17 @@ pub fn spawn_status(
     }))
 }
 
-/// Survive SIGHUP (`systemctl reload bastion`, `ExecReload=/bin/kill -HUP $MAINPID`): log it.
-/// Re-reading the configuration is not implemented yet; the default action would kill us.
-pub fn watch_reload() -> std::io::Result<JoinHandle<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reload requested (configuration reload is not implemented yet; nothing changed)");
-        }
-    }))
+/// Tell systemd a reload has begun (`RELOADING=1`, with `MONOTONIC_USEC=` as systemd ≥ 253
+/// requires for `Type=notify-reload`). [`ready`] ends it, whether the reload worked or not.
+pub fn reloading() {
+    let mut states = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading the configuration"),
+    ];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    send(&states);
 }
 
 /// A journald layer when stderr is connected to the journal and the journal socket answers.

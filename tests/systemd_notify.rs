@@ -7,6 +7,8 @@
 //! - With `WATCHDOG_USEC` (and `WATCHDOG_PID` naming the daemon) WATCHDOG=1 pings arrive at half
 //!   the interval; with a `WATCHDOG_PID` naming another process, none do.
 //! - SIGHUP (`ExecReload=`) is logged and survived; SIGTERM sends STOPPING=1.
+//! - A reload is bracketed by RELOADING=1 (with MONOTONIC_USEC=) and READY=1; a failed one
+//!   still ends with READY=1, and STATUS= says it failed and why until a reload works.
 
 mod support;
 
@@ -30,6 +32,8 @@ struct Daemon {
     tls_port: u16,
     socket: PathBuf,
     log: PathBuf,
+    config_path: PathBuf,
+    config: String,
     _dir: tempfile::TempDir,
 }
 
@@ -60,7 +64,7 @@ auth = {{ mode = "none" }}
             upstream = closed_addr(),
         );
         let config_path = dir.path().join("bastion.toml");
-        std::fs::write(&config_path, config).expect("write config");
+        std::fs::write(&config_path, &config).expect("write config");
         let log = dir.path().join("bastion.log");
 
         // `exec` keeps the shell's pid, so `$$` is the daemon's pid, as systemd sets it.
@@ -96,6 +100,8 @@ auth = {{ mode = "none" }}
             tls_port,
             socket: dir.path().join("run/local.sock"),
             log,
+            config_path,
+            config,
             _dir: dir,
         }
     }
@@ -216,7 +222,10 @@ fn ready_only_after_listeners_accept_then_watchdog_status_reload_and_stop() {
 
     // The periodic STATUS= (every 10s) counts the two connections made above.
     let (seen, refreshed) = d.until(Duration::from_secs(20), |m| {
-        status_of(m).is_some() && !has_line(m, "READY=1") && !has_line(m, "STOPPING=1")
+        status_of(m).is_some()
+            && !has_line(m, "READY=1")
+            && !has_line(m, "RELOADING=1")
+            && !has_line(m, "STOPPING=1")
     });
     assert!(refreshed, "no periodic STATUS= line; got {seen:?}");
     let status = status_of(seen.last().unwrap()).unwrap().to_string();
@@ -226,6 +235,65 @@ fn ready_only_after_listeners_accept_then_watchdog_status_reload_and_stop() {
     kill(d.pid(), Signal::SIGTERM).expect("send SIGTERM");
     let (seen, stopping) = d.until(Duration::from_secs(10), |m| has_line(m, "STOPPING=1"));
     assert!(stopping, "no STOPPING=1 after SIGTERM; got {seen:?}");
+}
+
+#[test]
+fn a_reload_is_bracketed_by_reloading_and_ready_and_a_failure_shows_in_status() {
+    let mut d = Daemon::start(None);
+    let (seen, ready) = d.until(READY_LIMIT, |m| has_line(m, "READY=1"));
+    assert!(ready, "no READY=1; got {seen:?}\n{}", d.logs());
+
+    // A good reload: RELOADING=1 (with MONOTONIC_USEC=), then READY=1.
+    kill(d.pid(), Signal::SIGHUP).expect("send SIGHUP");
+    let (seen, ready) = d.until(Duration::from_secs(20), |m| has_line(m, "READY=1"));
+    assert!(
+        ready,
+        "no READY=1 after the reload; got {seen:?}\n{}",
+        d.logs()
+    );
+    let reloading = seen
+        .iter()
+        .position(|m| has_line(m, "RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1 before READY=1: {seen:?}"));
+    assert!(
+        seen[reloading]
+            .lines()
+            .any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "RELOADING=1 without MONOTONIC_USEC=: {seen:?}"
+    );
+    let status = status_of(seen.last().unwrap()).expect("READY=1 carries STATUS=");
+    assert!(!status.contains("reload failed"), "{status}");
+
+    // A broken config: still READY=1 (the daemon serves on), and STATUS= names the key.
+    std::fs::write(
+        &d.config_path,
+        format!("{}\n[limits]\nmax_sessions = 0\n", d.config),
+    )
+    .expect("write the broken config");
+    kill(d.pid(), Signal::SIGHUP).expect("send SIGHUP");
+    let (seen, ready) = d.until(Duration::from_secs(20), |m| has_line(m, "READY=1"));
+    assert!(
+        ready,
+        "no READY=1 after a failed reload; got {seen:?}\n{}",
+        d.logs()
+    );
+    assert!(seen.iter().any(|m| has_line(m, "RELOADING=1")), "{seen:?}");
+    let status = status_of(seen.last().unwrap()).expect("READY=1 carries STATUS=");
+    assert!(
+        status.contains("reload failed") && status.contains("limits.max_sessions"),
+        "{status}"
+    );
+    assert!(d.alive(), "a failed reload stopped the daemon");
+    TcpStream::connect(("127.0.0.1", d.tls_port)).expect("still accepting after a failed reload");
+    assert!(d.logs().contains("reload failed"), "{}", d.logs());
+
+    // Fixed: the next reload clears the failure from STATUS=.
+    std::fs::write(&d.config_path, &d.config).expect("write the config back");
+    kill(d.pid(), Signal::SIGHUP).expect("send SIGHUP");
+    let (seen, ready) = d.until(Duration::from_secs(20), |m| has_line(m, "READY=1"));
+    assert!(ready, "no READY=1; got {seen:?}");
+    let status = status_of(seen.last().unwrap()).expect("READY=1 carries STATUS=");
+    assert!(!status.contains("reload failed"), "{status}");
 }
 
 #[test]

@@ -251,7 +251,7 @@ impl Admin {
             uptime_secs: self.started.elapsed().as_secs(),
             listeners: self.listeners.clone(),
             sessions: self.shared.active_sessions() as u64,
-            max_sessions: self.shared.limits.max_sessions as u64,
+            max_sessions: self.shared.slots.max() as u64,
             credential_chain: self
                 .shared
                 .credentials

@@ -13,6 +13,7 @@ use super::ServeArgs;
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::proxy::session::Shared;
+use crate::reload::Reloader;
 use crate::systemd;
 
 /// Log targets that could print secrets at their most verbose levels.
@@ -31,7 +32,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(daemon(config, args.dev))
+    runtime.block_on(daemon(config, args.config.as_deref(), args.dev))
 }
 
 fn init_tracing() {
@@ -73,7 +74,7 @@ fn dev_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(Config::parse(&text, Path::new("<embedded dev config>"))?)
 }
 
-async fn daemon(config: Config, dev: bool) -> anyhow::Result<()> {
+async fn daemon(config: Config, path: Option<&Path>, dev: bool) -> anyhow::Result<()> {
     let state = &config.state_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -83,7 +84,7 @@ async fn daemon(config: Config, dev: bool) -> anyhow::Result<()> {
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("setting mode 0700 on state dir {}", state.display()))?;
 
-    let ca = OnBoxCa::load_or_create(&state.join("ca"))?;
+    let ca = Arc::new(OnBoxCa::load_or_create(&state.join("ca"))?);
     tracing::info!(path = %state.join("ca").display(), "on-box CA ready");
     if dev {
         let out = state.join("certs");
@@ -108,14 +109,14 @@ async fn daemon(config: Config, dev: bool) -> anyhow::Result<()> {
     }
 
     // Store, catalog, listeners and admin socket: see crate::daemon.
-    let daemon = crate::daemon::Daemon::start(&config, &ca).await?;
+    let daemon = crate::daemon::Daemon::start(&config, path, ca).await?;
     tracing::info!(
         state_dir = %state.display(),
         databases = daemon.databases,
         users = daemon.users,
         "bastion ready"
     );
-    notify_systemd(daemon.shared())?;
+    notify_systemd(daemon.shared(), &daemon.reloader)?;
     daemon.run(shutdown_signal()).await;
     systemd::stopping();
     tracing::info!("bastion stopped");
@@ -123,12 +124,11 @@ async fn daemon(config: Config, dev: bool) -> anyhow::Result<()> {
 }
 
 /// Every listener is bound with its final mode: SIGHUP handler, READY=1, watchdog, STATUS=.
-fn notify_systemd(shared: &Arc<Shared>) -> anyhow::Result<()> {
-    systemd::watch_reload().context("installing the SIGHUP handler")?;
+fn notify_systemd(shared: &Arc<Shared>, reloader: &Arc<Reloader>) -> anyhow::Result<()> {
     let status_line = {
-        let shared = shared.clone();
+        let (shared, reloader) = (shared.clone(), reloader.clone());
         move || {
-            format!(
+            let mut line = format!(
                 "sessions: {} open, {} since start; credentials: {}",
                 shared.active_sessions(),
                 shared.sessions_started(),
@@ -136,9 +136,17 @@ fn notify_systemd(shared: &Arc<Shared>) -> anyhow::Result<()> {
                     .credentials
                     .last_provider()
                     .unwrap_or_else(|| "not loaded yet".into())
-            )
+            );
+            if let Some(why) = reloader.last_failure() {
+                line.push_str(&format!(
+                    "; reload failed, running the previous config: {why}"
+                ));
+            }
+            line
         }
     };
+    crate::reload::watch_sighup(reloader.clone(), status_line.clone())
+        .context("installing the SIGHUP handler")?;
     systemd::ready(&status_line());
     systemd::spawn_watchdog();
     systemd::spawn_status(systemd::STATUS_INTERVAL, status_line);

@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod peer;
+pub mod server_cert;
 pub mod tls;
 
 use std::fmt;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::server::{NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::CertificateDer;
 
@@ -43,18 +43,38 @@ pub fn server_config(
     ca: &OnBoxCa,
     names: &[String],
 ) -> Result<Arc<rustls::ServerConfig>, TlsIdentityError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = client_verifier(ca)?;
     let (chain, key) = ca.issue_server(names)?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsIdentityError::Config(format!("protocol versions: {e}")))?
-        .with_client_cert_verifier(verifier)
+    let config = builder(ca)?
         .with_single_cert(chain, key)
         .map_err(|e| TlsIdentityError::Config(format!("server certificate for {names:?}: {e}")))?;
+    Ok(without_resumption(config))
+}
+
+/// [`server_config`], presenting whatever `certs` resolves per handshake (the daemon's live
+/// [`super::server_cert::ServerCert`], re-issued when databases change or on reload).
+pub fn server_config_with_resolver(
+    ca: &OnBoxCa,
+    certs: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, TlsIdentityError> {
+    Ok(without_resumption(builder(ca)?.with_cert_resolver(certs)))
+}
+
+fn builder(
+    ca: &OnBoxCa,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsIdentityError>
+{
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = client_verifier(ca)?;
+    Ok(ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsIdentityError::Config(format!("protocol versions: {e}")))?
+        .with_client_cert_verifier(verifier))
+}
+
+fn without_resumption(mut config: ServerConfig) -> Arc<ServerConfig> {
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// The client-certificate verifier: the on-box CA as the only root, a certificate mandatory,

@@ -6,12 +6,13 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::catalog::Catalog;
-use crate::config::{Config, UnixListenerConfig};
+use crate::config::{Config, TcpListenerConfig, UnixListenerConfig};
 use crate::proxy::session::{self, Shared, TlsListenerSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,16 +29,43 @@ pub enum ListenerError {
     },
 }
 
+/// A TLS listener's settings: a reload swaps them whole, each new connection takes the current
+/// ones (a connection already accepted keeps what it took).
+pub type LiveSpec = Arc<ArcSwap<TlsListenerSpec>>;
+
 /// Every listener, bound and ready to accept.
 pub struct Bound {
-    pub tcp: Vec<(TcpListener, Arc<TlsListenerSpec>)>,
+    pub tcp: Vec<(TcpListener, LiveSpec)>,
     pub unix: Vec<(UnixListener, String, PathBuf)>,
 }
 
 impl Bound {
     /// The actual TCP addresses (port 0 in the config becomes a real port here).
     pub fn tcp_addresses(&self) -> Vec<std::net::SocketAddr> {
-        self.tcp.iter().map(|(_, spec)| spec.address).collect()
+        self.tcp
+            .iter()
+            .map(|(_, spec)| spec.load().address)
+            .collect()
+    }
+
+    /// The TLS listeners' live settings, in config order.
+    pub fn tls_specs(&self) -> Vec<LiveSpec> {
+        self.tcp.iter().map(|(_, spec)| spec.clone()).collect()
+    }
+}
+
+/// The settings of the TLS listener bound at `address` (its real port) from its config `l`.
+pub fn tls_spec(
+    address: std::net::SocketAddr,
+    l: &TcpListenerConfig,
+    tls: Arc<rustls::ServerConfig>,
+) -> TlsListenerSpec {
+    TlsListenerSpec {
+        address,
+        acceptor: TlsAcceptor::from(tls),
+        database: l.database.clone(),
+        default_database: l.default_database.clone(),
+        server_names: l.server_names.clone(),
     }
 }
 
@@ -64,14 +92,10 @@ pub async fn bind(
         })?;
         tracing::info!(kind = "tls", %address, database = l.database.as_deref().unwrap_or("-"),
             default_database = l.default_database.as_deref().unwrap_or("-"), "listening");
-        let spec = TlsListenerSpec {
-            address,
-            acceptor: TlsAcceptor::from(tls.clone()),
-            database: l.database.clone(),
-            default_database: l.default_database.clone(),
-            server_names: l.server_names.clone(),
-        };
-        bound.tcp.push((listener, Arc::new(spec)));
+        let spec = tls_spec(address, l, tls.clone());
+        bound
+            .tcp
+            .push((listener, Arc::new(ArcSwap::from_pointee(spec))));
     }
     if let Some(unix) = &config.listeners.unix {
         let dir = &unix.directory;
@@ -132,16 +156,16 @@ pub async fn run(
                     Ok(conn) => conn,
                     Err(e) => {
                         // EMFILE and friends: log, breathe, keep accepting.
-                        tracing::warn!(address = %spec.address, error = %e, "accept failed");
+                        tracing::warn!(address = %spec.load().address, error = %e, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+                let Some(permit) = shared.slots.try_acquire() else {
                     tracing::warn!(client.addr = %peer, "session limit reached; connection closed");
                     continue;
                 };
-                let (shared, spec) = (shared.clone(), spec.clone());
+                let (shared, spec) = (shared.clone(), spec.load_full());
                 tokio::spawn(async move {
                     session::serve_tls(shared, tcp, peer, spec).await;
                     drop(permit);
@@ -167,7 +191,7 @@ async fn accept_unix(listener: UnixListener, db: String, path: PathBuf, shared: 
                 continue;
             }
         };
-        let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+        let Some(permit) = shared.slots.try_acquire() else {
             tracing::warn!(path = %path.display(), "session limit reached; connection closed");
             continue;
         };

@@ -5,3 +5,4 @@ pub mod handshake;
 pub mod listener;
 pub mod relay;
 pub mod session;
+pub mod slots;

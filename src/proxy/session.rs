@@ -21,6 +21,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tracing::{field, Instrument};
 
+use arc_swap::ArcSwap;
+
 use crate::audit::{self, SessionFacts};
 use crate::aws::credentials::CredentialChain;
 use crate::catalog::CatalogHandle;
@@ -30,6 +32,7 @@ use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
 use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
 use crate::proxy::handshake::{error_reply, protocol_error_reply, HandshakeError};
 use crate::proxy::relay::{self, Leg};
+use crate::proxy::slots::SessionSlots;
 use crate::rbac;
 use crate::upstream::{self, Connector, UpstreamStream};
 
@@ -39,11 +42,12 @@ const MAX_UPSTREAM_REPLY: usize = 1024 * 1024;
 /// What every session shares: the catalog, limits, credentials and upstream connector.
 pub struct Shared {
     pub catalog: CatalogHandle,
-    pub limits: Limits,
+    /// Swapped by a reload; a session reads them when it reaches each step.
+    limits: ArcSwap<Limits>,
     pub credentials: CredentialChain,
     pub connector: Connector,
-    /// One permit per live session (`limits.max_sessions`); shared by every listener.
-    pub slots: Arc<tokio::sync::Semaphore>,
+    /// One slot per live session (`limits.max_sessions`); shared by every listener.
+    pub slots: SessionSlots,
     /// The EC2 instance this bastion runs on, once IMDS has told (for audit events).
     pub instance_id: std::sync::OnceLock<String>,
     next_id: AtomicU64,
@@ -53,8 +57,8 @@ impl Shared {
     pub fn new(catalog: CatalogHandle, limits: Limits, credentials: CredentialChain) -> Self {
         Shared {
             catalog,
-            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions)),
-            limits,
+            slots: SessionSlots::new(limits.max_sessions),
+            limits: ArcSwap::from_pointee(limits),
             credentials,
             connector: Connector::new(),
             instance_id: std::sync::OnceLock::new(),
@@ -73,9 +77,18 @@ impl Shared {
 
     /// Sessions holding a slot right now.
     pub fn active_sessions(&self) -> usize {
-        self.limits
-            .max_sessions
-            .saturating_sub(self.slots.available_permits())
+        self.slots.open()
+    }
+
+    /// The limits in force for new sessions.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.load_full()
+    }
+
+    /// Apply `limits` to sessions from now on; open sessions keep their slots and deadlines.
+    pub fn set_limits(&self, limits: Limits) {
+        self.slots.set_max(limits.max_sessions);
+        self.limits.store(Arc::new(limits));
     }
 }
 
@@ -102,7 +115,7 @@ pub async fn serve_tls(
     let span = session_span(id, &peer.to_string());
     async move {
         let _ = tcp.set_nodelay(true);
-        let deadline = Instant::now() + shared.limits.handshake_timeout;
+        let deadline = Instant::now() + shared.limits().handshake_timeout;
         let mut facts = SessionFacts {
             session: id,
             client: peer.to_string(),
@@ -161,7 +174,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
     };
     let span = session_span(id, &client);
     async move {
-        let deadline = Instant::now() + shared.limits.handshake_timeout;
+        let deadline = Instant::now() + shared.limits().handshake_timeout;
         let facts = SessionFacts {
             session: id,
             client: client.clone(),
@@ -230,7 +243,7 @@ async fn run(
     mut facts: SessionFacts,
     deadline: Instant,
 ) {
-    let limits = &shared.limits;
+    let limits = shared.limits();
     let mut buf = BytesMut::with_capacity(4096);
     let parsed = match timeout_at(
         deadline,
@@ -383,7 +396,7 @@ async fn open_upstream(
         .map_err(|e| e.to_string())?;
     let mut stream = shared
         .connector
-        .connect(db, shared.limits.upstream_connect_timeout)
+        .connect(db, shared.limits().upstream_connect_timeout)
         .await
         .map_err(|e| e.to_string())?;
     tracing::debug!(tls = db.tls.is_some(), "upstream connected");

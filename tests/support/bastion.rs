@@ -37,6 +37,7 @@ pub struct Bastion {
     tcp: Vec<SocketAddr>,
     unix_dir: Option<PathBuf>,
     state_dir: PathBuf,
+    config: PathBuf,
     _config_dir: TempDir,
 }
 
@@ -90,6 +91,7 @@ impl Bastion {
             tcp: Vec::new(),
             unix_dir: None,
             state_dir: state_dir.to_path_buf(),
+            config,
             _config_dir: config_dir,
         };
         let ready = poll(READY_LIMIT, || {
@@ -194,6 +196,22 @@ impl Bastion {
                 panic!("a secret appears in the bastion's logs:\n{line}");
             }
         }
+    }
+
+    /// Replace the config file the daemon was started with (it reads it again on SIGHUP).
+    pub fn rewrite_config(&self, config_toml: &str) {
+        std::fs::write(&self.config, config_toml).expect("rewrite bastion.toml");
+    }
+
+    /// `systemctl reload`: SIGHUP, then wait for the daemon to log `reload done` or `reload
+    /// failed`; returns that line. Panics if neither appears within [`LOG_LIMIT`].
+    #[track_caller]
+    pub fn reload(&self) -> String {
+        let mark = self.log_mark();
+        let child = self.child.as_ref().expect("the daemon is running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("send SIGHUP");
+        self.expect_log_line(mark, &["reload"], &["reload done", "reload failed"])
     }
 
     pub fn is_running(&mut self) -> bool {

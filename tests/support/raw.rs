@@ -35,6 +35,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub struct Raw {
     stream: Box<dyn Io>,
     buf: Vec<u8>,
+    /// TLS: the end-entity certificate the server presented.
+    server_cert: Option<CertificateDer<'static>>,
 }
 
 impl Raw {
@@ -42,6 +44,17 @@ impl Raw {
     /// against the endpoint's CA, its name is not (routing tests send SNIs such as `nosuchdb`
     /// that no certificate names; the name check is not what they test).
     pub async fn connect(ep: &Endpoint) -> io::Result<Raw> {
+        Raw::connect_checking(ep, false).await
+    }
+
+    /// [`connect`](Self::connect), but TLS also verifies that the server certificate names the
+    /// SNI, as strict clients do (e.g. redis-py with `ssl_check_hostname`).
+    pub async fn connect_verifying_name(ep: &Endpoint) -> io::Result<Raw> {
+        Raw::connect_checking(ep, true).await
+    }
+
+    async fn connect_checking(ep: &Endpoint, check_name: bool) -> io::Result<Raw> {
+        let mut server_cert = None;
         let stream: Box<dyn Io> = match ep {
             Endpoint::Tls {
                 addr,
@@ -52,6 +65,7 @@ impl Raw {
                 let connector = tls_connector(
                     ca,
                     identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                    check_name,
                 )?;
                 let name = match sni {
                     Some(s) => ServerName::try_from(s.clone()).map_err(io::Error::other)?,
@@ -65,6 +79,12 @@ impl Raw {
                     .map_err(|_| {
                         io::Error::new(io::ErrorKind::TimedOut, "hang guard: TLS handshake")
                     })??;
+                server_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|c| c.clone().into_owned());
                 Box::new(tls)
             }
             Endpoint::Tcp { addr } => Box::new(TcpStream::connect(addr).await?),
@@ -73,7 +93,13 @@ impl Raw {
         Ok(Raw {
             stream,
             buf: Vec::new(),
+            server_cert,
         })
+    }
+
+    /// The certificate a TLS server presented (`None` for Unix / plain TCP).
+    pub fn server_cert(&self) -> Option<&CertificateDer<'static>> {
+        self.server_cert.as_ref()
     }
 
     /// A TCP connection that never starts TLS (handshake-timeout tests).
@@ -81,6 +107,7 @@ impl Raw {
         Ok(Raw {
             stream: Box::new(TcpStream::connect(addr).await?),
             buf: Vec::new(),
+            server_cert: None,
         })
     }
 
@@ -253,8 +280,13 @@ fn frame_end(buf: &[u8], pos: usize) -> Result<Option<usize>, String> {
     }
 }
 
-/// A rustls client config (ring provider) trusting `ca`, optionally presenting a certificate.
-fn tls_connector(ca: &Path, identity: Option<(&Path, &Path)>) -> io::Result<TlsConnector> {
+/// A rustls client config (ring provider) trusting `ca`, optionally presenting a certificate;
+/// the server's name is verified only with `check_name`.
+fn tls_connector(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    check_name: bool,
+) -> io::Result<TlsConnector> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca)
@@ -266,11 +298,16 @@ fn tls_connector(ca: &Path, identity: Option<(&Path, &Path)>) -> io::Result<TlsC
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(io::Error::other)?;
+    let verifier: Arc<dyn ServerCertVerifier> = if check_name {
+        webpki
+    } else {
+        Arc::new(ChainOnly(webpki))
+    };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)));
+        .with_custom_certificate_verifier(verifier);
     let config = match identity {
         Some((cert, key)) => {
             let chain = CertificateDer::pem_file_iter(cert)
