@@ -83,7 +83,15 @@ impl Daemon {
         let listener = admin::server::bind(&admin_socket, group.as_ref())?;
         tracing::info!(kind = "admin", path = %admin_socket.display(),
             group = group.as_ref().map_or("-", |g| g.name.as_str()), "listening");
-        let admin = Arc::new(Admin::new(store, shared.clone(), unix.clone(), described));
+        // The admin socket's own handle on the CA, for `bastion cert issue`.
+        let issuer = Arc::new(OnBoxCa::load_or_create(ca.dir())?);
+        let admin = Arc::new(Admin::new(
+            store,
+            shared.clone(),
+            issuer,
+            unix.clone(),
+            described,
+        ));
         let admin_task = tokio::spawn(admin::server::serve(listener, admin, group));
         Ok(Daemon {
             bound,
@@ -129,7 +137,8 @@ fn spawn_instance_id_lookup(config: &Config, shared: Arc<Shared>) {
 }
 
 /// Open `<state_dir>/store`; on its first start import the boot config's declarations.
-fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// Also `bastion cert issue` when no daemon runs (it then holds the store's lock itself).
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     let dir = config.state_dir.join(STORE_DIR);
     let mut store = Store::open(&dir)?;
     let report = store.recovery_report();

@@ -3,5 +3,6 @@
 
 pub mod handshake;
 pub mod listener;
+pub mod registry;
 pub mod relay;
 pub mod session;
