@@ -51,6 +51,7 @@ pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration) {
     let (closed_by, error) = match &outcome.closed {
         Closed::By(side) => (side_name(*side), None),
         Closed::Error { side, message } => (side_name(*side), Some(message.as_str())),
+        Closed::Stopped => ("admin", None),
     };
     tracing::info!(
         target: "audit",
@@ -130,4 +131,33 @@ pub fn admin_denied(uid: u32, pid: Option<i32>) {
         pid = pid.unwrap_or(-1),
         "admin socket: caller refused"
     );
+}
+
+/// An administrator ended a live session (`bastion sessions kill`, or `bastion cert revoke` of
+/// the certificate it presented). The session's own `session.end` (or `access.denied`, when it
+/// was still in its handshake) follows.
+pub fn session_killed(uid: u32, caller: &str, session: &KilledSession<'_>, reason: &str) {
+    tracing::info!(
+        target: "audit",
+        event = "session.killed",
+        uid,
+        caller,
+        session = session.id,
+        user = session.user.unwrap_or("-"),
+        client = session.client,
+        db = session.db.unwrap_or("-"),
+        db_user = session.db_user.unwrap_or("-"),
+        reason,
+        "session killed"
+    );
+}
+
+/// What `session.killed` names about the session.
+#[derive(Debug, Clone, Copy)]
+pub struct KilledSession<'a> {
+    pub id: u64,
+    pub user: Option<&'a str>,
+    pub client: &'a str,
+    pub db: Option<&'a str>,
+    pub db_user: Option<&'a str>,
 }

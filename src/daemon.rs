@@ -20,8 +20,8 @@ use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
 use crate::proxy::listener::{self, Bound, UnixSockets};
 use crate::proxy::session::Shared;
-use crate::store::compaction::CompactionPolicy;
 use crate::reload::Reloader;
+use crate::store::compaction::CompactionPolicy;
 use crate::store::records::{DatabaseRecord, RoleRecord, UserRecord};
 use crate::store::{Mutation, State, Store};
 
@@ -70,7 +70,7 @@ impl Daemon {
             config.clone(),
             ca,
             shared.clone(),
-            server_cert,
+            server_cert.clone(),
             bound.tls_specs(),
         ));
         spawn_instance_id_lookup(config, shared.clone());
@@ -98,7 +98,13 @@ impl Daemon {
         let listener = admin::server::bind(&admin_socket, group.as_ref())?;
         tracing::info!(kind = "admin", path = %admin_socket.display(),
             group = group.as_ref().map_or("-", |g| g.name.as_str()), "listening");
-        let admin = Arc::new(Admin::new(store, shared.clone(), unix.clone(), described));
+        let admin = Arc::new(Admin::new(
+            store,
+            shared.clone(),
+            server_cert,
+            unix.clone(),
+            described,
+        ));
         let admin_task = tokio::spawn(admin::server::serve(listener, admin, group));
         Ok(Daemon {
             bound,
@@ -145,7 +151,8 @@ fn spawn_instance_id_lookup(config: &Config, shared: Arc<Shared>) {
 }
 
 /// Open `<state_dir>/store`; on its first start import the boot config's declarations.
-fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// Also `bastion cert issue` when no daemon runs (it then holds the store's lock itself).
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     let dir = config.state_dir.join(STORE_DIR);
     let mut store = Store::open(&dir)?;
     let report = store.recovery_report();

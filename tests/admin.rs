@@ -4,95 +4,19 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
+use support::admin::{cli, Admin, NOBODY};
 use support::bastion::{Bastion, BASTION_BIN};
-use support::certs::write_private;
 use support::clients::{redis_cli, redis_cli_as, Endpoint};
-use support::process::{run, Out};
-use support::stack::{Stack, StackOpts, APP, PASSWORD_ENV};
-
-const NOBODY: u32 = 65534;
-
-/// The stack, with the admin socket in a 0755 directory under /tmp (so `nobody` can reach it
-/// and be refused by the peer-credential check, not by the file system).
-struct Admin {
-    stack: Stack,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Admin {
-    fn start() -> Admin {
-        let dir = tempfile::Builder::new()
-            .prefix("bastion-admin-")
-            .tempdir_in("/tmp")
-            .expect("admin dir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let socket = dir.path().join("admin.sock");
-        let stack = Stack::start_with(StackOpts {
-            extra_toml: format!(
-                "\n[admin]\nsocket = {}\n",
-                toml::Value::String(socket.display().to_string())
-            ),
-            ..Default::default()
-        });
-        Admin {
-            stack,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    /// `bastion ARGS --socket S` as the test's user.
-    fn cli(&self, args: &[&str]) -> Out {
-        cli(&self.socket, args)
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        out.assert_success();
-        out.stdout()
-    }
-
-    fn password_file(&self) -> PathBuf {
-        let dir = self.stack.cert_dir("pw");
-        write_private(&dir.join("up.pw"), self.stack.upstream_password.as_bytes())
-    }
-}
-
-fn cli(socket: &Path, args: &[&str]) -> Out {
-    run(
-        Command::new(BASTION_BIN)
-            .args(args)
-            .arg("--socket")
-            .arg(socket),
-        None,
-        Duration::from_secs(60),
-    )
-}
+use support::process::run;
+use support::stack::{APP, PASSWORD_ENV};
 
 #[test]
 fn a_caller_with_another_uid_is_refused() {
     let a = Admin::start();
-    // Let the file system admit anyone: the refusal must come from SO_PEERCRED.
-    std::fs::set_permissions(&a.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let mark = a.stack.bastion.log_mark();
-    let out = run(
-        Command::new("setpriv")
-            .arg(format!("--reuid={NOBODY}"))
-            .arg(format!("--regid={NOBODY}"))
-            .arg("--clear-groups")
-            .arg(BASTION_BIN)
-            .args(["db", "rm", "plaindb", "--socket"])
-            .arg(&a.socket),
-        None,
-        Duration::from_secs(60),
-    );
+    let out = a.cli_as_nobody(&["db", "rm", "plaindb"]);
     assert!(!out.status.success(), "{out}");
     assert!(
         out.stderr().contains("permission denied: uid 65534"),

@@ -1,5 +1,6 @@
 //! One admin request, carried out: read or change the store, then rebuild the live catalog and
-//! the per-database Unix sockets from it, so new sessions see the change at once.
+//! the per-database Unix sockets from it, so new sessions see the change at once. Certificates
+//! and live sessions: [`super::certs`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,6 +11,7 @@ use super::wire::{AdminError, Declared, ImportSummary, Reply, Request, Status};
 use crate::audit;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::DatabaseConfig;
+use crate::identity::server_cert::ServerCert;
 use crate::proxy::listener::UnixSockets;
 use crate::proxy::session::Shared;
 use crate::store::compaction::CompactionPolicy;
@@ -19,7 +21,9 @@ use crate::store::{Mutation, State, Store, StoreError};
 /// The daemon's side of the admin socket.
 pub struct Admin {
     store: Mutex<Store>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
+    /// Holds the CA in use (a reload may replace it): `bastion cert issue` signs with it.
+    pub(super) server_cert: Arc<ServerCert>,
     unix: Option<Arc<UnixSockets>>,
     started: Instant,
     listeners: Vec<String>,
@@ -36,15 +40,21 @@ pub fn catalog_of(state: &State) -> Result<Catalog, CatalogError> {
 
 impl Admin {
     /// `listeners` describes every listener for `bastion status` (e.g. `tls 127.0.0.1:6380`).
+    /// The sessions' registry learns the store's revoked serials here, before any session runs.
     pub fn new(
         store: Store,
         shared: Arc<Shared>,
+        server_cert: Arc<ServerCert>,
         unix: Option<Arc<UnixSockets>>,
         listeners: Vec<String>,
     ) -> Admin {
+        shared
+            .sessions
+            .set_revoked(super::certs::revoked_serials(store.state()));
         Admin {
             store: Mutex::new(store),
             shared,
+            server_cert,
             unix,
             started: Instant::now(),
             listeners,
@@ -127,13 +137,22 @@ impl Admin {
                 done(self.mutate(caller, "remove", vec![Mutation::RemoveUser(key)])?)
             }
             Request::Import(declared) => self.import(caller, declared).map(Reply::Imported),
+            Request::IssueCert { user, ttl_secs } => {
+                self.issue_cert(caller, &user, ttl_secs).map(Reply::Issued)
+            }
+            Request::ListCerts => Ok(Reply::Certs(
+                self.lock().state().certificates().cloned().collect(),
+            )),
+            Request::RevokeCert(serial) => self.revoke_cert(caller, &serial),
+            Request::ListSessions => Ok(Reply::Sessions(self.shared.sessions.list())),
+            Request::KillSession(id) => self.kill_session(caller, id).map(Reply::Killed),
         }
     }
 
     /// Apply `mutations` as one change: all are checked against the store's rules and the
     /// catalog first, so a refusal writes nothing; then each is written (fsynced) and audited,
     /// and only then does the live catalog change.
-    fn mutate(
+    pub(super) fn mutate(
         &self,
         caller: &Caller,
         request: &str,
@@ -250,7 +269,7 @@ impl Admin {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             listeners: self.listeners.clone(),
-            sessions: self.shared.active_sessions() as u64,
+            sessions: self.shared.sessions.len() as u64,
             max_sessions: self.shared.slots.max() as u64,
             credential_chain: self
                 .shared
@@ -271,7 +290,7 @@ impl Admin {
         }
     }
 
-    fn existing<K>(
+    pub(super) fn existing<K>(
         &self,
         kind: &str,
         name: &str,
@@ -283,7 +302,7 @@ impl Admin {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Store> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock happened between whole store operations; the store
         // itself poisons on an unknown write outcome.
         self.store.lock().unwrap_or_else(|e| e.into_inner())

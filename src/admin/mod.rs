@@ -3,6 +3,7 @@
 //! - [`auth`]: who may connect (SO_PEERCRED: root or the admin group);
 //! - [`wire`]: length-prefixed postcard requests and replies;
 //! - [`handler`]: what each request does to the store, the live catalog and the Unix sockets;
+//! - [`certs`]: certificates issued from the daemon's CA, revocation, live sessions;
 //! - [`server`]: the socket itself and its accept loop.
 //!
 //! Every acknowledged mutation is an `admin.mutation` audit event naming the caller's uid and
@@ -10,6 +11,7 @@
 //! never let a change reach the catalog that the store has not fsynced.
 
 pub mod auth;
+pub mod certs;
 pub mod client;
 pub mod handler;
 pub mod server;

@@ -2,14 +2,18 @@
 //! a 4-byte big-endian length. Records travel in the store's own bounded types, so a request
 //! that decodes is already within every per-record bound.
 //!
-//! Never carries a secret: database records name where a password is read from, not the password.
+//! Carries one secret only: the private key of a certificate `IssueCert` just made, in a
+//! [`KeyPem`] whose `Debug` prints `****`, back to the authorized caller who asked for it.
+//! Database records name where a password is read from, not the password.
 
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::store::records::{DatabaseRecord, RoleRecord, UserRecord};
+use crate::proxy::registry::SessionInfo;
+use crate::secret::Secret;
+use crate::store::records::{CertRecord, DatabaseRecord, RoleRecord, UserRecord};
 
 /// Largest frame either side accepts (an import of every database, role and user fits).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -42,6 +46,16 @@ pub enum Request {
     Export,
     /// Make the store hold these records (added or replaced; nothing is removed).
     Import(Declared),
+    /// Issue a client certificate from the daemon's CA and record its serial.
+    IssueCert {
+        user: String,
+        ttl_secs: u64,
+    },
+    ListCerts,
+    /// Revoke the certificate with this hex serial and end its live sessions.
+    RevokeCert(String),
+    ListSessions,
+    KillSession(u64),
 }
 
 /// Databases, roles and users as a set (import and export).
@@ -65,6 +79,46 @@ pub enum Reply {
     Export(Declared),
     Imported(ImportSummary),
     Error(AdminError),
+    Issued(IssuedBundle),
+    Certs(Vec<CertRecord>),
+    Revoked {
+        seq: u64,
+        sessions_closed: u32,
+    },
+    Sessions(Vec<SessionInfo>),
+    Killed(SessionInfo),
+}
+
+/// A certificate the daemon issued (and recorded as `seq`), with what the caller writes out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedBundle {
+    pub seq: u64,
+    pub user: String,
+    /// Hex, as audit events and `bastion cert ls` show it.
+    pub serial: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub cert_pem: String,
+    pub key_pem: KeyPem,
+    pub ca_pem: String,
+    pub ca_subject: String,
+}
+
+/// A private key in PEM on the wire: a [`Secret`] (prints `****`, zeroized on drop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPem(pub Secret);
+
+impl Serialize for KeyPem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyPem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = zeroize::Zeroizing::new(String::deserialize(d)?);
+        Ok(KeyPem(Secret::new(text.as_str())))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +249,25 @@ pub fn fuzz_request(bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_issued_key_round_trips_but_never_prints() {
+        let reply = Reply::Issued(IssuedBundle {
+            seq: 3,
+            user: "alice".into(),
+            serial: "0a".into(),
+            not_before: 1,
+            not_after: 2,
+            cert_pem: "CERT".into(),
+            key_pem: KeyPem(Secret::new("PRIVATE-KEY-BYTES")),
+            ca_pem: "CA".into(),
+            ca_subject: "ca".into(),
+        });
+        let frame = encode(&reply).unwrap();
+        let back: Reply = read_blocking(&mut &frame[..]).unwrap();
+        assert_eq!(back, reply);
+        assert!(!format!("{back:?}").contains("PRIVATE-KEY-BYTES"));
+    }
 
     #[test]
     fn frames_round_trip_and_oversize_is_refused() {

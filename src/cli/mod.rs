@@ -11,6 +11,7 @@ pub mod iam_token;
 pub mod import;
 pub mod role;
 pub mod serve;
+pub mod sessions;
 pub mod status;
 pub mod user;
 
@@ -89,6 +90,13 @@ pub enum Command {
     /// Restricted shell for the serial / SSH console (an admin's login shell): bastion verbs
     /// only, with completion and history. See README "Console".
     Console(console::ConsoleArgs),
+    /// Live sessions: list them, or end one.
+    Sessions {
+        #[command(subcommand)]
+        command: sessions::SessionsCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -113,7 +121,20 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Issue a client certificate: writes USER.crt, USER.key (0600) and ca.crt into --out.
+    /// Through the running daemon's admin socket; with no daemon, from the state dir directly.
     Issue(CertIssueArgs),
+    /// List issued certificates: serial, user, issued, expires, status (active/expired/revoked).
+    Ls {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Revoke a certificate: new handshakes with it are refused and its live sessions end.
+    Revoke {
+        /// The serial, in hex as `cert ls` and `cert issue` print it.
+        serial: String,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +153,10 @@ pub struct CertIssueArgs {
     /// Take the state directory from this boot configuration instead.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The daemon's admin socket (default: the config's `admin.socket`, else
+    /// `<state_dir>/run/admin.sock`).
+    #[arg(long, env = "BASTION_ADMIN_SOCKET")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +207,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Cert(CertCommand::Issue(args)) => cert::issue(args),
+        Command::Cert(CertCommand::Ls { admin }) => cert::list(&admin),
+        Command::Cert(CertCommand::Revoke { serial, admin }) => cert::revoke(&serial, &admin),
         Command::IamToken(args) => iam_token::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Configure(command) => configure::run(command),
@@ -193,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { file, admin } => import::import(&file, &admin),
         Command::Export { admin } => import::export(&admin),
         Command::Console(args) => console::run(args),
+        Command::Sessions { command, admin } => sessions::run(command, &admin),
     }
 }
 

@@ -115,6 +115,7 @@ pub struct IssuedCert {
     pub key_pem: Secret,
     /// Hex serial, as shown in audit events.
     pub serial: String,
+    pub not_before: std::time::SystemTime,
     pub not_after: std::time::SystemTime,
 }
 
@@ -222,48 +223,12 @@ impl OnBoxCa {
         issued: &IssuedCert,
         out: &Path,
     ) -> Result<[PathBuf; 3], CaError> {
-        check_user(user)?;
-        // `<user>.crt` must not collide with the bundle's `ca.crt`.
-        if format!("{user}.crt") == CA_CERT_FILE {
-            return Err(CaError::InvalidUser {
-                user: user.to_string(),
-                message: format!("its certificate file would collide with {CA_CERT_FILE}"),
-            });
-        }
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(out)
-            .map_err(CaError::io(out))?;
-        // Writing a bundle into the CA's own directory could clobber the CA; refuse outright.
-        if same_dir(out, &self.dir)? {
-            return Err(CaError::file(
-                out,
-                "is the CA directory; write client bundles somewhere else",
-            ));
-        }
-        let key = write_atomic(
-            out,
-            &format!("{user}.key"),
-            issued.key_pem.expose().as_bytes(),
-            0o600,
-            Replace::Yes,
-        )?;
-        let cert = write_atomic(
-            out,
-            &format!("{user}.crt"),
-            issued.cert_pem.as_bytes(),
-            0o644,
-            Replace::Yes,
-        )?;
-        let ca = write_atomic(
-            out,
-            CA_CERT_FILE,
-            self.cert_pem.as_bytes(),
-            0o644,
-            Replace::Yes,
-        )?;
-        Ok([cert, key, ca])
+        let pems = BundlePems {
+            cert: &issued.cert_pem,
+            key: &issued.key_pem,
+            ca: &self.cert_pem,
+        };
+        write_bundle_files(user, &pems, out, Some(&self.dir))
     }
 
     /// A server certificate for the listeners, with every name/IP in `names` as a SAN.
@@ -339,9 +304,66 @@ impl OnBoxCa {
             cert_pem: cert.pem(),
             key_pem: Secret::new(key.serialize_pem()),
             serial,
+            not_before: params.not_before.into(),
             not_after: params.not_after.into(),
         })
     }
+}
+
+/// The three PEM texts of a client bundle.
+pub struct BundlePems<'a> {
+    pub cert: &'a str,
+    pub key: &'a Secret,
+    pub ca: &'a str,
+}
+
+/// Write `<out>/<user>.crt`, `<out>/<user>.key` (0600) and `<out>/ca.crt` (see
+/// [`OnBoxCa::write_bundle`]) — also for a bundle the daemon issued and sent over the admin
+/// socket. `ca_dir`, when known, is refused as `out` so the CA's own files are never touched.
+pub fn write_bundle_files(
+    user: &str,
+    pems: &BundlePems<'_>,
+    out: &Path,
+    ca_dir: Option<&Path>,
+) -> Result<[PathBuf; 3], CaError> {
+    check_user(user)?;
+    // `<user>.crt` must not collide with the bundle's `ca.crt`.
+    if format!("{user}.crt") == CA_CERT_FILE {
+        return Err(CaError::InvalidUser {
+            user: user.to_string(),
+            message: format!("its certificate file would collide with {CA_CERT_FILE}"),
+        });
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+        .map_err(CaError::io(out))?;
+    // Writing a bundle into the CA's own directory could clobber the CA; refuse outright.
+    if let Some(ca_dir) = ca_dir {
+        if same_dir(out, ca_dir)? {
+            return Err(CaError::file(
+                out,
+                "is the CA directory; write client bundles somewhere else",
+            ));
+        }
+    }
+    let key = write_atomic(
+        out,
+        &format!("{user}.key"),
+        pems.key.expose().as_bytes(),
+        0o600,
+        Replace::Yes,
+    )?;
+    let cert = write_atomic(
+        out,
+        &format!("{user}.crt"),
+        pems.cert.as_bytes(),
+        0o644,
+        Replace::Yes,
+    )?;
+    let ca = write_atomic(out, CA_CERT_FILE, pems.ca.as_bytes(), 0o644, Replace::Yes)?;
+    Ok([cert, key, ca])
 }
 
 /// Lower-case hex of a DER serial with any sign-padding zero bytes removed — the form used in

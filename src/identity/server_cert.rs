@@ -89,6 +89,12 @@ impl ServerCert {
         }))
     }
 
+    /// The CA new handshakes are verified against (replaced by a reload): client certificates
+    /// `bastion cert issue` hands out must come from this one.
+    pub fn ca(&self) -> Arc<OnBoxCa> {
+        self.lock().ca.clone()
+    }
+
     /// The certificate new handshakes get.
     pub fn current(&self) -> Arc<Issued> {
         self.current.load_full()

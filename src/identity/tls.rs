@@ -88,9 +88,10 @@ pub fn client_verifier(ca: &OnBoxCa) -> Result<Arc<dyn ClientCertVerifier>, TlsI
             ca.dir().display()
         ))
     })?;
-    // Revocation hook: when certificate revocation lands, the CA will publish a CRL and this
-    // becomes `.with_crls(ca.crls()?)` (plus `.only_check_end_entity_revocation()` — the chain
-    // is a single CA). `server_config` callers then rebuild the config when the CRL changes.
+    // Revocation is not checked here: `bastion cert revoke` puts the serial in the session
+    // registry (proxy/registry.rs), which each TLS session consults right after this verifier
+    // accepted the chain — under the same lock that stops the serial's live sessions, and
+    // without rebuilding this config on every revocation.
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| TlsIdentityError::Config(format!("client certificate verifier: {e}")))

@@ -3,6 +3,7 @@
 
 pub mod handshake;
 pub mod listener;
+pub mod registry;
 pub mod relay;
 pub mod session;
 pub mod slots;

@@ -5,6 +5,9 @@
 //! Every refusal is a RESP `-ERR bastion: …` to the client plus an `access.denied` audit event,
 //! and closes the connection. Bytes the client pipelined behind its opening frame are written
 //! upstream, in order, before the relay starts — never dropped.
+//!
+//! Every session is in the [`Registry`] from accept to end; an administrator's stop (kill, or
+//! revocation of its certificate) ends it whether it is in the handshake or the relay.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +34,7 @@ use crate::identity::{self, Identity, Method};
 use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
 use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
 use crate::proxy::handshake::{error_reply, protocol_error_reply, HandshakeError};
+use crate::proxy::registry::{Registered, Registry, Transport};
 use crate::proxy::relay::{self, Leg};
 use crate::proxy::slots::SessionSlots;
 use crate::rbac;
@@ -38,6 +42,9 @@ use crate::upstream::{self, Connector, UpstreamStream};
 
 /// Upper bound on the upstream's reply to AUTH/HELLO (a HELLO map is a few hundred bytes).
 const MAX_UPSTREAM_REPLY: usize = 1024 * 1024;
+
+/// The `access.denied` reason of a session stopped before its relay started.
+const STOPPED_IN_HANDSHAKE: &str = "session killed by an administrator during the handshake";
 
 /// What every session shares: the catalog, limits, credentials and upstream connector.
 pub struct Shared {
@@ -50,6 +57,8 @@ pub struct Shared {
     pub slots: SessionSlots,
     /// The EC2 instance this bastion runs on, once IMDS has told (for audit events).
     pub instance_id: std::sync::OnceLock<String>,
+    /// Live sessions (`bastion sessions`) and revoked certificate serials.
+    pub sessions: Arc<Registry>,
     next_id: AtomicU64,
 }
 
@@ -62,6 +71,7 @@ impl Shared {
             credentials,
             connector: Connector::new(),
             instance_id: std::sync::OnceLock::new(),
+            sessions: Arc::new(Registry::default()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -114,6 +124,9 @@ pub async fn serve_tls(
     let id = shared.next_id();
     let span = session_span(id, &peer.to_string());
     async move {
+        let session = shared
+            .sessions
+            .register(id, peer.to_string(), Transport::Mtls);
         let _ = tcp.set_nodelay(true);
         let deadline = Instant::now() + shared.limits().handshake_timeout;
         let mut facts = SessionFacts {
@@ -124,30 +137,39 @@ pub async fn serve_tls(
             instance: shared.instance_id.get().cloned(),
             ..Default::default()
         };
-        let tls = match timeout_at(deadline, spec.acceptor.accept(tcp)).await {
-            Err(_) => return audit::denied(&facts, "handshake timeout during TLS"),
-            Ok(Err(e)) => return audit::denied(&facts, &format!("TLS handshake failed: {e}")),
-            Ok(Ok(tls)) => tls,
+        let accept = timeout_at(deadline, spec.acceptor.accept(tcp));
+        let tls = match session.unless_stopped(accept).await {
+            None => return audit::denied(&facts, STOPPED_IN_HANDSHAKE),
+            Some(Err(_)) => return audit::denied(&facts, "handshake timeout during TLS"),
+            Some(Ok(Err(e))) => {
+                return audit::denied(&facts, &format!("TLS handshake failed: {e}"))
+            }
+            Some(Ok(Ok(tls))) => tls,
         };
         let (_, conn) = tls.get_ref();
-        let who = conn
+        let cert = conn
             .peer_certificates()
             .and_then(|chain| chain.first())
             .ok_or_else(|| "no client certificate".to_string())
-            .and_then(|cert| identity::tls::cert_identity(cert).map_err(|e| e.to_string()))
-            .map(|c| Identity {
+            .and_then(|cert| identity::tls::cert_identity(cert).map_err(|e| e.to_string()));
+        facts.evidence = cert.as_ref().ok().map(|c| format!("serial={}", c.serial));
+        // Checked (and recorded) in the registry, under the lock `cert revoke` takes.
+        let who = cert.and_then(|c| match session.present_certificate(&c.serial) {
+            Err(revoked) => Err(revoked.to_string()),
+            Ok(()) => Ok(Identity {
                 user: c.user,
                 method: Method::Mtls,
                 evidence: format!("serial={}", c.serial),
-            });
+            }),
+        });
         let db = pick_database(&spec, conn.server_name());
         tracing::debug!(
             sni = conn.server_name().unwrap_or("-"),
             "TLS handshake done"
         );
-        facts.evidence = who.as_ref().ok().map(|i| i.evidence.clone());
         run(
             &shared,
+            &session,
             Either::Left(Box::new(tls)),
             who,
             db,
@@ -174,6 +196,9 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
     };
     let span = session_span(id, &client);
     async move {
+        let session = shared
+            .sessions
+            .register(id, client.clone(), Transport::Unix);
         let deadline = Instant::now() + shared.limits().handshake_timeout;
         let facts = SessionFacts {
             session: id,
@@ -195,7 +220,16 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
                 None => Err(format!("uid {} is not bound to a bastion user", c.uid)),
             },
         };
-        run(&shared, Either::Right(stream), who, Ok(db), facts, deadline).await;
+        run(
+            &shared,
+            &session,
+            Either::Right(stream),
+            who,
+            Ok(db),
+            facts,
+            deadline,
+        )
+        .await;
     }
     .instrument(span)
     .await
@@ -237,38 +271,74 @@ fn pick_database(spec: &TlsListenerSpec, sni: Option<&str>) -> Result<String, St
 /// The part common to both listeners, from the first client byte to the end of the relay.
 async fn run(
     shared: &Shared,
+    session: &Registered,
     mut client: ClientStream,
     who: Result<Identity, String>,
     db: Result<String, String>,
     mut facts: SessionFacts,
     deadline: Instant,
 ) {
+    let work = handshake(shared, session, &mut client, who, db, &mut facts, deadline);
+    let ready = match session.unless_stopped(work).await {
+        None => return audit::denied(&facts, STOPPED_IN_HANDSHAKE),
+        Some(None) => return,
+        Some(Some(ready)) => ready,
+    };
+    session.counters().add(ready.handed_up, ready.handed_down);
+    session.relaying();
+    audit::session_start(&facts);
+    let started = StdInstant::now();
+    // The counters include the hand-off, so the audit counts the whole session: the client's
+    // first command or pipelined bytes, and the upstream's AUTH/HELLO reply, too.
+    let outcome = relay::relay_until(
+        client_leg(client),
+        upstream::into_leg(ready.upstream),
+        session.counters(),
+        session.stopped(),
+    )
+    .await;
+    audit::session_end(&facts, &outcome, started.elapsed());
+}
+
+/// An authenticated upstream, after the hand-off, ready for the relay.
+struct Ready {
+    upstream: UpstreamStream,
+    /// Bytes the hand-off wrote upstream (pipelined client bytes) and to the client (replies).
+    handed_up: u64,
+    handed_down: u64,
+}
+
+/// Opening → authorize → upstream auth → hand-off; `None` once the session was refused (and
+/// audited) or the client went away.
+async fn handshake(
+    shared: &Shared,
+    session: &Registered,
+    client: &mut ClientStream,
+    who: Result<Identity, String>,
+    db: Result<String, String>,
+    facts: &mut SessionFacts,
+    deadline: Instant,
+) -> Option<Ready> {
     let limits = shared.limits();
     let mut buf = BytesMut::with_capacity(4096);
     let parsed = match timeout_at(
         deadline,
-        read_opening(&mut client, &mut buf, limits.max_handshake_bytes),
+        read_opening(client, &mut buf, limits.max_handshake_bytes),
     )
     .await
     {
-        Err(_) => return refuse(&mut client, &facts, "handshake timeout").await,
+        Err(_) => return refuse(client, facts, "handshake timeout").await,
         Ok(Err(OpeningError::Closed)) => {
             tracing::debug!("client closed before its first command");
-            return;
+            return None;
         }
         Ok(Err(OpeningError::Io(e))) => {
             tracing::debug!(error = %e, "client read failed during handshake");
-            return;
+            return None;
         }
         Ok(Err(OpeningError::Protocol(e))) => {
             // Malformed input gets Redis' own wording: `-ERR protocol error: …`.
-            return refuse_with(
-                &mut client,
-                &facts,
-                &e.to_string(),
-                protocol_error_reply(&e),
-            )
-            .await;
+            return refuse_with(client, facts, &e.to_string(), protocol_error_reply(&e)).await;
         }
         Ok(Ok(parsed)) => parsed,
     };
@@ -276,16 +346,17 @@ async fn run(
     // Identity and database first, then roles: nothing upstream happens for a refused user.
     let identity = match who {
         Ok(identity) => identity,
-        Err(reason) => return refuse(&mut client, &facts, &reason).await,
+        Err(reason) => return refuse(client, facts, &reason).await,
     };
     facts.user = Some(identity.user.clone());
     tracing::Span::current().record("user", identity.user.as_str());
     let db_name = match db {
         Ok(db) => db,
-        Err(reason) => return refuse(&mut client, &facts, &reason).await,
+        Err(reason) => return refuse(client, facts, &reason).await,
     };
     facts.db = Some(db_name.clone());
     tracing::Span::current().record("db.name", db_name.as_str());
+    session.update(facts);
     let catalog = shared.catalog.snapshot();
     let requested = match &parsed.opening {
         Opening::Auth { db_user } | Opening::Hello { db_user, .. } => db_user.as_deref(),
@@ -295,19 +366,15 @@ async fn run(
         Ok(db_user) => db_user,
         Err(denied) => {
             facts.db_user = requested.map(str::to_string);
-            return refuse(&mut client, &facts, &denied.to_string()).await;
+            return refuse(client, facts, &denied.to_string()).await;
         }
     };
     facts.db_user = Some(db_user.clone());
     tracing::Span::current().record("db.user", db_user.as_str());
+    session.update(facts);
     // authorize() succeeded, so the database exists in this snapshot.
     let Some(database) = catalog.database(&db_name).cloned() else {
-        return refuse(
-            &mut client,
-            &facts,
-            &format!("unknown database '{db_name}'"),
-        )
-        .await;
+        return refuse(client, facts, &format!("unknown database '{db_name}'")).await;
     };
     facts.auth_mode = Some(database.auth.mode_name());
 
@@ -318,14 +385,9 @@ async fn run(
     .await
     {
         Err(_) => {
-            return refuse(
-                &mut client,
-                &facts,
-                "handshake timeout while connecting upstream",
-            )
-            .await
+            return refuse(client, facts, "handshake timeout while connecting upstream").await
         }
-        Ok(Err(reason)) => return refuse(&mut client, &facts, &reason).await,
+        Ok(Err(reason)) => return refuse(client, facts, &reason).await,
         Ok(Ok(upstream)) => upstream,
     };
     let Authenticated {
@@ -363,17 +425,14 @@ async fn run(
         ))
     }) {
         tracing::debug!(error = %e, "handoff to relay failed");
-        return;
+        return None;
     }
 
-    audit::session_start(&facts);
-    let started = StdInstant::now();
-    let mut outcome = relay::relay(client_leg(client), upstream::into_leg(upstream)).await;
-    // The audit counts the whole session: what the hand-off forwarded before the relay began
-    // (the client's first command or pipelined bytes; the upstream's AUTH/HELLO reply) too.
-    outcome.client_to_upstream += pipelined.len() as u64;
-    outcome.upstream_to_client += (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64;
-    audit::session_end(&facts, &outcome, started.elapsed());
+    Some(Ready {
+        upstream,
+        handed_up: pipelined.len() as u64,
+        handed_down: (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64,
+    })
 }
 
 struct Authenticated {
@@ -474,18 +533,18 @@ async fn read_opening(
     }
 }
 
-/// Send `-ERR bastion: <reason>`, audit the refusal, close.
-async fn refuse(client: &mut ClientStream, facts: &SessionFacts, reason: &str) {
+/// Send `-ERR bastion: <reason>`, audit the refusal, close. Always `None`: the session is over.
+async fn refuse(client: &mut ClientStream, facts: &SessionFacts, reason: &str) -> Option<Ready> {
     refuse_with(client, facts, reason, error_reply(reason)).await
 }
 
-/// Audit the refusal, send `reply`, close.
+/// Audit the refusal, send `reply`, close. Always `None`.
 async fn refuse_with(
     client: &mut ClientStream,
     facts: &SessionFacts,
     reason: &str,
     reply: Vec<u8>,
-) {
+) -> Option<Ready> {
     audit::denied(facts, reason);
     let send = async {
         client.write_all(&reply).await?;
@@ -507,6 +566,7 @@ async fn refuse_with(
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    None
 }
 
 /// How long, and how many bytes, a refused client's leftover input is drained before closing.

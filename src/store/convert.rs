@@ -24,6 +24,24 @@ impl State {
     }
 }
 
+/// The store's record of a certificate the on-box CA just issued to `user`.
+pub fn cert_record(
+    user: &str,
+    issued: &crate::identity::ca::IssuedCert,
+) -> Result<CertRecord, RecordError> {
+    let seconds = |t: std::time::SystemTime| match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    Ok(CertRecord {
+        serial: serial_from_hex("certificate.serial", &issued.serial)?,
+        user: name("certificate.user", user)?,
+        not_before: seconds(issued.not_before),
+        not_after: seconds(issued.not_after),
+        revoked_at: None,
+    })
+}
+
 impl TryFrom<&DatabaseConfig> for DatabaseRecord {
     type Error = RecordError;
     fn try_from(c: &DatabaseConfig) -> Result<Self, RecordError> {

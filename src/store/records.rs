@@ -437,6 +437,40 @@ impl Validate for ManagedUserRecord {
     }
 }
 
+/// A serial from its hex form (`0A:1b…`, `0x…`; case and colons ignored) as audit events and
+/// `bastion cert ls` print it. Leading zero bytes are dropped, as
+/// [`crate::identity::ca::serial_hex`] drops them, so both forms name the same record.
+pub fn serial_from_hex(field: &str, text: &str) -> Result<Serial, RecordError> {
+    let digits: String = text
+        .trim()
+        .trim_start_matches("0x")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let bad = || RecordError::Charset {
+        field: field.to_string(),
+        value: text.to_string(),
+        expected: "hexadecimal digits (a certificate serial)",
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let padded = if digits.len() % 2 == 1 {
+        format!("0{digits}")
+    } else {
+        digits
+    };
+    let bytes: Vec<u8> = (0..padded.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let start = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    serial(field, &bytes[start..])
+}
+
 /// Hex form of a serial for messages (`01ab…`).
 pub struct SerialHex<'a>(pub &'a [u8]);
 
@@ -452,6 +486,21 @@ impl fmt::Display for SerialHex<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serials_read_back_from_their_hex_form() {
+        let s = serial_from_hex("serial", "00:0A:bc").unwrap();
+        assert_eq!(&s[..], &[0x0a, 0xbc]);
+        assert_eq!(SerialHex(&s).to_string(), "0abc");
+        assert_eq!(
+            &serial_from_hex("serial", "0xabc").unwrap()[..],
+            &[0x0a, 0xbc]
+        );
+        assert!(serial_from_hex("serial", "xyz").is_err());
+        assert!(serial_from_hex("serial", "").is_err());
+        let e = serial_from_hex("serial", &"ab".repeat(21)).unwrap_err();
+        assert!(e.to_string().contains("MAX_SERIAL_LEN"), "{e}");
+    }
 
     #[test]
     fn text_over_its_bound_names_bound_and_field() {

@@ -11,6 +11,7 @@
 //! that tests search for audit events and for secrets that must not be there. The buffer is
 //! printed when the fixture is dropped, so a failing test shows the daemon's side.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,10 +219,17 @@ impl Bastion {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
-    /// `bastion cert issue USER --ttl TTL --out OUT --state-dir <state>` (the daemon's CA).
+    /// `bastion cert issue USER --ttl TTL --out OUT --config <its config>`: through the
+    /// daemon's admin socket (wherever the config puts it), which records the serial.
     #[track_caller]
     pub fn issue_cert(&self, user: &str, ttl: &str, out_dir: &Path) -> ClientCert {
-        issue_cert(&self.state_dir, user, ttl, out_dir)
+        let config = self._config_dir.path().join("bastion.toml");
+        issue_cert(
+            &["--config".as_ref(), config.as_os_str()],
+            user,
+            ttl,
+            out_dir,
+        )
     }
 
     /// `kill -9` the daemon (nothing of its shutdown runs) and reap it.
@@ -270,16 +278,16 @@ impl Drop for Bastion {
     }
 }
 
-/// `bastion cert issue USER --ttl TTL --out OUT --state-dir STATE` → the bundle it wrote.
+/// `bastion cert issue USER --ttl TTL --out OUT WHERE…` → the bundle it wrote. `place` says
+/// where the daemon / state is: `--config FILE`, `--state-dir DIR`, `--socket S`.
 #[track_caller]
-pub fn issue_cert(state_dir: &Path, user: &str, ttl: &str, out_dir: &Path) -> ClientCert {
+pub fn issue_cert(place: &[&OsStr], user: &str, ttl: &str, out_dir: &Path) -> ClientCert {
     std::fs::create_dir_all(out_dir).expect("create cert out dir");
     let out = run(
         Command::new(BASTION_BIN)
             .args(["cert", "issue", user, "--ttl", ttl, "--out"])
             .arg(out_dir)
-            .arg("--state-dir")
-            .arg(state_dir),
+            .args(place),
         None,
         Duration::from_secs(60),
     );

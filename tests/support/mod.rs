@@ -1,6 +1,7 @@
 //! Shared fixtures for the integration tests: real processes on port 0, real clients.
 //!
 //! - [`redis`]: a real `redis-server` (plaintext + TLS port + Unix socket, ACL users) in a temp dir.
+//! - [`admin`]: a stack with a reachable admin socket, and the admin verbs run against it.
 //! - [`bastion`]: the `bastion` binary under test, its logs, and `bastion cert issue`.
 //! - [`clients`]: `redis-cli`, `redis-benchmark` and redis-py, all reaching an [`clients::Endpoint`].
 //! - [`raw`]: byte-level TLS / Unix / TCP clients and a RESP framer, for exact-bytes assertions.
@@ -22,6 +23,7 @@
 // Each test binary uses a different subset of the fixtures.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod bastion;
 pub mod certs;
 pub mod clients;

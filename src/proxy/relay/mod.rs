@@ -68,6 +68,9 @@ pub enum Closed {
     By(Side),
     /// An I/O error (e.g. reset) on this side ended the session.
     Error { side: Side, message: String },
+    /// The caller's `stop` future resolved (an administrator killed the session, or revoked
+    /// its certificate): both legs were closed mid-flight.
+    Stopped,
 }
 
 /// What the relay did, for the session's closing log line and audit event.
@@ -87,20 +90,67 @@ pub struct Outcome {
 /// both legs are closed when this returns. Never panics on network behaviour: a reset is reported
 /// in [`Outcome::closed`], not raised.
 pub async fn relay(client: Leg, upstream: Leg) -> Outcome {
-    let counters = Counters::default();
-    let (path, ended) = match select_path(&client, &upstream) {
+    relay_until(
+        client,
+        upstream,
+        &Counters::default(),
+        std::future::pending(),
+    )
+    .await
+}
+
+/// [`relay`], counting into `counters` (which a caller may read while the relay runs), and
+/// ending early — both legs closed, [`Closed::Stopped`] — when `stop` resolves.
+///
+/// `stop` is polled after the relay on each wake-up (`biased`), so on the hot path it costs one
+/// poll of an already registered future.
+pub async fn relay_until(
+    client: Leg,
+    upstream: Leg,
+    counters: &Counters,
+    stop: impl Future<Output = ()>,
+) -> Outcome {
+    let path = select_path(&client, &upstream);
+    let moved = move_bytes(path, client, upstream, counters);
+    let (path, closed) = tokio::select! {
+        biased;
+        (path, ended) = moved => (path, closed_by(ended)),
+        () = stop => (path, Closed::Stopped),
+    };
+    let (client_to_upstream, upstream_to_client) = counters.totals();
+    Outcome {
+        client_to_upstream,
+        upstream_to_client,
+        closed,
+        client_to_upstream_path: path,
+        upstream_to_client_path: path,
+    }
+}
+
+/// Run the chosen path to its end; the path actually taken (splice falls back to copy when no
+/// pipe can be had) and how it ended.
+async fn move_bytes(
+    path: Path,
+    client: Leg,
+    upstream: Leg,
+    counters: &Counters,
+) -> (Path, Result<Side, RelayError>) {
+    match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
-            Ok(plan) => (Path::Splice, plan.run(&counters).await),
+            Ok(plan) => (Path::Splice, plan.run(counters).await),
             // No pipe (fd or memory limits): the session still works, through user space.
             Err(fallback) => {
                 tracing::warn!(error = %fallback.error, "relay: no pipe for splice, copying in user space");
-                let ended = copy::run(fallback.client, fallback.upstream, &counters).await;
+                let ended = copy::run(fallback.client, fallback.upstream, counters).await;
                 (Path::Copy, ended)
             }
         },
-        Path::Copy => (Path::Copy, copy::run(client, upstream, &counters).await),
-    };
-    let closed = match ended {
+        Path::Copy => (Path::Copy, copy::run(client, upstream, counters).await),
+    }
+}
+
+fn closed_by(ended: Result<Side, RelayError>) -> Closed {
+    match ended {
         Ok(first_eof) => Closed::By(first_eof),
         Err(error) => {
             tracing::debug!(%error, "relay: session ended by an I/O error");
@@ -109,13 +159,6 @@ pub async fn relay(client: Leg, upstream: Leg) -> Outcome {
                 message: error.to_string(),
             }
         }
-    };
-    Outcome {
-        client_to_upstream: counters.client_to_upstream.load(Ordering::Relaxed),
-        upstream_to_client: counters.upstream_to_client.load(Ordering::Relaxed),
-        closed,
-        client_to_upstream_path: path,
-        upstream_to_client_path: path,
     }
 }
 
@@ -233,15 +276,32 @@ impl Direction {
 }
 
 /// Bytes delivered per direction. Shared by reference with the direction futures so the counts
-/// survive a direction being dropped when the other one fails. Atomics (not `Cell`) only so the
-/// relay future stays `Send`; nothing else touches them concurrently.
+/// survive a direction being dropped when the other one fails (or the relay being stopped).
+/// Atomics (not `Cell`) so the relay future stays `Send` and `bastion sessions ls` can read
+/// a live session's counts; only the relay writes them.
 #[derive(Debug, Default)]
-struct Counters {
+pub struct Counters {
     client_to_upstream: AtomicU64,
     upstream_to_client: AtomicU64,
 }
 
 impl Counters {
+    /// Count bytes moved outside the relay (the hand-off before it starts) into the totals.
+    pub fn add(&self, client_to_upstream: u64, upstream_to_client: u64) {
+        self.client_to_upstream
+            .fetch_add(client_to_upstream, Ordering::Relaxed);
+        self.upstream_to_client
+            .fetch_add(upstream_to_client, Ordering::Relaxed);
+    }
+
+    /// (client → upstream, upstream → client) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.client_to_upstream.load(Ordering::Relaxed),
+            self.upstream_to_client.load(Ordering::Relaxed),
+        )
+    }
+
     fn for_direction(&self, direction: Direction) -> &AtomicU64 {
         match direction {
             Direction::ClientToUpstream => &self.client_to_upstream,
@@ -301,6 +361,39 @@ mod tests {
         let (d, _d) = unix_pair();
         let copied = relay(Leg::Tls(Box::new(c)), Leg::Unix(d));
         assert_send(&copied);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_relay_closes_both_legs_and_keeps_its_counts() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for tls in [false, true] {
+            let (client, mut client_peer) = tcp_pair().await;
+            let (upstream, mut upstream_peer) = tcp_pair().await;
+            let client = if tls {
+                Leg::Tls(Box::new(client))
+            } else {
+                Leg::Tcp(client)
+            };
+            let counters = Counters::default();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let relay = relay_until(client, Leg::Tcp(upstream), &counters, async {
+                let _ = stopped.await;
+            });
+            let peers = async {
+                client_peer.write_all(b"PING\r\n").await.unwrap();
+                let mut got = [0u8; 6];
+                upstream_peer.read_exact(&mut got).await.unwrap();
+                assert_eq!(&got, b"PING\r\n");
+                stop.send(()).unwrap();
+            };
+            let (outcome, ()) = tokio::join!(relay, peers);
+            assert_eq!(outcome.closed, Closed::Stopped, "tls={tls}");
+            assert_eq!(outcome.client_to_upstream, 6);
+            // Both peers see their connection end.
+            let mut rest = Vec::new();
+            assert_eq!(client_peer.read_to_end(&mut rest).await.unwrap_or(0), 0);
+            assert_eq!(upstream_peer.read_to_end(&mut rest).await.unwrap_or(0), 0);
+        }
     }
 
     #[test]

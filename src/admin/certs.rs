@@ -1,0 +1,92 @@
+//! Certificates and live sessions through the admin socket: issue a client certificate from the
+//! daemon's CA (its serial fsynced in the store before the bundle goes back), revoke one (the
+//! store first, then the registry refuses it and stops its sessions), kill one session.
+//!
+//! The issued private key goes to the authorized caller only, inside a [`KeyPem`]; it is never
+//! logged and never stored.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::auth::Caller;
+use super::wire::{AdminError, IssuedBundle, KeyPem, Reply};
+use super::Admin;
+use crate::audit;
+use crate::proxy::registry::SessionInfo;
+use crate::store::convert::cert_record;
+use crate::store::records::{serial_from_hex, SerialHex};
+use crate::store::{Mutation, State};
+
+impl Admin {
+    /// Issue a certificate for `user` (who must exist) valid for `ttl_secs`, record it, return it.
+    pub(super) fn issue_cert(
+        &self,
+        caller: &Caller,
+        user: &str,
+        ttl_secs: u64,
+    ) -> Result<IssuedBundle, AdminError> {
+        self.existing("user", user, |s| s.user(user).map(|_| ()))?;
+        let ca = self.server_cert.ca();
+        let issued = ca
+            .issue_client(user, Duration::from_secs(ttl_secs))
+            .map_err(|e| AdminError::Refused(e.to_string()))?;
+        let record = cert_record(user, &issued).map_err(|e| AdminError::Refused(e.to_string()))?;
+        let (not_before, not_after) = (record.not_before, record.not_after);
+        let seq = self.mutate(caller, "issue", vec![Mutation::IssueCert(record)])?;
+        Ok(IssuedBundle {
+            seq,
+            user: user.to_string(),
+            serial: issued.serial,
+            not_before,
+            not_after,
+            cert_pem: issued.cert_pem,
+            key_pem: KeyPem(issued.key_pem),
+            ca_pem: ca.cert_pem().to_string(),
+            ca_subject: ca.subject().to_string(),
+        })
+    }
+
+    /// Revoke the certificate `text` names: fsynced in the store, then refused at every new
+    /// handshake and its live sessions stopped (each audited `session.killed`).
+    pub(super) fn revoke_cert(&self, caller: &Caller, text: &str) -> Result<Reply, AdminError> {
+        let serial =
+            serial_from_hex("serial", text).map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        let hex = SerialHex(&serial).to_string();
+        // An unknown or already revoked serial is refused by the store's own check, by name.
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let seq = self.mutate(caller, "revoke", vec![Mutation::RevokeCert { serial, at }])?;
+        let stopped = self.shared.sessions.revoke(&hex);
+        let reason = format!("certificate {hex} revoked");
+        for session in &stopped {
+            audit::session_killed(caller.uid, &caller.name, &session.killed(), &reason);
+        }
+        Ok(Reply::Revoked {
+            seq,
+            sessions_closed: stopped.len() as u32,
+        })
+    }
+
+    /// Stop live session `id` (audited `session.killed`); what it was.
+    pub(super) fn kill_session(&self, caller: &Caller, id: u64) -> Result<SessionInfo, AdminError> {
+        let session = self
+            .shared
+            .sessions
+            .kill(id)
+            .ok_or_else(|| AdminError::NotFound {
+                kind: "live session".into(),
+                name: id.to_string(),
+            })?;
+        audit::session_killed(caller.uid, &caller.name, &session.killed(), "sessions kill");
+        Ok(session)
+    }
+}
+
+/// The hex serials of every revoked certificate in `state`.
+pub fn revoked_serials(state: &State) -> Vec<String> {
+    state
+        .certificates()
+        .filter(|c| c.revoked_at.is_some())
+        .map(|c| SerialHex(&c.serial).to_string())
+        .collect()
+}

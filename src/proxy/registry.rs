@@ -1,0 +1,345 @@
+//! The live-session registry: every session from accept to its end — who, which database, from
+//! where, since when, how many bytes — plus a stop switch per session and the set of revoked
+//! certificate serials.
+//!
+//! `bastion sessions ls|kill` and `bastion status` read it through the admin socket;
+//! `bastion cert revoke` uses it to refuse the certificate from then on *and* to stop the live
+//! sessions that presented it. Both happen under one lock, and a TLS session records its serial
+//! under that same lock as it checks it ([`Registered::present_certificate`]), so a handshake
+//! racing a revocation is either refused or found and stopped — never missed.
+//!
+//! A stop is a [`CancellationToken`]: the session `select!`s on it during its handshake and the
+//! relay polls it after the byte-moving futures on each wake-up. This module never touches a
+//! socket; the session closes its own legs and still writes its `session.end` audit event.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::audit::{KilledSession, SessionFacts};
+use crate::proxy::relay::Counters;
+
+/// The daemon's live sessions and revoked serials. One per daemon, shared by every listener.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    live: BTreeMap<u64, Live>,
+    /// Hex serials (as [`crate::identity::ca::serial_hex`] prints them) that may not start a session.
+    revoked: HashSet<String>,
+}
+
+struct Live {
+    info: SessionInfo,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+}
+
+/// One live session as `bastion sessions ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The `session.id` of its tracing span and the `session` field of its audit events.
+    pub id: u64,
+    /// The bastion user, once identified.
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub db_user: Option<String>,
+    /// `IP:port` for TLS, `uid=N pid=M` for a Unix socket.
+    pub client: String,
+    pub transport: Transport,
+    /// The client certificate's hex serial (TLS).
+    pub serial: Option<String>,
+    /// Unix seconds at accept.
+    pub started: i64,
+    /// `false` while in the handshake, `true` once bytes are relayed.
+    pub relaying: bool,
+    pub bytes_client_to_upstream: u64,
+    pub bytes_upstream_to_client: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transport {
+    Mtls,
+    Unix,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Mtls => "mtls",
+            Transport::Unix => "unix",
+        }
+    }
+}
+
+/// A session presented a certificate that `bastion cert revoke` revoked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("client certificate {serial} was revoked (ask an administrator for a new one: bastion cert issue)")]
+pub struct Revoked {
+    pub serial: String,
+}
+
+impl SessionInfo {
+    /// The fields the `session.killed` audit event names.
+    pub fn killed(&self) -> KilledSession<'_> {
+        KilledSession {
+            id: self.id,
+            user: self.user.as_deref(),
+            client: &self.client,
+            db: self.database.as_deref(),
+            db_user: self.db_user.as_deref(),
+        }
+    }
+}
+
+impl Registry {
+    /// Enter a session just accepted; it leaves the registry when the returned handle drops.
+    pub fn register(self: &Arc<Self>, id: u64, client: String, transport: Transport) -> Registered {
+        let stop = CancellationToken::new();
+        let counters = Arc::new(Counters::default());
+        let info = SessionInfo {
+            id,
+            user: None,
+            database: None,
+            db_user: None,
+            client,
+            transport,
+            serial: None,
+            started: unix_now(),
+            relaying: false,
+            bytes_client_to_upstream: 0,
+            bytes_upstream_to_client: 0,
+        };
+        self.lock().live.insert(
+            id,
+            Live {
+                info,
+                counters: counters.clone(),
+                stop: stop.clone(),
+            },
+        );
+        Registered {
+            registry: self.clone(),
+            id,
+            stop,
+            counters,
+        }
+    }
+
+    /// Replace the set of revoked serials (at start, from the store).
+    pub fn set_revoked(&self, serials: impl IntoIterator<Item = String>) {
+        self.lock().revoked = serials.into_iter().collect();
+    }
+
+    /// Every live session, oldest first, with its byte counts so far.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        self.lock().live.values().map(Live::snapshot).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stop session `id`; what it was, or `None` if no such session is live.
+    pub fn kill(&self, id: u64) -> Option<SessionInfo> {
+        let inner = self.lock();
+        let live = inner.live.get(&id)?;
+        live.stop.cancel();
+        Some(live.snapshot())
+    }
+
+    /// Refuse `serial` from now on and stop every live session that presented it; those sessions.
+    pub fn revoke(&self, serial: &str) -> Vec<SessionInfo> {
+        let mut inner = self.lock();
+        inner.revoked.insert(serial.to_string());
+        inner
+            .live
+            .values()
+            .filter(|l| l.info.serial.as_deref() == Some(serial))
+            .map(|l| {
+                l.stop.cancel();
+                l.snapshot()
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section is a few map operations with no await and no I/O: a panic in
+        // one leaves the maps whole.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Live {
+    fn snapshot(&self) -> SessionInfo {
+        let (up, down) = self.counters.totals();
+        SessionInfo {
+            bytes_client_to_upstream: up,
+            bytes_upstream_to_client: down,
+            ..self.info.clone()
+        }
+    }
+}
+
+/// A session's entry in the registry, held by the session task for its whole life.
+pub struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+    stop: CancellationToken,
+    counters: Arc<Counters>,
+}
+
+impl Registered {
+    /// Record the serial of the (verified) client certificate and refuse it if it is revoked.
+    pub fn present_certificate(&self, serial: &str) -> Result<(), Revoked> {
+        let mut inner = self.registry.lock();
+        let revoked = inner.revoked.contains(serial);
+        if let Some(live) = inner.live.get_mut(&self.id) {
+            live.info.serial = Some(serial.to_string());
+        }
+        if revoked {
+            return Err(Revoked {
+                serial: serial.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copy what the session has learned so far (user, database, db-user) into its entry.
+    pub fn update(&self, facts: &SessionFacts) {
+        if let Some(live) = self.registry.lock().live.get_mut(&self.id) {
+            live.info.user.clone_from(&facts.user);
+            live.info.database.clone_from(&facts.db);
+            live.info.db_user.clone_from(&facts.db_user);
+        }
+    }
+
+    /// The handshake is over; bytes are being relayed.
+    pub fn relaying(&self) {
+        if let Some(live) = self.registry.lock().live.get_mut(&self.id) {
+            live.info.relaying = true;
+        }
+    }
+
+    /// The relay counts into these, so `sessions ls` sees bytes as they move.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Resolves once an administrator stops this session.
+    pub fn stopped(&self) -> WaitForCancellationFuture<'_> {
+        self.stop.cancelled()
+    }
+
+    /// Run `work` unless (or until) the session is stopped: `None` if it was.
+    pub async fn unless_stopped<F: Future>(&self, work: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => None,
+            out = work => Some(out),
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.lock().live.remove(&self.id);
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(user: &str, db: &str) -> SessionFacts {
+        SessionFacts {
+            user: Some(user.into()),
+            db: Some(db.into()),
+            db_user: Some("app".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sessions_come_and_go_with_their_handles() {
+        let reg = Arc::new(Registry::default());
+        let a = reg.register(1, "127.0.0.1:5000".into(), Transport::Mtls);
+        let b = reg.register(2, "uid=0 pid=7".into(), Transport::Unix);
+        a.update(&facts("alice", "cache"));
+        a.counters().add(10, 20);
+        a.relaying();
+        let listed = reg.list();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].user.as_deref(), Some("alice"));
+        assert_eq!(listed[0].database.as_deref(), Some("cache"));
+        assert!(listed[0].relaying);
+        assert_eq!(
+            (
+                listed[0].bytes_client_to_upstream,
+                listed[0].bytes_upstream_to_client
+            ),
+            (10, 20)
+        );
+        assert_eq!(listed[1].user, None);
+        assert_eq!(listed[1].transport, Transport::Unix);
+        drop(a);
+        assert_eq!(reg.list().iter().map(|s| s.id).collect::<Vec<_>>(), [2]);
+        drop(b);
+        assert!(reg.is_empty());
+    }
+
+    #[tokio::test]
+    async fn kill_stops_exactly_that_session() {
+        let reg = Arc::new(Registry::default());
+        let a = reg.register(1, "a".into(), Transport::Mtls);
+        let b = reg.register(2, "b".into(), Transport::Mtls);
+        assert_eq!(reg.kill(1).map(|s| s.id), Some(1));
+        assert_eq!(a.unless_stopped(std::future::pending::<()>()).await, None);
+        assert_eq!(b.unless_stopped(async { 7 }).await, Some(7));
+        assert_eq!(reg.kill(99), None);
+    }
+
+    #[tokio::test]
+    async fn revoke_stops_the_serials_sessions_and_refuses_it_afterwards() {
+        let reg = Arc::new(Registry::default());
+        reg.set_revoked(["0bad".to_string()]);
+        let a = reg.register(1, "a".into(), Transport::Mtls);
+        let b = reg.register(2, "b".into(), Transport::Mtls);
+        assert_eq!(
+            a.present_certificate("0bad"),
+            Err(Revoked {
+                serial: "0bad".into()
+            })
+        );
+        a.present_certificate("aa01")
+            .map_err(|e| e.to_string())
+            .unwrap();
+        b.present_certificate("bb02")
+            .map_err(|e| e.to_string())
+            .unwrap();
+        let stopped = reg.revoke("aa01");
+        assert_eq!(stopped.iter().map(|s| s.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(a.unless_stopped(std::future::pending::<()>()).await, None);
+        assert_eq!(b.unless_stopped(async { 7 }).await, Some(7));
+        let c = reg.register(3, "c".into(), Transport::Mtls);
+        assert!(c.present_certificate("aa01").is_err());
+        assert!(reg.revoke("ffff").is_empty());
+    }
+}
