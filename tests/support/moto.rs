@@ -6,6 +6,9 @@
 //! [`Moto::issued`] reads them from `/moto-api/data.json` (access key, secret, session token,
 //! role), so an [`super::iam_front::IamFront`] can verify a token signed with credentials moto
 //! handed to the bastion — credentials the test never saw.
+//!
+//! [`Moto::start_recording`] makes moto log every request it receives (method, URL, body) to
+//! [`Moto::recording`], for asserting on what a client sent where moto itself ignores it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -35,6 +38,7 @@ pub struct Moto {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
+    recording: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -53,8 +57,11 @@ impl Moto {
             let port = free_ports(1)[0];
             let log = dir.path().join(format!("moto-{port}.log"));
             let out = std::fs::File::create(&log).expect("moto log");
+            // Its request recorder (off until start_recording) writes here, not into the cwd.
+            let recording = dir.path().join("recording.jsonl");
             let child = Command::new(&bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_RECORDER_FILEPATH", &recording)
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("log fd"))
                 .stderr(out)
@@ -64,6 +71,7 @@ impl Moto {
                 child,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 log,
+                recording,
                 _dir: dir,
             };
             let up = poll(Duration::from_secs(30), || {
@@ -89,6 +97,18 @@ impl Moto {
     /// moto's own log (requests, and tracebacks of what it does not implement).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// From now on, moto appends every request to [`Moto::recording`].
+    pub fn start_recording(&self) {
+        get(self.addr, "/moto-api/recorder/start-recording")
+            .unwrap_or_else(|e| panic!("moto start-recording: {e}"));
+    }
+
+    /// The recorder's file: one JSON object per request (`method`, `url`, `headers`, `body`,
+    /// `body_encoded` — base64 when true).
+    pub fn recording(&self) -> &std::path::Path {
+        &self.recording
     }
 
     /// Every session moto has issued so far.
