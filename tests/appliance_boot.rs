@@ -204,7 +204,19 @@ fn target_dir() -> PathBuf {
 /// `cargo build --release --bin bastion` into `target` (a no-op when it is up to date).
 fn release_binary(repo: &Path, target: &Path) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // The variables cargo sets for this test (CARGO_PKG_VERSION, …) would differ from a plain
+    // `cargo build --release` and make cargo rebuild the crate for nothing.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let out = command
         .current_dir(repo)
         .env("CARGO_TARGET_DIR", target)
         .args(["build", "--release", "--bin", "bastion"])
