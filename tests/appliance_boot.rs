@@ -81,7 +81,10 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
             .expect("run image/build.sh");
         let log = std::fs::read_to_string(&build_log).unwrap_or_default();
         if status.code() == Some(BUILD_TEMPFAIL) {
-            println!("SKIP: mmdebstrap could not build the tree:\n{}", tail(&log, 30));
+            println!(
+                "SKIP: mmdebstrap could not build the tree:\n{}",
+                tail(&log, 30)
+            );
             return;
         }
         assert!(
@@ -95,7 +98,12 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
     let size = std::fs::metadata(&image).expect("image metadata").len();
     println!("image: {} ({} MiB)", image.display(), size >> 20);
 
-    let boot = boot(repo, &image, &work.join("serial.log"), &work.join("status.log"));
+    let boot = boot(
+        repo,
+        &image,
+        &work.join("serial.log"),
+        &work.join("status.log"),
+    );
     let serial = &boot.serial;
     let check_status = boot
         .status_port
@@ -115,7 +123,11 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
     for line in serial.lines().filter(|l| l.contains("bastion-check:")) {
         println!("{}", line.trim_end());
     }
-    assert!(serial.contains("bastion-check: PASS"), "no PASS line:\n{}", tail(serial, 80));
+    assert!(
+        serial.contains("bastion-check: PASS"),
+        "no PASS line:\n{}",
+        tail(serial, 80)
+    );
     match boot.ready_after {
         Some(t) => println!("boot: power-on to bastion READY {t:.1?} (host clock, TCG); whole boot and check {:.1?}", boot.took),
         None => panic!("the check passed but its READY line was never seen:\n{}", tail(serial, 80)),
@@ -209,9 +221,16 @@ fn release_binary(repo: &Path, target: &Path) -> PathBuf {
     // `cargo build --release` and make cargo rebuild the crate for nothing.
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"]
-            .iter()
-            .any(|p| name.starts_with(p))
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
         {
             command.env_remove(name.as_ref());
         }
@@ -242,7 +261,12 @@ fn input_key(repo: &Path, bastion: &Path) -> String {
     let mut hash = Sha256::new();
     for file in &files {
         let meta = std::fs::metadata(file).expect("stat an image input");
-        hash.update(file.strip_prefix(repo).unwrap_or(file).to_string_lossy().as_bytes());
+        hash.update(
+            file.strip_prefix(repo)
+                .unwrap_or(file)
+                .to_string_lossy()
+                .as_bytes(),
+        );
         hash.update(meta.permissions().mode().to_le_bytes());
         hash.update(std::fs::read(file).expect("read an image input"));
     }
