@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --overlay) overlays+=("$(cd "$2" && pwd)"); shift 2 ;;
     --cache) cache=$2; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "image/build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     --serial) serial=(-serial "file:$2" -monitor none); shift 2 ;;
     --status) status_port=(-serial "file:$2"); forwards=; shift 2 ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) image=$1; shift ;;
     esac
 done
