@@ -9,15 +9,21 @@
 //!
 //! Must never: let an argv that a login program built reach any verb but `console`.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt as _;
+
+/// The name of the appliance's login-shell link to the binary (`/usr/bin/bastion-console`).
+pub const CONSOLE_LINK: &str = "bastion-console";
 
 /// The command line as clap should parse it.
 pub fn argv(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut args: Vec<OsString> = args.into_iter().collect();
-    let login = args
-        .first()
-        .is_some_and(|argv0| argv0.as_bytes().first() == Some(&b'-'));
+    // `-NAME` (login, sshd), or the appliance's `bastion-console` link started as a plain shell
+    // (`su admin`): both are the console.
+    let login = args.first().is_some_and(|argv0| {
+        argv0.as_bytes().first() == Some(&b'-')
+            || std::path::Path::new(argv0).file_name() == Some(OsStr::new(CONSOLE_LINK))
+    });
     let shell_c = args.get(1).is_some_and(|a| a == "-c");
     if !(login || shell_c) {
         return args;
@@ -46,6 +52,15 @@ mod tests {
     fn login_shells_and_shell_c_become_the_console() {
         assert_eq!(argv_of(&["-bastion"]), ["bastion", "console"]);
         assert_eq!(argv_of(&["-console"]), ["bastion", "console"]);
+        assert_eq!(argv_of(&["-bastion-console"]), ["bastion", "console"]);
+        assert_eq!(
+            argv_of(&["/usr/bin/bastion-console"]),
+            ["bastion", "console"]
+        );
+        assert_eq!(
+            argv_of(&["bastion-console", "-c", "db ls"]),
+            ["bastion", "console", "-c", "db ls"]
+        );
         assert_eq!(
             argv_of(&["bastion", "-c", "db ls"]),
             ["bastion", "console", "-c", "db ls"]
