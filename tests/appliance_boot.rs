@@ -1,6 +1,6 @@
 //! The appliance boots and serves: builds the boot test's variant of the UEFI disk image
-//! (`image/build.sh --overlay image/test`: the product image plus redis-server, a config
-//! pointing the bastion at it, and `bastion-check.service`), or reuses it when no input
+//! (`make image` with `BUILD_FLAGS=--overlay image/test`: the product image plus redis-server,
+//! a config pointing the bastion at it, and `bastion-check.service`), or reuses it when no input
 //! changed, then boots it in qemu (TCG, OVMF, `-no-reboot`, serial console to a file).
 //!
 //! Inside the VM the check unit waits for bastion READY, runs real sessions through the bastion
@@ -32,6 +32,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 const STATUS_PREFIX: &str = "bastion-check-status=";
 /// build.sh's exit status when mmdebstrap could not build the tree (no mirror, no namespaces).
 const BUILD_TEMPFAIL: i32 = 75;
+/// What build.sh prints before it exits with [`BUILD_TEMPFAIL`].
+const MMDEBSTRAP_FAILED: &str = "image/build.sh: mmdebstrap failed";
 /// The check's lines on the serial console.
 const READY_MARK: &str = "bastion-check: READY";
 
@@ -66,21 +68,27 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
         let started = Instant::now();
         let build_log = work.join("build.log");
         let _ = std::fs::remove_file(&build_log);
-        let status = Command::new(repo.join("image/build.sh"))
-            .arg("--bastion")
-            .arg(&bastion)
-            .arg("--out")
-            .arg(&image)
-            .arg("--overlay")
-            .arg(repo.join("image/test"))
-            .arg("--cache")
-            .arg(&work)
+        // The README's `make image`, with the test overlay: what CI builds is what users build.
+        let mut make = Command::new("make");
+        without_cargo_test_env(&mut make);
+        let status = make
+            .arg("-C")
+            .arg(repo.join("image"))
+            .arg("image")
+            .arg(format!("CARGO_TARGET_DIR={}", target.display()))
+            .arg(format!("IMAGE={}", image.display()))
+            .arg(format!(
+                "BUILD_FLAGS=--overlay {} --cache {}",
+                repo.join("image/test").display(),
+                work.display()
+            ))
             .stdout(log_file(&build_log))
             .stderr(log_file(&build_log))
             .status()
-            .expect("run image/build.sh");
+            .expect("run make image");
         let log = std::fs::read_to_string(&build_log).unwrap_or_default();
-        if status.code() == Some(BUILD_TEMPFAIL) {
+        // make turns build.sh's EX_TEMPFAIL into its own failure; build.sh's message says it.
+        if status.code() == Some(BUILD_TEMPFAIL) || log.contains(MMDEBSTRAP_FAILED) {
             println!(
                 "SKIP: mmdebstrap could not build the tree:\n{}",
                 tail(&log, 30)
@@ -89,7 +97,7 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
         }
         assert!(
             status.success(),
-            "image/build.sh failed ({status}); {}:\n{}",
+            "make image failed ({status}); {}:\n{}",
             build_log.display(),
             tail(&log, 60)
         );
@@ -217,8 +225,24 @@ fn target_dir() -> PathBuf {
 fn release_binary(repo: &Path, target: &Path) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    // The variables cargo sets for this test (CARGO_PKG_VERSION, …) would differ from a plain
-    // `cargo build --release` and make cargo rebuild the crate for nothing.
+    without_cargo_test_env(&mut command);
+    let out = command
+        .current_dir(repo)
+        .env("CARGO_TARGET_DIR", target)
+        .args(["build", "--release", "--bin", "bastion"])
+        .output()
+        .expect("run cargo build --release");
+    assert!(
+        out.status.success(),
+        "cargo build --release failed:\n{}",
+        tail(&String::from_utf8_lossy(&out.stderr), 40)
+    );
+    target.join("release").join("bastion")
+}
+
+/// The variables cargo sets for this test (CARGO_PKG_VERSION, …) would differ from a plain
+/// `cargo build --release` and make a nested cargo rebuild the crate for nothing.
+fn without_cargo_test_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if [
@@ -235,18 +259,6 @@ fn release_binary(repo: &Path, target: &Path) -> PathBuf {
             command.env_remove(name.as_ref());
         }
     }
-    let out = command
-        .current_dir(repo)
-        .env("CARGO_TARGET_DIR", target)
-        .args(["build", "--release", "--bin", "bastion"])
-        .output()
-        .expect("run cargo build --release");
-    assert!(
-        out.status.success(),
-        "cargo build --release failed:\n{}",
-        tail(&String::from_utf8_lossy(&out.stderr), 40)
-    );
-    target.join("release").join("bastion")
 }
 
 /// A digest of everything the test image is made from: image/ (but its output), systemd/,
