@@ -311,22 +311,21 @@ fn access_denied_names_the_missing_trust_policy_statement_and_principal() {
 // The chain's links, through `bastion iam-token` (a clean environment each time)
 
 fn iam_token(home: &Path, env: &[(&str, &str)]) -> Out {
+    iam_token_in(Some(REGION), home, env)
+}
+
+/// `bastion iam-token`, with `--region region` or without one.
+fn iam_token_in(region: Option<&str>, home: &Path, env: &[(&str, &str)]) -> Out {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "iam-token",
-        "--service",
-        "elasticache",
-        "--region",
-        REGION,
-        "--target",
-        TARGET,
-        "--user",
-        "app",
-    ])
-    .env_clear()
-    .env("HOME", home)
-    .env("AWS_EC2_METADATA_DISABLED", "true")
-    .envs(env.iter().copied());
+    cmd.args(["iam-token", "--service", "elasticache"]);
+    if let Some(region) = region {
+        cmd.args(["--region", region]);
+    }
+    cmd.args(["--target", TARGET, "--user", "app"])
+        .env_clear()
+        .env("HOME", home)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied());
     run(&mut cmd, None, Duration::from_secs(60))
 }
 
@@ -337,6 +336,18 @@ fn token(out: &Out) -> String {
 
 /// Send `AUTH app <token>` to the front, expect `+OK` from the real Redis behind it.
 fn assert_accepted(front: &IamFront, token: &str) {
+    let reply = auth_reply(front, token);
+    assert_eq!(
+        reply,
+        b"+OK\r\n",
+        "{:?} {:?}",
+        String::from_utf8_lossy(&reply),
+        front.last_verdict()
+    );
+}
+
+/// The front's reply to `AUTH app <token>`.
+fn auth_reply(front: &IamFront, token: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(front.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -348,13 +359,7 @@ fn assert_accepted(front: &IamFront, token: &str) {
     .unwrap();
     let mut buf = [0u8; 256];
     let n = s.read(&mut buf).unwrap();
-    assert_eq!(
-        &buf[..n],
-        b"+OK\r\n",
-        "{:?} {:?}",
-        String::from_utf8_lossy(&buf[..n]),
-        front.last_verdict()
-    );
+    buf[..n].to_vec()
 }
 
 #[test]
@@ -388,6 +393,34 @@ fn credential_process_profile_yields_accepted_tokens() {
     .unwrap();
     let out = iam_token(home.path(), &[("AWS_PROFILE", "proc")]);
     assert_accepted(&front, &token(&out));
+}
+
+#[test]
+fn iam_token_without_region_takes_the_profiles_or_names_what_is_missing() {
+    let redis = RedisServer::start(RedisOpts::users(&["app"], PASSWORD));
+    let front = front(&redis, None, Some((SOURCE_KEY, SOURCE_SECRET, None)));
+    let home = tempfile::tempdir().unwrap();
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", SOURCE_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SOURCE_SECRET),
+    ];
+    // No region anywhere (IMDS is off): refused, naming the target and how to give one.
+    let out = iam_token_in(None, home.path(), &keys);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr().contains(TARGET), "{out}");
+    assert!(out.stdout().is_empty(), "{out}");
+    // The profile's region: the front verifies the token was signed for it.
+    std::fs::create_dir(home.path().join(".aws")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/config"),
+        format!("[default]\nregion = {REGION}\n"),
+    )
+    .unwrap();
+    let out = iam_token_in(None, home.path(), &keys);
+    assert_accepted(&front, &token(&out));
+    // A token for another region is refused by the front: the region really is in the signature.
+    let out = iam_token_in(Some("eu-west-3"), home.path(), &keys);
+    assert_ne!(auth_reply(&front, &token(&out)), b"+OK\r\n");
 }
 
 #[test]

@@ -19,10 +19,21 @@ pub fn run(args: IamTokenArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (creds, _provider) = runtime.block_on(CredentialChain::default_chain().credentials())?;
+    let chain = CredentialChain::default_chain();
+    let (creds, _provider) = runtime.block_on(chain.credentials())?;
+    // Without --region: the environment's, the profile's, else IMDS placement/region, as the
+    // daemon does for databases without auth.region.
+    let region = runtime
+        .block_on(
+            chain
+                .regions()
+                .for_database(&args.target, args.region.as_deref()),
+        )
+        .context("no region for the token (pass --region)")?
+        .region;
     let request = TokenRequest {
         service: args.service,
-        region: &args.region,
+        region: &region,
         target: &args.target,
         db_user: &args.user,
         serverless: args.serverless,

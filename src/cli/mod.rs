@@ -163,8 +163,9 @@ pub struct CertIssueArgs {
 pub struct IamTokenArgs {
     #[arg(long, value_enum)]
     pub service: IamService,
+    /// Default: AWS_REGION / AWS_DEFAULT_REGION, the profile's, else IMDS placement/region.
     #[arg(long)]
-    pub region: String,
+    pub region: Option<String>,
     /// Replication group id, MemoryDB cluster name or serverless cache name.
     #[arg(long)]
     pub target: String,
