@@ -50,6 +50,9 @@ struct RigOpts<'a> {
     imds: Option<String>,
     /// More environment for the daemon.
     env: Vec<(&'a str, &'a str)>,
+    /// The keys the front expects; `None`: the static keys, given to the daemon in its
+    /// environment. `Some`: keys only IMDS hands out (nothing in the environment).
+    imds_keys: Option<(&'a str, &'a str)>,
 }
 
 impl Default for RigOpts<'_> {
@@ -63,19 +66,21 @@ impl Default for RigOpts<'_> {
             rust_log: "debug",
             imds: None,
             env: Vec::new(),
+            imds_keys: None,
         }
     }
 }
 
 fn rig_with(o: RigOpts) -> Rig {
     let redis = RedisServer::start(RedisOpts::users(&["app"], REAL_PASSWORD));
+    let (access_key_id, secret_access_key) = o.imds_keys.unwrap_or((ACCESS_KEY, SECRET_KEY));
     let front = IamFront::start(IamFrontConfig {
         service: o.service,
         region: o.expect_region.to_string(),
         target: "my-target".to_string(),
         serverless: o.serverless,
-        access_key_id: ACCESS_KEY.to_string(),
-        secret_access_key: SECRET_KEY.to_string(),
+        access_key_id: access_key_id.to_string(),
+        secret_access_key: secret_access_key.to_string(),
         session_token: o.session_token.map(str::to_string),
         issued: None,
         upstream: redis.plain_addr(),
@@ -124,14 +129,16 @@ unix_user = "{me}"
     let home_str = home.path().display().to_string();
     let missing = home.path().join("none").display().to_string();
     let mut env = vec![
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
         ("HOME", home_str.as_str()),
         ("AWS_CONFIG_FILE", missing.as_str()),
         ("AWS_SHARED_CREDENTIALS_FILE", missing.as_str()),
         ("RUST_LOG", o.rust_log),
     ];
-    if let Some(token) = o.session_token {
+    if o.imds_keys.is_none() {
+        env.push(("AWS_ACCESS_KEY_ID", ACCESS_KEY));
+        env.push(("AWS_SECRET_ACCESS_KEY", SECRET_KEY));
+    }
+    if let (Some(token), None) = (o.session_token, o.imds_keys) {
         env.push(("AWS_SESSION_TOKEN", token));
     }
     if o.imds.is_some() {
@@ -251,61 +258,13 @@ fn sessions_survive_an_imds_outage_with_expired_credentials() {
         fixed_access_key_id: Some(IMDS_KEY.to_string()),
         ..Behaviour::default()
     });
-    let redis = RedisServer::start(RedisOpts::users(&["app"], REAL_PASSWORD));
-    let front = IamFront::start(IamFrontConfig {
-        service: "elasticache",
-        region: "us-east-1".to_string(),
-        target: "my-target".to_string(),
-        serverless: false,
-        access_key_id: IMDS_KEY.to_string(),
-        secret_access_key: IMDS_SECRET.to_string(),
-        session_token: Some(SESSION_TOKEN.to_string()),
-        issued: None,
-        upstream: redis.plain_addr(),
-        passwords: HashMap::from([("app".to_string(), REAL_PASSWORD.to_string())]),
+    let rig = rig_with(RigOpts {
+        session_token: Some(SESSION_TOKEN),
+        imds: Some(imds.endpoint()),
+        imds_keys: Some((IMDS_KEY, IMDS_SECRET)),
+        ..RigOpts::default()
     });
-    let state = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let config = format!(
-        r#"
-state_dir = "{state}"
-[listeners.unix]
-directory = "{sock}"
-[aws.imds]
-endpoint = "{imds}"
-connect_timeout = "1s"
-read_timeout = "1s"
-[[databases]]
-name = "iamdb"
-address = "{front}"
-auth = {{ mode = "iam", service = "elasticache", region = "us-east-1", target = "my-target" }}
-[[roles]]
-name = "app-only"
-db_users = ["app"]
-db_names = ["iamdb"]
-[[users]]
-name = "alice"
-roles = ["app-only"]
-unix_user = "{me}"
-"#,
-        state = state.path().display(),
-        sock = state.path().join("sock").display(),
-        imds = imds.endpoint(),
-        front = front.addr(),
-        me = current_user(),
-    );
-    let home_str = home.path().display().to_string();
-    let missing = home.path().join("none").display().to_string();
-    let bastion = Bastion::start_with_env(
-        &config,
-        state.path(),
-        &[
-            ("AWS_EC2_METADATA_DISABLED", "false"),
-            ("HOME", home_str.as_str()),
-            ("AWS_CONFIG_FILE", missing.as_str()),
-            ("AWS_SHARED_CREDENTIALS_FILE", missing.as_str()),
-        ],
-    );
+    let (front, bastion) = (&rig.front, &rig.bastion);
     let ep = Endpoint::unix(bastion.socket_path("iamdb"));
     // The instance id from IMDS lands in the audit events.
     bastion.expect_log_line(0, &["running on EC2 instance", INSTANCE_ID], &[]);
