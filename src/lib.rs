@@ -6,6 +6,7 @@
 //! (the only byte mover) splices or copies until either side closes.
 #![forbid(unsafe_code)]
 
+pub mod address_policy;
 pub mod admin;
 pub mod audit;
 pub mod aws;
