@@ -47,11 +47,14 @@ pub fn session_start(f: &SessionFacts) {
     );
 }
 
-pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration) {
+///
+/// `stopped_by` names who ended a session the bastion stopped (`admin`, `idle`), for
+/// [`Closed::Stopped`].
+pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration, stopped_by: &str) {
     let (closed_by, error) = match &outcome.closed {
         Closed::By(side) => (side_name(*side), None),
         Closed::Error { side, message } => (side_name(*side), Some(message.as_str())),
-        Closed::Stopped => ("admin", None),
+        Closed::Stopped => (stopped_by, None),
     };
     tracing::info!(
         target: "audit",
@@ -89,6 +92,25 @@ pub fn denied(f: &SessionFacts, reason: &str) {
         db_user = opt(&f.db_user),
         reason,
         "access denied"
+    );
+}
+
+/// The refusals of unidentified connections that were counted instead of logged one by one
+/// during the last interval (see `proxy::admission::RefusalLog`).
+pub fn denied_summary(
+    interval: std::time::Duration,
+    suppressed: u64,
+    by_reason: &str,
+    top_sources: &str,
+) {
+    tracing::warn!(
+        target: "audit",
+        event = "access.denied.summary",
+        interval = %humantime::format_duration(interval),
+        suppressed,
+        by_reason,
+        top_sources,
+        "access denied to unidentified connections (summary)"
     );
 }
 

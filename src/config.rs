@@ -21,6 +21,10 @@ pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default bound on connecting (TCP + TLS) to an upstream.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on TCP connections still in their handshake (not yet identified).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+/// Default bound on those from one source address.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -228,6 +232,16 @@ pub struct Limits {
     pub max_handshake_bytes: usize,
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// TCP connections still in their handshake; at the bound the oldest is closed.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// The same bound per source address.
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Close a session that moved no byte in either direction for this long (off by default:
+    /// pub/sub subscribers and blocking commands are legitimately quiet).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -237,6 +251,9 @@ impl Default for Limits {
             upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             max_handshake_bytes: DEFAULT_MAX_HANDSHAKE_BYTES,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_source: DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+            idle_timeout: None,
         }
     }
 }
@@ -252,6 +269,12 @@ fn default_max_handshake_bytes() -> usize {
 }
 fn default_max_sessions() -> usize {
     DEFAULT_MAX_SESSIONS
+}
+fn default_max_handshakes() -> usize {
+    DEFAULT_MAX_HANDSHAKES
+}
+fn default_max_handshakes_per_source() -> usize {
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE
 }
 
 /// One upstream Redis / Valkey / ElastiCache / MemoryDB endpoint.
@@ -757,6 +780,10 @@ pub fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("'{s}': {e}")))
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 fn de_octal<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

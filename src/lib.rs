@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod rbac;
 pub mod reload;
 pub mod secret;
+pub mod sockopt;
 pub mod store;
 pub mod systemd;
 pub mod upstream;

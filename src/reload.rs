@@ -314,7 +314,8 @@ fn merge(old: &Config, mut new: Config, outcome: &mut Outcome) -> Config {
     new.listeners.tcp = tcp;
 
     for (field, from, to) in field_changes!(old.limits, new.limits;
-        handshake_timeout, upstream_connect_timeout, max_handshake_bytes, max_sessions)
+        handshake_timeout, upstream_connect_timeout, max_handshake_bytes, max_sessions,
+        max_handshakes, max_handshakes_per_source, idle_timeout)
     {
         let key = format!("limits.{field}");
         applied.push(Change { key, from, to });

@@ -119,8 +119,8 @@ impl Connector {
             }
             Ok(Ok(tcp)) => tcp,
         };
-        // Redis traffic is small request/response frames: never let Nagle hold them back.
-        let _ = tcp.set_nodelay(true);
+        // No Nagle delay on small frames; keepalive finds an upstream that vanished.
+        crate::sockopt::tune(&tcp);
         let Some(tls) = &db.tls else {
             return Ok(Either::Left(tcp));
         };

@@ -360,10 +360,15 @@ fn a_lowered_max_sessions_applies_to_new_sessions_only() {
         s.bastion
             .expect_log_line(mark, &["applied", "limits.max_sessions"], &[]);
 
-        // Two open, two allowed: a third is closed at once.
+        // Two open, two allowed: a third is refused at once, with a reason.
         let mut c = Raw::connect(&s.unix("plaindb")).await.expect("connect");
         let refused = c.request_str(&["PING"]).await;
-        assert!(refused.is_err(), "a third session got {refused:?}");
+        assert!(
+            refused
+                .as_deref()
+                .is_ok_and(|r| r.starts_with(b"-ERR bastion: session limit reached")),
+            "a third session got {refused:?}"
+        );
         s.bastion
             .expect_log_line(mark, &["session limit reached"], &[]);
         // The two open ones go on.
@@ -384,9 +389,12 @@ fn a_lowered_max_sessions_applies_to_new_sessions_only() {
         }
         let mut d = d.expect("no session slot came back after one session ended");
         let mut e = Raw::connect(&s.unix("plaindb")).await.expect("connect");
+        let refused = e.request_str(&["PING"]).await;
         assert!(
-            e.request_str(&["PING"]).await.is_err(),
-            "a third session was let in"
+            refused
+                .as_deref()
+                .is_ok_and(|r| r.starts_with(b"-ERR bastion:")),
+            "a third session was let in: {refused:?}"
         );
         assert_eq!(ping(&mut d).await, b"+PONG\r\n");
         assert_eq!(ping(&mut a).await, b"+PONG\r\n");

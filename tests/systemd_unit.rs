@@ -88,6 +88,7 @@ fn service_keeps_its_contract() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "LimitNOFILE=65536",
+        "LogRateLimitBurst=100000",
         "StateDirectory=bastion",
         "RuntimeDirectory=bastion",
         "ConfigurationDirectory=bastion",

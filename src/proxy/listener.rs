@@ -161,21 +161,19 @@ pub async fn run(
                         continue;
                     }
                 };
-                let Some(permit) = shared.slots.try_acquire() else {
-                    tracing::warn!(client.addr = %peer, "session limit reached; connection closed");
-                    continue;
-                };
+                crate::sockopt::tune(&tcp);
+                // Not yet identified: a place among the pending handshakes, never a session
+                // slot (the session takes one once the certificate says who it is).
+                let pending = shared.admission.admit(peer.ip());
                 let (shared, spec) = (shared.clone(), spec.load_full());
-                tokio::spawn(async move {
-                    session::serve_tls(shared, tcp, peer, spec).await;
-                    drop(permit);
-                });
+                tokio::spawn(session::serve_tls(shared, tcp, peer, spec, pending));
             }
         });
     }
     for (listener, db, path) in bound.unix {
         tasks.spawn(accept_unix(listener, db, path, shared.clone()));
     }
+    tasks.spawn(summarise_refusals(shared.clone()));
     shutdown.await;
     tasks.abort_all();
 }
@@ -191,15 +189,38 @@ async fn accept_unix(listener: UnixListener, db: String, path: PathBuf, shared: 
                 continue;
             }
         };
-        let Some(permit) = shared.slots.try_acquire() else {
-            tracing::warn!(path = %path.display(), "session limit reached; connection closed");
-            continue;
-        };
         let (shared, db, path) = (shared.clone(), db.clone(), path.clone());
-        tokio::spawn(async move {
-            session::serve_unix(shared, stream, db, path).await;
-            drop(permit);
-        });
+        tokio::spawn(session::serve_unix(shared, stream, db, path));
+    }
+}
+
+/// One `access.denied.summary` line per interval in which refusals of unidentified
+/// connections went beyond the burst logged one by one.
+async fn summarise_refusals(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(session::REFUSAL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(s) = shared.refusals.take_summary() {
+            let by_reason = s
+                .by_reason
+                .iter()
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let top_sources = s
+                .top_sources
+                .iter()
+                .map(|(ip, n)| format!("{ip}={n}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            crate::audit::denied_summary(
+                session::REFUSAL_INTERVAL,
+                s.suppressed,
+                &by_reason,
+                &top_sources,
+            );
+        }
     }
 }
 

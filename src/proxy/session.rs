@@ -31,6 +31,7 @@ use crate::aws::credentials::CredentialChain;
 use crate::catalog::CatalogHandle;
 use crate::config::{DatabaseConfig, Limits};
 use crate::identity::{self, Identity, Method};
+use crate::proxy::admission::{Admission, Pending, RefusalLog};
 use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
 use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
 use crate::proxy::handshake::{error_reply, protocol_error_reply, HandshakeError};
@@ -43,6 +44,11 @@ use crate::upstream::{self, Connector, UpstreamStream};
 /// Upper bound on the upstream's reply to AUTH/HELLO (a HELLO map is a few hundred bytes).
 const MAX_UPSTREAM_REPLY: usize = 1024 * 1024;
 
+/// Refusals of unidentified connections logged one by one per interval; the rest are counted.
+const REFUSAL_BURST: u32 = 20;
+/// How often the count of the others is logged (one `access.denied.summary` line).
+pub const REFUSAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The `access.denied` reason of a session stopped before its relay started.
 const STOPPED_IN_HANDSHAKE: &str = "session killed by an administrator during the handshake";
 
@@ -53,8 +59,12 @@ pub struct Shared {
     limits: ArcSwap<Limits>,
     pub credentials: CredentialChain,
     pub connector: Connector,
-    /// One slot per live session (`limits.max_sessions`); shared by every listener.
+    /// One slot per identified session (`limits.max_sessions`); shared by every listener.
     pub slots: SessionSlots,
+    /// TCP connections still in their handshake (`limits.max_handshakes`, per source too).
+    pub admission: Arc<Admission>,
+    /// Refusals of unidentified connections: logged up to a burst, then summarised.
+    pub refusals: RefusalLog,
     /// The EC2 instance this bastion runs on, once IMDS has told (for audit events).
     pub instance_id: std::sync::OnceLock<String>,
     /// Live sessions (`bastion sessions`) and revoked certificate serials.
@@ -67,6 +77,8 @@ impl Shared {
         Shared {
             catalog,
             slots: SessionSlots::new(limits.max_sessions),
+            admission: Admission::new(limits.max_handshakes, limits.max_handshakes_per_source),
+            refusals: RefusalLog::new(REFUSAL_BURST),
             limits: ArcSwap::from_pointee(limits),
             credentials,
             connector: Connector::new(),
@@ -98,6 +110,8 @@ impl Shared {
     /// Apply `limits` to sessions from now on; open sessions keep their slots and deadlines.
     pub fn set_limits(&self, limits: Limits) {
         self.slots.set_max(limits.max_sessions);
+        self.admission
+            .set_bounds(limits.max_handshakes, limits.max_handshakes_per_source);
         self.limits.store(Arc::new(limits));
     }
 }
@@ -115,11 +129,15 @@ pub struct TlsListenerSpec {
 }
 
 /// A session that arrived on a TLS listener.
+///
+/// `pending` is its place among the unidentified connections: it may be evicted (closed) to
+/// make room for a newer one until the TLS handshake proves who it is.
 pub async fn serve_tls(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     spec: Arc<TlsListenerSpec>,
+    pending: Pending,
 ) {
     let id = shared.next_id();
     let span = session_span(id, &peer.to_string());
@@ -127,7 +145,6 @@ pub async fn serve_tls(
         let session = shared
             .sessions
             .register(id, peer.to_string(), Transport::Mtls);
-        let _ = tcp.set_nodelay(true);
         let deadline = Instant::now() + shared.limits().handshake_timeout;
         let mut facts = SessionFacts {
             session: id,
@@ -137,15 +154,32 @@ pub async fn serve_tls(
             instance: shared.instance_id.get().cloned(),
             ..Default::default()
         };
-        let accept = timeout_at(deadline, spec.acceptor.accept(tcp));
+        let accept = pending.unless_evicted(timeout_at(deadline, spec.acceptor.accept(tcp)));
+        let unidentified = |reason: &'static str, detail: String| {
+            if shared.refusals.note(reason, peer.ip()) {
+                audit::denied(&facts, &detail);
+            }
+        };
         let tls = match session.unless_stopped(accept).await {
             None => return audit::denied(&facts, STOPPED_IN_HANDSHAKE),
-            Some(Err(_)) => return audit::denied(&facts, "handshake timeout during TLS"),
-            Some(Ok(Err(e))) => {
-                return audit::denied(&facts, &format!("TLS handshake failed: {e}"))
+            Some(None) => {
+                return unidentified(
+                    "evicted",
+                    "closed in its TLS handshake to make room for newer connections \
+                     (limits.max_handshakes / max_handshakes_per_source)"
+                        .into(),
+                )
             }
-            Some(Ok(Ok(tls))) => tls,
+            Some(Some(Err(_))) => {
+                return unidentified("timeout", "handshake timeout during TLS".into())
+            }
+            Some(Some(Ok(Err(e)))) => {
+                return unidentified("tls", format!("TLS handshake failed: {e}"))
+            }
+            Some(Some(Ok(Ok(tls)))) => tls,
         };
+        // Identified by its certificate (or refused below): no longer pre-authentication.
+        drop(pending);
         let (_, conn) = tls.get_ref();
         let cert = conn
             .peer_certificates()
@@ -278,6 +312,19 @@ async fn run(
     mut facts: SessionFacts,
     deadline: Instant,
 ) {
+    // A session slot (`limits.max_sessions`) is taken only once the client is identified, so
+    // connections that never say who they are cannot lock identified ones out.
+    let _slot = match &who {
+        Err(_) => None,
+        Ok(_) => match shared.slots.try_acquire() {
+            Some(slot) => Some(slot),
+            None => {
+                let reason = "session limit reached (limits.max_sessions); try again later";
+                refuse(&mut client, &facts, reason).await;
+                return;
+            }
+        },
+    };
     let work = handshake(shared, session, &mut client, who, db, &mut facts, deadline);
     let ready = match session.unless_stopped(work).await {
         None => return audit::denied(&facts, STOPPED_IN_HANDSHAKE),
@@ -290,14 +337,46 @@ async fn run(
     let started = StdInstant::now();
     // The counters include the hand-off, so the audit counts the whole session: the client's
     // first command or pipelined bytes, and the upstream's AUTH/HELLO reply, too.
+    let stopped_by = std::sync::OnceLock::new();
+    let stop = async {
+        let by = tokio::select! {
+            () = session.stopped() => "admin",
+            () = idle(session.counters(), shared.limits().idle_timeout) => "idle",
+        };
+        let _ = stopped_by.set(by);
+    };
     let outcome = relay::relay_until(
         client_leg(client),
         upstream::into_leg(ready.upstream),
         session.counters(),
-        session.stopped(),
+        stop,
     )
     .await;
-    audit::session_end(&facts, &outcome, started.elapsed());
+    let stopped_by = stopped_by.get().copied().unwrap_or("admin");
+    audit::session_end(&facts, &outcome, started.elapsed(), stopped_by);
+}
+
+/// Resolves once no byte moved in either direction for `limit` (never without a limit).
+async fn idle(counters: &relay::Counters, limit: Option<std::time::Duration>) {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
+    let step = (limit / 4).clamp(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(5),
+    );
+    let mut seen = counters.totals();
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(step).await;
+        let now = counters.totals();
+        if now != seen {
+            seen = now;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= limit {
+            return;
+        }
+    }
 }
 
 /// An authenticated upstream, after the hand-off, ready for the relay.

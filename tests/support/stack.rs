@@ -64,6 +64,8 @@ pub struct StackOpts {
     pub open_db: bool,
     /// Raw TOML appended to the config (more roles and users).
     pub extra_toml: String,
+    /// Lines added to `[limits]`, e.g. `max_sessions = 20`.
+    pub extra_limits: String,
 }
 
 impl Default for StackOpts {
@@ -75,6 +77,7 @@ impl Default for StackOpts {
             extra_listeners: Vec::new(),
             open_db: false,
             extra_toml: String::new(),
+            extra_limits: String::new(),
         }
     }
 }
@@ -251,6 +254,7 @@ fn config_text(i: &ConfigInputs<'_>) -> String {
 
 [limits]
 handshake_timeout = {ht}
+{extra_limits}
 
 [[listeners.tcp]]
 address = "127.0.0.1:0"
@@ -258,6 +262,7 @@ server_names = ["localhost", "127.0.0.1"]
 "#,
         state = p(i.state),
         ht = s(&i.opts.handshake_timeout),
+        extra_limits = i.opts.extra_limits,
     );
     for body in &i.opts.extra_listeners {
         c.push_str(&format!(
