@@ -48,13 +48,13 @@ pub fn session_start(f: &SessionFacts) {
 }
 
 ///
-/// `stopped_by` names who ended a session the bastion stopped (`admin`, `idle`), for
-/// [`Closed::Stopped`].
-pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration, stopped_by: &str) {
-    let (closed_by, error) = match &outcome.closed {
-        Closed::By(side) => (side_name(*side), None),
-        Closed::Error { side, message } => (side_name(*side), Some(message.as_str())),
-        Closed::Stopped => (stopped_by, None),
+/// `stopped` is who ended a session the bastion stopped (`admin`, `policy`, `idle`) and why,
+/// for [`Closed::Stopped`].
+pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration, stopped: (&str, &str)) {
+    let (closed_by, error, reason) = match &outcome.closed {
+        Closed::By(side) => (side_name(*side), None, "-"),
+        Closed::Error { side, message } => (side_name(*side), Some(message.as_str()), "-"),
+        Closed::Stopped => (stopped.0, None, stopped.1),
     };
     tracing::info!(
         target: "audit",
@@ -71,6 +71,7 @@ pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration, stop
         path_upstream_to_client = path_name(outcome.upstream_to_client_path),
         duration_ms = duration.as_millis() as u64,
         closed_by,
+        reason,
         error = error.unwrap_or("-"),
         "session end"
     );

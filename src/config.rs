@@ -242,6 +242,9 @@ pub struct Limits {
     /// pub/sub subscribers and blocking commands are legitimately quiet).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub idle_timeout: Option<Duration>,
+    /// End every session this long after it started (off by default).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_session_age: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -254,6 +257,7 @@ impl Default for Limits {
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_handshakes_per_source: DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
             idle_timeout: None,
+            max_session_age: None,
         }
     }
 }

@@ -33,4 +33,8 @@ pub struct Identity {
     pub method: Method,
     /// Certificate serial (hex) for mTLS, `uid=N pid=M` for Unix peers.
     pub evidence: String,
+    /// mTLS: the certificate's end of validity. The session ends then.
+    pub expires: Option<std::time::SystemTime>,
+    /// Unix: the peer's uid. The session ends if the uid stops being bound to the user.
+    pub uid: Option<u32>,
 }

@@ -31,6 +31,8 @@ pub enum TlsIdentityError {
 pub struct CertIdentity {
     pub user: String,
     pub serial: String,
+    /// The end of the certificate's validity: a session that presented it ends then.
+    pub not_after: std::time::SystemTime,
 }
 
 /// A server config that demands a client certificate from `ca` and presents a certificate for `names`.
@@ -120,9 +122,14 @@ pub fn cert_identity(cert: &CertificateDer<'_>) -> Result<CertIdentity, TlsIdent
     crate::config::check_name("cn", user).map_err(|_| {
         TlsIdentityError::NoUser(format!("CN {user:?} is not a valid bastion user name"))
     })?;
+    let not_after = u64::try_from(x509.validity().not_after.timestamp())
+        .map_or(std::time::UNIX_EPOCH, |s| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)
+        });
     Ok(CertIdentity {
         user: user.to_string(),
         serial: serial_hex(x509.raw_serial()),
+        not_after,
     })
 }
 
@@ -258,6 +265,7 @@ mod tests {
                 CertIdentity {
                     user: "alice".into(),
                     serial: issued.serial.clone(),
+                    not_after: id.not_after,
                 }
             );
         }

@@ -174,6 +174,7 @@ pub async fn run(
         tasks.spawn(accept_unix(listener, db, path, shared.clone()));
     }
     tasks.spawn(summarise_refusals(shared.clone()));
+    tasks.spawn(session::enforce_grants(shared.clone()));
     shutdown.await;
     tasks.abort_all();
 }

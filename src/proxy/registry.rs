@@ -40,6 +40,42 @@ struct Live {
     info: SessionInfo,
     counters: Arc<Counters>,
     stop: CancellationToken,
+    /// What the session was granted, once authorized; re-checked by [`Registry::enforce`].
+    grant: Option<Grant>,
+    /// Why it was stopped (the first reason wins).
+    stop_reason: Option<StopReason>,
+}
+
+/// What a session was allowed when it was authorized: while it lives, this must still hold.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub user: String,
+    pub db: String,
+    pub db_user: String,
+    /// The database's definition (address, auth, TLS…) as granted, to notice it changing.
+    pub database: String,
+    /// Unix sessions: the peer's uid (its binding to `user` must hold).
+    pub uid: Option<u32>,
+    /// mTLS sessions: the certificate's end of validity.
+    pub expires: Option<SystemTime>,
+    pub started: std::time::Instant,
+}
+
+impl Grant {
+    /// A comparable form of a database definition: two catalogs' copies of one database give
+    /// the same string exactly when nothing about it changed.
+    pub fn fingerprint(db: &crate::config::DatabaseConfig) -> String {
+        serde_json::to_string(db).unwrap_or_default()
+    }
+}
+
+/// Why the bastion stopped a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// `sessions kill`, `cert revoke`: an administrator's act.
+    Admin(String),
+    /// The grant no longer holds (user, role, database or certificate changed or ended).
+    Policy(String),
 }
 
 /// One live session as `bastion sessions ls` shows it.
@@ -123,6 +159,8 @@ impl Registry {
                 info,
                 counters: counters.clone(),
                 stop: stop.clone(),
+                grant: None,
+                stop_reason: None,
             },
         );
         Registered {
@@ -153,10 +191,33 @@ impl Registry {
 
     /// Stop session `id`; what it was, or `None` if no such session is live.
     pub fn kill(&self, id: u64) -> Option<SessionInfo> {
-        let inner = self.lock();
-        let live = inner.live.get(&id)?;
-        live.stop.cancel();
+        let mut inner = self.lock();
+        let live = inner.live.get_mut(&id)?;
+        live.stop_with(StopReason::Admin(
+            "killed by an administrator (sessions kill)".into(),
+        ));
         Some(live.snapshot())
+    }
+
+    /// Stop every live session whose grant `holds` rejects; those sessions and the reasons.
+    /// Sessions not yet authorized, or already stopped, are left alone.
+    pub fn enforce(
+        &self,
+        holds: impl Fn(&Grant) -> Result<(), String>,
+    ) -> Vec<(SessionInfo, String)> {
+        let mut inner = self.lock();
+        let mut stopped = Vec::new();
+        for live in inner.live.values_mut() {
+            let Some(grant) = &live.grant else { continue };
+            if live.stop_reason.is_some() {
+                continue;
+            }
+            if let Err(reason) = holds(grant) {
+                live.stop_with(StopReason::Policy(reason.clone()));
+                stopped.push((live.snapshot(), reason));
+            }
+        }
+        stopped
     }
 
     /// Refuse `serial` from now on and stop every live session that presented it; those sessions.
@@ -165,10 +226,10 @@ impl Registry {
         inner.revoked.insert(serial.to_string());
         inner
             .live
-            .values()
+            .values_mut()
             .filter(|l| l.info.serial.as_deref() == Some(serial))
             .map(|l| {
-                l.stop.cancel();
+                l.stop_with(StopReason::Admin(format!("certificate {serial} revoked")));
                 l.snapshot()
             })
             .collect()
@@ -182,6 +243,11 @@ impl Registry {
 }
 
 impl Live {
+    fn stop_with(&mut self, reason: StopReason) {
+        self.stop_reason.get_or_insert(reason);
+        self.stop.cancel();
+    }
+
     fn snapshot(&self) -> SessionInfo {
         let (up, down) = self.counters.totals();
         SessionInfo {
@@ -223,6 +289,22 @@ impl Registered {
             live.info.database.clone_from(&facts.db);
             live.info.db_user.clone_from(&facts.db_user);
         }
+    }
+
+    /// Record what the session was authorized for; from now on [`Registry::enforce`] checks it.
+    pub fn grant(&self, grant: Grant) {
+        if let Some(live) = self.registry.lock().live.get_mut(&self.id) {
+            live.grant = Some(grant);
+        }
+    }
+
+    /// Why the session was stopped, if it was.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.registry
+            .lock()
+            .live
+            .get(&self.id)
+            .and_then(|l| l.stop_reason.clone())
     }
 
     /// The handshake is over; bytes are being relayed.

@@ -35,6 +35,7 @@ use crate::proxy::admission::{Admission, Pending, RefusalLog};
 use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
 use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
 use crate::proxy::handshake::{error_reply, protocol_error_reply, HandshakeError};
+use crate::proxy::registry::{Grant, StopReason};
 use crate::proxy::registry::{Registered, Registry, Transport};
 use crate::proxy::relay::{self, Leg};
 use crate::proxy::slots::SessionSlots;
@@ -161,7 +162,12 @@ pub async fn serve_tls(
             }
         };
         let tls = match session.unless_stopped(accept).await {
-            None => return audit::denied(&facts, STOPPED_IN_HANDSHAKE),
+            None => {
+                return match session.stop_reason() {
+                    Some(StopReason::Policy(reason)) => audit::denied(&facts, &reason),
+                    _ => audit::denied(&facts, STOPPED_IN_HANDSHAKE),
+                }
+            }
             Some(None) => {
                 return unidentified(
                     "evicted",
@@ -194,6 +200,8 @@ pub async fn serve_tls(
                 user: c.user,
                 method: Method::Mtls,
                 evidence: format!("serial={}", c.serial),
+                expires: Some(c.not_after),
+                uid: None,
             }),
         });
         let db = pick_database(&spec, conn.server_name());
@@ -250,6 +258,8 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
                     user: user.name.clone(),
                     method: Method::UnixPeer,
                     evidence: client.clone(),
+                    expires: None,
+                    uid: Some(c.uid),
                 }),
                 None => Err(format!("uid {} is not bound to a bastion user", c.uid)),
             },
@@ -327,7 +337,12 @@ async fn run(
     };
     let work = handshake(shared, session, &mut client, who, db, &mut facts, deadline);
     let ready = match session.unless_stopped(work).await {
-        None => return audit::denied(&facts, STOPPED_IN_HANDSHAKE),
+        None => {
+            return match session.stop_reason() {
+                Some(StopReason::Policy(reason)) => audit::denied(&facts, &reason),
+                _ => audit::denied(&facts, STOPPED_IN_HANDSHAKE),
+            }
+        }
         Some(None) => return,
         Some(Some(ready)) => ready,
     };
@@ -340,7 +355,7 @@ async fn run(
     let stopped_by = std::sync::OnceLock::new();
     let stop = async {
         let by = tokio::select! {
-            () = session.stopped() => "admin",
+            () = session.stopped() => "stopped",
             () = idle(session.counters(), shared.limits().idle_timeout) => "idle",
         };
         let _ = stopped_by.set(by);
@@ -352,8 +367,65 @@ async fn run(
         stop,
     )
     .await;
-    let stopped_by = stopped_by.get().copied().unwrap_or("admin");
-    audit::session_end(&facts, &outcome, started.elapsed(), stopped_by);
+    let stopped = match stopped_by.get().copied() {
+        Some("idle") => ("idle", "no byte moved for limits.idle_timeout".to_string()),
+        _ => match session.stop_reason() {
+            Some(StopReason::Policy(reason)) => ("policy", reason),
+            Some(StopReason::Admin(reason)) => ("admin", reason),
+            None => ("admin", "-".to_string()),
+        },
+    };
+    audit::session_end(&facts, &outcome, started.elapsed(), (stopped.0, &stopped.1));
+}
+
+/// Every second, stop the live sessions whose grant no longer holds: their user was removed or
+/// lost the role, their database was removed or re-pointed, their certificate expired, or they
+/// are older than `limits.max_session_age`. (Revocation and `sessions kill` stop at once.)
+pub async fn enforce_grants(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let catalog = shared.catalog.snapshot();
+        let max_age = shared.limits().max_session_age;
+        let now = std::time::SystemTime::now();
+        let stopped = shared
+            .sessions
+            .enforce(|g| grant_holds(&catalog, g, now, max_age));
+        for (info, reason) in stopped {
+            tracing::info!(session = info.id, user = info.user.as_deref().unwrap_or("-"),
+                reason = %reason, "session stopped: its access was taken away");
+        }
+    }
+}
+
+/// `Err(reason)` when `grant` no longer holds in `catalog` at `now`.
+fn grant_holds(
+    catalog: &crate::catalog::Catalog,
+    g: &Grant,
+    now: std::time::SystemTime,
+    max_age: Option<std::time::Duration>,
+) -> Result<(), String> {
+    if g.expires.is_some_and(|t| now >= t) {
+        return Err("client certificate expired".into());
+    }
+    if max_age.is_some_and(|age| g.started.elapsed() >= age) {
+        return Err("session reached limits.max_session_age".into());
+    }
+    if let Some(uid) = g.uid {
+        if catalog.user_for_uid(uid).map(|u| u.name.as_str()) != Some(g.user.as_str()) {
+            return Err(format!("uid {uid} is no longer bound to user '{}'", g.user));
+        }
+    }
+    rbac::authorize(catalog, &g.user, &g.db, Some(&g.db_user)).map_err(|d| d.to_string())?;
+    match catalog.database(&g.db) {
+        Some(db) if Grant::fingerprint(db) == g.database => Ok(()),
+        Some(_) => Err(format!(
+            "database '{}' was changed (address, auth or TLS)",
+            g.db
+        )),
+        None => Err(format!("database '{}' was removed", g.db)),
+    }
 }
 
 /// Resolves once no byte moved in either direction for `limit` (never without a limit).
@@ -455,6 +527,17 @@ async fn handshake(
     let Some(database) = catalog.database(&db_name).cloned() else {
         return refuse(client, facts, &format!("unknown database '{db_name}'")).await;
     };
+    // From here on the grant is re-checked against every new catalog (and the clock) until
+    // the session ends: see `enforce_grants`.
+    session.grant(Grant {
+        user: identity.user.clone(),
+        db: db_name.clone(),
+        db_user: db_user.clone(),
+        database: Grant::fingerprint(&database),
+        uid: identity.uid,
+        expires: identity.expires,
+        started: StdInstant::now(),
+    });
     facts.auth_mode = Some(database.auth.mode_name());
 
     let upstream = match timeout_at(
