@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod doctor;
+pub mod files;
 pub mod identity;
 pub mod proxy;
 pub mod rbac;

@@ -4,7 +4,6 @@
 //! Errors name the database, the address and which step failed; they never carry the secret.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -297,19 +296,16 @@ pub async fn auth_secret(
     }
 }
 
-/// A password file must be private to the bastion (no group/other bits) — like ssh keys.
+/// The largest password file read (an IAM-token-sized password is ~1.5 KB).
+pub const MAX_PASSWORD_FILE: u64 = 64 * 1024;
+
+/// A password file must be private to the bastion (no group/other bits) — like ssh keys —,
+/// a regular file (no symlink) and at most [`MAX_PASSWORD_FILE`] bytes
+/// ([`crate::files::read_private`]).
 pub fn read_password_file(path: &Path) -> Result<Secret, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} has mode {mode:04o}; it must not be readable by group or others (chmod 600)",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = crate::files::read_private(path, MAX_PASSWORD_FILE).map_err(|e| e.to_string())?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let password = text.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
         return Err(format!("{} is empty", path.display()));
@@ -359,7 +355,7 @@ fn sanitize(s: &str) -> String {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     #[test]
     fn password_file_must_be_private() {
@@ -380,6 +376,11 @@ mod tests {
             e.contains("0640") && e.contains("pw") && !e.contains("s3cret"),
             "{e}"
         );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let e = read_password_file(&link).unwrap_err();
+        assert!(e.contains("symbolic link") && !e.contains("s3cret"), "{e}");
     }
 
     #[test]

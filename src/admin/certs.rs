@@ -1,6 +1,8 @@
 //! Certificates and live sessions through the admin socket: issue a client certificate from the
 //! daemon's CA (its serial fsynced in the store before the bundle goes back), revoke one (the
 //! store first, then the registry refuses it and stops its sessions), kill one session.
+//! [`issue_and_record`] is the one issue path, also taken by `bastion cert issue` when no
+//! daemon runs.
 //!
 //! The issued private key goes to the authorized caller only, inside a [`KeyPem`]; it is never
 //! logged and never stored.
@@ -11,10 +13,51 @@ use super::auth::Caller;
 use super::wire::{AdminError, IssuedBundle, KeyPem, Reply};
 use super::Admin;
 use crate::audit;
+use crate::identity::ca::{CaError, OnBoxCa};
 use crate::proxy::registry::SessionInfo;
 use crate::store::convert::cert_record;
 use crate::store::records::{serial_from_hex, SerialHex};
-use crate::store::{Mutation, State};
+use crate::store::{Mutation, RecordError, State};
+
+/// Why a certificate could not be issued (before anything is recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+impl From<IssueError> for AdminError {
+    fn from(e: IssueError) -> Self {
+        AdminError::Refused(e.to_string())
+    }
+}
+
+/// Issue a client certificate for `user` from `ca`, have `record` fsync its serial, user and
+/// validity in the store (returning the seq), and only then hand back the bundle with its key.
+pub fn issue_and_record<E: From<IssueError>>(
+    ca: &OnBoxCa,
+    user: &str,
+    ttl: Duration,
+    record: impl FnOnce(Mutation) -> Result<u64, E>,
+) -> Result<IssuedBundle, E> {
+    let issued = ca.issue_client(user, ttl).map_err(IssueError::from)?;
+    let cert = cert_record(user, &issued).map_err(IssueError::from)?;
+    let (not_before, not_after) = (cert.not_before, cert.not_after);
+    let seq = record(Mutation::IssueCert(cert))?;
+    Ok(IssuedBundle {
+        seq,
+        user: user.to_string(),
+        serial: issued.serial,
+        not_before,
+        not_after,
+        cert_pem: issued.cert_pem,
+        key_pem: KeyPem(issued.key_pem),
+        ca_pem: ca.cert_pem().to_string(),
+        ca_subject: ca.subject().to_string(),
+    })
+}
 
 impl Admin {
     /// Issue a certificate for `user` (who must exist) valid for `ttl_secs`, record it, return it.
@@ -25,23 +68,9 @@ impl Admin {
         ttl_secs: u64,
     ) -> Result<IssuedBundle, AdminError> {
         self.existing("user", user, |s| s.user(user).map(|_| ()))?;
-        let ca = self.server_cert.ca();
-        let issued = ca
-            .issue_client(user, Duration::from_secs(ttl_secs))
-            .map_err(|e| AdminError::Refused(e.to_string()))?;
-        let record = cert_record(user, &issued).map_err(|e| AdminError::Refused(e.to_string()))?;
-        let (not_before, not_after) = (record.not_before, record.not_after);
-        let seq = self.mutate(caller, "issue", vec![Mutation::IssueCert(record)])?;
-        Ok(IssuedBundle {
-            seq,
-            user: user.to_string(),
-            serial: issued.serial,
-            not_before,
-            not_after,
-            cert_pem: issued.cert_pem,
-            key_pem: KeyPem(issued.key_pem),
-            ca_pem: ca.cert_pem().to_string(),
-            ca_subject: ca.subject().to_string(),
+        let ttl = Duration::from_secs(ttl_secs);
+        issue_and_record(&self.server_cert.ca(), user, ttl, |m| {
+            self.mutate(caller, "issue", vec![m])
         })
     }
 

@@ -18,13 +18,13 @@ use serde::Serialize;
 
 use super::admin::{table, unexpected, AdminArgs};
 use super::CertIssueArgs;
+use crate::admin::certs::issue_and_record;
 use crate::admin::client::{self, ClientError};
-use crate::admin::wire::{IssuedBundle, KeyPem, Reply, Request};
+use crate::admin::wire::{IssuedBundle, Reply, Request};
 use crate::config::Config;
 use crate::identity::ca::{write_bundle_files, BundlePems, OnBoxCa};
-use crate::store::convert::cert_record;
 use crate::store::records::{CertRecord, SerialHex};
-use crate::store::{Mutation, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Where `redis-cli` connects in the printed example when no config says otherwise
 /// (the `serve --dev` defaults).
@@ -143,21 +143,7 @@ fn issue_without_daemon(
     let ca_dir = state_dir.join("ca");
     let ca = OnBoxCa::load_or_create(&ca_dir)
         .with_context(|| format!("on-box CA in {}", ca_dir.display()))?;
-    let issued = ca.issue_client(&args.user, args.ttl)?;
-    let record = cert_record(&args.user, &issued)?;
-    let (not_before, not_after) = (record.not_before, record.not_after);
-    let seq = store.apply(Mutation::IssueCert(record))?;
-    Ok(IssuedBundle {
-        seq: seq.0,
-        user: args.user.clone(),
-        serial: issued.serial,
-        not_before,
-        not_after,
-        cert_pem: issued.cert_pem,
-        key_pem: KeyPem(issued.key_pem),
-        ca_pem: ca.cert_pem().to_string(),
-        ca_subject: ca.subject().to_string(),
-    })
+    issue_and_record(&ca, &args.user, args.ttl, |m| Ok(store.apply(m)?.0))
 }
 
 /// One row of `bastion cert ls` (and its `--json` element).
@@ -364,6 +350,7 @@ auth = { mode = "none" }
 
     fn seed_user(state: &Path, user: &str) {
         use crate::store::records::{name, RoleRecord, UserRecord};
+        use crate::store::Mutation;
         let mut store = Store::open(&state.join(crate::daemon::STORE_DIR)).expect("store");
         let role = RoleRecord {
             name: name("role", "r").unwrap(),

@@ -6,8 +6,7 @@
 //! Must never: print user-data (it may hold passwords), or leave a half-written file (every
 //! file is written to a temporary name, synced, then renamed).
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -183,36 +182,15 @@ fn install_keys<'a>(
     Ok(added)
 }
 
-/// Write `data` to a temporary file next to `path` with `mode`, fsync it, rename it over
-/// `path`, fsync the directory.
+/// Create the directory if missing, then a [`crate::files`] durable write of `data` at `path`.
 fn write_atomically(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let result = (|| {
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have narrowed `mode`; set it exactly.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
+    crate::files::write_durably(path, data, mode, crate::files::Existing::Replace)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn lookup_user(name: &str) -> anyhow::Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {

@@ -3,16 +3,17 @@
 //! certificates.
 //!
 //! Files: `ca.crt` (PEM) and `ca.key` (PKCS#8 PEM, mode 0600) in a 0700 directory. Every file is
-//! written to a temporary name with its final mode from the first byte, fsynced, then moved into
-//! place, so a crash never leaves a half-written or briefly world-readable key.
+//! a [`crate::files`] durable write (a temporary name with its final mode from the first byte,
+//! fsynced, then moved into place), so a crash never leaves a half-written or briefly
+//! world-readable key; the key is read with [`crate::files::read_private`].
 //!
 //! This module must never: log or put key material into an error, write a private key with a
 //! mode wider than 0600 (not even for an instant), or load a CA key that group or others can read.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::fs::DirBuilder;
+use std::io::ErrorKind;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +26,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Server
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::files::{self, Existing, FileError};
 use crate::secret::Secret;
 
 /// The CA certificate's file name, in the CA directory and in every client bundle.
@@ -43,6 +45,8 @@ pub const SERVER_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 const CA_CN_PREFIX: &str = "bastion on-box CA";
 /// Serial numbers: 16 random bytes (RFC 5280 allows up to 20).
 const SERIAL_LEN: usize = 16;
+/// The largest `ca.key` / `ca.crt` read (a P-256 key is ~250 bytes, its certificate ~700).
+const MAX_CA_FILE: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -62,6 +66,8 @@ pub enum CaError {
     KeyPermissions { path: PathBuf, mode: u32 },
     #[error("invalid user name {user:?}: {message}")]
     InvalidUser { user: String, message: String },
+    #[error(transparent)]
+    Files(#[from] FileError),
 }
 
 impl CaError {
@@ -348,21 +354,14 @@ pub fn write_bundle_files(
             ));
         }
     }
-    let key = write_atomic(
-        out,
-        &format!("{user}.key"),
-        pems.key.expose().as_bytes(),
-        0o600,
-        Replace::Yes,
-    )?;
-    let cert = write_atomic(
-        out,
-        &format!("{user}.crt"),
-        pems.cert.as_bytes(),
-        0o644,
-        Replace::Yes,
-    )?;
-    let ca = write_atomic(out, CA_CERT_FILE, pems.ca.as_bytes(), 0o644, Replace::Yes)?;
+    let [cert, key, ca] = [
+        out.join(format!("{user}.crt")),
+        out.join(format!("{user}.key")),
+        out.join(CA_CERT_FILE),
+    ];
+    files::write_durably(&key, pems.key.expose().as_bytes(), 0o600, Existing::Replace)?;
+    files::write_durably(&cert, pems.cert.as_bytes(), 0o644, Existing::Replace)?;
+    files::write_durably(&ca, pems.ca.as_bytes(), 0o644, Existing::Replace)?;
     Ok([cert, key, ca])
 }
 
@@ -492,8 +491,18 @@ fn create(dir: &Path) -> Result<(), CaError> {
     let key_pem = Zeroizing::new(key.serialize_pem());
     // Key first: a crash in between leaves a key without a certificate, which load_or_create
     // reports rather than replaces. Neither file may clobber one created concurrently.
-    write_atomic(dir, CA_KEY_FILE, key_pem.as_bytes(), 0o600, Replace::No)?;
-    write_atomic(dir, CA_CERT_FILE, cert.pem().as_bytes(), 0o644, Replace::No)?;
+    files::write_durably(
+        &dir.join(CA_KEY_FILE),
+        key_pem.as_bytes(),
+        0o600,
+        Existing::Refuse,
+    )?;
+    files::write_durably(
+        &dir.join(CA_CERT_FILE),
+        cert.pem().as_bytes(),
+        0o644,
+        Existing::Refuse,
+    )?;
     Ok(())
 }
 
@@ -506,7 +515,8 @@ fn load(dir: &Path) -> Result<OnBoxCa, CaError> {
     let key = KeyPair::from_pem(&key_pem)
         .map_err(|e| CaError::file(&key_path, format!("not a usable PEM private key ({e})")))?;
 
-    let cert_pem = std::fs::read_to_string(&cert_path).map_err(CaError::io(&cert_path))?;
+    let cert_pem = String::from_utf8(files::read_capped(&cert_path, MAX_CA_FILE)?.to_vec())
+        .map_err(|_| CaError::file(&cert_path, "is not UTF-8 text"))?;
     let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| CaError::file(&cert_path, format!("not a PEM certificate ({e})")))?;
     let (_, x509) = x509_parser::parse_x509_certificate(&cert_der)
@@ -543,81 +553,16 @@ fn load(dir: &Path) -> Result<OnBoxCa, CaError> {
     })
 }
 
-/// Read a private key file, refusing symlinks, non-regular files and any group/other access.
-/// The mode is checked on the opened descriptor, so the file checked is the file read.
+/// Read the CA key ([`files::read_private`]: no symlink, a regular file, no group/other
+/// access, checked on the opened descriptor) into a zeroizing string.
 fn read_private_key(path: &Path) -> Result<Zeroizing<String>, CaError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(CaError::io(path))?;
-    let meta = file.metadata().map_err(CaError::io(path))?;
-    if !meta.is_file() {
-        return Err(CaError::file(path, "is not a regular file"));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(CaError::KeyPermissions {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let mut text = Zeroizing::new(String::new());
-    file.read_to_string(&mut text).map_err(CaError::io(path))?;
-    Ok(text)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Replace {
-    Yes,
-    No,
-}
-
-/// Write `dir/name` atomically: a temporary file created with `mode` (never widened later),
-/// fsync, then rename (or hard-link, which fails instead of replacing), then fsync the directory.
-fn write_atomic(
-    dir: &Path,
-    name: &str,
-    contents: &[u8],
-    mode: u32,
-    replace: Replace,
-) -> Result<PathBuf, CaError> {
-    let path = dir.join(name);
-    let mut tag = [0u8; 6];
-    fill_random(&mut tag).map_err(|e| CaError::file(&path, e))?;
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        serial_hex_all(&tag)
-    ));
-
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(CaError::io(&tmp))?;
-        file.write_all(contents).map_err(CaError::io(&tmp))?;
-        file.sync_all().map_err(CaError::io(&tmp))?;
-        drop(file);
-        match replace {
-            Replace::Yes => std::fs::rename(&tmp, &path).map_err(CaError::io(&path)),
-            Replace::No => {
-                std::fs::hard_link(&tmp, &path).map_err(CaError::io(&path))?;
-                std::fs::remove_file(&tmp).map_err(CaError::io(&tmp))
-            }
-        }
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(CaError::io(dir))?;
-    Ok(path)
+    let bytes = files::read_private(path, MAX_CA_FILE).map_err(|e| match e {
+        FileError::NotPrivate { path, mode } => CaError::KeyPermissions { path, mode },
+        other => other.into(),
+    })?;
+    // Borrow, then copy once into the zeroizing string: no unzeroized copy is left behind.
+    let text = std::str::from_utf8(&bytes).map_err(|_| CaError::file(path, "is not UTF-8 text"))?;
+    Ok(Zeroizing::new(text.to_string()))
 }
 
 /// Hex of every byte (no zero stripping), for temporary file names.
@@ -805,6 +750,28 @@ mod tests {
             err.to_string().contains(&key.display().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ca_files_over_the_cap_are_refused_naming_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("ca");
+        new_ca(tmp.path());
+        for name in [CA_CERT_FILE, CA_KEY_FILE] {
+            let path = dir.join(name);
+            let before = std::fs::read(&path).expect("read");
+            let mut big = before.clone();
+            big.resize(MAX_CA_FILE as usize + 1, b'\n');
+            std::fs::write(&path, &big).expect("grow");
+            let err = OnBoxCa::load_or_create(&dir).expect_err("over the cap");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&path.display().to_string()) && msg.contains("65536"),
+                "{msg}"
+            );
+            std::fs::write(&path, &before).expect("restore");
+        }
+        OnBoxCa::load_or_create(&dir).expect("restored CA loads");
     }
 
     #[test]

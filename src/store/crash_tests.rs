@@ -314,18 +314,23 @@ fn compaction_crash_windows_lose_nothing() {
             }
             if step == Some(CompactStep::SnapshotRenamed) {
                 // And the new log's temp file was written but not renamed.
-                std::fs::write(dir.join(super::LOG_TMP), b"partial").unwrap();
+                let log = dir.join(LOG_FILE);
+                crate::files::TempFile::write(&log, b"partial", 0o600)
+                    .unwrap()
+                    .abandon();
             }
             drop(s);
 
             let label = format!("{step:?} earlier={earlier_compaction}");
+            let left = temp_files(dir);
+            // The crash left one temp file (the snapshot's, or the new log's), or none.
+            assert_eq!(left.len(), usize::from(step.is_some()), "{label}: {left:?}");
             let mut s = Store::open(dir).unwrap_or_else(|e| panic!("{label}: {e}"));
             assert_eq!(s.state(), &state, "{label}");
             assert_eq!(s.last_seq(), seq, "{label}");
             let expect_gen = generation + u64::from(step != Some(CompactStep::SnapshotWritten));
             assert_eq!(s.generation(), expect_gen, "{label}");
-            assert!(!dir.join(super::SNAPSHOT_TMP).exists());
-            assert!(!dir.join(super::LOG_TMP).exists());
+            assert_eq!(temp_files(dir), Vec::<String>::new(), "{label}");
 
             s.apply(Mutation::PutRole(role("later", &[]))).unwrap();
             s.compact().unwrap();
@@ -355,4 +360,13 @@ fn an_old_snapshot_with_a_newer_log_is_refused() {
             if matches!(**source, RecoveryError::SnapshotBehindLog { .. })),
         "{e}"
     );
+}
+
+/// The temporary files (`.store.snap.tmp-…`, `.store.log.tmp-…`) in the store directory.
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".store.") && n.contains(".tmp-"))
+        .collect()
 }

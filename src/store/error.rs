@@ -138,6 +138,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("store: {0}")]
+    File(#[from] crate::files::FileError),
     #[error("store {path} is locked by another process (only one writer: is the daemon already running?)")]
     Locked { path: PathBuf },
     #[error("store directory {path} has mode {mode:#o}: it must not be accessible to group or others (0700)")]

@@ -1,8 +1,8 @@
 //! The store's file-system steps, each with the path in its error: a private directory, the
-//! writer lock, durable whole-file writes (temp, fsync, rename, fsync the directory).
+//! writer lock, reading and cutting the log. Whole-file writes (snapshot, a new log) are
+//! [`crate::files`]' durable writes.
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -76,44 +76,6 @@ pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path)(e)),
     }
-}
-
-pub fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", path)(e)),
-        _ => Ok(()),
-    }
-}
-
-/// Write `bytes` to a new file at `path` (mode 0600) and fsync it.
-pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(path)
-        .map_err(io("create", path))?;
-    f.write_all(bytes).map_err(io("write", path))?;
-    f.sync_all().map_err(io("fsync", path))
-}
-
-pub fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
-    std::fs::rename(from, to).map_err(io("rename into place", to))
-}
-
-/// Make the directory's entries (a create or a rename) durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync directory", dir))
-}
-
-/// Durably replace `path` with `bytes`: write `tmp`, fsync, rename over `path`, fsync `dir`.
-pub fn replace(dir: &Path, tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    remove_if_exists(tmp)?;
-    write_new(tmp, bytes)?;
-    rename(tmp, path)?;
-    sync_dir(dir)
 }
 
 /// Open the log for appending.

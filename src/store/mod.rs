@@ -45,14 +45,14 @@ pub use error::{BoundError, RecordError, RecoveryError, StoreError};
 pub use records::Mutation;
 pub use state::State;
 
+use crate::files::{Existing, TempFile};
 use codec::{Header, LogEntry, FORMAT_VERSION, FRAME_HEADER_LEN, HEADER_LEN, MAX_RECORD_LEN};
+use files::FILE_MODE;
 use recovery::LogAction;
 
 pub const SNAPSHOT_FILE: &str = "store.snap";
 pub const LOG_FILE: &str = "store.log";
 pub const LOCK_FILE: &str = "store.lock";
-const SNAPSHOT_TMP: &str = "store.snap.tmp";
-const LOG_TMP: &str = "store.log.tmp";
 
 /// The sequence number of an acknowledged mutation: 1 for the first, then one more for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,12 +95,11 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         files::ensure_private_dir(dir)?;
         let lock = files::lock(&dir.join(LOCK_FILE))?;
-        // Leftovers of a compaction that stopped before its rename: never part of the state.
-        files::remove_if_exists(&dir.join(SNAPSHOT_TMP))?;
-        files::remove_if_exists(&dir.join(LOG_TMP))?;
-
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let log_path = dir.join(LOG_FILE);
+        // Leftovers of a compaction that stopped before its rename: never part of the state.
+        crate::files::remove_stale_temps(&snapshot_path)?;
+        crate::files::remove_stale_temps(&log_path)?;
         let snapshot = files::read_if_exists(&snapshot_path)?;
         let log = files::read_if_exists(&log_path)?;
         let recovered =
@@ -205,22 +204,17 @@ impl Store {
         self.usable()?;
         let generation = self.generation + 1;
         let bytes = snapshot::encode(generation, self.last_seq, &self.state);
-        let tmp = self.dir.join(SNAPSHOT_TMP);
-        if let Err(e) = files::write_new(&tmp, &bytes) {
-            let _ = files::remove_if_exists(&tmp);
-            return Err(e);
-        }
+        // A failed write or rename removes the temp file (TempFile's drop).
+        let snapshot = TempFile::write(&self.dir.join(SNAPSHOT_FILE), &bytes, FILE_MODE)?;
         if stop == Some(CompactStep::SnapshotWritten) {
+            snapshot.abandon();
             self.poisoned = true;
             return Ok(());
         }
-        if let Err(e) = files::rename(&tmp, &self.dir.join(SNAPSHOT_FILE)) {
-            let _ = files::remove_if_exists(&tmp);
-            return Err(e);
-        }
+        snapshot.commit(Existing::Replace)?;
         // From here the old log must never be appended to again: any failure poisons.
         self.poisoned = true;
-        files::sync_dir(&self.dir)?;
+        crate::files::sync_dir(&self.dir)?;
         self.generation = generation;
         if stop == Some(CompactStep::SnapshotRenamed) {
             return Ok(());
@@ -291,7 +285,8 @@ fn start_log(dir: &Path, generation: u64, seq: u64) -> Result<(), StoreError> {
             seq,
         },
     );
-    files::replace(dir, &dir.join(LOG_TMP), &dir.join(LOG_FILE), &header)
+    crate::files::write_durably(&dir.join(LOG_FILE), &header, FILE_MODE, Existing::Replace)?;
+    Ok(())
 }
 
 /// Fuzz entry point: recovery over arbitrary bytes must return a value or an error, never panic.
