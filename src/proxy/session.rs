@@ -369,8 +369,11 @@ async fn handshake(
             return refuse(client, facts, &denied.to_string()).await;
         }
     };
-    facts.db_user = Some(db_user.clone());
-    tracing::Span::current().record("db.user", db_user.as_str());
+    // No db-user (legacy_auth, or roles that list none): the upstream's default user.
+    facts.db_user = db_user.clone();
+    if let Some(db_user) = &db_user {
+        tracing::Span::current().record("db.user", db_user.as_str());
+    }
     session.update(facts);
     // authorize() succeeded, so the database exists in this snapshot.
     let Some(database) = catalog.database(&db_name).cloned() else {
@@ -380,7 +383,7 @@ async fn handshake(
 
     let upstream = match timeout_at(
         deadline,
-        open_upstream(shared, &database, &db_user, &parsed.opening),
+        open_upstream(shared, &database, db_user.as_deref(), &parsed.opening),
     )
     .await
     {
@@ -447,7 +450,7 @@ struct Authenticated {
 async fn open_upstream(
     shared: &Shared,
     db: &DatabaseConfig,
-    db_user: &str,
+    db_user: Option<&str>,
     opening: &Opening,
 ) -> Result<Authenticated, String> {
     let secret = upstream::auth_secret(db, db_user, &shared.credentials)
