@@ -407,6 +407,40 @@ mod tests {
         );
     }
 
+    /// A database stored before the plaintext rule (or migrated from format 1): its sessions
+    /// get no token, whatever the credentials; `allow_plaintext_auth` lifts that.
+    #[tokio::test]
+    async fn an_iam_database_without_tls_gets_no_token() {
+        let mut db = DatabaseConfig {
+            name: "rig".into(),
+            address: "127.0.0.1:6390".parse().unwrap(),
+            tls: None,
+            auth: AuthConfig::Iam {
+                service: crate::config::IamService::Elasticache,
+                region: Some("us-east-1".into()),
+                target: "rg".into(),
+                serverless: false,
+            },
+            default_db_user: None,
+            assume_role_arn: None,
+            external_id: None,
+            session_name: None,
+            allow_plaintext_auth: false,
+            legacy_auth: false,
+        };
+        let chain = CredentialChain::builder().build();
+        let e = auth_secret(&db, Some("app"), &chain).await.unwrap_err();
+        assert!(
+            matches!(e, UpstreamError::PlaintextToken { .. })
+                && e.to_string().contains("'rig'")
+                && e.to_string().contains("allow_plaintext_auth"),
+            "{e}"
+        );
+        db.allow_plaintext_auth = true;
+        let e = auth_secret(&db, Some("app"), &chain).await.unwrap_err();
+        assert!(matches!(e, UpstreamError::Credentials { .. }), "{e}");
+    }
+
     #[test]
     fn rejection_names_the_cause() {
         let db = DatabaseConfig {
