@@ -305,6 +305,21 @@ pub struct DatabaseConfig {
     /// `RoleSessionName` of the assumed session; default [`crate::aws::assume_role::DEFAULT_SESSION_NAME`].
     #[serde(default)]
     pub session_name: Option<String>,
+    /// IAM mode only: accept an upstream without `tls`, so auth tokens travel in clear. For
+    /// test rigs (ElastiCache and MemoryDB refuse IAM auth without in-transit encryption);
+    /// without it such a database is refused, and with it `bastion doctor` warns.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plaintext_auth: bool,
+    /// Password mode only: the upstream knows one password and no users (Redis `requirepass`,
+    /// an ElastiCache AUTH token without RBAC). Sessions authenticate with one-argument
+    /// `AUTH <password>` (`HELLO n AUTH default <password>` for a client's HELLO) and have no
+    /// db-user: the roles' `db_users` and a client's db-user are not used.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub legacy_auth: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl DatabaseConfig {
@@ -420,6 +435,28 @@ impl AuthConfig {
             AuthConfig::Iam { .. } => "iam",
             AuthConfig::Password { .. } => "password",
             AuthConfig::None => "none",
+        }
+    }
+
+    /// Whether this mode's credential is for one named db-user (an IAM token is signed for
+    /// one). A password, or no auth, can also authenticate as the upstream's default user —
+    /// a session with no db-user (see [`crate::rbac`]).
+    pub fn needs_db_user(&self) -> bool {
+        match self {
+            AuthConfig::Iam { .. } => true,
+            AuthConfig::Password { .. } | AuthConfig::None => false,
+        }
+    }
+
+    /// Whether this mode's secret must not cross the network in clear: the upstream then needs
+    /// `tls` unless the database says `allow_plaintext_auth = true`. IAM tokens are bearer
+    /// credentials for any connection to the cache for 15 minutes (and ElastiCache / MemoryDB
+    /// accept them only with in-transit encryption). A new token or managed mode belongs here.
+    /// Passwords are not refused in clear: a local Redis with `requirepass` is their use.
+    pub fn needs_tls(&self) -> bool {
+        match self {
+            AuthConfig::Iam { .. } => true,
+            AuthConfig::Password { .. } | AuthConfig::None => false,
         }
     }
 }
@@ -680,7 +717,51 @@ impl DatabaseConfig {
                 );
             }
         }
+        self.check_auth_flags()?;
         self.check_assume_role()
+    }
+
+    /// `allow_plaintext_auth` and `legacy_auth`: each belongs to one kind of auth mode, and a
+    /// token mode without `tls` needs the former.
+    fn check_auth_flags(&self) -> Result<(), DatabaseRuleError> {
+        let mode = self.auth.mode_name();
+        if self.auth.needs_tls() && self.tls.is_none() && !self.allow_plaintext_auth {
+            return broken(
+                "tls",
+                format!(
+                    "auth mode \"{mode}\" would send its tokens in clear: add tls = {{}} \
+                     (ElastiCache and MemoryDB accept IAM auth only with in-transit encryption), \
+                     or set allow_plaintext_auth = true on a test rig"
+                ),
+            );
+        }
+        if self.allow_plaintext_auth && !self.auth.needs_tls() {
+            return broken(
+                "allow_plaintext_auth",
+                format!(
+                    "only applies with mode = \"iam\"; database '{}' uses '{mode}'",
+                    self.name
+                ),
+            );
+        }
+        if self.legacy_auth {
+            if !matches!(self.auth, AuthConfig::Password { .. }) {
+                return broken(
+                    "legacy_auth",
+                    format!(
+                        "only applies with mode = \"password\"; database '{}' uses '{mode}'",
+                        self.name
+                    ),
+                );
+            }
+            if self.default_db_user.is_some() {
+                return broken(
+                    "default_db_user",
+                    "a legacy_auth database has no db-users (one-argument AUTH); remove it",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// `assume_role_arn` is an IAM role ARN and only IAM databases have one; `external_id` and
@@ -998,6 +1079,59 @@ unix_user = "alice"
         assert!(
             pattern_user.contains(&format!("databases[1].{rule}")),
             "{pattern_user} vs {rule}"
+        );
+    }
+
+    #[test]
+    fn iam_over_plaintext_is_refused_naming_the_key_unless_allowed() {
+        let parse = |text: &str| Config::parse(text, Path::new("t.toml"));
+        let plain = SAMPLE.replace("tls = {}\n", "");
+        let e = parse(&plain).unwrap_err().to_string();
+        assert!(
+            e.contains("databases[0].tls: auth mode \"iam\" would send its tokens in clear")
+                && e.contains("allow_plaintext_auth = true"),
+            "{e}"
+        );
+        let allowed = plain.replace(
+            "target = \"rg\" }",
+            "target = \"rg\" }\nallow_plaintext_auth = true",
+        );
+        let c = parse(&allowed).unwrap();
+        assert!(c.databases[0].allow_plaintext_auth && c.databases[0].tls.is_none());
+        // The admin path (db add, import) runs the same rule on the typed database.
+        let mut db = c.databases[0].clone();
+        db.allow_plaintext_auth = false;
+        assert_eq!(db.check().unwrap_err().field, "tls");
+
+        let on_password = SAMPLE.replace(
+            "password_env = \"REDIS_PW\" }",
+            "password_env = \"REDIS_PW\" }\nallow_plaintext_auth = true",
+        );
+        let e = parse(&on_password).unwrap_err().to_string();
+        assert!(e.contains("databases[1].allow_plaintext_auth"), "{e}");
+    }
+
+    #[test]
+    fn legacy_auth_belongs_to_password_databases_without_db_users() {
+        let parse = |text: &str| Config::parse(text, Path::new("t.toml"));
+        let legacy = SAMPLE.replace(
+            "password_env = \"REDIS_PW\" }",
+            "password_env = \"REDIS_PW\" }\nlegacy_auth = true",
+        );
+        assert!(parse(&legacy).unwrap().databases[1].legacy_auth);
+        assert!(!parse(SAMPLE).unwrap().databases[1].legacy_auth);
+        let e = parse(&legacy.replace(
+            "legacy_auth = true",
+            "legacy_auth = true\ndefault_db_user = \"app\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("databases[1].default_db_user"), "{e}");
+        let on_iam = SAMPLE.replace("target = \"rg\" }", "target = \"rg\" }\nlegacy_auth = true");
+        let e = parse(&on_iam).unwrap_err().to_string();
+        assert!(
+            e.contains("databases[0].legacy_auth") && e.contains("'iam'"),
+            "{e}"
         );
     }
 

@@ -159,6 +159,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     if let Some((offset, bytes)) = report.torn_tail {
         tracing::warn!(path = %dir.display(), offset, bytes, "store: cut a torn (unacknowledged) tail off the log");
     }
+    if let Some(version) = report.migrated_from {
+        tracing::info!(path = %dir.display(), from = version, "store: migrated to the current format");
+    }
     let declared = config.databases.len() + config.roles.len() + config.users.len();
     if store.last_seq().0 == 0 {
         if declared > 0 {

@@ -1,6 +1,16 @@
 //! Roles → which databases and which database users a bastion user may reach.
 //!
 //! Pure decisions, no I/O: the session asks before it opens any upstream connection.
+//!
+//! A session's db-user, in order: the one the client names in AUTH/HELLO (if a role allows
+//! it); else the database's `default_db_user` (if a role allows it); else the one concrete
+//! (wildcard-free) db-user the roles allow. A session may also have **no db-user**: on a
+//! `legacy_auth` database always (the upstream has no users; a client's db-user is ignored like
+//! its password), and on a password or `none` database when the client names none, there is no
+//! `default_db_user` and no role that reaches the database lists any db-user. Such a session
+//! authenticates as the upstream's default user: one-argument `AUTH <password>` (see
+//! [`crate::proxy::handshake::auth_command`]). IAM tokens are signed for one user, so an IAM
+//! session always has one.
 
 use crate::catalog::Catalog;
 
@@ -24,16 +34,14 @@ pub enum Denied {
     NoDbUser { user: String, db: String },
 }
 
-/// Decide the db-user for `user` on `db`. `requested` is what the client named in AUTH/HELLO.
-///
-/// With no request: the database's `default_db_user` if the roles allow it, else the single
-/// concrete (wildcard-free) db-user the roles allow.
+/// Decide the db-user for `user` on `db` (the rules are in the module docs); `Ok(None)` is a
+/// session with no db-user. `requested` is what the client named in AUTH/HELLO.
 pub fn authorize(
     catalog: &Catalog,
     user: &str,
     db: &str,
     requested: Option<&str>,
-) -> Result<String, Denied> {
+) -> Result<Option<String>, Denied> {
     let database = catalog
         .database(db)
         .ok_or_else(|| Denied::UnknownDatabase(db.to_string()))?;
@@ -53,13 +61,16 @@ pub fn authorize(
             db: db.to_string(),
         });
     }
+    if database.legacy_auth {
+        return Ok(None);
+    }
     let allowed = |candidate: &str| {
         roles
             .iter()
             .any(|r| r.db_users.iter().any(|p| glob_match(p, candidate)))
     };
     match requested {
-        Some(db_user) if allowed(db_user) => Ok(db_user.to_string()),
+        Some(db_user) if allowed(db_user) => Ok(Some(db_user.to_string())),
         Some(db_user) => Err(Denied::DbUserNotAllowed {
             user: user.to_string(),
             db: db.to_string(),
@@ -68,8 +79,12 @@ pub fn authorize(
         None => {
             if let Some(default) = &database.default_db_user {
                 if allowed(default) {
-                    return Ok(default.clone());
+                    return Ok(Some(default.clone()));
                 }
+            }
+            let lists_none = roles.iter().all(|r| r.db_users.is_empty());
+            if lists_none && !database.auth.needs_db_user() {
+                return Ok(None);
             }
             let mut concrete: Vec<&str> = roles
                 .iter()
@@ -80,7 +95,7 @@ pub fn authorize(
             concrete.sort_unstable();
             concrete.dedup();
             match concrete.as_slice() {
-                [only] => Ok(only.to_string()),
+                [only] => Ok(Some(only.to_string())),
                 _ => Err(Denied::NoDbUser {
                     user: user.to_string(),
                     db: db.to_string(),
@@ -119,15 +134,26 @@ mod tests {
     use crate::config::{AuthConfig, DatabaseConfig, RoleConfig, UserConfig};
 
     fn catalog(default_db_user: Option<&str>, db_users: &[&str]) -> Catalog {
+        catalog_with(AuthConfig::None, false, default_db_user, db_users)
+    }
+
+    fn catalog_with(
+        auth: AuthConfig,
+        legacy_auth: bool,
+        default_db_user: Option<&str>,
+        db_users: &[&str],
+    ) -> Catalog {
         let db = DatabaseConfig {
             name: "cache".into(),
             address: "127.0.0.1:6379".parse().unwrap(),
             tls: None,
-            auth: AuthConfig::None,
+            auth,
             default_db_user: default_db_user.map(String::from),
             assume_role_arn: None,
             external_id: None,
             session_name: None,
+            allow_plaintext_auth: false,
+            legacy_auth,
         };
         let role = RoleConfig {
             name: "r".into(),
@@ -157,7 +183,7 @@ mod tests {
         let c = catalog(None, &["app-*"]);
         assert_eq!(
             authorize(&c, "alice", "cache", Some("app-1")).unwrap(),
-            "app-1"
+            Some("app-1".into())
         );
         assert!(matches!(
             authorize(&c, "alice", "cache", Some("admin")),
@@ -175,16 +201,64 @@ mod tests {
 
     #[test]
     fn default_db_user_rules() {
+        let user = |c: &Catalog| authorize(c, "alice", "cache", None).unwrap().unwrap();
         let c = catalog(None, &["reader"]);
-        assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), "reader");
+        assert_eq!(user(&c), "reader");
         let c = catalog(None, &["reader", "writer"]);
         assert!(matches!(
             authorize(&c, "alice", "cache", None),
             Err(Denied::NoDbUser { .. })
         ));
         let c = catalog(Some("writer"), &["*"]);
-        assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), "writer");
+        assert_eq!(user(&c), "writer");
         let c = catalog(Some("admin"), &["reader"]);
-        assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), "reader");
+        assert_eq!(user(&c), "reader");
+    }
+
+    #[test]
+    fn no_db_user_when_the_roles_list_none_or_the_database_is_legacy() {
+        let password = AuthConfig::Password {
+            password_file: None,
+            password_env: Some("PW".into()),
+        };
+        let iam = AuthConfig::Iam {
+            service: crate::config::IamService::Elasticache,
+            region: None,
+            target: "rg".into(),
+            serverless: false,
+        };
+        // Roles that list no db-user: the upstream's default user (one-argument AUTH)...
+        let c = catalog_with(password.clone(), false, None, &[]);
+        assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), None);
+        // ...but a db-user the client names must still be allowed.
+        assert!(matches!(
+            authorize(&c, "alice", "cache", Some("admin")),
+            Err(Denied::DbUserNotAllowed { .. })
+        ));
+        assert_eq!(
+            authorize(&catalog(None, &[]), "alice", "cache", None).unwrap(),
+            None
+        );
+        // Patterns only is not "none": the client must name one.
+        let c = catalog_with(password.clone(), false, None, &["app-*"]);
+        assert!(matches!(
+            authorize(&c, "alice", "cache", None),
+            Err(Denied::NoDbUser { .. })
+        ));
+        // IAM tokens are per user: never without one.
+        let c = catalog_with(iam, false, None, &[]);
+        assert!(matches!(
+            authorize(&c, "alice", "cache", None),
+            Err(Denied::NoDbUser { .. })
+        ));
+        // legacy_auth: no db-user whatever the client or the roles say; the database must
+        // still be reachable.
+        let c = catalog_with(password, true, None, &["reader"]);
+        assert_eq!(authorize(&c, "alice", "cache", Some("x")).unwrap(), None);
+        assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), None);
+        assert!(matches!(
+            authorize(&c, "bob", "cache", None),
+            Err(Denied::DatabaseNotAllowed { .. })
+        ));
     }
 }

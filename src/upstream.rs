@@ -19,6 +19,7 @@ use crate::aws::assume_role::RoleSpec;
 use crate::aws::credentials::CredentialChain;
 use crate::aws::token::{self, TokenRequest};
 use crate::config::{AuthConfig, DatabaseConfig, UpstreamTls};
+use crate::proxy::handshake::upstream::DEFAULT_USER;
 use crate::proxy::relay::Leg;
 use crate::secret::Secret;
 
@@ -65,6 +66,13 @@ pub enum UpstreamError {
     },
     #[error("upstream '{db}': {message}")]
     Token { db: String, message: String },
+    /// An IAM database without `tls` and without `allow_plaintext_auth` (one stored before
+    /// the rule existed): no token is made, so none travels in clear.
+    #[error(
+        "upstream '{db}': auth mode '{mode}' needs tls (or allow_plaintext_auth = true on a \
+         test rig); no token was sent"
+    )]
+    PlaintextToken { db: String, mode: &'static str },
 }
 
 /// An open upstream connection, before it becomes a relay [`Leg`]: plaintext or TLS.
@@ -213,12 +221,19 @@ fn build_tls_config(
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// The secret for `db_user` on `db`, or `None` for auth mode `none`.
+/// The secret for `db_user` on `db` (`None`: a session with no db-user, see
+/// [`crate::rbac`]), or `None` for auth mode `none`.
 pub async fn auth_secret(
     db: &DatabaseConfig,
-    db_user: &str,
+    db_user: Option<&str>,
     credentials: &CredentialChain,
 ) -> Result<Option<Secret>, UpstreamError> {
+    if db.auth.needs_tls() && db.tls.is_none() && !db.allow_plaintext_auth {
+        return Err(UpstreamError::PlaintextToken {
+            db: db.name.clone(),
+            mode: db.auth.mode_name(),
+        });
+    }
     match &db.auth {
         AuthConfig::None => Ok(None),
         AuthConfig::Password {
@@ -250,6 +265,10 @@ pub async fn auth_secret(
             target,
             serverless,
         } => {
+            let db_user = db_user.ok_or_else(|| UpstreamError::Token {
+                db: db.name.clone(),
+                message: "an IAM auth token needs a db-user".into(),
+            })?;
             let region = credentials
                 .regions()
                 .for_database(&db.name, region.as_deref())
@@ -317,7 +336,7 @@ pub fn read_password_file(path: &Path) -> Result<Secret, String> {
 /// likely cause. Shared by the session (the client sees it) and `bastion doctor`.
 ///
 /// `error` is the upstream's error text; only its code and a control-free prefix are echoed.
-pub fn explain_rejection(db: &DatabaseConfig, db_user: &str, error: &str) -> String {
+pub fn explain_rejection(db: &DatabaseConfig, db_user: Option<&str>, error: &str) -> String {
     let code = error.split_whitespace().next().unwrap_or("");
     let auth_failure =
         matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") || error.contains("invalid password");
@@ -328,16 +347,22 @@ pub fn explain_rejection(db: &DatabaseConfig, db_user: &str, error: &str) -> Str
             sanitize(error)
         );
     }
+    let user = db_user.unwrap_or(DEFAULT_USER);
     match &db.auth {
         AuthConfig::Iam { service, target, .. } => format!(
-            "upstream '{}' rejected the IAM auth token for db-user '{db_user}' ({code}): check that the \
-             bastion's AWS principal is allowed {} on '{target}' and on user '{db_user}', and that \
-             user '{db_user}' exists with IAM authentication enabled",
+            "upstream '{}' rejected the IAM auth token for db-user '{user}' ({code}): check that the \
+             bastion's AWS principal is allowed {} on '{target}' and on user '{user}', and that \
+             user '{user}' exists with IAM authentication enabled",
             db.name,
             service.connect_action(),
         ),
+        AuthConfig::Password { .. } if db_user.is_none() => format!(
+            "upstream '{}' rejected the password sent with one-argument AUTH (no db-user: the \
+             server's default user) ({code})",
+            db.name
+        ),
         AuthConfig::Password { .. } => format!(
-            "upstream '{}' rejected the password for db-user '{db_user}' ({code})",
+            "upstream '{}' rejected the password for db-user '{user}' ({code})",
             db.name
         ),
         AuthConfig::None => format!(
@@ -383,6 +408,40 @@ mod tests {
         assert!(e.contains("symbolic link") && !e.contains("s3cret"), "{e}");
     }
 
+    /// A database stored before the plaintext rule (or migrated from format 1): its sessions
+    /// get no token, whatever the credentials; `allow_plaintext_auth` lifts that.
+    #[tokio::test]
+    async fn an_iam_database_without_tls_gets_no_token() {
+        let mut db = DatabaseConfig {
+            name: "rig".into(),
+            address: "127.0.0.1:6390".parse().unwrap(),
+            tls: None,
+            auth: AuthConfig::Iam {
+                service: crate::config::IamService::Elasticache,
+                region: Some("us-east-1".into()),
+                target: "rg".into(),
+                serverless: false,
+            },
+            default_db_user: None,
+            assume_role_arn: None,
+            external_id: None,
+            session_name: None,
+            allow_plaintext_auth: false,
+            legacy_auth: false,
+        };
+        let chain = CredentialChain::builder().build();
+        let e = auth_secret(&db, Some("app"), &chain).await.unwrap_err();
+        assert!(
+            matches!(e, UpstreamError::PlaintextToken { .. })
+                && e.to_string().contains("'rig'")
+                && e.to_string().contains("allow_plaintext_auth"),
+            "{e}"
+        );
+        db.allow_plaintext_auth = true;
+        let e = auth_secret(&db, Some("app"), &chain).await.unwrap_err();
+        assert!(matches!(e, UpstreamError::Credentials { .. }), "{e}");
+    }
+
     #[test]
     fn rejection_names_the_cause() {
         let db = DatabaseConfig {
@@ -399,17 +458,19 @@ mod tests {
             assume_role_arn: None,
             external_id: None,
             session_name: None,
+            allow_plaintext_auth: false,
+            legacy_auth: false,
         };
         let m = explain_rejection(
             &db,
-            "app",
+            Some("app"),
             "WRONGPASS invalid username-password pair or user is disabled.",
         );
         assert!(
             m.contains("IAM auth token") && m.contains("memorydb:Connect") && m.contains("'app'"),
             "{m}"
         );
-        let m = explain_rejection(&db, "app", "NOPROTO unsupported protocol version");
+        let m = explain_rejection(&db, Some("app"), "NOPROTO unsupported protocol version");
         assert!(m.contains("NOPROTO") && !m.contains("IAM"), "{m}");
     }
 }

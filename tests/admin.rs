@@ -182,10 +182,37 @@ fn every_auth_mode_and_tls_options() {
         "memorydb",
         "--target",
         "cl",
+        "--tls",
     ]);
     let json: serde_json::Value =
         serde_json::from_str(&a.ok(&["db", "show", "iamauto", "--json"])).unwrap();
     assert!(json["auth"].get("region").is_none(), "{json}");
+    // IAM over plaintext only when the database says so (a test rig), and then it shows.
+    let rig = [
+        "db",
+        "add",
+        "iamrig",
+        "--address",
+        "127.0.0.1:6379",
+        "--auth",
+        "iam",
+        "--service",
+        "elasticache",
+        "--target",
+        "rg",
+    ];
+    let out = a.cli(&rig);
+    assert!(
+        !out.status.success() && out.stderr().contains("databases.iamrig.tls"),
+        "{out}"
+    );
+    a.ok(&[&rig[..], &["--allow-plaintext-auth"]].concat());
+    let json: serde_json::Value =
+        serde_json::from_str(&a.ok(&["db", "show", "iamrig", "--json"])).unwrap();
+    assert_eq!(json["allow_plaintext_auth"], true, "{json}");
+    assert!(a
+        .ok(&["db", "show", "iamrig"])
+        .contains("plaintext auth   allowed"));
     assert!(a
         .ok(&["db", "ls"])
         .contains("iam (memorydb instance-region cl)"));
@@ -255,6 +282,18 @@ address = "10.1.2.3:6379"
 tls = { server_name = "x.internal" }
 auth = { mode = "iam", service = "memorydb", region = "eu-west-1", target = "cl" }
 
+[[databases]]
+name = "legacy"
+address = "10.1.2.4:6379"
+auth = { mode = "password", password_env = "LEGACY_PW" }
+legacy_auth = true
+
+[[databases]]
+name = "iamrig"
+address = "127.0.0.1:6390"
+auth = { mode = "iam", service = "elasticache", target = "rg" }
+allow_plaintext_auth = true
+
 [[roles]]
 name = "readers"
 db_users = ["ro-*"]
@@ -268,28 +307,52 @@ roles = ["readers"]
     .unwrap();
     let f = file.to_str().unwrap();
     let first = a.ok(&["import", f]);
-    assert!(first.contains("3 added, 0 changed, 0 unchanged"), "{first}");
+    assert!(first.contains("5 added, 0 changed, 0 unchanged"), "{first}");
     let second = a.ok(&["import", f]);
     assert!(
-        second.contains("0 added, 0 changed, 3 unchanged"),
+        second.contains("0 added, 0 changed, 5 unchanged"),
         "{second}"
     );
 
     let exported = a.ok(&["export"]);
+    // Both flags survive the store and come back out (and only where they are set).
+    assert_eq!(
+        exported.matches("legacy_auth = true").count(),
+        1,
+        "{exported}"
+    );
+    assert_eq!(
+        exported.matches("allow_plaintext_auth = true").count(),
+        1,
+        "{exported}"
+    );
     let back = dir.join("export.toml");
     std::fs::write(&back, &exported).unwrap();
     let again = a.ok(&["import", back.to_str().unwrap(), "--json"]);
     let summary: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(summary["added"], 0, "{exported}");
     assert_eq!(summary["changed"], 0, "{exported}");
-    // The stack's 5 databases, 1 role, 1 user and the 3 imported.
-    assert_eq!(summary["unchanged"], 10, "{exported}");
+    // The stack's 5 databases, 1 role, 1 user and the 5 imported.
+    assert_eq!(summary["unchanged"], 12, "{exported}");
     assert_eq!(a.ok(&["export"]), exported);
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[[roles]]\nname = \"r\"\ndb_names = [\"\"]\n").unwrap();
     let out = a.cli(&["import", bad.to_str().unwrap()]);
     assert!(out.stderr().contains("roles.r.db_names"), "{out}");
+
+    let plain = dir.join("plain.toml");
+    std::fs::write(
+        &plain,
+        "[[databases]]\nname = \"plain\"\naddress = \"10.1.2.5:6379\"\n\
+         auth = { mode = \"iam\", service = \"elasticache\", target = \"rg\" }\n",
+    )
+    .unwrap();
+    let out = a.cli(&["import", plain.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && out.stderr().contains("databases.plain.tls"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -355,7 +418,7 @@ fn the_store_outlives_the_daemon() {
 fn db_add_is_refused_with_the_config_paths_message() {
     let d = support::store_daemon::StoreDaemon::start();
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &[
                 "--auth",
@@ -374,11 +437,35 @@ assume_role_arn = "arn:aws:iam::111122223333:role/r""#,
                 "elasticache",
                 "--target",
                 "rg",
+                "--tls",
                 "--assume-role-arn",
                 "arn:aws:iam::1111:role/r",
             ],
             r#"auth = { mode = "iam", service = "elasticache", target = "rg" }
+tls = {}
 assume_role_arn = "arn:aws:iam::1111:role/r""#,
+        ),
+        // IAM tokens in clear: refused naming `tls` unless allow_plaintext_auth.
+        (
+            &[
+                "--auth",
+                "iam",
+                "--service",
+                "elasticache",
+                "--target",
+                "rg",
+            ],
+            r#"auth = { mode = "iam", service = "elasticache", target = "rg" }"#,
+        ),
+        (
+            &["--auth", "none", "--allow-plaintext-auth"],
+            r#"auth = { mode = "none" }
+allow_plaintext_auth = true"#,
+        ),
+        (
+            &["--auth", "none", "--legacy-auth"],
+            r#"auth = { mode = "none" }
+legacy_auth = true"#,
         ),
         (
             &[

@@ -84,6 +84,7 @@ directory = "{state}/db"
 name = "cache"
 address = "{front}"
 auth = {{ mode = "iam", service = "elasticache", region = "{REGION}", target = "{TARGET}" }}
+allow_plaintext_auth = true
 default_db_user = "app"
 {db_extra}
 [[roles]]

@@ -295,6 +295,7 @@ fn iam_rig_in(
 name = "iamdb"
 address = "{front}"
 auth = {{ mode = "iam", service = "elasticache", {region}target = "my-rg" }}
+allow_plaintext_auth = true
 "#,
             front = front.addr(),
             region = config_region
@@ -329,6 +330,18 @@ fn iam_database_with_environment_credentials_passes() {
     assert_eq!(auth["status"], "ok", "{auth:#}");
     assert_eq!(auth["db_user"], "app");
     assert!(rig.front.last_verdict().is_some());
+    // The rig's front is plaintext, which only allow_plaintext_auth permits: a warning (the
+    // report stays ok), naming the key and the fix.
+    let tls = check(&report, "database:iamdb:tls");
+    assert_eq!(tls["status"], "warn", "{tls:#}");
+    assert_eq!(tls["allow_plaintext_auth"], true, "{tls:#}");
+    assert!(
+        text(&tls["finding"]).contains("allow_plaintext_auth = true")
+            && text(&tls["finding"]).contains("in clear")
+            && text(&tls["fix"]).contains("tls = {}"),
+        "{tls:#}"
+    );
+    assert_eq!(report["ok"], true);
 }
 
 /// A database without `auth.region`: `database:iamdb:region` says the region came from IMDS
@@ -425,6 +438,7 @@ endpoint = "{}"
 [[databases]]
 name = "rg"
 address = "rg.example:6379"
+tls = {{}}
 auth = {{ mode = "iam", service = "elasticache", target = "my-rg" }}
 "#,
             imds.endpoint()
@@ -496,17 +510,20 @@ fn bootstrap_policy_covers_elasticache_serverless_and_memorydb() {
 [[databases]]
 name = "rg"
 address = "rg.example:6379"
+tls = {}
 auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "my-rg" }
 default_db_user = "svc"
 
 [[databases]]
 name = "sls"
 address = "sls.example:6379"
+tls = {}
 auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "my-sls", serverless = true }
 
 [[databases]]
 name = "mdb"
 address = "mdb.example:6379"
+tls = {}
 auth = { mode = "iam", service = "memorydb", region = "eu-west-1", target = "my-cluster" }
 
 [[databases]]

@@ -110,6 +110,7 @@ directory = "{sock}"
 name = "iamdb"
 address = "{front}"
 auth = {{ mode = "iam", service = "{service}", {region}target = "my-target", serverless = {serverless} }}
+allow_plaintext_auth = true
 [[roles]]
 name = "app-only"
 db_users = ["app"]

@@ -321,6 +321,7 @@ directory = "/tmp/x/db"
 [[databases]]
 name = "rg"
 address = "h:6379"
+tls = {}
 auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "my-rg" }
 [[databases]]
 name = "pw"

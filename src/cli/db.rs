@@ -80,6 +80,14 @@ pub struct DbAddArgs {
     /// RoleSessionName for --assume-role-arn (default `bastion`).
     #[arg(long, requires = "assume_role_arn")]
     pub session_name: Option<String>,
+    /// IAM mode without --tls: accept sending auth tokens in clear (test rigs only; refused
+    /// otherwise, and `bastion doctor` warns).
+    #[arg(long)]
+    pub allow_plaintext_auth: bool,
+    /// Password mode: the upstream has one password and no users (Redis requirepass, an
+    /// ElastiCache AUTH token without RBAC): send one-argument `AUTH <password>`.
+    #[arg(long)]
+    pub legacy_auth: bool,
     /// Change an existing database instead of adding one.
     #[arg(long)]
     pub replace: bool,
@@ -170,6 +178,8 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
         assume_role_arn: a.assume_role_arn,
         external_id: a.external_id,
         session_name: a.session_name,
+        allow_plaintext_auth: a.allow_plaintext_auth,
+        legacy_auth: a.legacy_auth,
     })
 }
 
@@ -232,5 +242,11 @@ fn show(d: &DatabaseConfig) -> String {
         "default db user  {}\n",
         d.default_db_user.as_deref().unwrap_or("-")
     );
+    if d.allow_plaintext_auth {
+        out += "plaintext auth   allowed (allow_plaintext_auth: tokens travel in clear)\n";
+    }
+    if d.legacy_auth {
+        out += "legacy auth      yes (one-argument AUTH <password>, no db-users)\n";
+    }
     out
 }

@@ -18,6 +18,7 @@ use tokio_util::either::Either;
 
 use super::{tls, CheckResult, Doctor};
 use crate::config::{AuthConfig, Config, DatabaseConfig, IamService};
+use crate::proxy::handshake::upstream::DEFAULT_USER;
 use crate::proxy::handshake::{auth_command, parse_reply, Opening, Reply};
 use crate::rbac::glob_match;
 use crate::upstream::{self, UpstreamError, UpstreamStream};
@@ -28,19 +29,37 @@ const MAX_REPLY: usize = 1024 * 1024;
 /// Sent when auth mode is `none`: does the upstream serve unauthenticated clients?
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
-/// The db-user the auth probe authenticates as, and why that one.
+/// The db-user the auth probe authenticates as, and why that one. `name: None` is no db-user:
+/// one-argument `AUTH <password>`, the form a session with no db-user sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeUser {
-    pub name: String,
+    pub name: Option<String>,
     pub source: &'static str,
 }
 
-/// The database's `default_db_user`; else the first concrete db-user a role allows on it;
-/// else Redis' `default` user.
+impl ProbeUser {
+    /// How findings name it.
+    fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("db-user '{name}'"),
+            None => "one-argument AUTH (no db-user: the server's default user)".into(),
+        }
+    }
+}
+
+/// `legacy_auth`: no db-user, as every session. Else the database's `default_db_user`; else
+/// the first concrete db-user a role allows on it; else no db-user (one-argument AUTH), or for
+/// IAM, whose tokens name a user, Redis' `default` user.
 pub fn probe_user(config: &Config, db: &DatabaseConfig) -> ProbeUser {
+    if db.legacy_auth {
+        return ProbeUser {
+            name: None,
+            source: "legacy_auth",
+        };
+    }
     if let Some(user) = &db.default_db_user {
         return ProbeUser {
-            name: user.clone(),
+            name: Some(user.clone()),
             source: "default_db_user",
         };
     }
@@ -53,15 +72,17 @@ pub fn probe_user(config: &Config, db: &DatabaseConfig) -> ProbeUser {
         .map(String::as_str)
         .collect();
     concrete.sort_unstable();
+    let source = "no default_db_user and no concrete db-user in the roles";
     match concrete.first() {
         Some(user) => ProbeUser {
-            name: user.to_string(),
+            name: Some(user.to_string()),
             source: "the first db-user a role allows",
         },
-        None => ProbeUser {
-            name: "default".into(),
-            source: "no default_db_user and no concrete db-user in the roles",
+        None if db.auth.needs_db_user() => ProbeUser {
+            name: Some(DEFAULT_USER.into()),
+            source,
         },
+        None => ProbeUser { name: None, source },
     }
 }
 
@@ -113,10 +134,7 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
 
     let stream = match &db.tls {
         None => {
-            out.push(
-                CheckResult::skip(name("tls"), plaintext_note(db))
-                    .with("database", db.name.as_str()),
-            );
+            out.push(plaintext(db).with("database", db.name.as_str()));
             tcp_stream
         }
         Some(settings) => {
@@ -155,7 +173,7 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
             .await
             .with("database", db.name.as_str())
             .with("auth_mode", db.auth.mode_name())
-            .with("db_user", user.name.as_str()),
+            .with("db_user", user.name.as_deref()),
     );
     out
 }
@@ -249,15 +267,26 @@ pub fn tcp_failed(db: &DatabaseConfig, error: &UpstreamError, timeout: Duration)
     result.with("database", db.name.as_str())
 }
 
-fn plaintext_note(db: &DatabaseConfig) -> String {
-    match db.auth {
-        AuthConfig::Iam { .. } => {
-            "no tls configured: plaintext upstream (ElastiCache and MemoryDB \
-                                   accept IAM auth only with in-transit encryption; add tls = {})"
-                .into()
-        }
-        _ => "no tls configured: plaintext upstream".into(),
+/// The `:tls` check of a database without `tls`: a skip, or a warning when its auth tokens
+/// travel in clear (only `allow_plaintext_auth = true` lets such a database be declared).
+fn plaintext(db: &DatabaseConfig) -> CheckResult {
+    let name = format!("database:{}:tls", db.name);
+    if !db.auth.needs_tls() {
+        return CheckResult::skip(name, "no tls configured: plaintext upstream");
     }
+    CheckResult::warn(
+        name,
+        format!(
+            "no tls configured and allow_plaintext_auth = true: auth mode '{}' sends its tokens \
+             in clear (ElastiCache and MemoryDB accept IAM auth only with in-transit encryption)",
+            db.auth.mode_name()
+        ),
+        format!(
+            "add tls = {{}} to database '{}' and remove allow_plaintext_auth (meant for test rigs)",
+            db.name
+        ),
+    )
+    .with("allow_plaintext_auth", true)
 }
 
 /// One AUTH (or, for mode `none`, one PING) and its reply.
@@ -271,7 +300,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let name = format!("database:{}:auth", db.name);
-    let secret = match upstream::auth_secret(db, &user.name, &doctor.credentials).await {
+    let secret = match upstream::auth_secret(db, user.name.as_deref(), &doctor.credentials).await {
         Ok(secret) => secret,
         // Without credentials there is no token to try; the `credentials` check says why.
         Err(UpstreamError::Credentials { .. }) => return CheckResult::skip(
@@ -310,9 +339,9 @@ where
         }
     };
     let opening = Opening::Auth {
-        db_user: Some(user.name.clone()),
+        db_user: user.name.clone(),
     };
-    let command = auth_command(&opening, &user.name, secret.as_ref());
+    let command = auth_command(&opening, user.name.as_deref(), secret.as_ref());
     drop(secret);
     let bytes: &[u8] = command.as_deref().map(Vec::as_slice).unwrap_or(PING);
     let what = if command.is_some() { "AUTH" } else { "PING" };
@@ -362,8 +391,8 @@ where
             error: Some(error), ..
         })) => CheckResult::fail(
             name,
-            upstream::explain_rejection(db, &user.name, &error),
-            rejection_fix(db, &user.name),
+            upstream::explain_rejection(db, user.name.as_deref(), &error),
+            rejection_fix(db, user),
         ),
         Ok(Ok(Reply { error: None, .. })) => match &db.auth {
             AuthConfig::None => CheckResult::ok(
@@ -373,8 +402,8 @@ where
             mode => CheckResult::ok(
                 name,
                 format!(
-                    "db-user '{}' ({}) authenticated with auth mode '{}'",
-                    user.name,
+                    "{} ({}) authenticated with auth mode '{}'",
+                    user.label(),
                     user.source,
                     mode.mode_name()
                 ),
@@ -396,7 +425,8 @@ fn wrong_protocol_fix(db: &DatabaseConfig) -> String {
     }
 }
 
-fn rejection_fix(db: &DatabaseConfig, db_user: &str) -> String {
+fn rejection_fix(db: &DatabaseConfig, user: &ProbeUser) -> String {
+    let db_user = user.name.as_deref().unwrap_or(DEFAULT_USER);
     match &db.auth {
         AuthConfig::Iam {
             service, target, ..
@@ -419,6 +449,12 @@ fn rejection_fix(db: &DatabaseConfig, db_user: &str) -> String {
                 service.connect_action()
             )
         }
+        AuthConfig::Password { .. } if user.name.is_none() => format!(
+            "check that the configured password is the server's (requirepass, or the AUTH \
+             token); if the server has ACL users instead, name the db-user (default_db_user, \
+             or a role's db_users) and leave legacy_auth off (database '{}')",
+            db.name
+        ),
         AuthConfig::Password { .. } => format!(
             "check that the configured password is the one of db-user '{db_user}' on the server \
              (ACL GETUSER {db_user}), and that the user is on"
@@ -461,9 +497,22 @@ db_names = ["b"]
     #[test]
     fn probe_user_prefers_default_then_roles_then_default_user() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        assert_eq!(probe_user(&c, &c.databases[0]).name, "fixed");
-        assert_eq!(probe_user(&c, &c.databases[1]).name, "app");
-        assert_eq!(probe_user(&c, &c.databases[2]).name, "default");
+        let name = |i: usize| probe_user(&c, &c.databases[i]).name;
+        assert_eq!(name(0).as_deref(), Some("fixed"));
+        assert_eq!(name(1).as_deref(), Some("app"));
+        // No db-user: the one-argument AUTH a session with no db-user sends.
+        assert_eq!(name(2), None);
+        let mut iam = c.databases[2].clone();
+        iam.auth = AuthConfig::Iam {
+            service: IamService::Elasticache,
+            region: None,
+            target: "rg".into(),
+            serverless: false,
+        };
+        assert_eq!(probe_user(&c, &iam).name.as_deref(), Some("default"));
+        let mut legacy = c.databases[1].clone();
+        legacy.legacy_auth = true;
+        assert_eq!(probe_user(&c, &legacy).name, None);
     }
 
     #[test]

@@ -247,6 +247,8 @@ mod tests {
             assume_role_arn: None,
             external_id: None,
             session_name: None,
+            allow_plaintext_auth: false,
+            legacy_auth: false,
         }
     }
 

@@ -51,7 +51,8 @@ struct Live {
 pub struct Grant {
     pub user: String,
     pub db: String,
-    pub db_user: String,
+    /// `None`: the session authenticated without one (legacy one-argument AUTH).
+    pub db_user: Option<String>,
     /// The database's definition (address, auth, TLS…) as granted, to notice it changing.
     pub database: String,
     /// Unix sessions: the peer's uid (its binding to `user` must hold).

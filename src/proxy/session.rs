@@ -417,7 +417,17 @@ fn grant_holds(
             return Err(format!("uid {uid} is no longer bound to user '{}'", g.user));
         }
     }
-    rbac::authorize(catalog, &g.user, &g.db, Some(&g.db_user)).map_err(|d| d.to_string())?;
+    // The same decision made again must give the same db-user (or, legacy, none).
+    let now_db_user = rbac::authorize(catalog, &g.user, &g.db, g.db_user.as_deref())
+        .map_err(|d| d.to_string())?;
+    if now_db_user != g.db_user {
+        return Err(format!(
+            "database '{}' no longer authenticates this session's way (db-user {} → {})",
+            g.db,
+            g.db_user.as_deref().unwrap_or("-"),
+            now_db_user.as_deref().unwrap_or("-")
+        ));
+    }
     match catalog.database(&g.db) {
         Some(db) if Grant::fingerprint(db) == g.database => Ok(()),
         Some(_) => Err(format!(
@@ -520,8 +530,11 @@ async fn handshake(
             return refuse(client, facts, &denied.to_string()).await;
         }
     };
-    facts.db_user = Some(db_user.clone());
-    tracing::Span::current().record("db.user", db_user.as_str());
+    // No db-user (legacy_auth, or roles that list none): the upstream's default user.
+    facts.db_user = db_user.clone();
+    if let Some(db_user) = &db_user {
+        tracing::Span::current().record("db.user", db_user.as_str());
+    }
     session.update(facts);
     // authorize() succeeded, so the database exists in this snapshot.
     let Some(database) = catalog.database(&db_name).cloned() else {
@@ -542,7 +555,7 @@ async fn handshake(
 
     let upstream = match timeout_at(
         deadline,
-        open_upstream(shared, &database, &db_user, &parsed.opening),
+        open_upstream(shared, &database, db_user.as_deref(), &parsed.opening),
     )
     .await
     {
@@ -609,7 +622,7 @@ struct Authenticated {
 async fn open_upstream(
     shared: &Shared,
     db: &DatabaseConfig,
-    db_user: &str,
+    db_user: Option<&str>,
     opening: &Opening,
 ) -> Result<Authenticated, String> {
     let secret = upstream::auth_secret(db, db_user, &shared.credentials)

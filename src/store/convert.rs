@@ -138,6 +138,8 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
                 .map(|u| pattern(&at("default_db_user"), u))
                 .transpose()?,
             assume_role,
+            allow_plaintext_auth: c.allow_plaintext_auth,
+            legacy_auth: c.legacy_auth,
             name,
         };
         record.validate()?;
@@ -188,6 +190,8 @@ impl From<&DatabaseRecord> for DatabaseConfig {
                 .assume_role
                 .as_ref()
                 .and_then(|a| a.session_name.as_deref().map(str::to_string)),
+            allow_plaintext_auth: r.allow_plaintext_auth,
+            legacy_auth: r.legacy_auth,
         }
     }
 }
@@ -315,6 +319,12 @@ auth = { mode = "password", password_file = "/etc/bastion/pw" }
 name = "pwenv"
 address = "10.0.0.2:6379"
 auth = { mode = "password", password_env = "REDIS_PW" }
+legacy_auth = true
+[[databases]]
+name = "rig"
+address = "127.0.0.1:6380"
+auth = { mode = "iam", service = "elasticache", target = "rg" }
+allow_plaintext_auth = true
 [[databases]]
 name = "local"
 address = "127.0.0.1:6379"
@@ -377,7 +387,7 @@ name = "bob"
             state.apply(&Mutation::PutUser(u)).unwrap();
         }
         let (dbs, roles, users) = state.catalog_inputs();
-        assert_eq!((dbs.len(), roles.len(), users.len()), (5, 2, 2));
+        assert_eq!((dbs.len(), roles.len(), users.len()), (6, 2, 2));
         crate::catalog::Catalog::build(&dbs, &roles, &users).unwrap();
     }
 

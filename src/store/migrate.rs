@@ -3,39 +3,288 @@
 //! Both files carry the format version in their header. Recovery passes every payload (the
 //! snapshot body and each log record) of an older version through [`migrate`] before decoding
 //! it, so the decoders only ever know [`FORMAT_VERSION`]. A version newer than this binary's is
-//! refused before anything is read (a downgrade must never half-understand a record).
+//! refused before anything is read (a downgrade must never half-understand a record). A store
+//! recovered from an older version is compacted at once by [`super::Store::open`], so records
+//! of the current format are never appended to a log whose header names an older one.
+//!
+//! A change to a record bumps [`FORMAT_VERSION`] and adds an arm here that decodes the old
+//! types (kept, frozen, in a `vN` module below) and re-encodes them as the current ones.
+//!
+//! - Version 1 → 2: [`DatabaseRecord`] gained `allow_plaintext_auth` and `legacy_auth`; a
+//!   version-1 database has neither (both `false`, what version 1 did — except that an IAM
+//!   database without TLS is now refused at its sessions until it says
+//!   `allow_plaintext_auth`).
 
 use std::borrow::Cow;
 
-use super::codec::FORMAT_VERSION;
+use super::codec::{LogEntry, FORMAT_VERSION};
+use super::error::FileKind;
+use super::records::DatabaseRecord;
+use super::state::State;
 
-/// Turn a payload written by format `version` into the current format's bytes.
-///
-/// Version 1 is the first format, so there is nothing to migrate yet. It has not been released:
-/// until it is, record shapes may still change in place without a version bump (so far:
-/// `AuthRecord::Iam.region` became optional), and a store written by an older development build
-/// is refused at recovery as undecodable rather than migrated — remove it and let the daemon
-/// re-import its config. From the first release on, a change to a record bumps
-/// [`FORMAT_VERSION`]: add an arm here that decodes the old type (kept in a `v1` module) and
-/// re-encodes it.
-pub fn migrate(version: u32, bytes: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+/// Turn a payload of `file` written by format `version` into the current format's bytes.
+pub fn migrate(version: u32, file: FileKind, bytes: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     match version {
         FORMAT_VERSION => Ok(Cow::Borrowed(bytes)),
         v if v > FORMAT_VERSION => Err(format!(
             "version {v} is newer than this bastion's {FORMAT_VERSION}"
         )),
+        1 => {
+            let current = match file {
+                FileKind::Snapshot => {
+                    postcard::to_stdvec(&State::from(decode::<v1::State>(bytes)?))
+                }
+                FileKind::Log => {
+                    postcard::to_stdvec(&LogEntry::from(decode::<v1::LogEntry>(bytes)?))
+                }
+            };
+            // Encoding into a Vec cannot fail for these types (the codec's own invariant).
+            Ok(Cow::Owned(current.expect("postcard encodes store types")))
+        }
         v => Err(format!("no migration from version {v}")),
+    }
+}
+
+/// Decode a whole payload of an old version (trailing bytes are damage, as for the current one).
+fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} trailing bytes in the payload", rest.len()));
+    }
+    Ok(value)
+}
+
+/// Format version 1, frozen: only the types whose encoding differs from the current ones.
+pub(super) mod v1 {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::super::records::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DatabaseRecord {
+        pub name: Name,
+        pub host: heapless::String<MAX_HOST_LEN>,
+        pub port: u16,
+        pub tls: Option<TlsRecord>,
+        pub auth: AuthRecord,
+        pub default_db_user: Option<Pattern>,
+        pub assume_role: Option<AssumeRoleRecord>,
+    }
+
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Mutation {
+        PutDatabase(DatabaseRecord),
+        RemoveDatabase(Name),
+        PutRole(RoleRecord),
+        RemoveRole(Name),
+        PutUser(UserRecord),
+        RemoveUser(Name),
+        IssueCert(CertRecord),
+        RevokeCert { serial: Serial, at: UnixSeconds },
+        SetCa(CaRecord),
+        PutManagedUser(ManagedUserRecord),
+        RemoveManagedUser { database: Name, db_user: Pattern },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct LogEntry {
+        pub seq: u64,
+        pub mutation: Mutation,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct State {
+        pub databases: BTreeMap<Name, DatabaseRecord>,
+        pub roles: BTreeMap<Name, RoleRecord>,
+        pub users: BTreeMap<Name, UserRecord>,
+        pub certificates: BTreeMap<Serial, CertRecord>,
+        pub ca: Option<CaRecord>,
+        pub managed_users: BTreeMap<(Name, Pattern), ManagedUserRecord>,
+    }
+}
+
+impl From<v1::DatabaseRecord> for DatabaseRecord {
+    fn from(d: v1::DatabaseRecord) -> Self {
+        DatabaseRecord {
+            name: d.name,
+            host: d.host,
+            port: d.port,
+            tls: d.tls,
+            auth: d.auth,
+            default_db_user: d.default_db_user,
+            assume_role: d.assume_role,
+            allow_plaintext_auth: false,
+            legacy_auth: false,
+        }
+    }
+}
+
+impl From<v1::LogEntry> for LogEntry {
+    fn from(e: v1::LogEntry) -> Self {
+        use super::records::Mutation as M;
+        use v1::Mutation as Old;
+        let mutation = match e.mutation {
+            Old::PutDatabase(d) => M::PutDatabase(d.into()),
+            Old::RemoveDatabase(n) => M::RemoveDatabase(n),
+            Old::PutRole(r) => M::PutRole(r),
+            Old::RemoveRole(n) => M::RemoveRole(n),
+            Old::PutUser(u) => M::PutUser(u),
+            Old::RemoveUser(n) => M::RemoveUser(n),
+            Old::IssueCert(c) => M::IssueCert(c),
+            Old::RevokeCert { serial, at } => M::RevokeCert { serial, at },
+            Old::SetCa(c) => M::SetCa(c),
+            Old::PutManagedUser(m) => M::PutManagedUser(m),
+            Old::RemoveManagedUser { database, db_user } => {
+                M::RemoveManagedUser { database, db_user }
+            }
+        };
+        LogEntry {
+            seq: e.seq,
+            mutation,
+        }
+    }
+}
+
+impl From<v1::State> for State {
+    fn from(s: v1::State) -> Self {
+        State {
+            databases: s
+                .databases
+                .into_iter()
+                .map(|(name, d)| (name, d.into()))
+                .collect(),
+            roles: s.roles,
+            users: s.users,
+            certificates: s.certificates,
+            ca: s.ca,
+            managed_users: s.managed_users,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::records::{AuthRecord, Mutation};
+    use crate::store::test_support::{db, n};
+
+    fn v1_db(name: &str) -> v1::DatabaseRecord {
+        let d = db(name, 6379, 0);
+        v1::DatabaseRecord {
+            name: d.name,
+            host: d.host,
+            port: d.port,
+            tls: None,
+            auth: d.auth,
+            default_db_user: d.default_db_user,
+            assume_role: d.assume_role,
+        }
+    }
 
     #[test]
-    fn current_version_passes_through_others_are_refused() {
-        assert_eq!(&*migrate(FORMAT_VERSION, b"x").unwrap(), b"x");
-        assert!(migrate(0, b"x").is_err());
-        assert!(migrate(FORMAT_VERSION + 1, b"x").is_err());
+    fn current_version_passes_through_newer_and_unknown_are_refused() {
+        assert_eq!(
+            &*migrate(FORMAT_VERSION, FileKind::Log, b"x").unwrap(),
+            b"x"
+        );
+        assert!(migrate(0, FileKind::Log, b"x").is_err());
+        assert!(migrate(FORMAT_VERSION + 1, FileKind::Log, b"x").is_err());
+    }
+
+    #[test]
+    fn version_1_log_entries_and_snapshots_decode_with_the_new_fields_off() {
+        let old = v1::LogEntry {
+            seq: 7,
+            mutation: v1::Mutation::PutDatabase(v1_db("cache")),
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        // The current decoder cannot read it as is: the migration is what makes it readable.
+        assert!(decode::<LogEntry>(&bytes).is_err());
+        let entry: LogEntry = decode(&migrate(1, FileKind::Log, &bytes).unwrap()).unwrap();
+        let Mutation::PutDatabase(d) = entry.mutation else {
+            panic!("{entry:?}")
+        };
+        assert_eq!(entry.seq, 7);
+        assert!(matches!(d.auth, AuthRecord::Iam { .. }));
+        assert!(!d.allow_plaintext_auth && !d.legacy_auth);
+
+        let remove = v1::LogEntry {
+            seq: 8,
+            mutation: v1::Mutation::RemoveRole(n("ops")),
+        };
+        let bytes = postcard::to_stdvec(&remove).unwrap();
+        let entry: LogEntry = decode(&migrate(1, FileKind::Log, &bytes).unwrap()).unwrap();
+        assert_eq!(entry.mutation, Mutation::RemoveRole(n("ops")));
+
+        let mut state = v1::State::default();
+        state.databases.insert(n("cache"), v1_db("cache"));
+        let bytes = postcard::to_stdvec(&state).unwrap();
+        let state: State = decode(&migrate(1, FileKind::Snapshot, &bytes).unwrap()).unwrap();
+        let d = state.database("cache").unwrap();
+        assert_eq!(d.port, 6379);
+        assert!(!d.allow_plaintext_auth);
+
+        assert!(migrate(1, FileKind::Snapshot, b"\xff\xff").is_err());
+    }
+
+    /// A store written by format 1 on disk: it opens with every record, is rewritten in the
+    /// current format at once, and takes (and keeps) new records.
+    #[test]
+    fn a_version_1_store_opens_is_rewritten_and_keeps_working() {
+        use crate::store::codec::{self, Header, HEADER_LEN};
+        use crate::store::{Store, LOG_FILE, SNAPSHOT_FILE};
+        use std::os::unix::fs::PermissionsExt;
+
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dir = tmp.path().join("store");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let header = |magic, seq| {
+            codec::encode_header(
+                magic,
+                Header {
+                    version: 1,
+                    generation: 1,
+                    seq,
+                },
+            )
+        };
+        let mut state = v1::State::default();
+        state.databases.insert(n("cache"), v1_db("cache"));
+        let mut snap = header(codec::SNAPSHOT_MAGIC, 1).to_vec();
+        snap.extend(codec::encode_frame(&postcard::to_stdvec(&state).unwrap()));
+        let mut log = header(codec::LOG_MAGIC, 1).to_vec();
+        let entry = v1::LogEntry {
+            seq: 2,
+            mutation: v1::Mutation::PutDatabase(v1_db("other")),
+        };
+        log.extend(codec::encode_frame(&postcard::to_stdvec(&entry).unwrap()));
+        std::fs::write(dir.join(SNAPSHOT_FILE), snap).unwrap();
+        std::fs::write(dir.join(LOG_FILE), log).unwrap();
+
+        let mut store = Store::open(&dir).unwrap();
+        assert_eq!(store.recovery_report().migrated_from, Some(1));
+        assert_eq!(store.last_seq().0, 2);
+        assert!(store.state().database("cache").is_some());
+        assert!(!store.state().database("other").unwrap().legacy_auth);
+        for file in [SNAPSHOT_FILE, LOG_FILE] {
+            let bytes = std::fs::read(dir.join(file)).unwrap();
+            let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+            assert_eq!(version, FORMAT_VERSION, "{file}");
+        }
+        let mut legacy = db("pw", 6380, 1);
+        legacy.legacy_auth = true;
+        store.apply(Mutation::PutDatabase(legacy.clone())).unwrap();
+        drop(store);
+
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.recovery_report().migrated_from, None);
+        assert_eq!(store.state().database("pw"), Some(&legacy));
+        assert_eq!(store.state().databases().count(), 3);
+        assert!(std::fs::metadata(dir.join(LOG_FILE)).unwrap().len() > HEADER_LEN as u64);
     }
 }

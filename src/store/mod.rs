@@ -71,6 +71,9 @@ pub struct RecoveryReport {
     pub torn_tail: Option<(u64, u64)>,
     /// The log was started afresh (new store, or finishing an interrupted compaction).
     pub log_recreated: bool,
+    /// The files were of this older format version: their records were migrated and the
+    /// store rewritten (compacted) in the current one.
+    pub migrated_from: Option<u32>,
 }
 
 /// The open store. Only one exists per directory at a time, across processes.
@@ -128,7 +131,7 @@ impl Store {
                 valid_len
             }
         };
-        Ok(Store {
+        let mut store = Store {
             log: files::open_append(&log_path)?,
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -139,7 +142,13 @@ impl Store {
             generation: recovered.generation,
             poisoned: false,
             report,
-        })
+        };
+        if let Some(version) = recovered.migrated_from {
+            // Records are appended in the current format only: rewrite both files in it first.
+            store.compact()?;
+            store.report.migrated_from = Some(version);
+        }
+        Ok(store)
     }
 
     /// Check `mutation`, append it to the log and fsync; only then is it applied and its seq

@@ -77,6 +77,11 @@ pub struct DatabaseRecord {
     pub default_db_user: Option<Pattern>,
     /// Per-database STS role (IAM mode only): the token is signed with its credentials.
     pub assume_role: Option<AssumeRoleRecord>,
+    /// `allow_plaintext_auth`: IAM tokens may go to an upstream without TLS (test rigs).
+    /// Added in format version 2.
+    pub allow_plaintext_auth: bool,
+    /// `legacy_auth`: one-argument `AUTH <password>`, no db-users. Added in format version 2.
+    pub legacy_auth: bool,
 }
 
 /// `assume_role_arn` / `external_id` / `session_name` of a database.

@@ -27,6 +27,9 @@ pub struct Recovered {
     /// The last seq the snapshot holds (0 without one): the log's records are the ones after it.
     pub snapshot_seq: u64,
     pub log: LogAction,
+    /// The oldest format version read, when older than [`FORMAT_VERSION`]: the records were
+    /// migrated, and the files must be rewritten before anything is appended.
+    pub migrated_from: Option<u32>,
 }
 
 /// What must happen to the log file before appending to it.
@@ -42,12 +45,12 @@ pub enum LogAction {
 
 /// Recover from the snapshot file's bytes (if there is one) and the log file's (if there is one).
 pub fn recover(snapshot: Option<&[u8]>, log: Option<&[u8]>) -> Result<Recovered, RecoveryError> {
-    let (generation, snapshot_seq, state) = match snapshot {
+    let (generation, snapshot_seq, state, version) = match snapshot {
         Some(bytes) => {
             let (header, state) = snapshot::decode(bytes)?;
-            (header.generation, header.seq, state)
+            (header.generation, header.seq, state, header.version)
         }
-        None => (0, 0, State::default()),
+        None => (0, 0, State::default(), FORMAT_VERSION),
     };
     let mut out = Recovered {
         state,
@@ -55,6 +58,7 @@ pub fn recover(snapshot: Option<&[u8]>, log: Option<&[u8]>) -> Result<Recovered,
         generation,
         snapshot_seq,
         log: LogAction::Recreate,
+        migrated_from: (version < FORMAT_VERSION).then_some(version),
     };
     let Some(log) = log else {
         return Ok(out);
@@ -95,6 +99,12 @@ pub fn recover(snapshot: Option<&[u8]>, log: Option<&[u8]>) -> Result<Recovered,
         return Ok(out);
     }
 
+    if header.version < FORMAT_VERSION {
+        out.migrated_from = Some(
+            out.migrated_from
+                .map_or(header.version, |v| v.min(header.version)),
+        );
+    }
     let mut at = HEADER_LEN;
     let mut expected = header.seq + 1;
     while at < log.len() {
@@ -146,10 +156,11 @@ pub fn recover(snapshot: Option<&[u8]>, log: Option<&[u8]>) -> Result<Recovered,
 }
 
 fn decode_entry(version: u32, payload: &[u8]) -> Result<LogEntry, FrameProblem> {
-    let payload = migrate(version, payload).map_err(|reason| FrameProblem::Migrate {
-        found: version,
-        reason,
-    })?;
+    let payload =
+        migrate(version, FileKind::Log, payload).map_err(|reason| FrameProblem::Migrate {
+            found: version,
+            reason,
+        })?;
     let (entry, rest) = postcard::take_from_bytes::<LogEntry>(&payload)
         .map_err(|e| FrameProblem::Decode(e.to_string()))?;
     if !rest.is_empty() {

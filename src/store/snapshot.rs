@@ -60,7 +60,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, State), RecoveryError> {
             bytes.len() - end
         ))));
     }
-    let payload = migrate(header.version, payload).map_err(|reason| {
+    let payload = migrate(header.version, FileKind::Snapshot, payload).map_err(|reason| {
         problem(FrameProblem::Migrate {
             found: header.version,
             reason,

@@ -13,12 +13,12 @@ use super::records::*;
 /// Everything the store holds, as of one sequence number.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    databases: BTreeMap<Name, DatabaseRecord>,
-    roles: BTreeMap<Name, RoleRecord>,
-    users: BTreeMap<Name, UserRecord>,
-    certificates: BTreeMap<Serial, CertRecord>,
-    ca: Option<CaRecord>,
-    managed_users: BTreeMap<(Name, Pattern), ManagedUserRecord>,
+    pub(super) databases: BTreeMap<Name, DatabaseRecord>,
+    pub(super) roles: BTreeMap<Name, RoleRecord>,
+    pub(super) users: BTreeMap<Name, UserRecord>,
+    pub(super) certificates: BTreeMap<Serial, CertRecord>,
+    pub(super) ca: Option<CaRecord>,
+    pub(super) managed_users: BTreeMap<(Name, Pattern), ManagedUserRecord>,
 }
 
 impl State {

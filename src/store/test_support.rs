@@ -43,6 +43,8 @@ pub fn db(name: &str, port: u16, auth: u8) -> DatabaseRecord {
             external_id: Some(heapless::String::try_from("ext-1").unwrap()),
             session_name: None,
         }),
+        allow_plaintext_auth: false,
+        legacy_auth: auth == 1 && port % 2 == 0,
     }
 }
 

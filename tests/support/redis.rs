@@ -30,6 +30,9 @@ pub struct RedisOpts {
     /// Keep the `default` user on, without a password, with all rights (simple cases);
     /// otherwise `user default off`.
     pub default_nopass: bool,
+    /// `requirepass <password>`: the `default` user on with this password, as a Redis
+    /// without ACL users (or an ElastiCache AUTH token) has it. Wins over `default_nopass`.
+    pub requirepass: Option<String>,
 }
 
 impl RedisOpts {
@@ -40,6 +43,15 @@ impl RedisOpts {
                 .iter()
                 .map(|n| (n.to_string(), password.to_string()))
                 .collect(),
+            ..RedisOpts::default()
+        }
+    }
+
+    /// `requirepass`: one password for the `default` user, no other users (but the
+    /// fixture's own).
+    pub fn requirepass(password: &str) -> RedisOpts {
+        RedisOpts {
+            requirepass: Some(password.to_string()),
             ..RedisOpts::default()
         }
     }
@@ -155,13 +167,7 @@ impl RedisServer {
         run(
             Command::new(REDIS_CLI)
                 .args(["-h", "127.0.0.1", "-p", &self.plain.port().to_string()])
-                .args([
-                    "--user",
-                    ADMIN_USER,
-                    "--pass",
-                    &self.admin_password,
-                    "--no-auth-warning",
-                ])
+                .args(self.admin_args())
                 .args(args),
             None,
             Duration::from_secs(60),
@@ -183,13 +189,7 @@ impl RedisServer {
                 .args(["--tls", "--cacert"])
                 .arg(self.ca_pem_path())
                 .args(["-h", "127.0.0.1", "-p", &self.tls.port().to_string()])
-                .args([
-                    "--user",
-                    ADMIN_USER,
-                    "--pass",
-                    &self.admin_password,
-                    "--no-auth-warning",
-                ])
+                .args(self.admin_args())
                 .args(args),
             None,
             Duration::from_secs(60),
@@ -202,17 +202,52 @@ impl RedisServer {
             Command::new(REDIS_CLI)
                 .arg("-s")
                 .arg(self.unix_path())
-                .args([
-                    "--user",
-                    ADMIN_USER,
-                    "--pass",
-                    &self.admin_password,
-                    "--no-auth-warning",
-                ])
+                .args(self.admin_args())
                 .args(args),
             None,
             Duration::from_secs(60),
         )
+    }
+
+    /// `MONITOR` as the fixture's admin user, from now until the returned guard is dropped:
+    /// every command the server receives, with AUTH/HELLO arguments shown as `"(redacted)"` —
+    /// one per argument, so the form of an AUTH (one or two arguments) is visible.
+    pub fn monitor(&self) -> Monitor {
+        let path = self
+            .dir
+            .path()
+            .join(format!("monitor-{}.txt", random_hex()));
+        let file = fs::File::create(&path).expect("monitor output file");
+        let child = Command::new(REDIS_CLI)
+            .args(["-h", "127.0.0.1", "-p", &self.plain.port().to_string()])
+            .args(self.admin_args())
+            .arg("MONITOR")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli MONITOR");
+        let monitor = Monitor {
+            child: Some(child),
+            path,
+        };
+        // MONITOR answers OK once it is on: from then on every command shows.
+        poll(Duration::from_secs(20), || {
+            monitor.output().starts_with("OK").then_some(())
+        })
+        .expect("MONITOR did not start");
+        monitor
+    }
+
+    /// redis-cli flags that log in as the fixture's admin user.
+    fn admin_args(&self) -> [&str; 5] {
+        [
+            "--user",
+            ADMIN_USER,
+            "--pass",
+            &self.admin_password,
+            "--no-auth-warning",
+        ]
     }
 
     fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
@@ -237,6 +272,39 @@ impl RedisServer {
     }
 
     fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running `redis-cli MONITOR` ([`RedisServer::monitor`]); killed on drop.
+pub struct Monitor {
+    child: Option<Child>,
+    path: PathBuf,
+}
+
+impl Monitor {
+    /// What it has printed so far: `OK`, then one line per command,
+    /// `<time> [<db> <client addr>] "CMD" "arg" …`.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    /// Wait (up to 10 s) until a line containing `needle` shows, then return the output.
+    #[track_caller]
+    pub fn expect(&self, needle: &str) -> String {
+        poll(Duration::from_secs(10), || {
+            let out = self.output();
+            out.contains(needle).then_some(out)
+        })
+        .unwrap_or_else(|| panic!("MONITOR never showed {needle}:\n{}", self.output()))
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -276,7 +344,9 @@ fn config_text(
         plain_port = plain.port(),
         tls_port = tls.port(),
     );
-    if opts.default_nopass {
+    if let Some(password) = &opts.requirepass {
+        c.push_str(&format!("requirepass {password}\n"));
+    } else if opts.default_nopass {
         c.push_str("user default on nopass ~* &* +@all\n");
     } else {
         c.push_str("user default off\n");

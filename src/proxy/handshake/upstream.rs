@@ -13,25 +13,34 @@ use super::{frame, HandshakeError};
 use crate::secret::Secret;
 use zeroize::Zeroizing;
 
+/// The user a one-argument `AUTH <password>` authenticates as (Redis 6+; `requirepass` sets
+/// its password). HELLO has no one-argument AUTH form, so HELLO names it.
+pub const DEFAULT_USER: &str = "default";
+
 /// The command that authenticates upstream for `opening`, or `None` when nothing needs sending
 /// (auth mode `none` and the client did not send HELLO).
 ///
-/// - AUTH / other command + secret → `AUTH <db_user> <secret>`
-/// - HELLO → `HELLO <protover or 2> [AUTH <db_user> <secret>] [SETNAME <name>]`
+/// - AUTH / other command + secret → `AUTH <db_user> <secret>`, or with no db-user the
+///   one-argument `AUTH <secret>` (`requirepass`, an ElastiCache AUTH token without RBAC, and
+///   Redis before 6, which knows no users)
+/// - HELLO → `HELLO <protover or 2> [AUTH <db_user or default> <secret>] [SETNAME <name>]`
+///   (verified against redis-server 7 with `requirepass`: `HELLO 3 AUTH default <password>`)
 ///
-/// The returned bytes hold the secret: write them and drop them; never log them.
-///
-/// The bytes carry the secret, so they come back in a buffer that is zeroized on drop.
+/// The bytes carry the secret, so they come back in a buffer that is zeroized on drop: write
+/// them and drop them; never log them.
 pub fn auth_command(
     opening: &Opening,
-    db_user: &str,
+    db_user: Option<&str>,
     secret: Option<&Secret>,
 ) -> Option<Zeroizing<Vec<u8>>> {
     let secret = secret.map(|s| s.expose().as_bytes());
     match opening {
         Opening::Auth { .. } | Opening::Command { .. } => {
             let secret = secret?;
-            Some(encode_command(&[b"AUTH", db_user.as_bytes(), secret]))
+            Some(match db_user {
+                Some(user) => encode_command(&[b"AUTH", user.as_bytes(), secret]),
+                None => encode_command(&[b"AUTH", secret]),
+            })
         }
         Opening::Hello {
             protover, setname, ..
@@ -42,7 +51,8 @@ pub fn auth_command(
             };
             let mut args: Vec<&[u8]> = vec![b"HELLO", protover];
             if let Some(secret) = secret {
-                args.extend([&b"AUTH"[..], db_user.as_bytes(), secret]);
+                let user = db_user.unwrap_or(DEFAULT_USER);
+                args.extend([&b"AUTH"[..], user.as_bytes(), secret]);
             }
             if let Some(name) = setname {
                 args.extend([&b"SETNAME"[..], name]);
@@ -105,7 +115,29 @@ mod tests {
     use super::*;
 
     fn auth_bytes(o: &Opening, u: &str, s: Option<&Secret>) -> Option<Vec<u8>> {
-        auth_command(o, u, s).map(|z| z.to_vec())
+        auth_command(o, Some(u), s).map(|z| z.to_vec())
+    }
+
+    #[test]
+    fn no_db_user_is_one_argument_auth_or_hello_as_default() {
+        let auth = |o: &Opening, s: Option<&Secret>| auth_command(o, None, s).map(|z| z.to_vec());
+        let one_arg = b"*2\r\n$4\r\nAUTH\r\n$6\r\ns3cr3t\r\n".to_vec();
+        let opening = Opening::Auth {
+            db_user: Some("mallory".into()),
+        };
+        assert_eq!(auth(&opening, Some(&secret())), Some(one_arg.clone()));
+        let cmd = Opening::Command { name: "GET".into() };
+        assert_eq!(auth(&cmd, Some(&secret())), Some(one_arg));
+        assert_eq!(auth(&cmd, None), None);
+        let hello = Opening::Hello {
+            protover: Some(3),
+            db_user: Some("ignored".into()),
+            setname: None,
+        };
+        assert_eq!(
+            auth(&hello, Some(&secret())).unwrap(),
+            b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$6\r\ns3cr3t\r\n"
+        );
     }
 
     fn secret() -> Secret {
