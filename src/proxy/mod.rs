@@ -1,6 +1,7 @@
 //! The data path: listeners accept, a session identifies, authorizes, runs the handshake, then
 //! hands both sockets to the relay.
 
+pub mod guard;
 pub mod handshake;
 pub mod listener;
 pub mod registry;
