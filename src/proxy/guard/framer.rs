@@ -25,6 +25,30 @@
 //! - command names and keywords are compared with `strcasecmp`, which also stops at a NUL:
 //!   `AUTH\0x` can run as `AUTH` (see [`Head::is`] and [`keyword_eq`]).
 //!
+//! How the relay uses it (per read chunk):
+//! ```text
+//! let mut rest = chunk;
+//! loop {
+//!     // splice / copy framer.opaque_len() bytes without looking, then framer.skip(n)
+//!     let step = framer.advance(rest);
+//!     // step.consumed bytes of `rest` belong to the command being framed: forward them,
+//!     // or hold them if the policy has not decided on this command yet
+//!     rest = &rest[step.consumed..];
+//!     match step.event {
+//!         None if step.consumed == 0 => break,            // need more bytes
+//!         None => {}
+//!         Some(Event::Command(head)) => { /* decide by head.is(..); maybe framer.inspect() */ }
+//!         Some(Event::Arg(arg)) => { /* AUTH's user name, HELLO's AUTH keyword, … */ }
+//!         Some(Event::End { .. }) => { /* forward, drop or replace the held command */ }
+//!         Some(Event::Dead { .. }) => { /* nothing past it runs: reply the error, close */ }
+//!     }
+//! }
+//! ```
+//! A command the policy wants to see whole (AUTH, HELLO, RESET) is held from its `start` to its
+//! `End`; every other command is forwarded as its bytes are consumed, so pipelined commands are
+//! never held back by the framer. What Redis does after running a command (QUIT closes the
+//! connection, a blocking command delays the rest) is not framing and is the policy's concern.
+//!
 //! What it must never do: disagree with Redis about where a command starts or ends or what its
 //! name is; hold or reorder bytes (the caller decides what to hold); buffer a bulk payload it was
 //! not asked for; allocate per command; panic on any input. Once it reports [`Event::Dead`] the
@@ -273,7 +297,8 @@ impl Framer {
                 spent: 0,
             },
             name: [0; NAME_CAP],
-            args: Vec::with_capacity(config.inspect_bytes + INLINE_ARG_SLOTS * NAME_CAP),
+            // Grown on the first inspected argument, up to the budget (plus inline prefixes).
+            args: Vec::new(),
             slots: [Slot::default(); INLINE_ARG_SLOTS],
         }
     }
