@@ -31,8 +31,8 @@
 //! loop {
 //!     // splice / copy framer.opaque_len() bytes without looking, then framer.skip(n)
 //!     let step = framer.advance(rest);
-//!     // step.consumed bytes of `rest` belong to the command being framed: forward them,
-//!     // or hold them if the policy has not decided on this command yet
+//!     // step.consumed bytes of `rest` belong to the command being framed: hold them until
+//!     // it is named, then forward them or keep holding them until its End
 //!     rest = &rest[step.consumed..];
 //!     match step.event {
 //!         None if step.consumed == 0 => break,            // need more bytes
@@ -44,9 +44,12 @@
 //!     }
 //! }
 //! ```
-//! A command the policy wants to see whole (AUTH, HELLO, RESET) is held from its `start` to its
-//! `End`; every other command is forwarded as its bytes are consumed, so pipelined commands are
-//! never held back by the framer. What Redis does after running a command (QUIT closes the
+//! A command's bytes are forwarded only once it is named ([`Event::Command`]): at most its
+//! header lines and [`NAME_CAP`] bytes of name for a multibulk, its line (at most 64 KiB) for an
+//! inline command. So a line Redis never finishes (a NUL before its end) never reaches Redis,
+//! and a server that framed it differently could not run something the guard did not name. A
+//! command the policy wants to see whole (AUTH, HELLO, RESET) is held on to its `End`; every
+//! other one is forwarded from its naming on, so pipelined commands are never held back. What Redis does after running a command (QUIT closes the
 //! connection, a blocking command delays the rest) is not framing and is the policy's concern.
 //!
 //! What it must never do: disagree with Redis about where a command starts or ends or what its
@@ -79,6 +82,12 @@ const UNAUTH_MAX_BULK: i64 = 16 * 1024;
 const LONG_STR_SIZE: usize = 21;
 
 /// What the framer must know about the upstream connection.
+///
+/// If `proto_max_bulk_len` or `authenticated` differ from the server's, the two disagree only
+/// on whether a header is a protocol error — never on how a command is framed — and a protocol
+/// error ends the stream either way (the side that sees it closes), so a mismatch can close a
+/// connection but never let a command past the guard. Only `RESET` makes an authenticated
+/// connection unauthenticated again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FramerConfig {
     /// The upstream's `proto-max-bulk-len`.
