@@ -365,9 +365,9 @@ impl Framer {
     }
 
     /// Consume `input` up to the next event (or all of it) and report that event. Returns
-    /// `consumed == 0` with
-    /// no event only when `input` is empty and nothing is pending, or after [`Event::Dead`];
-    /// call again with the rest (also with an empty rest: events can be pending).
+    /// `consumed == 0` with no event only when `input` is empty and nothing is pending, or after
+    /// [`Event::Dead`]; call again with the rest (also with an empty rest: events can be
+    /// pending).
     pub fn advance(&mut self, input: &[u8]) -> Step<'_> {
         let mut consumed = 0;
         let event = loop {
