@@ -2,7 +2,7 @@
 //!
 //! The data path, top to bottom (see ARCHITECTURE.md):
 //! `proxy::listener` accepts → `identity` says who it is → `rbac` decides → `proxy::handshake`
-//! (the only RESP parser) authenticates upstream with `aws` tokens or passwords → `proxy::relay`
+//! (the opening's RESP) authenticates upstream with `aws` tokens or passwords → `proxy::relay`
 //! (the only byte mover) splices or copies until either side closes.
 #![forbid(unsafe_code)]
 

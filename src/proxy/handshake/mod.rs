@@ -1,4 +1,5 @@
-//! The handshake engine: the only code in bastion that parses RESP.
+//! The handshake engine: parses the RESP of the opening (the requests stream after it is
+//! `proxy::guard::framer`'s).
 //!
 //! Sans-IO: pure functions over byte buffers. The session reads from the sockets, appends to a
 //! buffer and calls in again on `Ok(None)`; nothing here knows about sockets, TLS or splice.
