@@ -316,6 +316,39 @@ pub struct DatabaseConfig {
     /// db-user: the roles' `db_users` and a client's db-user are not used.
     #[serde(default, skip_serializing_if = "is_false")]
     pub legacy_auth: bool,
+    /// How the session's bytes are relayed: `guard` (default: the requests direction is
+    /// framed so a session can never switch db-user) or `passthrough` (byte-for-byte, trusting
+    /// the upstream's own ACLs).
+    #[serde(default, skip_serializing_if = "RelayMode::is_guard")]
+    pub relay: RelayMode,
+    /// Address ranges this database may point into although the upstream address policy
+    /// refuses them by default (link-local, multicast…); never the metadata endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_addresses: Vec<ipnet::IpNet>,
+}
+
+/// A database's `relay` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    /// Requests framed and checked (AUTH/HELLO/RESET), replies untouched.
+    #[default]
+    Guard,
+    /// Bytes relayed untouched both ways.
+    Passthrough,
+}
+
+impl RelayMode {
+    pub fn is_guard(&self) -> bool {
+        *self == RelayMode::Guard
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayMode::Guard => "guard",
+            RelayMode::Passthrough => "passthrough",
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -716,6 +749,17 @@ impl DatabaseConfig {
                     ),
                 );
             }
+        }
+        if let Ok(ip) = self.address.host.parse::<std::net::IpAddr>() {
+            if let Err(refused) = crate::address_policy::check_ip(ip, &self.allow_addresses) {
+                return broken("address", refused.to_string());
+            }
+        }
+        if let Some(net) = self.allow_addresses.iter().find(|n| n.prefix_len() == 0) {
+            return broken(
+                "allow_addresses",
+                format!("'{net}' allows everything; name the one range this database needs"),
+            );
         }
         self.check_auth_flags()?;
         self.check_assume_role()

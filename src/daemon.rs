@@ -18,6 +18,7 @@ use crate::catalog::CatalogHandle;
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
+use crate::address_policy::OwnListeners;
 use crate::proxy::listener::{self, Bound, UnixSockets};
 use crate::proxy::session::Shared;
 use crate::reload::Reloader;
@@ -65,6 +66,10 @@ impl Daemon {
         let mut bound = listener::bind(config, &catalog.snapshot(), tls).await?;
         let credentials = CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv);
         let shared = Arc::new(Shared::new(catalog, config.limits.clone(), credentials));
+        // An upstream may never be one of our own listeners (a loop past the identity check).
+        shared
+            .connector
+            .set_own_listeners(OwnListeners::with_host_addresses(bound.tcp_addresses()));
         let reloader = Arc::new(Reloader::new(
             config_path.map(Path::to_path_buf),
             config.clone(),

@@ -154,6 +154,8 @@ mod tests {
             session_name: None,
             allow_plaintext_auth: false,
             legacy_auth,
+            relay: Default::default(),
+            allow_addresses: Vec::new(),
         };
         let role = RoleConfig {
             name: "r".into(),

@@ -15,6 +15,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
+use crate::address_policy::{self, OwnListeners};
 use crate::aws::assume_role::RoleSpec;
 use crate::aws::credentials::CredentialChain;
 use crate::aws::token::{self, TokenRequest};
@@ -90,11 +91,46 @@ pub fn into_leg(stream: UpstreamStream) -> Leg {
 #[derive(Default)]
 pub struct Connector {
     tls_configs: Mutex<HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>>,
+    own: std::sync::RwLock<Arc<OwnListeners>>,
 }
 
 impl Connector {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The bastion's own TCP listeners: never an upstream (set once they are bound).
+    pub fn set_own_listeners(&self, own: OwnListeners) {
+        *self.own.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(own);
+    }
+
+    /// Resolve the database's host, judge EVERY address it resolves to by the upstream address
+    /// policy (one refused address refuses the name: it was pointed there on purpose), then
+    /// connect to the checked addresses in order — never to a second resolution of the name.
+    async fn connect_checked(&self, db: &DatabaseConfig) -> std::io::Result<TcpStream> {
+        let resolved: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((db.address.host.as_str(), db.address.port))
+                .await?
+                .collect();
+        let own = self.own.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for addr in &resolved {
+            if let Err(refused) = address_policy::check(*addr, &db.allow_addresses, &own) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("refused by the upstream address policy: {refused}"),
+                ));
+            }
+        }
+        let mut last = None;
+        for addr in resolved {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolved to no address")
+        }))
     }
 
     /// TCP connect (bounded by `timeout`), then TLS when the database asks for it.
@@ -104,12 +140,7 @@ impl Connector {
         timeout: Duration,
     ) -> Result<UpstreamStream, UpstreamError> {
         let addr = db.address.to_string();
-        let tcp = match tokio::time::timeout(
-            timeout,
-            TcpStream::connect((db.address.host.as_str(), db.address.port)),
-        )
-        .await
-        {
+        let tcp = match tokio::time::timeout(timeout, self.connect_checked(db)).await {
             Err(_) => {
                 return Err(UpstreamError::ConnectTimeout {
                     db: db.name.clone(),
@@ -175,6 +206,9 @@ impl Connector {
     }
 }
 
+/// The largest upstream `ca_file` read (a bundle of a few hundred CA certificates).
+const MAX_CA_FILE: u64 = 1024 * 1024;
+
 fn build_tls_config(
     db: &str,
     ca_file: Option<&Path>,
@@ -186,8 +220,9 @@ fn build_tls_config(
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| err(format!("cannot read ca_file {}: {e}", path.display())))?;
+            // Capped: a ca_file of /dev/zero or a huge file is an error, not gigabytes read.
+            let pem = crate::files::read_capped(path, MAX_CA_FILE)
+                .map_err(|e| err(format!("cannot read ca_file: {e}")))?;
             let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
                 .collect::<Result<_, _>>()
                 .map_err(|e| err(format!("ca_file {}: {e}", path.display())))?;
@@ -428,6 +463,8 @@ mod tests {
             session_name: None,
             allow_plaintext_auth: false,
             legacy_auth: false,
+            relay: Default::default(),
+            allow_addresses: Vec::new(),
         };
         let chain = CredentialChain::builder().build();
         let e = auth_secret(&db, Some("app"), &chain).await.unwrap_err();
@@ -460,6 +497,8 @@ mod tests {
             session_name: None,
             allow_plaintext_auth: false,
             legacy_auth: false,
+            relay: Default::default(),
+            allow_addresses: Vec::new(),
         };
         let m = explain_rejection(
             &db,

@@ -88,6 +88,14 @@ pub struct DbAddArgs {
     /// ElastiCache AUTH token without RBAC): send one-argument `AUTH <password>`.
     #[arg(long)]
     pub legacy_auth: bool,
+    /// `guard` (default: requests are checked so a session can never switch db-user) or
+    /// `passthrough` (bytes relayed untouched, trusting the upstream's own ACLs).
+    #[arg(long, value_parser = ["guard", "passthrough"], default_value = "guard")]
+    pub relay: String,
+    /// Address ranges (CIDR) this database may point into although the address policy refuses
+    /// them by default (link-local, multicast…), comma-separated. Never the metadata endpoints.
+    #[arg(long, value_delimiter = ',')]
+    pub allow_addresses: Vec<ipnet::IpNet>,
     /// Change an existing database instead of adding one.
     #[arg(long)]
     pub replace: bool,
@@ -180,6 +188,12 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
         session_name: a.session_name,
         allow_plaintext_auth: a.allow_plaintext_auth,
         legacy_auth: a.legacy_auth,
+        relay: if a.relay == "passthrough" {
+            crate::config::RelayMode::Passthrough
+        } else {
+            crate::config::RelayMode::Guard
+        },
+        allow_addresses: a.allow_addresses,
     })
 }
 

@@ -249,6 +249,8 @@ mod tests {
             session_name: None,
             allow_plaintext_auth: false,
             legacy_auth: false,
+            relay: Default::default(),
+            allow_addresses: Vec::new(),
         }
     }
 

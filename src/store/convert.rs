@@ -140,6 +140,14 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
             assume_role,
             allow_plaintext_auth: c.allow_plaintext_auth,
             legacy_auth: c.legacy_auth,
+            relay_passthrough: c.relay == crate::config::RelayMode::Passthrough,
+            allow_addresses: list(
+                &at("allow_addresses"),
+                "MAX_ALLOW_ADDRESSES",
+                c.allow_addresses
+                    .iter()
+                    .map(|n| Ok((n.network(), n.prefix_len()))),
+            )?,
             name,
         };
         record.validate()?;
@@ -192,6 +200,16 @@ impl From<&DatabaseRecord> for DatabaseConfig {
                 .and_then(|a| a.session_name.as_deref().map(str::to_string)),
             allow_plaintext_auth: r.allow_plaintext_auth,
             legacy_auth: r.legacy_auth,
+            relay: if r.relay_passthrough {
+                crate::config::RelayMode::Passthrough
+            } else {
+                crate::config::RelayMode::Guard
+            },
+            allow_addresses: r
+                .allow_addresses
+                .iter()
+                .filter_map(|(ip, len)| ipnet::IpNet::new(*ip, *len).ok())
+                .collect(),
         }
     }
 }

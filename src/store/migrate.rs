@@ -118,6 +118,8 @@ impl From<v1::DatabaseRecord> for DatabaseRecord {
             assume_role: d.assume_role,
             allow_plaintext_auth: false,
             legacy_auth: false,
+            relay_passthrough: false,
+            allow_addresses: heapless::Vec::new(),
         }
     }
 }

@@ -43,6 +43,8 @@ pub const MAX_ROLES_PER_USER: usize = 16;
 pub const MAX_DB_USERS_PER_ROLE: usize = 32;
 /// `db_names` patterns in one role.
 pub const MAX_DB_NAMES_PER_ROLE: usize = 32;
+/// `allow_addresses` ranges of one database.
+pub const MAX_ALLOW_ADDRESSES: usize = 16;
 /// Databases in the store.
 pub const MAX_DATABASES: usize = 1024;
 /// Roles in the store.
@@ -82,6 +84,10 @@ pub struct DatabaseRecord {
     pub allow_plaintext_auth: bool,
     /// `legacy_auth`: one-argument `AUTH <password>`, no db-users. Added in format version 2.
     pub legacy_auth: bool,
+    /// `relay = "passthrough"` (else the guard). Added in format version 2.
+    pub relay_passthrough: bool,
+    /// `allow_addresses`: (network address, prefix length). Added in format version 2.
+    pub allow_addresses: heapless::Vec<(std::net::IpAddr, u8), MAX_ALLOW_ADDRESSES>,
 }
 
 /// `assume_role_arn` / `external_id` / `session_name` of a database.
