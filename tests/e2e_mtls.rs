@@ -178,6 +178,72 @@ fixture_direct!(
     redis_py,
 );
 
+/// With `client_ca_pem` (the relay bench's direct-tls target), Redis checks a client
+/// certificate when one is presented: one from that CA gets in, one from another CA is refused,
+/// none at all still connects (the fixture's own redis-cli presents none).
+#[test]
+fn fixture_redis_checks_client_certificates_when_asked() {
+    let ca = support::certs::TestCa::new("fixture client CA");
+    let redis = RedisServer::start(RedisOpts {
+        client_ca_pem: Some(ca.cert_pem().to_string()),
+        ..RedisOpts::open()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ping = |cert: Option<&support::clients::ClientCert>| {
+        let ep = Endpoint::Tls {
+            addr: redis.tls_addr(),
+            sni: None,
+            ca: redis.ca_pem_path(),
+            identity: cert.map(|c| (c.cert.clone(), c.key.clone())),
+        };
+        redis_cli(&ep, &["PING"])
+    };
+    let trusted = ca.write_client_bundle("bench", dir.path(), &redis.ca_pem_path());
+    let out = ping(Some(&trusted));
+    assert_eq!(out.stdout().trim(), "PONG", "{out}");
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger = support::certs::TestCa::new("stranger").write_client_bundle(
+        "bench",
+        stranger_dir.path(),
+        &redis.ca_pem_path(),
+    );
+    let out = ping(Some(&stranger));
+    assert_ne!(
+        out.stdout().trim(),
+        "PONG",
+        "a foreign client certificate got in: {out}"
+    );
+    let out = ping(None);
+    assert_eq!(out.stdout().trim(), "PONG", "{out}");
+}
+
+/// `try_run` (the bench's runner) kills a child that outlives its limit and says so, instead
+/// of panicking like `run`.
+#[test]
+fn fixture_try_run_reports_a_hang() {
+    use support::process::{try_run, NotRun};
+    let started = std::time::Instant::now();
+    let got = try_run(
+        std::process::Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
+        None,
+        std::time::Duration::from_millis(500),
+    );
+    match got {
+        Err(NotRun::HangGuard { stdout, .. }) => assert_eq!(stdout, b"started\n"),
+        other => panic!("expected a hang, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "not killed"
+    );
+    let missing = try_run(
+        &mut std::process::Command::new("/nonexistent/program"),
+        None,
+        std::time::Duration::from_secs(5),
+    );
+    assert!(matches!(missing, Err(NotRun::Spawn { .. })), "{missing:?}");
+}
+
 /// The raw TLS client presents a client certificate and reads frames split across reads.
 #[test]
 fn fixture_raw_tls_client() {
