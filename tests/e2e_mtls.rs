@@ -10,40 +10,13 @@ mod support;
 use support::clients::{redis_cli, Endpoint};
 use support::raw::{frame_len, Raw};
 use support::redis::{RedisOpts, RedisServer};
-use support::scenarios::{self, Target};
-use support::stack::{upstream_port, Stack, StackOpts, Via, APP};
+use support::scenarios;
+use support::stack::{upstream_port, Stack, StackOpts, APP};
 
 // ---------------------------------------------------------------------------------------------
 // Through the bastion: every scenario, for an upstream over TLS (`tlsdb`) and plaintext (`plaindb`).
 
-macro_rules! through_bastion {
-    ($($scenario:ident),* $(,)?) => {
-        mod tls_upstream {
-            use super::*;
-            $(#[test] fn $scenario() { let s = Stack::start(); scenarios::$scenario(&s.target(Via::Mtls, "tlsdb")); })*
-        }
-        mod plain_upstream {
-            use super::*;
-            $(#[test] fn $scenario() { let s = Stack::start(); scenarios::$scenario(&s.target(Via::Mtls, "plaindb")); })*
-        }
-    };
-}
-
-through_bastion!(
-    ping_set_get,
-    auth_then_commands,
-    late_auth_goes_upstream,
-    upstream_identity,
-    hello3,
-    hello3_auth_setname,
-    pipelined_in_one_write,
-    benchmark_pipelined,
-    multi_exec,
-    subscribe_publish,
-    blpop_unblocked,
-    big_values,
-    redis_py,
-);
+scenarios::scenario_tests!(bastion Mtls);
 
 /// SNI picks the database: `tlsdb` sessions reach Redis' TLS port, `plaindb` its plaintext port.
 #[test]
@@ -135,48 +108,8 @@ fn fixture_redis_tls_answers_ping() {
     assert_eq!(out.lines(), ["OK", "app"], "{out}");
 }
 
-/// Straight to Redis' TLS port, sending an SNI that its certificate does not name (Redis
-/// ignores it), as the bastion tests do with database names.
-fn direct_tls(redis: &RedisServer) -> Endpoint {
-    Endpoint::Tls {
-        addr: redis.tls_addr(),
-        sni: Some("somedb".into()),
-        ca: redis.ca_pem_path(),
-        identity: None,
-    }
-}
-
-macro_rules! fixture_direct {
-    ($($scenario:ident),* $(,)?) => {
-        mod fixture_direct_tls {
-            use super::*;
-            $(#[test] fn $scenario() {
-                let redis = RedisServer::start(RedisOpts::open());
-                scenarios::$scenario(&Target { ep: direct_tls(&redis), redis: &redis, bastion: None, secrets: vec![] });
-            })*
-        }
-        mod fixture_direct_unix {
-            use super::*;
-            $(#[test] fn $scenario() {
-                let redis = RedisServer::start(RedisOpts::open());
-                scenarios::$scenario(&Target { ep: Endpoint::unix(redis.unix_path()), redis: &redis, bastion: None, secrets: vec![] });
-            })*
-        }
-    };
-}
-
-// The scenarios that do not depend on the bastion's identity mapping.
-fixture_direct!(
-    ping_set_get,
-    hello3,
-    pipelined_in_one_write,
-    benchmark_pipelined,
-    multi_exec,
-    subscribe_publish,
-    blpop_unblocked,
-    big_values,
-    redis_py,
-);
+// The scenarios that do not depend on the bastion's identity mapping, straight to Redis.
+scenarios::scenario_tests!(direct);
 
 /// With `client_ca_pem` (the relay bench's direct-tls target), Redis checks a client
 /// certificate when one is presented: one from that CA gets in, one from another CA is refused,
