@@ -10,40 +10,13 @@ mod support;
 use support::clients::{redis_cli, Endpoint};
 use support::raw::{frame_len, Raw};
 use support::redis::{RedisOpts, RedisServer};
-use support::scenarios::{self, Target};
-use support::stack::{upstream_port, Stack, StackOpts, Via, APP};
+use support::scenarios;
+use support::stack::{upstream_port, Stack, StackOpts, APP};
 
 // ---------------------------------------------------------------------------------------------
 // Through the bastion: every scenario, for an upstream over TLS (`tlsdb`) and plaintext (`plaindb`).
 
-macro_rules! through_bastion {
-    ($($scenario:ident),* $(,)?) => {
-        mod tls_upstream {
-            use super::*;
-            $(#[test] fn $scenario() { let s = Stack::start(); scenarios::$scenario(&s.target(Via::Mtls, "tlsdb")); })*
-        }
-        mod plain_upstream {
-            use super::*;
-            $(#[test] fn $scenario() { let s = Stack::start(); scenarios::$scenario(&s.target(Via::Mtls, "plaindb")); })*
-        }
-    };
-}
-
-through_bastion!(
-    ping_set_get,
-    auth_then_commands,
-    late_auth_goes_upstream,
-    upstream_identity,
-    hello3,
-    hello3_auth_setname,
-    pipelined_in_one_write,
-    benchmark_pipelined,
-    multi_exec,
-    subscribe_publish,
-    blpop_unblocked,
-    big_values,
-    redis_py,
-);
+scenarios::scenario_tests!(bastion Mtls);
 
 /// SNI picks the database: `tlsdb` sessions reach Redis' TLS port, `plaindb` its plaintext port.
 #[test]
@@ -135,48 +108,74 @@ fn fixture_redis_tls_answers_ping() {
     assert_eq!(out.lines(), ["OK", "app"], "{out}");
 }
 
-/// Straight to Redis' TLS port, sending an SNI that its certificate does not name (Redis
-/// ignores it), as the bastion tests do with database names.
-fn direct_tls(redis: &RedisServer) -> Endpoint {
-    Endpoint::Tls {
-        addr: redis.tls_addr(),
-        sni: Some("somedb".into()),
-        ca: redis.ca_pem_path(),
-        identity: None,
-    }
-}
+// The scenarios that do not depend on the bastion's identity mapping, straight to Redis.
+scenarios::scenario_tests!(direct);
 
-macro_rules! fixture_direct {
-    ($($scenario:ident),* $(,)?) => {
-        mod fixture_direct_tls {
-            use super::*;
-            $(#[test] fn $scenario() {
-                let redis = RedisServer::start(RedisOpts::open());
-                scenarios::$scenario(&Target { ep: direct_tls(&redis), redis: &redis, bastion: None, secrets: vec![] });
-            })*
-        }
-        mod fixture_direct_unix {
-            use super::*;
-            $(#[test] fn $scenario() {
-                let redis = RedisServer::start(RedisOpts::open());
-                scenarios::$scenario(&Target { ep: Endpoint::unix(redis.unix_path()), redis: &redis, bastion: None, secrets: vec![] });
-            })*
-        }
+/// With `client_ca_pem` (the relay bench's direct-tls target), Redis checks a client
+/// certificate when one is presented: one from that CA gets in, one from another CA is refused,
+/// none at all still connects (the fixture's own redis-cli presents none).
+#[test]
+fn fixture_redis_checks_client_certificates_when_asked() {
+    let ca = support::certs::TestCa::new("fixture client CA");
+    let redis = RedisServer::start(RedisOpts {
+        client_ca_pem: Some(ca.cert_pem().to_string()),
+        ..RedisOpts::open()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ping = |cert: Option<&support::clients::ClientCert>| {
+        let ep = Endpoint::Tls {
+            addr: redis.tls_addr(),
+            sni: None,
+            ca: redis.ca_pem_path(),
+            identity: cert.map(|c| (c.cert.clone(), c.key.clone())),
+        };
+        redis_cli(&ep, &["PING"])
     };
+    let trusted = ca.write_client_bundle("bench", dir.path(), &redis.ca_pem_path());
+    let out = ping(Some(&trusted));
+    assert_eq!(out.stdout().trim(), "PONG", "{out}");
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger = support::certs::TestCa::new("stranger").write_client_bundle(
+        "bench",
+        stranger_dir.path(),
+        &redis.ca_pem_path(),
+    );
+    let out = ping(Some(&stranger));
+    assert_ne!(
+        out.stdout().trim(),
+        "PONG",
+        "a foreign client certificate got in: {out}"
+    );
+    let out = ping(None);
+    assert_eq!(out.stdout().trim(), "PONG", "{out}");
 }
 
-// The scenarios that do not depend on the bastion's identity mapping.
-fixture_direct!(
-    ping_set_get,
-    hello3,
-    pipelined_in_one_write,
-    benchmark_pipelined,
-    multi_exec,
-    subscribe_publish,
-    blpop_unblocked,
-    big_values,
-    redis_py,
-);
+/// `try_run` (the bench's runner) kills a child that outlives its limit and says so, instead
+/// of panicking like `run`.
+#[test]
+fn fixture_try_run_reports_a_hang() {
+    use support::process::{try_run, NotRun};
+    let started = std::time::Instant::now();
+    let got = try_run(
+        std::process::Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
+        None,
+        std::time::Duration::from_millis(500),
+    );
+    match got {
+        Err(NotRun::HangGuard { stdout, .. }) => assert_eq!(stdout, b"started\n"),
+        other => panic!("expected a hang, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "not killed"
+    );
+    let missing = try_run(
+        &mut std::process::Command::new("/nonexistent/program"),
+        None,
+        std::time::Duration::from_secs(5),
+    );
+    assert!(matches!(missing, Err(NotRun::Spawn { .. })), "{missing:?}");
+}
 
 /// The raw TLS client presents a client certificate and reads frames split across reads.
 #[test]

@@ -8,34 +8,8 @@ use support::clients::redis_cli;
 use support::scenarios;
 use support::stack::{upstream_port, Stack, Via, APP};
 
-macro_rules! through_bastion {
-    ($($scenario:ident),* $(,)?) => {
-        mod tls_upstream {
-            use super::*;
-            $(#[test] fn $scenario() { let s = Stack::start(); scenarios::$scenario(&s.target(Via::Unix, "tlsdb")); })*
-        }
-        mod plain_upstream {
-            use super::*;
-            $(#[test] fn $scenario() { let s = Stack::start(); scenarios::$scenario(&s.target(Via::Unix, "plaindb")); })*
-        }
-    };
-}
-
-through_bastion!(
-    ping_set_get,
-    auth_then_commands,
-    late_auth_goes_upstream,
-    upstream_identity,
-    hello3,
-    hello3_auth_setname,
-    pipelined_in_one_write,
-    benchmark_pipelined,
-    multi_exec,
-    subscribe_publish,
-    blpop_unblocked,
-    big_values,
-    redis_py,
-);
+// Every scenario, for an upstream over TLS (`tlsdb`) and plaintext (`plaindb`).
+scenarios::scenario_tests!(bastion Unix);
 
 /// One socket per database, and each leads to its own database.
 #[test]

@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +19,7 @@ use support::imds::{
     Behaviour, Emulator, CREDENTIALS_PATH, INSTANCE_ID, REGION, ROLE, ROLE_PATH, SECRET_ACCESS_KEY,
     SESSION_TOKEN, TOKEN_PATH,
 };
+use support::logs::Logs;
 
 /// Settings for `emulator` with short back-offs so tests don't sleep long.
 fn settings(emulator: &Emulator) -> ImdsSettings {
@@ -32,38 +32,6 @@ fn settings(emulator: &Emulator) -> ImdsSettings {
 
 fn client(emulator: &Emulator) -> ImdsClient {
     ImdsClient::new(settings(emulator)).expect("client")
-}
-
-/// Captures this thread's log output (current-thread tests only).
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || LogWriter(writer.clone()))
-            .finish();
-        (Logs(buf), tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Nothing secret in `text`: no credential, no session token, no IMDS token.
@@ -277,7 +245,7 @@ async fn an_unanswered_put_with_a_401_get_is_the_hop_limit_and_heals_after_the_b
 
 #[tokio::test]
 async fn imds_v1_is_used_only_when_allowed_and_with_a_warning_each_time() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
     let emulator = Emulator::start(Behaviour {
         put_black_hole: true,
         allow_v1: true,
@@ -371,7 +339,7 @@ fn expiration_secs(t: SystemTime) -> SystemTime {
 
 #[tokio::test]
 async fn expired_credentials_are_extended_while_imds_is_down() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
     let expiration = SystemTime::now() + Duration::from_secs(600);
     let mut emulator = Emulator::start(Behaviour {
         expiration,
@@ -434,7 +402,7 @@ async fn expired_credentials_are_extended_while_imds_is_down() {
 
 #[tokio::test]
 async fn the_provider_is_a_chain_link_and_nothing_secret_is_printed() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
     let emulator = Emulator::start(Behaviour::default());
     let client = client(&emulator);
     let provider = ImdsCredentialsProvider::new(client.clone());

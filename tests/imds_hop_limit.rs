@@ -1,5 +1,5 @@
 //! The IMDSv2 PUT hop limit, for real: three network namespaces, client → router → imds,
-//! joined by two veth pairs, with `ip_forward=1` in the router. The emulator in `imds` sends
+//! joined by two veth pairs, with `ip_forward=1` in the router (`support::netns::Routed`). The emulator in `imds` sends
 //! its token PUT replies with `IP_TTL` = the hop limit; with hop limit 1 the router drops them
 //! (TTL exceeded) while GET replies get through — exactly what a bastion in a container sees
 //! on EC2. Addresses exist only inside the namespaces this test makes (10.200.1.0/30 and
@@ -10,179 +10,46 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bastion::aws::imds::{ImdsClient, ImdsCredentialsProvider, ImdsErrorKind, ImdsSettings};
-use support::imds::{enter_netns, Behaviour, Emulator, REGION};
+use support::imds::{Behaviour, Emulator, REGION};
+use support::logs::Logs;
+use support::netns::{on_thread_in, or_skip, Routed};
 
-const CLIENT_ADDR: &str = "10.200.1.1/30";
-const ROUTER_CLIENT_SIDE: &str = "10.200.1.2";
-const ROUTER_IMDS_SIDE: &str = "10.200.2.1";
-const IMDS_IP: &str = "10.200.2.2";
-
-/// client → router → imds. Deleted (with their veths) on drop.
-struct Topology {
-    names: [String; 3],
+/// The topology, and the emulator inside its `imds` namespace with the given hop limit (and
+/// IMDSv1 allowed or not); `None` after printing why the test is skipped.
+fn behind_router(hop_limit: u32, allow_v1: bool) -> Option<(Routed, Emulator)> {
+    let t = or_skip(Routed::build())?;
+    let addr = format!("{}:0", Routed::IMDS_IP)
+        .parse()
+        .expect("literal address");
+    let behaviour = Behaviour {
+        hop_limit: Some(hop_limit),
+        allow_v1,
+        ..Behaviour::default()
+    };
+    let emulator = Emulator::start_in(Some(&t.imds.path()), addr, behaviour)
+        .expect("emulator in the imds namespace");
+    Some((t, emulator))
 }
 
-impl Topology {
-    fn client(&self) -> PathBuf {
-        netns_path(&self.names[0])
-    }
-    fn imds(&self) -> PathBuf {
-        netns_path(&self.names[2])
-    }
-
-    /// Build it, or say why it cannot be built here.
-    fn build() -> Result<Topology, String> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err("not root: cannot create network namespaces".into());
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            return Err("`ip` (iproute2) is not installed".into());
-        }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let tag = format!(
-            "bh{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let names = ["c", "r", "i"].map(|role| format!("{tag}{role}"));
-        let mut made = Topology {
-            names: [String::new(), String::new(), String::new()],
-        };
-        for (i, name) in names.iter().enumerate() {
-            ip(&["netns", "add", name])
-                .map_err(|e| format!("cannot create network namespaces: {e}"))?;
-            made.names[i] = name.clone();
-        }
-        let [c, r, i] = &names;
-        let steps: Vec<Vec<&str>> = vec![
-            vec![
-                "-n", c, "link", "add", "eth0", "type", "veth", "peer", "name", "toc", "netns", r,
-            ],
-            vec![
-                "-n", r, "link", "add", "toi", "type", "veth", "peer", "name", "eth0", "netns", i,
-            ],
-            vec!["-n", c, "addr", "add", CLIENT_ADDR, "dev", "eth0"],
-            vec!["-n", r, "addr", "add", "10.200.1.2/30", "dev", "toc"],
-            vec!["-n", r, "addr", "add", "10.200.2.1/30", "dev", "toi"],
-            vec!["-n", i, "addr", "add", "10.200.2.2/30", "dev", "eth0"],
-            vec!["-n", c, "link", "set", "lo", "up"],
-            vec!["-n", r, "link", "set", "lo", "up"],
-            vec!["-n", i, "link", "set", "lo", "up"],
-            vec!["-n", c, "link", "set", "eth0", "up"],
-            vec!["-n", r, "link", "set", "toc", "up"],
-            vec!["-n", r, "link", "set", "toi", "up"],
-            vec!["-n", i, "link", "set", "eth0", "up"],
-            vec![
-                "-n",
-                c,
-                "route",
-                "add",
-                "default",
-                "via",
-                ROUTER_CLIENT_SIDE,
-            ],
-            vec!["-n", i, "route", "add", "default", "via", ROUTER_IMDS_SIDE],
-            vec!["netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-        ];
-        for step in steps {
-            // Namespaces exist from here on: a failure is a real failure, not a skip.
-            if let Err(e) = ip(&step) {
-                panic!("setting up the namespaces: ip {}: {e}", step.join(" "));
-            }
-        }
-        Ok(made)
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for name in self.names.iter().filter(|n| !n.is_empty()) {
-            let _ = ip(&["netns", "del", name]);
-        }
-    }
-}
-
-fn netns_path(name: &str) -> PathBuf {
-    PathBuf::from("/run/netns").join(name)
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// The topology, or `None` after printing why the test is skipped.
-fn topology() -> Option<Topology> {
-    match Topology::build() {
-        Ok(t) => Some(t),
-        Err(reason) => {
-            println!("SKIP: {reason}");
-            None
-        }
-    }
-}
-
-/// The emulator inside the `imds` namespace.
-fn emulator(t: &Topology, behaviour: Behaviour) -> Emulator {
-    let addr = format!("{IMDS_IP}:0").parse().expect("literal address");
-    Emulator::start_in(Some(&t.imds()), addr, behaviour).expect("emulator in the imds namespace")
-}
-
-/// Run `f` on a thread inside the client namespace, with its own runtime and log capture.
+/// Run `f` on a thread inside the client namespace, with its own runtime; its result and what
+/// the library logged meanwhile.
 fn in_client<T: Send + 'static>(
-    t: &Topology,
-    f: impl FnOnce(Arc<Mutex<Vec<u8>>>) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
-        + Send
-        + 'static,
+    t: &Routed,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
 ) -> (T, String) {
-    let ns = t.client();
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let thread_logs = logs.clone();
-    let result = std::thread::spawn(move || {
-        enter_netns(&ns).expect("enter the client namespace");
-        let writer = thread_logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || LogWriter(writer.clone()))
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        tokio::runtime::Builder::new_current_thread()
+    on_thread_in(&t.client.path(), move || {
+        let (logs, _guard) = Logs::capture(tracing::Level::INFO);
+        let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("client runtime")
-            .block_on(f(thread_logs))
+            .block_on(f());
+        (result, logs.text())
     })
-    .join()
-    .expect("client thread");
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-    (result, text)
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn settings(emulator: &Emulator, allow_v1: bool) -> ImdsSettings {
@@ -197,18 +64,13 @@ fn settings(emulator: &Emulator, allow_v1: bool) -> ImdsSettings {
 
 #[test]
 fn hop_limit_1_behind_a_router_is_diagnosed_and_heals_when_raised() {
-    let Some(t) = topology() else { return };
-    let emulator = emulator(
-        &t,
-        Behaviour {
-            hop_limit: Some(1),
-            ..Behaviour::default()
-        },
-    );
+    let Some((t, emulator)) = behind_router(1, false) else {
+        return;
+    };
     let s = settings(&emulator, false);
     let emulator = Arc::new(emulator);
     let em = emulator.clone();
-    let ((status, err, healed), _logs) = in_client(&t, move |_| {
+    let ((status, err, healed), _logs) = in_client(&t, move || {
         Box::pin(async move {
             let client = ImdsClient::new(s).unwrap();
             let status = client.probe().await;
@@ -244,16 +106,11 @@ fn hop_limit_1_behind_a_router_is_diagnosed_and_heals_when_raised() {
 
 #[test]
 fn hop_limit_2_behind_a_router_gets_credentials() {
-    let Some(t) = topology() else { return };
-    let emulator = emulator(
-        &t,
-        Behaviour {
-            hop_limit: Some(2),
-            ..Behaviour::default()
-        },
-    );
+    let Some((t, emulator)) = behind_router(2, false) else {
+        return;
+    };
     let s = settings(&emulator, false);
-    let ((status, creds, region), _logs) = in_client(&t, move |_| {
+    let ((status, creds, region), _logs) = in_client(&t, move || {
         Box::pin(async move {
             let client = ImdsClient::new(s).unwrap();
             let status = client.probe().await;
@@ -271,17 +128,11 @@ fn hop_limit_2_behind_a_router_gets_credentials() {
 
 #[test]
 fn hop_limit_1_with_v1_fallback_allowed_gets_credentials_with_a_warning() {
-    let Some(t) = topology() else { return };
-    let emulator = emulator(
-        &t,
-        Behaviour {
-            hop_limit: Some(1),
-            allow_v1: true,
-            ..Behaviour::default()
-        },
-    );
+    let Some((t, emulator)) = behind_router(1, true) else {
+        return;
+    };
     let s = settings(&emulator, true);
-    let (creds, logs) = in_client(&t, move |_| {
+    let (creds, logs) = in_client(&t, move || {
         Box::pin(async move {
             let client = ImdsClient::new(s).unwrap();
             ImdsCredentialsProvider::new(client)
@@ -304,7 +155,7 @@ fn hop_limit_1_with_v1_fallback_allowed_gets_credentials_with_a_warning() {
 
 /// `bastion doctor --json` run inside the client namespace (`ip netns exec`), IMDS pointed at
 /// the emulator behind the router. Returns the `imds` check of the JSON report.
-fn doctor_imds_check(t: &Topology, emulator: &Emulator) -> serde_json::Value {
+fn doctor_imds_check(t: &Routed, emulator: &Emulator) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("bastion.toml");
     std::fs::write(
@@ -325,9 +176,9 @@ read_timeout = "1s"
         ),
     )
     .expect("write config");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &t.names[0]])
-        .arg(env!("CARGO_BIN_EXE_bastion"))
+    let out = t
+        .client
+        .exec(env!("CARGO_BIN_EXE_bastion"))
         .args(["doctor", "--json", "--config"])
         .arg(&config)
         .env_remove("AWS_EC2_METADATA_DISABLED")
@@ -351,14 +202,9 @@ read_timeout = "1s"
 
 #[test]
 fn doctor_reports_hop_limit_exceeded_behind_a_router_and_ok_at_2() {
-    let Some(t) = topology() else { return };
-    let emulator = emulator(
-        &t,
-        Behaviour {
-            hop_limit: Some(1),
-            ..Behaviour::default()
-        },
-    );
+    let Some((t, emulator)) = behind_router(1, false) else {
+        return;
+    };
     let imds = doctor_imds_check(&t, &emulator);
     assert_eq!(imds["kind"], "hop_limit_exceeded", "{imds:#}");
     let text = imds.to_string();

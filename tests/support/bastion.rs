@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::clients::ClientCert;
-use super::process::{poll, run};
+use super::process::{poll, run, spawn};
 
 /// The binary under test, built by cargo for this test run.
 pub const BASTION_BIN: &str = env!("CARGO_BIN_EXE_bastion");
@@ -40,6 +40,8 @@ pub struct Bastion {
     state_dir: PathBuf,
     config: PathBuf,
     _config_dir: TempDir,
+    /// Print the output when dropped (for a failing test); see [`quiet`](Self::quiet).
+    echo_on_drop: bool,
 }
 
 impl Bastion {
@@ -79,9 +81,8 @@ impl Bastion {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BASTION_BIN}: {e}"));
+        let mut child =
+            spawn(&mut cmd).unwrap_or_else(|e| panic!("cannot start {BASTION_BIN}: {e}"));
         let logs = Arc::new(Mutex::new(String::new()));
         capture(child.stdout.take(), logs.clone());
         capture(child.stderr.take(), logs.clone());
@@ -94,6 +95,7 @@ impl Bastion {
             state_dir: state_dir.to_path_buf(),
             config,
             _config_dir: config_dir,
+            echo_on_drop: true,
         };
         let ready = poll(READY_LIMIT, || {
             if let Some(Ok(Some(status))) = bastion.child.as_mut().map(Child::try_wait) {
@@ -219,6 +221,21 @@ impl Bastion {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
+    /// How the daemon ended, once it has (`None` while it runs, or after [`kill`](Self::kill)).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// The daemon's pid while it is ours to reap.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Do not print the output on drop (the relay bench reports from it and keeps a copy).
+    pub fn quiet(&mut self) {
+        self.echo_on_drop = false;
+    }
+
     /// `bastion cert issue USER --ttl TTL --out OUT --config <its config>`: through the
     /// daemon's admin socket (wherever the config puts it), which records the serial.
     #[track_caller]
@@ -260,6 +277,9 @@ impl Bastion {
 impl Drop for Bastion {
     fn drop(&mut self) {
         self.stop();
+        if !self.echo_on_drop {
+            return;
+        }
         // Captured by the test harness: shown only when the test fails.
         let logs = self.logs();
         let tail = if logs.len() > 200_000 {

@@ -28,6 +28,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use super::netns::enter_netns;
+
 /// The secret access key every emulated credentials document carries: tests grep logs for it.
 pub const SECRET_ACCESS_KEY: &str = "emuSECRETwJalrXUtnFEMI/K7MDENG/bPxRfiCY";
 /// The session token of every credentials document.
@@ -280,13 +282,6 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Move the calling thread into a network namespace.
-pub fn enter_netns(path: &Path) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
-    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("setns {}: {e}", path.display()))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

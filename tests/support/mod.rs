@@ -14,6 +14,9 @@
 //!   on the same state dir, written to through the admin client library.
 //! - [`imds`]: an IMDSv2 emulator (tokens with TTL, disabled / no-role / v1 modes, hop limit via
 //!   `IP_TTL`), runnable inside a network namespace.
+//! - [`netns`]: network namespaces a test makes (deleted on drop), the client → router → imds
+//!   topology of the hop-limit tests, and a thread inside one.
+//! - [`logs`]: the library's tracing output captured in-process.
 //! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
 //! - [`moto`]: `moto_server` from the venv (STS for AssumeRole / web identity), and the sessions
 //!   it issued, so the IAM front can verify tokens signed with them.
@@ -30,7 +33,9 @@ pub mod clients;
 pub mod http_stub;
 pub mod iam_front;
 pub mod imds;
+pub mod logs;
 pub mod moto;
+pub mod netns;
 pub mod process;
 pub mod raw;
 pub mod redis;

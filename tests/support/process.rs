@@ -1,8 +1,12 @@
-//! Running a child process with a hang guard, and a few small helpers shared by the fixtures.
+//! Running a child process with a hang guard (panicking, or [`try_run`] for the bench), spawning
+//! it so it dies with us when asked ([`children_die_with_parent`]), and a few small helpers
+//! shared by the fixtures.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,28 +71,83 @@ impl std::fmt::Display for Out {
 /// Run `cmd` to completion, feeding it `stdin`; kill it and panic if it outlives `limit`.
 #[track_caller]
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Out {
+    match try_run(cmd, stdin, limit) {
+        Ok(out) => out,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// [`run`] for callers that go on after a failure (the relay bench): a child that cannot start
+/// or outlives `limit` (and is killed) is an error, not a panic.
+pub fn try_run(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Result<Out, NotRun> {
     let what = describe(cmd);
-    let child = cmd
-        .stdin(if stdin.is_some() {
+    let child = spawn(
+        cmd.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
-    wait_with_limit(child, what, stdin.map(<[u8]>::to_vec), limit)
+        .stderr(Stdio::piped()),
+    );
+    match child {
+        Ok(child) => try_wait_with_limit(child, what, stdin.map(<[u8]>::to_vec), limit),
+        Err(error) => Err(NotRun::Spawn { what, error }),
+    }
+}
+
+/// Why [`try_run`] / [`try_wait_with_limit`] have no [`Out`]. `Display` is the message
+/// [`run`] panics with.
+#[derive(Debug)]
+pub enum NotRun {
+    Spawn {
+        what: String,
+        error: std::io::Error,
+    },
+    /// Still running after `limit`: killed and reaped; what it printed until then.
+    HangGuard {
+        what: String,
+        limit: Duration,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    },
+}
+
+impl std::fmt::Display for NotRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotRun::Spawn { what, error } => write!(f, "cannot start `{what}`: {error}"),
+            NotRun::HangGuard {
+                what,
+                limit,
+                stdout,
+                stderr,
+            } => write!(
+                f,
+                "hang guard: `{what}` still running after {limit:?}; killed\n--- stdout\n{}\n--- stderr\n{}",
+                String::from_utf8_lossy(stdout),
+                String::from_utf8_lossy(stderr)
+            ),
+        }
+    }
 }
 
 /// Wait for a spawned child (stdout/stderr piped), killing it after `limit`.
 #[track_caller]
-pub fn wait_with_limit(
+pub fn wait_with_limit(child: Child, what: String, stdin: Option<Vec<u8>>, limit: Duration) -> Out {
+    match try_wait_with_limit(child, what, stdin, limit) {
+        Ok(out) => out,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// [`wait_with_limit`], returning [`NotRun::HangGuard`] instead of panicking.
+pub fn try_wait_with_limit(
     mut child: Child,
     what: String,
     stdin: Option<Vec<u8>>,
     limit: Duration,
-) -> Out {
+) -> Result<Out, NotRun> {
     if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A writer thread: a child that does not read its stdin must not block us.
         thread::spawn(move || {
@@ -105,19 +164,51 @@ pub fn wait_with_limit(
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let out = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
-                let err = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
-                panic!("hang guard: `{what}` still running after {limit:?}; killed\n--- stdout\n{out}\n--- stderr\n{err}");
+                return Err(NotRun::HangGuard {
+                    what,
+                    limit,
+                    stdout: stdout.join().unwrap_or_default(),
+                    stderr: stderr.join().unwrap_or_default(),
+                });
             }
             Err(e) => panic!("waiting for `{what}`: {e}"),
         }
     };
-    Out {
+    Ok(Out {
         what,
         status,
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// Whether [`spawn`] makes children die with the process ([`children_die_with_parent`]).
+static DIE_WITH_PARENT: AtomicBool = AtomicBool::new(false);
+
+/// From now on every child the fixtures spawn gets SIGKILL from the kernel when this process
+/// dies, even by SIGKILL (no `Drop` runs then). For the relay bench, which spawns only from its
+/// main thread: the signal follows the spawning *thread*, so tests (one thread each, fixtures
+/// that may outlive it) leave it off.
+pub fn children_die_with_parent() {
+    DIE_WITH_PARENT.store(true, Ordering::Relaxed);
+}
+
+/// `cmd.spawn()`, with the parent-death signal when [`children_die_with_parent`] was called.
+/// Every fixture spawns its children through here.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    if DIE_WITH_PARENT.load(Ordering::Relaxed) {
+        // SAFETY: the closure runs in the forked child before exec; prctl is async-signal-safe
+        // and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
+    cmd.spawn()
 }
 
 fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {

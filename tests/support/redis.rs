@@ -1,5 +1,6 @@
 //! A real `redis-server` (Debian's 7.0) for one test: a plaintext port, a TLS port (server
-//! certificate from a throw-away CA, no client certificates asked), a Unix socket, ACL users.
+//! certificate from a throw-away CA; client certificates asked only with
+//! [`RedisOpts::client_ca_pem`]), a Unix socket, ACL users.
 //!
 //! `save ""` and `appendonly no`: nothing survives the test. The process is killed on drop.
 
@@ -13,7 +14,7 @@ use tempfile::TempDir;
 
 use super::certs::{write_private, TestCa};
 use super::clients::REDIS_CLI;
-use super::process::{free_ports, poll, random_hex, run, Out};
+use super::process::{free_ports, poll, random_hex, run, spawn, Out};
 
 /// The Debian package's binaries.
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -33,6 +34,10 @@ pub struct RedisOpts {
     /// `requirepass <password>`: the `default` user on with this password, as a Redis
     /// without ACL users (or an ElastiCache AUTH token) has it. Wins over `default_nopass`.
     pub requirepass: Option<String>,
+    /// Ask TLS clients for a certificate signed by this CA (PEM), as an mTLS peer would
+    /// (`tls-auth-clients optional`: the fixture's own redis-cli still connects without one).
+    /// `None`: no client certificate is asked for.
+    pub client_ca_pem: Option<String>,
 }
 
 impl RedisOpts {
@@ -87,6 +92,9 @@ impl RedisServer {
         fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("write ca.crt");
         fs::write(dir.path().join("server.crt"), cert).expect("write server.crt");
         write_private(&dir.path().join("server.key"), key.as_bytes());
+        if let Some(pem) = &opts.client_ca_pem {
+            fs::write(dir.path().join("client-ca.crt"), pem).expect("write client-ca.crt");
+        }
         let admin_password = format!("fixture-admin-{}", random_hex());
 
         let mut last_log = String::new();
@@ -109,16 +117,19 @@ impl RedisServer {
             );
             fs::write(&conf, text).expect("write redis.conf");
             let _ = fs::remove_file(server.dir.path().join("redis.log"));
-            let child = Command::new(REDIS_SERVER)
-                .arg(&conf)
-                .current_dir(server.dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start {REDIS_SERVER} (run scripts/test to install redis-server): {e}")
-                });
+            let child = spawn(
+                Command::new(REDIS_SERVER)
+                    .arg(&conf)
+                    .current_dir(server.dir.path())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {REDIS_SERVER} (run scripts/test to install redis-server): {e}"
+                )
+            });
             server.child = Some(child);
             match server.wait_ready(Duration::from_secs(20)) {
                 Ok(()) => return server,
@@ -154,6 +165,11 @@ impl RedisServer {
     /// The CA that signed the server certificate (SANs `localhost`, `127.0.0.1`).
     pub fn ca_pem_path(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
+    }
+
+    /// The server's directory: `redis.conf`, `redis.log`, the certificates.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn log(&self) -> String {
@@ -326,14 +342,18 @@ fn config_text(
     admin_pw: &str,
 ) -> String {
     let d = dir.display();
+    let (client_ca, auth_clients) = match opts.client_ca_pem {
+        Some(_) => ("client-ca.crt", "optional"),
+        None => ("ca.crt", "no"),
+    };
     let mut c = format!(
         "bind 127.0.0.1\n\
          port {plain_port}\n\
          tls-port {tls_port}\n\
          tls-cert-file {d}/server.crt\n\
          tls-key-file {d}/server.key\n\
-         tls-ca-cert-file {d}/ca.crt\n\
-         tls-auth-clients no\n\
+         tls-ca-cert-file {d}/{client_ca}\n\
+         tls-auth-clients {auth_clients}\n\
          unixsocket {d}/redis.sock\n\
          unixsocketperm 700\n\
          dir {d}\n\

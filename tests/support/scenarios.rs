@@ -1,7 +1,7 @@
-//! Behaviours every client path must show, written once and run by `e2e_mtls` and `e2e_unix`
-//! for each upstream kind — and, for those that do not depend on the bastion's identity
-//! mapping, straight against Redis by the fixtures' self-tests (which proves the test itself
-//! before the daemon exists).
+//! Behaviours every client path must show, written and listed once ([`scenario_tests!`]) and run
+//! by `e2e_mtls` and `e2e_unix` for each upstream kind — and, for those that do not depend on the
+//! bastion's identity mapping, straight against Redis by the fixtures' self-tests (which proves
+//! the test itself before the daemon exists).
 //!
 //! Each scenario ends by checking that no secret reached the bastion's logs.
 
@@ -16,8 +16,89 @@ use super::clients::{
 };
 use super::process::{poll, wait_with_limit};
 use super::raw::{command_str, show, Raw};
-use super::redis::RedisServer;
-use super::stack::{APP, CLIENT_PASSWORD};
+use super::redis::{RedisOpts, RedisServer};
+use super::stack::{Stack, Via, APP, CLIENT_PASSWORD};
+
+/// One `#[test]` per scenario, so a scenario added to the list below runs everywhere it should:
+///
+/// - `scenario_tests!(bastion Mtls)` (`e2e_mtls`) and `scenario_tests!(bastion Unix)`
+///   (`e2e_unix`), a [`Via`]: every scenario through a fresh [`Stack`], in modules
+///   `tls_upstream` (database `tlsdb`) and `plain_upstream` (`plaindb`);
+/// - `scenario_tests!(direct)` (the fixtures' self-tests in `e2e_mtls`): the scenarios that do
+///   not depend on the bastion's identity mapping, straight against a bare Redis over TLS and
+///   over its Unix socket, in modules `fixture_direct_tls` and `fixture_direct_unix`.
+///
+/// The caller's crate root has `mod support;`.
+// Most binaries that include the fixtures run no scenario.
+#[allow(unused_macros)]
+macro_rules! scenario_tests {
+    (@expand [bastion $via:ident] [$($mapped:ident),*] [$($any:ident),*]) => {
+        mod tls_upstream {
+            $(#[test] fn $mapped() { $crate::support::scenarios::through_bastion($crate::support::stack::Via::$via, "tlsdb", $crate::support::scenarios::$mapped); })*
+            $(#[test] fn $any() { $crate::support::scenarios::through_bastion($crate::support::stack::Via::$via, "tlsdb", $crate::support::scenarios::$any); })*
+        }
+        mod plain_upstream {
+            $(#[test] fn $mapped() { $crate::support::scenarios::through_bastion($crate::support::stack::Via::$via, "plaindb", $crate::support::scenarios::$mapped); })*
+            $(#[test] fn $any() { $crate::support::scenarios::through_bastion($crate::support::stack::Via::$via, "plaindb", $crate::support::scenarios::$any); })*
+        }
+    };
+    (@expand [direct] [$($mapped:ident),*] [$($any:ident),*]) => {
+        mod fixture_direct_tls {
+            $(#[test] fn $any() { $crate::support::scenarios::direct_tls($crate::support::scenarios::$any); })*
+        }
+        mod fixture_direct_unix {
+            $(#[test] fn $any() { $crate::support::scenarios::direct_unix($crate::support::scenarios::$any); })*
+        }
+    };
+    ($($how:tt)+) => {
+        $crate::support::scenarios::scenario_tests!(@expand [$($how)+]
+            // Through the bastion only: they check the identity it maps the client to.
+            [auth_then_commands, late_auth_goes_upstream, upstream_identity, hello3_auth_setname]
+            // Any path to Redis.
+            [
+                ping_set_get,
+                hello3,
+                pipelined_in_one_write,
+                benchmark_pipelined,
+                multi_exec,
+                subscribe_publish,
+                blpop_unblocked,
+                big_values,
+                redis_py
+            ]
+        );
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use scenario_tests;
+
+/// Run `scenario` through a fresh stack over `via`, to database `db`.
+#[track_caller]
+pub fn through_bastion(via: Via, db: &str, scenario: fn(&Target)) {
+    let s = Stack::start();
+    scenario(&s.target(via, db));
+}
+
+/// Run `scenario` straight against a bare Redis' TLS port, sending an SNI that its certificate
+/// does not name (Redis ignores it), as the bastion tests do with database names.
+#[track_caller]
+pub fn direct_tls(scenario: fn(&Target)) {
+    let redis = RedisServer::start(RedisOpts::open());
+    let ep = Endpoint::Tls {
+        addr: redis.tls_addr(),
+        sni: Some("somedb".into()),
+        ca: redis.ca_pem_path(),
+        identity: None,
+    };
+    scenario(&Target::direct(ep, &redis));
+}
+
+/// Run `scenario` straight against a bare Redis' Unix socket.
+#[track_caller]
+pub fn direct_unix(scenario: fn(&Target)) {
+    let redis = RedisServer::start(RedisOpts::open());
+    scenario(&Target::direct(Endpoint::unix(redis.unix_path()), &redis));
+}
 
 /// Hang guard for a waited-for event (a message, an unblocked BLPOP).
 const EVENT_LIMIT: Duration = Duration::from_secs(30);
@@ -35,7 +116,17 @@ pub struct Target<'a> {
     pub secrets: Vec<String>,
 }
 
-impl Target<'_> {
+impl<'a> Target<'a> {
+    /// Straight to `redis` (no bastion, no secrets to look for).
+    pub fn direct(ep: Endpoint, redis: &'a RedisServer) -> Target<'a> {
+        Target {
+            ep,
+            redis,
+            bastion: None,
+            secrets: vec![],
+        }
+    }
+
     fn via_bastion(&self) -> bool {
         self.bastion.is_some()
     }

@@ -1,0 +1,497 @@
+//! Relay throughput: `cargo bench --bench relay [-- --rounds N --scale F --timeout SECS --targets a,b]`.
+//!
+//! Starts a real `redis-server`, an HAProxy (the performance peer: `mode tcp`, `option
+//! splice-auto`) and the release-built bastion, all on loopback in a temp dir. Then runs
+//! `redis-benchmark` against every target in interleaved rounds (each round runs every target once
+//! per workload, in a rotated order) and prints the median ops/s per target and the ratios that
+//! matter: bastion / direct Redis and bastion / HAProxy on the same transport.
+//!
+//! It never asserts on time. The machine is shared and noisy, so the output is numbers for a human
+//! (or a CI log) to compare, measured side by side in one process. A target that cannot start or
+//! fails its check is printed as `n/a (eN)` with the error below the table; the rest still runs.
+//! Every run is also checked against Redis' own counters, so a proxy that answers errors instead
+//! of relaying cannot post a good number.
+//!
+//! This file: options, workloads, targets and the rounds. [`testbed`] starts what is measured
+//! (Redis and the bastion through the integration tests' fixtures in `tests/support/`, HAProxy
+//! itself); [`report`] prints the tables.
+
+// The integration tests' fixtures. Cargo builds this `harness = false` target with `cfg(test)`
+// but without the test harness, so the fixtures' own `#[cfg(test)]` modules compile with their
+// `#[test]` functions stripped, leaving those modules' imports unused.
+#[path = "../../tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+mod report;
+mod testbed;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use report::{human, Report};
+use support::clients::{Endpoint, REDIS_BENCHMARK};
+use support::process::{try_run, NotRun};
+use support::redis::RedisServer;
+use testbed::{bastion_exit, catch, TestBed};
+
+/// The key redis-benchmark uses when `-r` is not given (the placeholder stays literal).
+const BENCH_KEY: &str = "key:__rand_int__";
+
+fn main() {
+    let opts = match Options::parse(std::env::args().skip(1)) {
+        Ok(opts) => opts,
+        Err(e) => {
+            eprintln!("relay bench: {e:#}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new()
+        .prefix("bastion-relay-bench-")
+        .tempdir()
+        .expect("creating a temp dir");
+    // No redis-server, haproxy or bastion outlives the bench, even one killed with SIGKILL.
+    support::process::children_die_with_parent();
+    let mut bed = TestBed::start(tmp.path());
+    let targets = bed.targets(&opts);
+    let env = report::environment(&bed);
+    let results = run_rounds(&opts, &mut bed, &targets);
+    let report = Report {
+        opts: &opts,
+        targets: &targets,
+        results: &results,
+        env,
+        bastion: bed.bastion_summary(),
+        haproxy_hwm: bed.haproxy_memory(),
+        elapsed: started.elapsed(),
+    };
+    print!("{}", report.render());
+    if opts.keep {
+        bed.keep_files(tmp.path());
+    }
+    drop(bed); // every child is killed and reaped before the temp dir goes
+    if opts.keep {
+        println!("kept {}", tmp.keep().display());
+    }
+}
+
+const USAGE: &str = "usage: cargo bench --bench relay [-- OPTIONS]
+  --rounds N      interleaved rounds (default 5); medians are taken over them
+  --scale F       multiply every request count by F (default 1.0; 0.2 for a quick look)
+  --timeout SECS  kill a redis-benchmark run after this long (default 60)
+  --targets LIST  comma-separated subset of: direct-tcp, haproxy-tcp, direct-unix, haproxy-unix,
+                  bastion-unix, direct-tls, haproxy-tls, bastion-tls (direct-tcp always runs)
+  --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path";
+
+struct Options {
+    rounds: usize,
+    scale: f64,
+    timeout: Duration,
+    only: Option<Vec<TargetId>>,
+    keep: bool,
+}
+
+impl Options {
+    fn parse(args: impl Iterator<Item = String>) -> Result<Options> {
+        let mut opts = Options {
+            rounds: 5,
+            scale: 1.0,
+            timeout: Duration::from_secs(60),
+            only: None,
+            keep: false,
+        };
+        let mut args = args;
+        while let Some(arg) = args.next() {
+            let mut value =
+                |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                // cargo passes `--bench` to every bench binary.
+                "--bench" => {}
+                "--rounds" => {
+                    opts.rounds = value("--rounds")?.parse().context("--rounds")?;
+                    if opts.rounds == 0 {
+                        bail!("--rounds must be at least 1");
+                    }
+                }
+                "--scale" => {
+                    opts.scale = value("--scale")?.parse().context("--scale")?;
+                    if opts.scale.is_nan() || opts.scale <= 0.0 {
+                        bail!("--scale must be positive");
+                    }
+                }
+                "--timeout" => {
+                    let secs: u64 = value("--timeout")?.parse().context("--timeout")?;
+                    opts.timeout = Duration::from_secs(secs);
+                }
+                "--targets" => {
+                    let list = value("--targets")?;
+                    let ids = list
+                        .split(',')
+                        .map(|name| {
+                            TargetId::ALL
+                                .into_iter()
+                                .find(|t| t.name() == name.trim())
+                                .with_context(|| format!("--targets: unknown target '{name}'"))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    opts.only = Some(ids);
+                }
+                "--keep" => opts.keep = true,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => eprintln!("relay bench: ignoring argument '{other}'"),
+            }
+        }
+        Ok(opts)
+    }
+
+    fn wants(&self, id: TargetId) -> bool {
+        id == TargetId::DirectTcp || self.only.as_ref().is_none_or(|ids| ids.contains(&id))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads and targets
+// ---------------------------------------------------------------------------------------------
+
+/// One redis-benchmark invocation, one test: a column of the tables.
+struct Workload {
+    label: &'static str,
+    /// `-t`: `get` or `set`.
+    test: &'static str,
+    clients: u32,
+    pipeline: u32,
+    /// Bytes of the value: written by SET (`-d`), or put in place before a GET run.
+    value_size: usize,
+    requests: u64,
+    /// Requests on TLS targets. redis-benchmark's benchmark connections do not set TCP_NODELAY;
+    /// OpenSSL writes a 100 kB SET as 16 kB records, so Nagle holds the tail until a delayed ACK
+    /// (~40 ms): the client, not the server, sets the pace (forcing TCP_NODELAY into the client
+    /// with LD_PRELOAD lifts direct-tls SET 100kB from 1.6k to 5.5k ops/s). Same rate with fewer
+    /// requests keeps the bench short; the ratio to direct-tls (same artefact) stays meaningful.
+    tls_requests: u64,
+}
+
+/// The brief's `-t get -c 50`, `-t get -c 50 -P 16` and `-t set,get -d 100000 -c 10`, the last
+/// split in two so each test gets its own count; counts scaled so all of it fits in ~5 minutes.
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        label: "GET c=50",
+        test: "get",
+        clients: 50,
+        pipeline: 1,
+        value_size: 3, // redis-benchmark's default -d
+        requests: 80_000,
+        tls_requests: 80_000,
+    },
+    Workload {
+        label: "GET c=50 P=16",
+        test: "get",
+        clients: 50,
+        pipeline: 16,
+        value_size: 3,
+        requests: 500_000,
+        tls_requests: 500_000,
+    },
+    Workload {
+        label: "SET 100kB c=10",
+        test: "set",
+        clients: 10,
+        pipeline: 1,
+        value_size: 100_000,
+        requests: 8_000,
+        tls_requests: 800,
+    },
+    Workload {
+        label: "GET 100kB c=10",
+        test: "get",
+        clients: 10,
+        pipeline: 1,
+        value_size: 100_000,
+        requests: 8_000,
+        tls_requests: 8_000,
+    },
+];
+
+impl Workload {
+    fn requests(&self, opts: &Options, endpoint: &Endpoint) -> u64 {
+        let n = match endpoint {
+            Endpoint::Tls { .. } => self.tls_requests,
+            _ => self.requests,
+        };
+        ((n as f64 * opts.scale) as u64).max(100)
+    }
+
+    fn args(&self, requests: u64) -> Vec<String> {
+        let mut args: Vec<String> = ["--csv", "-t", self.test, "-c"].map(String::from).into();
+        args.push(self.clients.to_string());
+        args.extend([
+            "-n".into(),
+            requests.to_string(),
+            "-d".into(),
+            self.value_size.to_string(),
+        ]);
+        if self.pipeline > 1 {
+            args.extend(["-P".into(), self.pipeline.to_string()]);
+        }
+        args
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TargetId {
+    DirectTcp,
+    HaproxyTcp,
+    DirectUnix,
+    HaproxyUnix,
+    BastionUnix,
+    DirectTls,
+    HaproxyTls,
+    BastionTls,
+}
+
+impl TargetId {
+    const ALL: [TargetId; 8] = [
+        TargetId::DirectTcp,
+        TargetId::HaproxyTcp,
+        TargetId::DirectUnix,
+        TargetId::HaproxyUnix,
+        TargetId::BastionUnix,
+        TargetId::DirectTls,
+        TargetId::HaproxyTls,
+        TargetId::BastionTls,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            TargetId::DirectTcp => "direct-tcp",
+            TargetId::HaproxyTcp => "haproxy-tcp",
+            TargetId::DirectUnix => "direct-unix",
+            TargetId::HaproxyUnix => "haproxy-unix",
+            TargetId::BastionUnix => "bastion-unix",
+            TargetId::DirectTls => "direct-tls",
+            TargetId::HaproxyTls => "haproxy-tls",
+            TargetId::BastionTls => "bastion-tls",
+        }
+    }
+
+    fn is_bastion(self) -> bool {
+        matches!(self, TargetId::BastionUnix | TargetId::BastionTls)
+    }
+}
+
+/// The ratios printed per workload: (numerator, denominator). The bastion's Unix socket is
+/// compared with the same topology (Unix in front, TCP to Redis: HAProxy) and with the ideal
+/// (Redis' own socket); its mTLS listener with plaintext Redis (the brief's reference), Redis' own
+/// TLS (same client, same TLS cost on one hop) and HAProxy terminating TLS.
+const RATIOS: &[(TargetId, TargetId)] = &[
+    (TargetId::HaproxyTcp, TargetId::DirectTcp),
+    (TargetId::BastionUnix, TargetId::DirectUnix),
+    (TargetId::BastionUnix, TargetId::HaproxyUnix),
+    (TargetId::BastionTls, TargetId::DirectTcp),
+    (TargetId::BastionTls, TargetId::DirectTls),
+    (TargetId::BastionTls, TargetId::HaproxyTls),
+];
+
+struct Target {
+    id: TargetId,
+    /// `Err`: why this target cannot be measured at all (printed instead of numbers).
+    endpoint: Result<Endpoint, String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the rounds
+// ---------------------------------------------------------------------------------------------
+
+/// Per (workload index, target): the ops/s of every successful run, the errors of the others.
+#[derive(Default)]
+struct Results {
+    ops: BTreeMap<(usize, TargetId), Vec<f64>>,
+    errors: BTreeMap<(usize, TargetId), Vec<String>>,
+}
+
+fn run_rounds(opts: &Options, bed: &mut TestBed, targets: &[Target]) -> Results {
+    let mut results = Results::default();
+    let Ok(redis) = &bed.redis else {
+        return results;
+    };
+    // A target that hung once on a workload is not run again on it: every later run would burn
+    // the whole timeout too.
+    let mut hung: BTreeMap<(usize, TargetId), String> = BTreeMap::new();
+    let live: Vec<(TargetId, &Endpoint)> = targets
+        .iter()
+        .filter_map(|t| Some((t.id, t.endpoint.as_ref().ok()?)))
+        .collect();
+    for round in 0..opts.rounds {
+        eprintln!("relay bench: round {}/{}", round + 1, opts.rounds);
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            for i in 0..live.len() {
+                // Rotate the order every round so no target always follows the same neighbour.
+                let (id, endpoint) = live[(i + round) % live.len()];
+                let run_started = Instant::now();
+                let outcome = if let Some(why) = hung.get(&(w, id)) {
+                    Err(RunError::Skipped(why.clone()))
+                } else if let (true, Some(dead)) = (id.is_bastion(), bastion_exit(&mut bed.bastion))
+                {
+                    Err(RunError::Failed(dead))
+                } else {
+                    // A fixture call that panics (redis-cli hung) fails this run, not the bench.
+                    catch(|| run_one(opts, redis, workload, endpoint))
+                        .unwrap_or_else(|e| Err(RunError::Failed(e)))
+                };
+                match outcome {
+                    Ok(ops) => {
+                        let secs = run_started.elapsed().as_secs_f64();
+                        eprintln!(
+                            "  {:<13} {:<15} {:>8} ops/s ({secs:.1} s)",
+                            id.name(),
+                            workload.label,
+                            human(ops)
+                        );
+                        results.ops.entry((w, id)).or_default().push(ops);
+                    }
+                    Err(e) => {
+                        if let RunError::TimedOut(msg) = &e {
+                            hung.insert((w, id), msg.clone());
+                        }
+                        eprintln!("  {:<13} {:<15} {e}", id.name(), workload.label);
+                        results
+                            .errors
+                            .entry((w, id))
+                            .or_default()
+                            .push(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+    results
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    TimedOut(String),
+    #[error("skipped: {0}")]
+    Skipped(String),
+}
+
+/// One redis-benchmark run against `endpoint`: its ops/s, once Redis' own counters agree that
+/// the commands arrived.
+fn run_one(
+    opts: &Options,
+    redis: &RedisServer,
+    workload: &Workload,
+    endpoint: &Endpoint,
+) -> Result<f64, RunError> {
+    let failed = |e: anyhow::Error| RunError::Failed(format!("{e:#}"));
+    let writes = workload.test == "set";
+    // Known state: a GET run reads a value of the workload's size; a SET run starts without the
+    // key and must leave the full value in Redis (proof that its SETs went through the target).
+    if writes {
+        call(redis, &["DEL", BENCH_KEY]).map_err(failed)?;
+    } else {
+        let value = "x".repeat(workload.value_size);
+        call(redis, &["SET", BENCH_KEY, &value]).map_err(failed)?;
+    }
+    let before = commands_processed(redis).map_err(failed)?;
+
+    let requests = workload.requests(opts, endpoint);
+    let mut cmd = Command::new(REDIS_BENCHMARK);
+    cmd.args(endpoint.cli_args()).args(workload.args(requests));
+    let out = try_run(&mut cmd, None, opts.timeout).map_err(|e| match e {
+        NotRun::HangGuard { .. } => RunError::TimedOut(format!(
+            "redis-benchmark timed out after {:?}",
+            opts.timeout
+        )),
+        NotRun::Spawn { error, .. } => {
+            RunError::Failed(format!("running redis-benchmark: {error}"))
+        }
+    })?;
+    if !out.status.success() {
+        return Err(RunError::Failed(format!(
+            "redis-benchmark {}: {}",
+            out.status,
+            last_line(&out.stderr())
+                .or(last_line(&out.stdout()))
+                .unwrap_or("no output")
+        )));
+    }
+    let ops = parse_csv(&out.stdout(), workload.test).map_err(failed)?;
+
+    // redis-benchmark counts error replies as answers: a proxy answering `-ERR` would look fast.
+    let processed = commands_processed(redis)
+        .map_err(failed)?
+        .saturating_sub(before);
+    if processed < requests {
+        return Err(RunError::Failed(format!(
+            "Redis processed only {processed} of the {requests} commands sent (errors answered by the proxy?)"
+        )));
+    }
+    if writes {
+        let len = call(redis, &["STRLEN", BENCH_KEY]).map_err(failed)?;
+        if len != workload.value_size.to_string() {
+            return Err(RunError::Failed(format!(
+                "after the run STRLEN {BENCH_KEY} is {len:?}, not {}",
+                workload.value_size
+            )));
+        }
+    }
+    Ok(ops)
+}
+
+/// One command straight to Redis (redis-cli as the fixture's admin user): its trimmed reply.
+fn call(redis: &RedisServer, args: &[&str]) -> Result<String> {
+    let out = redis.cli(args);
+    if !out.status.success() {
+        bail!(
+            "redis-cli {}: {}",
+            args[0],
+            last_line(&out.all()).unwrap_or("no output")
+        );
+    }
+    Ok(out.stdout().trim_end_matches('\n').to_string())
+}
+
+/// `total_commands_processed` from INFO stats.
+fn commands_processed(redis: &RedisServer) -> Result<u64> {
+    call(redis, &["INFO", "stats"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .context("INFO stats has no total_commands_processed")
+}
+
+/// The `"test","rps",...` header, then a `"GET","164203.61",...` line.
+fn parse_csv(stdout: &str, test: &str) -> Result<f64> {
+    for line in stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("\"test\""))
+        .skip(1)
+    {
+        let mut cols = line.split(',').map(|c| c.trim().trim_matches('"'));
+        if let (Some(name), Some(rps)) = (cols.next(), cols.next()) {
+            if name.eq_ignore_ascii_case(test) {
+                return rps
+                    .parse()
+                    .with_context(|| format!("rps in csv line '{line}'"));
+            }
+        }
+    }
+    bail!(
+        "no '{test}' line in redis-benchmark output: {}",
+        stdout.trim()
+    )
+}
+
+fn last_line(s: &str) -> Option<&str> {
+    s.lines().map(str::trim).rfind(|l| !l.is_empty())
+}

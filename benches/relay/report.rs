@@ -1,0 +1,300 @@
+//! The printed report: median ops/s per target and workload, the ratios, every run's number,
+//! the bastion's memory, relay paths and log problems, and the errors behind `n/a (eN)` cells.
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::testbed::{BastionSummary, Memory, TestBed};
+use crate::{Options, Results, Target, TargetId, RATIOS, WORKLOADS};
+
+pub(crate) struct Report<'a> {
+    pub(crate) opts: &'a Options,
+    pub(crate) targets: &'a [Target],
+    pub(crate) results: &'a Results,
+    pub(crate) env: String,
+    pub(crate) bastion: Option<BastionSummary>,
+    pub(crate) haproxy_hwm: Option<Memory>,
+    pub(crate) elapsed: Duration,
+}
+
+const TLS_NOTE: &str = "\
+bastion-tls terminates TLS in user space (rustls) and relays with a copy; direct-tcp has no TLS,
+direct-tls is Redis' own TLS (OpenSSL), haproxy-tls terminates with OpenSSL and relays in plaintext.
+TLS SET 100kB is paced by the client: redis-benchmark leaves Nagle on (see Workload::tls_requests).";
+
+/// Width of the first column and of each workload column.
+const NAME_W: usize = 28;
+const CELL_W: usize = 16;
+
+impl Report<'_> {
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        let mut notes = Notes::default();
+        let _ = writeln!(
+            out,
+            "\n== bastion relay bench: {} interleaved rounds ==",
+            self.opts.rounds
+        );
+        let _ = writeln!(out, "{}", self.env);
+        let requests: Vec<String> = WORKLOADS
+            .iter()
+            .map(|w| {
+                let (n, tls) = (
+                    w.requests as f64 * self.opts.scale,
+                    w.tls_requests as f64 * self.opts.scale,
+                );
+                if n == tls {
+                    format!("{} {n:.0}", w.label)
+                } else {
+                    format!("{} {n:.0} ({tls:.0} on TLS)", w.label)
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "requests per run: {}", requests.join(", "));
+
+        let _ = writeln!(out, "\nmedian ops/s");
+        header(&mut out, "target");
+        for t in self.targets {
+            let _ = write!(out, "{:<NAME_W$}", t.id.name());
+            for w in 0..WORKLOADS.len() {
+                let cell = self.median_cell(t, w, &mut notes);
+                let _ = write!(out, "{cell:>CELL_W$}");
+            }
+            out.push('\n');
+        }
+
+        let _ = writeln!(
+            out,
+            "\nratios of the medians (higher is better for the numerator)"
+        );
+        header(&mut out, "ratio");
+        for (num, den) in RATIOS {
+            if !self.targets.iter().any(|t| t.id == *num)
+                || !self.targets.iter().any(|t| t.id == *den)
+            {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "{:<NAME_W$}",
+                format!("{} / {}", num.name(), den.name())
+            );
+            for w in 0..WORKLOADS.len() {
+                let m = |id: TargetId| median(self.results.ops.get(&(w, id)));
+                let cell = match (m(*num), m(*den)) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                    _ => "n/a".into(),
+                };
+                let _ = write!(out, "{cell:>CELL_W$}");
+            }
+            out.push('\n');
+        }
+        if self.targets.iter().any(|t| t.id == TargetId::BastionTls) {
+            let _ = writeln!(out, "{TLS_NOTE}");
+        }
+
+        let _ = writeln!(
+            out,
+            "\nall runs, k ops/s in round order (judge the noise here)"
+        );
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            for t in self.targets {
+                if let Some(v) = self.results.ops.get(&(w, t.id)) {
+                    let runs: Vec<String> =
+                        v.iter().map(|x| format!("{:.1}", x / 1000.0)).collect();
+                    let _ = writeln!(
+                        out,
+                        "  {:<15} {:<13} {}",
+                        workload.label,
+                        t.id.name(),
+                        runs.join("  ")
+                    );
+                }
+            }
+        }
+
+        out.push('\n');
+        self.bastion_section(&mut out);
+        notes.render(&mut out);
+        let _ = writeln!(out, "\nbench took {:.0} s", self.elapsed.as_secs_f64());
+        out
+    }
+
+    /// The median, `n/a (eN)` when nothing succeeded, or `median* (eN)` when some runs failed.
+    fn median_cell(&self, t: &Target, w: usize, notes: &mut Notes) -> String {
+        let col = WORKLOADS[w].label;
+        if let Err(e) = &t.endpoint {
+            return format!("n/a ({})", notes.add(e.clone()));
+        }
+        let key = (w, t.id);
+        let ok = self.results.ops.get(&key).map_or(0, Vec::len);
+        let last_error = self
+            .results
+            .errors
+            .get(&key)
+            .and_then(|e| e.first())
+            .cloned();
+        match median(self.results.ops.get(&key)) {
+            None => {
+                let e = last_error.unwrap_or_else(|| "no run".into());
+                format!("n/a ({})", notes.add(format!("{} {col}: {e}", t.id.name())))
+            }
+            Some(m) if ok < self.opts.rounds => {
+                let e = last_error.unwrap_or_default();
+                let n = notes.add(format!(
+                    "{} {col}: {ok}/{} runs ok; first error: {e}",
+                    t.id.name(),
+                    self.opts.rounds
+                ));
+                format!("{}* ({n})", human(m))
+            }
+            Some(m) => human(m),
+        }
+    }
+
+    fn bastion_section(&self, out: &mut String) {
+        let Some(b) = &self.bastion else {
+            let _ = writeln!(out, "bastion: not running (see the notes)");
+            return;
+        };
+        match b.memory {
+            Some(m) => {
+                let _ = writeln!(
+                    out,
+                    "bastion memory after the run: peak RSS (VmHWM) {} MiB, RSS now {} MiB",
+                    mib(m.peak_kb),
+                    mib(m.now_kb)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "bastion memory: n/a (process gone)");
+            }
+        }
+        if let Some(h) = self.haproxy_hwm {
+            let _ = writeln!(
+                out,
+                "haproxy memory, for scale: peak RSS (VmHWM) {} MiB",
+                mib(h.peak_kb)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "bastion sessions by relay path (session.end events in its log):"
+        );
+        if b.paths.is_empty() {
+            let _ = writeln!(out, "  none logged");
+        }
+        for (paths, n) in &b.paths {
+            let paths = if paths.is_empty() {
+                "(no path_* fields)"
+            } else {
+                paths
+            };
+            let _ = writeln!(out, "  {n:>6}  {paths}");
+        }
+        let _ = writeln!(
+            out,
+            "bastion log: {} WARN, {} ERROR lines",
+            b.warnings, b.errors
+        );
+        if let Some(p) = &b.last_problem {
+            let _ = writeln!(out, "  last: {p}");
+        }
+    }
+}
+
+fn header(out: &mut String, first: &str) {
+    let _ = write!(out, "{first:<NAME_W$}");
+    for w in WORKLOADS {
+        let _ = write!(out, "{:>CELL_W$}", w.label);
+    }
+    out.push('\n');
+}
+
+/// Errors printed once below the tables and referred to as `eN` in the cells.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl Notes {
+    fn add(&mut self, text: String) -> String {
+        let i = self.0.iter().position(|n| *n == text).unwrap_or_else(|| {
+            self.0.push(text);
+            self.0.len() - 1
+        });
+        format!("e{}", i + 1)
+    }
+
+    fn render(&self, out: &mut String) {
+        if self.0.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\nnotes:");
+        for (i, n) in self.0.iter().enumerate() {
+            let _ = writeln!(out, "  e{}: {n}", i + 1);
+        }
+    }
+}
+
+fn median(values: Option<&Vec<f64>>) -> Option<f64> {
+    let mut v = values?.clone();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+pub(crate) fn human(ops: f64) -> String {
+    if ops >= 1e6 {
+        format!("{:.2}M", ops / 1e6)
+    } else {
+        format!("{:.1}k", ops / 1e3)
+    }
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.1}", kb as f64 / 1024.0)
+}
+
+/// Versions, CPU count and load: the context a reader needs to trust (or not) the numbers.
+pub(crate) fn environment(bed: &TestBed) -> String {
+    let first_line = |prog: &str, arg: &str| -> String {
+        Command::new(prog)
+            .arg(arg)
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| format!("{prog}: ?"))
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let bastion_state = match &bed.bastion {
+        Ok(_) => "bastion up".to_string(),
+        Err(_) => "bastion DOWN".to_string(),
+    };
+    format!(
+        "{} | {} | {} | {cpus} CPUs, loadavg {} before the rounds | {bastion_state}",
+        first_line("redis-server", "--version")
+            .split(" sha=")
+            .next()
+            .unwrap_or(""),
+        first_line("haproxy", "-v")
+            .split(" - ")
+            .next()
+            .unwrap_or(""),
+        first_line("redis-benchmark", "--version"),
+        load.join(" ")
+    )
+}
