@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::address_policy::OwnListeners;
 use crate::admin::{self, auth::AdminGroup, Admin};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::imds::ProcessEnv;
@@ -18,7 +19,6 @@ use crate::catalog::CatalogHandle;
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
-use crate::address_policy::OwnListeners;
 use crate::proxy::listener::{self, Bound, UnixSockets};
 use crate::proxy::session::Shared;
 use crate::reload::Reloader;

@@ -129,7 +129,10 @@ impl Connector {
             }
         }
         Err(last.unwrap_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "the name resolved to no address")
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the name resolved to no address",
+            )
         }))
     }
 

@@ -56,6 +56,18 @@ impl Bastion {
     /// [`start`](Self::start) with extra environment variables (e.g. `password_env`).
     #[track_caller]
     pub fn start_with_env(config_toml: &str, state_dir: &Path, env: &[(&str, &str)]) -> Bastion {
+        Bastion::start_wrapped(config_toml, state_dir, env, &[])
+    }
+
+    /// [`start_with_env`](Self::start_with_env) run through `wrapper` (e.g. `ip netns exec NS`,
+    /// which also gives the daemon `/etc/netns/NS/hosts` as its `/etc/hosts`).
+    #[track_caller]
+    pub fn start_wrapped(
+        config_toml: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Bastion {
         let config_dir = tempfile::Builder::new()
             .prefix("bastion-config-")
             .tempdir()
@@ -63,7 +75,14 @@ impl Bastion {
         let config = config_dir.path().join("bastion.toml");
         std::fs::write(&config, config_toml).expect("write bastion.toml");
 
-        let mut cmd = Command::new(BASTION_BIN);
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(BASTION_BIN),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BASTION_BIN);
+                cmd
+            }
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
