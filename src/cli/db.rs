@@ -13,7 +13,7 @@ use crate::store::records::DatabaseRecord;
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Add a database (or change one with --replace); new sessions reach it at once.
-    Add(DbAddArgs),
+    Add(Box<DbAddArgs>),
     /// List databases.
     Ls,
     /// Show one database.
@@ -105,7 +105,7 @@ pub fn run(command: DbCommand, admin: &AdminArgs) -> anyhow::Result<()> {
     match command {
         DbCommand::Add(args) => {
             let replace = args.replace;
-            let config = database_config(args)?;
+            let config = database_config(*args)?;
             let record = DatabaseRecord::try_from(&config)?;
             let reply = admin.call(Request::PutDatabase { record, replace })?;
             let verb = if replace { "changed" } else { "added" };
