@@ -21,6 +21,8 @@ pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default bound on connecting (TCP + TLS) to an upstream.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default upper bound on a client certificate's validity (`cert issue --ttl`).
+pub const DEFAULT_MAX_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default bound on TCP connections still in their handshake (not yet identified).
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 /// Default bound on those from one source address.
@@ -245,6 +247,9 @@ pub struct Limits {
     /// End every session this long after it started (off by default).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub max_session_age: Option<Duration>,
+    /// `cert issue --ttl` above this is refused.
+    #[serde(default = "default_max_cert_ttl", deserialize_with = "de_duration")]
+    pub max_cert_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -258,6 +263,7 @@ impl Default for Limits {
             max_handshakes_per_source: DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
             idle_timeout: None,
             max_session_age: None,
+            max_cert_ttl: DEFAULT_MAX_CERT_TTL,
         }
     }
 }
@@ -273,6 +279,9 @@ fn default_max_handshake_bytes() -> usize {
 }
 fn default_max_sessions() -> usize {
     DEFAULT_MAX_SESSIONS
+}
+fn default_max_cert_ttl() -> Duration {
+    DEFAULT_MAX_CERT_TTL
 }
 fn default_max_handshakes() -> usize {
     DEFAULT_MAX_HANDSHAKES

@@ -38,6 +38,7 @@ pub struct Daemon {
     // Held so the per-database sockets keep being served (dropping it stops them).
     _unix: Option<Arc<UnixSockets>>,
     admin_task: tokio::task::JoinHandle<()>,
+    admin: Arc<Admin>,
     pub admin_socket: PathBuf,
     pub databases: usize,
     pub users: usize,
@@ -110,17 +111,33 @@ impl Daemon {
             unix.clone(),
             described,
         ));
-        let admin_task = tokio::spawn(admin::server::serve(listener, admin, group));
+        let admin_task = tokio::spawn(admin::server::serve(listener, admin.clone(), group));
         Ok(Daemon {
             bound,
             shared,
             reloader,
             _unix: unix,
             admin_task,
+            admin,
             admin_socket,
             databases,
             users,
         })
+    }
+
+    /// Issue a client certificate for `user` from the daemon itself (`serve --dev`): recorded
+    /// in the store like any `cert issue`, so the issued-only check accepts it.
+    pub fn issue_local(
+        &self,
+        user: &str,
+        ttl: std::time::Duration,
+        why: &str,
+    ) -> Result<crate::admin::wire::IssuedBundle, crate::admin::wire::AdminError> {
+        let caller = crate::admin::auth::Caller {
+            uid: nix::unistd::getuid().as_raw(),
+            name: why.to_string(),
+        };
+        self.admin.issue_cert(&caller, user, ttl.as_secs())
     }
 
     /// Serve until `shutdown` resolves.

@@ -14,7 +14,7 @@ use super::wire::{AdminError, IssuedBundle, KeyPem, Reply};
 use super::Admin;
 use crate::audit;
 use crate::identity::ca::{CaError, OnBoxCa};
-use crate::proxy::registry::SessionInfo;
+use crate::proxy::registry::{Issued, SessionInfo};
 use crate::store::convert::cert_record;
 use crate::store::records::{serial_from_hex, SerialHex};
 use crate::store::{Mutation, RecordError, State};
@@ -26,6 +26,12 @@ pub enum IssueError {
     Ca(#[from] CaError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(
+        "--ttl {} is longer than limits.max_cert_ttl ({}): issue a shorter one, or raise the limit in the config",
+        humantime::format_duration(*ttl),
+        humantime::format_duration(*max)
+    )]
+    TtlTooLong { ttl: Duration, max: Duration },
 }
 
 impl From<IssueError> for AdminError {
@@ -36,12 +42,18 @@ impl From<IssueError> for AdminError {
 
 /// Issue a client certificate for `user` from `ca`, have `record` fsync its serial, user and
 /// validity in the store (returning the seq), and only then hand back the bundle with its key.
+///
+/// A `ttl` above `max_ttl` (`limits.max_cert_ttl`) is refused before anything is issued.
 pub fn issue_and_record<E: From<IssueError>>(
     ca: &OnBoxCa,
     user: &str,
     ttl: Duration,
+    max_ttl: Duration,
     record: impl FnOnce(Mutation) -> Result<u64, E>,
 ) -> Result<IssuedBundle, E> {
+    if ttl > max_ttl {
+        return Err(IssueError::TtlTooLong { ttl, max: max_ttl }.into());
+    }
     let issued = ca.issue_client(user, ttl).map_err(IssueError::from)?;
     let cert = cert_record(user, &issued).map_err(IssueError::from)?;
     let (not_before, not_after) = (cert.not_before, cert.not_after);
@@ -61,7 +73,7 @@ pub fn issue_and_record<E: From<IssueError>>(
 
 impl Admin {
     /// Issue a certificate for `user` (who must exist) valid for `ttl_secs`, record it, return it.
-    pub(super) fn issue_cert(
+    pub(crate) fn issue_cert(
         &self,
         caller: &Caller,
         user: &str,
@@ -69,9 +81,13 @@ impl Admin {
     ) -> Result<IssuedBundle, AdminError> {
         self.existing("user", user, |s| s.user(user).map(|_| ()))?;
         let ttl = Duration::from_secs(ttl_secs);
-        issue_and_record(&self.server_cert.ca(), user, ttl, |m| {
+        let max = self.shared.limits().max_cert_ttl;
+        let bundle = issue_and_record(&self.server_cert.ca(), user, ttl, max, |m| {
             self.mutate(caller, "issue", vec![m])
-        })
+        })?;
+        // Recorded (fsynced) above: from now on it may start sessions.
+        self.shared.sessions.issued(&bundle.serial, user);
+        Ok(bundle)
     }
 
     /// Revoke the certificate `text` names: fsynced in the store, then refused at every new
@@ -111,11 +127,16 @@ impl Admin {
     }
 }
 
-/// The hex serials of every revoked certificate in `state`.
-pub fn revoked_serials(state: &State) -> Vec<String> {
+/// Every certificate `state` recorded, by hex serial, as the handshake checks it.
+pub fn recorded(state: &State) -> Vec<(String, Issued)> {
     state
         .certificates()
-        .filter(|c| c.revoked_at.is_some())
-        .map(|c| SerialHex(&c.serial).to_string())
+        .map(|c| {
+            let issued = Issued {
+                user: c.user.to_string(),
+                revoked: c.revoked_at.is_some(),
+            };
+            (SerialHex(&c.serial).to_string(), issued)
+        })
         .collect()
 }

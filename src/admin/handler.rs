@@ -40,7 +40,7 @@ pub fn catalog_of(state: &State) -> Result<Catalog, CatalogError> {
 
 impl Admin {
     /// `listeners` describes every listener for `bastion status` (e.g. `tls 127.0.0.1:6380`).
-    /// The sessions' registry learns the store's revoked serials here, before any session runs.
+    /// The sessions' registry learns the store's certificates here, before any session runs.
     pub fn new(
         store: Store,
         shared: Arc<Shared>,
@@ -50,7 +50,7 @@ impl Admin {
     ) -> Admin {
         shared
             .sessions
-            .set_revoked(super::certs::revoked_serials(store.state()));
+            .set_certificates(super::certs::recorded(store.state()));
         Admin {
             store: Mutex::new(store),
             shared,

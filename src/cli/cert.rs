@@ -143,7 +143,12 @@ fn issue_without_daemon(
     let ca_dir = state_dir.join("ca");
     let ca = OnBoxCa::load_or_create(&ca_dir)
         .with_context(|| format!("on-box CA in {}", ca_dir.display()))?;
-    issue_and_record(&ca, &args.user, args.ttl, |m| Ok(store.apply(m)?.0))
+    let max_ttl = config.map_or(crate::config::DEFAULT_MAX_CERT_TTL, |c| {
+        c.limits.max_cert_ttl
+    });
+    issue_and_record(&ca, &args.user, args.ttl, max_ttl, |m| {
+        Ok(store.apply(m)?.0)
+    })
 }
 
 /// One row of `bastion cert ls` (and its `--json` element).

@@ -86,30 +86,11 @@ async fn daemon(config: Config, path: Option<&Path>, dev: bool) -> anyhow::Resul
 
     let ca = Arc::new(OnBoxCa::load_or_create(&state.join("ca"))?);
     tracing::info!(path = %state.join("ca").display(), "on-box CA ready");
-    if dev {
-        let out = state.join("certs");
-        let [crt, key, ca_crt] = ca.write_client_bundle("dev", DEV_CERT_TTL, &out)?;
-        tracing::info!(cert = %crt.display(), key = %key.display(), ca = %ca_crt.display(), "dev client certificate written");
-        for l in &config.listeners.tcp {
-            tracing::info!(
-                "connect with: redis-cli --tls --cert {} --key {} --cacert {} -h {} -p {} PING",
-                crt.display(),
-                key.display(),
-                ca_crt.display(),
-                l.address.ip(),
-                l.address.port()
-            );
-        }
-        if let Some(unix) = &config.listeners.unix {
-            tracing::info!(
-                "or over the Unix socket: redis-cli -s {} PING",
-                unix.directory.join("local.sock").display()
-            );
-        }
-    }
-
     // Store, catalog, listeners and admin socket: see crate::daemon.
-    let daemon = crate::daemon::Daemon::start(&config, path, ca).await?;
+    let daemon = crate::daemon::Daemon::start(&config, path, ca.clone()).await?;
+    if dev {
+        write_dev_certificate(&config, &daemon, &ca)?;
+    }
     tracing::info!(
         state_dir = %state.display(),
         databases = daemon.databases,
@@ -120,6 +101,44 @@ async fn daemon(config: Config, path: Option<&Path>, dev: bool) -> anyhow::Resul
     daemon.run(shutdown_signal()).await;
     systemd::stopping();
     tracing::info!("bastion stopped");
+    Ok(())
+}
+
+/// `serve --dev`: issue (and record, like any `cert issue`) the dev user's certificate and
+/// write it under `<state>/certs`, with how to connect.
+fn write_dev_certificate(
+    config: &Config,
+    daemon: &crate::daemon::Daemon,
+    ca: &OnBoxCa,
+) -> anyhow::Result<()> {
+    let out = config.state_dir.join("certs");
+    let bundle = daemon
+        .issue_local("dev", DEV_CERT_TTL, "serve --dev")
+        .map_err(|e| anyhow::anyhow!("issuing the dev certificate: {e}"))?;
+    let pems = crate::identity::ca::BundlePems {
+        cert: &bundle.cert_pem,
+        key: &bundle.key_pem.0,
+        ca: &bundle.ca_pem,
+    };
+    let [crt, key, ca_crt] =
+        crate::identity::ca::write_bundle_files("dev", &pems, &out, Some(ca.dir()))?;
+    tracing::info!(cert = %crt.display(), key = %key.display(), ca = %ca_crt.display(), "dev client certificate written");
+    for l in &config.listeners.tcp {
+        tracing::info!(
+            "connect with: redis-cli --tls --cert {} --key {} --cacert {} -h {} -p {} PING",
+            crt.display(),
+            key.display(),
+            ca_crt.display(),
+            l.address.ip(),
+            l.address.port()
+        );
+    }
+    if let Some(unix) = &config.listeners.unix {
+        tracing::info!(
+            "or over the Unix socket: redis-cli -s {} PING",
+            unix.directory.join("local.sock").display()
+        );
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The live-session registry: every session from accept to its end — who, which database, from
-//! where, since when, how many bytes — plus a stop switch per session and the set of revoked
-//! certificate serials.
+//! where, since when, how many bytes — plus a stop switch per session and the certificates the
+//! bastion issued (an allow-list: a certificate the store has no record of is refused even if
+//! it chains to the on-box CA, so a stolen CA key alone cannot mint access).
 //!
 //! `bastion sessions ls|kill` and `bastion status` read it through the admin socket;
 //! `bastion cert revoke` uses it to refuse the certificate from then on *and* to stop the live
@@ -12,7 +13,7 @@
 //! relay polls it after the byte-moving futures on each wake-up. This module never touches a
 //! socket; the session closes its own legs and still writes its `session.end` audit event.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,8 +33,17 @@ pub struct Registry {
 #[derive(Default)]
 struct Inner {
     live: BTreeMap<u64, Live>,
-    /// Hex serials (as [`crate::identity::ca::serial_hex`] prints them) that may not start a session.
-    revoked: HashSet<String>,
+    /// Hex serial (as [`crate::identity::ca::serial_hex`] prints it) → the certificate the
+    /// store recorded when it was issued.
+    issued: HashMap<String, Issued>,
+}
+
+/// One recorded certificate, as the handshake checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The bastion user it was issued to (its CN must say the same).
+    pub user: String,
+    pub revoked: bool,
 }
 
 struct Live {
@@ -116,11 +126,15 @@ impl Transport {
     }
 }
 
-/// A session presented a certificate that `bastion cert revoke` revoked.
+/// Why a certificate that chains to the on-box CA may still not start a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("client certificate {serial} was revoked (ask an administrator for a new one: bastion cert issue)")]
-pub struct Revoked {
-    pub serial: String,
+pub enum CertRefused {
+    #[error("client certificate {serial} was revoked (ask an administrator for a new one: bastion cert issue)")]
+    Revoked { serial: String },
+    #[error("client certificate {serial} was not issued by this bastion (ask an administrator for one: bastion cert issue)")]
+    NotIssued { serial: String },
+    #[error("client certificate {serial} was issued to another user than its subject names")]
+    WrongUser { serial: String },
 }
 
 impl SessionInfo {
@@ -172,9 +186,20 @@ impl Registry {
         }
     }
 
-    /// Replace the set of revoked serials (at start, from the store).
-    pub fn set_revoked(&self, serials: impl IntoIterator<Item = String>) {
-        self.lock().revoked = serials.into_iter().collect();
+    /// Replace the recorded certificates (at start, from the store): hex serial → record.
+    pub fn set_certificates(&self, certs: impl IntoIterator<Item = (String, Issued)>) {
+        self.lock().issued = certs.into_iter().collect();
+    }
+
+    /// A certificate was just issued (and recorded in the store): it may start sessions.
+    pub fn issued(&self, serial: &str, user: &str) {
+        self.lock().issued.insert(
+            serial.to_string(),
+            Issued {
+                user: user.to_string(),
+                revoked: false,
+            },
+        );
     }
 
     /// Every live session, oldest first, with its byte counts so far.
@@ -224,7 +249,9 @@ impl Registry {
     /// Refuse `serial` from now on and stop every live session that presented it; those sessions.
     pub fn revoke(&self, serial: &str) -> Vec<SessionInfo> {
         let mut inner = self.lock();
-        inner.revoked.insert(serial.to_string());
+        if let Some(cert) = inner.issued.get_mut(serial) {
+            cert.revoked = true;
+        }
         inner
             .live
             .values_mut()
@@ -268,19 +295,26 @@ pub struct Registered {
 }
 
 impl Registered {
-    /// Record the serial of the (verified) client certificate and refuse it if it is revoked.
-    pub fn present_certificate(&self, serial: &str) -> Result<(), Revoked> {
+    /// Record the serial of the (verified) client certificate of `user` and refuse it unless
+    /// the store recorded it as issued to that user and it is not revoked.
+    pub fn present_certificate(&self, serial: &str, user: &str) -> Result<(), CertRefused> {
         let mut inner = self.registry.lock();
-        let revoked = inner.revoked.contains(serial);
+        let verdict = match inner.issued.get(serial) {
+            None => Err(CertRefused::NotIssued {
+                serial: serial.to_string(),
+            }),
+            Some(c) if c.revoked => Err(CertRefused::Revoked {
+                serial: serial.to_string(),
+            }),
+            Some(c) if c.user != user => Err(CertRefused::WrongUser {
+                serial: serial.to_string(),
+            }),
+            Some(_) => Ok(()),
+        };
         if let Some(live) = inner.live.get_mut(&self.id) {
             live.info.serial = Some(serial.to_string());
         }
-        if revoked {
-            return Err(Revoked {
-                serial: serial.to_string(),
-            });
-        }
-        Ok(())
+        verdict
     }
 
     /// Copy what the session has learned so far (user, database, db-user) into its entry.
@@ -402,19 +436,27 @@ mod tests {
     #[tokio::test]
     async fn revoke_stops_the_serials_sessions_and_refuses_it_afterwards() {
         let reg = Arc::new(Registry::default());
-        reg.set_revoked(["0bad".to_string()]);
+        let issued = |user: &str, revoked| Issued {
+            user: user.into(),
+            revoked,
+        };
+        reg.set_certificates([
+            ("0bad".to_string(), issued("a", true)),
+            ("aa01".to_string(), issued("a", false)),
+        ]);
+        reg.issued("bb02", "b");
         let a = reg.register(1, "a".into(), Transport::Mtls);
         let b = reg.register(2, "b".into(), Transport::Mtls);
         assert_eq!(
-            a.present_certificate("0bad"),
-            Err(Revoked {
+            a.present_certificate("0bad", "a"),
+            Err(CertRefused::Revoked {
                 serial: "0bad".into()
             })
         );
-        a.present_certificate("aa01")
+        a.present_certificate("aa01", "a")
             .map_err(|e| e.to_string())
             .unwrap();
-        b.present_certificate("bb02")
+        b.present_certificate("bb02", "b")
             .map_err(|e| e.to_string())
             .unwrap();
         let stopped = reg.revoke("aa01");
@@ -422,7 +464,28 @@ mod tests {
         assert_eq!(a.unless_stopped(std::future::pending::<()>()).await, None);
         assert_eq!(b.unless_stopped(async { 7 }).await, Some(7));
         let c = reg.register(3, "c".into(), Transport::Mtls);
-        assert!(c.present_certificate("aa01").is_err());
+        assert!(c.present_certificate("aa01", "a").is_err());
         assert!(reg.revoke("ffff").is_empty());
+    }
+
+    #[test]
+    fn only_issued_certificates_of_their_own_user_are_accepted() {
+        let reg = Arc::new(Registry::default());
+        reg.issued("aa01", "alice");
+        let s = reg.register(1, "x".into(), Transport::Mtls);
+        assert_eq!(
+            s.present_certificate("ffee", "alice"),
+            Err(CertRefused::NotIssued {
+                serial: "ffee".into()
+            })
+        );
+        // An issued serial in a certificate forged for another user.
+        assert_eq!(
+            s.present_certificate("aa01", "mallory"),
+            Err(CertRefused::WrongUser {
+                serial: "aa01".into()
+            })
+        );
+        assert_eq!(s.present_certificate("aa01", "alice"), Ok(()));
     }
 }

@@ -194,7 +194,7 @@ pub async fn serve_tls(
             .and_then(|cert| identity::tls::cert_identity(cert).map_err(|e| e.to_string()));
         facts.evidence = cert.as_ref().ok().map(|c| format!("serial={}", c.serial));
         // Checked (and recorded) in the registry, under the lock `cert revoke` takes.
-        let who = cert.and_then(|c| match session.present_certificate(&c.serial) {
+        let who = cert.and_then(|c| match session.present_certificate(&c.serial, &c.user) {
             Err(revoked) => Err(revoked.to_string()),
             Ok(()) => Ok(Identity {
                 user: c.user,
