@@ -5,6 +5,11 @@
 //! [`Daemon::run`]. On the store's first start (no mutation ever written), the databases, roles
 //! and users the boot config declares are imported into it once; after that the config's
 //! declarations are ignored (with a warning) and `bastion import` / the admin verbs change them.
+//!
+//! A settings document left in `<state_dir>/import.toml` (by `bastion firstboot`, from EC2
+//! user-data) is imported at start, before the daemon is ready, through the admin import that
+//! `bastion import` uses, then renamed `import.toml.applied` so that it is applied once: see
+//! [`import_pending`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +17,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::address_policy::OwnListeners;
-use crate::admin::{self, auth::AdminGroup, Admin};
+use crate::admin::auth::{AdminGroup, Caller};
+use crate::admin::wire::{AdminError, Reply, Request};
+use crate::admin::{self, Admin};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::imds::ProcessEnv;
 use crate::catalog::CatalogHandle;
@@ -28,6 +35,16 @@ use crate::store::{Mutation, State, Store};
 
 /// The store's directory under the state dir.
 pub const STORE_DIR: &str = "store";
+/// A settings document in the state dir waiting to be imported at the next start (`bastion
+/// firstboot` writes EC2 user-data's here).
+pub const PENDING_IMPORT: &str = "import.toml";
+/// What the pending import is renamed to once imported…
+pub const APPLIED_IMPORT: &str = "import.toml.applied";
+/// …or once refused (not a settings document, or against the store's rules).
+pub const REFUSED_IMPORT: &str = "import.toml.refused";
+/// The `caller` of the `admin.mutation` audit events of the pending import (`uid` is the
+/// daemon's own).
+pub const PENDING_IMPORT_CALLER: &str = "pending-import";
 
 /// Everything bound and ready; [`Daemon::run`] serves it.
 pub struct Daemon {
@@ -97,10 +114,6 @@ impl Daemon {
         }
         described.push(format!("admin {}", admin_socket.display()));
 
-        let (databases, users) = (
-            store.state().databases().count(),
-            store.state().users().count(),
-        );
         let listener = admin::server::bind(&admin_socket, group.as_ref())?;
         tracing::info!(kind = "admin", path = %admin_socket.display(),
             group = group.as_ref().map_or("-", |g| g.name.as_str()), "listening");
@@ -111,6 +124,12 @@ impl Daemon {
             unix.clone(),
             described,
         ));
+        // Before the admin socket serves (no admin change can interleave) and before READY.
+        import_pending(&admin, &config.state_dir).await;
+        let (databases, users) = match admin.handle(&daemon_caller(), Request::Status) {
+            Reply::Status(s) => (s.databases as usize, s.users as usize),
+            _ => (0, 0),
+        };
         let admin_task = tokio::spawn(admin::server::serve(listener, admin.clone(), group));
         Ok(Daemon {
             bound,
@@ -152,6 +171,97 @@ impl Daemon {
         // Not ours to leave behind: the next start would replace it anyway.
         let _ = std::fs::remove_file(&self.admin_socket);
     }
+}
+
+/// The daemon itself, as the caller of the admin requests it makes at start.
+fn daemon_caller() -> Caller {
+    Caller {
+        uid: nix::unistd::geteuid().as_raw(),
+        name: PENDING_IMPORT_CALLER.to_string(),
+    }
+}
+
+/// Import `<state_dir>/import.toml`, if there is one, the way `bastion import` does (the admin
+/// import: the same checks, all or nothing, one `admin.mutation` audit event per record it
+/// changes, with `request="import"` and `caller="pending-import"`), then rename it so that it is
+/// applied once: a restart does not apply it again, and later admin changes stay.
+///
+/// - applied (or stored with a socket that could not be made): `import.toml.applied`;
+/// - refused (not a settings document, or against the store's rules): `import.toml.refused`,
+///   and an error that names the line or the field, never the document's text;
+/// - the store could not write: left in place, for the next start.
+///
+/// Never fails the start: the daemon serves what the store holds either way.
+pub async fn import_pending(admin: &Arc<Admin>, state_dir: &Path) {
+    let path = state_dir.join(PENDING_IMPORT);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            return tracing::error!(path = %path.display(), error = %e,
+                "pending import: cannot read it; left for the next start")
+        }
+    };
+    let size = bytes.len();
+    let refuse = |why: &str| {
+        let to = state_dir.join(REFUSED_IMPORT);
+        let renamed = rename_durably(&path, &to);
+        tracing::error!(path = %path.display(), renamed_to = %to.display(), error = why,
+            "pending import refused: nothing of it was imported; fix it and run `bastion import`");
+        if let Err(e) = renamed {
+            tracing::error!(path = %path.display(), error = %e, "pending import: cannot rename it");
+        }
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return refuse("not UTF-8 text");
+    };
+    let declared = match crate::cli::import::Declarative::parse_settings(&text, &path) {
+        Ok(declared) => declared,
+        Err(e) => return refuse(&format!("{e:#}")),
+    };
+    let admin = admin.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        admin.handle(&daemon_caller(), Request::Import(declared))
+    })
+    .await;
+    let applied = |summary: &str| {
+        let to = state_dir.join(APPLIED_IMPORT);
+        match rename_durably(&path, &to) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), renamed_to = %to.display(), bytes = size,
+                "pending import applied: {summary}")
+            }
+            // Applying it again is harmless (unchanged records are not written), but it would
+            // overwrite what an admin changes meanwhile: say so loudly.
+            Err(e) => tracing::error!(path = %path.display(), error = %e,
+                "pending import applied ({summary}) but not renamed: it will be applied again at the next start; remove it"),
+        }
+    };
+    match reply {
+        Ok(Reply::Imported(s)) => applied(&format!(
+            "{} added, {} changed, {} unchanged",
+            s.added, s.changed, s.unchanged
+        )),
+        Ok(Reply::Error(e @ AdminError::Listener(_))) => applied(&e.to_string()),
+        Ok(Reply::Error(e @ AdminError::Store(_))) => {
+            tracing::error!(path = %path.display(), error = %e,
+                "pending import: the store could not write it; left for the next start")
+        }
+        Ok(Reply::Error(e)) => refuse(&e.to_string()),
+        Ok(other) => tracing::error!(path = %path.display(), reply = ?other,
+            "pending import: unexpected reply; left for the next start"),
+        Err(e) => tracing::error!(path = %path.display(), error = %e,
+            "pending import: the import task failed; left for the next start"),
+    }
+}
+
+/// `rename(from, to)`, then fsync the directory so that the rename survives a power loss.
+fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    if let Some(dir) = to.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Learn the EC2 instance id for audit events, in the background: off EC2 (or with IMDS

@@ -3,10 +3,19 @@
 //! a config pointing the bastion at it, and `bastion-check.service`), or reuses it when no input
 //! changed, then boots it in qemu (TCG, OVMF, `-no-reboot`, serial console to a file).
 //!
+//! The VM boots as an EC2 instance would: the host runs the IMDSv2 emulator (tests/support/imds.rs)
+//! and qemu relays the guest's 169.254.169.254:80 to it (`image/run-qemu.sh --imds`). Its
+//! user-data is a settings document ([`USER_DATA`]: a database on the VM's redis-server, a role,
+//! a user bound to the VM's `udcheck` account) and `public-keys` has the launch key, so
+//! `bastion-firstboot.service` runs for real and `bastion.service` imports the document at start.
+//!
 //! Inside the VM the check unit waits for bastion READY, runs real sessions through the bastion
 //! (redis-cli over the Unix socket as the mapped `admin` account, and over mTLS with a
 //! certificate from `bastion cert issue`), finds their `BASTION_EVENT=session.start` audit
-//! fields in `journalctl -u bastion`, checks the appliance's hardening and that
+//! fields in `journalctl -u bastion`, checks that user-data's database, role and user are in the
+//! store (`bastion db|role|user ls`, one `admin.mutation` audit event each) and serve a session
+//! (redis-cli as `udcheck` → PONG), prints `admin`'s authorized_keys (the host asserts the launch
+//! key is there), checks the appliance's hardening and that
 //! `systemctl is-system-running` says `running`, and powers off (`SuccessAction=exit` /
 //! `FailureAction=exit`) with its exit status on a second serial port. The host asserts a clean
 //! power-off and that status, and prints the build time, the image size and the time from
@@ -25,6 +34,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+mod support;
+
+use support::imds::{Behaviour, Emulator, OPENSSH_KEY};
+
 /// A hang guard for the whole boot under TCG (a boot takes about a minute here), not a
 /// speed assertion.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -36,6 +49,29 @@ const BUILD_TEMPFAIL: i32 = 75;
 const MMDEBSTRAP_FAILED: &str = "image/build.sh: mmdebstrap failed";
 /// The check's lines on the serial console.
 const READY_MARK: &str = "bastion-check: READY";
+/// How the check prints each line of `admin`'s authorized_keys.
+const KEY_MARK: &str = "bastion-check: ssh: admin authorized_keys: ";
+/// The instance's user-data: a settings document for the store (the names are the check's,
+/// image/test/rootfs/usr/lib/bastion-test/check; the password file and account are the test
+/// image's, image/test).
+const USER_DATA: &str = r#"# bastion-settings
+# The boot test's user-data (tests/appliance_boot.rs): imported into the store at first boot.
+[[databases]]
+name = "fromud"
+address = "127.0.0.1:6379"
+auth = { mode = "password", password_file = "/etc/bastion/local.pw" }
+default_db_user = "app"
+
+[[roles]]
+name = "udrole"
+db_users = ["app"]
+db_names = ["fromud"]
+
+[[users]]
+name = "carol"
+roles = ["udrole"]
+unix_user = "udcheck"
+"#;
 
 #[test]
 fn appliance_image_boots_under_uefi_and_proxies_a_session() {
@@ -106,9 +142,14 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
     let size = std::fs::metadata(&image).expect("image metadata").len();
     println!("image: {} ({} MiB)", image.display(), size >> 20);
 
+    let imds = Emulator::start(Behaviour {
+        user_data: Some(USER_DATA.as_bytes().to_vec()),
+        ..Behaviour::default()
+    });
     let boot = boot(
         repo,
         &image,
+        &imds,
         &work.join("serial.log"),
         &work.join("status.log"),
     );
@@ -136,6 +177,38 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
         "no PASS line:\n{}",
         tail(serial, 80)
     );
+    // First boot read user-data and the launch key from IMDS, with IMDSv2 tokens only.
+    let requests = imds.requests();
+    for path in [
+        "/latest/user-data",
+        "/latest/meta-data/public-keys/0/openssh-key",
+    ] {
+        assert!(
+            requests.iter().any(|r| r.path == path
+                && r.status == 200
+                && r.header("x-aws-ec2-metadata-token").is_some()),
+            "the guest never read {path} from IMDS with a token; requests: {requests:#?}"
+        );
+    }
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.method == hyper::Method::GET)
+            .all(|r| r.header("x-aws-ec2-metadata-token").is_some()),
+        "a token-less (IMDSv1) GET reached IMDS: {requests:#?}"
+    );
+    let keys: Vec<&str> = serial
+        .lines()
+        .filter_map(|l| l.split_once(KEY_MARK).map(|(_, k)| k.trim()))
+        .collect();
+    assert!(
+        keys.contains(&OPENSSH_KEY),
+        "the launch key from IMDS is not in admin's authorized_keys: {keys:?}"
+    );
+    println!(
+        "imds: {} requests from the guest (user-data, public-keys, instance id)",
+        requests.len()
+    );
     match boot.ready_after {
         Some(t) => println!("boot: power-on to bastion READY {t:.1?} (host clock, TCG); whole boot and check {:.1?}", boot.took),
         None => panic!("the check passed but its READY line was never seen:\n{}", tail(serial, 80)),
@@ -154,8 +227,9 @@ struct Boot {
 }
 
 /// Boot `image` with image/run-qemu.sh (a throw-away snapshot, console to `log`, the status
-/// port to `status`), watching the console for READY until qemu exits or the hang guard fires.
-fn boot(repo: &Path, image: &Path, log: &Path, status: &Path) -> Boot {
+/// port to `status`, the guest's IMDS relayed to `imds`), watching the console for READY until
+/// qemu exits or the hang guard fires.
+fn boot(repo: &Path, image: &Path, imds: &Emulator, log: &Path, status: &Path) -> Boot {
     let _ = std::fs::remove_file(log);
     let _ = std::fs::remove_file(status);
     let started = Instant::now();
@@ -164,6 +238,8 @@ fn boot(repo: &Path, image: &Path, log: &Path, status: &Path) -> Boot {
         .arg(log)
         .arg("--status")
         .arg(status)
+        .arg("--imds")
+        .arg(imds.addr().to_string())
         .arg(image)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,6 +1,9 @@
 //! `bastion firstboot` against the IMDSv2 emulator: a settings document in user-data is written
-//! for the store import (0640), the launch key lands in authorized_keys (0600) once, the stamp
-//! is written; user-data that is not ours is left alone; nothing of user-data reaches stdout.
+//! to the daemon's pending import (`<state_dir>/import.toml`, 0600, the state dir made 0700) and
+//! not again once the daemon applied it, the launch key lands in authorized_keys (0600) once —
+//! even when the document is broken —, the stamp is written; user-data that is not ours is left
+//! alone; nothing of user-data reaches stdout. (The daemon's side of the import:
+//! tests/pending_import.rs.)
 
 mod support;
 
@@ -13,7 +16,7 @@ use support::imds::{Behaviour, Emulator};
 use support::process::{run, Out};
 
 const BASTION_BIN: &str = env!("CARGO_BIN_EXE_bastion");
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE admin";
+const KEY: &str = support::imds::OPENSSH_KEY;
 const SETTINGS: &str = "# bastion-settings\n[[databases]]\nname = \"cache\"\naddress = \"127.0.0.1:6379\"\nauth = { mode = \"password\", password_env = \"SECRETPW\" }\n";
 
 fn firstboot(emulator: &Emulator, dir: &Path) -> Out {
@@ -31,9 +34,7 @@ fn firstboot(emulator: &Emulator, dir: &Path) -> Out {
     cmd.arg("firstboot")
         .arg("--config")
         .arg(&config)
-        .arg("--import")
-        .arg(dir.join("etc/import.toml"))
-        .args(["--import-group", "no-such-group-bastion-test"])
+        .args(["--import-owner", "no-such-user-bastion-test"])
         .arg("--authorized-keys")
         .arg(dir.join("home/admin/.ssh/authorized_keys"))
         .args(["--admin-user", "no-such-user-bastion-test"])
@@ -67,9 +68,11 @@ fn settings_document_and_keys_are_installed_once() {
         out.all()
     );
 
-    let import = dir.path().join("etc/import.toml");
+    // The daemon never ran: firstboot made its state dir.
+    let import = dir.path().join("state/import.toml");
     assert_eq!(std::fs::read_to_string(&import).unwrap(), SETTINGS);
-    assert_eq!(mode(&import), 0o640);
+    assert_eq!(mode(&import), 0o600);
+    assert_eq!(mode(import.parent().unwrap()), 0o700);
     let keys = dir.path().join("home/admin/.ssh/authorized_keys");
     assert_eq!(std::fs::read_to_string(&keys).unwrap(), format!("{KEY}\n"));
     assert_eq!(mode(&keys), 0o600);
@@ -79,6 +82,13 @@ fn settings_document_and_keys_are_installed_once() {
     // A second run (the stamp is the unit's business) adds nothing twice.
     firstboot(&emulator, dir.path()).assert_success();
     assert_eq!(std::fs::read_to_string(&keys).unwrap(), format!("{KEY}\n"));
+
+    // Once the daemon applied the document (and renamed it), a run does not hand it over again.
+    std::fs::rename(&import, dir.path().join("state/import.toml.applied")).unwrap();
+    let out = firstboot(&emulator, dir.path());
+    out.assert_success();
+    assert!(out.stdout().contains("already imported"), "{}", out.all());
+    assert!(!import.exists());
     // Every metadata read went through an IMDSv2 token.
     assert!(emulator.count(&hyper::Method::PUT, support::imds::TOKEN_PATH) >= 1);
 }
@@ -97,7 +107,7 @@ fn foreign_user_data_is_not_imported() {
         "{}",
         out.all()
     );
-    assert!(!dir.path().join("etc/import.toml").exists());
+    assert!(!dir.path().join("state/import.toml").exists());
     assert!(dir.path().join("home/admin/.ssh/authorized_keys").exists());
 }
 
@@ -121,6 +131,12 @@ fn marked_but_broken_document_fails_without_echoing_it() {
         out.all()
     );
     assert!(!dir.path().join("stamp/done").exists());
+    assert!(!dir.path().join("state/import.toml").exists());
+    // The launch key is in anyway: the admin can log in and see why.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("home/admin/.ssh/authorized_keys")).unwrap(),
+        format!("{KEY}\n")
+    );
 }
 
 #[test]

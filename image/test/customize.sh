@@ -1,7 +1,8 @@
 #!/bin/sh
 # The boot test's additions to the tree ($1): redis-server with an ACL user and a password
-# the bastion holds, the check unit, and no first boot (the VM is not on EC2: its IMDS
-# lookups would fail and leave the system degraded).
+# the bastion holds, the check unit, and a local account (udcheck) for the bastion user that
+# the test's EC2 user-data declares. First boot runs as on EC2: the host serves the VM an
+# instance metadata service (tests/appliance_boot.rs, image/run-qemu.sh --imds).
 set -eu
 root=$1
 password=boot-test-password
@@ -14,7 +15,7 @@ cat >>"$root/etc/redis/redis.conf" <<CONF
 user default off
 user app on >$password ~* &* +@all
 CONF
-mkdir -p "$root/var/lib/bastion-firstboot"
-: >"$root/var/lib/bastion-firstboot/done"
+# The Unix account user-data's bastion user `carol` is bound to (unix_user = "udcheck").
+chroot "$root" useradd --system --no-create-home --shell /usr/sbin/nologin udcheck
 chmod 0755 "$root/usr/lib/bastion-test/check" "$root/usr/lib/systemd/system-shutdown/bastion-check-exit"
 systemctl --root="$root" enable bastion-check.service redis-server.service >/dev/null

@@ -1,10 +1,13 @@
 //! `bastion firstboot` (run by `bastion-firstboot.service`, before `bastion.service`): read
-//! EC2 user-data over IMDSv2 and, when it is a bastion settings document, write it where the
-//! store import picks it up; install the launch key pair from IMDS `public-keys` as the admin
-//! user's `authorized_keys`.
+//! EC2 user-data over IMDSv2 and, when it is a bastion settings document, write it to the
+//! daemon's pending import (`<state_dir>/import.toml`, owned by the daemon's user), which
+//! `bastion serve` imports into the store at its next start and renames `import.toml.applied`
+//! (crate::daemon::import_pending); install the launch key pair from IMDS `public-keys` as the
+//! admin user's `authorized_keys`.
 //!
 //! Must never: print user-data (it may hold passwords), or leave a half-written file (every
-//! file is written to a temporary name, synced, then renamed).
+//! file is written to a temporary name, synced, then renamed). A broken document does not keep
+//! the launch key out: the keys are installed first, then the run fails (no stamp).
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::aws::imds::{ImdsClient, ProcessEnv};
+use crate::aws::imds::{ImdsClient, ProcessEnv, PublicKey};
 use crate::config::Config;
 
 /// A line that marks user-data as a bastion settings document.
@@ -20,15 +23,17 @@ pub const SETTINGS_MARKER: &str = "# bastion-settings";
 
 #[derive(Debug, Args)]
 pub struct FirstbootArgs {
-    /// Boot configuration; only `[aws.imds]` is used.
+    /// Boot configuration; `[aws.imds]` and `state_dir` are used.
     #[arg(long, default_value = "/etc/bastion/bastion.toml")]
     pub config: PathBuf,
-    /// Where a settings document from user-data is written for the store import (0640).
-    #[arg(long, default_value = "/etc/bastion/import.toml")]
-    pub import: PathBuf,
-    /// Group given read access to the import file, when it exists (the daemon's group).
+    /// Where a settings document from user-data is written (0600) for the daemon to import at
+    /// its next start [default: <state_dir>/import.toml, the daemon's pending import].
+    #[arg(long)]
+    pub import: Option<PathBuf>,
+    /// Owner of the import file, and of the state dir if this creates it, when the user
+    /// exists (the daemon's user: it renames the file once imported).
     #[arg(long, default_value = "bastion")]
-    pub import_group: String,
+    pub import_owner: String,
     /// The admin user's authorized_keys; launch keys are added, existing lines kept.
     #[arg(long, default_value = "/home/admin/.ssh/authorized_keys")]
     pub authorized_keys: PathBuf,
@@ -54,27 +59,16 @@ pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
         anyhow::Ok((user_data, keys))
     })?;
 
+    let import = args
+        .import
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join(crate::daemon::PENDING_IMPORT));
+    // The launch key first: a broken settings document must not lock the admin out.
+    install_launch_keys(&args, &keys)?;
     match user_data {
         None => println!("firstboot: no user-data; nothing to import"),
         Some(data) => match settings_document(&data) {
-            Settings::Document(text) => {
-                toml::from_str::<toml::Table>(text).map_err(|e| {
-                    // The TOML error quotes the offending line, which may hold a secret.
-                    anyhow::anyhow!(
-                        "user-data is marked as a bastion settings document but is not valid TOML (line {})",
-                        line_of(text, e.span().map(|s| s.start))
-                    )
-                })?;
-                write_atomically(&args.import, text.as_bytes(), 0o640)?;
-                if let Some(group) = lookup_group(&args.import_group)? {
-                    chown(&args.import, None, Some(group))?;
-                }
-                println!(
-                    "firstboot: settings document from user-data written to {} ({} bytes)",
-                    args.import.display(),
-                    text.len()
-                );
-            }
+            Settings::Document(text) => write_import(&import, text, &args.import_owner)?,
             Settings::NotOurs => {
                 println!(
                     "firstboot: user-data is not a bastion settings document; nothing imported"
@@ -83,26 +77,78 @@ pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
         },
     }
 
-    if keys.is_empty() {
-        println!("firstboot: no public keys in IMDS; authorized_keys unchanged");
-    } else {
-        let owner = lookup_user(&args.admin_user)?;
-        let added = install_keys(
-            &args.authorized_keys,
-            keys.iter().map(|k| k.openssh_key.as_str()),
-            owner,
-        )?;
-        let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-        println!(
-            "firstboot: {added} new key(s) in {} (key pairs: {})",
-            args.authorized_keys.display(),
-            names.join(", ")
-        );
-    }
-
     if let Some(stamp) = &args.stamp {
         write_atomically(stamp, b"", 0o644)?;
     }
+    Ok(())
+}
+
+/// Check that `text` is TOML (a document that is not would only be refused by the daemon), then
+/// write it to `import` (0600) for the daemon's next start, owned by `owner`; the state dir is
+/// made (0700, same owner) if the daemon never ran.
+fn write_import(import: &Path, text: &str, owner: &str) -> anyhow::Result<()> {
+    toml::from_str::<toml::Table>(text).map_err(|e| {
+        // The TOML error quotes the offending line, which may hold a secret.
+        anyhow::anyhow!(
+            "user-data is marked as a bastion settings document but is not valid TOML (line {})",
+            super::import::line_of(text, e.span().map(|s| s.start))
+        )
+    })?;
+    // A run after the daemon applied this very document (the stamp was not written, say) must
+    // not apply it again over what an admin changed since.
+    let applied = import.with_file_name(format!(
+        "{}.applied",
+        import.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if std::fs::read(&applied).is_ok_and(|done| done == text.as_bytes()) {
+        println!(
+            "firstboot: the settings document from user-data was already imported ({}); not written again",
+            applied.display()
+        );
+        return Ok(());
+    }
+    let owner = lookup_user(owner)?;
+    if let Some(dir) = import.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            if let Some((uid, gid)) = owner {
+                chown(dir, Some(uid), Some(gid))?;
+            }
+        }
+    }
+    write_atomically(import, text.as_bytes(), 0o600)?;
+    if let Some((uid, gid)) = owner {
+        chown(import, Some(uid), Some(gid))?;
+    }
+    println!(
+        "firstboot: settings document from user-data written to {} ({} bytes); bastion imports it at its next start",
+        import.display(),
+        text.len()
+    );
+    Ok(())
+}
+
+fn install_launch_keys(args: &FirstbootArgs, keys: &[PublicKey]) -> anyhow::Result<()> {
+    if keys.is_empty() {
+        println!("firstboot: no public keys in IMDS; authorized_keys unchanged");
+        return Ok(());
+    }
+    let owner = lookup_user(&args.admin_user)?;
+    let added = install_keys(
+        &args.authorized_keys,
+        keys.iter().map(|k| k.openssh_key.as_str()),
+        owner,
+    )?;
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    println!(
+        "firstboot: {added} new key(s) in {} (key pairs: {})",
+        args.authorized_keys.display(),
+        names.join(", ")
+    );
     Ok(())
 }
 
@@ -126,13 +172,6 @@ pub fn settings_document(data: &[u8]) -> Settings<'_> {
         Settings::Document(text)
     } else {
         Settings::NotOurs
-    }
-}
-
-fn line_of(text: &str, offset: Option<usize>) -> String {
-    match offset {
-        Some(o) => (text[..o.min(text.len())].matches('\n').count() + 1).to_string(),
-        None => "?".into(),
     }
 }
 
@@ -200,12 +239,6 @@ fn lookup_user(name: &str) -> anyhow::Result<Option<(nix::unistd::Uid, nix::unis
         println!("firstboot: user {name} does not exist; authorized_keys left owned by us");
     }
     Ok(user.map(|u| (u.uid, u.gid)))
-}
-
-fn lookup_group(name: &str) -> anyhow::Result<Option<nix::unistd::Gid>> {
-    let group =
-        nix::unistd::Group::from_name(name).with_context(|| format!("looking up group {name}"))?;
-    Ok(group.map(|g| g.gid))
 }
 
 fn chown(

@@ -26,31 +26,72 @@ pub struct Declarative {
     pub users: Vec<UserConfig>,
 }
 
+/// A settings document (EC2 user-data, written by `bastion firstboot` for the daemon's pending
+/// import): the import file, and optionally a `[bastion]` table that marks it as ours (its
+/// contents are reserved and ignored).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsDocument {
+    #[serde(default, rename = "bastion")]
+    _bastion: Option<toml::Table>,
+    #[serde(default)]
+    databases: Vec<DatabaseConfig>,
+    #[serde(default)]
+    roles: Vec<RoleConfig>,
+    #[serde(default)]
+    users: Vec<UserConfig>,
+}
+
 impl Declarative {
     /// Parse and convert to records: a value over a bound is refused naming bound and field.
     pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Declared> {
         let d: Declarative =
             toml::from_str(text).with_context(|| format!("import file {}", origin.display()))?;
-        let at = || format!("import file {}", origin.display());
+        d.records()
+            .with_context(|| format!("import file {}", origin.display()))
+    }
+
+    /// [`parse`](Self::parse) for a settings document from EC2 user-data, as the daemon imports
+    /// it at start: a `[bastion]` table is allowed (and ignored), and an error never quotes the
+    /// document. TOML and serde errors show the offending line or value, which may hold a secret
+    /// and would land in the journal; this error names the line only. (Past parsing, the store's
+    /// rules name a field and a record's name, never a value: passwords are files or
+    /// environment variables, not document values.)
+    pub fn parse_settings(text: &str, origin: &Path) -> anyhow::Result<Declared> {
+        let d: SettingsDocument = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "settings document {}: not valid TOML, or not databases, roles and users as \
+                 `bastion import` takes them (line {}; the line is not shown: it may hold a secret)",
+                origin.display(),
+                line_of(text, e.span().map(|s| s.start))
+            )
+        })?;
+        Declarative {
+            databases: d.databases,
+            roles: d.roles,
+            users: d.users,
+        }
+        .records()
+        .with_context(|| format!("settings document {}", origin.display()))
+    }
+
+    fn records(&self) -> anyhow::Result<Declared> {
         Ok(Declared {
-            databases: d
+            databases: self
                 .databases
                 .iter()
                 .map(DatabaseRecord::try_from)
-                .collect::<Result<_, _>>()
-                .with_context(at)?,
-            roles: d
+                .collect::<Result<_, _>>()?,
+            roles: self
                 .roles
                 .iter()
                 .map(RoleRecord::try_from)
-                .collect::<Result<_, _>>()
-                .with_context(at)?,
-            users: d
+                .collect::<Result<_, _>>()?,
+            users: self
                 .users
                 .iter()
                 .map(UserRecord::try_from)
-                .collect::<Result<_, _>>()
-                .with_context(at)?,
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -80,6 +121,17 @@ pub fn import(file: &PathBuf, admin: &AdminArgs) -> anyhow::Result<()> {
             summary.unchanged
         )
     })
+}
+
+/// The 1-based line of byte `offset` in `text` (`?` when unknown).
+pub fn line_of(text: &str, offset: Option<usize>) -> String {
+    match offset {
+        Some(o) => {
+            let before = &text.as_bytes()[..o.min(text.len())];
+            (before.iter().filter(|b| **b == b'\n').count() + 1).to_string()
+        }
+        None => "?".into(),
+    }
 }
 
 pub fn export(admin: &AdminArgs) -> anyhow::Result<()> {

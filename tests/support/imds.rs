@@ -37,6 +37,9 @@ pub const SESSION_TOKEN: &str = "emuSESSIONTOKEN/IQoJb3JpZ2luX2VjEXAMPLE";
 pub const ROLE: &str = "bastion-instance-role";
 pub const REGION: &str = "eu-west-3";
 pub const INSTANCE_ID: &str = "i-0123456789abcdef0";
+/// The launch key pair the emulated instance was started with (`public-keys/0/openssh-key`).
+pub const OPENSSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE admin";
 pub const TOKEN_PATH: &str = "/latest/api/token";
 pub const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 pub const CREDENTIALS_PATH: &str =
@@ -472,9 +475,7 @@ fn decide(
             None => status(StatusCode::NOT_FOUND),
         },
         "/latest/meta-data/public-keys/" => ok("0=bastion-admin"),
-        "/latest/meta-data/public-keys/0/openssh-key" => {
-            ok("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE admin\n")
-        }
+        "/latest/meta-data/public-keys/0/openssh-key" => ok(format!("{OPENSSH_KEY}\n")),
         _ => status(StatusCode::NOT_FOUND),
     }
 }
