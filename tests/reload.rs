@@ -334,9 +334,31 @@ fn a_database_added_at_runtime_is_reachable_by_sni_without_a_restart() {
         "no reload was asked for"
     );
     assert!(
-        logs.contains("server certificate re-issued (databases changed)"),
-        "the re-issue is logged"
+        logs.contains("server certificate issued for a database"),
+        "the issue is logged"
     );
+}
+
+/// The server certificate is shown before any client certificate is checked: it must not
+/// tell a scanner which databases exist. Each database's SNI gets a certificate naming only it.
+#[test]
+fn no_server_certificate_lists_the_databases() {
+    let s = Stack::start();
+    let all = ["plaindb", "tlsdb", "envdb", "badpwdb", "downdb"];
+    runtime().block_on(async {
+        for sni in [None, Some("guess"), Some("plaindb"), Some("tlsdb")] {
+            let ep = s.mtls("plaindb").with_sni(sni);
+            let c = Raw::connect(&ep).await.expect("TLS connect");
+            let (_, names) = serial_and_names(c.server_cert().expect("certificate"));
+            for db in all {
+                assert_eq!(
+                    names.contains(&db.to_string()),
+                    sni == Some(db),
+                    "SNI {sni:?}: certificate names {names:?}"
+                );
+            }
+        }
+    });
 }
 
 #[test]

@@ -1,20 +1,25 @@
-//! The listeners' server certificate, live: a rustls [`ResolvesServerCert`] that hands every new
-//! TLS handshake the current certificate, issued from the on-box CA for the listeners' own names
-//! plus every database name (clients send the database as SNI and verify it against the
-//! certificate).
+//! The listeners' server certificates, live: a rustls [`ResolvesServerCert`] that hands every
+//! new TLS handshake a certificate from the on-box CA for the listeners' own names — plus, when
+//! the client's SNI names a database, that one database name (clients send the database as SNI
+//! and verify it against the certificate).
 //!
-//! The certificate changes in two ways, both by an atomic swap that only new handshakes see
-//! (an established TLS session keeps the keys it negotiated):
-//! - **the catalog's database names change** (`bastion db add|rm`, `bastion import`): the next
-//!   handshake notices the new catalog snapshot and re-issues before it answers, so a database
-//!   added through the admin socket is reachable by SNI at once, without a restart;
+//! One certificate per database name, issued on its first handshake and cached: anyone who can
+//! reach the port sees the certificate before any client certificate is checked, so no
+//! certificate lists the databases (an SNI that names no database gets the listeners' own).
+//!
+//! Certificates change by atomic swaps that only new handshakes see (an established TLS session
+//! keeps the keys it negotiated):
+//! - **a database is added** (`bastion db add`, `import`): its first handshake issues its
+//!   certificate, so it is reachable by SNI at once, without a restart;
 //! - **a reload** (`SIGHUP`, see [`crate::reload`]) installs a certificate issued from the CA as
-//!   it is on disk now (a rotated CA is picked up) for the names the new config lists.
+//!   it is on disk now (a rotated CA is picked up) for the names the new config lists, and
+//!   forgets the per-database ones (re-issued from the new CA on their next handshake).
 //!
 //! Must never: block a handshake on anything but issuing one certificate (no I/O), or answer a
-//! handshake with no certificate because a re-issue failed — the previous one stays in use and
-//! the failure is logged.
+//! handshake with no certificate because an issue failed — the listeners' own certificate is
+//! served then and the failure is logged.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -23,21 +28,25 @@ use rustls::sign::CertifiedKey;
 
 use super::ca::{serial_hex, OnBoxCa};
 use super::tls::TlsIdentityError;
-use crate::catalog::{Catalog, CatalogHandle};
+use crate::catalog::CatalogHandle;
 use crate::config::Config;
 
-/// The live server certificate of every TLS listener.
+/// The live server certificates of every TLS listener.
 pub struct ServerCert {
     catalog: CatalogHandle,
-    /// What certificates are issued from and for; the lock also serializes re-issues.
+    /// What certificates are issued from and for, and the per-database ones; the lock also
+    /// serializes issues.
     source: Mutex<Source>,
+    /// The listeners' own certificate (no database name in it).
     current: ArcSwap<Issued>,
 }
 
-/// The CA that signs and the names that are the listeners' own (not database names).
+/// The CA that signs, the names that are the listeners' own (not database names), and the
+/// certificates issued so far per database name.
 struct Source {
     ca: Arc<OnBoxCa>,
     listener_names: Vec<String>,
+    per_database: HashMap<String, Arc<Issued>>,
 }
 
 /// A certificate ready to serve, with what it was issued for.
@@ -47,8 +56,6 @@ pub struct Issued {
     names: Vec<String>,
     /// Hex serial, as logged.
     serial: String,
-    /// The catalog snapshot whose database names are in `names`.
-    catalog: Arc<Catalog>,
 }
 
 impl Issued {
@@ -73,18 +80,21 @@ impl std::fmt::Debug for ServerCert {
 }
 
 impl ServerCert {
-    /// Issue the first certificate: `listener_names` (see [`listener_names`]) plus the database
-    /// names of the catalog `catalog` holds now.
+    /// Issue the listeners' certificate for `listener_names` (see [`listener_names`]).
     pub fn new(
         ca: Arc<OnBoxCa>,
         listener_names: Vec<String>,
         catalog: CatalogHandle,
     ) -> Result<Arc<ServerCert>, TlsIdentityError> {
-        let first = issue(&ca, &listener_names, catalog.snapshot())?;
+        let first = issue(&ca, &listener_names, None)?;
         log_issued(&first, "server certificate issued");
         Ok(Arc::new(ServerCert {
             catalog,
-            source: Mutex::new(Source { ca, listener_names }),
+            source: Mutex::new(Source {
+                ca,
+                listener_names,
+                per_database: HashMap::new(),
+            }),
             current: ArcSwap::from_pointee(first),
         }))
     }
@@ -95,71 +105,70 @@ impl ServerCert {
         self.lock().ca.clone()
     }
 
-    /// The certificate new handshakes get.
+    /// The listeners' own certificate (what a handshake without a database SNI gets).
     pub fn current(&self) -> Arc<Issued> {
         self.current.load_full()
     }
 
-    /// Issue, without installing, a certificate from `ca` for `listener_names` plus the current
-    /// databases: the fallible half of a reload.
+    /// Issue, without installing, a certificate from `ca` for `listener_names`: the fallible
+    /// half of a reload.
     pub fn prepare(
         &self,
         ca: &OnBoxCa,
         listener_names: &[String],
     ) -> Result<Issued, TlsIdentityError> {
-        issue(ca, listener_names, self.catalog.snapshot())
+        issue(ca, listener_names, None)
     }
 
-    /// Serve `issued` from now on, and issue later certificates from `ca` for `listener_names`.
+    /// Serve `issued` from now on, and issue later certificates from `ca` for `listener_names`
+    /// (the per-database ones are re-issued on their next handshake).
     pub fn install(&self, issued: Issued, ca: Arc<OnBoxCa>, listener_names: Vec<String>) {
         let mut source = self.lock();
         source.ca = ca;
         source.listener_names = listener_names;
+        source.per_database.clear();
         log_issued(&issued, "server certificate re-issued (reload)");
         self.current.store(Arc::new(issued));
     }
 
-    /// The catalog changed since the current certificate was issued: re-issue if its database
-    /// names did. On failure the old certificate stays (and the failure is not retried until
-    /// the catalog changes again).
-    fn follow_catalog(&self) -> Arc<CertifiedKey> {
-        let source = self.lock();
-        // Under the lock, so a slow thread holding an older snapshot cannot undo a newer one.
-        let catalog = self.catalog.snapshot();
-        let current = self.current.load_full();
-        if Arc::ptr_eq(&current.catalog, &catalog) {
-            return current.key.clone();
-        }
-        let names = all_names(&source.listener_names, &catalog);
-        let next = if names == current.names {
-            Issued {
-                key: current.key.clone(),
-                names,
-                serial: current.serial.clone(),
-                catalog,
-            }
-        } else {
-            match issue(&source.ca, &source.listener_names, catalog.clone()) {
-                Ok(issued) => {
-                    log_issued(&issued, "server certificate re-issued (databases changed)");
-                    issued
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, serial = %current.serial,
-                        "cannot re-issue the server certificate for the changed databases; \
-                         new databases are not in it until the next change or reload");
-                    Issued {
-                        key: current.key.clone(),
-                        names: current.names.clone(),
-                        serial: current.serial.clone(),
-                        catalog,
-                    }
-                }
-            }
+    /// What a handshake with this SNI is served: the database's own certificate when `sni`
+    /// names a database (not one of the listeners' own names), else the listeners'.
+    pub fn for_sni(&self, sni: Option<&str>) -> Arc<Issued> {
+        let Some(name) = sni else {
+            return self.current();
         };
-        let key = next.key.clone();
-        self.current.store(Arc::new(next));
-        key
+        let catalog = self.catalog.snapshot();
+        if catalog.database(name).is_none() {
+            return self.current();
+        }
+        let mut source = self.lock();
+        if source
+            .listener_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            return self.current();
+        }
+        if let Some(issued) = source.per_database.get(name) {
+            return issued.clone();
+        }
+        match issue(&source.ca, &source.listener_names, Some(name)) {
+            Ok(issued) => {
+                let issued = Arc::new(issued);
+                log_issued(&issued, "server certificate issued for a database");
+                // Bounded by the catalog: names of removed databases are dropped here.
+                source
+                    .per_database
+                    .retain(|db, _| catalog.database(db).is_some());
+                source.per_database.insert(name.to_string(), issued.clone());
+                issued
+            }
+            Err(e) => {
+                tracing::error!(error = %e, database = name,
+                    "cannot issue a server certificate for the database; serving the listeners' own");
+                self.current()
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Source> {
@@ -169,19 +178,13 @@ impl ServerCert {
 }
 
 impl ResolvesServerCert for ServerCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let current = self.current.load();
-        // One pointer comparison per handshake; a re-issue only when the catalog was swapped.
-        if Arc::ptr_eq(&current.catalog, &self.catalog.snapshot()) {
-            return Some(current.key.clone());
-        }
-        drop(current);
-        Some(self.follow_catalog())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.for_sni(hello.server_name()).key.clone())
     }
 }
 
 /// The names that are the listeners' own: loopback, each listener's bound IP, and the configured
-/// `server_names`. Database names are added by [`ServerCert`] from the catalog.
+/// `server_names`. A database's name is added to its own certificate by [`ServerCert`].
 pub fn listener_names(config: &Config) -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),
@@ -197,23 +200,18 @@ pub fn listener_names(config: &Config) -> Vec<String> {
     names
 }
 
-fn all_names(listener_names: &[String], catalog: &Catalog) -> Vec<String> {
-    let mut names: Vec<String> = listener_names
-        .iter()
-        .cloned()
-        .chain(catalog.databases().map(|d| d.name.clone()))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 fn issue(
     ca: &OnBoxCa,
     listener_names: &[String],
-    catalog: Arc<Catalog>,
+    database: Option<&str>,
 ) -> Result<Issued, TlsIdentityError> {
-    let names = all_names(listener_names, &catalog);
+    let mut names: Vec<String> = listener_names
+        .iter()
+        .cloned()
+        .chain(database.map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
     let (chain, key) = ca.issue_server(&names)?;
     let serial = x509_parser::parse_x509_certificate(&chain[0])
         .map(|(_, x509)| serial_hex(x509.raw_serial()))
@@ -224,7 +222,6 @@ fn issue(
         key: Arc::new(key),
         names,
         serial,
-        catalog,
     })
 }
 
@@ -235,6 +232,7 @@ fn log_issued(issued: &Issued, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalog;
     use crate::config::{AuthConfig, DatabaseConfig};
 
     fn database(name: &str) -> DatabaseConfig {
@@ -267,43 +265,40 @@ mod tests {
         (tmp, cert, handle)
     }
 
-    /// What a handshake would be served, via the same path `resolve` takes.
-    fn served(cert: &ServerCert) -> Arc<Issued> {
-        let current = cert.current();
-        if !Arc::ptr_eq(&current.catalog, &cert.catalog.snapshot()) {
-            cert.follow_catalog();
-        }
-        cert.current()
+    #[test]
+    fn no_certificate_lists_the_databases() {
+        let (_tmp, cert, _handle) = setup(&["cache", "secret-db"]);
+        assert_eq!(cert.for_sni(None).names(), ["localhost"]);
+        // An SNI that names no database (a scanner guessing) gets the listeners' own.
+        assert_eq!(cert.for_sni(Some("guess")).names(), ["localhost"]);
+        assert_eq!(cert.for_sni(Some("localhost")).names(), ["localhost"]);
+        // A database's own certificate names that database only.
+        assert_eq!(cert.for_sni(Some("cache")).names(), ["cache", "localhost"]);
+        assert_eq!(
+            cert.for_sni(Some("secret-db")).names(),
+            ["localhost", "secret-db"]
+        );
     }
 
     #[test]
-    fn a_new_database_name_is_in_the_next_certificate() {
+    fn a_database_certificate_is_issued_once_and_a_new_database_gets_one_at_once() {
         let (_tmp, cert, handle) = setup(&["cache"]);
-        let first = served(&cert);
-        assert_eq!(first.names(), ["cache", "localhost"]);
-
+        let first = cert.for_sni(Some("cache"));
+        let again = cert.for_sni(Some("cache"));
+        assert_eq!(first.serial(), again.serial());
+        assert!(Arc::ptr_eq(&first.key, &again.key));
+        assert_eq!(cert.for_sni(Some("newdb")).names(), ["localhost"]);
         handle.replace(catalog(&["cache", "newdb"]));
-        let second = served(&cert);
-        assert_eq!(second.names(), ["cache", "localhost", "newdb"]);
-        assert_ne!(second.serial(), first.serial());
-
-        handle.replace(catalog(&["newdb"]));
-        assert_eq!(served(&cert).names(), ["localhost", "newdb"]);
-    }
-
-    #[test]
-    fn a_catalog_change_without_new_names_keeps_the_certificate() {
-        let (_tmp, cert, handle) = setup(&["cache"]);
-        let first = served(&cert);
+        assert_eq!(cert.for_sni(Some("newdb")).names(), ["localhost", "newdb"]);
+        // Removed: its name is no longer served.
         handle.replace(catalog(&["cache"]));
-        let second = served(&cert);
-        assert_eq!(second.serial(), first.serial());
-        assert!(Arc::ptr_eq(&second.key, &first.key));
+        assert_eq!(cert.for_sni(Some("newdb")).names(), ["localhost"]);
     }
 
     #[test]
     fn install_switches_ca_and_names() {
-        let (tmp, cert, handle) = setup(&["cache"]);
+        let (tmp, cert, _handle) = setup(&["cache"]);
+        let cached = cert.for_sni(Some("cache")).serial().to_string();
         let other = Arc::new(OnBoxCa::load_or_create(&tmp.path().join("other")).expect("CA"));
         let names = vec!["localhost".to_string(), "bastion.example.com".to_string()];
         let issued = cert.prepare(&other, &names).expect("prepare");
@@ -311,16 +306,14 @@ mod tests {
         assert_eq!(cert.current().serial(), before, "prepare installs nothing");
         cert.install(issued, other.clone(), names);
         let now = cert.current();
-        assert_eq!(now.names(), ["bastion.example.com", "cache", "localhost"]);
+        assert_eq!(now.names(), ["bastion.example.com", "localhost"]);
         // Issued by the new CA: its chain verifies against it.
         let (_, x509) = x509_parser::parse_x509_certificate(&now.key.cert[0]).expect("parse");
         let issuer_cn = x509.issuer().iter_common_name().next().expect("issuer CN");
         assert_eq!(issuer_cn.as_str().expect("utf8"), other.subject());
-        // Later re-issues keep the new source.
-        handle.replace(catalog(&["cache", "more"]));
-        assert_eq!(
-            served(&cert).names(),
-            ["bastion.example.com", "cache", "localhost", "more"]
-        );
+        // Per-database certificates are re-issued from the new source.
+        let db = cert.for_sni(Some("cache"));
+        assert_ne!(db.serial(), cached);
+        assert_eq!(db.names(), ["bastion.example.com", "cache", "localhost"]);
     }
 }
