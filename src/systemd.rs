@@ -22,6 +22,13 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 pub const JOURNAL_FIELD_PREFIX: &str = "BASTION";
 
 /// Tell systemd every listener is bound (or a reload has ended): `READY=1` with a `STATUS=` line.
+/// `PR_SET_DUMPABLE 0` for this process: the daemon holds the CA key, passwords and tokens, so
+/// it never writes a core file and same-uid processes cannot ptrace it or read its memory
+/// (the unit also sets `LimitCORE=0`).
+pub fn no_core_dumps() -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(false)
+}
+
 pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
@@ -131,6 +138,12 @@ fn stderr_is(journal_stream: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_core_dumps_clears_the_dumpable_flag() {
+        no_core_dumps().expect("prctl");
+        assert!(!nix::sys::prctl::get_dumpable().expect("prctl"));
+    }
 
     #[test]
     fn journal_stream_must_name_stderr() {

@@ -540,3 +540,38 @@ default_db_user = "app-*""#,
     out.assert_success();
     assert_eq!(out.stdout().trim(), "[]", "{out}");
 }
+
+/// From the restricted console an admin can run `import FILE`: the error must never show the
+/// file's lines (else the console reads any file the admin can: /etc/shadow, a key), and a
+/// device or a huge file is refused without reading it.
+#[test]
+fn import_errors_never_show_the_files_lines() {
+    let a = Admin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secretish = dir.path().join("not-toml.txt");
+    std::fs::write(
+        &secretish,
+        "root:$6$saltsalt$hashhashhash:19000:0:99999:7:::\n[[databases]]\nname = \"x\"\nsecret_key = \"s3cr3t-value-8c1f\"\n",
+    )
+    .unwrap();
+    for file in [secretish.to_str().unwrap(), "/etc/passwd"] {
+        let out = a.cli(&["import", file]);
+        assert!(!out.status.success(), "{out}");
+        let all = format!("{}{}", out.stdout(), out.stderr());
+        for leaked in [
+            "hashhashhash",
+            "s3cr3t-value-8c1f",
+            "root:x:0:0",
+            "/bin/bash",
+            "secret_key",
+        ] {
+            assert!(!all.contains(leaked), "import echoed {leaked:?}: {all}");
+        }
+        assert!(all.contains("line"), "{all}");
+    }
+    let out = a.cli(&["import", "/dev/zero"]);
+    assert!(
+        !out.status.success() && out.stderr().contains("/dev/zero"),
+        "{out}"
+    );
+}

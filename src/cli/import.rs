@@ -44,9 +44,17 @@ struct SettingsDocument {
 
 impl Declarative {
     /// Parse and convert to records: a value over a bound is refused naming bound and field.
+    /// Like [`parse_settings`](Self::parse_settings), a parse error names the line, never
+    /// shows it: from the restricted console, `import /etc/shadow` must not print the file.
     pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Declared> {
-        let d: Declarative =
-            toml::from_str(text).with_context(|| format!("import file {}", origin.display()))?;
+        let d: Declarative = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "import file {}: not valid TOML, or not databases, roles and users (line {}; \
+                 the line is not shown: it may hold a secret)",
+                origin.display(),
+                line_of(text, e.span().map(|s| s.start))
+            )
+        })?;
         d.records()
             .with_context(|| format!("import file {}", origin.display()))
     }
@@ -104,10 +112,32 @@ impl Declarative {
     }
 }
 
+/// The import file's bytes, capped: a regular file (no device, no FIFO), or standard input for
+/// `-` / `/dev/stdin` (how `ssh admin@host bastion import /dev/stdin < ops.toml` hands it over).
+fn read_import_file(file: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+    if file == Path::new("-") || file == Path::new("/dev/stdin") {
+        use std::io::Read as _;
+        let mut bytes = zeroize::Zeroizing::new(Vec::new());
+        std::io::stdin()
+            .take(MAX_IMPORT_FILE + 1)
+            .read_to_end(&mut bytes)
+            .context("reading the import file from standard input")?;
+        if bytes.len() as u64 > MAX_IMPORT_FILE {
+            anyhow::bail!("import file on standard input is larger than {MAX_IMPORT_FILE} bytes");
+        }
+        return Ok(bytes);
+    }
+    Ok(crate::files::read_capped(file, MAX_IMPORT_FILE)?)
+}
+
+/// The largest import file read (thousands of databases, roles and users).
+pub const MAX_IMPORT_FILE: u64 = 4 * 1024 * 1024;
+
 pub fn import(file: &PathBuf, admin: &AdminArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read import file {}", file.display()))?;
-    let declared = Declarative::parse(&text, file)?;
+    let bytes = read_import_file(file)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("import file {}: not UTF-8 text", file.display()))?;
+    let declared = Declarative::parse(text, file)?;
     let summary = match admin.call(Request::Import(declared))? {
         Reply::Imported(s) => s,
         other => return Err(unexpected(other)),

@@ -24,6 +24,9 @@ const DEV_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
+    // Before any secret is in memory: no core dump, no ptrace by same-uid processes, and
+    // /proc/<pid>/{mem,environ} owned by root.
+    crate::systemd::no_core_dumps().context("PR_SET_DUMPABLE 0")?;
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => dev_config(&args)?,

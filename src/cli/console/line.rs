@@ -19,6 +19,10 @@ pub const NOT_IN_CONSOLE: &[(&str, &str)] = &[
         "firstboot",
         "it rewrites authorized_keys and the import file; bastion-firstboot.service runs it once",
     ),
+    (
+        "iam-token",
+        "it mints IAM auth tokens for any target and db-user: a root-only debugging verb",
+    ),
 ];
 
 /// Characters a shell gives meaning to. The console gives them none, so a line holding one —
@@ -230,6 +234,10 @@ mod tests {
             ("bastion serve", excluded("serve")),
             ("console", excluded("console")),
             ("firstboot", excluded("firstboot")),
+            (
+                "iam-token --service elasticache --target t --user u",
+                excluded("iam-token"),
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(classify(line, &t), want, "line {line:?}");
