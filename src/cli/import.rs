@@ -4,7 +4,7 @@
 //! Import adds or replaces what the file declares and leaves the rest alone, so running it twice
 //! changes nothing the second time; `export` prints a file `import` takes back unchanged.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -133,7 +133,7 @@ fn read_import_file(file: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> 
 /// The largest import file read (thousands of databases, roles and users).
 pub const MAX_IMPORT_FILE: u64 = 4 * 1024 * 1024;
 
-pub fn import(file: &PathBuf, admin: &AdminArgs) -> anyhow::Result<()> {
+pub fn import(file: &Path, admin: &AdminArgs) -> anyhow::Result<()> {
     let bytes = read_import_file(file)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| anyhow::anyhow!("import file {}: not UTF-8 text", file.display()))?;
