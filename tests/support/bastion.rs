@@ -158,6 +158,11 @@ impl Bastion {
             .join(format!("{db}.sock"))
     }
 
+    /// The config file the daemon runs on (for `doctor --config`).
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
