@@ -21,6 +21,8 @@ pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// Default bound on connecting (TCP + TLS) to an upstream.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time open sessions get to finish on SIGTERM (within the unit's `TimeoutStopSec`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default upper bound on a client certificate's validity (`cert issue --ttl`).
 pub const DEFAULT_MAX_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default bound on TCP connections still in their handshake (not yet identified).
@@ -247,6 +249,9 @@ pub struct Limits {
     /// End every session this long after it started (off by default).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub max_session_age: Option<Duration>,
+    /// On SIGTERM, how long open sessions may go on before they are closed.
+    #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
     /// `cert issue --ttl` above this is refused.
     #[serde(default = "default_max_cert_ttl", deserialize_with = "de_duration")]
     pub max_cert_ttl: Duration,
@@ -264,6 +269,7 @@ impl Default for Limits {
             idle_timeout: None,
             max_session_age: None,
             max_cert_ttl: DEFAULT_MAX_CERT_TTL,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -279,6 +285,9 @@ fn default_max_handshake_bytes() -> usize {
 }
 fn default_max_sessions() -> usize {
     DEFAULT_MAX_SESSIONS
+}
+fn default_drain_timeout() -> Duration {
+    DEFAULT_DRAIN_TIMEOUT
 }
 fn default_max_cert_ttl() -> Duration {
     DEFAULT_MAX_CERT_TTL

@@ -165,11 +165,55 @@ impl Daemon {
         &self.shared
     }
 
+    /// Serve until `shutdown` resolves, then drain: no new connection is accepted, systemd is
+    /// told `STOPPING=1`, open sessions go on for up to `limits.drain_timeout`, then the rest
+    /// are closed — every session still writes its `session.end` (`closed_by="shutdown"`).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        listener::run(self.bound, self.shared, shutdown).await;
+        listener::run(self.bound, self.shared.clone(), shutdown).await;
+        if let Some(unix) = &self._unix {
+            unix.stop_accepting();
+        }
+        crate::systemd::stopping();
+        drain(&self.shared).await;
         self.admin_task.abort();
         // Not ours to leave behind: the next start would replace it anyway.
         let _ = std::fs::remove_file(&self.admin_socket);
+    }
+}
+
+/// Wait for open sessions to end, up to `limits.drain_timeout`; then stop the rest and give
+/// them a moment to write their `session.end`.
+async fn drain(shared: &Shared) {
+    let open = shared.sessions.len();
+    if open == 0 {
+        return;
+    }
+    let timeout = shared.limits().drain_timeout;
+    tracing::info!(sessions = open, timeout = %humantime::format_duration(timeout),
+        "draining: waiting for open sessions to end");
+    let ended = |limit| async move {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !shared.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        shared.sessions.is_empty()
+    };
+    if ended(timeout).await {
+        return;
+    }
+    let stopped = shared
+        .sessions
+        .stop_all(crate::proxy::registry::StopReason::Shutdown);
+    tracing::info!(
+        sessions = stopped,
+        "drain timeout: closing the sessions still open"
+    );
+    // Each stopped session closes both legs and audits its end; bounded in case one is stuck.
+    if !ended(std::time::Duration::from_secs(5)).await {
+        tracing::warn!(
+            sessions = shared.sessions.len(),
+            "sessions did not end after being stopped"
+        );
     }
 }
 

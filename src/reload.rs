@@ -315,7 +315,7 @@ fn merge(old: &Config, mut new: Config, outcome: &mut Outcome) -> Config {
 
     for (field, from, to) in field_changes!(old.limits, new.limits;
         handshake_timeout, upstream_connect_timeout, max_handshake_bytes, max_sessions,
-        max_handshakes, max_handshakes_per_source, idle_timeout, max_session_age, max_cert_ttl)
+        max_handshakes, max_handshakes_per_source, idle_timeout, max_session_age, max_cert_ttl, drain_timeout)
     {
         let key = format!("limits.{field}");
         applied.push(Change { key, from, to });

@@ -102,7 +102,6 @@ async fn daemon(config: Config, path: Option<&Path>, dev: bool) -> anyhow::Resul
     );
     notify_systemd(daemon.shared(), &daemon.reloader)?;
     daemon.run(shutdown_signal()).await;
-    systemd::stopping();
     tracing::info!("bastion stopped");
     Ok(())
 }

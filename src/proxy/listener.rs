@@ -308,6 +308,15 @@ impl UnixSockets {
     }
 }
 
+impl UnixSockets {
+    /// Stop accepting on every `<db>.sock` (the start of a drain); open sessions go on.
+    pub fn stop_accepting(&self) {
+        for (_, task) in self.lock().values() {
+            task.abort();
+        }
+    }
+}
+
 impl Drop for UnixSockets {
     fn drop(&mut self) {
         for (_, task) in self.lock().values() {

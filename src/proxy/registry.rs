@@ -87,6 +87,8 @@ pub enum StopReason {
     Admin(String),
     /// The grant no longer holds (user, role, database or certificate changed or ended).
     Policy(String),
+    /// The daemon is stopping and the session outlived `limits.drain_timeout`.
+    Shutdown,
 }
 
 /// One live session as `bastion sessions ls` shows it.
@@ -223,6 +225,19 @@ impl Registry {
             "killed by an administrator (sessions kill)".into(),
         ));
         Some(live.snapshot())
+    }
+
+    /// Stop every live session not stopped yet (the end of a drain); how many.
+    pub fn stop_all(&self, reason: StopReason) -> usize {
+        let mut inner = self.lock();
+        let mut stopped = 0;
+        for live in inner.live.values_mut() {
+            if live.stop_reason.is_none() {
+                live.stop_with(reason.clone());
+                stopped += 1;
+            }
+        }
+        stopped
     }
 
     /// Stop every live session whose grant `holds` rejects; those sessions and the reasons.

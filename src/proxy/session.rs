@@ -50,6 +50,9 @@ const REFUSAL_BURST: u32 = 20;
 /// How often the count of the others is logged (one `access.denied.summary` line).
 pub const REFUSAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Why sessions still open at the end of a drain were closed.
+const SHUTDOWN_REASON: &str = "the bastion is stopping (limits.drain_timeout elapsed)";
+
 /// The `access.denied` reason of a session stopped before its relay started.
 const STOPPED_IN_HANDSHAKE: &str = "session killed by an administrator during the handshake";
 
@@ -165,6 +168,7 @@ pub async fn serve_tls(
             None => {
                 return match session.stop_reason() {
                     Some(StopReason::Policy(reason)) => audit::denied(&facts, &reason),
+                    Some(StopReason::Shutdown) => audit::denied(&facts, SHUTDOWN_REASON),
                     _ => audit::denied(&facts, STOPPED_IN_HANDSHAKE),
                 }
             }
@@ -372,6 +376,7 @@ async fn run(
         _ => match session.stop_reason() {
             Some(StopReason::Policy(reason)) => ("policy", reason),
             Some(StopReason::Admin(reason)) => ("admin", reason),
+            Some(StopReason::Shutdown) => ("shutdown", SHUTDOWN_REASON.to_string()),
             None => ("admin", "-".to_string()),
         },
     };
