@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::process::rt;
+
 use std::time::Duration;
 
 use support::admin::Admin;
@@ -16,13 +18,6 @@ use support::stack::{StackOpts, APP, USER};
 
 /// The bound; plus scheduling slack on a loaded 2-core machine for the read itself.
 const WITHIN: Duration = Duration::from_secs(2);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn start(limits: &str) -> Admin {
     Admin::start_with(StackOpts {

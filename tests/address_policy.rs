@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::process::rt;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -20,13 +22,6 @@ use support::clients::Endpoint;
 use support::netns::{on_thread_in, or_skip, Netns};
 use support::raw::{show, Raw};
 use support::stack::current_user;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// Every metadata spelling is refused by `db add`, naming the key and the endpoint.
 #[test]

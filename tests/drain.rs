@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::process::rt;
+
 use std::time::{Duration, Instant};
 
 use support::bastion::field;
@@ -12,13 +14,6 @@ use support::clients::spawn_redis_cli;
 use support::process::poll;
 use support::raw::Raw;
 use support::stack::{Stack, StackOpts};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 #[test]
 fn sigterm_drains_then_closes_what_is_left_with_its_session_end() {

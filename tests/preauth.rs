@@ -4,19 +4,14 @@
 
 mod support;
 
+use support::process::rt;
+
 use std::time::{Duration, Instant};
 
 use support::bastion::field;
 use support::clients::redis_cli;
 use support::raw::{show, Raw};
 use support::stack::{Stack, StackOpts};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn stack(limits: &str) -> Stack {
     Stack::start_with(StackOpts {

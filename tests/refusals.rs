@@ -16,6 +16,8 @@
 
 mod support;
 
+use support::process::rt;
+
 use std::time::{Duration, SystemTime};
 
 use support::certs::{write_private, TestCa};
@@ -38,13 +40,6 @@ const FOREIGN_CA_REASONS: &[&str] = &[
     "not trusted",
     "issuer",
 ];
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// Send `cmd` as the first command and return the first reply frame.
 #[track_caller]

@@ -14,7 +14,7 @@ use super::bastion::Bastion;
 use super::clients::{
     python, redis_benchmark, redis_cli, redis_cli_stdin, spawn_redis_cli, Endpoint,
 };
-use super::process::{poll, wait_with_limit};
+use super::process::{poll, rt, wait_with_limit};
 use super::raw::{command_str, show, Raw};
 use super::redis::{RedisOpts, RedisServer};
 use super::stack::{Stack, Via, APP, CLIENT_PASSWORD};
@@ -148,13 +148,6 @@ impl<'a> Target<'a> {
             b.assert_no_secrets(&secrets);
         }
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 #[track_caller]
