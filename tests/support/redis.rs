@@ -287,6 +287,26 @@ impl RedisServer {
         }
     }
 
+    /// Kill the server and start it again on the same ports and config (a crash and restart
+    /// as a client of it sees one).
+    #[track_caller]
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = spawn(
+            Command::new(REDIS_SERVER)
+                .arg(self.dir.path().join("redis.conf"))
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .expect("restart redis-server");
+        self.child = Some(child);
+        if let Err(log) = self.wait_ready(Duration::from_secs(20)) {
+            panic!("redis-server did not come back:\n{log}");
+        }
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
