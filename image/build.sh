@@ -109,24 +109,31 @@ fi
 log "installing bastion and the appliance files"
 install -D -m 0755 "$bastion" "$tree/usr/bin/bastion"
 strip --strip-debug "$tree/usr/bin/bastion"
-# The admin user's login shell: the bastion console (the binary acts as the console when
-# started as a login shell).
-ln -sf bastion "$tree/usr/bin/bastion-console"
-grep -qx /usr/bin/bastion-console "$tree/etc/shells" || echo /usr/bin/bastion-console >>"$tree/etc/shells"
 
 install -D -m 0644 "$repo/systemd/bastion.service" "$tree/usr/lib/systemd/system/bastion.service"
 install -D -m 0644 "$repo/systemd/bastion-firstboot.service" "$tree/usr/lib/systemd/system/bastion-firstboot.service"
 install -D -m 0644 "$repo/systemd/bastion.sysusers" "$tree/usr/lib/sysusers.d/bastion.conf"
 install -D -m 0644 "$repo/systemd/bastion.toml" "$tree/etc/bastion/bastion.toml"
+# The appliance's hardening, from the one source both images install (the Yocto layer's
+# bastion-hardening recipe installs the same files; tests/yocto.rs compares the two lists).
+install -D -m 0644 "$repo/appliance/sshd_config" "$tree/etc/ssh/sshd_config.d/bastion.conf"
+install -D -m 0755 "$repo/appliance/nftables.conf" "$tree/etc/nftables.conf"
+install -D -m 0644 "$repo/appliance/sysctl.conf" "$tree/etc/sysctl.d/90-bastion.conf"
 cp -a "$here/rootfs/." "$tree/"
 
 # Users exist at build time: the root file system is read-only at run time, so
 # systemd-sysusers at boot could not add them.
 chroot "$tree" systemd-sysusers
-chroot "$tree" useradd --create-home --home-dir /home/admin --shell /usr/bin/bastion-console \
-    --groups bastion-admin --comment "appliance administrator" admin
-# No password: SSH keys only ('*' is "no password", not "locked", so key logins still work).
-chroot "$tree" usermod --password '*' admin
+# The admin account, as appliance/admin.conf defines it (ADMIN_*).
+# shellcheck source=../appliance/admin.conf
+. "$repo/appliance/admin.conf"
+# Its login shell: the bastion console (the binary acts as the console when started under
+# that name or as a login shell).
+ln -sf bastion "$tree$ADMIN_SHELL"
+grep -qx "$ADMIN_SHELL" "$tree/etc/shells" || echo "$ADMIN_SHELL" >>"$tree/etc/shells"
+chroot "$tree" useradd --create-home --home-dir "$ADMIN_HOME" --shell "$ADMIN_SHELL" \
+    --groups "$ADMIN_GROUPS" --comment "$ADMIN_COMMENT" "$ADMIN_USER"
+chroot "$tree" usermod --password "$ADMIN_PASSWORD" "$ADMIN_USER"
 chroot "$tree" passwd --lock root >/dev/null
 
 # Host keys are per instance: made on first boot into /var/lib/ssh (bastion-ssh-keygen.service).

@@ -12,10 +12,15 @@
 //! Inside the VM the check unit waits for bastion READY, runs real sessions through the bastion
 //! (redis-cli over the Unix socket as the mapped `admin` account, and over mTLS with a
 //! certificate from `bastion cert issue`), finds their `BASTION_EVENT=session.start` audit
-//! fields in `journalctl -u bastion`, checks that user-data's database, role and user are in the
+//! fields in `journalctl _SYSTEMD_UNIT=bastion.service`, checks that user-data's database, role and user are in the
 //! store (`bastion db|role|user ls`, one `admin.mutation` audit event each) and serve a session
 //! (redis-cli as `udcheck` → PONG), prints `admin`'s authorized_keys (the host asserts the launch
-//! key is there), checks the appliance's hardening and that
+//! key is there), checks the appliance's hardening (appliance/: nftables lets the bastion's uid
+//! reach IMDS — an IMDSv2 token PUT through qemu's relay answers 200 — and refuses `admin` and
+//! `udcheck`; `admin` has no sudo and no group but bastion-admin, and its console refuses `sh`;
+//! `sshd -T`: keys only, no root, no TCP forwarding; a `BASTION_EVENT` entry written by transient
+//! units, as root and as `udcheck`, is in the journal but not in the README's audit query
+//! `journalctl _SYSTEMD_UNIT=bastion.service BASTION_EVENT=…`) and that
 //! `systemctl is-system-running` says `running`, and powers off (`SuccessAction=exit` /
 //! `FailureAction=exit`) with its exit status on a second serial port. The host asserts a clean
 //! power-off and that status, and prints the build time, the image size and the time from
@@ -177,6 +182,22 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
         "no PASS line:\n{}",
         tail(serial, 80)
     );
+    // The hardening checks ran (the check exits at its first failure; these say they held). The
+    // 200 can only come from the host's emulator: the guest reaches nothing else.
+    for mark in [
+        "bastion-check: imds: as bastion (the daemon's uid): HTTP/1.1 200",
+        "bastion-check: imds: as admin refused",
+        "bastion-check: imds: as udcheck refused",
+        "bastion-check: admin: groups 'admin bastion-admin', no sudo",
+        "bastion-check: audit: a session.start forged by a transient unit as root",
+        "bastion-check: audit: a session.start forged by a transient unit as udcheck",
+    ] {
+        assert!(
+            serial.contains(mark),
+            "no `{mark}` line:\n{}",
+            tail(serial, 80)
+        );
+    }
     // First boot read user-data and the launch key from IMDS, with IMDSv2 tokens only.
     let requests = imds.requests();
     for path in [
@@ -338,11 +359,12 @@ fn without_cargo_test_env(command: &mut Command) {
 }
 
 /// A digest of everything the test image is made from: image/ (but its output), systemd/,
-/// and the release binary. The Debian packages are whatever the mirror has at build time.
+/// appliance/ and the release binary. The Debian packages are whatever the mirror has at build time.
 fn input_key(repo: &Path, bastion: &Path) -> String {
     let mut files = Vec::new();
     collect(&repo.join("image"), &mut files);
     collect(&repo.join("systemd"), &mut files);
+    collect(&repo.join("appliance"), &mut files);
     files.retain(|f| !f.starts_with(repo.join("image/out")));
     files.sort();
     files.push(bastion.to_path_buf());

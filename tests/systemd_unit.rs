@@ -88,6 +88,7 @@ fn service_keeps_its_contract() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "LimitNOFILE=65536",
+        "LimitCORE=0",
         "LogRateLimitBurst=100000",
         "StateDirectory=bastion",
         "RuntimeDirectory=bastion",
@@ -102,6 +103,17 @@ fn service_keeps_its_contract() {
         );
     }
     assert!(text.lines().any(|l| l.starts_with("WatchdogSec=")));
+    // Bounded: memory (a soft limit below the hard one) and tasks.
+    for key in ["MemoryHigh=", "MemoryMax=", "TasksMax="] {
+        let value = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("bastion.service has no {key}"));
+        assert!(
+            !value.is_empty() && value != "infinity",
+            "bastion.service {key}{value} is no bound"
+        );
+    }
 }
 
 #[test]

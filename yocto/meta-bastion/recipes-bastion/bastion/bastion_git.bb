@@ -21,11 +21,18 @@ SRC_URI = "git://github.com/bastion/bastion.git;protocol=https;branch=main"
 SRCREV = "b2fd4bb30f05180d127b4d19f49dfcbc9d6392be"
 S = "${WORKDIR}/git"
 
-inherit cargo cargo-update-recipe-crates systemd features_check
+inherit cargo cargo-update-recipe-crates systemd features_check useradd
 
 require ${BPN}-crates.inc
 
 REQUIRED_DISTRO_FEATURES = "systemd"
+
+# The users of systemd/bastion.sysusers, made when the package is installed into the image (the
+# Debian image runs systemd-sysusers at build time): the admin account's group and the
+# firewall's `meta skuid` name must exist before the first boot.
+USERADD_PACKAGES = "${PN}"
+GROUPADD_PARAM:${PN} = "--system bastion-admin"
+USERADD_PARAM:${PN} = "--system --user-group --groups bastion-admin --home-dir ${localstatedir}/lib/bastion --no-create-home --shell /sbin/nologin bastion"
 
 SYSTEMD_SERVICE:${PN} = "bastion.service bastion-firstboot.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
@@ -41,6 +48,9 @@ do_install:append() {
     install -m 0644 ${S}/systemd/bastion.sysusers ${D}${nonarch_libdir}/sysusers.d/bastion.conf
     install -d ${D}${sysconfdir}/bastion
     install -m 0644 ${S}/systemd/bastion.toml ${D}${sysconfdir}/bastion/bastion.toml
+    # The admin account's login shell (appliance/admin.conf ADMIN_SHELL): the binary acts as
+    # the bastion console when started under this name.
+    ln -sf bastion ${D}${bindir}/bastion-console
 }
 
 FILES:${PN} += "${nonarch_libdir}/sysusers.d/bastion.conf"
