@@ -136,8 +136,9 @@ fn a_black_holed_upstream_times_out_clearly_and_leaks_no_slot() {
     );
 }
 
-/// A size-limited tmpfs mounted for the test; unmounted on drop.
-struct Tmpfs(PathBuf, tempfile::TempDir);
+/// A size-limited tmpfs mounted for the test; unmounted on drop (the temp dir under it is
+/// kept alive only to be removed after).
+struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Tmpfs {
     fn mount(size: &str) -> Result<Tmpfs, String> {
