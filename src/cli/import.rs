@@ -130,6 +130,23 @@ fn read_import_file(file: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> 
     Ok(crate::files::read_capped(file, MAX_IMPORT_FILE)?)
 }
 
+/// Fuzz entry point: any bytes read as a settings document (EC2 user-data) give records or an
+/// error — never a panic — and the error never shows a line of the document.
+pub fn fuzz_settings(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    if let Err(e) = Declarative::parse_settings(text, Path::new("user-data")) {
+        let message = format!("{e:#}");
+        for line in text.lines().map(str::trim).filter(|l| l.len() >= 24) {
+            assert!(
+                !message.contains(line),
+                "a settings error shows a line of the document"
+            );
+        }
+    }
+}
+
 /// The largest import file read (thousands of databases, roles and users).
 pub const MAX_IMPORT_FILE: u64 = 4 * 1024 * 1024;
 

@@ -21,6 +21,6 @@ mod token;
 
 pub use client::{ImdsClient, PublicKey};
 pub use error::{ImdsError, ImdsErrorKind, ImdsStatus};
-pub use provider::ImdsCredentialsProvider;
+pub use provider::{fuzz_credentials, ImdsCredentialsProvider};
 pub use settings::{Env, ImdsSettings, ProcessEnv};
 pub use token::TOKEN_REFRESH_MARGIN;

@@ -225,6 +225,22 @@ fn zeroizing<'de, D: serde::Deserializer<'de>>(
     Ok(Option::<String>::deserialize(d)?.map(Zeroizing::new))
 }
 
+/// Fuzz entry point: any body read as an IMDS credentials document gives credentials or an
+/// error — never a panic — and an error never carries the secret key it may have held.
+pub fn fuzz_credentials(body: &[u8]) {
+    if let Err(e) = parse("http://169.254.169.254", "role", "/path", body) {
+        let message = e.to_string();
+        if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) {
+            if let Some(secret) = doc.get("SecretAccessKey").and_then(|v| v.as_str()) {
+                assert!(
+                    secret.len() < 4 || !message.contains(secret),
+                    "an IMDS error quotes the secret key"
+                );
+            }
+        }
+    }
+}
+
 fn parse(endpoint: &str, role: &str, path: &str, body: &[u8]) -> Result<Credentials, ImdsError> {
     let malformed = |what: String| ImdsError::Malformed {
         endpoint: endpoint.into(),
