@@ -5,26 +5,21 @@
 //!
 //! Connecting reuses [`Connector::connect`] and the secret comes from [`upstream::auth_secret`],
 //! exactly as a session does; the one AUTH frame is built by the handshake's `auth_command` and
-//! its reply read by `parse_reply`, and a refusal is worded by [`upstream::explain_rejection`]
-//! — the same text a client would get. Nothing here parses RESP or holds a secret longer than
-//! the write.
+//! sent, its reply read and a refusal worded by [`upstream::authenticate`] — the same exchange
+//! and text a client gets. Nothing here parses RESP or holds a secret longer than the write.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::either::Either;
 
 use super::{tls, CheckResult, Doctor};
 use crate::config::{AuthConfig, Config, DatabaseConfig, IamService};
 use crate::proxy::handshake::upstream::DEFAULT_USER;
-use crate::proxy::handshake::{auth_command, parse_reply, Opening, Reply};
+use crate::proxy::handshake::{auth_command, Opening};
+use crate::proxy::upstream::{self, AuthError, UpstreamError, UpstreamStream};
 use crate::rbac::glob_match;
-use crate::upstream::{self, UpstreamError, UpstreamStream};
-
-/// Upper bound on the upstream's reply to the probe (the session's bound).
-const MAX_REPLY: usize = 1024 * 1024;
 
 /// Sent when auth mode is `none`: does the upstream serve unauthenticated clients?
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
@@ -346,55 +341,45 @@ where
     let bytes: &[u8] = command.as_deref().map(Vec::as_slice).unwrap_or(PING);
     let what = if command.is_some() { "AUTH" } else { "PING" };
 
-    let exchange = async {
-        stream.write_all(bytes).await?;
-        stream.flush().await?;
-        let mut buf = BytesMut::with_capacity(1024);
-        loop {
-            match parse_reply(&buf, MAX_REPLY) {
-                Ok(Some(reply)) => return Ok(Ok(reply)),
-                Ok(None) => {}
-                Err(e) => return Ok(Err(e.to_string())),
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Ok(Err("the upstream closed the connection".to_string()));
-            }
-        }
-    };
-    let reply: Result<Result<Reply, String>, std::io::Error> =
-        match tokio::time::timeout(doctor.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                return CheckResult::fail(
-                    name,
-                    format!(
-                        "no reply to {what} from {} within {:?}",
-                        db.address, doctor.timeout
-                    ),
-                    wrong_protocol_fix(db),
-                )
-            }
-        };
+    let reply = tokio::time::timeout(
+        doctor.timeout,
+        upstream::authenticate(&mut stream, db, user.name.as_deref(), bytes),
+    )
+    .await;
     drop(command);
+    let Ok(reply) = reply else {
+        return CheckResult::fail(
+            name,
+            format!(
+                "no reply to {what} from {} within {:?}",
+                db.address, doctor.timeout
+            ),
+            wrong_protocol_fix(db),
+        );
+    };
     match reply {
-        Err(e) => CheckResult::fail(
+        Err(AuthError::Io { source, .. }) => CheckResult::fail(
             name,
-            format!("{what} to {} failed: {e}", db.address),
+            format!("{what} to {} failed: {source}", db.address),
             wrong_protocol_fix(db),
         ),
-        Ok(Err(e)) => CheckResult::fail(
+        Err(AuthError::Closed { .. }) => CheckResult::fail(
             name,
-            format!("no valid reply to {what} from {}: {e}", db.address),
+            format!(
+                "no valid reply to {what} from {}: the upstream closed the connection",
+                db.address
+            ),
             wrong_protocol_fix(db),
         ),
-        Ok(Ok(Reply {
-            error: Some(error), ..
-        })) => CheckResult::fail(
+        Err(AuthError::Malformed { source, .. }) => CheckResult::fail(
             name,
-            upstream::explain_rejection(db, user.name.as_deref(), &error),
-            rejection_fix(db, user),
+            format!("no valid reply to {what} from {}: {source}", db.address),
+            wrong_protocol_fix(db),
         ),
-        Ok(Ok(Reply { error: None, .. })) => match &db.auth {
+        Err(AuthError::Rejected { explained, .. }) => {
+            CheckResult::fail(name, explained, rejection_fix(db, user))
+        }
+        Ok(_) => match &db.auth {
             AuthConfig::None => CheckResult::ok(
                 name,
                 "the upstream serves unauthenticated clients (PING answered)",

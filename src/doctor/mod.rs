@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::imds::{Env, ProcessEnv};
 use crate::config::Config;
-use crate::upstream::Connector;
+use crate::proxy::upstream::Connector;
 
 pub use report::Report;
 

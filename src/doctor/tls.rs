@@ -1,6 +1,6 @@
 //! Why an upstream's TLS verification failed, in words an operator can act on.
 //!
-//! The verdict is always the real one ([`crate::upstream::Connector::connect`], rustls with the
+//! The verdict is always the real one ([`crate::proxy::upstream::Connector::connect`], rustls with the
 //! configured trust). Only after it failed does [`diagnose`] open a second connection through
 //! [`danger::RecordingVerifier`], which accepts any certificate so the chain can be read, then
 //! closes it without sending a byte of Redis. The chain is parsed with x509-parser to name the
@@ -15,9 +15,9 @@ use x509_parser::extensions::GeneralName;
 
 use super::CheckResult;
 use crate::config::DatabaseConfig;
-use crate::upstream::UpstreamError;
+use crate::proxy::upstream::UpstreamError;
 
-/// The `database:<name>:tls` result for a failed [`crate::upstream::Connector::connect`].
+/// The `database:<name>:tls` result for a failed [`crate::proxy::upstream::Connector::connect`].
 pub async fn diagnose(
     db: &DatabaseConfig,
     server_name: &str,

@@ -9,3 +9,4 @@ pub mod registry;
 pub mod relay;
 pub mod session;
 pub mod slots;
+pub mod upstream;

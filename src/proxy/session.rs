@@ -32,18 +32,15 @@ use crate::catalog::CatalogHandle;
 use crate::config::{DatabaseConfig, Limits};
 use crate::identity::{self, Identity, Method};
 use crate::proxy::admission::{Admission, Pending, RefusalLog};
+use crate::proxy::handshake::auth_command;
 use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
-use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
 use crate::proxy::handshake::{error_reply, protocol_error_reply, HandshakeError};
 use crate::proxy::registry::{Grant, StopReason};
 use crate::proxy::registry::{Registered, Registry, Transport};
 use crate::proxy::relay::{self, Leg};
 use crate::proxy::slots::SessionSlots;
+use crate::proxy::upstream::{self, Authenticated, Connector, UpstreamStream};
 use crate::rbac;
-use crate::upstream::{self, Connector, UpstreamStream};
-
-/// Upper bound on the upstream's reply to AUTH/HELLO (a HELLO map is a few hundred bytes).
-const MAX_UPSTREAM_REPLY: usize = 1024 * 1024;
 
 /// Refusals of unidentified connections logged one by one per interval; the rest are counted.
 const REFUSAL_BURST: u32 = 20;
@@ -362,7 +359,7 @@ async fn run(
     };
     let outcome = relay::relay_until(
         client_leg(client),
-        upstream::into_leg(ready.upstream),
+        upstream_leg(ready.upstream),
         session.counters(),
         stop,
     )
@@ -565,7 +562,7 @@ async fn handshake(
         Ok(Err(reason)) => return refuse(client, facts, &reason).await,
         Ok(Ok(upstream)) => upstream,
     };
-    let Authenticated {
+    let Opened {
         mut upstream,
         reply,
         extra,
@@ -610,7 +607,8 @@ async fn handshake(
     })
 }
 
-struct Authenticated {
+/// An upstream connection after our AUTH/HELLO (if one was needed).
+struct Opened {
     upstream: UpstreamStream,
     /// The upstream's raw reply to our AUTH/HELLO, if one was sent.
     reply: Option<Vec<u8>>,
@@ -624,7 +622,7 @@ async fn open_upstream(
     db: &DatabaseConfig,
     db_user: Option<&str>,
     opening: &Opening,
-) -> Result<Authenticated, String> {
+) -> Result<Opened, String> {
     let secret = upstream::auth_secret(db, db_user, &shared.credentials)
         .await
         .map_err(|e| e.to_string())?;
@@ -635,48 +633,19 @@ async fn open_upstream(
         .map_err(|e| e.to_string())?;
     tracing::debug!(tls = db.tls.is_some(), "upstream connected");
     let Some(command) = auth_command(opening, db_user, secret.as_ref()) else {
-        return Ok(Authenticated {
+        return Ok(Opened {
             upstream: stream,
             reply: None,
             extra: Vec::new(),
         });
     };
     drop(secret);
-    let io = |e: std::io::Error| {
-        format!(
-            "upstream '{}' ({}) failed during AUTH: {e}",
-            db.name, db.address
-        )
-    };
-    stream.write_all(&command).await.map_err(io)?;
-    stream.flush().await.map_err(io)?;
-    drop(command);
-    let mut buf = BytesMut::with_capacity(1024);
-    let Reply { len, error } = loop {
-        match parse_reply(&buf, MAX_UPSTREAM_REPLY) {
-            Ok(Some(reply)) => break reply,
-            Ok(None) => {}
-            Err(e) => {
-                return Err(format!(
-                    "upstream '{}' sent a malformed reply to AUTH: {e}",
-                    db.name
-                ))
-            }
-        }
-        if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
-            return Err(format!(
-                "upstream '{}' ({}) closed the connection during AUTH",
-                db.name, db.address
-            ));
-        }
-    };
-    if let Some(error) = error {
-        return Err(upstream::explain_rejection(db, db_user, &error));
-    }
-    let extra = buf.split_off(len).to_vec();
-    Ok(Authenticated {
+    let Authenticated { reply, extra } = upstream::authenticate(&mut stream, db, db_user, &command)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Opened {
         upstream: stream,
-        reply: Some(buf.to_vec()),
+        reply: Some(reply),
         extra,
     })
 }
@@ -755,6 +724,13 @@ fn client_leg(stream: ClientStream) -> Leg {
     match stream {
         Either::Left(tls) => Leg::Tls(tls),
         Either::Right(unix) => Leg::Unix(unix),
+    }
+}
+
+fn upstream_leg(stream: UpstreamStream) -> Leg {
+    match stream {
+        Either::Left(tcp) => Leg::Tcp(tcp),
+        Either::Right(tls) => Leg::Tls(tls),
     }
 }
 
