@@ -4,12 +4,10 @@
 //! Errors name the database and the source (file, variable); they never carry the secret.
 
 use std::path::Path;
-use std::time::SystemTime;
 
 use super::UpstreamError;
-use crate::aws::assume_role::RoleSpec;
 use crate::aws::credentials::CredentialChain;
-use crate::aws::token::{self, TokenRequest};
+use crate::aws::iam::{self, IamAuth, IamTokenError};
 use crate::config::{AuthConfig, DatabaseConfig};
 use crate::secret::Secret;
 
@@ -61,47 +59,31 @@ pub async fn auth_secret(
                 db: db.name.clone(),
                 message: "an IAM auth token needs a db-user".into(),
             })?;
-            let region = credentials
-                .regions()
-                .for_database(&db.name, region.as_deref())
+            let auth = IamAuth {
+                database: &db.name,
+                service: *service,
+                region: region.as_deref(),
+                target,
+                serverless: *serverless,
+                role: db.assume_role(),
+            };
+            iam::token(credentials, &auth, db_user)
                 .await
-                .map_err(|error| UpstreamError::Region { error })?;
-            let creds = match db.assume_role() {
-                // The role's credentials, assumed with the chain's as the source, through STS
-                // in the database's region.
-                Some(role) => credentials
-                    .assumed(&RoleSpec {
-                        region: Some(region.region.clone()),
-                        ..role
-                    })
-                    .await
-                    .map_err(|source| UpstreamError::AssumeRole {
+                .map(Some)
+                .map_err(|e| match e {
+                    IamTokenError::Region(error) => UpstreamError::Region { error },
+                    IamTokenError::AssumeRole(source) => UpstreamError::AssumeRole {
                         db: db.name.clone(),
                         source,
-                    })?,
-                None => {
-                    credentials
-                        .credentials()
-                        .await
-                        .map_err(|e| UpstreamError::Credentials {
-                            db: db.name.clone(),
-                            message: e.to_string(),
-                        })?
-                        .0
-                }
-            };
-            let request = TokenRequest {
-                service: *service,
-                region: &region.region,
-                target,
-                db_user,
-                serverless: *serverless,
-            };
-            token::generate(&request, &creds, SystemTime::now())
-                .map(Some)
-                .map_err(|e| UpstreamError::Token {
-                    db: db.name.clone(),
-                    message: e.to_string(),
+                    },
+                    IamTokenError::Credentials(e) => UpstreamError::Credentials {
+                        db: db.name.clone(),
+                        message: e.to_string(),
+                    },
+                    IamTokenError::Token(e) => UpstreamError::Token {
+                        db: db.name.clone(),
+                        message: e.to_string(),
+                    },
                 })
         }
     }
