@@ -30,7 +30,7 @@ use crate::identity::ca::{OnBoxCa, CA_CERT_FILE, CA_KEY_FILE};
 use crate::identity::server_cert::{self, ServerCert};
 use crate::identity::tls::{self, TlsIdentityError};
 use crate::proxy::listener::{self, LiveSpec};
-use crate::proxy::session::Shared;
+use crate::proxy::shared::Shared;
 use crate::systemd;
 
 #[derive(Debug, thiserror::Error)]
