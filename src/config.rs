@@ -13,6 +13,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::aws::region::is_region;
 
+pub use crate::aws::imds::settings::{
+    ImdsConfig, ImdsEndpointMode, DEFAULT_IMDS_TIMEOUT, DEFAULT_IMDS_TOKEN_TTL,
+};
+pub use crate::aws::token::IamService;
+
 /// Default handshake budget: a client must finish AUTH/HELLO (or its first command) within it.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default bound on the bytes a client may send before its opening frame is complete.
@@ -99,83 +104,6 @@ impl Config {
 pub struct AwsConfig {
     #[serde(default)]
     pub imds: ImdsConfig,
-}
-
-/// Default IMDSv2 token lifetime asked for (the maximum IMDS grants).
-pub const DEFAULT_IMDS_TOKEN_TTL: Duration = Duration::from_secs(21_600);
-/// Default bound on connecting to IMDS, and separately on waiting for its reply.
-pub const DEFAULT_IMDS_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// `[aws.imds]`: the instance metadata service. Every key is optional; the environment
-/// (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, `..._ENDPOINT_MODE`, `AWS_EC2_METADATA_DISABLED`)
-/// overrides `endpoint`, `endpoint_mode` and `disabled`, as in the AWS SDKs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImdsConfig {
-    /// Full base URL, e.g. `http://169.254.169.254`; wins over `endpoint_mode`.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    pub endpoint_mode: Option<ImdsEndpointMode>,
-    /// Lifetime asked for in `X-aws-ec2-metadata-token-ttl-seconds` (1s to 6h).
-    #[serde(default = "default_imds_token_ttl", deserialize_with = "de_duration")]
-    pub token_ttl: Duration,
-    /// Use token-less IMDSv1 GETs when the IMDSv2 token cannot be had. Off unless set; each
-    /// use logs a warning.
-    #[serde(default)]
-    pub allow_v1_fallback: bool,
-    #[serde(default = "default_imds_timeout", deserialize_with = "de_duration")]
-    pub connect_timeout: Duration,
-    #[serde(default = "default_imds_timeout", deserialize_with = "de_duration")]
-    pub read_timeout: Duration,
-    /// Never ask IMDS (as `AWS_EC2_METADATA_DISABLED=true`).
-    #[serde(default)]
-    pub disabled: bool,
-}
-
-impl Default for ImdsConfig {
-    fn default() -> Self {
-        ImdsConfig {
-            endpoint: None,
-            endpoint_mode: None,
-            token_ttl: DEFAULT_IMDS_TOKEN_TTL,
-            allow_v1_fallback: false,
-            connect_timeout: DEFAULT_IMDS_TIMEOUT,
-            read_timeout: DEFAULT_IMDS_TIMEOUT,
-            disabled: false,
-        }
-    }
-}
-
-fn default_imds_token_ttl() -> Duration {
-    DEFAULT_IMDS_TOKEN_TTL
-}
-fn default_imds_timeout() -> Duration {
-    DEFAULT_IMDS_TIMEOUT
-}
-
-/// Which of IMDS' two well-known addresses to use when no endpoint is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum ImdsEndpointMode {
-    /// `http://169.254.169.254`
-    #[default]
-    #[serde(rename = "IPv4", alias = "ipv4")]
-    Ipv4,
-    /// `http://[fd00:ec2::254]`
-    #[serde(rename = "IPv6", alias = "ipv6")]
-    Ipv6,
-}
-
-impl std::str::FromStr for ImdsEndpointMode {
-    type Err = String;
-    /// The spelling of `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` (case-insensitive).
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "ipv4" => Ok(ImdsEndpointMode::Ipv4),
-            "ipv6" => Ok(ImdsEndpointMode::Ipv6),
-            _ => Err(format!("'{s}' is not IPv4 or IPv6")),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -494,32 +422,6 @@ impl AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum IamService {
-    #[value(name = "elasticache")]
-    Elasticache,
-    #[value(name = "memorydb")]
-    Memorydb,
-}
-
-impl IamService {
-    /// The SigV4 signing name.
-    pub fn signing_name(self) -> &'static str {
-        match self {
-            IamService::Elasticache => "elasticache",
-            IamService::Memorydb => "memorydb",
-        }
-    }
-    /// The IAM action a principal needs to connect.
-    pub fn connect_action(self) -> &'static str {
-        match self {
-            IamService::Elasticache => "elasticache:Connect",
-            IamService::Memorydb => "memorydb:Connect",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
@@ -808,19 +710,10 @@ impl DatabaseConfig {
         Ok(())
     }
 
-    /// `assume_role_arn` is an IAM role ARN and only IAM databases have one; `external_id` and
-    /// `session_name` only come with it and have the shapes STS accepts.
+    /// `assume_role_arn` only on IAM databases, `external_id` and `session_name` only with it;
+    /// their shapes are STS's ([`crate::aws::assume_role::check_role`]).
     fn check_assume_role(&self) -> Result<(), DatabaseRuleError> {
-        let Some(arn) = &self.assume_role_arn else {
-            if self.external_id.is_some() {
-                return broken("external_id", "only applies with assume_role_arn");
-            }
-            if self.session_name.is_some() {
-                return broken("session_name", "only applies with assume_role_arn");
-            }
-            return Ok(());
-        };
-        if !matches!(self.auth, AuthConfig::Iam { .. }) {
+        if self.assume_role_arn.is_some() && !matches!(self.auth, AuthConfig::Iam { .. }) {
             return broken(
                 "assume_role_arn",
                 format!(
@@ -830,62 +723,16 @@ impl DatabaseConfig {
                 ),
             );
         }
-        if !is_role_arn(arn) {
-            return broken(
-                "assume_role_arn",
-                format!(
-                    "'{arn}' is not an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>)"
-                ),
-            );
-        }
-        if let Some(id) = &self.external_id {
-            let ok = (2..=1224).contains(&id.len())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
-            if !ok {
-                return broken(
-                    "external_id",
-                    "must be 2-1224 characters of [A-Za-z0-9+=,.@:/_-]",
-                );
-            }
-        }
-        if let Some(name) = &self.session_name {
-            let ok = (2..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b));
-            if !ok {
-                return broken(
-                    "session_name",
-                    format!("'{name}' must be 2-64 characters of [A-Za-z0-9+=,.@_-]"),
-                );
-            }
-        }
-        Ok(())
+        crate::aws::assume_role::check_role(
+            self.assume_role_arn.as_deref(),
+            self.external_id.as_deref(),
+            self.session_name.as_deref(),
+        )
+        .map_err(|e| DatabaseRuleError {
+            field: e.field,
+            message: e.message,
+        })
     }
-}
-
-/// `arn:<partition>:iam::<12 digits>:role/<path/>name`.
-fn is_role_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let ["arn", partition, "iam", "", account, resource] = parts[..] else {
-        return false;
-    };
-    let name_ok = resource
-        .strip_prefix("role/")
-        .and_then(|rest| rest.rsplit('/').next())
-        .is_some_and(|name| {
-            !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b))
-        });
-    partition.starts_with("aws")
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && name_ok
 }
 
 /// Names end up in file names (`<db>.sock`, `<user>.crt`), SNI and certificate CNs: keep them tame.

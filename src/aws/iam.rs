@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use super::assume_role::{AssumeRoleError, RoleSpec};
 use super::credentials::{CredentialChain, CredentialsError};
 use super::region::RegionError;
+use super::token::IamService;
 use super::token::{self, TokenError, TokenRequest};
-use crate::config::IamService;
 use crate::secret::Secret;
 
 /// What a database says about its IAM authentication.
