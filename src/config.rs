@@ -210,7 +210,7 @@ fn default_max_handshakes_per_source() -> usize {
 }
 
 /// One upstream Redis / Valkey / ElastiCache / MemoryDB endpoint.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub name: String,
@@ -352,7 +352,7 @@ impl<'de> Deserialize<'de> for UpstreamAddr {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// PEM bundle of CAs to trust; absent means the system's trust store.
@@ -364,7 +364,7 @@ pub struct UpstreamTls {
 }
 
 /// How the bastion authenticates to the upstream on the user's behalf.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
 pub enum AuthConfig {
     /// A SigV4-presigned IAM auth token (ElastiCache / MemoryDB).
@@ -422,7 +422,7 @@ impl AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
     pub name: String,
@@ -434,7 +434,7 @@ pub struct RoleConfig {
     pub db_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
