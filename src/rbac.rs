@@ -12,8 +12,9 @@
 //! [`crate::proxy::handshake::auth_command`]). IAM tokens are signed for one user, so an IAM
 //! session always has one.
 
-use crate::catalog::Catalog;
-use crate::config::DatabaseConfig;
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, Database};
 
 /// Why a user was refused. The `Display` text goes back to the client as `-ERR bastion: …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +39,7 @@ pub enum Denied {
 /// What [`authorize`] granted: the database as this catalog defines it, and the db-user.
 #[derive(Debug, Clone)]
 pub struct Authorized<'c> {
-    pub database: &'c DatabaseConfig,
+    pub database: &'c Arc<Database>,
     /// `None`: a session with no db-user (the upstream's default user).
     pub db_user: Option<String>,
 }
@@ -61,7 +62,7 @@ pub fn authorize<'c>(
 /// The db-user decision for `user` on `database`; `Ok(None)` is a session with no db-user.
 fn db_user(
     catalog: &Catalog,
-    database: &DatabaseConfig,
+    database: &Database,
     user: &str,
     requested: Option<&str>,
 ) -> Result<Option<String>, Denied> {
@@ -217,10 +218,7 @@ mod tests {
     fn grant_names_the_database() {
         let c = catalog(None, &["app-*"]);
         let grant = authorize(&c, "alice", "cache", Some("app-1")).unwrap();
-        assert!(std::ptr::eq(
-            grant.database,
-            &**c.database("cache").unwrap()
-        ));
+        assert!(Arc::ptr_eq(grant.database, c.database("cache").unwrap()));
         assert_eq!(grant.db_user.as_deref(), Some("app-1"));
     }
 

@@ -81,23 +81,24 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+#[cfg(test)]
 impl DatabaseConfig {
-    /// The role this database's tokens are signed as, if it has one.
-    pub fn assume_role(&self) -> Option<crate::aws::assume_role::RoleSpec> {
-        let arn = self.assume_role_arn.clone()?;
-        let region = match &self.auth {
-            AuthConfig::Iam { region, .. } => region.clone(),
-            _ => None,
-        };
-        Some(crate::aws::assume_role::RoleSpec {
-            arn,
-            external_id: self.external_id.clone(),
-            session_name: self
-                .session_name
-                .clone()
-                .unwrap_or_else(|| crate::aws::assume_role::DEFAULT_SESSION_NAME.to_string()),
-            region,
-        })
+    /// A plaintext database with nothing but a name, an address and an auth mode (unit tests).
+    pub fn for_test(name: &str, address: &str, auth: AuthConfig) -> Self {
+        DatabaseConfig {
+            name: name.to_string(),
+            address: address.parse().expect("address"),
+            tls: None,
+            auth,
+            default_db_user: None,
+            assume_role_arn: None,
+            external_id: None,
+            session_name: None,
+            allow_plaintext_auth: false,
+            legacy_auth: false,
+            relay: RelayMode::Guard,
+            allow_addresses: Vec::new(),
+        }
     }
 }
 

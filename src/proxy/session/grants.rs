@@ -60,7 +60,7 @@ fn grant_holds(
             now.db_user.as_deref().unwrap_or("-")
         ));
     }
-    if Grant::fingerprint(now.database) != g.database {
+    if **now.database != *g.database {
         return Err(format!(
             "database '{}' was changed (address, auth or TLS)",
             g.db

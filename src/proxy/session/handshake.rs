@@ -6,6 +6,7 @@
 //! when the client is gone, silently ([`Stop::Gone`]). Nothing upstream happens before
 //! [`authorize`] passed.
 
+use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use bytes::BytesMut;
@@ -14,7 +15,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::{ClientStream, Context};
 use crate::catalog::Catalog;
-use crate::config::DatabaseConfig;
+use crate::catalog::Database;
 use crate::identity::tls::TlsIdentityError;
 use crate::identity::Identity;
 use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
@@ -156,7 +157,7 @@ async fn read_opening(
 
 /// What [`authorize`] decided: the database as the snapshot defines it, and the db-user.
 struct Granted<'c> {
-    database: &'c DatabaseConfig,
+    database: &'c Arc<Database>,
     db_user: Option<String>,
 }
 
@@ -191,7 +192,7 @@ fn authorize<'c>(
         user: identity.user,
         db,
         db_user: authorized.db_user.clone(),
-        database: Grant::fingerprint(authorized.database),
+        database: authorized.database.clone(),
         uid: identity.uid,
         expires: identity.expires,
         started: StdInstant::now(),

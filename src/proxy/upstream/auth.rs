@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::config::{AuthConfig, DatabaseConfig};
+use crate::catalog::{Auth, Database};
 use crate::proxy::handshake::upstream::DEFAULT_USER;
 use crate::proxy::handshake::{parse_reply, HandshakeError, Reply};
 
@@ -48,7 +48,7 @@ pub enum AuthError {
 /// the explanation of a refusal.
 pub async fn authenticate<S>(
     stream: &mut S,
-    db: &DatabaseConfig,
+    db: &Database,
     db_user: Option<&str>,
     request: &[u8],
 ) -> Result<Authenticated, AuthError>
@@ -103,7 +103,7 @@ fn error_code(error: &str) -> &str {
 /// likely cause (the client and `bastion doctor` see it).
 ///
 /// `error` is the upstream's error text; only its code and a control-free prefix are echoed.
-fn explain_rejection(db: &DatabaseConfig, db_user: Option<&str>, error: &str) -> String {
+fn explain_rejection(db: &Database, db_user: Option<&str>, error: &str) -> String {
     let code = error_code(error);
     let auth_failure =
         matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") || error.contains("invalid password");
@@ -116,23 +116,23 @@ fn explain_rejection(db: &DatabaseConfig, db_user: Option<&str>, error: &str) ->
     }
     let user = db_user.unwrap_or(DEFAULT_USER);
     match &db.auth {
-        AuthConfig::Iam { service, target, .. } => format!(
+        Auth::Iam { service, target, .. } => format!(
             "upstream '{}' rejected the IAM auth token for db-user '{user}' ({code}): check that the \
              bastion's AWS principal is allowed {} on '{target}' and on user '{user}', and that \
              user '{user}' exists with IAM authentication enabled",
             db.name,
             service.connect_action(),
         ),
-        AuthConfig::Password { .. } if db_user.is_none() => format!(
+        Auth::Password(_) if db_user.is_none() => format!(
             "upstream '{}' rejected the password sent with one-argument AUTH (no db-user: the \
              server's default user) ({code})",
             db.name
         ),
-        AuthConfig::Password { .. } => format!(
+        Auth::Password(_) => format!(
             "upstream '{}' rejected the password for db-user '{user}' ({code})",
             db.name
         ),
-        AuthConfig::None => format!(
+        Auth::None => format!(
             "upstream '{}' requires authentication ({code}) but its auth mode is 'none'",
             db.name
         ),

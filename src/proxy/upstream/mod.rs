@@ -24,7 +24,8 @@ use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
 use crate::address_policy::{self, OwnListeners};
-use crate::config::{DatabaseConfig, UpstreamTls};
+use crate::catalog::Database;
+use crate::config::UpstreamTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -101,7 +102,7 @@ impl Connector {
     /// Resolve the database's host, judge EVERY address it resolves to by the upstream address
     /// policy (one refused address refuses the name: it was pointed there on purpose), then
     /// connect to the checked addresses in order — never to a second resolution of the name.
-    async fn connect_checked(&self, db: &DatabaseConfig) -> std::io::Result<TcpStream> {
+    async fn connect_checked(&self, db: &Database) -> std::io::Result<TcpStream> {
         let resolved: Vec<std::net::SocketAddr> =
             tokio::net::lookup_host((db.address.host.as_str(), db.address.port))
                 .await?
@@ -133,7 +134,7 @@ impl Connector {
     /// TCP connect (bounded by `timeout`), then TLS when the database asks for it.
     pub async fn connect(
         &self,
-        db: &DatabaseConfig,
+        db: &Database,
         timeout: Duration,
     ) -> Result<UpstreamStream, UpstreamError> {
         let addr = db.address.to_string();
@@ -261,21 +262,19 @@ fn iam_database(
     service: crate::config::IamService,
     region: &str,
     target: &str,
-) -> DatabaseConfig {
-    DatabaseConfig {
+) -> Database {
+    Database {
         name: name.into(),
         address: address.parse().unwrap(),
         tls: None,
-        auth: crate::config::AuthConfig::Iam {
+        auth: crate::catalog::Auth::Iam {
             service,
             region: Some(region.into()),
             target: target.into(),
             serverless: false,
         },
         default_db_user: None,
-        assume_role_arn: None,
-        external_id: None,
-        session_name: None,
+        assume_role: None,
         allow_plaintext_auth: false,
         legacy_auth: false,
         relay: Default::default(),

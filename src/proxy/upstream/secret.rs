@@ -8,13 +8,13 @@ use std::path::Path;
 use super::UpstreamError;
 use crate::aws::credentials::CredentialChain;
 use crate::aws::iam::{self, IamAuth, IamTokenError};
-use crate::config::{AuthConfig, DatabaseConfig};
+use crate::catalog::{Auth, Database, PasswordSource};
 use crate::secret::Secret;
 
 /// The secret for `db_user` on `db` (`None`: a session with no db-user, see
 /// [`crate::rbac`]), or `None` for auth mode `none`.
 pub async fn auth_secret(
-    db: &DatabaseConfig,
+    db: &Database,
     db_user: Option<&str>,
     credentials: &CredentialChain,
 ) -> Result<Option<Secret>, UpstreamError> {
@@ -25,31 +25,23 @@ pub async fn auth_secret(
         });
     }
     match &db.auth {
-        AuthConfig::None => Ok(None),
-        AuthConfig::Password {
-            password_file: Some(path),
-            ..
-        } => read_password_file(path)
-            .map(Some)
-            .map_err(|message| UpstreamError::Password {
-                db: db.name.clone(),
-                message,
-            }),
-        AuthConfig::Password {
-            password_env: Some(var),
-            ..
-        } => match std::env::var(var) {
+        Auth::None => Ok(None),
+        Auth::Password(PasswordSource::File(path)) => {
+            read_password_file(path)
+                .map(Some)
+                .map_err(|message| UpstreamError::Password {
+                    db: db.name.clone(),
+                    message,
+                })
+        }
+        Auth::Password(PasswordSource::Env(var)) => match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
             _ => Err(UpstreamError::Password {
                 db: db.name.clone(),
                 message: format!("environment variable {var} is not set or empty"),
             }),
         },
-        AuthConfig::Password { .. } => Err(UpstreamError::Password {
-            db: db.name.clone(),
-            message: "neither password_file nor password_env is set".into(),
-        }),
-        AuthConfig::Iam {
+        Auth::Iam {
             service,
             region,
             target,
@@ -65,7 +57,7 @@ pub async fn auth_secret(
                 region: region.as_deref(),
                 target,
                 serverless: *serverless,
-                role: db.assume_role(),
+                role: db.assume_role.clone(),
             };
             iam::token(credentials, &auth, db_user)
                 .await
