@@ -3,11 +3,10 @@
 //! Every event is a tracing event with target `audit` and stable field names (`event`,
 //! `session`, `user`, `identity`, `client`, `db`, `db_user`, `auth_mode`, …) so that a
 //! journald layer (appliance issue) can map them to `BASTION_*` fields one-to-one. Nothing
-//! secret is ever a field: the types passed in here carry no tokens or passwords.
+//! secret is ever a field: the types passed in here carry no tokens or passwords. Callers hand
+//! in plain facts (strings and numbers); this module knows no session, relay or socket type.
 
 use std::time::Duration;
-
-use crate::proxy::relay::{Closed, Outcome, Path, Side};
 
 /// What is known about a session when an event is emitted.
 #[derive(Debug, Clone, Default)]
@@ -47,15 +46,25 @@ pub fn session_start(f: &SessionFacts) {
     );
 }
 
-///
-/// `stopped` is who ended a session the bastion stopped (`admin`, `policy`, `idle`) and why,
-/// for [`Closed::Stopped`].
-pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration, stopped: (&str, &str)) {
-    let (closed_by, error, reason) = match &outcome.closed {
-        Closed::By(side) => (side_name(*side), None, "-"),
-        Closed::Error { side, message } => (side_name(*side), Some(message.as_str()), "-"),
-        Closed::Stopped => (stopped.0, None, stopped.1),
-    };
+/// How a session's relay ended, as plain facts (the session reads them off the relay).
+#[derive(Debug, Clone)]
+pub struct SessionEnd<'a> {
+    pub bytes_client_to_upstream: u64,
+    pub bytes_upstream_to_client: u64,
+    /// `splice` or `copy`, per direction.
+    pub path_client_to_upstream: &'static str,
+    pub path_upstream_to_client: &'static str,
+    pub duration: Duration,
+    /// The side that closed (`client`, `upstream`), or who stopped the session (`admin`,
+    /// `policy`, `idle`).
+    pub closed_by: &'a str,
+    /// Why the bastion stopped it (`-` when a side closed).
+    pub reason: &'a str,
+    /// The I/O error that ended it, if one did.
+    pub error: Option<&'a str>,
+}
+
+pub fn session_end(f: &SessionFacts, end: &SessionEnd<'_>) {
     tracing::info!(
         target: "audit",
         event = "session.end",
@@ -65,14 +74,14 @@ pub fn session_end(f: &SessionFacts, outcome: &Outcome, duration: Duration, stop
         client = %f.client,
         db = opt(&f.db),
         db_user = opt(&f.db_user),
-        bytes_client_to_upstream = outcome.client_to_upstream,
-        bytes_upstream_to_client = outcome.upstream_to_client,
-        path_client_to_upstream = path_name(outcome.client_to_upstream_path),
-        path_upstream_to_client = path_name(outcome.upstream_to_client_path),
-        duration_ms = duration.as_millis() as u64,
-        closed_by,
-        reason,
-        error = error.unwrap_or("-"),
+        bytes_client_to_upstream = end.bytes_client_to_upstream,
+        bytes_upstream_to_client = end.bytes_upstream_to_client,
+        path_client_to_upstream = end.path_client_to_upstream,
+        path_upstream_to_client = end.path_upstream_to_client,
+        duration_ms = end.duration.as_millis() as u64,
+        closed_by = end.closed_by,
+        reason = end.reason,
+        error = end.error.unwrap_or("-"),
         "session end"
     );
 }
@@ -113,20 +122,6 @@ pub fn denied_summary(
         top_sources,
         "access denied to unidentified connections (summary)"
     );
-}
-
-fn side_name(side: Side) -> &'static str {
-    match side {
-        Side::Client => "client",
-        Side::Upstream => "upstream",
-    }
-}
-
-fn path_name(path: Path) -> &'static str {
-    match path {
-        Path::Splice => "splice",
-        Path::Copy => "copy",
-    }
 }
 
 /// An acknowledged change through the admin socket: who (uid and account) did what to which

@@ -1,17 +1,27 @@
-//! The catalog: databases, roles and users as the data path sees them.
+//! The catalog: databases, roles and users as the data path sees them. Databases are the
+//! typed [`Database`] (`catalog/database.rs`) both the config and the store records produce.
 //!
 //! Built from the on-box store (`crate::admin::handler::catalog_of`) at start and after every
 //! admin mutation; `from_config` remains for tools that read only the boot config. Sessions only
 //! ever read an immutable `Arc<Catalog>` snapshot taken at accept time, so a change applies to
 //! new sessions at once and never tears a live one.
 
+mod database;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use crate::config::{Config, DatabaseConfig, RoleConfig, UserConfig};
+use crate::config::{Config, DatabaseConfig, DatabaseRuleError, RoleConfig, UserConfig};
+
+pub use database::{Auth, Database, PasswordSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    #[error("databases.{database}.{source}")]
+    Database {
+        database: String,
+        source: DatabaseRuleError,
+    },
     #[error("users.{user}.unix_user: no local Unix account named '{unix_user}'")]
     UnknownUnixUser { user: String, unix_user: String },
     #[error("users.{user}.unix_user: uid {uid} is already bound to user '{other}'")]
@@ -24,7 +34,7 @@ pub enum CatalogError {
 
 #[derive(Debug, Default)]
 pub struct Catalog {
-    databases: BTreeMap<String, Arc<DatabaseConfig>>,
+    databases: BTreeMap<String, Arc<Database>>,
     roles: BTreeMap<String, RoleConfig>,
     users: BTreeMap<String, UserConfig>,
     by_uid: HashMap<u32, String>,
@@ -57,22 +67,30 @@ impl Catalog {
                 }
             }
         }
+        let databases = databases
+            .iter()
+            .map(|d| {
+                let database =
+                    Database::from_declared(d).map_err(|source| CatalogError::Database {
+                        database: d.name.clone(),
+                        source,
+                    })?;
+                Ok((d.name.clone(), Arc::new(database)))
+            })
+            .collect::<Result<_, CatalogError>>()?;
         Ok(Catalog {
-            databases: databases
-                .iter()
-                .map(|d| (d.name.clone(), Arc::new(d.clone())))
-                .collect(),
+            databases,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
             users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             by_uid,
         })
     }
 
-    pub fn database(&self, name: &str) -> Option<&Arc<DatabaseConfig>> {
+    pub fn database(&self, name: &str) -> Option<&Arc<Database>> {
         self.databases.get(name)
     }
 
-    pub fn databases(&self) -> impl Iterator<Item = &Arc<DatabaseConfig>> {
+    pub fn databases(&self) -> impl Iterator<Item = &Arc<Database>> {
         self.databases.values()
     }
 

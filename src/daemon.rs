@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
 use crate::proxy::listener::{self, Bound, UnixSockets};
-use crate::proxy::session::Shared;
+use crate::proxy::shared::Shared;
 use crate::reload::Reloader;
 use crate::store::compaction::CompactionPolicy;
 use crate::store::records::{DatabaseRecord, RoleRecord, UserRecord};

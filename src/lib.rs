@@ -24,4 +24,3 @@ pub mod secret;
 pub mod sockopt;
 pub mod store;
 pub mod systemd;
-pub mod upstream;

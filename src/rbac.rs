@@ -12,7 +12,9 @@
 //! [`crate::proxy::handshake::auth_command`]). IAM tokens are signed for one user, so an IAM
 //! session always has one.
 
-use crate::catalog::Catalog;
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, Database};
 
 /// Why a user was refused. The `Display` text goes back to the client as `-ERR bastion: …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,17 +36,37 @@ pub enum Denied {
     NoDbUser { user: String, db: String },
 }
 
-/// Decide the db-user for `user` on `db` (the rules are in the module docs); `Ok(None)` is a
-/// session with no db-user. `requested` is what the client named in AUTH/HELLO.
-pub fn authorize(
-    catalog: &Catalog,
+/// What [`authorize`] granted: the database as this catalog defines it, and the db-user.
+#[derive(Debug, Clone)]
+pub struct Authorized<'c> {
+    pub database: &'c Arc<Database>,
+    /// `None`: a session with no db-user (the upstream's default user).
+    pub db_user: Option<String>,
+}
+
+/// Decide whether `user` may reach `db`, and as which db-user (the rules are in the module
+/// docs). `requested` is what the client named in AUTH/HELLO.
+pub fn authorize<'c>(
+    catalog: &'c Catalog,
     user: &str,
     db: &str,
     requested: Option<&str>,
-) -> Result<Option<String>, Denied> {
+) -> Result<Authorized<'c>, Denied> {
     let database = catalog
         .database(db)
         .ok_or_else(|| Denied::UnknownDatabase(db.to_string()))?;
+    let db_user = db_user(catalog, database, user, requested)?;
+    Ok(Authorized { database, db_user })
+}
+
+/// The db-user decision for `user` on `database`; `Ok(None)` is a session with no db-user.
+fn db_user(
+    catalog: &Catalog,
+    database: &Database,
+    user: &str,
+    requested: Option<&str>,
+) -> Result<Option<String>, Denied> {
+    let db = database.name.as_str();
     let Some(user_cfg) = catalog.user(user) else {
         return Err(Denied::DatabaseNotAllowed {
             user: user.to_string(),
@@ -131,6 +153,16 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The db-user part of the grant (the database is the catalog's, see `grant_names_the_database`).
+    fn db_user_of(
+        catalog: &Catalog,
+        user: &str,
+        db: &str,
+        requested: Option<&str>,
+    ) -> Result<Option<String>, Denied> {
+        authorize(catalog, user, db, requested).map(|a| a.db_user)
+    }
     use crate::config::{AuthConfig, DatabaseConfig, RoleConfig, UserConfig};
 
     fn catalog(default_db_user: Option<&str>, db_users: &[&str]) -> Catalog {
@@ -180,35 +212,45 @@ mod tests {
         assert!(glob_match("*-ro", "x-ro"));
     }
 
+    /// The grant carries the catalog's own definition of the database: the session connects
+    /// with exactly what was authorized, without a second lookup.
+    #[test]
+    fn grant_names_the_database() {
+        let c = catalog(None, &["app-*"]);
+        let grant = authorize(&c, "alice", "cache", Some("app-1")).unwrap();
+        assert!(Arc::ptr_eq(grant.database, c.database("cache").unwrap()));
+        assert_eq!(grant.db_user.as_deref(), Some("app-1"));
+    }
+
     #[test]
     fn explicit_db_user_is_checked() {
         let c = catalog(None, &["app-*"]);
         assert_eq!(
-            authorize(&c, "alice", "cache", Some("app-1")).unwrap(),
+            db_user_of(&c, "alice", "cache", Some("app-1")).unwrap(),
             Some("app-1".into())
         );
         assert!(matches!(
-            authorize(&c, "alice", "cache", Some("admin")),
+            db_user_of(&c, "alice", "cache", Some("admin")),
             Err(Denied::DbUserNotAllowed { .. })
         ));
         assert!(matches!(
-            authorize(&c, "alice", "other", Some("app-1")),
+            db_user_of(&c, "alice", "other", Some("app-1")),
             Err(Denied::UnknownDatabase(_))
         ));
         assert!(matches!(
-            authorize(&c, "bob", "cache", Some("app-1")),
+            db_user_of(&c, "bob", "cache", Some("app-1")),
             Err(Denied::DatabaseNotAllowed { .. })
         ));
     }
 
     #[test]
     fn default_db_user_rules() {
-        let user = |c: &Catalog| authorize(c, "alice", "cache", None).unwrap().unwrap();
+        let user = |c: &Catalog| db_user_of(c, "alice", "cache", None).unwrap().unwrap();
         let c = catalog(None, &["reader"]);
         assert_eq!(user(&c), "reader");
         let c = catalog(None, &["reader", "writer"]);
         assert!(matches!(
-            authorize(&c, "alice", "cache", None),
+            db_user_of(&c, "alice", "cache", None),
             Err(Denied::NoDbUser { .. })
         ));
         let c = catalog(Some("writer"), &["*"]);
@@ -231,35 +273,35 @@ mod tests {
         };
         // Roles that list no db-user: the upstream's default user (one-argument AUTH)...
         let c = catalog_with(password.clone(), false, None, &[]);
-        assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), None);
+        assert_eq!(db_user_of(&c, "alice", "cache", None).unwrap(), None);
         // ...but a db-user the client names must still be allowed.
         assert!(matches!(
-            authorize(&c, "alice", "cache", Some("admin")),
+            db_user_of(&c, "alice", "cache", Some("admin")),
             Err(Denied::DbUserNotAllowed { .. })
         ));
         assert_eq!(
-            authorize(&catalog(None, &[]), "alice", "cache", None).unwrap(),
+            db_user_of(&catalog(None, &[]), "alice", "cache", None).unwrap(),
             None
         );
         // Patterns only is not "none": the client must name one.
         let c = catalog_with(password.clone(), false, None, &["app-*"]);
         assert!(matches!(
-            authorize(&c, "alice", "cache", None),
+            db_user_of(&c, "alice", "cache", None),
             Err(Denied::NoDbUser { .. })
         ));
         // IAM tokens are per user: never without one.
         let c = catalog_with(iam, false, None, &[]);
         assert!(matches!(
-            authorize(&c, "alice", "cache", None),
+            db_user_of(&c, "alice", "cache", None),
             Err(Denied::NoDbUser { .. })
         ));
         // legacy_auth: no db-user whatever the client or the roles say; the database must
         // still be reachable.
         let c = catalog_with(password, true, None, &["reader"]);
-        assert_eq!(authorize(&c, "alice", "cache", Some("x")).unwrap(), None);
-        assert_eq!(authorize(&c, "alice", "cache", None).unwrap(), None);
+        assert_eq!(db_user_of(&c, "alice", "cache", Some("x")).unwrap(), None);
+        assert_eq!(db_user_of(&c, "alice", "cache", None).unwrap(), None);
         assert!(matches!(
-            authorize(&c, "bob", "cache", None),
+            db_user_of(&c, "bob", "cache", None),
             Err(Denied::DatabaseNotAllowed { .. })
         ));
     }

@@ -30,7 +30,7 @@ use crate::identity::ca::{OnBoxCa, CA_CERT_FILE, CA_KEY_FILE};
 use crate::identity::server_cert::{self, ServerCert};
 use crate::identity::tls::{self, TlsIdentityError};
 use crate::proxy::listener::{self, LiveSpec};
-use crate::proxy::session::Shared;
+use crate::proxy::shared::Shared;
 use crate::systemd;
 
 #[derive(Debug, thiserror::Error)]
@@ -322,20 +322,11 @@ fn merge(old: &Config, mut new: Config, outcome: &mut Outcome) -> Config {
     }
     outcome.applied.extend(applied);
 
-    // These sections only derive `Serialize`: compare their JSON forms.
+    // The store's since its first start: a change here is named and ignored.
     for (section, changed) in [
-        (
-            "databases",
-            serde_json::to_value(&old.databases).ok() != serde_json::to_value(&new.databases).ok(),
-        ),
-        (
-            "roles",
-            serde_json::to_value(&old.roles).ok() != serde_json::to_value(&new.roles).ok(),
-        ),
-        (
-            "users",
-            serde_json::to_value(&old.users).ok() != serde_json::to_value(&new.users).ok(),
-        ),
+        ("databases", old.databases != new.databases),
+        ("roles", old.roles != new.roles),
+        ("users", old.users != new.users),
     ] {
         if changed {
             outcome.ignored.push(section);
@@ -468,5 +459,18 @@ directory = "/run/bastion/db"
         merge(&config(BASE), config(&more), &mut o);
         assert_eq!(o.ignored, ["databases"]);
         assert!(o.applied.is_empty() && o.needs_restart.is_empty());
+
+        // A field inside a declaration counts, and each section is named on its own.
+        let role = "[[roles]]\nname = \"r\"\ndb_names = [\"cache\"]\n";
+        let user = "[[users]]\nname = \"u\"\nroles = [\"r\"]\n";
+        let before = format!("{BASE}{role}{user}");
+        let after = format!(
+            "{BASE}{}{}",
+            role.replace("cache", "*"),
+            user.replace("\"u\"", "\"v\"")
+        );
+        let mut o = Outcome::default();
+        merge(&config(&before), config(&after), &mut o);
+        assert_eq!(o.ignored, ["roles", "users"]);
     }
 }

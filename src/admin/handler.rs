@@ -13,7 +13,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::DatabaseConfig;
 use crate::identity::server_cert::ServerCert;
 use crate::proxy::listener::UnixSockets;
-use crate::proxy::session::Shared;
+use crate::proxy::shared::Shared;
 use crate::store::compaction::CompactionPolicy;
 use crate::store::records::{DatabaseRecord, SerialHex};
 use crate::store::{Mutation, State, Store, StoreError};

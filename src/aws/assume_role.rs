@@ -35,6 +35,89 @@ pub struct RoleSpec {
     pub region: Option<String>,
 }
 
+/// A role setting STS would refuse: `field` is relative to the database (`assume_role_arn`,
+/// `external_id`, `session_name`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RoleRuleError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// The role settings of one database: `assume_role_arn` is an IAM role ARN; `external_id` and
+/// `session_name` only come with it and have the shapes STS accepts.
+pub fn check_role(
+    arn: Option<&str>,
+    external_id: Option<&str>,
+    session_name: Option<&str>,
+) -> Result<(), RoleRuleError> {
+    let broken = |field: &'static str, message: String| Err(RoleRuleError { field, message });
+    let Some(arn) = arn else {
+        if external_id.is_some() {
+            return broken("external_id", "only applies with assume_role_arn".into());
+        }
+        if session_name.is_some() {
+            return broken("session_name", "only applies with assume_role_arn".into());
+        }
+        return Ok(());
+    };
+    if !is_role_arn(arn) {
+        return broken(
+            "assume_role_arn",
+            format!(
+                "'{arn}' is not an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>)"
+            ),
+        );
+    }
+    if let Some(id) = external_id {
+        let ok = (2..=1224).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
+        if !ok {
+            return broken(
+                "external_id",
+                "must be 2-1224 characters of [A-Za-z0-9+=,.@:/_-]".into(),
+            );
+        }
+    }
+    if let Some(name) = session_name {
+        let ok = (2..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b));
+        if !ok {
+            return broken(
+                "session_name",
+                format!("'{name}' must be 2-64 characters of [A-Za-z0-9+=,.@_-]"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `arn:<partition>:iam::<12 digits>:role/<path/>name`.
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ["arn", partition, "iam", "", account, resource] = parts[..] else {
+        return false;
+    };
+    let name_ok = resource
+        .strip_prefix("role/")
+        .and_then(|rest| rest.rsplit('/').next())
+        .is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b))
+        });
+    partition.starts_with("aws")
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && name_ok
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AssumeRoleError {
     /// The chain had no credentials to call STS with.

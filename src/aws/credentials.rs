@@ -45,10 +45,10 @@ use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentia
 use aws_credential_types::Credentials;
 
 use crate::aws::assume_role::{AssumeRoleError, AssumedRoles, RoleSpec};
+use crate::aws::imds::settings::ImdsConfig;
 use crate::aws::imds::{Env, ImdsClient, ImdsCredentialsProvider, ProcessEnv};
 use crate::aws::region::Regions;
 use crate::aws::sdk::Sdk;
-use crate::config::ImdsConfig;
 
 /// Credentials with an expiry are refreshed this long before it, so a token signed with them
 /// stays usable for its whole connection handshake.

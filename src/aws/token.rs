@@ -22,8 +22,36 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::config::IamService;
+use serde::{Deserialize, Serialize};
+
 use crate::secret::Secret;
+
+/// The service an IAM auth token is for (its SigV4 signing name and `Connect` action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IamService {
+    #[value(name = "elasticache")]
+    Elasticache,
+    #[value(name = "memorydb")]
+    Memorydb,
+}
+
+impl IamService {
+    /// The SigV4 signing name.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            IamService::Elasticache => "elasticache",
+            IamService::Memorydb => "memorydb",
+        }
+    }
+    /// The IAM action a principal needs to connect.
+    pub fn connect_action(self) -> &'static str {
+        match self {
+            IamService::Elasticache => "elasticache:Connect",
+            IamService::Memorydb => "memorydb:Connect",
+        }
+    }
+}
 
 /// How long a token is accepted for; the services reject anything longer.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);

@@ -8,11 +8,13 @@ use std::io::Write;
 
 use anyhow::Context;
 
+pub mod policy;
+
 use super::ConfigureCommand;
 use crate::aws::imds::{ImdsClient, ProcessEnv};
-use crate::aws::policy::{self, ACCOUNT_PLACEHOLDER};
 use crate::aws::region::{Regions, Resolved};
 use crate::config::{AuthConfig, Config};
+use policy::ACCOUNT_PLACEHOLDER;
 
 pub fn run(command: ConfigureCommand) -> anyhow::Result<()> {
     match command {

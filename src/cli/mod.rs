@@ -198,7 +198,7 @@ pub enum ConfigureCommand {
         #[arg(long)]
         manual: bool,
         /// The AWS account id in the ARNs.
-        #[arg(long, default_value = crate::aws::policy::ACCOUNT_PLACEHOLDER)]
+        #[arg(long, default_value = crate::cli::configure::policy::ACCOUNT_PLACEHOLDER)]
         account_id: String,
     },
 }

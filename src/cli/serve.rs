@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use super::ServeArgs;
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
-use crate::proxy::session::Shared;
+use crate::proxy::shared::Shared;
 use crate::reload::Reloader;
 use crate::systemd;
 

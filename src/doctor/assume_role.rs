@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::{CheckResult, Doctor};
 use crate::aws::assume_role::{access_denied_explanation, trust_principal, AssumeRoleError};
-use crate::config::DatabaseConfig;
+use crate::catalog::Database;
 
 /// `None` when the database has no `assume_role_arn`.
-pub async fn check(db: &DatabaseConfig, doctor: &Doctor) -> Option<CheckResult> {
-    let role = db.assume_role()?;
+pub async fn check(db: &Database, doctor: &Doctor) -> Option<CheckResult> {
+    let role = db.assume_role.clone()?;
     let name = format!("database:{}:assume_role", db.name);
     let result = match doctor.credentials.assumed(&role).await {
         Ok(creds) => match creds.expiry() {

@@ -5,26 +5,22 @@
 //!
 //! Connecting reuses [`Connector::connect`] and the secret comes from [`upstream::auth_secret`],
 //! exactly as a session does; the one AUTH frame is built by the handshake's `auth_command` and
-//! its reply read by `parse_reply`, and a refusal is worded by [`upstream::explain_rejection`]
-//! — the same text a client would get. Nothing here parses RESP or holds a secret longer than
-//! the write.
+//! sent, its reply read and a refusal worded by [`upstream::authenticate`] — the same exchange
+//! and text a client gets. Nothing here parses RESP or holds a secret longer than the write.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::either::Either;
 
 use super::{tls, CheckResult, Doctor};
-use crate::config::{AuthConfig, Config, DatabaseConfig, IamService};
+use crate::catalog::{Auth, Database};
+use crate::config::{Config, IamService};
 use crate::proxy::handshake::upstream::DEFAULT_USER;
-use crate::proxy::handshake::{auth_command, parse_reply, Opening, Reply};
+use crate::proxy::handshake::{auth_command, Opening};
+use crate::proxy::upstream::{self, AuthError, UpstreamError, UpstreamStream};
 use crate::rbac::glob_match;
-use crate::upstream::{self, UpstreamError, UpstreamStream};
-
-/// Upper bound on the upstream's reply to the probe (the session's bound).
-const MAX_REPLY: usize = 1024 * 1024;
 
 /// Sent when auth mode is `none`: does the upstream serve unauthenticated clients?
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
@@ -50,7 +46,7 @@ impl ProbeUser {
 /// `legacy_auth`: no db-user, as every session. Else the database's `default_db_user`; else
 /// the first concrete db-user a role allows on it; else no db-user (one-argument AUTH), or for
 /// IAM, whose tokens name a user, Redis' `default` user.
-pub fn probe_user(config: &Config, db: &DatabaseConfig) -> ProbeUser {
+pub fn probe_user(config: &Config, db: &Database) -> ProbeUser {
     if db.legacy_auth {
         return ProbeUser {
             name: None,
@@ -87,7 +83,7 @@ pub fn probe_user(config: &Config, db: &DatabaseConfig) -> ProbeUser {
 }
 
 /// Every step for one database.
-pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Vec<CheckResult> {
+pub async fn check(db: &Database, user: &ProbeUser, doctor: &Doctor) -> Vec<CheckResult> {
     let name = |step: &str| format!("database:{}:{step}", db.name);
     let mut out = Vec::with_capacity(6);
     out.extend(super::region::check(db, doctor).await);
@@ -115,7 +111,7 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
         return out;
     }
 
-    let plain = DatabaseConfig {
+    let plain = Database {
         tls: None,
         ..db.clone()
     };
@@ -178,7 +174,7 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
     out
 }
 
-async fn dns(db: &DatabaseConfig, timeout: Duration) -> CheckResult {
+async fn dns(db: &Database, timeout: Duration) -> CheckResult {
     let name = format!("database:{}:dns", db.name);
     let host = db.address.host.as_str();
     if host.parse::<IpAddr>().is_ok() {
@@ -211,7 +207,7 @@ async fn dns(db: &DatabaseConfig, timeout: Duration) -> CheckResult {
     }
 }
 
-fn tcp_ok(db: &DatabaseConfig, stream: &UpstreamStream) -> CheckResult {
+fn tcp_ok(db: &Database, stream: &UpstreamStream) -> CheckResult {
     let peer = match stream {
         Either::Left(tcp) => tcp.peer_addr().ok(),
         Either::Right(tls) => tls.get_ref().0.peer_addr().ok(),
@@ -226,7 +222,7 @@ fn tcp_ok(db: &DatabaseConfig, stream: &UpstreamStream) -> CheckResult {
 }
 
 /// Classify a failed TCP connect: a timeout is the firewall case, a refusal an empty port.
-pub fn tcp_failed(db: &DatabaseConfig, error: &UpstreamError, timeout: Duration) -> CheckResult {
+pub fn tcp_failed(db: &Database, error: &UpstreamError, timeout: Duration) -> CheckResult {
     let name = format!("database:{}:tcp", db.name);
     let addr = &db.address;
     let (host, port) = (&db.address.host, db.address.port);
@@ -269,7 +265,7 @@ pub fn tcp_failed(db: &DatabaseConfig, error: &UpstreamError, timeout: Duration)
 
 /// The `:tls` check of a database without `tls`: a skip, or a warning when its auth tokens
 /// travel in clear (only `allow_plaintext_auth = true` lets such a database be declared).
-fn plaintext(db: &DatabaseConfig) -> CheckResult {
+fn plaintext(db: &Database) -> CheckResult {
     let name = format!("database:{}:tls", db.name);
     if !db.auth.needs_tls() {
         return CheckResult::skip(name, "no tls configured: plaintext upstream");
@@ -290,12 +286,7 @@ fn plaintext(db: &DatabaseConfig) -> CheckResult {
 }
 
 /// One AUTH (or, for mode `none`, one PING) and its reply.
-async fn auth<S>(
-    db: &DatabaseConfig,
-    user: &ProbeUser,
-    mut stream: S,
-    doctor: &Doctor,
-) -> CheckResult
+async fn auth<S>(db: &Database, user: &ProbeUser, mut stream: S, doctor: &Doctor) -> CheckResult
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -346,56 +337,46 @@ where
     let bytes: &[u8] = command.as_deref().map(Vec::as_slice).unwrap_or(PING);
     let what = if command.is_some() { "AUTH" } else { "PING" };
 
-    let exchange = async {
-        stream.write_all(bytes).await?;
-        stream.flush().await?;
-        let mut buf = BytesMut::with_capacity(1024);
-        loop {
-            match parse_reply(&buf, MAX_REPLY) {
-                Ok(Some(reply)) => return Ok(Ok(reply)),
-                Ok(None) => {}
-                Err(e) => return Ok(Err(e.to_string())),
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Ok(Err("the upstream closed the connection".to_string()));
-            }
-        }
-    };
-    let reply: Result<Result<Reply, String>, std::io::Error> =
-        match tokio::time::timeout(doctor.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                return CheckResult::fail(
-                    name,
-                    format!(
-                        "no reply to {what} from {} within {:?}",
-                        db.address, doctor.timeout
-                    ),
-                    wrong_protocol_fix(db),
-                )
-            }
-        };
+    let reply = tokio::time::timeout(
+        doctor.timeout,
+        upstream::authenticate(&mut stream, db, user.name.as_deref(), bytes),
+    )
+    .await;
     drop(command);
+    let Ok(reply) = reply else {
+        return CheckResult::fail(
+            name,
+            format!(
+                "no reply to {what} from {} within {:?}",
+                db.address, doctor.timeout
+            ),
+            wrong_protocol_fix(db),
+        );
+    };
     match reply {
-        Err(e) => CheckResult::fail(
+        Err(AuthError::Io { source, .. }) => CheckResult::fail(
             name,
-            format!("{what} to {} failed: {e}", db.address),
+            format!("{what} to {} failed: {source}", db.address),
             wrong_protocol_fix(db),
         ),
-        Ok(Err(e)) => CheckResult::fail(
+        Err(AuthError::Closed { .. }) => CheckResult::fail(
             name,
-            format!("no valid reply to {what} from {}: {e}", db.address),
+            format!(
+                "no valid reply to {what} from {}: the upstream closed the connection",
+                db.address
+            ),
             wrong_protocol_fix(db),
         ),
-        Ok(Ok(Reply {
-            error: Some(error), ..
-        })) => CheckResult::fail(
+        Err(AuthError::Malformed { source, .. }) => CheckResult::fail(
             name,
-            upstream::explain_rejection(db, user.name.as_deref(), &error),
-            rejection_fix(db, user),
+            format!("no valid reply to {what} from {}: {source}", db.address),
+            wrong_protocol_fix(db),
         ),
-        Ok(Ok(Reply { error: None, .. })) => match &db.auth {
-            AuthConfig::None => CheckResult::ok(
+        Err(AuthError::Rejected { explained, .. }) => {
+            CheckResult::fail(name, explained, rejection_fix(db, user))
+        }
+        Ok(_) => match &db.auth {
+            Auth::None => CheckResult::ok(
                 name,
                 "the upstream serves unauthenticated clients (PING answered)",
             ),
@@ -413,7 +394,7 @@ where
 }
 
 /// The connection worked but the bytes did not: usually TLS on one side only.
-fn wrong_protocol_fix(db: &DatabaseConfig) -> String {
+fn wrong_protocol_fix(db: &Database) -> String {
     if db.tls.is_some() {
         format!("check that {} is a Redis endpoint", db.address)
     } else {
@@ -425,10 +406,10 @@ fn wrong_protocol_fix(db: &DatabaseConfig) -> String {
     }
 }
 
-fn rejection_fix(db: &DatabaseConfig, user: &ProbeUser) -> String {
+fn rejection_fix(db: &Database, user: &ProbeUser) -> String {
     let db_user = user.name.as_deref().unwrap_or(DEFAULT_USER);
     match &db.auth {
-        AuthConfig::Iam {
+        Auth::Iam {
             service, target, ..
         } => {
             let (describe, kind) = match service {
@@ -449,17 +430,17 @@ fn rejection_fix(db: &DatabaseConfig, user: &ProbeUser) -> String {
                 service.connect_action()
             )
         }
-        AuthConfig::Password { .. } if user.name.is_none() => format!(
+        Auth::Password(_) if user.name.is_none() => format!(
             "check that the configured password is the server's (requirepass, or the AUTH \
              token); if the server has ACL users instead, name the db-user (default_db_user, \
              or a role's db_users) and leave legacy_auth off (database '{}')",
             db.name
         ),
-        AuthConfig::Password { .. } => format!(
+        Auth::Password(_) => format!(
             "check that the configured password is the one of db-user '{db_user}' on the server \
              (ACL GETUSER {db_user}), and that the user is on"
         ),
-        AuthConfig::None => {
+        Auth::None => {
             "the upstream requires AUTH: set auth mode 'password' or 'iam' for this database".into()
         }
     }
@@ -497,20 +478,21 @@ db_names = ["b"]
     #[test]
     fn probe_user_prefers_default_then_roles_then_default_user() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        let name = |i: usize| probe_user(&c, &c.databases[i]).name;
+        let db = |i: usize| Database::from_declared(&c.databases[i]).unwrap();
+        let name = |i: usize| probe_user(&c, &db(i)).name;
         assert_eq!(name(0).as_deref(), Some("fixed"));
         assert_eq!(name(1).as_deref(), Some("app"));
         // No db-user: the one-argument AUTH a session with no db-user sends.
         assert_eq!(name(2), None);
-        let mut iam = c.databases[2].clone();
-        iam.auth = AuthConfig::Iam {
+        let mut iam = db(2);
+        iam.auth = Auth::Iam {
             service: IamService::Elasticache,
             region: None,
             target: "rg".into(),
             serverless: false,
         };
         assert_eq!(probe_user(&c, &iam).name.as_deref(), Some("default"));
-        let mut legacy = c.databases[1].clone();
+        let mut legacy = db(1);
         legacy.legacy_auth = true;
         assert_eq!(probe_user(&c, &legacy).name, None);
     }
@@ -518,7 +500,7 @@ db_names = ["b"]
     #[test]
     fn tcp_failures_are_told_apart() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        let db = &c.databases[0];
+        let db = &Database::from_declared(&c.databases[0]).unwrap();
         let t = Duration::from_secs(5);
         let timeout = UpstreamError::ConnectTimeout {
             db: "a".into(),

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::imds::{Env, ProcessEnv};
 use crate::config::Config;
-use crate::upstream::Connector;
+use crate::proxy::upstream::Connector;
 
 pub use report::Report;
 
@@ -155,8 +155,20 @@ pub async fn run(config: &Config, doctor: Arc<Doctor>) -> Report {
     let mut checks = vec![credentials, imds];
 
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, db) in config.databases.iter().enumerate() {
-        let db = db.clone();
+    for (i, declared) in config.databases.iter().enumerate() {
+        // The config was validated when it was read, so this only refuses what the catalog
+        // would refuse too.
+        let db = match crate::catalog::Database::from_declared(declared) {
+            Ok(db) => db,
+            Err(e) => {
+                checks.push(CheckResult::fail(
+                    format!("database:{}", declared.name),
+                    e.to_string(),
+                    "fix the database's settings in the config",
+                ));
+                continue;
+            }
+        };
         let db_user = database::probe_user(config, &db);
         let doctor = doctor.clone();
         tasks.spawn(async move { (i, database::check(&db, &db_user, &doctor).await) });

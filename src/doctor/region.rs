@@ -6,11 +6,11 @@
 //! the daemon's answer on the same host with the same environment.
 
 use super::{CheckResult, Doctor};
-use crate::config::{AuthConfig, DatabaseConfig};
+use crate::catalog::{Auth, Database};
 
 /// `None` when the database does not use IAM auth.
-pub async fn check(db: &DatabaseConfig, doctor: &Doctor) -> Option<CheckResult> {
-    let AuthConfig::Iam { region, .. } = &db.auth else {
+pub async fn check(db: &Database, doctor: &Doctor) -> Option<CheckResult> {
+    let Auth::Iam { region, .. } = &db.auth else {
         return None;
     };
     let name = format!("database:{}:region", db.name);

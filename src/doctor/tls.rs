@@ -1,6 +1,6 @@
 //! Why an upstream's TLS verification failed, in words an operator can act on.
 //!
-//! The verdict is always the real one ([`crate::upstream::Connector::connect`], rustls with the
+//! The verdict is always the real one ([`crate::proxy::upstream::Connector::connect`], rustls with the
 //! configured trust). Only after it failed does [`diagnose`] open a second connection through
 //! [`danger::RecordingVerifier`], which accepts any certificate so the chain can be read, then
 //! closes it without sending a byte of Redis. The chain is parsed with x509-parser to name the
@@ -14,12 +14,12 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 
 use super::CheckResult;
-use crate::config::DatabaseConfig;
-use crate::upstream::UpstreamError;
+use crate::catalog::Database;
+use crate::proxy::upstream::UpstreamError;
 
-/// The `database:<name>:tls` result for a failed [`crate::upstream::Connector::connect`].
+/// The `database:<name>:tls` result for a failed [`crate::proxy::upstream::Connector::connect`].
 pub async fn diagnose(
-    db: &DatabaseConfig,
+    db: &Database,
     server_name: &str,
     error: &UpstreamError,
     timeout: Duration,
@@ -119,7 +119,7 @@ pub async fn diagnose(
 fn certificate_error(
     e: &CertificateError,
     server_name: &str,
-    db: &DatabaseConfig,
+    db: &Database,
     leaf: Option<&Leaf>,
 ) -> (&'static str, String, String) {
     let trust = match db.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
@@ -246,7 +246,7 @@ mod danger {
     use tokio::net::TcpStream;
     use tokio_rustls::TlsConnector;
 
-    use crate::config::DatabaseConfig;
+    use crate::catalog::Database;
 
     /// Accepts any server certificate and records the chain it was shown. Handshake signatures
     /// are still checked against the presented key, so what is recorded is what the peer holds.
@@ -310,7 +310,7 @@ mod danger {
 
     /// The certificate chain `db` presents for `server_name` (leaf first), unverified.
     pub async fn fetch_chain(
-        db: &DatabaseConfig,
+        db: &Database,
         server_name: &str,
         timeout: Duration,
     ) -> Result<Vec<CertificateDer<'static>>, String> {

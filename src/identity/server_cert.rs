@@ -236,20 +236,7 @@ mod tests {
     use crate::config::{AuthConfig, DatabaseConfig};
 
     fn database(name: &str) -> DatabaseConfig {
-        DatabaseConfig {
-            name: name.to_string(),
-            address: "127.0.0.1:6379".parse().expect("address"),
-            tls: None,
-            auth: AuthConfig::None,
-            default_db_user: None,
-            assume_role_arn: None,
-            external_id: None,
-            session_name: None,
-            allow_plaintext_auth: false,
-            legacy_auth: false,
-            relay: Default::default(),
-            allow_addresses: Vec::new(),
-        }
+        DatabaseConfig::for_test(name, "127.0.0.1:6379", AuthConfig::None)
     }
 
     fn catalog(names: &[&str]) -> Catalog {

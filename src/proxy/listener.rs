@@ -13,7 +13,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, TcpListenerConfig, UnixListenerConfig};
-use crate::proxy::session::{self, Shared, TlsListenerSpec};
+use crate::proxy::session::{self, TlsListenerSpec};
+use crate::proxy::shared::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {

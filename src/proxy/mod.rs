@@ -8,4 +8,6 @@ pub mod listener;
 pub mod registry;
 pub mod relay;
 pub mod session;
+pub mod shared;
 pub mod slots;
+pub mod upstream;

@@ -64,20 +64,12 @@ pub struct Grant {
     /// `None`: the session authenticated without one (legacy one-argument AUTH).
     pub db_user: Option<String>,
     /// The database's definition (address, auth, TLS…) as granted, to notice it changing.
-    pub database: String,
+    pub database: Arc<crate::catalog::Database>,
     /// Unix sessions: the peer's uid (its binding to `user` must hold).
     pub uid: Option<u32>,
     /// mTLS sessions: the certificate's end of validity.
     pub expires: Option<SystemTime>,
     pub started: std::time::Instant,
-}
-
-impl Grant {
-    /// A comparable form of a database definition: two catalogs' copies of one database give
-    /// the same string exactly when nothing about it changed.
-    pub fn fingerprint(db: &crate::config::DatabaseConfig) -> String {
-        serde_json::to_string(db).unwrap_or_default()
-    }
 }
 
 /// Why the bastion stopped a session.

@@ -1,21 +1,26 @@
 //! One client session, start to end: identify → read the opening frame → authorize → connect
 //! and authenticate upstream → hand both sockets to the relay.
 //!
-//! The whole handshake (TLS included) runs against one deadline (`limits.handshake_timeout`).
-//! Every refusal is a RESP `-ERR bastion: …` to the client plus an `access.denied` audit event,
-//! and closes the connection. Bytes the client pipelined behind its opening frame are written
-//! upstream, in order, before the relay starts — never dropped.
+//! The whole handshake (TLS included) runs against one deadline (`limits.handshake_timeout`);
+//! its steps are in `handshake.rs`. Every refusal is a typed [`Refusal`]: a RESP
+//! `-ERR bastion: …` to the client plus an `access.denied` audit event, then the connection
+//! closes. Bytes the client pipelined behind its opening frame are written upstream, in order,
+//! before the relay starts — never dropped.
 //!
-//! Every session is in the [`Registry`] from accept to end; an administrator's stop (kill, or
-//! revocation of its certificate) ends it whether it is in the handshake or the relay.
+//! What the session learns about itself (user, database, db-user, auth mode) is written once,
+//! into its [`Context`], which keeps the audit facts, the tracing span and the registry entry
+//! in step. Every session is in the [`crate::proxy::registry::Registry`] from accept to end; an administrator's stop
+//! (kill, or revocation of its certificate) ends it whether it is in the handshake or the
+//! relay. Live grants are re-checked in `grants.rs` ([`enforce_grants`]).
+
+mod grants;
+mod handshake;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{timeout_at, Instant};
@@ -24,30 +29,20 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tracing::{field, Instrument};
 
-use arc_swap::ArcSwap;
-
-use crate::audit::{self, SessionFacts};
-use crate::aws::credentials::CredentialChain;
-use crate::catalog::CatalogHandle;
-use crate::config::{DatabaseConfig, Limits};
+use crate::audit::{self, SessionEnd, SessionFacts};
 use crate::identity::{self, Identity, Method};
-use crate::proxy::admission::{Admission, Pending, RefusalLog};
-use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
-use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
-use crate::proxy::handshake::{error_reply, protocol_error_reply, HandshakeError};
-use crate::proxy::registry::{Grant, StopReason};
-use crate::proxy::registry::{Registered, Registry, Transport};
-use crate::proxy::relay::{self, Leg};
-use crate::proxy::slots::SessionSlots;
-use crate::rbac;
-use crate::upstream::{self, Connector, UpstreamStream};
+use crate::proxy::admission::Pending;
+use crate::proxy::handshake::{error_reply, protocol_error_reply};
+use crate::proxy::registry::{Grant, Registered, StopReason, Transport};
+use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
+use crate::proxy::shared::Shared;
+use crate::proxy::upstream::UpstreamStream;
 
-/// Upper bound on the upstream's reply to AUTH/HELLO (a HELLO map is a few hundred bytes).
-const MAX_UPSTREAM_REPLY: usize = 1024 * 1024;
+pub use grants::enforce_grants;
+pub use handshake::{Refusal, Step, Unidentified};
 
-/// Refusals of unidentified connections logged one by one per interval; the rest are counted.
-const REFUSAL_BURST: u32 = 20;
-/// How often the count of the others is logged (one `access.denied.summary` line).
+/// How often the count of the refusals of unidentified connections that were not logged one by
+/// one is logged (one `access.denied.summary` line).
 pub const REFUSAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why sessions still open at the end of a drain were closed.
@@ -55,70 +50,6 @@ const SHUTDOWN_REASON: &str = "the bastion is stopping (limits.drain_timeout ela
 
 /// The `access.denied` reason of a session stopped before its relay started.
 const STOPPED_IN_HANDSHAKE: &str = "session killed by an administrator during the handshake";
-
-/// What every session shares: the catalog, limits, credentials and upstream connector.
-pub struct Shared {
-    pub catalog: CatalogHandle,
-    /// Swapped by a reload; a session reads them when it reaches each step.
-    limits: ArcSwap<Limits>,
-    pub credentials: CredentialChain,
-    pub connector: Connector,
-    /// One slot per identified session (`limits.max_sessions`); shared by every listener.
-    pub slots: SessionSlots,
-    /// TCP connections still in their handshake (`limits.max_handshakes`, per source too).
-    pub admission: Arc<Admission>,
-    /// Refusals of unidentified connections: logged up to a burst, then summarised.
-    pub refusals: RefusalLog,
-    /// The EC2 instance this bastion runs on, once IMDS has told (for audit events).
-    pub instance_id: std::sync::OnceLock<String>,
-    /// Live sessions (`bastion sessions`) and revoked certificate serials.
-    pub sessions: Arc<Registry>,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    pub fn new(catalog: CatalogHandle, limits: Limits, credentials: CredentialChain) -> Self {
-        Shared {
-            catalog,
-            slots: SessionSlots::new(limits.max_sessions),
-            admission: Admission::new(limits.max_handshakes, limits.max_handshakes_per_source),
-            refusals: RefusalLog::new(REFUSAL_BURST),
-            limits: ArcSwap::from_pointee(limits),
-            credentials,
-            connector: Connector::new(),
-            instance_id: std::sync::OnceLock::new(),
-            sessions: Arc::new(Registry::default()),
-            next_id: AtomicU64::new(1),
-        }
-    }
-
-    /// Sessions accepted since start.
-    pub fn sessions_started(&self) -> u64 {
-        self.next_id.load(Ordering::Relaxed) - 1
-    }
-
-    fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Sessions holding a slot right now.
-    pub fn active_sessions(&self) -> usize {
-        self.slots.open()
-    }
-
-    /// The limits in force for new sessions.
-    pub fn limits(&self) -> Arc<Limits> {
-        self.limits.load_full()
-    }
-
-    /// Apply `limits` to sessions from now on; open sessions keep their slots and deadlines.
-    pub fn set_limits(&self, limits: Limits) {
-        self.slots.set_max(limits.max_sessions);
-        self.admission
-            .set_bounds(limits.max_handshakes, limits.max_handshakes_per_source);
-        self.limits.store(Arc::new(limits));
-    }
-}
 
 /// How a TLS listener picks the database.
 pub struct TlsListenerSpec {
@@ -165,13 +96,7 @@ pub async fn serve_tls(
             }
         };
         let tls = match session.unless_stopped(accept).await {
-            None => {
-                return match session.stop_reason() {
-                    Some(StopReason::Policy(reason)) => audit::denied(&facts, &reason),
-                    Some(StopReason::Shutdown) => audit::denied(&facts, SHUTDOWN_REASON),
-                    _ => audit::denied(&facts, STOPPED_IN_HANDSHAKE),
-                }
-            }
+            None => return audit_stopped(&session, &facts),
             Some(None) => {
                 return unidentified(
                     "evicted",
@@ -194,20 +119,22 @@ pub async fn serve_tls(
         let cert = conn
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .ok_or_else(|| "no client certificate".to_string())
-            .and_then(|cert| identity::tls::cert_identity(cert).map_err(|e| e.to_string()));
+            .ok_or(Unidentified::NoCertificate)
+            .and_then(|cert| Ok(identity::tls::cert_identity(cert)?));
         facts.evidence = cert.as_ref().ok().map(|c| format!("serial={}", c.serial));
         // Checked (and recorded) in the registry, under the lock `cert revoke` takes.
-        let who = cert.and_then(|c| match session.present_certificate(&c.serial, &c.user) {
-            Err(revoked) => Err(revoked.to_string()),
-            Ok(()) => Ok(Identity {
-                user: c.user,
-                method: Method::Mtls,
-                evidence: format!("serial={}", c.serial),
-                expires: Some(c.not_after),
-                uid: None,
-            }),
-        });
+        let who = cert
+            .and_then(|c| match session.present_certificate(&c.serial, &c.user) {
+                Err(revoked) => Err(revoked.into()),
+                Ok(()) => Ok(Identity {
+                    user: c.user,
+                    method: Method::Mtls,
+                    evidence: format!("serial={}", c.serial),
+                    expires: Some(c.not_after),
+                    uid: None,
+                }),
+            })
+            .map_err(Refusal::from);
         let db = pick_database(&spec, conn.server_name());
         tracing::debug!(
             sni = conn.server_name().unwrap_or("-"),
@@ -256,7 +183,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
             ..Default::default()
         };
         let who = match cred {
-            Err(e) => Err(format!("cannot read peer credentials: {e}")),
+            Err(e) => Err(Unidentified::PeerCredentials(e).into()),
             Ok(c) => match shared.catalog.snapshot().user_for_uid(c.uid) {
                 Some(user) => Ok(Identity {
                     user: user.name.clone(),
@@ -265,7 +192,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
                     expires: None,
                     uid: Some(c.uid),
                 }),
-                None => Err(format!("uid {} is not bound to a bastion user", c.uid)),
+                None => Err(Unidentified::UnboundUid(c.uid).into()),
             },
         };
         run(
@@ -296,7 +223,7 @@ fn session_span(id: u64, client: &str) -> tracing::Span {
 
 /// SNI picks the database unless the listener has a fixed one; no SNI (or the listener's own
 /// host name) means the listener's default database.
-fn pick_database(spec: &TlsListenerSpec, sni: Option<&str>) -> Result<String, String> {
+fn pick_database(spec: &TlsListenerSpec, sni: Option<&str>) -> Result<String, Refusal> {
     if let Some(fixed) = &spec.database {
         return Ok(fixed.clone());
     }
@@ -309,10 +236,7 @@ fn pick_database(spec: &TlsListenerSpec, sni: Option<&str>) -> Result<String, St
     };
     match sni {
         Some(name) if !own_name(name) => Ok(name.to_string()),
-        _ => spec.default_database.clone().ok_or_else(|| {
-            "no database selected: connect with SNI naming the database (redis-cli --sni <db>)"
-                .to_string()
-        }),
+        _ => spec.default_database.clone().ok_or(Refusal::NoDatabase),
     }
 }
 
@@ -321,35 +245,37 @@ async fn run(
     shared: &Shared,
     session: &Registered,
     mut client: ClientStream,
-    who: Result<Identity, String>,
-    db: Result<String, String>,
-    mut facts: SessionFacts,
+    who: Result<Identity, Refusal>,
+    db: Result<String, Refusal>,
+    facts: SessionFacts,
     deadline: Instant,
 ) {
+    let mut ctx = Context::new(session, facts);
     // A session slot (`limits.max_sessions`) is taken only once the client is identified, so
     // connections that never say who they are cannot lock identified ones out.
     let _slot = match &who {
         Err(_) => None,
         Ok(_) => match shared.slots.try_acquire() {
             Some(slot) => Some(slot),
-            None => {
-                let reason = "session limit reached (limits.max_sessions); try again later";
-                refuse(&mut client, &facts, reason).await;
-                return;
-            }
+            None => return refuse(&mut client, &ctx.facts, &Refusal::SessionLimit).await,
         },
     };
-    let work = handshake(shared, session, &mut client, who, db, &mut facts, deadline);
-    let ready = match session.unless_stopped(work).await {
-        None => {
-            return match session.stop_reason() {
-                Some(StopReason::Policy(reason)) => audit::denied(&facts, &reason),
-                _ => audit::denied(&facts, STOPPED_IN_HANDSHAKE),
+    let work = async {
+        match handshake::run(shared, &mut ctx, &mut client, who, db, deadline).await {
+            Ok(ready) => Some(ready),
+            Err(handshake::Stop::Refused(refusal)) => {
+                refuse(&mut client, &ctx.facts, &refusal).await;
+                None
             }
+            Err(handshake::Stop::Gone) => None,
         }
+    };
+    let ready = match session.unless_stopped(work).await {
+        None => return audit_stopped(session, &ctx.facts),
         Some(None) => return,
         Some(Some(ready)) => ready,
     };
+    let facts = ctx.facts;
     session.counters().add(ready.handed_up, ready.handed_down);
     session.relaying();
     audit::session_start(&facts);
@@ -366,7 +292,7 @@ async fn run(
     };
     let outcome = relay::relay_until(
         client_leg(client),
-        upstream::into_leg(ready.upstream),
+        upstream_leg(ready.upstream),
         session.counters(),
         stop,
     )
@@ -380,66 +306,103 @@ async fn run(
             None => ("admin", "-".to_string()),
         },
     };
-    audit::session_end(&facts, &outcome, started.elapsed(), (stopped.0, &stopped.1));
+    audit::session_end(
+        &facts,
+        &ended(&outcome, started.elapsed(), (stopped.0, &stopped.1)),
+    );
 }
 
-/// Every second, stop the live sessions whose grant no longer holds: their user was removed or
-/// lost the role, their database was removed or re-pointed, their certificate expired, or they
-/// are older than `limits.max_session_age`. (Revocation and `sessions kill` stop at once.)
-pub async fn enforce_grants(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let catalog = shared.catalog.snapshot();
-        let max_age = shared.limits().max_session_age;
-        let now = std::time::SystemTime::now();
-        let stopped = shared
-            .sessions
-            .enforce(|g| grant_holds(&catalog, g, now, max_age));
-        for (info, reason) in stopped {
-            tracing::info!(session = info.id, user = info.user.as_deref().unwrap_or("-"),
-                reason = %reason, "session stopped: its access was taken away");
-        }
+/// The `session.end` facts of a relay `outcome`; `stopped` is who ended a session the bastion
+/// stopped (`admin`, `policy`, `idle`) and why, for [`Closed::Stopped`].
+fn ended<'a>(
+    outcome: &'a Outcome,
+    duration: std::time::Duration,
+    stopped: (&'a str, &'a str),
+) -> SessionEnd<'a> {
+    let side = |side: Side| match side {
+        Side::Client => "client",
+        Side::Upstream => "upstream",
+    };
+    let path = |path: Path| match path {
+        Path::Splice => "splice",
+        Path::Copy => "copy",
+    };
+    let (closed_by, reason, error) = match &outcome.closed {
+        Closed::By(s) => (side(*s), "-", None),
+        Closed::Error { side: s, message } => (side(*s), "-", Some(message.as_str())),
+        Closed::Stopped => (stopped.0, stopped.1, None),
+    };
+    SessionEnd {
+        bytes_client_to_upstream: outcome.client_to_upstream,
+        bytes_upstream_to_client: outcome.upstream_to_client,
+        path_client_to_upstream: path(outcome.client_to_upstream_path),
+        path_upstream_to_client: path(outcome.upstream_to_client_path),
+        duration,
+        closed_by,
+        reason,
+        error,
     }
 }
 
-/// `Err(reason)` when `grant` no longer holds in `catalog` at `now`.
-fn grant_holds(
-    catalog: &crate::catalog::Catalog,
-    g: &Grant,
-    now: std::time::SystemTime,
-    max_age: Option<std::time::Duration>,
-) -> Result<(), String> {
-    if g.expires.is_some_and(|t| now >= t) {
-        return Err("client certificate expired".into());
-    }
-    if max_age.is_some_and(|age| g.started.elapsed() >= age) {
-        return Err("session reached limits.max_session_age".into());
-    }
-    if let Some(uid) = g.uid {
-        if catalog.user_for_uid(uid).map(|u| u.name.as_str()) != Some(g.user.as_str()) {
-            return Err(format!("uid {uid} is no longer bound to user '{}'", g.user));
+/// What a session knows about itself, written once per fact into the audit facts, the tracing
+/// span (`user`, `db.name`, `db.user`) and the registry entry (`sessions ls`) together.
+struct Context<'s> {
+    session: &'s Registered,
+    facts: SessionFacts,
+    span: tracing::Span,
+}
+
+impl<'s> Context<'s> {
+    fn new(session: &'s Registered, facts: SessionFacts) -> Self {
+        Context {
+            session,
+            facts,
+            span: tracing::Span::current(),
         }
     }
-    // The same decision made again must give the same db-user (or, legacy, none).
-    let now_db_user = rbac::authorize(catalog, &g.user, &g.db, g.db_user.as_deref())
-        .map_err(|d| d.to_string())?;
-    if now_db_user != g.db_user {
-        return Err(format!(
-            "database '{}' no longer authenticates this session's way (db-user {} → {})",
-            g.db,
-            g.db_user.as_deref().unwrap_or("-"),
-            now_db_user.as_deref().unwrap_or("-")
-        ));
+
+    fn set_user(&mut self, user: &str) {
+        self.facts.user = Some(user.to_string());
+        self.span.record("user", user);
+        self.session.update(&self.facts);
     }
-    match catalog.database(&g.db) {
-        Some(db) if Grant::fingerprint(db) == g.database => Ok(()),
-        Some(_) => Err(format!(
-            "database '{}' was changed (address, auth or TLS)",
-            g.db
-        )),
-        None => Err(format!("database '{}' was removed", g.db)),
+
+    fn set_db(&mut self, db: &str) {
+        self.facts.db = Some(db.to_string());
+        self.span.record("db.name", db);
+        self.session.update(&self.facts);
+    }
+
+    /// The db-user the session authenticates as (`None`: the upstream's default user).
+    fn set_db_user(&mut self, db_user: Option<&str>) {
+        self.facts.db_user = db_user.map(str::to_string);
+        if let Some(db_user) = db_user {
+            self.span.record("db.user", db_user);
+        }
+        self.session.update(&self.facts);
+    }
+
+    /// The db-user a refused client asked for: named in its `access.denied` event only.
+    fn requested_db_user(&mut self, db_user: Option<&str>) {
+        self.facts.db_user = db_user.map(str::to_string);
+    }
+
+    fn set_auth_mode(&mut self, mode: &'static str) {
+        self.facts.auth_mode = Some(mode);
+    }
+
+    /// From here on the grant is re-checked until the session ends ([`enforce_grants`]).
+    fn grant(&self, grant: Grant) {
+        self.session.grant(grant);
+    }
+}
+
+/// Audit a session stopped (killed, or its grant withdrawn) before its relay started.
+fn audit_stopped(session: &Registered, facts: &SessionFacts) {
+    match session.stop_reason() {
+        Some(StopReason::Policy(reason)) => audit::denied(facts, &reason),
+        Some(StopReason::Shutdown) => audit::denied(facts, SHUTDOWN_REASON),
+        _ => audit::denied(facts, STOPPED_IN_HANDSHAKE),
     }
 }
 
@@ -466,266 +429,15 @@ async fn idle(counters: &relay::Counters, limit: Option<std::time::Duration>) {
     }
 }
 
-/// An authenticated upstream, after the hand-off, ready for the relay.
-struct Ready {
-    upstream: UpstreamStream,
-    /// Bytes the hand-off wrote upstream (pipelined client bytes) and to the client (replies).
-    handed_up: u64,
-    handed_down: u64,
-}
-
-/// Opening → authorize → upstream auth → hand-off; `None` once the session was refused (and
-/// audited) or the client went away.
-async fn handshake(
-    shared: &Shared,
-    session: &Registered,
-    client: &mut ClientStream,
-    who: Result<Identity, String>,
-    db: Result<String, String>,
-    facts: &mut SessionFacts,
-    deadline: Instant,
-) -> Option<Ready> {
-    let limits = shared.limits();
-    let mut buf = BytesMut::with_capacity(4096);
-    let parsed = match timeout_at(
-        deadline,
-        read_opening(client, &mut buf, limits.max_handshake_bytes),
-    )
-    .await
-    {
-        Err(_) => return refuse(client, facts, "handshake timeout").await,
-        Ok(Err(OpeningError::Closed)) => {
-            tracing::debug!("client closed before its first command");
-            return None;
-        }
-        Ok(Err(OpeningError::Io(e))) => {
-            tracing::debug!(error = %e, "client read failed during handshake");
-            return None;
-        }
-        Ok(Err(OpeningError::Protocol(e))) => {
-            // Malformed input gets Redis' own wording: `-ERR protocol error: …`.
-            return refuse_with(client, facts, &e.to_string(), protocol_error_reply(&e)).await;
-        }
-        Ok(Ok(parsed)) => parsed,
+/// Audit the refusal, send `-ERR bastion: <refusal>` (malformed input: Redis' own
+/// `-ERR protocol error: …`), close.
+async fn refuse(client: &mut ClientStream, facts: &SessionFacts, refusal: &Refusal) {
+    let reason = refusal.to_string();
+    let reply = match refusal {
+        Refusal::Protocol(e) => protocol_error_reply(e),
+        _ => error_reply(&reason),
     };
-
-    // Identity and database first, then roles: nothing upstream happens for a refused user.
-    let identity = match who {
-        Ok(identity) => identity,
-        Err(reason) => return refuse(client, facts, &reason).await,
-    };
-    facts.user = Some(identity.user.clone());
-    tracing::Span::current().record("user", identity.user.as_str());
-    let db_name = match db {
-        Ok(db) => db,
-        Err(reason) => return refuse(client, facts, &reason).await,
-    };
-    facts.db = Some(db_name.clone());
-    tracing::Span::current().record("db.name", db_name.as_str());
-    session.update(facts);
-    let catalog = shared.catalog.snapshot();
-    let requested = match &parsed.opening {
-        Opening::Auth { db_user } | Opening::Hello { db_user, .. } => db_user.as_deref(),
-        Opening::Command { .. } => None,
-    };
-    let db_user = match rbac::authorize(&catalog, &identity.user, &db_name, requested) {
-        Ok(db_user) => db_user,
-        Err(denied) => {
-            facts.db_user = requested.map(str::to_string);
-            return refuse(client, facts, &denied.to_string()).await;
-        }
-    };
-    // No db-user (legacy_auth, or roles that list none): the upstream's default user.
-    facts.db_user = db_user.clone();
-    if let Some(db_user) = &db_user {
-        tracing::Span::current().record("db.user", db_user.as_str());
-    }
-    session.update(facts);
-    // authorize() succeeded, so the database exists in this snapshot.
-    let Some(database) = catalog.database(&db_name).cloned() else {
-        return refuse(client, facts, &format!("unknown database '{db_name}'")).await;
-    };
-    // From here on the grant is re-checked against every new catalog (and the clock) until
-    // the session ends: see `enforce_grants`.
-    session.grant(Grant {
-        user: identity.user.clone(),
-        db: db_name.clone(),
-        db_user: db_user.clone(),
-        database: Grant::fingerprint(&database),
-        uid: identity.uid,
-        expires: identity.expires,
-        started: StdInstant::now(),
-    });
-    facts.auth_mode = Some(database.auth.mode_name());
-
-    let upstream = match timeout_at(
-        deadline,
-        open_upstream(shared, &database, db_user.as_deref(), &parsed.opening),
-    )
-    .await
-    {
-        Err(_) => {
-            return refuse(client, facts, "handshake timeout while connecting upstream").await
-        }
-        Ok(Err(reason)) => return refuse(client, facts, &reason).await,
-        Ok(Ok(upstream)) => upstream,
-    };
-    let Authenticated {
-        mut upstream,
-        reply,
-        extra,
-    } = upstream;
-
-    // What the client sees of the handshake: the upstream's own reply to its AUTH/HELLO.
-    let client_reply: Option<Vec<u8>> = match (&parsed.opening, reply) {
-        (Opening::Command { .. }, _) => None,
-        (_, Some(reply)) => Some(reply),
-        (Opening::Auth { .. }, None) => Some(b"+OK\r\n".to_vec()),
-        (Opening::Hello { .. }, None) => None, // unreachable: HELLO is always sent upstream
-    };
-    let pipelined = buf.split_off(parsed.consumed);
-    let handoff = async {
-        if let Some(reply) = &client_reply {
-            client.write_all(reply).await?;
-        }
-        if !extra.is_empty() {
-            client.write_all(&extra).await?;
-        }
-        client.flush().await?;
-        if !pipelined.is_empty() {
-            upstream.write_all(&pipelined).await?;
-            upstream.flush().await?;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    if let Err(e) = timeout_at(deadline, handoff).await.unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "handshake timeout",
-        ))
-    }) {
-        tracing::debug!(error = %e, "handoff to relay failed");
-        return None;
-    }
-
-    Some(Ready {
-        upstream,
-        handed_up: pipelined.len() as u64,
-        handed_down: (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64,
-    })
-}
-
-struct Authenticated {
-    upstream: UpstreamStream,
-    /// The upstream's raw reply to our AUTH/HELLO, if one was sent.
-    reply: Option<Vec<u8>>,
-    /// Bytes the upstream sent after that reply (normally none).
-    extra: Vec<u8>,
-}
-
-/// Fetch the secret, connect, authenticate. The `Err` string is safe to show the client.
-async fn open_upstream(
-    shared: &Shared,
-    db: &DatabaseConfig,
-    db_user: Option<&str>,
-    opening: &Opening,
-) -> Result<Authenticated, String> {
-    let secret = upstream::auth_secret(db, db_user, &shared.credentials)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut stream = shared
-        .connector
-        .connect(db, shared.limits().upstream_connect_timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::debug!(tls = db.tls.is_some(), "upstream connected");
-    let Some(command) = auth_command(opening, db_user, secret.as_ref()) else {
-        return Ok(Authenticated {
-            upstream: stream,
-            reply: None,
-            extra: Vec::new(),
-        });
-    };
-    drop(secret);
-    let io = |e: std::io::Error| {
-        format!(
-            "upstream '{}' ({}) failed during AUTH: {e}",
-            db.name, db.address
-        )
-    };
-    stream.write_all(&command).await.map_err(io)?;
-    stream.flush().await.map_err(io)?;
-    drop(command);
-    let mut buf = BytesMut::with_capacity(1024);
-    let Reply { len, error } = loop {
-        match parse_reply(&buf, MAX_UPSTREAM_REPLY) {
-            Ok(Some(reply)) => break reply,
-            Ok(None) => {}
-            Err(e) => {
-                return Err(format!(
-                    "upstream '{}' sent a malformed reply to AUTH: {e}",
-                    db.name
-                ))
-            }
-        }
-        if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
-            return Err(format!(
-                "upstream '{}' ({}) closed the connection during AUTH",
-                db.name, db.address
-            ));
-        }
-    };
-    if let Some(error) = error {
-        return Err(upstream::explain_rejection(db, db_user, &error));
-    }
-    let extra = buf.split_off(len).to_vec();
-    Ok(Authenticated {
-        upstream: stream,
-        reply: Some(buf.to_vec()),
-        extra,
-    })
-}
-
-enum OpeningError {
-    Closed,
-    Io(std::io::Error),
-    Protocol(HandshakeError),
-}
-
-async fn read_opening(
-    client: &mut ClientStream,
-    buf: &mut BytesMut,
-    limit: usize,
-) -> Result<Parsed, OpeningError> {
-    loop {
-        if !buf.is_empty() {
-            match parse_opening(buf, limit) {
-                Ok(Some(parsed)) => return Ok(parsed),
-                Ok(None) => {}
-                Err(e) => return Err(OpeningError::Protocol(e)),
-            }
-        }
-        match client.read_buf(buf).await {
-            Ok(0) => return Err(OpeningError::Closed),
-            Ok(_) => {}
-            Err(e) => return Err(OpeningError::Io(e)),
-        }
-    }
-}
-
-/// Send `-ERR bastion: <reason>`, audit the refusal, close. Always `None`: the session is over.
-async fn refuse(client: &mut ClientStream, facts: &SessionFacts, reason: &str) -> Option<Ready> {
-    refuse_with(client, facts, reason, error_reply(reason)).await
-}
-
-/// Audit the refusal, send `reply`, close. Always `None`.
-async fn refuse_with(
-    client: &mut ClientStream,
-    facts: &SessionFacts,
-    reason: &str,
-    reply: Vec<u8>,
-) -> Option<Ready> {
-    audit::denied(facts, reason);
+    audit::denied(facts, &reason);
     let send = async {
         client.write_all(&reply).await?;
         client.flush().await?;
@@ -746,7 +458,6 @@ async fn refuse_with(
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
-    None
 }
 
 /// How long, and how many bytes, a refused client's leftover input is drained before closing.
@@ -760,6 +471,13 @@ fn client_leg(stream: ClientStream) -> Leg {
     match stream {
         Either::Left(tls) => Leg::Tls(tls),
         Either::Right(unix) => Leg::Unix(unix),
+    }
+}
+
+fn upstream_leg(stream: UpstreamStream) -> Leg {
+    match stream {
+        Either::Left(tcp) => Leg::Tcp(tcp),
+        Either::Right(tls) => Leg::Tls(tls),
     }
 }
 
@@ -797,6 +515,9 @@ mod tests {
         let s = spec(Some("fixed"), Some("local"));
         assert_eq!(pick_database(&s, Some("cache")).unwrap(), "fixed");
         let s = spec(None, None);
-        assert!(pick_database(&s, None).unwrap_err().contains("--sni"));
+        assert!(pick_database(&s, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--sni"));
     }
 }

@@ -20,7 +20,7 @@ use super::flight::SingleFlight;
 use super::http::{Reply, Transport};
 use super::settings::{Env, ImdsSettings};
 use super::token::{self, TokenState};
-use crate::config::ImdsConfig;
+use crate::aws::imds::settings::ImdsConfig;
 
 /// Lists the role attached to the instance; `<role>` under it is the credentials document.
 pub const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";

@@ -1,5 +1,6 @@
-//! The IMDS client's settings: the `[aws.imds]` config section with the environment's
-//! overrides applied, resolved once when the client is built.
+//! The IMDS client's settings: the `[aws.imds]` config section (its shape is defined here; the
+//! config file embeds it) with the environment's overrides applied, resolved once when the
+//! client is built.
 //!
 //! The environment is read through [`Env`], so tests pass a map and nothing below this module
 //! looks at the process environment.
@@ -10,7 +11,90 @@ use std::time::Duration;
 use hyper::Uri;
 
 use super::error::ImdsError;
-use crate::config::{ImdsConfig, ImdsEndpointMode};
+use serde::{Deserialize, Deserializer};
+
+/// Default IMDSv2 token lifetime asked for (the maximum IMDS grants).
+pub const DEFAULT_IMDS_TOKEN_TTL: Duration = Duration::from_secs(21_600);
+/// Default bound on connecting to IMDS, and separately on waiting for its reply.
+pub const DEFAULT_IMDS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `[aws.imds]`: the instance metadata service. Every key is optional; the environment
+/// (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, `..._ENDPOINT_MODE`, `AWS_EC2_METADATA_DISABLED`)
+/// overrides `endpoint`, `endpoint_mode` and `disabled`, as in the AWS SDKs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImdsConfig {
+    /// Full base URL, e.g. `http://169.254.169.254`; wins over `endpoint_mode`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub endpoint_mode: Option<ImdsEndpointMode>,
+    /// Lifetime asked for in `X-aws-ec2-metadata-token-ttl-seconds` (1s to 6h).
+    #[serde(default = "default_imds_token_ttl", deserialize_with = "de_duration")]
+    pub token_ttl: Duration,
+    /// Use token-less IMDSv1 GETs when the IMDSv2 token cannot be had. Off unless set; each
+    /// use logs a warning.
+    #[serde(default)]
+    pub allow_v1_fallback: bool,
+    #[serde(default = "default_imds_timeout", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_imds_timeout", deserialize_with = "de_duration")]
+    pub read_timeout: Duration,
+    /// Never ask IMDS (as `AWS_EC2_METADATA_DISABLED=true`).
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl Default for ImdsConfig {
+    fn default() -> Self {
+        ImdsConfig {
+            endpoint: None,
+            endpoint_mode: None,
+            token_ttl: DEFAULT_IMDS_TOKEN_TTL,
+            allow_v1_fallback: false,
+            connect_timeout: DEFAULT_IMDS_TIMEOUT,
+            read_timeout: DEFAULT_IMDS_TIMEOUT,
+            disabled: false,
+        }
+    }
+}
+
+fn default_imds_token_ttl() -> Duration {
+    DEFAULT_IMDS_TOKEN_TTL
+}
+fn default_imds_timeout() -> Duration {
+    DEFAULT_IMDS_TIMEOUT
+}
+
+/// Which of IMDS' two well-known addresses to use when no endpoint is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ImdsEndpointMode {
+    /// `http://169.254.169.254`
+    #[default]
+    #[serde(rename = "IPv4", alias = "ipv4")]
+    Ipv4,
+    /// `http://[fd00:ec2::254]`
+    #[serde(rename = "IPv6", alias = "ipv6")]
+    Ipv6,
+}
+
+impl std::str::FromStr for ImdsEndpointMode {
+    type Err = String;
+    /// The spelling of `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "ipv4" => Ok(ImdsEndpointMode::Ipv4),
+            "ipv6" => Ok(ImdsEndpointMode::Ipv6),
+            _ => Err(format!("'{s}' is not IPv4 or IPv6")),
+        }
+    }
+}
+
+/// A humantime duration (`"1s"`, `"6h"`), as the rest of the config spells them.
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("'{s}': {e}")))
+}
 
 /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`: a full base URL, overriding the config's `endpoint`.
 pub const ENV_ENDPOINT: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";

@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::aws::region::Resolved;
-use crate::config::{AuthConfig, Config, DatabaseConfig, IamService};
+use crate::aws::token::IamService;
+use crate::config::{AuthConfig, Config, DatabaseConfig};
 use crate::rbac::glob_match;
 
 /// Names of the Secrets Manager secrets the bastion creates and rotates start with this.

@@ -1,0 +1,245 @@
+//! `[[databases]]`, `[[roles]]`, `[[users]]`: what the store is seeded with on its first start
+//! (and what `bastion import` / `export` read and write), in the file's own shape.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::IamService;
+
+/// One upstream Redis / Valkey / ElastiCache / MemoryDB endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub name: String,
+    /// `host:port` of the upstream.
+    pub address: UpstreamAddr,
+    /// Upstream TLS; absent means plaintext.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    pub auth: AuthConfig,
+    /// db-user used when the client names none and its roles allow more than one.
+    #[serde(default)]
+    pub default_db_user: Option<String>,
+    /// IAM mode only: sign tokens with this role's credentials (STS AssumeRole, with the
+    /// bastion's own credentials as the source) instead of the bastion's own.
+    #[serde(default)]
+    pub assume_role_arn: Option<String>,
+    /// `sts:ExternalId` sent with AssumeRole (the role's trust policy may require it).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// `RoleSessionName` of the assumed session; default [`crate::aws::assume_role::DEFAULT_SESSION_NAME`].
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// IAM mode only: accept an upstream without `tls`, so auth tokens travel in clear. For
+    /// test rigs (ElastiCache and MemoryDB refuse IAM auth without in-transit encryption);
+    /// without it such a database is refused, and with it `bastion doctor` warns.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plaintext_auth: bool,
+    /// Password mode only: the upstream knows one password and no users (Redis `requirepass`,
+    /// an ElastiCache AUTH token without RBAC). Sessions authenticate with one-argument
+    /// `AUTH <password>` (`HELLO n AUTH default <password>` for a client's HELLO) and have no
+    /// db-user: the roles' `db_users` and a client's db-user are not used.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub legacy_auth: bool,
+    /// How the session's bytes are relayed: `guard` (default: the requests direction is
+    /// framed so a session can never switch db-user) or `passthrough` (byte-for-byte, trusting
+    /// the upstream's own ACLs).
+    #[serde(default, skip_serializing_if = "RelayMode::is_guard")]
+    pub relay: RelayMode,
+    /// Address ranges this database may point into although the upstream address policy
+    /// refuses them by default (link-local, multicast…); never the metadata endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_addresses: Vec<ipnet::IpNet>,
+}
+
+/// A database's `relay` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    /// Requests framed and checked (AUTH/HELLO/RESET), replies untouched.
+    #[default]
+    Guard,
+    /// Bytes relayed untouched both ways.
+    Passthrough,
+}
+
+impl RelayMode {
+    pub fn is_guard(&self) -> bool {
+        *self == RelayMode::Guard
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayMode::Guard => "guard",
+            RelayMode::Passthrough => "passthrough",
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[cfg(test)]
+impl DatabaseConfig {
+    /// A plaintext database with nothing but a name, an address and an auth mode (unit tests).
+    pub fn for_test(name: &str, address: &str, auth: AuthConfig) -> Self {
+        DatabaseConfig {
+            name: name.to_string(),
+            address: address.parse().expect("address"),
+            tls: None,
+            auth,
+            default_db_user: None,
+            assume_role_arn: None,
+            external_id: None,
+            session_name: None,
+            allow_plaintext_auth: false,
+            legacy_auth: false,
+            relay: RelayMode::Guard,
+            allow_addresses: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for UpstreamAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{s}' is not host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("'{s}' has an empty host"));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("'{s}' has an invalid port"))?;
+        Ok(UpstreamAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl Serialize for UpstreamAddr {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM bundle of CAs to trust; absent means the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name verified in the upstream certificate; defaults to the address host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// How the bastion authenticates to the upstream on the user's behalf.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// A SigV4-presigned IAM auth token (ElastiCache / MemoryDB).
+    Iam {
+        service: IamService,
+        /// Absent: the instance's region (`AWS_REGION`, the profile, IMDS `placement/region`;
+        /// see [`crate::aws::region`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// Replication group id, MemoryDB cluster name or serverless cache name.
+        target: String,
+        #[serde(default)]
+        serverless: bool,
+    },
+    /// A static password from a 0600 file or an environment variable.
+    Password {
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+        #[serde(default)]
+        password_env: Option<String>,
+    },
+    /// No AUTH upstream (a local Redis without ACLs).
+    None,
+}
+
+impl AuthConfig {
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            AuthConfig::Iam { .. } => "iam",
+            AuthConfig::Password { .. } => "password",
+            AuthConfig::None => "none",
+        }
+    }
+
+    /// Whether this mode's credential is for one named db-user (an IAM token is signed for
+    /// one). A password, or no auth, can also authenticate as the upstream's default user —
+    /// a session with no db-user (see [`crate::rbac`]).
+    pub fn needs_db_user(&self) -> bool {
+        match self {
+            AuthConfig::Iam { .. } => true,
+            AuthConfig::Password { .. } | AuthConfig::None => false,
+        }
+    }
+
+    /// Whether this mode's secret must not cross the network in clear: the upstream then needs
+    /// `tls` unless the database says `allow_plaintext_auth = true`. IAM tokens are bearer
+    /// credentials for any connection to the cache for 15 minutes (and ElastiCache / MemoryDB
+    /// accept them only with in-transit encryption). A new token or managed mode belongs here.
+    /// Passwords are not refused in clear: a local Redis with `requirepass` is their use.
+    pub fn needs_tls(&self) -> bool {
+        match self {
+            AuthConfig::Iam { .. } => true,
+            AuthConfig::Password { .. } | AuthConfig::None => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub name: String,
+    /// Database users this role may act as; `*` wildcards.
+    #[serde(default)]
+    pub db_users: Vec<String>,
+    /// Databases this role may reach; `*` wildcards.
+    #[serde(default)]
+    pub db_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The local Unix account (name or numeric uid) whose socket connections are this user.
+    #[serde(default)]
+    pub unix_user: Option<String>,
+}

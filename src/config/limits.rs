@@ -1,0 +1,101 @@
+//! `[limits]`: the bounds on handshakes and sessions (all of them changeable by a reload).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::de::{de_duration, de_opt_duration};
+
+/// Default handshake budget: a client must finish AUTH/HELLO (or its first command) within it.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on the bytes a client may send before its opening frame is complete.
+pub const DEFAULT_MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
+/// Default bound on concurrent sessions.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default bound on connecting (TCP + TLS) to an upstream.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time open sessions get to finish on SIGTERM (within the unit's `TimeoutStopSec`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default upper bound on a client certificate's validity (`cert issue --ttl`).
+pub const DEFAULT_MAX_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default bound on TCP connections still in their handshake (not yet identified).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+/// Default bound on those from one source address.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(
+        default = "default_handshake_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub handshake_timeout: Duration,
+    #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
+    pub upstream_connect_timeout: Duration,
+    #[serde(default = "default_max_handshake_bytes")]
+    pub max_handshake_bytes: usize,
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// TCP connections still in their handshake; at the bound the oldest is closed.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// The same bound per source address.
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Close a session that moved no byte in either direction for this long (off by default:
+    /// pub/sub subscribers and blocking commands are legitimately quiet).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// End every session this long after it started (off by default).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_session_age: Option<Duration>,
+    /// On SIGTERM, how long open sessions may go on before they are closed.
+    #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
+    /// `cert issue --ttl` above this is refused.
+    #[serde(default = "default_max_cert_ttl", deserialize_with = "de_duration")]
+    pub max_cert_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+            max_handshake_bytes: DEFAULT_MAX_HANDSHAKE_BYTES,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_source: DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+            idle_timeout: None,
+            max_session_age: None,
+            max_cert_ttl: DEFAULT_MAX_CERT_TTL,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+fn default_handshake_timeout() -> Duration {
+    DEFAULT_HANDSHAKE_TIMEOUT
+}
+fn default_connect_timeout() -> Duration {
+    DEFAULT_UPSTREAM_CONNECT_TIMEOUT
+}
+fn default_max_handshake_bytes() -> usize {
+    DEFAULT_MAX_HANDSHAKE_BYTES
+}
+fn default_max_sessions() -> usize {
+    DEFAULT_MAX_SESSIONS
+}
+fn default_drain_timeout() -> Duration {
+    DEFAULT_DRAIN_TIMEOUT
+}
+fn default_max_cert_ttl() -> Duration {
+    DEFAULT_MAX_CERT_TTL
+}
+fn default_max_handshakes() -> usize {
+    DEFAULT_MAX_HANDSHAKES
+}
+fn default_max_handshakes_per_source() -> usize {
+    DEFAULT_MAX_HANDSHAKES_PER_SOURCE
+}

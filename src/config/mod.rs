@@ -1,0 +1,513 @@
+//! The boot configuration: one TOML file, parsed once at start-up into typed structs.
+//!
+//! Everything here is validated before the daemon binds anything; an error names the key
+//! (and the file) that is wrong. Databases, users and roles declared here are imported into the
+//! on-box store on its first start only (see [`crate::daemon`]); after that the store is the
+//! source of truth. `bastion doctor` and `configure bootstrap` still read them from here.
+//!
+//! The file's serde shape is split by concern: `listeners.rs` (`[listeners]`), `limits.rs`
+//! (`[limits]`), `database.rs` (`[[databases]]`, `[[roles]]`, `[[users]]`), with the rules one
+//! database must keep in `rules.rs` (shared with the admin socket) and value parsers (durations,
+//! file modes) in `de.rs`. Whole-file validation is here.
+
+mod database;
+mod de;
+mod limits;
+mod listeners;
+mod rules;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::aws::imds::settings::{
+    ImdsConfig, ImdsEndpointMode, DEFAULT_IMDS_TIMEOUT, DEFAULT_IMDS_TOKEN_TTL,
+};
+pub use crate::aws::token::IamService;
+pub use database::{
+    AuthConfig, DatabaseConfig, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls, UserConfig,
+};
+pub use limits::{
+    Limits, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CERT_TTL, DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_SOURCE,
+    DEFAULT_MAX_HANDSHAKE_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+};
+pub use listeners::{Listeners, TcpListenerConfig, UnixListenerConfig};
+pub use rules::DatabaseRuleError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole boot configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the on-box CA, issued certificates and (later) the store live.
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub listeners: Listeners,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default, rename = "databases")]
+    pub databases: Vec<DatabaseConfig>,
+    #[serde(default)]
+    pub roles: Vec<RoleConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub aws: AwsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the admin socket the `bastion db|role|user|…` verbs talk to.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Path of the socket; default `<state_dir>/run/admin.sock` (only root reaches it there:
+    /// set e.g. `/run/bastion/admin.sock` when an admin group should).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// A local group whose members may use the admin socket besides root.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl Config {
+    /// Where the admin socket is.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("run").join("admin.sock"))
+    }
+}
+
+/// `[aws]`: how the bastion reaches AWS itself (not the databases).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    #[serde(default)]
+    pub imds: ImdsConfig,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks: unique names, references that resolve, listeners that make sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.tcp.is_empty() && self.listeners.unix.is_none() {
+            return Err(ConfigError::invalid(
+                "listeners",
+                "no listener configured (add [[listeners.tcp]] or [listeners.unix])",
+            ));
+        }
+        if self.limits.max_sessions == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_sessions",
+                "must be at least 1",
+            ));
+        }
+        if self.limits.max_handshake_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "limits.max_handshake_bytes",
+                "must be at least 1024",
+            ));
+        }
+        let ttl = self.aws.imds.token_ttl;
+        if ttl < Duration::from_secs(1) || ttl > DEFAULT_IMDS_TOKEN_TTL {
+            return Err(ConfigError::invalid(
+                "aws.imds.token_ttl",
+                "must be between 1s and 6h (IMDS refuses other values)",
+            ));
+        }
+        for (key, t) in [
+            ("aws.imds.connect_timeout", self.aws.imds.connect_timeout),
+            ("aws.imds.read_timeout", self.aws.imds.read_timeout),
+        ] {
+            if t.is_zero() {
+                return Err(ConfigError::invalid(key, "must be more than 0s"));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, db) in self.databases.iter().enumerate() {
+            let key = format!("databases[{i}].name");
+            check_name(&key, &db.name)?;
+            if !seen.insert(db.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("duplicate database '{}'", db.name),
+                ));
+            }
+            db.check().map_err(|e| {
+                ConfigError::invalid(format!("databases[{i}].{}", e.field), e.message)
+            })?;
+        }
+        let mut roles = std::collections::BTreeSet::new();
+        for (i, role) in self.roles.iter().enumerate() {
+            let key = format!("roles[{i}].name");
+            check_name(&key, &role.name)?;
+            if !roles.insert(role.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("duplicate role '{}'", role.name),
+                ));
+            }
+        }
+        let mut users = std::collections::BTreeSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = format!("users[{i}].name");
+            check_name(&key, &user.name)?;
+            if !users.insert(user.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("duplicate user '{}'", user.name),
+                ));
+            }
+            for role in &user.roles {
+                if !roles.contains(role.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("users[{i}].roles"),
+                        format!("user '{}' names unknown role '{role}'", user.name),
+                    ));
+                }
+            }
+        }
+        for (i, l) in self.listeners.tcp.iter().enumerate() {
+            for (field, value) in [
+                ("database", &l.database),
+                ("default_database", &l.default_database),
+            ] {
+                if let Some(name) = value {
+                    if !seen.contains(name.as_str()) {
+                        return Err(ConfigError::invalid(
+                            format!("listeners.tcp[{i}].{field}"),
+                            format!("unknown database '{name}'"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names end up in file names (`<db>.sock`, `<user>.crt`), SNI and certificate CNs: keep them tame.
+pub fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("'{name}' must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+state_dir = "/var/lib/bastion"
+[limits]
+handshake_timeout = "3s"
+[[listeners.tcp]]
+address = "127.0.0.1:6380"
+default_database = "cache"
+[listeners.unix]
+directory = "/run/bastion/db"
+mode = "0660"
+[[databases]]
+name = "cache"
+address = "master.rg.abc.use1.cache.amazonaws.com:6379"
+tls = {}
+auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "rg" }
+[[databases]]
+name = "local"
+address = "127.0.0.1:6379"
+auth = { mode = "password", password_env = "REDIS_PW" }
+[[roles]]
+name = "ops"
+db_users = ["app-*"]
+db_names = ["*"]
+[[users]]
+name = "alice"
+roles = ["ops"]
+unix_user = "alice"
+"#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.listeners.unix.as_ref().unwrap().mode, 0o660);
+        assert_eq!(c.databases[0].address.port, 6379);
+        assert!(matches!(
+            c.databases[0].auth,
+            AuthConfig::Iam {
+                serverless: false,
+                ..
+            }
+        ));
+        assert_eq!(c.users[0].roles, vec!["ops"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = SAMPLE.replace("roles = [\"ops\"]", "roles = [\"nope\"]");
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("users[0].roles") && e.contains("nope"), "{e}");
+
+        let bad = SAMPLE.replace("default_database = \"cache\"", "default_database = \"x\"");
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listeners.tcp[0].default_database"), "{e}");
+
+        let bad = SAMPLE.replace(", password_env = \"REDIS_PW\"", "");
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("databases[1].auth"), "{e}");
+
+        let bad = SAMPLE.replace("name = \"local\"", "name = \"../x\"");
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("databases[1].name"), "{e}");
+    }
+
+    #[test]
+    fn imds_section_is_optional_and_typed() {
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.aws.imds.token_ttl, DEFAULT_IMDS_TOKEN_TTL);
+        assert_eq!(c.aws.imds.read_timeout, DEFAULT_IMDS_TIMEOUT);
+        assert!(!c.aws.imds.allow_v1_fallback);
+
+        let with = format!(
+            "{SAMPLE}\n[aws.imds]\nendpoint_mode = \"IPv6\"\ntoken_ttl = \"1h\"\n\
+             allow_v1_fallback = true\nread_timeout = \"250ms\"\n"
+        );
+        let c = Config::parse(&with, Path::new("t.toml")).unwrap();
+        assert_eq!(c.aws.imds.endpoint_mode, Some(ImdsEndpointMode::Ipv6));
+        assert_eq!(c.aws.imds.token_ttl, Duration::from_secs(3600));
+        assert_eq!(c.aws.imds.read_timeout, Duration::from_millis(250));
+        assert_eq!(c.aws.imds.connect_timeout, DEFAULT_IMDS_TIMEOUT);
+        assert!(c.aws.imds.allow_v1_fallback);
+
+        let bad = format!("{SAMPLE}\n[aws.imds]\ntoken_ttl = \"7h\"\n");
+        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err();
+        assert!(e.to_string().contains("aws.imds.token_ttl"), "{e}");
+    }
+
+    #[test]
+    fn assume_role_is_optional_validated_and_named() {
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        assert!(c.databases[0].assume_role_arn.is_none());
+
+        let with = |extra: &str| {
+            SAMPLE.replace("target = \"rg\" }", &format!("target = \"rg\" }}\n{extra}"))
+        };
+        let c = Config::parse(
+            &with("assume_role_arn = \"arn:aws:iam::111122223333:role/team/cache-connect\"\nexternal_id = \"ext-1\""),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        // The ready RoleSpec (default session name, the database's region) is the catalog's:
+        // see `catalog::database`'s tests.
+        let db = &c.databases[0];
+        assert_eq!(
+            db.assume_role_arn.as_deref(),
+            Some("arn:aws:iam::111122223333:role/team/cache-connect")
+        );
+        assert_eq!(db.external_id.as_deref(), Some("ext-1"));
+
+        for bad in [
+            "assume_role_arn = \"arn:aws:iam::1111:role/r\"",
+            "assume_role_arn = \"arn:aws:iam::111122223333:user/u\"",
+            "assume_role_arn = \"arn:aws:sts::111122223333:role/r\"",
+            "assume_role_arn = \"role/r\"",
+        ] {
+            let e = Config::parse(&with(bad), Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("databases[0].assume_role_arn"), "{bad}: {e}");
+        }
+        let e = Config::parse(&with("external_id = \"x1\""), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("databases[0].external_id") && e.contains("only applies"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &with("assume_role_arn = \"arn:aws:iam::111122223333:role/r\"\nsession_name = \"a b\""),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("databases[0].session_name"), "{e}");
+
+        let pw = SAMPLE.replace(
+            "password_env = \"REDIS_PW\" }",
+            "password_env = \"REDIS_PW\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/r\"",
+        );
+        let e = Config::parse(&pw, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("databases[1].assume_role_arn") && e.contains("'password'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn database_rules_name_the_field() {
+        let broken = |from: &str, to: &str| {
+            assert!(SAMPLE.contains(from), "{from}");
+            Config::parse(&SAMPLE.replace(from, to), Path::new("t.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = broken("tls = {}", "tls = { ca_file = \"ca.pem\" }");
+        assert!(
+            e.contains("databases[0].tls.ca_file: must be an absolute path"),
+            "{e}"
+        );
+        let e = broken("tls = {}", "tls = { server_name = \"a b\" }");
+        assert!(e.contains("databases[0].tls.server_name"), "{e}");
+        let pattern_user = broken(
+            "password_env = \"REDIS_PW\" }",
+            "password_env = \"REDIS_PW\" }\ndefault_db_user = \"app-*\"",
+        );
+        assert!(
+            pattern_user.contains("databases[1].default_db_user")
+                && pattern_user.contains("no '*'"),
+            "{pattern_user}"
+        );
+        let e = broken("region = \"us-east-1\"", "region = \"Mars\"");
+        assert!(e.contains("databases[0].auth.region"), "{e}");
+        let e = broken("target = \"rg\"", "target = \"\"");
+        assert!(
+            e.contains("databases[0].auth: mode = \"iam\" needs a target"),
+            "{e}"
+        );
+        // The same rule, the same words, from the typed database alone (the admin path).
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        let mut db = c.databases[1].clone();
+        db.default_db_user = Some("app-*".into());
+        let rule = db.check().unwrap_err();
+        assert_eq!(rule.field, "default_db_user");
+        assert!(
+            pattern_user.contains(&format!("databases[1].{rule}")),
+            "{pattern_user} vs {rule}"
+        );
+    }
+
+    #[test]
+    fn iam_over_plaintext_is_refused_naming_the_key_unless_allowed() {
+        let parse = |text: &str| Config::parse(text, Path::new("t.toml"));
+        let plain = SAMPLE.replace("tls = {}\n", "");
+        let e = parse(&plain).unwrap_err().to_string();
+        assert!(
+            e.contains("databases[0].tls: auth mode \"iam\" would send its tokens in clear")
+                && e.contains("allow_plaintext_auth = true"),
+            "{e}"
+        );
+        let allowed = plain.replace(
+            "target = \"rg\" }",
+            "target = \"rg\" }\nallow_plaintext_auth = true",
+        );
+        let c = parse(&allowed).unwrap();
+        assert!(c.databases[0].allow_plaintext_auth && c.databases[0].tls.is_none());
+        // The admin path (db add, import) runs the same rule on the typed database.
+        let mut db = c.databases[0].clone();
+        db.allow_plaintext_auth = false;
+        assert_eq!(db.check().unwrap_err().field, "tls");
+
+        let on_password = SAMPLE.replace(
+            "password_env = \"REDIS_PW\" }",
+            "password_env = \"REDIS_PW\" }\nallow_plaintext_auth = true",
+        );
+        let e = parse(&on_password).unwrap_err().to_string();
+        assert!(e.contains("databases[1].allow_plaintext_auth"), "{e}");
+    }
+
+    #[test]
+    fn legacy_auth_belongs_to_password_databases_without_db_users() {
+        let parse = |text: &str| Config::parse(text, Path::new("t.toml"));
+        let legacy = SAMPLE.replace(
+            "password_env = \"REDIS_PW\" }",
+            "password_env = \"REDIS_PW\" }\nlegacy_auth = true",
+        );
+        assert!(parse(&legacy).unwrap().databases[1].legacy_auth);
+        assert!(!parse(SAMPLE).unwrap().databases[1].legacy_auth);
+        let e = parse(&legacy.replace(
+            "legacy_auth = true",
+            "legacy_auth = true\ndefault_db_user = \"app\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("databases[1].default_db_user"), "{e}");
+        let on_iam = SAMPLE.replace("target = \"rg\" }", "target = \"rg\" }\nlegacy_auth = true");
+        let e = parse(&on_iam).unwrap_err().to_string();
+        assert!(
+            e.contains("databases[0].legacy_auth") && e.contains("'iam'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn upstream_addr_parses_v4_v6_and_names() {
+        let a: UpstreamAddr = "[::1]:6379".parse().unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("::1", 6379));
+        assert_eq!(a.to_string(), "[::1]:6379");
+        assert!("nohost".parse::<UpstreamAddr>().is_err());
+        assert!("h:99999".parse::<UpstreamAddr>().is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! The rules one database must keep whoever declares it: the boot config, `bastion db add`,
+//! `bastion import`. The role rules are STS's ([`crate::aws::assume_role::check_role`]).
+
+use super::{AuthConfig, DatabaseConfig};
+use crate::aws::region::is_region;
+
+/// A rule of one database that its settings break: `field` is relative to the database
+/// (`auth`, `tls.server_name`, …); the boot config prefixes `databases[<i>].`, the admin socket
+/// `databases.<name>.`, and both say the same `message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DatabaseRuleError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn broken(field: &'static str, message: impl Into<String>) -> Result<(), DatabaseRuleError> {
+    Err(DatabaseRuleError {
+        field,
+        message: message.into(),
+    })
+}
+
+impl DatabaseConfig {
+    /// The rules one database must keep whoever declares it — the boot config
+    /// ([`Config::validate`]) or the admin socket (`bastion db add`, `bastion import`). Checks
+    /// that need the other databases (unique names, listener references) stay with their caller.
+    pub fn check(&self) -> Result<(), DatabaseRuleError> {
+        match &self.auth {
+            AuthConfig::Password {
+                password_file,
+                password_env,
+            } => {
+                if password_file.is_some() == password_env.is_some() {
+                    return broken(
+                        "auth",
+                        "mode = \"password\" needs exactly one of password_file or password_env",
+                    );
+                }
+                if password_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+                    return broken(
+                        "auth.password_file",
+                        "must be an absolute path (the daemon does not run in your directory)",
+                    );
+                }
+                if password_env.as_ref().is_some_and(|e| e.is_empty()) {
+                    return broken("auth.password_env", "must not be empty");
+                }
+            }
+            AuthConfig::Iam { region, target, .. } => {
+                if target.is_empty() {
+                    return broken("auth", "mode = \"iam\" needs a target");
+                }
+                if let Some(region) = region.as_deref().filter(|r| !is_region(r)) {
+                    return broken(
+                        "auth.region",
+                        format!(
+                            "'{region}' is not an AWS region name (e.g. us-east-1); leave it out \
+                             to use the instance's region"
+                        ),
+                    );
+                }
+            }
+            AuthConfig::None => {}
+        }
+        if let Some(tls) = &self.tls {
+            if tls.ca_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return broken(
+                    "tls.ca_file",
+                    "must be an absolute path (the daemon does not run in your directory)",
+                );
+            }
+            if let Some(name) = &tls.server_name {
+                if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                    return broken(
+                        "tls.server_name",
+                        format!("'{name}' is not a DNS name or an IP address"),
+                    );
+                }
+            }
+        }
+        if let Some(user) = &self.default_db_user {
+            let ok = !user.is_empty()
+                && !user.contains('*')
+                && user.chars().all(|c| c.is_ascii_graphic());
+            if !ok {
+                return broken(
+                    "default_db_user",
+                    format!(
+                        "'{user}' must be one concrete db-user: printable, no spaces, no '*' \
+                         (patterns belong in a role's db_users)"
+                    ),
+                );
+            }
+        }
+        if let Ok(ip) = self.address.host.parse::<std::net::IpAddr>() {
+            if let Err(refused) = crate::address_policy::check_ip(ip, &self.allow_addresses) {
+                return broken("address", refused.to_string());
+            }
+        }
+        if let Some(net) = self.allow_addresses.iter().find(|n| n.prefix_len() == 0) {
+            return broken(
+                "allow_addresses",
+                format!("'{net}' allows everything; name the one range this database needs"),
+            );
+        }
+        self.check_auth_flags()?;
+        self.check_assume_role()
+    }
+
+    /// `allow_plaintext_auth` and `legacy_auth`: each belongs to one kind of auth mode, and a
+    /// token mode without `tls` needs the former.
+    fn check_auth_flags(&self) -> Result<(), DatabaseRuleError> {
+        let mode = self.auth.mode_name();
+        if self.auth.needs_tls() && self.tls.is_none() && !self.allow_plaintext_auth {
+            return broken(
+                "tls",
+                format!(
+                    "auth mode \"{mode}\" would send its tokens in clear: add tls = {{}} \
+                     (ElastiCache and MemoryDB accept IAM auth only with in-transit encryption), \
+                     or set allow_plaintext_auth = true on a test rig"
+                ),
+            );
+        }
+        if self.allow_plaintext_auth && !self.auth.needs_tls() {
+            return broken(
+                "allow_plaintext_auth",
+                format!(
+                    "only applies with mode = \"iam\"; database '{}' uses '{mode}'",
+                    self.name
+                ),
+            );
+        }
+        if self.legacy_auth {
+            if !matches!(self.auth, AuthConfig::Password { .. }) {
+                return broken(
+                    "legacy_auth",
+                    format!(
+                        "only applies with mode = \"password\"; database '{}' uses '{mode}'",
+                        self.name
+                    ),
+                );
+            }
+            if self.default_db_user.is_some() {
+                return broken(
+                    "default_db_user",
+                    "a legacy_auth database has no db-users (one-argument AUTH); remove it",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `assume_role_arn` only on IAM databases, `external_id` and `session_name` only with it;
+    /// their shapes are STS's ([`crate::aws::assume_role::check_role`]).
+    fn check_assume_role(&self) -> Result<(), DatabaseRuleError> {
+        if self.assume_role_arn.is_some() && !matches!(self.auth, AuthConfig::Iam { .. }) {
+            return broken(
+                "assume_role_arn",
+                format!(
+                    "database '{}' uses auth mode '{}'; assume_role_arn needs mode = \"iam\"",
+                    self.name,
+                    self.auth.mode_name()
+                ),
+            );
+        }
+        crate::aws::assume_role::check_role(
+            self.assume_role_arn.as_deref(),
+            self.external_id.as_deref(),
+            self.session_name.as_deref(),
+        )
+        .map_err(|e| DatabaseRuleError {
+            field: e.field,
+            message: e.message,
+        })
+    }
+}
