@@ -32,6 +32,8 @@ use crate::catalog::CatalogHandle;
 use crate::config::{DatabaseConfig, Limits};
 use crate::identity::{self, Identity, Method};
 use crate::proxy::admission::{Admission, Pending, RefusalLog};
+use crate::proxy::guard::session_policy::SessionPolicy;
+use crate::proxy::guard::Guard;
 use crate::proxy::handshake::client::{parse_opening, Opening, Parsed};
 use crate::proxy::handshake::upstream::{auth_command, parse_reply, Reply};
 use crate::proxy::handshake::{error_reply, protocol_error_reply, HandshakeError};
@@ -360,13 +362,25 @@ async fn run(
         };
         let _ = stopped_by.set(by);
     };
-    let outcome = relay::relay_until(
-        client_leg(client),
-        upstream::into_leg(ready.upstream),
-        session.counters(),
-        stop,
-    )
-    .await;
+    let (client, upstream) = (client_leg(client), upstream::into_leg(ready.upstream));
+    let outcome = match ready.guard {
+        // `relay = "guard"`: the requests go through the command guard, replies as before.
+        Some(GuardStart {
+            pipelined,
+            database,
+            db_user,
+        }) => {
+            let policy = SessionPolicy {
+                database: &database,
+                db_user: db_user.as_deref(),
+                credentials: &shared.credentials,
+                facts: &facts,
+            };
+            let requests = Guard::new(policy, pipelined);
+            relay::relay_filtered_until(client, upstream, session.counters(), stop, requests).await
+        }
+        None => relay::relay_until(client, upstream, session.counters(), stop).await,
+    };
     let stopped = match stopped_by.get().copied() {
         Some("idle") => ("idle", "no byte moved for limits.idle_timeout".to_string()),
         _ => match session.stop_reason() {
@@ -464,6 +478,8 @@ async fn idle(counters: &relay::Counters, limit: Option<std::time::Duration>) {
 /// An authenticated upstream, after the hand-off, ready for the relay.
 struct Ready {
     upstream: UpstreamStream,
+    /// `relay = "guard"`: what the command guard needs (the pipelined bytes are its to send).
+    guard: Option<GuardStart>,
     /// Bytes the hand-off wrote upstream (pipelined client bytes) and to the client (replies).
     handed_up: u64,
     handed_down: u64,
@@ -579,6 +595,8 @@ async fn handshake(
         (Opening::Hello { .. }, None) => None, // unreachable: HELLO is always sent upstream
     };
     let pipelined = buf.split_off(parsed.consumed);
+    // In guard mode the pipelined bytes go through the guard like everything after them.
+    let guarded = database.relay.is_guard();
     let handoff = async {
         if let Some(reply) = &client_reply {
             client.write_all(reply).await?;
@@ -587,7 +605,7 @@ async fn handshake(
             client.write_all(&extra).await?;
         }
         client.flush().await?;
-        if !pipelined.is_empty() {
+        if !guarded && !pipelined.is_empty() {
             upstream.write_all(&pipelined).await?;
             upstream.flush().await?;
         }
@@ -603,11 +621,24 @@ async fn handshake(
         return None;
     }
 
+    let handed_up = if guarded { 0 } else { pipelined.len() as u64 };
     Some(Ready {
         upstream,
-        handed_up: pipelined.len() as u64,
+        guard: guarded.then(|| GuardStart {
+            pipelined: pipelined.to_vec(),
+            database,
+            db_user,
+        }),
+        handed_up,
         handed_down: (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64,
     })
+}
+
+/// The command guard's share of a session.
+struct GuardStart {
+    pipelined: Vec<u8>,
+    database: Arc<DatabaseConfig>,
+    db_user: Option<String>,
 }
 
 struct Authenticated {
