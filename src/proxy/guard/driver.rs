@@ -144,8 +144,8 @@ enum Mode {
     Forward,
     /// Held to its end (dropped), then decided.
     Hold(Held),
-    /// Dropped to its end, then refused.
-    Refuse(String),
+    /// Dropped to its end, then refused: its name (escaped), why.
+    Refuse { command: String, reason: String },
 }
 
 /// The framing state of one session's requests.
@@ -257,7 +257,7 @@ impl<'p, P: Policy> State<'p, P> {
                 }
             }
             Mode::Forward => self.out.extend_from_slice(bytes),
-            Mode::Hold(_) | Mode::Refuse(_) => {}
+            Mode::Hold(_) | Mode::Refuse { .. } => {}
         }
     }
 
@@ -277,7 +277,7 @@ impl<'p, P: Policy> State<'p, P> {
                     args: Vec::new(),
                 })
             }
-            Naming::Refuse(reason) => Mode::Refuse(reason),
+            Naming::Refuse { command, reason } => Mode::Refuse { command, reason },
         };
         self.held.clear();
     }
@@ -289,8 +289,8 @@ impl<'p, P: Policy> State<'p, P> {
     ) -> Result<(), RelayError> {
         match std::mem::replace(&mut self.mode, Mode::Pending) {
             Mode::Pending | Mode::Forward => Ok(()),
-            Mode::Refuse(reason) => {
-                self.refuse("-", &reason);
+            Mode::Refuse { command, reason } => {
+                self.refuse(&command, &reason);
                 Ok(())
             }
             Mode::Hold(held) => {

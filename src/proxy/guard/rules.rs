@@ -44,8 +44,8 @@ pub enum Naming {
     Forward,
     /// Hold it (drop its bytes) and decide at its end; inspect its arguments.
     Hold(Guarded),
-    /// Drop its bytes and refuse it at its end.
-    Refuse(String),
+    /// Drop its bytes and refuse it at its end: its name (escaped, for the audit), why.
+    Refuse { command: String, reason: String },
 }
 
 /// The commands held to their end.
@@ -68,13 +68,17 @@ impl Guarded {
 
 /// Decide on a command by its name (compared like Redis' `strcasecmp`).
 pub fn on_name(head: &Head<'_>) -> Naming {
+    let refuse = |reason: String| Naming::Refuse {
+        command: head.name().escape_ascii().to_string(),
+        reason,
+    };
     if head.name_has_nul() {
-        return Naming::Refuse("command names never contain a NUL byte".into());
+        return refuse("command names never contain a NUL byte".into());
     }
     for guarded in [Guarded::Auth, Guarded::Hello, Guarded::Reset] {
         if head.is(guarded.name()) {
             if head.argc > MAX_HELD_ARGS {
-                return Naming::Refuse(format!("{} with too many arguments", guarded.name()));
+                return refuse(format!("{} with too many arguments", guarded.name()));
             }
             return Naming::Hold(guarded);
         }
