@@ -1,7 +1,9 @@
 //! Per-database checks, in the order a connection needs them: `database:<name>:region` (only
-//! for IAM), `:assume_role` (only with `assume_role_arn`), `:dns`, `:tcp`, `:tls`, `:auth`. A
-//! failed network step skips the ones after it, saying which step stopped them; a failed region
-//! or AssumeRole skips only `:auth`.
+//! for IAM), `:assume_role` (only with `assume_role_arn`), `:dns`, `:tcp`, `:tls`, `:auth`,
+//! then `:unauthenticated` (a warning when the upstream answers a PING sent before any AUTH,
+//! on a connection of its own: its `default` user is on without a password). A failed network
+//! step skips the ones after it, saying which step stopped them; a failed region or
+//! AssumeRole skips only `:auth`.
 //!
 //! Connecting reuses [`Connector::connect`] and the secret comes from [`upstream::auth_secret`],
 //! exactly as a session does; the one AUTH frame is built by the handshake's `auth_command` and
@@ -109,7 +111,7 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
     if !dns_ok {
         skip_rest(
             &mut out,
-            &["tcp", "tls", "auth"],
+            &["tcp", "tls", "auth", "unauthenticated"],
             "the host does not resolve",
         );
         return out;
@@ -127,7 +129,11 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
         }
         Err(e) => {
             out.push(tcp_failed(db, &e, doctor.timeout));
-            skip_rest(&mut out, &["tls", "auth"], "no TCP connection");
+            skip_rest(
+                &mut out,
+                &["tls", "auth", "unauthenticated"],
+                "no TCP connection",
+            );
             return out;
         }
     };
@@ -161,7 +167,7 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
                 Err(e) => {
                     let result = tls::diagnose(db, &server_name, &e, doctor.timeout).await;
                     out.push(result.with("database", db.name.as_str()));
-                    skip_rest(&mut out, &["auth"], "TLS failed");
+                    skip_rest(&mut out, &["auth", "unauthenticated"], "TLS failed");
                     return out;
                 }
             }
@@ -175,7 +181,78 @@ pub async fn check(db: &DatabaseConfig, user: &ProbeUser, doctor: &Doctor) -> Ve
             .with("auth_mode", db.auth.mode_name())
             .with("db_user", user.name.as_deref()),
     );
+    out.push(
+        unauthenticated(db, doctor)
+            .await
+            .with("database", db.name.as_str()),
+    );
     out
+}
+
+/// A PING before any AUTH, on a fresh connection: `+PONG` means anyone who reaches the
+/// upstream is its `default` user without a password. The command guard keeps sessions from
+/// becoming `default`, but not everything else that can reach the address (nor sessions of
+/// `relay = "passthrough"` databases).
+async fn unauthenticated(db: &DatabaseConfig, doctor: &Doctor) -> CheckResult {
+    let name = format!("database:{}:unauthenticated", db.name);
+    let reply = match doctor.connector.connect(db, doctor.timeout).await {
+        Ok(mut stream) => round_trip(&mut stream, PING, doctor.timeout).await,
+        Err(e) => return CheckResult::skip(name, format!("not run: {e}")),
+    };
+    match reply {
+        Ok(Reply { error: None, .. }) => {
+            let fix = match db.auth {
+                AuthConfig::None => format!(
+                    "auth mode 'none' trusts every path to {}: prefer a password or IAM auth \
+                     and `user default off` on the server",
+                    db.address
+                ),
+                _ => format!(
+                    "turn the server's default user off (`ACL SETUSER default off`, or \
+                     `user default off` in its config) so {} answers nothing before AUTH",
+                    db.address
+                ),
+            };
+            CheckResult::warn(
+                name,
+                format!(
+                    "{} answers commands without authentication (PING before AUTH got a \
+                     reply): its `default` user is on with no password",
+                    db.address
+                ),
+                fix,
+            )
+        }
+        Ok(Reply { error: Some(_), .. }) => {
+            CheckResult::ok(name, format!("{} refuses commands before AUTH", db.address))
+        }
+        Err(e) => CheckResult::skip(name, format!("not run: no reply to PING: {e}")),
+    }
+}
+
+/// Write `bytes`, read one reply; `Err` says what went wrong (I/O, timeout, malformed, closed).
+async fn round_trip<S>(stream: &mut S, bytes: &[u8], limit: Duration) -> Result<Reply, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let exchange = async {
+        stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(1024);
+        loop {
+            if let Some(reply) = parse_reply(&buf, MAX_REPLY).map_err(|e| e.to_string())? {
+                return Ok(reply);
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) => return Err("the upstream closed the connection".to_string()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no reply within {limit:?}")))
 }
 
 async fn dns(db: &DatabaseConfig, timeout: Duration) -> CheckResult {
