@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -26,8 +27,8 @@ use super::rules::{self, Guarded, Held, HeldArg, Naming, Verdict};
 use super::ProtocolError;
 use crate::proxy::relay::{RelayError, Requests, Side};
 
-/// Read size from the client.
-const CHUNK: usize = 64 * 1024;
+/// Read size from the client (large values move in few reads and writes).
+const CHUNK: usize = 256 * 1024;
 /// Per held command, bytes of long arguments kept whole (an IAM token is ~1.5 KB).
 const INSPECT_BYTES: usize = 4096;
 /// The most bytes a command can have before it is named (count line, name header line, name
@@ -156,8 +157,10 @@ struct State<'p, P> {
     /// Bytes of the command not yet named, from stream offset `held_start`.
     held: Vec<u8>,
     held_start: u64,
-    /// Bytes due upstream from the current chunk, in order.
+    /// Bytes due upstream from the current chunk, in order…
     out: Vec<u8>,
+    /// …or, while `out` is empty, the range of the chunk that is due (written without a copy).
+    direct: Option<Range<usize>>,
 }
 
 /// An event, owned, so the framer can be told to inspect while it is handled.
@@ -183,6 +186,7 @@ impl<'p, P: Policy> State<'p, P> {
             held: Vec::new(),
             held_start: 0,
             out: Vec::with_capacity(CHUNK),
+            direct: None,
         }
     }
 
@@ -192,15 +196,16 @@ impl<'p, P: Policy> State<'p, P> {
         chunk: &[u8],
         sink: &mut Upstream<'_, W>,
     ) -> Result<Flow, RelayError> {
-        let mut rest = chunk;
+        self.direct = None;
+        let mut pos = 0;
         loop {
-            let opaque = self.framer.opaque_len().min(rest.len() as u64) as usize;
+            let opaque = self.framer.opaque_len().min((chunk.len() - pos) as u64) as usize;
             if opaque > 0 {
                 self.framer.skip(opaque as u64);
-                self.take(&rest[..opaque]);
-                rest = &rest[opaque..];
+                self.take(chunk, pos..pos + opaque);
+                pos += opaque;
             }
-            let step = self.framer.advance(rest);
+            let step = self.framer.advance(&chunk[pos..]);
             let consumed = step.consumed;
             let event = step.event.map(|event| match event {
                 Event::Command(head) => Owned::Command {
@@ -216,8 +221,16 @@ impl<'p, P: Policy> State<'p, P> {
             });
             // The consumed bytes belong to the command being framed, as it stood before the
             // event (its header and name before `Command`, its last bytes before `End`).
-            self.take(&rest[..consumed]);
-            rest = &rest[consumed..];
+            self.take(chunk, pos..pos + consumed);
+            pos += consumed;
+            let quiet = matches!(
+                (&event, &self.mode),
+                (None | Some(Owned::Arg(_)), _) | (Some(Owned::End), Mode::Forward)
+            );
+            if !quiet {
+                // The event may add bytes of its own: they go after what is due already.
+                self.materialize(chunk);
+            }
             match event {
                 None if consumed == 0 => break,
                 None => {}
@@ -230,21 +243,43 @@ impl<'p, P: Policy> State<'p, P> {
                 Some(Owned::End) => self.end(sink).await?,
                 Some(Owned::Dead(error)) => {
                     self.dead(error);
-                    sink.write(&self.out).await?;
-                    self.out.clear();
+                    self.flush(chunk, sink).await?;
                     return Ok(Flow::Dead);
                 }
             }
         }
-        sink.write(&self.out).await?;
-        self.out.clear();
+        self.flush(chunk, sink).await?;
         Ok(Flow::Open)
     }
 
+    /// Write what is due: the chunk's forwarded range as it is (no copy), or `out`.
+    async fn flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        match self.direct.take() {
+            Some(range) => sink.write(&chunk[range]).await,
+            None => {
+                sink.write(&self.out).await?;
+                self.out.clear();
+                Ok(())
+            }
+        }
+    }
+
+    /// Move the forwarded range of `chunk` into `out`, so more can follow it there.
+    fn materialize(&mut self, chunk: &[u8]) {
+        if let Some(range) = self.direct.take() {
+            self.out.extend_from_slice(&chunk[range]);
+        }
+    }
+
     /// Route bytes of the current command by its mode.
-    fn take(&mut self, bytes: &[u8]) {
+    fn take(&mut self, chunk: &[u8], range: Range<usize>) {
         match self.mode {
             Mode::Pending => {
+                let bytes = &chunk[range];
                 if self.held.is_empty() {
                     self.held_start = self.framer.offset() - bytes.len() as u64;
                 }
@@ -256,7 +291,15 @@ impl<'p, P: Policy> State<'p, P> {
                     self.held_start += drop as u64;
                 }
             }
-            Mode::Forward => self.out.extend_from_slice(bytes),
+            // While `out` is empty, contiguous forwarded bytes stay a range of the chunk.
+            Mode::Forward => match &mut self.direct {
+                Some(direct) if direct.end == range.start => direct.end = range.end,
+                None if self.out.is_empty() => self.direct = Some(range),
+                _ => {
+                    self.materialize(chunk);
+                    self.out.extend_from_slice(&chunk[range]);
+                }
+            },
             Mode::Hold(_) | Mode::Refuse { .. } => {}
         }
     }
