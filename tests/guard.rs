@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use support::clients::redis_cli_stdin;
+use support::clients::{python, redis_cli_stdin};
 use support::raw::{command, command_str, show, Raw};
 use support::stack::{Stack, StackOpts, Via, APP, CLIENT_PASSWORD, PASSWORD_ENV};
 
@@ -117,6 +117,47 @@ fn a_session_cannot_switch_db_user() {
     let refused = lines.iter().filter(|l| l.contains("'bastion: ")).count();
     assert_eq!(refused, 3, "{out}");
     s.assert_no_secrets_in_logs();
+}
+
+/// The same with redis-py on one connection: the refusals are `ResponseError`s naming the
+/// bastion, its own AUTH (alone and in a pipeline) answers `True`, the user stays `app`.
+#[test]
+fn redis_py_sees_refusals_and_answers_in_place() {
+    let s = stack(None);
+    let script = r#"
+r = connect(single_connection_client=True, username="app", password="x")
+print(r.acl_whoami())
+for args in (("AUTH", "default", "x"), ("HELLO", "3", "AUTH", "default", "x"), ("RESET",)):
+    try:
+        r.execute_command(*args)
+        print("ran", args[0])
+    except redis.ResponseError as e:
+        print("refused", args[0], "bastion:" in str(e))
+print(r.acl_whoami())
+print(r.execute_command("AUTH", "app", "y"))
+p = r.pipeline(transaction=False)
+p.ping(); p.execute_command("AUTH", "app", "z"); p.set("k", "v"); p.get("k")
+print(p.execute())
+print(r.acl_whoami())
+"#;
+    for via in [Via::Unix, Via::Mtls] {
+        let out = python(&s.endpoint(via, "plaindb"), script);
+        out.assert_success();
+        assert_eq!(
+            out.lines(),
+            [
+                "app",
+                "refused AUTH True",
+                "refused HELLO True",
+                "refused RESET True",
+                "app",
+                "True",
+                "[True, True, True, b'v']",
+                "app",
+            ],
+            "{via:?}: {out}"
+        );
+    }
 }
 
 /// Without the guard the same bytes switch the user: the attack is real and the checks above
