@@ -648,4 +648,52 @@ mod tests {
         let got = check_splits(b"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$8\r\nCLIENTPW").await;
         assert!(got.is_empty());
     }
+
+    /// Any split of a stream into reads sends the upstream the same bytes as the whole stream:
+    /// the hold / forward / copy-free bookkeeping never depends on where reads end.
+    mod splits {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn fragment() -> impl Strategy<Value = Vec<u8>> {
+            let value = (0usize..3000, any::<u8>()).prop_map(|(n, b)| vec![b; n]);
+            prop_oneof![
+                3 => value.prop_map(|v| cmd(&[b"SET", b"k", &v])),
+                2 => Just(cmd(&[b"GET", b"k"])),
+                2 => Just(cmd(&[b"AUTH", b"app", b"CLIENTPW"])),
+                1 => Just(cmd(&[b"AUTH", b"default", b"CLIENTPW"])),
+                1 => Just(cmd(&[b"HELLO", b"3", b"AUTH", b"app", b"CLIENTPW", b"SETNAME", b"n"])),
+                1 => Just(cmd(&[b"RESET"])),
+                2 => "[a-zA-Z\"' ]{0,20}\n".prop_map(String::into_bytes),
+                1 => Just(b"*0\r\n\r\n".to_vec()),
+                1 => proptest::collection::vec(any::<u8>(), 0..6),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn upstream_bytes_do_not_depend_on_reads(
+                parts in proptest::collection::vec(fragment(), 0..10),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let stream = parts.concat();
+                let mut points: Vec<usize> =
+                    cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+                points.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut from = 0;
+                for p in points.into_iter().chain([stream.len()]) {
+                    chunks.push(&stream[from..p]);
+                    from = p;
+                }
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let (whole, split) = rt.block_on(async {
+                    (upstream_bytes(&[], &[&stream]).await.0, upstream_bytes(&[], &chunks).await.0)
+                });
+                prop_assert_eq!(whole, split);
+            }
+        }
+    }
 }
