@@ -154,9 +154,14 @@ struct State<'p, P> {
     policy: &'p P,
     framer: Framer,
     mode: Mode,
-    /// Bytes of the command not yet named, from stream offset `held_start`.
+    /// Bytes of the command not yet named that came in earlier reads, from stream offset
+    /// `held_start`…
     held: Vec<u8>,
     held_start: u64,
+    /// …and those of the current read: a range of it, from stream offset `pending_start`
+    /// (copied into `held` only if the read ends before the command is named).
+    pending: Option<Range<usize>>,
+    pending_start: u64,
     /// Bytes due upstream from the current chunk, in order…
     out: Vec<u8>,
     /// …or, while `out` is empty, the range of the chunk that is due (written without a copy).
@@ -185,6 +190,8 @@ impl<'p, P: Policy> State<'p, P> {
             mode: Mode::Pending,
             held: Vec::new(),
             held_start: 0,
+            pending: None,
+            pending_start: 0,
             out: Vec::with_capacity(CHUNK),
             direct: None,
         }
@@ -223,18 +230,17 @@ impl<'p, P: Policy> State<'p, P> {
             // event (its header and name before `Command`, its last bytes before `End`).
             self.take(chunk, pos..pos + consumed);
             pos += consumed;
-            let quiet = matches!(
+            if matches!(
                 (&event, &self.mode),
-                (None | Some(Owned::Arg(_)), _) | (Some(Owned::End), Mode::Forward)
-            );
-            if !quiet {
-                // The event may add bytes of its own: they go after what is due already.
+                (Some(Owned::Dead(_)), _) | (Some(Owned::End), Mode::Hold(_) | Mode::Refuse { .. })
+            ) {
+                // The event adds bytes of its own: they go after what is due already.
                 self.materialize(chunk);
             }
             match event {
                 None if consumed == 0 => break,
                 None => {}
-                Some(Owned::Command { start, naming }) => self.named(start, naming),
+                Some(Owned::Command { start, naming }) => self.named(chunk, start, naming),
                 Some(Owned::Arg(arg)) => {
                     if let Mode::Hold(held) = &mut self.mode {
                         held.args.push(arg);
@@ -247,6 +253,14 @@ impl<'p, P: Policy> State<'p, P> {
                     return Ok(Flow::Dead);
                 }
             }
+        }
+        // A command not named by the end of this read: keep its bytes for the next.
+        if let Some(range) = self.pending.take() {
+            if self.held.is_empty() {
+                self.held_start = self.pending_start;
+            }
+            self.held.extend_from_slice(&chunk[range]);
+            self.trim_held();
         }
         self.flush(chunk, sink).await?;
         Ok(Flow::Open)
@@ -278,41 +292,68 @@ impl<'p, P: Policy> State<'p, P> {
     /// Route bytes of the current command by its mode.
     fn take(&mut self, chunk: &[u8], range: Range<usize>) {
         match self.mode {
-            Mode::Pending => {
-                let bytes = &chunk[range];
-                if self.held.is_empty() {
-                    self.held_start = self.framer.offset() - bytes.len() as u64;
-                }
-                self.held.extend_from_slice(bytes);
-                if self.held.len() > 2 * PRE_NAME_MAX {
-                    // Only filler can be this far back: the command's own bytes are newer.
-                    let drop = self.held.len() - PRE_NAME_MAX;
-                    self.held.drain(..drop);
-                    self.held_start += drop as u64;
-                }
+            Mode::Pending if range.is_empty() => {}
+            // Continuing a command from an earlier read: all of it is in `held`.
+            Mode::Pending if !self.held.is_empty() => {
+                self.held.extend_from_slice(&chunk[range]);
+                self.trim_held();
             }
-            // While `out` is empty, contiguous forwarded bytes stay a range of the chunk.
-            Mode::Forward => match &mut self.direct {
-                Some(direct) if direct.end == range.start => direct.end = range.end,
-                None if self.out.is_empty() => self.direct = Some(range),
-                _ => {
-                    self.materialize(chunk);
-                    self.out.extend_from_slice(&chunk[range]);
+            Mode::Pending => match &mut self.pending {
+                Some(pending) => pending.end = range.end,
+                None => {
+                    self.pending_start = self.framer.offset() - range.len() as u64;
+                    self.pending = Some(range);
                 }
             },
+            Mode::Forward => self.forward(chunk, range),
             Mode::Hold(_) | Mode::Refuse { .. } => {}
         }
     }
 
-    fn named(&mut self, start: u64, naming: Naming) {
-        // Held bytes before `start` are filler Redis skips (`*0`, empty lines).
-        let from = usize::try_from(start.saturating_sub(self.held_start)).unwrap_or(usize::MAX);
-        let own = self.held.get(from..).unwrap_or_default();
-        self.mode = match naming {
-            Naming::Forward => {
-                self.out.extend_from_slice(own);
-                Mode::Forward
+    /// Forward `range` of `chunk`: while `out` is empty, contiguous forwarded bytes stay a
+    /// range of the chunk (written without a copy).
+    fn forward(&mut self, chunk: &[u8], range: Range<usize>) {
+        match &mut self.direct {
+            Some(direct) if direct.end == range.start => direct.end = range.end,
+            None if self.out.is_empty() => self.direct = Some(range),
+            _ => {
+                self.materialize(chunk);
+                self.out.extend_from_slice(&chunk[range]);
             }
+        }
+    }
+
+    /// Only filler can be this far back: a command's own bytes before its name are newer.
+    fn trim_held(&mut self) {
+        if self.held.len() > 2 * PRE_NAME_MAX {
+            let drop = self.held.len() - PRE_NAME_MAX;
+            self.held.drain(..drop);
+            self.held_start += drop as u64;
+        }
+    }
+
+    fn named(&mut self, chunk: &[u8], start: u64, naming: Naming) {
+        // Bytes before `start` are filler Redis skips (`*0`, empty lines).
+        let pending = self.pending.take();
+        if matches!(naming, Naming::Forward) {
+            if self.held.is_empty() {
+                if let Some(range) = pending {
+                    let skip = usize::try_from(start.saturating_sub(self.pending_start))
+                        .unwrap_or(usize::MAX)
+                        .min(range.len());
+                    self.forward(chunk, range.start + skip..range.end);
+                }
+            } else {
+                let from =
+                    usize::try_from(start.saturating_sub(self.held_start)).unwrap_or(usize::MAX);
+                self.materialize(chunk);
+                let own = self.held.get(from..).unwrap_or_default();
+                self.out.extend_from_slice(own);
+            }
+        }
+        self.held.clear();
+        self.mode = match naming {
+            Naming::Forward => Mode::Forward,
             Naming::Hold(command) => {
                 self.framer.inspect();
                 Mode::Hold(Held {
@@ -322,7 +363,6 @@ impl<'p, P: Policy> State<'p, P> {
             }
             Naming::Refuse { command, reason } => Mode::Refuse { command, reason },
         };
-        self.held.clear();
     }
 
     /// The current command is complete: forwarded already, or decided now.
@@ -395,6 +435,7 @@ impl<'p, P: Policy> State<'p, P> {
             self.out.extend_from_slice(&rules::trigger(error));
         }
         self.held.clear();
+        self.pending = None;
         self.policy.audit(GuardEvent::Refused {
             command: "-",
             reason: &format!("protocol error: {error}"),
