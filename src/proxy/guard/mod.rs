@@ -13,7 +13,8 @@
 //!
 //! What this module must never do: disagree with Redis about the command boundaries or names
 //! (a guard that does can be walked past: it sees a harmless command while Redis runs AUTH),
-//! hold or reorder bytes itself, keep a bulk payload it was not asked for, or panic on input.
+//! reorder bytes or hold them longer than a rule needs, forward any byte of a held command (the
+//! client's password), keep a bulk payload it was not asked for, or panic on input.
 //! Its one other RESP parser is `proxy::handshake`, for the opening frame.
 
 pub mod driver;
