@@ -105,6 +105,42 @@ pub fn denied(f: &SessionFacts, reason: &str) {
     );
 }
 
+/// What the command guard did to one command of a live session: `command.refused` (another
+/// db-user's AUTH, RESET, a protocol error…; the upstream answered an error carrying `reason`)
+/// or `command.rewritten` (its own db-user's AUTH answered, HELLO sent without its AUTH part;
+/// `reason` says which).
+pub fn command_guarded(f: &SessionFacts, event: GuardAudit, command: &str, reason: &str) {
+    tracing::info!(
+        target: "audit",
+        event = event.name(),
+        session = f.session,
+        instance = opt(&f.instance),
+        user = opt(&f.user),
+        client = %f.client,
+        db = opt(&f.db),
+        db_user = opt(&f.db_user),
+        command,
+        reason,
+        "command guarded"
+    );
+}
+
+/// The two command-guard events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardAudit {
+    Refused,
+    Rewritten,
+}
+
+impl GuardAudit {
+    fn name(self) -> &'static str {
+        match self {
+            GuardAudit::Refused => "command.refused",
+            GuardAudit::Rewritten => "command.rewritten",
+        }
+    }
+}
+
 /// The refusals of unidentified connections that were counted instead of logged one by one
 /// during the last interval (see `proxy::admission::RefusalLog`).
 pub fn denied_summary(

@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
 use support::certs::{write_private, TestCa};
-use support::iam_front::{IamFront, IamFrontConfig};
+use support::iam_front::{IamFront, IamFrontConfig, Outcome, Rejection};
 use support::process::{closed_addr, run, Out};
 use support::redis::{RedisOpts, RedisServer};
 
@@ -142,7 +142,7 @@ default_db_user = "app"
     // database needs AWS credentials.
     assert_status(&report, "imds", "warn");
     assert_eq!(check(&report, "imds")["kind"], "disabled");
-    for step in ["dns", "tcp", "tls", "auth"] {
+    for step in ["dns", "tcp", "tls", "auth", "unauthenticated"] {
         assert_status(&report, &format!("database:cache:{step}"), "ok");
     }
     let auth = check(&report, "database:cache:auth");
@@ -171,6 +171,53 @@ default_db_user = "app"
             .contains("ok    database:cache:auth\n      db-user 'app'"),
         "{out}"
     );
+    assert_no_secrets(&out);
+}
+
+/// Redis as it ships (`default` on, no password): the database works, and doctor warns that
+/// the upstream answers before AUTH — over TLS and plaintext, whatever the auth mode.
+#[test]
+fn an_upstream_answering_before_auth_is_a_warning() {
+    let mut opts = RedisOpts::users(&["app"], PASSWORD);
+    opts.default_nopass = true;
+    let redis = RedisServer::start(opts);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = write_private(&dir.path().join("app.pw"), PASSWORD.as_bytes());
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[[databases]]
+name = "open"
+address = "{tls}"
+tls = {{ ca_file = "{ca}" }}
+auth = {{ mode = "password", password_file = "{pw}" }}
+default_db_user = "app"
+
+[[databases]]
+name = "none"
+address = "{plain}"
+auth = {{ mode = "none" }}
+"#,
+            tls = redis.tls_addr(),
+            plain = redis.plain_addr(),
+            ca = redis.ca_pem_path().display(),
+            pw = pw.display(),
+        ),
+    );
+    let (out, report) = doctor(&config, dir.path());
+    assert!(out.status.success(), "warnings do not fail doctor: {out}");
+    assert_status(&report, "database:open:auth", "ok");
+    for db in ["open", "none"] {
+        let open = check(&report, &format!("database:{db}:unauthenticated"));
+        assert_eq!(open["status"], "warn", "{open:#}");
+        assert!(
+            text(&open["finding"]).contains("without authentication"),
+            "{open:#}"
+        );
+    }
+    let fix = text(&check(&report, "database:open:unauthenticated")["fix"]).to_string();
+    assert!(fix.contains("default off"), "{fix}");
     assert_no_secrets(&out);
 }
 
@@ -404,7 +451,14 @@ fn missing_region_fails_the_region_check_and_skips_auth() {
         text(&auth["finding"]).contains("database:iamdb:region"),
         "{auth:#}"
     );
-    assert!(rig.front.verdicts().is_empty());
+    // No token was presented: the only frame the front saw is the `:unauthenticated` PING.
+    let verdicts = rig.front.verdicts();
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| v.outcome == Outcome::Rejected(Rejection::NotAuth)),
+        "{verdicts:?}"
+    );
 }
 
 /// `bastion configure bootstrap --manual --account-id 123456789012 --config CONFIG`.

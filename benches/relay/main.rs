@@ -84,7 +84,8 @@ const USAGE: &str = "usage: cargo bench --bench relay [-- OPTIONS]
   --scale F       multiply every request count by F (default 1.0; 0.2 for a quick look)
   --timeout SECS  kill a redis-benchmark run after this long (default 60)
   --targets LIST  comma-separated subset of: direct-tcp, haproxy-tcp, direct-unix, haproxy-unix,
-                  bastion-unix, direct-tls, haproxy-tls, bastion-tls (direct-tcp always runs)
+                  bastion-unix, bastion-unix-pass, direct-tls, haproxy-tls, bastion-tls,
+                  bastion-tls-pass (direct-tcp always runs)
   --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path";
 
 struct Options {
@@ -250,22 +251,28 @@ enum TargetId {
     HaproxyTcp,
     DirectUnix,
     HaproxyUnix,
+    /// The bastion's default `relay = "guard"`.
     BastionUnix,
+    /// `relay = "passthrough"`.
+    BastionUnixPass,
     DirectTls,
     HaproxyTls,
     BastionTls,
+    BastionTlsPass,
 }
 
 impl TargetId {
-    const ALL: [TargetId; 8] = [
+    const ALL: [TargetId; 10] = [
         TargetId::DirectTcp,
         TargetId::HaproxyTcp,
         TargetId::DirectUnix,
         TargetId::HaproxyUnix,
         TargetId::BastionUnix,
+        TargetId::BastionUnixPass,
         TargetId::DirectTls,
         TargetId::HaproxyTls,
         TargetId::BastionTls,
+        TargetId::BastionTlsPass,
     ];
 
     fn name(self) -> &'static str {
@@ -275,28 +282,40 @@ impl TargetId {
             TargetId::DirectUnix => "direct-unix",
             TargetId::HaproxyUnix => "haproxy-unix",
             TargetId::BastionUnix => "bastion-unix",
+            TargetId::BastionUnixPass => "bastion-unix-pass",
             TargetId::DirectTls => "direct-tls",
             TargetId::HaproxyTls => "haproxy-tls",
             TargetId::BastionTls => "bastion-tls",
+            TargetId::BastionTlsPass => "bastion-tls-pass",
         }
     }
 
     fn is_bastion(self) -> bool {
-        matches!(self, TargetId::BastionUnix | TargetId::BastionTls)
+        matches!(
+            self,
+            TargetId::BastionUnix
+                | TargetId::BastionUnixPass
+                | TargetId::BastionTls
+                | TargetId::BastionTlsPass
+        )
     }
 }
 
 /// The ratios printed per workload: (numerator, denominator). The bastion's Unix socket is
 /// compared with the same topology (Unix in front, TCP to Redis: HAProxy) and with the ideal
 /// (Redis' own socket); its mTLS listener with plaintext Redis (the brief's reference), Redis' own
-/// TLS (same client, same TLS cost on one hop) and HAProxy terminating TLS.
+/// TLS (same client, same TLS cost on one hop) and HAProxy terminating TLS. The command guard
+/// (the default) is also compared with `relay = "passthrough"` on the same listener.
 const RATIOS: &[(TargetId, TargetId)] = &[
     (TargetId::HaproxyTcp, TargetId::DirectTcp),
     (TargetId::BastionUnix, TargetId::DirectUnix),
     (TargetId::BastionUnix, TargetId::HaproxyUnix),
+    (TargetId::BastionUnix, TargetId::BastionUnixPass),
+    (TargetId::BastionUnixPass, TargetId::HaproxyUnix),
     (TargetId::BastionTls, TargetId::DirectTcp),
     (TargetId::BastionTls, TargetId::DirectTls),
     (TargetId::BastionTls, TargetId::HaproxyTls),
+    (TargetId::BastionTls, TargetId::BastionTlsPass),
 ];
 
 struct Target {

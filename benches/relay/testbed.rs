@@ -110,9 +110,15 @@ impl TestBed {
             TargetId::HaproxyUnix => Endpoint::unix(&haproxy?.socket),
             TargetId::HaproxyTls => Endpoint::mtls(local(haproxy?.tls_port), None, client),
             TargetId::BastionUnix => Endpoint::unix(bastion?.socket_path("local")),
+            TargetId::BastionUnixPass => Endpoint::unix(bastion?.socket_path("pass")),
             TargetId::BastionTls => {
                 Endpoint::mtls(bastion?.tls_addr(0), None, self.bastion_cert.as_ref()?)
             }
+            TargetId::BastionTlsPass => Endpoint::mtls(
+                bastion?.tls_addr(0),
+                Some("pass"),
+                self.bastion_cert.as_ref()?,
+            ),
         })
     }
 
@@ -296,8 +302,10 @@ impl Drop for Haproxy {
     }
 }
 
-/// The bastion on Redis' plaintext port: an mTLS listener (`default_database = "local"`) and
-/// `<dir>/sock/local.sock`, auth mode `none`, user `bench` bound to the bench's own uid. Logs at
+/// The bastion on Redis' plaintext port: an mTLS listener (`default_database = "local"`, SNI
+/// `pass` for the other) and `<dir>/sock/local.sock` (`relay = "guard"`, the default) and
+/// `pass.sock` (`relay = "passthrough"`), auth mode `none`, user `bench` bound to the bench's
+/// own uid. Logs at
 /// `info`, the shipped level, whatever the caller's environment says.
 fn start_bastion(dir: &Path, redis: SocketAddr) -> Result<Bastion, String> {
     let state_dir = dir.join("state");
@@ -335,6 +343,13 @@ directory = {sock}
 [[databases]]
 name = "local"
 address = "{redis}"
+auth = {{ mode = "none" }}
+default_db_user = "default"
+
+[[databases]]
+name = "pass"
+address = "{redis}"
+relay = "passthrough"
 auth = {{ mode = "none" }}
 default_db_user = "default"
 

@@ -1,7 +1,9 @@
 //! Per-database checks, in the order a connection needs them: `database:<name>:region` (only
-//! for IAM), `:assume_role` (only with `assume_role_arn`), `:dns`, `:tcp`, `:tls`, `:auth`. A
-//! failed network step skips the ones after it, saying which step stopped them; a failed region
-//! or AssumeRole skips only `:auth`.
+//! for IAM), `:assume_role` (only with `assume_role_arn`), `:dns`, `:tcp`, `:tls`, `:auth`,
+//! then `:unauthenticated` (a warning when the upstream answers a PING sent before any AUTH,
+//! on a connection of its own: its `default` user is on without a password). A failed network
+//! step skips the ones after it, saying which step stopped them; a failed region or
+//! AssumeRole skips only `:auth`.
 //!
 //! Connecting reuses [`Connector::connect`] and the secret comes from [`upstream::auth_secret`],
 //! exactly as a session does; the one AUTH frame is built by the handshake's `auth_command` and
@@ -105,7 +107,7 @@ pub async fn check(db: &Database, user: &ProbeUser, doctor: &Doctor) -> Vec<Chec
     if !dns_ok {
         skip_rest(
             &mut out,
-            &["tcp", "tls", "auth"],
+            &["tcp", "tls", "auth", "unauthenticated"],
             "the host does not resolve",
         );
         return out;
@@ -123,7 +125,11 @@ pub async fn check(db: &Database, user: &ProbeUser, doctor: &Doctor) -> Vec<Chec
         }
         Err(e) => {
             out.push(tcp_failed(db, &e, doctor.timeout));
-            skip_rest(&mut out, &["tls", "auth"], "no TCP connection");
+            skip_rest(
+                &mut out,
+                &["tls", "auth", "unauthenticated"],
+                "no TCP connection",
+            );
             return out;
         }
     };
@@ -157,7 +163,7 @@ pub async fn check(db: &Database, user: &ProbeUser, doctor: &Doctor) -> Vec<Chec
                 Err(e) => {
                     let result = tls::diagnose(db, &server_name, &e, doctor.timeout).await;
                     out.push(result.with("database", db.name.as_str()));
-                    skip_rest(&mut out, &["auth"], "TLS failed");
+                    skip_rest(&mut out, &["auth", "unauthenticated"], "TLS failed");
                     return out;
                 }
             }
@@ -171,7 +177,62 @@ pub async fn check(db: &Database, user: &ProbeUser, doctor: &Doctor) -> Vec<Chec
             .with("auth_mode", db.auth.mode_name())
             .with("db_user", user.name.as_deref()),
     );
+    out.push(
+        unauthenticated(db, doctor)
+            .await
+            .with("database", db.name.as_str()),
+    );
     out
+}
+
+/// A PING before any AUTH, on a fresh connection: `+PONG` means anyone who reaches the
+/// upstream is its `default` user without a password. The command guard keeps sessions from
+/// becoming `default`, but not everything else that can reach the address (nor sessions of
+/// `relay = "passthrough"` databases).
+async fn unauthenticated(db: &Database, doctor: &Doctor) -> CheckResult {
+    let name = format!("database:{}:unauthenticated", db.name);
+    let mut stream = match doctor.connector.connect(db, doctor.timeout).await {
+        Ok(stream) => stream,
+        Err(e) => return CheckResult::skip(name, format!("not run: {e}")),
+    };
+    let reply = tokio::time::timeout(
+        doctor.timeout,
+        upstream::authenticate(&mut stream, db, None, PING),
+    )
+    .await;
+    match reply {
+        Ok(Ok(_)) => {
+            let fix = match db.auth {
+                Auth::None => format!(
+                    "auth mode 'none' trusts every path to {}: prefer a password or IAM auth \
+                     and `user default off` on the server",
+                    db.address
+                ),
+                _ => format!(
+                    "turn the server's default user off (`ACL SETUSER default off`, or \
+                     `user default off` in its config) so {} answers nothing before AUTH",
+                    db.address
+                ),
+            };
+            CheckResult::warn(
+                name,
+                format!(
+                    "{} answers commands without authentication (PING before AUTH got a \
+                     reply): its `default` user is on with no password",
+                    db.address
+                ),
+                fix,
+            )
+        }
+        Ok(Err(upstream::AuthError::Rejected { .. })) => {
+            CheckResult::ok(name, format!("{} refuses commands before AUTH", db.address))
+        }
+        Ok(Err(e)) => CheckResult::skip(name, format!("not run: no reply to PING: {e}")),
+        Err(_) => CheckResult::skip(
+            name,
+            format!("not run: no reply to PING within {:?}", doctor.timeout),
+        ),
+    }
 }
 
 async fn dns(db: &Database, timeout: Duration) -> CheckResult {

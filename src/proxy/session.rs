@@ -32,6 +32,9 @@ use tracing::{field, Instrument};
 use crate::audit::{self, SessionEnd, SessionFacts};
 use crate::identity::{self, Identity, Method};
 use crate::proxy::admission::Pending;
+use crate::proxy::guard::session_policy::SessionPolicy;
+use crate::proxy::guard::Guard;
+use handshake::GuardStart;
 use crate::proxy::handshake::{error_reply, protocol_error_reply};
 use crate::proxy::registry::{Grant, Registered, StopReason, Transport};
 use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
@@ -290,13 +293,25 @@ async fn run(
         };
         let _ = stopped_by.set(by);
     };
-    let outcome = relay::relay_until(
-        client_leg(client),
-        upstream_leg(ready.upstream),
-        session.counters(),
-        stop,
-    )
-    .await;
+    let (client, upstream) = (client_leg(client), upstream_leg(ready.upstream));
+    let outcome = match ready.guard {
+        // `relay = "guard"`: the requests go through the command guard, replies as before.
+        Some(GuardStart {
+            pipelined,
+            database,
+            db_user,
+        }) => {
+            let policy = SessionPolicy {
+                database: &database,
+                db_user: db_user.as_deref(),
+                credentials: &shared.credentials,
+                facts: &facts,
+            };
+            let requests = Guard::new(policy, pipelined);
+            relay::relay_filtered_until(client, upstream, session.counters(), stop, requests).await
+        }
+        None => relay::relay_until(client, upstream, session.counters(), stop).await,
+    };
     let stopped = match stopped_by.get().copied() {
         Some("idle") => ("idle", "no byte moved for limits.idle_timeout".to_string()),
         _ => match session.stop_reason() {

@@ -13,6 +13,7 @@
 //! | `badpwdb` | plaintext port            | `password_file` (WRONG password)       |
 //! | `downdb`  | a closed loopback port    | `password_file`                        |
 //! | `opendb`  | plaintext port, only with [`StackOpts::open_db`] (Redis `default` on nopass) | `none` |
+//! | `passdb`  | plaintext port, only with [`StackOpts::passthrough_db`]: `relay = "passthrough"` | `password_file` |
 //!
 //! Every database has `default_db_user = "app"`. Role `apps` allows db_users
 //! [`StackOpts::db_users`] (default `["app"]`) on every database; bastion user `alice` has it and
@@ -62,6 +63,8 @@ pub struct StackOpts {
     pub extra_listeners: Vec<String>,
     /// Add database `opendb` (auth mode none) and turn Redis' `default` user on without a password.
     pub open_db: bool,
+    /// Add database `passdb`: like `plaindb`, with `relay = "passthrough"`.
+    pub passthrough_db: bool,
     /// Raw TOML appended to the config (more roles and users).
     pub extra_toml: String,
     /// Lines added to `[limits]`, e.g. `max_sessions = 20`.
@@ -76,6 +79,7 @@ impl Default for StackOpts {
             extra_upstream_users: Vec::new(),
             extra_listeners: Vec::new(),
             open_db: false,
+            passthrough_db: false,
             extra_toml: String::new(),
             extra_limits: String::new(),
         }
@@ -318,6 +322,19 @@ default_db_user = "app"
 name = "opendb"
 address = "{plain}"
 auth = {{ mode = "none" }}
+"#,
+            plain = i.redis.plain_addr(),
+        ));
+    }
+    if i.opts.passthrough_db {
+        c.push_str(&format!(
+            r#"
+[[databases]]
+name = "passdb"
+address = "{plain}"
+relay = "passthrough"
+auth = {{ mode = "password", password_file = {good} }}
+default_db_user = "app"
 "#,
             plain = i.redis.plain_addr(),
         ));

@@ -6,19 +6,28 @@
 //!   reporting each command's name as soon as it is known and letting bulk payloads pass
 //!   without being buffered.
 //! - `splitargs`: Redis' inline-command splitting (`sdssplitargs`), byte by byte.
+//! - [`rules`]: what becomes of AUTH, HELLO … AUTH, RESET and protocol errors (and why the
+//!   upstream, not the bastion, answers each of them).
+//! - [`driver`]: the [`Guard`], which runs a session's requests direction through the framer
+//!   and the rules as a relay filter, taking a small [`Policy`] from the session.
 //!
 //! What this module must never do: disagree with Redis about the command boundaries or names
 //! (a guard that does can be walked past: it sees a harmless command while Redis runs AUTH),
-//! hold or reorder bytes itself, keep a bulk payload it was not asked for, or panic on input.
+//! reorder bytes or hold them longer than a rule needs, forward any byte of a held command (the
+//! client's password), keep a bulk payload it was not asked for, or panic on input.
 //! Its one other RESP parser is `proxy::handshake`, for the opening frame.
 
+pub mod driver;
 pub mod framer;
 mod fuzz;
+pub mod rules;
+pub mod session_policy;
 mod splitargs;
 
 #[cfg(test)]
 mod proptests;
 
+pub use driver::{Guard, GuardEvent, Policy};
 pub use framer::{
     keyword_eq, Arg, Event, Framer, FramerConfig, Head, Kind, Step, NAME_CAP,
     PROTO_INLINE_MAX_SIZE, PROTO_MAX_BULK_LEN,

@@ -62,8 +62,8 @@ pub fn auth_command(
     }
 }
 
-/// A command as a RESP array of bulk strings.
-fn encode_command(args: &[&[u8]]) -> Zeroizing<Vec<u8>> {
+/// A command as a RESP array of bulk strings (zeroized on drop: it may carry a secret).
+pub fn encode_command(args: &[&[u8]]) -> Zeroizing<Vec<u8>> {
     let elements: Vec<BorrowedFrame> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
     let frame = BorrowedFrame::Array(&elements);
     let mut out = vec![0; frame.encode_len(false)];

@@ -44,7 +44,7 @@ pub(super) async fn run(
     .await
 }
 
-fn into_stream(leg: Leg) -> Box<dyn Stream> {
+pub(super) fn into_stream(leg: Leg) -> Box<dyn Stream> {
     match leg {
         Leg::Tcp(stream) => Box::new(stream),
         Leg::Unix(stream) => Box::new(stream),
@@ -55,7 +55,7 @@ fn into_stream(leg: Leg) -> Box<dyn Stream> {
 /// One direction: read a chunk, write and flush all of it, repeat; on EOF shut the write half
 /// down (TLS: `close_notify`, then the socket's `SHUT_WR`) and finish. Every read and write is an
 /// `.await` on tokio, which parks on readiness: there is no retry loop here to spin.
-async fn direction<R, W>(
+pub(super) async fn direction<R, W>(
     direction: Direction,
     mut source: R,
     mut destination: W,

@@ -7,6 +7,9 @@
 //! - **copy** (`copy.rs`): a leg is TLS terminated in user space (rustls), so each direction reads
 //!   into a 64 KiB buffer and writes it out.
 //!
+//! A session may hand its requests direction to a filter instead (`filtered.rs`, the command
+//! guard): the relay then moves only the replies, by the same path.
+//!
 //! Both directions run concurrently in the calling task. A half-close (EOF) on one side is
 //! propagated as `shutdown(Write)` on the other and the opposite direction keeps running, so a
 //! client that has sent its last command still receives every reply. An I/O error on either side
@@ -18,6 +21,7 @@
 //! and never panic on anything the network does.
 
 mod copy;
+mod filtered;
 mod pipe;
 mod splice;
 #[cfg(test)]
@@ -30,6 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
+
+pub use filtered::{relay_filtered_until, Requests};
 
 /// Anything the copy path can drive (TLS streams).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -112,6 +118,19 @@ pub async fn relay_until(
 ) -> Outcome {
     let path = select_path(&client, &upstream);
     let moved = move_bytes(path, client, upstream, counters);
+    let mut outcome = until(path, moved, counters, stop).await;
+    outcome.client_to_upstream_path = outcome.upstream_to_client_path;
+    outcome
+}
+
+/// Run `moved` (the path first chosen: `path`) until it ends or `stop` resolves; the outcome
+/// gives both directions the path taken.
+async fn until(
+    path: Path,
+    moved: impl Future<Output = (Path, Result<Side, RelayError>)>,
+    counters: &Counters,
+    stop: impl Future<Output = ()>,
+) -> Outcome {
     let (path, closed) = tokio::select! {
         biased;
         (path, ended) = moved => (path, closed_by(ended)),

@@ -12,16 +12,18 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 
 use nix::errno::Errno;
 use nix::fcntl::{splice, SpliceFFlags};
 use nix::sys::socket::Shutdown;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::pipe::Pipe;
-use super::{drive, Counters, Direction, Leg, Path, RelayError, Side};
+use super::{drive, Counters, Direction, Leg, Path, RelayError, Requests, Side};
 
 /// Both legs as plain sockets plus one pipe per direction: everything a spliced session needs,
 /// acquired before any byte moves so a failure can still fall back to the copy path.
@@ -49,16 +51,7 @@ pub(super) enum NoSplice {
 
 impl Plan {
     pub(super) fn new(client: Leg, upstream: Leg) -> Result<Plan, Fallback> {
-        let (client, upstream) = match (Socket::from_leg(client), Socket::from_leg(upstream)) {
-            (Ok(client), Ok(upstream)) => (client, upstream),
-            (client, upstream) => {
-                return Err(Fallback {
-                    client: client.map_or_else(|leg| leg, Socket::into_leg),
-                    upstream: upstream.map_or_else(|leg| leg, Socket::into_leg),
-                    error: NoSplice::NotPlain,
-                })
-            }
-        };
+        let (client, upstream) = sockets(client, upstream)?;
         match (Pipe::new(), Pipe::new()) {
             (Ok(client_to_upstream), Ok(upstream_to_client)) => Ok(Plan {
                 client,
@@ -66,11 +59,7 @@ impl Plan {
                 client_to_upstream,
                 upstream_to_client,
             }),
-            (Err(errno), _) | (_, Err(errno)) => Err(Fallback {
-                client: client.into_leg(),
-                upstream: upstream.into_leg(),
-                error: NoSplice::Pipe(errno),
-            }),
+            (Err(errno), _) | (_, Err(errno)) => Err(Fallback::pipe(client, upstream, errno)),
         }
     }
 
@@ -86,20 +75,94 @@ impl Plan {
         drive(
             direction(
                 Direction::ClientToUpstream,
-                &client,
-                &upstream,
+                client.as_ref(),
+                upstream.as_ref(),
                 client_to_upstream,
                 counters.for_direction(Direction::ClientToUpstream),
             ),
             direction(
                 Direction::UpstreamToClient,
-                &upstream,
-                &client,
+                upstream.as_ref(),
+                client.as_ref(),
                 upstream_to_client,
                 counters.for_direction(Direction::UpstreamToClient),
             ),
         )
         .await
+    }
+}
+
+/// A session whose requests direction is run by a [`Requests`] filter in user space: one pipe,
+/// for the replies, which are spliced exactly as in [`Plan`].
+pub(super) struct RepliesPlan {
+    client: Socket,
+    upstream: Socket,
+    upstream_to_client: Pipe,
+}
+
+impl RepliesPlan {
+    pub(super) fn new(client: Leg, upstream: Leg) -> Result<RepliesPlan, Fallback> {
+        let (client, upstream) = sockets(client, upstream)?;
+        match Pipe::new() {
+            Ok(upstream_to_client) => Ok(RepliesPlan {
+                client,
+                upstream,
+                upstream_to_client,
+            }),
+            Err(errno) => Err(Fallback::pipe(client, upstream, errno)),
+        }
+    }
+
+    /// Run `requests` (client → upstream, reading and writing the sockets through readiness)
+    /// beside the spliced replies, until both are done or one fails.
+    pub(super) async fn run<F: Requests>(
+        self,
+        counters: &Counters,
+        requests: F,
+    ) -> Result<Side, RelayError> {
+        let RepliesPlan {
+            client,
+            upstream,
+            upstream_to_client,
+        } = self;
+        Direction::ClientToUpstream.trace_start(Path::Copy);
+        drive(
+            requests.run(
+                SocketIo(client.as_ref()),
+                SocketIo(upstream.as_ref()),
+                counters.for_direction(Direction::ClientToUpstream),
+            ),
+            direction(
+                Direction::UpstreamToClient,
+                upstream.as_ref(),
+                client.as_ref(),
+                upstream_to_client,
+                counters.for_direction(Direction::UpstreamToClient),
+            ),
+        )
+        .await
+    }
+}
+
+/// Both legs as plain sockets, or both back to copy.
+fn sockets(client: Leg, upstream: Leg) -> Result<(Socket, Socket), Fallback> {
+    match (Socket::from_leg(client), Socket::from_leg(upstream)) {
+        (Ok(client), Ok(upstream)) => Ok((client, upstream)),
+        (client, upstream) => Err(Fallback {
+            client: client.map_or_else(|leg| leg, Socket::into_leg),
+            upstream: upstream.map_or_else(|leg| leg, Socket::into_leg),
+            error: NoSplice::NotPlain,
+        }),
+    }
+}
+
+impl Fallback {
+    fn pipe(client: Socket, upstream: Socket, errno: Errno) -> Fallback {
+        Fallback {
+            client: client.into_leg(),
+            upstream: upstream.into_leg(),
+            error: NoSplice::Pipe(errno),
+        }
     }
 }
 
@@ -120,8 +183,8 @@ fn flags() -> SpliceFFlags {
 /// `.await` on readiness that the kernel will signal: no lost wake-ups and no busy loop.
 async fn direction(
     direction: Direction,
-    source: &Socket,
-    destination: &Socket,
+    source: SocketRef<'_>,
+    destination: SocketRef<'_>,
     pipe: Pipe,
     moved: &AtomicU64,
 ) -> Result<(), RelayError> {
@@ -209,25 +272,41 @@ impl Socket {
         }
     }
 
+    fn as_ref(&self) -> SocketRef<'_> {
+        match self {
+            Socket::Tcp(stream) => SocketRef::Tcp(stream),
+            Socket::Unix(stream) => SocketRef::Unix(stream),
+        }
+    }
+}
+
+/// A borrowed plaintext socket: what one direction reads from or writes to.
+#[derive(Clone, Copy)]
+enum SocketRef<'a> {
+    Tcp(&'a TcpStream),
+    Unix(&'a UnixStream),
+}
+
+impl SocketRef<'_> {
     async fn readable(&self) -> io::Result<()> {
         match self {
-            Socket::Tcp(stream) => stream.readable().await,
-            Socket::Unix(stream) => stream.readable().await,
+            SocketRef::Tcp(stream) => stream.readable().await,
+            SocketRef::Unix(stream) => stream.readable().await,
         }
     }
 
     async fn writable(&self) -> io::Result<()> {
         match self {
-            Socket::Tcp(stream) => stream.writable().await,
-            Socket::Unix(stream) => stream.writable().await,
+            SocketRef::Tcp(stream) => stream.writable().await,
+            SocketRef::Unix(stream) => stream.writable().await,
         }
     }
 
     /// Run `op`; if it fails with `WouldBlock`, tokio clears `interest` readiness.
     fn try_io<R>(&self, interest: Interest, op: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         match self {
-            Socket::Tcp(stream) => stream.try_io(interest, op),
-            Socket::Unix(stream) => stream.try_io(interest, op),
+            SocketRef::Tcp(stream) => stream.try_io(interest, op),
+            SocketRef::Unix(stream) => stream.try_io(interest, op),
         }
     }
 
@@ -237,14 +316,94 @@ impl Socket {
         nix::sys::socket::shutdown(self.as_fd().as_raw_fd(), Shutdown::Write)
             .map_err(io::Error::from)
     }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            SocketRef::Tcp(stream) => stream.poll_read_ready(cx),
+            SocketRef::Unix(stream) => stream.poll_read_ready(cx),
+        }
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            SocketRef::Tcp(stream) => stream.poll_write_ready(cx),
+            SocketRef::Unix(stream) => stream.poll_write_ready(cx),
+        }
+    }
+
+    /// A non-blocking read; on `WouldBlock` tokio clears read readiness.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SocketRef::Tcp(stream) => stream.try_read(buf),
+            SocketRef::Unix(stream) => stream.try_read(buf),
+        }
+    }
+
+    /// A non-blocking write; on `WouldBlock` tokio clears write readiness.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            SocketRef::Tcp(stream) => stream.try_write(buf),
+            SocketRef::Unix(stream) => stream.try_write(buf),
+        }
+    }
 }
 
-impl AsFd for Socket {
+impl AsFd for SocketRef<'_> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Socket::Tcp(stream) => stream.as_fd(),
-            Socket::Unix(stream) => stream.as_fd(),
+            SocketRef::Tcp(stream) => stream.as_fd(),
+            SocketRef::Unix(stream) => stream.as_fd(),
         }
+    }
+}
+
+/// A borrowed socket as `AsyncRead + AsyncWrite` for a [`Requests`] filter, so the filter reads
+/// the client and writes the upstream while the spliced replies use the same sockets' other
+/// readiness halves (read interest of the upstream, write interest of the client). Each
+/// `try_read`/`try_write` that would block clears that readiness before waiting again.
+struct SocketIo<'a>(SocketRef<'a>);
+
+impl AsyncRead for SocketIo<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SocketIo<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.0.shutdown_write())
     }
 }
 

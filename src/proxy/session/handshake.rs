@@ -98,9 +98,18 @@ impl From<Refusal> for Stop {
 /// An authenticated upstream, after the hand-off, ready for the relay.
 pub struct Ready {
     pub upstream: UpstreamStream,
+    /// `relay = "guard"`: what the command guard needs (the pipelined bytes are its to send).
+    pub guard: Option<GuardStart>,
     /// Bytes the hand-off wrote upstream (pipelined client bytes) and to the client (replies).
     pub handed_up: u64,
     pub handed_down: u64,
+}
+
+/// The command guard's share of a session.
+pub struct GuardStart {
+    pub pipelined: Vec<u8>,
+    pub database: Arc<Database>,
+    pub db_user: Option<String>,
 }
 
 /// The whole handshake: the four steps in order.
@@ -118,7 +127,7 @@ pub async fn run(
     let catalog = shared.catalog.snapshot();
     let granted = authorize(&catalog, ctx, who, db, &parsed.opening)?;
     let opened = connect(shared, &granted, &parsed.opening, deadline).await?;
-    hand_off(client, opened, &parsed, buf, deadline).await
+    hand_off(client, opened, &granted, &parsed, buf, deadline).await
 }
 
 /// Read until the opening frame is classified (AUTH, HELLO or another command).
@@ -255,6 +264,7 @@ async fn connect(
 async fn hand_off(
     client: &mut ClientStream,
     opened: Opened,
+    granted: &Granted<'_>,
     parsed: &Parsed,
     mut buf: BytesMut,
     deadline: Instant,
@@ -271,6 +281,8 @@ async fn hand_off(
         (Opening::Hello { .. }, None) => None, // unreachable: HELLO is always sent upstream
     };
     let pipelined = buf.split_off(parsed.consumed);
+    // In guard mode the pipelined bytes go through the guard like everything after them.
+    let guarded = granted.database.relay.is_guard();
     let handoff = async {
         if let Some(reply) = &client_reply {
             client.write_all(reply).await?;
@@ -279,7 +291,7 @@ async fn hand_off(
             client.write_all(&extra).await?;
         }
         client.flush().await?;
-        if !pipelined.is_empty() {
+        if !guarded && !pipelined.is_empty() {
             upstream.write_all(&pipelined).await?;
             upstream.flush().await?;
         }
@@ -294,9 +306,15 @@ async fn hand_off(
         tracing::debug!(error = %e, "handoff to relay failed");
         return Err(Stop::Gone);
     }
+    let handed_up = if guarded { 0 } else { pipelined.len() as u64 };
     Ok(Ready {
         upstream,
-        handed_up: pipelined.len() as u64,
+        guard: guarded.then(|| GuardStart {
+            pipelined: pipelined.to_vec(),
+            database: granted.database.clone(),
+            db_user: granted.db_user.clone(),
+        }),
+        handed_up,
         handed_down: (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64,
     })
 }

@@ -1,0 +1,740 @@
+//! The guard on the wire: runs a session's requests direction (client → upstream) through the
+//! [`Framer`], applying [`rules`](super::rules), as a [`Requests`] filter of the relay.
+//!
+//! Per read chunk: opaque payload bytes are passed on without being looked at; every other byte
+//! belongs to the command being framed and is held until that command is named. Then it is
+//! either forwarded (with everything after it, as it arrives — a 10 MB value is never buffered
+//! whole) or, for AUTH / HELLO / RESET and names with a NUL, dropped to its end and replaced by
+//! what the rules say. Everything due upstream is written, in stream order, before the next
+//! read, so pipelined commands are never reordered and never held back longer than the rule for
+//! the command before them needs (its end, or a fresh IAM token for a re-AUTH).
+//!
+//! What it must never do: forward a byte of a command before it is named, forward any byte of a
+//! held command (the client's password), write to the client (replies are the relay's, in
+//! order), or log what it moves.
+
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+use super::framer::{Event, Framer, FramerConfig, NAME_CAP, PROTO_INLINE_MAX_SIZE};
+use super::rules::{self, Guarded, Held, HeldArg, Naming, Verdict};
+use super::ProtocolError;
+use crate::proxy::relay::{RelayError, Requests, Side};
+
+/// Read size from the client, as the copy path's (measured: 256 KiB made pipelined TLS slower).
+const CHUNK: usize = 64 * 1024;
+/// Per held command, bytes of long arguments kept whole (an IAM token is ~1.5 KB).
+const INSPECT_BYTES: usize = 4096;
+/// The most bytes a command can have before it is named (count line, name header line, name
+/// prefix — or one inline line); older held bytes are skipped filler (`*0`, empty lines).
+const PRE_NAME_MAX: usize = 2 * (PROTO_INLINE_MAX_SIZE as usize + 2) + NAME_CAP;
+/// After a protocol error, how long the client's leftovers are discarded while Redis answers
+/// and closes, before the upstream is half-closed regardless.
+const DEAD_GRACE: Duration = Duration::from_secs(5);
+
+/// What the guard needs from the session: who it is upstream, how to say so again, and where
+/// to report what it did.
+pub trait Policy: Send + Sync {
+    /// The session's db-user upstream (`None`: the upstream's `default` user).
+    fn db_user(&self) -> Option<&str>;
+
+    /// The command that authenticates the upstream connection again as the session's own
+    /// db-user (bastion's secret; a fresh IAM token). `Err` is a reason for the audit.
+    fn reauth(&self) -> impl Future<Output = Result<Zeroizing<Vec<u8>>, String>> + Send;
+
+    /// Audit what the guard did to one command.
+    fn audit(&self, event: GuardEvent<'_>);
+}
+
+/// What the guard did, for the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardEvent<'a> {
+    /// Refused; the upstream answers an unknown-command error carrying `reason`.
+    Refused { command: &'a str, reason: &'a str },
+    /// Answered for the client: `action` says how (re-authenticated, AUTH part removed).
+    Rewritten { command: &'a str, action: &'a str },
+}
+
+/// The command guard for one session: a [`Requests`] filter.
+pub struct Guard<P> {
+    policy: P,
+    /// Client bytes read before the relay (behind the opening frame), framed first.
+    initial: Vec<u8>,
+}
+
+impl<P: Policy> Guard<P> {
+    pub fn new(policy: P, initial: Vec<u8>) -> Guard<P> {
+        Guard { policy, initial }
+    }
+}
+
+impl<P: Policy> Requests for Guard<P> {
+    async fn run<R, W>(
+        self,
+        mut client: R,
+        mut upstream: W,
+        moved: &AtomicU64,
+    ) -> Result<(), RelayError>
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
+        let Guard { policy, initial } = self;
+        let mut state = State::new(&policy);
+        let mut sink = Upstream {
+            writer: &mut upstream,
+            moved,
+        };
+        let mut flow = state.feed(&initial, &mut sink).await?;
+        drop(initial);
+        let mut buf = vec![0u8; CHUNK];
+        while flow == Flow::Open {
+            let n = match client.read(&mut buf).await {
+                Ok(n) => n,
+                // A TLS peer closing without close_notify is a close (see relay/copy.rs).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                Err(source) => {
+                    return Err(RelayError::Read {
+                        side: Side::Client,
+                        source,
+                    })
+                }
+            };
+            if n == 0 {
+                return sink.shutdown().await;
+            }
+            flow = state.feed(&buf[..n], &mut sink).await?;
+        }
+        // A protocol error: Redis answers it (after the replies before it) and closes, which
+        // ends the replies direction. Nothing more of the client's goes up; wait for its EOF
+        // (or the grace) before half-closing, so no reply before the error is cut short.
+        let discard = async {
+            while let Ok(n) = client.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DEAD_GRACE, discard).await;
+        // The upstream may be gone already; that is the expected end here.
+        let _ = sink.writer.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Whether more of the client's stream may go upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Open,
+    /// A protocol error was passed on: nothing after it runs.
+    Dead,
+}
+
+/// Where the bytes of the current command go.
+#[derive(Debug)]
+enum Mode {
+    /// Not named yet: held in `held`.
+    Pending,
+    /// Named and allowed: forwarded.
+    Forward,
+    /// Held to its end (dropped), then decided.
+    Hold(Held),
+    /// Dropped to its end, then refused: its name (escaped), why.
+    Refuse { command: String, reason: String },
+}
+
+/// The framing state of one session's requests.
+struct State<'p, P> {
+    policy: &'p P,
+    framer: Framer,
+    mode: Mode,
+    /// Bytes of the command not yet named that came in earlier reads, from stream offset
+    /// `held_start`…
+    held: Vec<u8>,
+    held_start: u64,
+    /// …and those of the current read: a range of it, from stream offset `pending_start`
+    /// (copied into `held` only if the read ends before the command is named).
+    pending: Option<Range<usize>>,
+    pending_start: u64,
+    /// Bytes due upstream from the current chunk, in order…
+    out: Vec<u8>,
+    /// …or, while `out` is empty, the range of the chunk that is due (written without a copy).
+    direct: Option<Range<usize>>,
+}
+
+/// An event, owned, so the framer can be told to inspect while it is handled.
+enum Owned {
+    Command { start: u64, naming: Naming },
+    Arg(HeldArg),
+    End,
+    Dead(ProtocolError),
+}
+
+impl<'p, P: Policy> State<'p, P> {
+    fn new(policy: &'p P) -> Self {
+        State {
+            policy,
+            framer: Framer::new(FramerConfig {
+                // The bastion authenticated the connection (or its `default` user needs no
+                // password): Redis applies no pre-authentication limits.
+                authenticated: true,
+                inspect_bytes: INSPECT_BYTES,
+                ..FramerConfig::default()
+            }),
+            mode: Mode::Pending,
+            held: Vec::new(),
+            held_start: 0,
+            pending: None,
+            pending_start: 0,
+            out: Vec::with_capacity(CHUNK),
+            direct: None,
+        }
+    }
+
+    /// Frame `chunk`, writing upstream everything of it that is due, in order.
+    async fn feed<W: AsyncWrite + Unpin>(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<Flow, RelayError> {
+        self.direct = None;
+        let mut pos = 0;
+        loop {
+            let opaque = self.framer.opaque_len().min((chunk.len() - pos) as u64) as usize;
+            if opaque > 0 {
+                self.framer.skip(opaque as u64);
+                self.take(chunk, pos..pos + opaque);
+                pos += opaque;
+            }
+            let step = self.framer.advance(&chunk[pos..]);
+            let consumed = step.consumed;
+            let event = step.event.map(|event| match event {
+                Event::Command(head) => Owned::Command {
+                    start: head.start,
+                    naming: rules::on_name(&head),
+                },
+                Event::Arg(arg) => Owned::Arg(HeldArg {
+                    bytes: arg.prefix().to_vec(),
+                    whole: arg.value().is_some(),
+                }),
+                Event::End { .. } => Owned::End,
+                Event::Dead { error, .. } => Owned::Dead(error),
+            });
+            // The consumed bytes belong to the command being framed, as it stood before the
+            // event (its header and name before `Command`, its last bytes before `End`).
+            self.take(chunk, pos..pos + consumed);
+            pos += consumed;
+            if matches!(
+                (&event, &self.mode),
+                (Some(Owned::Dead(_)), _) | (Some(Owned::End), Mode::Hold(_) | Mode::Refuse { .. })
+            ) {
+                // The event adds bytes of its own: they go after what is due already.
+                self.materialize(chunk);
+            }
+            match event {
+                None if consumed == 0 => break,
+                None => {}
+                Some(Owned::Command { start, naming }) => self.named(chunk, start, naming),
+                Some(Owned::Arg(arg)) => {
+                    if let Mode::Hold(held) = &mut self.mode {
+                        held.args.push(arg);
+                    }
+                }
+                Some(Owned::End) => self.end(sink).await?,
+                Some(Owned::Dead(error)) => {
+                    self.dead(error);
+                    self.flush(chunk, sink).await?;
+                    return Ok(Flow::Dead);
+                }
+            }
+        }
+        // A command not named by the end of this read: keep its bytes for the next.
+        if let Some(range) = self.pending.take() {
+            if self.held.is_empty() {
+                self.held_start = self.pending_start;
+            }
+            self.held.extend_from_slice(&chunk[range]);
+            self.trim_held();
+        }
+        self.flush(chunk, sink).await?;
+        Ok(Flow::Open)
+    }
+
+    /// Write what is due: the chunk's forwarded range as it is (no copy), or `out`.
+    async fn flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        match self.direct.take() {
+            Some(range) => sink.write(&chunk[range]).await,
+            None => {
+                sink.write(&self.out).await?;
+                self.out.clear();
+                Ok(())
+            }
+        }
+    }
+
+    /// Move the forwarded range of `chunk` into `out`, so more can follow it there.
+    fn materialize(&mut self, chunk: &[u8]) {
+        if let Some(range) = self.direct.take() {
+            self.out.extend_from_slice(&chunk[range]);
+        }
+    }
+
+    /// Route bytes of the current command by its mode.
+    fn take(&mut self, chunk: &[u8], range: Range<usize>) {
+        match self.mode {
+            Mode::Pending if range.is_empty() => {}
+            // Continuing a command from an earlier read: all of it is in `held`.
+            Mode::Pending if !self.held.is_empty() => {
+                self.held.extend_from_slice(&chunk[range]);
+                self.trim_held();
+            }
+            Mode::Pending => match &mut self.pending {
+                Some(pending) => pending.end = range.end,
+                None => {
+                    self.pending_start = self.framer.offset() - range.len() as u64;
+                    self.pending = Some(range);
+                }
+            },
+            Mode::Forward => self.forward(chunk, range),
+            Mode::Hold(_) | Mode::Refuse { .. } => {}
+        }
+    }
+
+    /// Forward `range` of `chunk`: while `out` is empty, contiguous forwarded bytes stay a
+    /// range of the chunk (written without a copy).
+    fn forward(&mut self, chunk: &[u8], range: Range<usize>) {
+        match &mut self.direct {
+            Some(direct) if direct.end == range.start => direct.end = range.end,
+            None if self.out.is_empty() => self.direct = Some(range),
+            _ => {
+                self.materialize(chunk);
+                self.out.extend_from_slice(&chunk[range]);
+            }
+        }
+    }
+
+    /// Only filler can be this far back: a command's own bytes before its name are newer.
+    fn trim_held(&mut self) {
+        if self.held.len() > 2 * PRE_NAME_MAX {
+            let drop = self.held.len() - PRE_NAME_MAX;
+            self.held.drain(..drop);
+            self.held_start += drop as u64;
+        }
+    }
+
+    fn named(&mut self, chunk: &[u8], start: u64, naming: Naming) {
+        // Bytes before `start` are filler Redis skips (`*0`, empty lines).
+        let pending = self.pending.take();
+        if matches!(naming, Naming::Forward) {
+            if self.held.is_empty() {
+                if let Some(range) = pending {
+                    let skip = usize::try_from(start.saturating_sub(self.pending_start))
+                        .unwrap_or(usize::MAX)
+                        .min(range.len());
+                    self.forward(chunk, range.start + skip..range.end);
+                }
+            } else {
+                let from =
+                    usize::try_from(start.saturating_sub(self.held_start)).unwrap_or(usize::MAX);
+                self.materialize(chunk);
+                let own = self.held.get(from..).unwrap_or_default();
+                self.out.extend_from_slice(own);
+            }
+        }
+        self.held.clear();
+        self.mode = match naming {
+            Naming::Forward => Mode::Forward,
+            Naming::Hold(command) => {
+                self.framer.inspect();
+                Mode::Hold(Held {
+                    command,
+                    args: Vec::new(),
+                })
+            }
+            Naming::Refuse { command, reason } => Mode::Refuse { command, reason },
+        };
+    }
+
+    /// The current command is complete: forwarded already, or decided now.
+    async fn end<W: AsyncWrite + Unpin>(
+        &mut self,
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        match std::mem::replace(&mut self.mode, Mode::Pending) {
+            Mode::Pending | Mode::Forward => Ok(()),
+            Mode::Refuse { command, reason } => {
+                self.refuse(&command, &reason);
+                Ok(())
+            }
+            Mode::Hold(held) => {
+                let command = held.command.name();
+                match rules::decide(&held, self.policy.db_user()) {
+                    Verdict::Refuse(reason) => self.refuse(command, &reason),
+                    Verdict::Replace(bytes) => {
+                        self.out.extend_from_slice(&bytes);
+                        self.policy.audit(GuardEvent::Rewritten {
+                            command,
+                            action: "sent without its AUTH part",
+                        });
+                    }
+                    Verdict::Reauth => return self.reauth(held.command, sink).await,
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Answer an AUTH for the own db-user by authenticating as it again. The secret goes
+    /// straight from its zeroized buffer to the upstream, never through `out`.
+    async fn reauth<W: AsyncWrite + Unpin>(
+        &mut self,
+        command: Guarded,
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        match self.policy.reauth().await {
+            Ok(auth) => {
+                sink.write(&self.out).await?;
+                self.out.clear();
+                sink.write(&auth).await?;
+                self.policy.audit(GuardEvent::Rewritten {
+                    command: command.name(),
+                    action: "answered by re-authenticating as the session's db-user",
+                });
+            }
+            Err(reason) => {
+                self.out
+                    .extend_from_slice(&rules::refusal("could not re-authenticate; try again"));
+                self.policy.audit(GuardEvent::Refused {
+                    command: command.name(),
+                    reason: &format!("could not re-authenticate: {reason}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, command: &str, reason: &str) {
+        self.out.extend_from_slice(&rules::refusal(reason));
+        self.policy.audit(GuardEvent::Refused { command, reason });
+    }
+
+    /// A protocol error: a forwarded command's bytes up to it went on already (Redis sees the
+    /// same error); otherwise Redis gets a request of ours with that error.
+    fn dead(&mut self, error: ProtocolError) {
+        if !matches!(self.mode, Mode::Forward) {
+            self.out.extend_from_slice(&rules::trigger(error));
+        }
+        self.held.clear();
+        self.pending = None;
+        self.policy.audit(GuardEvent::Refused {
+            command: "-",
+            reason: &format!("protocol error: {error}"),
+        });
+    }
+}
+
+/// The upstream writer and its byte count.
+struct Upstream<'a, W> {
+    writer: &'a mut W,
+    moved: &'a AtomicU64,
+}
+
+impl<W: AsyncWrite + Unpin> Upstream<'_, W> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let write = |source| RelayError::Write {
+            side: Side::Upstream,
+            source,
+        };
+        self.writer.write_all(bytes).await.map_err(write)?;
+        // A TLS writer may hold the record until flushed (see relay/copy.rs).
+        self.writer.flush().await.map_err(write)?;
+        self.moved.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> Result<(), RelayError> {
+        self.writer
+            .shutdown()
+            .await
+            .map_err(|source| RelayError::Shutdown {
+                side: Side::Upstream,
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::duplex;
+
+    use super::*;
+    use crate::proxy::handshake::upstream::encode_command;
+
+    const REAUTH: &[u8] = b"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$6\r\nSECRET\r\n";
+
+    struct TestPolicy {
+        db_user: Option<&'static str>,
+        audit: Mutex<Vec<String>>,
+    }
+
+    impl Policy for TestPolicy {
+        fn db_user(&self) -> Option<&str> {
+            self.db_user
+        }
+
+        async fn reauth(&self) -> Result<Zeroizing<Vec<u8>>, String> {
+            Ok(Zeroizing::new(REAUTH.to_vec()))
+        }
+
+        fn audit(&self, event: GuardEvent<'_>) {
+            self.audit.lock().unwrap().push(format!("{event:?}"));
+        }
+    }
+
+    fn policy() -> TestPolicy {
+        TestPolicy {
+            db_user: Some("app"),
+            audit: Mutex::default(),
+        }
+    }
+
+    /// Run the guard over `chunks` (sent one by one, then EOF); what reached the upstream.
+    async fn upstream_bytes(initial: &[u8], chunks: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
+        let policy = policy();
+        let (mut client, client_end) = duplex(1 << 20);
+        let (upstream_end, mut upstream) = duplex(1 << 20);
+        let moved = AtomicU64::new(0);
+        let guard = Guard::new(&policy, initial.to_vec());
+        let run = guard.run(client_end, upstream_end, &moved);
+        let feed = async {
+            for chunk in chunks {
+                client.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            upstream.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (ran, got) = tokio::join!(run, feed);
+        ran.expect("guard run");
+        assert_eq!(moved.load(Ordering::Relaxed), got.len() as u64);
+        let audit = policy.audit.lock().unwrap().clone();
+        (got, audit)
+    }
+
+    impl Policy for &TestPolicy {
+        fn db_user(&self) -> Option<&str> {
+            (**self).db_user()
+        }
+
+        async fn reauth(&self) -> Result<Zeroizing<Vec<u8>>, String> {
+            (**self).reauth().await
+        }
+
+        fn audit(&self, event: GuardEvent<'_>) {
+            (**self).audit(event)
+        }
+    }
+
+    fn cmd(args: &[&[u8]]) -> Vec<u8> {
+        encode_command(args).to_vec()
+    }
+
+    fn refused(reason_part: &str, got: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(got);
+        text.contains("bastion: ") && text.contains(reason_part)
+    }
+
+    /// The same stream whole, byte by byte and as the initial bytes gives the same upstream
+    /// bytes.
+    async fn check_splits(stream: &[u8]) -> Vec<u8> {
+        let (whole, _) = upstream_bytes(&[], &[stream]).await;
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(upstream_bytes(&[], &bytes).await.0, whole, "byte by byte");
+        assert_eq!(
+            upstream_bytes(stream, &[]).await.0,
+            whole,
+            "as initial bytes"
+        );
+        whole
+    }
+
+    #[tokio::test]
+    async fn own_auth_is_answered_by_reauth_in_pipeline_order_without_the_password() {
+        let ping = cmd(&[b"PING"]);
+        let get = cmd(&[b"GET", b"k"]);
+        let stream = [
+            ping.clone(),
+            cmd(&[b"AUTH", b"app", b"CLIENTPW"]),
+            b"auth CLIENTPW\r\n".to_vec(),
+            get.clone(),
+        ]
+        .concat();
+        let got = check_splits(&stream).await;
+        assert_eq!(got, [&ping[..], REAUTH, REAUTH, &get].concat());
+        let (_, audit) = upstream_bytes(&stream, &[]).await;
+        assert_eq!(audit.len(), 2, "{audit:?}");
+        assert!(audit[0].contains("Rewritten") && audit[0].contains("AUTH"));
+    }
+
+    #[tokio::test]
+    async fn another_users_auth_reset_and_nul_names_are_refused_in_place() {
+        let get = cmd(&[b"GET", b"k"]);
+        for bad in [
+            cmd(&[b"AUTH", b"default", b"CLIENTPW"]),
+            b"AUTH default CLIENTPW\r\n".to_vec(),
+            cmd(&[b"AUTH\0x", b"default", b"CLIENTPW"]),
+            b"\"AUTH\\x00\" default CLIENTPW\r\n".to_vec(),
+            cmd(&[b"HELLO", b"3", b"AUTH", b"default", b"CLIENTPW"]),
+            b"hello 3 auth default CLIENTPW\n".to_vec(),
+            cmd(&[b"RESET"]),
+            b"reset\r\n".to_vec(),
+            cmd(&[b"GET\0", b"k"]),
+        ] {
+            let got = check_splits(&[get.clone(), bad.clone(), get.clone()].concat()).await;
+            assert!(got.starts_with(&get) && got.ends_with(&get), "{bad:?}");
+            let middle = &got[get.len()..got.len() - get.len()];
+            assert!(middle.starts_with(b"*1\r\n$"), "{bad:?} became {middle:?}");
+            assert!(refused("", middle), "{middle:?}");
+            assert!(!got.windows(8).any(|w| w == b"CLIENTPW"), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn hello_goes_on_without_its_auth_part() {
+        let stream = cmd(&[
+            b"HELLO",
+            b"3",
+            b"AUTH",
+            b"app",
+            b"CLIENTPW",
+            b"SETNAME",
+            b"n",
+        ]);
+        let got = check_splits(&stream).await;
+        assert_eq!(got, cmd(&[b"HELLO", b"3", b"SETNAME", b"n"]));
+    }
+
+    #[tokio::test]
+    async fn other_commands_pass_byte_for_byte_and_large_values_stream() {
+        let mut value = vec![b'v'; 300_000];
+        value[1000] = b'\n';
+        let set = cmd(&[b"SET", b"k", &value]);
+        let stream = [
+            b"*0\r\n\r\n".to_vec(),
+            set.clone(),
+            b"PING x\r\n".to_vec(),
+            b"*-1\r\n".to_vec(),
+            cmd(&[b"auth"]),
+        ]
+        .concat();
+        let got = check_splits(&stream).await;
+        // Filler Redis skips is dropped; a wrong-arity AUTH is refused, not forwarded.
+        assert!(got.starts_with(&[&set[..], b"PING x\r\n"].concat()));
+        assert!(refused("AUTH takes", &got[set.len() + 8..]));
+
+        // The value's first bytes reach the upstream before the client sent the rest.
+        let policy = policy();
+        let (mut client, client_end) = duplex(1 << 20);
+        let (upstream_end, mut upstream) = duplex(1 << 20);
+        let moved = AtomicU64::new(0);
+        let run = Guard::new(&policy, Vec::new()).run(client_end, upstream_end, &moved);
+        let check = async {
+            client.write_all(&set[..100_000]).await.unwrap();
+            let mut got = vec![0u8; 100_000];
+            upstream.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, &set[..100_000]);
+            drop(client);
+        };
+        let (ran, ()) = tokio::join!(run, check);
+        ran.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_protocol_error_reaches_redis_as_an_error_of_the_same_kind() {
+        let get = cmd(&[b"GET", b"k"]);
+        // Unnamed: a request of the bastion's own with the same error replaces it.
+        let got = check_splits(&[&get[..], b"*1\r\n$-1\r\nPING\r\n"].concat()).await;
+        assert_eq!(
+            got,
+            [&get[..], &rules::trigger(ProtocolError::InvalidBulkLength)].concat()
+        );
+        // Named and forwarded: its bytes up to the error go on, nothing after.
+        let broken = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\nfooz\r\nPING\r\n";
+        let got = check_splits(broken).await;
+        assert_eq!(got, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\nfooz\r\n");
+        // Inside a held AUTH: nothing of it (the password) goes on.
+        let got = check_splits(b"*4\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$8\r\nCLIENTPW\r\nx\r\n").await;
+        assert_eq!(
+            got,
+            rules::trigger(ProtocolError::ExpectedDollar { got: b'x' })
+        );
+        // An AUTH cut short by EOF: nothing of it goes on.
+        let got = check_splits(b"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$8\r\nCLIENTPW").await;
+        assert!(got.is_empty());
+    }
+
+    /// Any split of a stream into reads sends the upstream the same bytes as the whole stream:
+    /// the hold / forward / copy-free bookkeeping never depends on where reads end.
+    mod splits {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn fragment() -> impl Strategy<Value = Vec<u8>> {
+            let value = (0usize..3000, any::<u8>()).prop_map(|(n, b)| vec![b; n]);
+            prop_oneof![
+                3 => value.prop_map(|v| cmd(&[b"SET", b"k", &v])),
+                2 => Just(cmd(&[b"GET", b"k"])),
+                2 => Just(cmd(&[b"AUTH", b"app", b"CLIENTPW"])),
+                1 => Just(cmd(&[b"AUTH", b"default", b"CLIENTPW"])),
+                1 => Just(cmd(&[b"HELLO", b"3", b"AUTH", b"app", b"CLIENTPW", b"SETNAME", b"n"])),
+                1 => Just(cmd(&[b"RESET"])),
+                2 => "[a-zA-Z\"' ]{0,20}\n".prop_map(String::into_bytes),
+                1 => Just(b"*0\r\n\r\n".to_vec()),
+                1 => proptest::collection::vec(any::<u8>(), 0..6),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn upstream_bytes_do_not_depend_on_reads(
+                parts in proptest::collection::vec(fragment(), 0..10),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let stream = parts.concat();
+                let mut points: Vec<usize> =
+                    cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+                points.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut from = 0;
+                for p in points.into_iter().chain([stream.len()]) {
+                    chunks.push(&stream[from..p]);
+                    from = p;
+                }
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let (whole, split) = rt.block_on(async {
+                    (upstream_bytes(&[], &[&stream]).await.0, upstream_bytes(&[], &chunks).await.0)
+                });
+                prop_assert_eq!(whole, split);
+            }
+        }
+    }
+}

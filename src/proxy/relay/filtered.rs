@@ -1,0 +1,205 @@
+//! Sessions whose requests direction (client → upstream) is run by a filter from outside the
+//! relay — the command guard — while the replies direction stays the relay's own: spliced when
+//! both legs are plaintext sockets, else copied through user space, byte for byte either way.
+//!
+//! The relay hands the filter the client as an `AsyncRead` and the upstream as an
+//! `AsyncWrite`; what the filter writes, drops or inserts is its business (the relay still never
+//! looks at a byte). The filter's future plays the part of the requests direction: `Ok` once the
+//! client's EOF was passed on (`shutdown` of the upstream writer), `Err` on a failed syscall,
+//! which ends the session like any relay error.
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{copy, select_path, splice, Counters, Direction, Leg, Outcome, Path, RelayError, Side};
+
+/// A replacement for the client → upstream direction.
+pub trait Requests {
+    /// Move the client's requests to the upstream until the client's EOF (then shut the
+    /// upstream writer down) or a failure, adding the bytes written upstream to `moved`.
+    fn run<R, W>(
+        self,
+        client: R,
+        upstream: W,
+        moved: &AtomicU64,
+    ) -> impl Future<Output = Result<(), RelayError>> + Send
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send;
+}
+
+/// [`super::relay_until`] with the requests direction run by `requests`. The outcome reports
+/// that direction as [`Path::Copy`] (it passes through user space) and the replies as the path
+/// they took.
+pub async fn relay_filtered_until<F: Requests>(
+    client: Leg,
+    upstream: Leg,
+    counters: &Counters,
+    stop: impl Future<Output = ()>,
+    requests: F,
+) -> Outcome {
+    let path = select_path(&client, &upstream);
+    let moved = move_filtered(path, client, upstream, counters, requests);
+    let mut outcome = super::until(path, moved, counters, stop).await;
+    outcome.client_to_upstream_path = Path::Copy;
+    outcome
+}
+
+async fn move_filtered<F: Requests>(
+    path: Path,
+    client: Leg,
+    upstream: Leg,
+    counters: &Counters,
+    requests: F,
+) -> (Path, Result<Side, RelayError>) {
+    match path {
+        Path::Splice => match splice::RepliesPlan::new(client, upstream) {
+            Ok(plan) => (Path::Splice, plan.run(counters, requests).await),
+            Err(fallback) => {
+                tracing::warn!(error = %fallback.error, "relay: no pipe for splice, copying in user space");
+                let ended = copy_filtered(fallback.client, fallback.upstream, counters, requests);
+                (Path::Copy, ended.await)
+            }
+        },
+        Path::Copy => (
+            Path::Copy,
+            copy_filtered(client, upstream, counters, requests).await,
+        ),
+    }
+}
+
+/// Both legs through user space: the filter on one direction, the plain copy on the other.
+async fn copy_filtered<F: Requests>(
+    client: Leg,
+    upstream: Leg,
+    counters: &Counters,
+    requests: F,
+) -> Result<Side, RelayError> {
+    let (client_read, client_write) = tokio::io::split(copy::into_stream(client));
+    let (upstream_read, upstream_write) = tokio::io::split(copy::into_stream(upstream));
+    Direction::ClientToUpstream.trace_start(Path::Copy);
+    super::drive(
+        requests.run(
+            client_read,
+            upstream_write,
+            counters.for_direction(Direction::ClientToUpstream),
+        ),
+        copy::direction(
+            Direction::UpstreamToClient,
+            upstream_read,
+            client_write,
+            counters.for_direction(Direction::UpstreamToClient),
+        ),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::timeout;
+
+    use super::super::testutil::{tcp_pair, tls_pair, unix_pair, HANG_GUARD};
+    use super::*;
+
+    /// A filter that upper-cases what it forwards: proves the requests go through it while the
+    /// replies come back untouched.
+    struct Upper;
+
+    impl Requests for Upper {
+        async fn run<R, W>(
+            self,
+            mut client: R,
+            mut upstream: W,
+            moved: &AtomicU64,
+        ) -> Result<(), RelayError>
+        where
+            R: AsyncRead + Unpin + Send,
+            W: AsyncWrite + Unpin + Send,
+        {
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = client
+                    .read(&mut buf)
+                    .await
+                    .map_err(|source| RelayError::Read {
+                        side: Side::Client,
+                        source,
+                    })?;
+                if n == 0 {
+                    return upstream
+                        .shutdown()
+                        .await
+                        .map_err(|source| RelayError::Shutdown {
+                            side: Side::Upstream,
+                            source,
+                        });
+                }
+                buf[..n].make_ascii_uppercase();
+                upstream
+                    .write_all(&buf[..n])
+                    .await
+                    .map_err(|source| RelayError::Write {
+                        side: Side::Upstream,
+                        source,
+                    })?;
+                moved.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn exchange(
+        client: Leg,
+        upstream: Leg,
+        mut c: impl AsyncReadExt + AsyncWriteExt + Unpin,
+        mut u: impl AsyncReadExt + AsyncWriteExt + Unpin,
+    ) -> Outcome {
+        let counters = Counters::default();
+        let relay =
+            relay_filtered_until(client, upstream, &counters, std::future::pending(), Upper);
+        let peers = async {
+            c.write_all(b"ping\r\n").await.unwrap();
+            c.flush().await.unwrap();
+            let mut got = [0u8; 6];
+            u.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"PING\r\n");
+            u.write_all(b"+pong\r\n").await.unwrap();
+            u.flush().await.unwrap();
+            let mut reply = [0u8; 7];
+            c.read_exact(&mut reply).await.unwrap();
+            assert_eq!(&reply, b"+pong\r\n", "replies are not filtered");
+            c.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            u.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+            drop(u);
+            c.read_to_end(&mut rest).await.unwrap_or(0);
+        };
+        let (outcome, ()) = timeout(HANG_GUARD, async { tokio::join!(relay, peers) })
+            .await
+            .expect("filtered relay hung");
+        assert_eq!(outcome.client_to_upstream, 6);
+        assert_eq!(outcome.upstream_to_client, 7);
+        outcome
+    }
+
+    #[tokio::test]
+    async fn plain_legs_filter_requests_and_splice_replies() {
+        let (client, c) = unix_pair();
+        let (upstream, u) = tcp_pair().await;
+        let outcome = exchange(Leg::Unix(client), Leg::Tcp(upstream), c, u).await;
+        assert_eq!(outcome.client_to_upstream_path, Path::Copy);
+        assert_eq!(outcome.upstream_to_client_path, Path::Splice);
+        assert_eq!(outcome.closed, super::super::Closed::By(Side::Client));
+    }
+
+    #[tokio::test]
+    async fn a_tls_leg_filters_requests_and_copies_replies() {
+        let (client, c) = tls_pair().await;
+        let (upstream, u) = tcp_pair().await;
+        let outcome = exchange(Leg::Tls(Box::new(client)), Leg::Tcp(upstream), c, u).await;
+        assert_eq!(outcome.upstream_to_client_path, Path::Copy);
+    }
+}
