@@ -203,11 +203,22 @@ fn rejected_token_is_explained() {
     let mark = r.bastion.log_mark();
     let out = redis_cli(&ep, &["PING"]);
     let text = out.stdout();
+    // The client learns that it was refused and a reference; the operator's explanation (which
+    // permission, which ARN) is in the audit event under that reference.
     assert!(
-        text.contains("bastion:") && text.contains("rejected the IAM auth token"),
+        text.contains("bastion:") && text.contains("rejected the bastion's credentials"),
         "{out:?}"
     );
-    assert!(text.contains("elasticache:Connect"), "{out:?}");
+    assert!(
+        !text.contains("elasticache:Connect") && !text.contains("arn:"),
+        "{out:?}"
+    );
+    let reference = text
+        .split("(ref ")
+        .nth(1)
+        .and_then(|r| r.get(..8))
+        .unwrap_or_else(|| panic!("no ref in {out:?}"))
+        .to_string();
     assert!(
         matches!(
             r.front.last_verdict().map(|v| v.outcome),
@@ -216,8 +227,13 @@ fn rejected_token_is_explained() {
         "{:?}",
         r.front.verdicts()
     );
-    r.bastion
+    let denied = r
+        .bastion
         .expect_denied(mark, &["rejected the IAM auth token"]);
+    assert!(
+        denied.contains("elasticache:Connect") && denied.contains(&format!("ref {reference}")),
+        "{denied}"
+    );
     r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
 }
 
@@ -413,16 +429,18 @@ fn no_region_anywhere_is_an_error_naming_the_database() {
     let out = redis_cli(&ep, &["PING"]);
     let text = out.stdout();
     assert!(
-        text.contains("bastion:") && text.contains("database 'iamdb' needs an AWS region"),
-        "{out:?}"
-    );
-    assert!(
-        text.contains("--region")
-            && text.contains("AWS_REGION")
-            && text.contains("imds (IMDS is turned off"),
+        text.contains("bastion:") && text.contains("database 'iamdb' is not usable"),
         "{out:?}"
     );
     assert!(r.front.verdicts().is_empty(), "{:?}", r.front.verdicts());
-    r.bastion
+    // The operator's log names the database and the three ways to set a region.
+    let line = r
+        .bastion
         .expect_log_line(mark, &["needs an AWS region", "iamdb"], &[]);
+    assert!(
+        line.contains("--region")
+            && line.contains("AWS_REGION")
+            && line.contains("imds (IMDS is turned off"),
+        "{line}"
+    );
 }

@@ -34,12 +34,12 @@ use crate::identity::{self, Identity, Method};
 use crate::proxy::admission::Pending;
 use crate::proxy::guard::session_policy::SessionPolicy;
 use crate::proxy::guard::Guard;
-use handshake::GuardStart;
 use crate::proxy::handshake::{error_reply, protocol_error_reply};
 use crate::proxy::registry::{Grant, Registered, StopReason, Transport};
 use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
 use crate::proxy::shared::Shared;
 use crate::proxy::upstream::UpstreamStream;
+use handshake::GuardStart;
 
 pub use grants::enforce_grants;
 pub use handshake::{Refusal, Step, Unidentified};
@@ -447,10 +447,13 @@ async fn idle(counters: &relay::Counters, limit: Option<std::time::Duration>) {
 /// Audit the refusal, send `-ERR bastion: <refusal>` (malformed input: Redis' own
 /// `-ERR protocol error: …`), close.
 async fn refuse(client: &mut ClientStream, facts: &SessionFacts, refusal: &Refusal) {
-    let reason = refusal.to_string();
+    // The client gets what it can act on and a correlation id; the audit event gets the
+    // whole reason (addresses, paths, ARNs) under the same id.
+    let reference = correlation_id();
+    let reason = format!("{refusal} [ref {reference}]");
     let reply = match refusal {
         Refusal::Protocol(e) => protocol_error_reply(e),
-        _ => error_reply(&reason),
+        _ => error_reply(&format!("{} (ref {reference})", refusal.client_message())),
     };
     audit::denied(facts, &reason);
     let send = async {
@@ -473,6 +476,11 @@ async fn refuse(client: &mut ClientStream, facts: &SessionFacts, refusal: &Refus
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// A short random id that ties a client's refusal to its audit event.
+fn correlation_id() -> String {
+    format!("{:08x}", fastrand::u32(..))
 }
 
 /// How long, and how many bytes, a refused client's leftover input is drained before closing.

@@ -58,6 +58,59 @@ pub enum Refusal {
     Protocol(HandshakeError),
 }
 
+impl Refusal {
+    /// What the client is told: what the person can act on, never the upstream's address, a
+    /// file path or mode, a role ARN or an access key id (those stay in the log and the audit
+    /// event, which the reply points to with its correlation id).
+    pub fn client_message(&self) -> String {
+        match self {
+            Refusal::Upstream(e) => match e {
+                UpstreamError::Connect { db, .. }
+                | UpstreamError::ConnectTimeout { db, .. }
+                | UpstreamError::Tls { db, .. } => {
+                    format!("database '{db}' is unreachable right now; try again later")
+                }
+                UpstreamError::Region { error } => format!(
+                    "database '{}' is not usable: the bastion's configuration is incomplete; \
+                     ask an administrator",
+                    error.database
+                ),
+                UpstreamError::TlsConfig { db, .. }
+                | UpstreamError::Password { db, .. }
+                | UpstreamError::Credentials { db, .. }
+                | UpstreamError::AssumeRole { db, .. }
+                | UpstreamError::Token { db, .. }
+                | UpstreamError::PlaintextToken { db, .. } => format!(
+                    "database '{db}' is not usable: the bastion cannot authenticate to it right \
+                     now; ask an administrator"
+                ),
+            },
+            Refusal::UpstreamAuth(e) => match e {
+                AuthError::Rejected { code, .. } => format!(
+                    "the database rejected the bastion's credentials for this db-user ({code}); \
+                     ask an administrator"
+                ),
+                AuthError::Io { .. } | AuthError::Closed { .. } | AuthError::Malformed { .. } => {
+                    "the database dropped the connection while the bastion authenticated; try \
+                     again later"
+                        .to_string()
+                }
+            },
+            Refusal::Identity(Unidentified::PeerCredentials(_)) => {
+                "cannot read the connection's peer credentials".to_string()
+            }
+            // The rest names only what the client itself sent or is (its certificate's serial,
+            // its uid, the database and db-user it asked for) and a limit it can act on.
+            Refusal::Identity(_)
+            | Refusal::NoDatabase
+            | Refusal::Denied(_)
+            | Refusal::Timeout(_)
+            | Refusal::SessionLimit
+            | Refusal::Protocol(_) => self.to_string(),
+        }
+    }
+}
+
 /// The step a deadline passed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
