@@ -138,7 +138,16 @@ pub fn fuzz_settings(bytes: &[u8]) {
     };
     if let Err(e) = Declarative::parse_settings(text, Path::new("user-data")) {
         let message = format!("{e:#}");
+        // The message's own words, as they read for a document that shows nothing: a line
+        // that merely repeats them is not the document leaking.
+        let template = Declarative::parse_settings("=", Path::new("user-data"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
         for line in text.lines().map(str::trim).filter(|l| l.len() >= 24) {
+            if template.contains(line) {
+                continue;
+            }
             assert!(
                 !message.contains(line),
                 "a settings error shows a line of the document"
