@@ -109,16 +109,7 @@ fn write_import(import: &Path, text: &str, owner: &str) -> anyhow::Result<()> {
     }
     let owner = lookup_user(owner)?;
     if let Some(dir) = import.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
-            if let Some((uid, gid)) = owner {
-                chown(dir, Some(uid), Some(gid))?;
-            }
-        }
+        create_private_dir(dir, owner)?;
     }
     write_atomically(import, text.as_bytes(), 0o600)?;
     if let Some((uid, gid)) = owner {
@@ -185,16 +176,7 @@ fn install_keys<'a>(
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        if let Some((uid, gid)) = owner {
-            chown(dir, Some(uid), Some(gid))?;
-        }
-    }
+    create_private_dir(dir, owner)?;
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -230,6 +212,25 @@ fn write_atomically(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::files::write_durably(path, data, mode, crate::files::Existing::Replace)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Create `dir` (mode 0700, owned by `owner`) if it does not exist; an existing one is kept.
+fn create_private_dir(
+    dir: &Path,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    if let Some((uid, gid)) = owner {
+        chown(dir, Some(uid), Some(gid))?;
+    }
+    Ok(())
 }
 
 fn lookup_user(name: &str) -> anyhow::Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {

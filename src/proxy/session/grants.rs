@@ -9,7 +9,7 @@ use crate::proxy::registry::Grant;
 use crate::proxy::shared::Shared;
 use crate::rbac;
 
-/// Every second, stop the live sessions whose grant no longer holds: their user was removed or
+/// Twice a second, stop the live sessions whose grant no longer holds: their user was removed or
 /// lost the role, their database was removed or re-pointed, their certificate expired, or they
 /// are older than `limits.max_session_age`. (Revocation and `sessions kill` stop at once.)
 pub async fn enforce_grants(shared: Arc<Shared>) {
