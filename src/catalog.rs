@@ -42,7 +42,11 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn from_config(config: &Config) -> Result<Catalog, CatalogError> {
-        Catalog::build(&config.databases, &config.roles, &config.users)
+        Catalog::build(
+            &config.seed.databases,
+            &config.seed.roles,
+            &config.seed.users,
+        )
     }
 
     pub fn build(

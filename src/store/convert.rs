@@ -369,17 +369,22 @@ name = "bob"
     #[test]
     fn every_config_type_and_auth_mode_round_trips() {
         let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
-        let dbs: Vec<DatabaseRecord> = c.databases.iter().map(|d| d.try_into().unwrap()).collect();
+        let dbs: Vec<DatabaseRecord> = c
+            .seed
+            .databases
+            .iter()
+            .map(|d| d.try_into().unwrap())
+            .collect();
         let back: Vec<DatabaseConfig> = dbs.iter().map(DatabaseConfig::from).collect();
-        same(&c.databases, &back);
-        let roles: Vec<RoleRecord> = c.roles.iter().map(|r| r.try_into().unwrap()).collect();
+        same(&c.seed.databases, &back);
+        let roles: Vec<RoleRecord> = c.seed.roles.iter().map(|r| r.try_into().unwrap()).collect();
         same(
-            &c.roles,
+            &c.seed.roles,
             &roles.iter().map(RoleConfig::from).collect::<Vec<_>>(),
         );
-        let users: Vec<UserRecord> = c.users.iter().map(|u| u.try_into().unwrap()).collect();
+        let users: Vec<UserRecord> = c.seed.users.iter().map(|u| u.try_into().unwrap()).collect();
         same(
-            &c.users,
+            &c.seed.users,
             &users.iter().map(UserConfig::from).collect::<Vec<_>>(),
         );
     }
@@ -388,18 +393,18 @@ name = "bob"
     fn state_feeds_the_catalog() {
         let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
         let mut state = State::default();
-        for d in &c.databases {
+        for d in &c.seed.databases {
             state
                 .apply(&Mutation::PutDatabase(d.try_into().unwrap()))
                 .unwrap();
         }
-        for r in &c.roles {
+        for r in &c.seed.roles {
             state
                 .apply(&Mutation::PutRole(r.try_into().unwrap()))
                 .unwrap();
         }
         // The catalog resolves unix users on this machine; bind none here.
-        for u in &c.users {
+        for u in &c.seed.users {
             let mut u: UserRecord = u.try_into().unwrap();
             u.unix_user = None;
             state.apply(&Mutation::PutUser(u)).unwrap();
@@ -412,7 +417,7 @@ name = "bob"
     #[test]
     fn conversion_refuses_over_bounds_naming_bound_and_field() {
         let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
-        let mut user = c.users[0].clone();
+        let mut user = c.seed.users[0].clone();
         user.roles = (0..=MAX_ROLES_PER_USER).map(|i| format!("r{i}")).collect();
         let e = UserRecord::try_from(&user).unwrap_err().to_string();
         assert!(
@@ -420,7 +425,7 @@ name = "bob"
             "{e}"
         );
 
-        let mut role = c.roles[0].clone();
+        let mut role = c.seed.roles[0].clone();
         role.db_names = vec!["x".into(); MAX_DB_NAMES_PER_ROLE + 1];
         let e = RoleRecord::try_from(&role).unwrap_err().to_string();
         assert!(
@@ -428,7 +433,7 @@ name = "bob"
             "{e}"
         );
 
-        let mut db = c.databases[2].clone();
+        let mut db = c.seed.databases[2].clone();
         db.auth = AuthConfig::Password {
             password_file: Some(PathBuf::from("/".repeat(MAX_PATH_LEN + 1))),
             password_env: None,
@@ -439,7 +444,7 @@ name = "bob"
             "{e}"
         );
 
-        let mut db = c.databases[0].clone();
+        let mut db = c.seed.databases[0].clone();
         db.name = "n".repeat(MAX_NAME_LEN + 1);
         let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
         assert!(
@@ -447,7 +452,7 @@ name = "bob"
             "{e}"
         );
 
-        let mut db = c.databases[0].clone();
+        let mut db = c.seed.databases[0].clone();
         db.address.host = "h".repeat(MAX_HOST_LEN + 1);
         let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
         assert!(
@@ -455,7 +460,7 @@ name = "bob"
             "{e}"
         );
 
-        let mut user = c.users[0].clone();
+        let mut user = c.seed.users[0].clone();
         user.unix_user = Some("u".repeat(MAX_UNIX_USER_LEN + 1));
         let e = UserRecord::try_from(&user).unwrap_err().to_string();
         assert!(
@@ -463,7 +468,7 @@ name = "bob"
             "{e}"
         );
 
-        let mut db = c.databases[2].clone();
+        let mut db = c.seed.databases[2].clone();
         db.auth = AuthConfig::Password {
             password_file: None,
             password_env: None,
