@@ -1,7 +1,10 @@
 //! `systemctl reload bastion` (SIGHUP): re-read the boot config the daemon started with, apply
 //! what can change while sessions run, and name every changed key that needs a restart.
 //!
-//! Applied live, to new connections and sessions only:
+//! The config's parts say what happens ([`crate::config`]): `live` is swapped, each changed
+//! `boot` field is named and keeps its running value, `seed` is the store's.
+//!
+//! Applied live (`Config::live`), to new connections and sessions only:
 //! - the server certificate, re-issued from the on-box CA as it is on disk now (a rotated CA is
 //!   picked up, for the server certificate and the client-certificate verifier alike), for the
 //!   listeners' names as the new config lists them (`listeners.tcp[i].server_names`);
@@ -9,10 +12,10 @@
 //! - every `limits.*` key (`max_sessions`, `handshake_timeout`, `upstream_connect_timeout`,
 //!   `max_handshake_bytes`).
 //!
-//! Needs a restart (logged as a warning naming the key, the running value kept):
+//! Needs a restart (`Config::boot`; logged as a warning naming the key, the running value kept):
 //! `state_dir`, `admin.*`, `listeners.unix.*`, the number and `address` of `[[listeners.tcp]]`,
 //! `aws.imds.*` (the credential chain is built once). `[[databases]]`, `[[roles]]` and
-//! `[[users]]` are ignored, as at start: the store holds them (`bastion import`).
+//! `[[users]]` (`Config::seed`) are ignored, as at start: the store holds them (`bastion import`).
 //!
 //! A reload is all or nothing: every fallible step (reading and validating the file, loading
 //! the CA, issuing the certificate, building the TLS config) runs before anything is swapped, so
