@@ -1,8 +1,9 @@
 //! The catalog: databases, roles and users as the data path sees them. Databases are the
 //! typed [`Database`] (`catalog/database.rs`) both the config and the store records produce.
 //!
-//! Built from the on-box store (`crate::admin::handler::catalog_of`) at start and after every
-//! admin mutation; `from_config` remains for tools that read only the boot config. Sessions only
+//! Built from the on-box store (`crate::admin::handler::catalog_of`, straight from its records)
+//! at start and after every admin mutation; `from_config` builds one from the boot config's
+//! seed for tools that read only the config. Sessions only
 //! ever read an immutable `Arc<Catalog>` snapshot taken at accept time, so a change applies to
 //! new sessions at once and never tears a live one.
 
@@ -11,9 +12,9 @@ mod database;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use crate::config::{Config, DatabaseConfig, DatabaseRuleError, RoleConfig, UserConfig};
+use crate::config::{Config, DatabaseRuleError, RoleConfig, UserConfig};
 
-pub use database::{Auth, Database, PasswordSource};
+pub use database::{Auth, Database, Declaration, DeclaredRole, PasswordSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -42,11 +43,17 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn from_config(config: &Config) -> Result<Catalog, CatalogError> {
-        Catalog::build(&config.databases, &config.roles, &config.users)
+        Catalog::build(
+            &config.seed.databases,
+            &config.seed.roles,
+            &config.seed.users,
+        )
     }
 
-    pub fn build(
-        databases: &[DatabaseConfig],
+    /// A catalog of `databases` (the config's declarations or the store's records), `roles`
+    /// and `users`; every database goes through [`Database::from_declared`].
+    pub fn build<'a, D: Declaration + 'a>(
+        databases: impl IntoIterator<Item = &'a D>,
         roles: &[RoleConfig],
         users: &[UserConfig],
     ) -> Result<Catalog, CatalogError> {
@@ -68,14 +75,14 @@ impl Catalog {
             }
         }
         let databases = databases
-            .iter()
+            .into_iter()
             .map(|d| {
                 let database =
                     Database::from_declared(d).map_err(|source| CatalogError::Database {
-                        database: d.name.clone(),
+                        database: d.name().to_string(),
                         source,
                     })?;
-                Ok((d.name.clone(), Arc::new(database)))
+                Ok((database.name.clone(), Arc::new(database)))
             })
             .collect::<Result<_, CatalogError>>()?;
         Ok(Catalog {

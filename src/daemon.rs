@@ -71,6 +71,7 @@ impl Daemon {
         ca: Arc<OnBoxCa>,
     ) -> anyhow::Result<Daemon> {
         let group = config
+            .boot
             .admin
             .group
             .as_deref()
@@ -82,8 +83,12 @@ impl Daemon {
         let server_cert = ServerCert::new(ca.clone(), listener_names(config), catalog.clone())?;
         let tls = crate::identity::tls::server_config_with_resolver(&ca, server_cert.clone())?;
         let mut bound = listener::bind(config, &catalog.snapshot(), tls).await?;
-        let credentials = CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv);
-        let shared = Arc::new(Shared::new(catalog, config.limits.clone(), credentials));
+        let credentials = CredentialChain::default_chain_with_imds(&config.boot.imds, &ProcessEnv);
+        let shared = Arc::new(Shared::new(
+            catalog,
+            config.live.limits.clone(),
+            credentials,
+        ));
         // An upstream may never be one of our own listeners (a loop past the identity check).
         shared
             .connector
@@ -98,12 +103,12 @@ impl Daemon {
         ));
         spawn_instance_id_lookup(config, shared.clone());
         let unix = config
-            .listeners
+            .boot
             .unix
             .as_ref()
             .map(|u| Arc::new(UnixSockets::adopt(u, &mut bound, shared.clone())));
 
-        let admin_socket = config.admin_socket();
+        let admin_socket = config.boot.admin_socket();
         let mut described: Vec<String> = bound
             .tcp_addresses()
             .iter()
@@ -125,7 +130,7 @@ impl Daemon {
             described,
         ));
         // Before the admin socket serves (no admin change can interleave) and before READY.
-        import_pending(&admin, &config.state_dir).await;
+        import_pending(&admin, &config.boot.state_dir).await;
         let (databases, users) = match admin.handle(&daemon_caller(), Request::Status) {
             Reply::Status(s) => (s.databases as usize, s.users as usize),
             _ => (0, 0),
@@ -311,7 +316,7 @@ fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Learn the EC2 instance id for audit events, in the background: off EC2 (or with IMDS
 /// disabled) this fails quietly and events say `instance="-"`.
 fn spawn_instance_id_lookup(config: &Config, shared: Arc<Shared>) {
-    let client = match crate::aws::imds::ImdsClient::from_config(&config.aws.imds, &ProcessEnv) {
+    let client = match crate::aws::imds::ImdsClient::from_config(&config.boot.imds, &ProcessEnv) {
         Ok(client) => client,
         Err(e) => return tracing::debug!(error = %e, "no IMDS client for the instance id"),
     };
@@ -329,7 +334,7 @@ fn spawn_instance_id_lookup(config: &Config, shared: Arc<Shared>) {
 /// Open `<state_dir>/store`; on its first start import the boot config's declarations.
 /// Also `bastion cert issue` when no daemon runs (it then holds the store's lock itself).
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let dir = config.state_dir.join(STORE_DIR);
+    let dir = config.boot.state_dir.join(STORE_DIR);
     let mut store = Store::open(&dir)?;
     let report = store.recovery_report();
     if let Some((offset, bytes)) = report.torn_tail {
@@ -338,7 +343,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     if let Some(version) = report.migrated_from {
         tracing::info!(path = %dir.display(), from = version, "store: migrated to the current format");
     }
-    let declared = config.databases.len() + config.roles.len() + config.users.len();
+    let declared = config.seed.databases.len() + config.seed.roles.len() + config.seed.users.len();
     if store.last_seq().0 == 0 {
         if declared > 0 {
             import_config(&mut store, config).with_context(|| {
@@ -347,8 +352,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
                     dir.display()
                 )
             })?;
-            tracing::info!(path = %dir.display(), databases = config.databases.len(),
-                roles = config.roles.len(), users = config.users.len(),
+            tracing::info!(path = %dir.display(), databases = config.seed.databases.len(),
+                roles = config.seed.roles.len(), users = config.seed.users.len(),
                 "store: imported the config's databases, roles and users (first start)");
         }
     } else if declared > 0 {
@@ -370,13 +375,13 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 fn import_config(store: &mut Store, config: &Config) -> anyhow::Result<()> {
     let mut mutations = Vec::new();
-    for r in &config.roles {
+    for r in &config.seed.roles {
         mutations.push(Mutation::PutRole(RoleRecord::try_from(r)?));
     }
-    for d in &config.databases {
+    for d in &config.seed.databases {
         mutations.push(Mutation::PutDatabase(DatabaseRecord::try_from(d)?));
     }
-    for u in &config.users {
+    for u in &config.seed.users {
         mutations.push(Mutation::PutUser(UserRecord::try_from(u)?));
     }
     // Check the whole set first: a refusal leaves the store empty, and the next start retries.
@@ -401,7 +406,7 @@ pub fn admin_socket_for(socket: Option<&Path>, config: Option<&Path>) -> anyhow:
     let config = Config::load(path).with_context(|| {
         "finding the admin socket (give --socket or --config, or set BASTION_ADMIN_SOCKET)"
     })?;
-    Ok(config.admin_socket())
+    Ok(config.boot.admin_socket())
 }
 
 /// Where the CLI looks for the boot config when neither `--socket` nor `--config` is given.

@@ -35,7 +35,7 @@ pub struct Admin {
 /// Build the catalog sessions use from the store's state.
 pub fn catalog_of(state: &State) -> Result<Catalog, CatalogError> {
     let (databases, roles, users) = state.catalog_inputs();
-    Catalog::build(&databases, &roles, &users)
+    Catalog::build(databases, &roles, &users)
 }
 
 impl Admin {

@@ -1,12 +1,15 @@
 //! One upstream database as the data path uses it: validated, with no state its rules forbid.
 //!
-//! Both declarations produce it — the boot config's `[[databases]]` and the store's records —
-//! through [`Database::from_declared`]: a password comes from exactly one [`PasswordSource`],
-//! and a database with `assume_role_arn` carries its ready [`RoleSpec`]. The rules a new
+//! Both declarations produce it — the boot config's `[[databases]]` ([`DatabaseConfig`]) and the
+//! store's records (`store/convert.rs`) — through the one constructor
+//! [`Database::from_declared`], each giving its fields through [`Declaration`]: a password comes
+//! from exactly one [`PasswordSource`], and a database with `assume_role_arn` carries its ready
+//! [`RoleSpec`], whoever declared it. The rules a new
 //! declaration must keep ([`DatabaseConfig::check`]) are checked where it is declared (config
 //! validation, the admin socket), not here: a database stored before a newer rule keeps being
 //! served as it was (its sessions meet the rule at run time, e.g. no token in clear).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use crate::aws::assume_role::{RoleSpec, DEFAULT_SESSION_NAME};
@@ -83,11 +86,74 @@ impl Auth {
     }
 }
 
+/// One database as a declaration states it: the boot config's entry or a store record. Each
+/// only hands over its own fields; what they mean together is [`Database::from_declared`]'s.
+pub trait Declaration {
+    fn name(&self) -> &str;
+    fn address(&self) -> UpstreamAddr;
+    fn tls(&self) -> Option<UpstreamTls>;
+    /// The auth mode in the file's terms (a password with its two optional sources).
+    fn auth(&self) -> Cow<'_, AuthConfig>;
+    fn default_db_user(&self) -> Option<&str>;
+    /// `assume_role_arn`, if any, with its `external_id` and `session_name`.
+    fn assume_role(&self) -> Option<DeclaredRole<'_>>;
+    fn allow_plaintext_auth(&self) -> bool;
+    fn legacy_auth(&self) -> bool;
+    fn relay(&self) -> RelayMode;
+    fn allow_addresses(&self) -> Vec<ipnet::IpNet>;
+}
+
+/// A declaration's `assume_role_arn` and the settings that go with it, as declared.
+#[derive(Debug, Clone, Copy)]
+pub struct DeclaredRole<'a> {
+    pub arn: &'a str,
+    pub external_id: Option<&'a str>,
+    pub session_name: Option<&'a str>,
+}
+
+impl Declaration for DatabaseConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn address(&self) -> UpstreamAddr {
+        self.address.clone()
+    }
+    fn tls(&self) -> Option<UpstreamTls> {
+        self.tls.clone()
+    }
+    fn auth(&self) -> Cow<'_, AuthConfig> {
+        Cow::Borrowed(&self.auth)
+    }
+    fn default_db_user(&self) -> Option<&str> {
+        self.default_db_user.as_deref()
+    }
+    fn assume_role(&self) -> Option<DeclaredRole<'_>> {
+        self.assume_role_arn.as_deref().map(|arn| DeclaredRole {
+            arn,
+            external_id: self.external_id.as_deref(),
+            session_name: self.session_name.as_deref(),
+        })
+    }
+    fn allow_plaintext_auth(&self) -> bool {
+        self.allow_plaintext_auth
+    }
+    fn legacy_auth(&self) -> bool {
+        self.legacy_auth
+    }
+    fn relay(&self) -> RelayMode {
+        self.relay
+    }
+    fn allow_addresses(&self) -> Vec<ipnet::IpNet> {
+        self.allow_addresses.clone()
+    }
+}
+
 impl Database {
-    /// The typed form of `declared`; refuses only what it cannot hold (a password with both
-    /// or neither source, which every declaration path refuses first).
-    pub fn from_declared(declared: &DatabaseConfig) -> Result<Database, DatabaseRuleError> {
-        let auth = match &declared.auth {
+    /// The typed form of `declared`, the one way to a `Database`; refuses only what it cannot
+    /// hold (a password with both or neither source, which every declaration path refuses
+    /// first).
+    pub fn from_declared(declared: &impl Declaration) -> Result<Database, DatabaseRuleError> {
+        let auth = match &*declared.auth() {
             AuthConfig::Iam {
                 service,
                 region,
@@ -116,29 +182,29 @@ impl Database {
             }),
             AuthConfig::None => Auth::None,
         };
-        let assume_role = declared.assume_role_arn.as_ref().map(|arn| RoleSpec {
-            arn: arn.clone(),
-            external_id: declared.external_id.clone(),
-            session_name: declared
+        let assume_role = declared.assume_role().map(|role| RoleSpec {
+            arn: role.arn.to_string(),
+            external_id: role.external_id.map(str::to_string),
+            session_name: role
                 .session_name
-                .clone()
-                .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_string()),
+                .unwrap_or(DEFAULT_SESSION_NAME)
+                .to_string(),
             region: match &auth {
                 Auth::Iam { region, .. } => region.clone(),
                 _ => None,
             },
         });
         Ok(Database {
-            name: declared.name.clone(),
-            address: declared.address.clone(),
-            tls: declared.tls.clone(),
+            name: declared.name().to_string(),
+            address: declared.address(),
+            tls: declared.tls(),
             auth,
-            default_db_user: declared.default_db_user.clone(),
+            default_db_user: declared.default_db_user().map(str::to_string),
             assume_role,
-            allow_plaintext_auth: declared.allow_plaintext_auth,
-            legacy_auth: declared.legacy_auth,
-            relay: declared.relay,
-            allow_addresses: declared.allow_addresses.clone(),
+            allow_plaintext_auth: declared.allow_plaintext_auth(),
+            legacy_auth: declared.legacy_auth(),
+            relay: declared.relay(),
+            allow_addresses: declared.allow_addresses(),
         })
     }
 }

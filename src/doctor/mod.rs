@@ -155,7 +155,7 @@ pub async fn run(config: &Config, doctor: Arc<Doctor>) -> Report {
     let mut checks = vec![credentials, imds];
 
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, declared) in config.databases.iter().enumerate() {
+    for (i, declared) in config.seed.databases.iter().enumerate() {
         // The config was validated when it was read, so this only refuses what the catalog
         // would refuse too.
         let db = match crate::catalog::Database::from_declared(declared) {
@@ -173,7 +173,8 @@ pub async fn run(config: &Config, doctor: Arc<Doctor>) -> Report {
         let doctor = doctor.clone();
         tasks.spawn(async move { (i, database::check(&db, &db_user, &doctor).await) });
     }
-    let mut per_db: Vec<(usize, Vec<CheckResult>)> = Vec::with_capacity(config.databases.len());
+    let mut per_db: Vec<(usize, Vec<CheckResult>)> =
+        Vec::with_capacity(config.seed.databases.len());
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(done) => per_db.push(done),

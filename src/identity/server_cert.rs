@@ -191,9 +191,9 @@ pub fn listener_names(config: &Config) -> Vec<String> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    for l in &config.listeners.tcp {
-        if !l.address.ip().is_unspecified() {
-            names.push(l.address.ip().to_string());
+    for (address, l) in config.tcp_listeners() {
+        if !address.ip().is_unspecified() {
+            names.push(address.ip().to_string());
         }
         names.extend(l.server_names.iter().cloned());
     }

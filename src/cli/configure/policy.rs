@@ -123,7 +123,7 @@ pub fn bootstrap_policy(
     let mut notes = Vec::new();
     let mut regions = BTreeSet::new();
 
-    for db in &config.databases {
+    for db in &config.seed.databases {
         let AuthConfig::Iam {
             service,
             region,
@@ -223,7 +223,7 @@ pub fn bootstrap_policy(
             }
         }
     }
-    if config.databases.iter().any(|db| {
+    if config.seed.databases.iter().any(|db| {
         matches!(
             db.auth,
             AuthConfig::Iam {
@@ -301,6 +301,7 @@ fn to_document(
 /// Every db-user (or `*` pattern) the bastion may authenticate as on `db`.
 fn db_users(config: &Config, db: &DatabaseConfig) -> BTreeSet<String> {
     let mut users: BTreeSet<String> = config
+        .seed
         .roles
         .iter()
         .filter(|r| r.db_names.iter().any(|p| glob_match(p, &db.name)))
