@@ -7,7 +7,9 @@
 //!   listeners' names as the new config lists them (`listeners.tcp[i].server_names`);
 //! - `listeners.tcp[i].database`, `.default_database`, `.server_names` (SNI routing);
 //! - every `limits.*` key (`max_sessions`, `handshake_timeout`, `upstream_connect_timeout`,
-//!   `max_handshake_bytes`).
+//!   `max_handshake_bytes`);
+//! - every database's password, read again from its file or variable (a password that cannot
+//!   be read now makes its database refuse sessions, logged; see `catalog/password.rs`).
 //!
 //! Needs a restart (logged as a warning naming the key, the running value kept):
 //! `state_dir`, `admin.*`, `listeners.unix.*`, the number and `address` of `[[listeners.tcp]]`,
@@ -25,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::task::JoinHandle;
 
+use crate::admin::Admin;
 use crate::config::{Config, ConfigError};
 use crate::identity::ca::{OnBoxCa, CA_CERT_FILE, CA_KEY_FILE};
 use crate::identity::server_cert::{self, ServerCert};
@@ -76,6 +79,8 @@ pub struct Reloader {
     listeners: Vec<LiveSpec>,
     /// Why the last reload failed, until one succeeds (for systemd's STATUS= line).
     last_failure: Mutex<Option<String>>,
+    /// Re-reads the databases' passwords, under the store's lock.
+    admin: Arc<Admin>,
 }
 
 struct Running {
@@ -91,6 +96,7 @@ impl Reloader {
         shared: Arc<Shared>,
         server_cert: Arc<ServerCert>,
         listeners: Vec<LiveSpec>,
+        admin: Arc<Admin>,
     ) -> Reloader {
         Reloader {
             path,
@@ -99,6 +105,7 @@ impl Reloader {
             server_cert,
             listeners,
             last_failure: Mutex::new(None),
+            admin,
         }
     }
 
@@ -143,6 +150,7 @@ impl Reloader {
             spec.store(Arc::new(listener::tls_spec(address, l, tls.clone())));
         }
         self.shared.set_limits(effective.limits.clone());
+        self.admin.reread_passwords();
         *running = Running {
             config: effective,
             ca,

@@ -26,7 +26,8 @@ pub use crate::aws::imds::settings::{
 };
 pub use crate::aws::token::IamService;
 pub use database::{
-    AuthConfig, DatabaseConfig, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls, UserConfig,
+    AuthConfig, DatabaseConfig, PasswordSource, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls,
+    UserConfig, ONE_PASSWORD_SOURCE,
 };
 pub use limits::{
     Limits, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CERT_TTL,
@@ -34,7 +35,7 @@ pub use limits::{
     DEFAULT_MAX_SESSIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
 };
 pub use listeners::{Listeners, TcpListenerConfig, UnixListenerConfig};
-pub use rules::DatabaseRuleError;
+pub use rules::{is_password_env, DatabaseRuleError, PASSWORD_ENV_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -64,6 +65,10 @@ impl ConfigError {
 pub struct Config {
     /// Where the on-box CA, issued certificates and (later) the store live.
     pub state_dir: PathBuf,
+    /// The only directory (besides systemd's `$CREDENTIALS_DIRECTORY`) a database's
+    /// `password_file` may be in: directly, owned by root or the bastion user, mode 0600/0400.
+    #[serde(default = "default_secrets_dir")]
+    pub secrets_dir: PathBuf,
     #[serde(default)]
     pub listeners: Listeners,
     #[serde(default)]
@@ -78,6 +83,13 @@ pub struct Config {
     pub aws: AwsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+}
+
+/// `secrets_dir` when the config names none.
+pub const DEFAULT_SECRETS_DIR: &str = "/etc/bastion/secrets";
+
+fn default_secrets_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_SECRETS_DIR)
 }
 
 /// `[admin]`: the admin socket the `bastion db|role|user|…` verbs talk to.
@@ -133,6 +145,17 @@ impl Config {
 
     /// Cross-field checks: unique names, references that resolve, listeners that make sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let normal = |p: &Path| {
+            p.is_absolute()
+                && p.components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir))
+        };
+        if !normal(&self.secrets_dir) {
+            return Err(ConfigError::invalid(
+                "secrets_dir",
+                "must be an absolute path without '..'",
+            ));
+        }
         if self.listeners.tcp.is_empty() && self.listeners.unix.is_none() {
             return Err(ConfigError::invalid(
                 "listeners",
@@ -269,7 +292,7 @@ auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "
 [[databases]]
 name = "local"
 address = "127.0.0.1:6379"
-auth = { mode = "password", password_env = "REDIS_PW" }
+auth = { mode = "password", password_env = "BASTION_REDIS_PW" }
 [[roles]]
 name = "ops"
 db_users = ["app-*"]
@@ -310,17 +333,62 @@ unix_user = "alice"
             .to_string();
         assert!(e.contains("listeners.tcp[0].default_database"), "{e}");
 
-        let bad = SAMPLE.replace(", password_env = \"REDIS_PW\"", "");
-        let e = Config::parse(&bad, Path::new("t.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("databases[1].auth"), "{e}");
+        // A password table with neither source, or both, is not a password source at all:
+        // refused as the file is parsed, at its line, naming the keys.
+        for source in [
+            "",
+            ", password_env = \"BASTION_X\", password_file = \"/etc/bastion/secrets/x\"",
+        ] {
+            let bad = SAMPLE.replace(", password_env = \"BASTION_REDIS_PW\"", source);
+            let e = Config::parse(&bad, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("line 19") && e.contains(ONE_PASSWORD_SOURCE),
+                "{e}"
+            );
+        }
 
         let bad = SAMPLE.replace("name = \"local\"", "name = \"../x\"");
         let e = Config::parse(&bad, Path::new("t.toml"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("databases[1].name"), "{e}");
+    }
+
+    #[test]
+    fn password_sources_are_refused_where_they_could_point_anywhere() {
+        let with = |source: &str| {
+            let text = SAMPLE.replace("password_env = \"BASTION_REDIS_PW\"", source);
+            Config::parse(&text, Path::new("t.toml")).map_err(|e| e.to_string())
+        };
+        let c = with("password_file = \"/etc/bastion/secrets/redis\"").unwrap();
+        assert_eq!(c.secrets_dir, Path::new(DEFAULT_SECRETS_DIR));
+        for (source, key) in [
+            ("password_env = \"HOME\"", "databases[1].auth.password_env"),
+            (
+                "password_env = \"AWS_SECRET_ACCESS_KEY\"",
+                "databases[1].auth.password_env",
+            ),
+            (
+                "password_file = \"redis.pw\"",
+                "databases[1].auth.password_file",
+            ),
+            (
+                "password_file = \"/etc/bastion/secrets/../../../var/lib/bastion/ca/ca.key\"",
+                "databases[1].auth.password_file",
+            ),
+        ] {
+            let e = with(source).unwrap_err();
+            assert!(e.contains(key), "{source}: {e}");
+        }
+        let e = Config::parse(
+            &format!("secrets_dir = \"secrets\"\n{SAMPLE}"),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("secrets_dir: must be an absolute path"), "{e}");
     }
 
     #[test]
@@ -395,8 +463,8 @@ unix_user = "alice"
         assert!(e.contains("databases[0].session_name"), "{e}");
 
         let pw = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/r\"",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/r\"",
         );
         let e = Config::parse(&pw, Path::new("t.toml"))
             .unwrap_err()
@@ -423,8 +491,8 @@ unix_user = "alice"
         let e = broken("tls = {}", "tls = { server_name = \"a b\" }");
         assert!(e.contains("databases[0].tls.server_name"), "{e}");
         let pattern_user = broken(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\ndefault_db_user = \"app-*\"",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\ndefault_db_user = \"app-*\"",
         );
         assert!(
             pattern_user.contains("databases[1].default_db_user")
@@ -472,8 +540,8 @@ unix_user = "alice"
         assert_eq!(db.check().unwrap_err().field, "tls");
 
         let on_password = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nallow_plaintext_auth = true",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nallow_plaintext_auth = true",
         );
         let e = parse(&on_password).unwrap_err().to_string();
         assert!(e.contains("databases[1].allow_plaintext_auth"), "{e}");
@@ -483,8 +551,8 @@ unix_user = "alice"
     fn legacy_auth_belongs_to_password_databases_without_db_users() {
         let parse = |text: &str| Config::parse(text, Path::new("t.toml"));
         let legacy = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nlegacy_auth = true",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nlegacy_auth = true",
         );
         assert!(parse(&legacy).unwrap().databases[1].legacy_auth);
         assert!(!parse(SAMPLE).unwrap().databases[1].legacy_auth);
