@@ -16,9 +16,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use std::process::Command;
+
 use support::admin::Admin;
+use support::bastion::BASTION_BIN;
 use support::certs::write_private;
 use support::clients::redis_cli;
+use support::process::run;
 use support::stack::APP;
 
 /// A TCP listener standing in for the attacker's host: counts every byte sent to it.
@@ -164,6 +168,60 @@ fn password_sources_outside_the_secrets_dir_are_refused_where_declared() {
     add_fresh(&a, &secrets.join("up.pw"));
     let out = redis_cli(&s.unix("fresh"), &["PING"]);
     assert!(out.stdout().contains("PONG"), "{out}");
+}
+
+/// The boot config's databases seed the store on its first start: one whose password source
+/// breaks the rules stops the start, naming the key, and nothing is imported.
+#[test]
+fn the_config_is_refused_at_first_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let s = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    for (source, key, why) in [
+        (
+            "password_file = \"/proc/self/environ\"".to_string(),
+            "databases[0].auth.password_file",
+            "directly in the secrets directory",
+        ),
+        (
+            format!("password_file = {}", s(&dir.path().join("state/ca/ca.key"))),
+            "databases[0].auth.password_file",
+            "directly in the secrets directory",
+        ),
+        (
+            "password_env = \"HOME\"".to_string(),
+            "databases[0].auth.password_env",
+            "BASTION_",
+        ),
+    ] {
+        let config = dir.path().join("bastion.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {state}\nsecrets_dir = {secrets}\n[listeners.unix]\ndirectory = {run}\n\
+                 [[databases]]\nname = \"x\"\naddress = \"127.0.0.1:9\"\n\
+                 auth = {{ mode = \"password\", {source} }}\n",
+                state = s(&dir.path().join("state")),
+                secrets = s(&secrets),
+                run = s(&dir.path().join("run")),
+            ),
+        )
+        .unwrap();
+        let out = run(
+            Command::new(BASTION_BIN)
+                .arg("serve")
+                .arg("--config")
+                .arg(&config),
+            None,
+            Duration::from_secs(30),
+        );
+        assert!(!out.status.success(), "{source}: {out}");
+        assert!(
+            out.stderr().contains(key) && out.stderr().contains(why),
+            "{source}: {out}"
+        );
+    }
 }
 
 #[test]
