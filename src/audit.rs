@@ -176,6 +176,33 @@ pub fn admin_mutation(uid: u32, caller: &str, request: &str, action: &str, targe
     );
 }
 
+/// `bastion iam-token` minted an IAM auth token (a root-only debugging verb): who ran it (uid
+/// and account), for which service, region, target and db-user. Never the token.
+pub fn iam_token_issued(t: &IamTokenIssued<'_>) {
+    tracing::info!(
+        target: "audit",
+        event = "iam_token.issued",
+        uid = t.uid,
+        caller = t.caller,
+        service = t.service,
+        region = t.region,
+        target_name = t.target,
+        db_user = t.db_user,
+        "iam-token: an IAM auth token was printed"
+    );
+}
+
+/// The facts of an `iam_token.issued` event.
+#[derive(Debug, Clone)]
+pub struct IamTokenIssued<'a> {
+    pub uid: u32,
+    pub caller: &'a str,
+    pub service: &'a str,
+    pub region: &'a str,
+    pub target: &'a str,
+    pub db_user: &'a str,
+}
+
 /// A caller the admin socket refused (not root, not in the admin group).
 pub fn admin_denied(uid: u32, pid: Option<i32>) {
     tracing::warn!(

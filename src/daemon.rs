@@ -22,8 +22,8 @@ use crate::admin::wire::{AdminError, Reply, Request};
 use crate::admin::{self, Admin};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::imds::ProcessEnv;
-use crate::catalog::CatalogHandle;
-use crate::config::Config;
+use crate::catalog::{CatalogHandle, SecretDirs};
+use crate::config::{AuthConfig, Config};
 use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
 use crate::proxy::listener::{self, Bound, UnixSockets};
@@ -77,8 +77,13 @@ impl Daemon {
             .as_deref()
             .map(AdminGroup::resolve)
             .transpose()?;
-        let store = open_store(config)?;
-        let catalog = CatalogHandle::new(admin::handler::catalog_of(store.state())?);
+        let secret_dirs = secret_dirs(config);
+        let store = open_store(config, &secret_dirs)?;
+        let catalog = CatalogHandle::new(admin::handler::catalog_of(
+            store.state(),
+            &secret_dirs,
+            None,
+        )?);
         // The server certificate follows the catalog's database names (SNI) and reloads.
         let server_cert = ServerCert::new(ca.clone(), listener_names(config), catalog.clone())?;
         let tls = crate::identity::tls::server_config_with_resolver(&ca, server_cert.clone())?;
@@ -93,14 +98,6 @@ impl Daemon {
         shared
             .connector
             .set_own_listeners(OwnListeners::with_host_addresses(bound.tcp_addresses()));
-        let reloader = Arc::new(Reloader::new(
-            config_path.map(Path::to_path_buf),
-            config.clone(),
-            ca,
-            shared.clone(),
-            server_cert.clone(),
-            bound.tls_specs(),
-        ));
         spawn_instance_id_lookup(config, shared.clone());
         let unix = config
             .boot
@@ -125,9 +122,19 @@ impl Daemon {
         let admin = Arc::new(Admin::new(
             store,
             shared.clone(),
-            server_cert,
+            server_cert.clone(),
             unix.clone(),
             described,
+            secret_dirs,
+        ));
+        let reloader = Arc::new(Reloader::new(
+            config_path.map(Path::to_path_buf),
+            config.clone(),
+            ca,
+            shared.clone(),
+            server_cert,
+            bound.tls_specs(),
+            admin.clone(),
         ));
         // Before the admin socket serves (no admin change can interleave) and before READY.
         import_pending(&admin, &config.boot.state_dir).await;
@@ -331,9 +338,19 @@ fn spawn_instance_id_lookup(config: &Config, shared: Arc<Shared>) {
     });
 }
 
-/// Open `<state_dir>/store`; on its first start import the boot config's declarations.
+/// Where this daemon reads password files from: the config's `secrets_dir`, and systemd's
+/// `$CREDENTIALS_DIRECTORY` when the unit has credentials (`LoadCredential=`).
+pub fn secret_dirs(config: &Config) -> SecretDirs {
+    SecretDirs::new(
+        config.boot.secrets_dir.clone(),
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+    )
+}
+
+/// Open `<state_dir>/store`; on its first start import the boot config's declarations
+/// (refused, naming the key, if a password they declare cannot be read under `dirs`).
 /// Also `bastion cert issue` when no daemon runs (it then holds the store's lock itself).
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+pub fn open_store(config: &Config, dirs: &SecretDirs) -> anyhow::Result<Store> {
     let dir = config.boot.state_dir.join(STORE_DIR);
     let mut store = Store::open(&dir)?;
     let report = store.recovery_report();
@@ -346,7 +363,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     let declared = config.seed.databases.len() + config.seed.roles.len() + config.seed.users.len();
     if store.last_seq().0 == 0 {
         if declared > 0 {
-            import_config(&mut store, config).with_context(|| {
+            import_config(&mut store, config, dirs).with_context(|| {
                 format!(
                     "importing the config's databases, roles and users into the store {}",
                     dir.display()
@@ -373,7 +390,13 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-fn import_config(store: &mut Store, config: &Config) -> anyhow::Result<()> {
+fn import_config(store: &mut Store, config: &Config, dirs: &SecretDirs) -> anyhow::Result<()> {
+    for (i, d) in config.seed.databases.iter().enumerate() {
+        if let AuthConfig::Password(source) = &d.auth {
+            crate::catalog::read_password(source, dirs)
+                .map_err(|e| anyhow::anyhow!("config: databases[{i}].{e}"))?;
+        }
+    }
     let mut mutations = Vec::new();
     for r in &config.seed.roles {
         mutations.push(Mutation::PutRole(RoleRecord::try_from(r)?));
@@ -389,7 +412,7 @@ fn import_config(store: &mut Store, config: &Config) -> anyhow::Result<()> {
     for m in &mutations {
         check.apply(m)?;
     }
-    admin::handler::catalog_of(&check)?;
+    admin::handler::catalog_of(&check, dirs, None)?;
     for m in mutations {
         store.apply(m)?;
     }

@@ -199,7 +199,7 @@ mod tests {
             roles: vec!["r".into()],
             unix_user: None,
         };
-        Catalog::build(&[db], &[role], &[user]).unwrap()
+        Catalog::build(&[db], &[role], &[user], &Default::default(), None).unwrap()
     }
 
     #[test]
@@ -261,10 +261,8 @@ mod tests {
 
     #[test]
     fn no_db_user_when_the_roles_list_none_or_the_database_is_legacy() {
-        let password = AuthConfig::Password {
-            password_file: None,
-            password_env: Some("PW".into()),
-        };
+        let password =
+            AuthConfig::Password(crate::config::PasswordSource::Env("BASTION_PW".into()));
         let iam = AuthConfig::Iam {
             service: crate::config::IamService::Elasticache,
             region: None,

@@ -10,10 +10,12 @@
 //!   listeners' names as the new config lists them (`listeners.tcp[i].server_names`);
 //! - `listeners.tcp[i].database`, `.default_database`, `.server_names` (SNI routing);
 //! - every `limits.*` key (`max_sessions`, `handshake_timeout`, `upstream_connect_timeout`,
-//!   `max_handshake_bytes`).
+//!   `max_handshake_bytes`);
+//! - every database's password, read again from its file or variable (a password that cannot
+//!   be read now makes its database refuse sessions, logged; see `catalog/password.rs`).
 //!
 //! Needs a restart (`Config::boot`; logged as a warning naming the key, the running value kept):
-//! `state_dir`, `admin.*`, `listeners.unix.*`, the number and `address` of `[[listeners.tcp]]`,
+//! `state_dir`, `secrets_dir`, `admin.*`, `listeners.unix.*`, the number and `address` of `[[listeners.tcp]]`,
 //! `aws.imds.*` (the credential chain is built once). `[[databases]]`, `[[roles]]` and
 //! `[[users]]` (`Config::seed`) are ignored, as at start: the store holds them (`bastion import`).
 //!
@@ -28,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::task::JoinHandle;
 
+use crate::admin::Admin;
 use crate::config::{
     AdminConfig, Boot, Config, ConfigError, ImdsConfig, Limits, Live, Seed, TcpRouting,
     UnixListenerConfig,
@@ -82,6 +85,8 @@ pub struct Reloader {
     listeners: Vec<LiveSpec>,
     /// Why the last reload failed, until one succeeds (for systemd's STATUS= line).
     last_failure: Mutex<Option<String>>,
+    /// Re-reads the databases' passwords, under the store's lock.
+    admin: Arc<Admin>,
 }
 
 struct Running {
@@ -97,6 +102,7 @@ impl Reloader {
         shared: Arc<Shared>,
         server_cert: Arc<ServerCert>,
         listeners: Vec<LiveSpec>,
+        admin: Arc<Admin>,
     ) -> Reloader {
         Reloader {
             path,
@@ -105,6 +111,7 @@ impl Reloader {
             server_cert,
             listeners,
             last_failure: Mutex::new(None),
+            admin,
         }
     }
 
@@ -149,6 +156,7 @@ impl Reloader {
             spec.store(Arc::new(listener::tls_spec(address, l, tls.clone())));
         }
         self.shared.set_limits(effective.live.limits.clone());
+        self.admin.reread_passwords();
         *running = Running {
             config: effective,
             ca,
@@ -290,6 +298,7 @@ fn merge(old: &Config, new: Config, outcome: &mut Outcome) -> Config {
 fn boot_changes(old: &Boot, new: &Boot) -> Vec<Change> {
     let Boot {
         state_dir,
+        secrets_dir,
         admin,
         imds,
         tcp,
@@ -301,6 +310,13 @@ fn boot_changes(old: &Boot, new: &Boot) -> Vec<Change> {
             key: "state_dir".into(),
             from: format!("{state_dir:?}"),
             to: format!("{:?}", new.state_dir),
+        });
+    }
+    if *secrets_dir != new.secrets_dir {
+        changes.push(Change {
+            key: "secrets_dir".into(),
+            from: format!("{secrets_dir:?}"),
+            to: format!("{:?}", new.secrets_dir),
         });
     }
     changes.extend(field_changes!("admin.", admin, new.admin; AdminConfig { socket, group }));

@@ -64,7 +64,7 @@ const USER_DATA: &str = r#"# bastion-settings
 [[databases]]
 name = "fromud"
 address = "127.0.0.1:6379"
-auth = { mode = "password", password_file = "/etc/bastion/local.pw" }
+auth = { mode = "password", password_file = "/etc/bastion/secrets/local.pw" }
 default_db_user = "app"
 
 [[roles]]

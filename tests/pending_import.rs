@@ -41,11 +41,14 @@ impl Rig {
             .prefix("bastion-pending-sock-")
             .tempdir()
             .expect("socket dir");
-        let pw_file = write_private(&state.path().join("up.pw"), password.as_bytes());
+        let secrets = state.path().join("secrets");
+        std::fs::create_dir(&secrets).expect("secrets dir");
+        let pw_file = write_private(&secrets.join("up.pw"), password.as_bytes());
         let s = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
         let config = format!(
-            "state_dir = {}\n[listeners.unix]\ndirectory = {}\n",
+            "state_dir = {}\nsecrets_dir = {}\n[listeners.unix]\ndirectory = {}\n",
             s(state.path()),
+            s(&secrets),
             s(sockets.path())
         );
         Rig {

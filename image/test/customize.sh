@@ -6,9 +6,11 @@
 set -eu
 root=$1
 password=boot-test-password
-printf '%s\n' "$password" >"$root/etc/bastion/local.pw"
-chroot "$root" chown bastion:bastion /etc/bastion/local.pw
-chmod 0600 "$root/etc/bastion/local.pw"
+# Password files live directly in secrets_dir (default /etc/bastion/secrets), private to bastion.
+install -d -m 0700 "$root/etc/bastion/secrets"
+printf '%s\n' "$password" >"$root/etc/bastion/secrets/local.pw"
+chroot "$root" chown bastion:bastion /etc/bastion/secrets /etc/bastion/secrets/local.pw
+chmod 0600 "$root/etc/bastion/secrets/local.pw"
 cat >>"$root/etc/redis/redis.conf" <<CONF
 
 # image/test: only the ACL user the bastion authenticates as.

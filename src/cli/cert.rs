@@ -120,7 +120,7 @@ fn issue_without_daemon(
     // With a config, a store that never started imports the config's users first, exactly as
     // the daemon's first start would (the store is then no longer "first start" for it).
     let opened = match config {
-        Some(config) => crate::daemon::open_store(config),
+        Some(config) => crate::daemon::open_store(config, &crate::daemon::secret_dirs(config)),
         None => Store::open(&state_dir.join(crate::daemon::STORE_DIR)).map_err(Into::into),
     };
     let mut store = match opened {

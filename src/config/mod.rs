@@ -33,7 +33,8 @@ pub use crate::aws::imds::settings::{
 };
 pub use crate::aws::token::IamService;
 pub use database::{
-    AuthConfig, DatabaseConfig, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls, UserConfig,
+    AuthConfig, DatabaseConfig, PasswordSource, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls,
+    UserConfig, ONE_PASSWORD_SOURCE,
 };
 pub use limits::{
     Limits, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CERT_TTL,
@@ -42,7 +43,7 @@ pub use limits::{
 };
 use listeners::Listeners;
 pub use listeners::{TcpRouting, UnixListenerConfig};
-pub use rules::DatabaseRuleError;
+pub use rules::{is_password_env, DatabaseRuleError, PASSWORD_ENV_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -79,6 +80,9 @@ pub struct Config {
 pub struct Boot {
     /// Where the on-box CA, issued certificates and the store live.
     pub state_dir: PathBuf,
+    /// The only directory (besides systemd's `$CREDENTIALS_DIRECTORY`) a database's
+    /// `password_file` may be in: directly, owned by root or the bastion user, mode 0600/0400.
+    pub secrets_dir: PathBuf,
     pub admin: AdminConfig,
     /// `[aws.imds]`: the credential chain and region lookup are built once with it.
     pub imds: ImdsConfig,
@@ -105,6 +109,13 @@ pub struct Seed {
     pub databases: Vec<DatabaseConfig>,
     pub roles: Vec<RoleConfig>,
     pub users: Vec<UserConfig>,
+}
+
+/// `secrets_dir` when the config names none.
+pub const DEFAULT_SECRETS_DIR: &str = "/etc/bastion/secrets";
+
+pub(super) fn default_secrets_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_SECRETS_DIR)
 }
 
 /// `[admin]`: the admin socket the `bastion db|role|user|…` verbs talk to.
@@ -196,7 +207,7 @@ auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "
 [[databases]]
 name = "local"
 address = "127.0.0.1:6379"
-auth = { mode = "password", password_env = "REDIS_PW" }
+auth = { mode = "password", password_env = "BASTION_REDIS_PW" }
 [[roles]]
 name = "ops"
 db_users = ["app-*"]
@@ -237,17 +248,62 @@ unix_user = "alice"
             .to_string();
         assert!(e.contains("listeners.tcp[0].default_database"), "{e}");
 
-        let bad = SAMPLE.replace(", password_env = \"REDIS_PW\"", "");
-        let e = Config::parse(&bad, Path::new("t.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("databases[1].auth"), "{e}");
+        // A password table with neither source, or both, is not a password source at all:
+        // refused as the file is parsed, at its line, naming the keys.
+        for source in [
+            "",
+            ", password_env = \"BASTION_X\", password_file = \"/etc/bastion/secrets/x\"",
+        ] {
+            let bad = SAMPLE.replace(", password_env = \"BASTION_REDIS_PW\"", source);
+            let e = Config::parse(&bad, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("line 19") && e.contains(ONE_PASSWORD_SOURCE),
+                "{e}"
+            );
+        }
 
         let bad = SAMPLE.replace("name = \"local\"", "name = \"../x\"");
         let e = Config::parse(&bad, Path::new("t.toml"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("databases[1].name"), "{e}");
+    }
+
+    #[test]
+    fn password_sources_are_refused_where_they_could_point_anywhere() {
+        let with = |source: &str| {
+            let text = SAMPLE.replace("password_env = \"BASTION_REDIS_PW\"", source);
+            Config::parse(&text, Path::new("t.toml")).map_err(|e| e.to_string())
+        };
+        let c = with("password_file = \"/etc/bastion/secrets/redis\"").unwrap();
+        assert_eq!(c.boot.secrets_dir, Path::new(DEFAULT_SECRETS_DIR));
+        for (source, key) in [
+            ("password_env = \"HOME\"", "databases[1].auth.password_env"),
+            (
+                "password_env = \"AWS_SECRET_ACCESS_KEY\"",
+                "databases[1].auth.password_env",
+            ),
+            (
+                "password_file = \"redis.pw\"",
+                "databases[1].auth.password_file",
+            ),
+            (
+                "password_file = \"/etc/bastion/secrets/../../../var/lib/bastion/ca/ca.key\"",
+                "databases[1].auth.password_file",
+            ),
+        ] {
+            let e = with(source).unwrap_err();
+            assert!(e.contains(key), "{source}: {e}");
+        }
+        let e = Config::parse(
+            &format!("secrets_dir = \"secrets\"\n{SAMPLE}"),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("secrets_dir: must be an absolute path"), "{e}");
     }
 
     #[test]
@@ -322,8 +378,8 @@ unix_user = "alice"
         assert!(e.contains("databases[0].session_name"), "{e}");
 
         let pw = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/r\"",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/r\"",
         );
         let e = Config::parse(&pw, Path::new("t.toml"))
             .unwrap_err()
@@ -350,8 +406,8 @@ unix_user = "alice"
         let e = broken("tls = {}", "tls = { server_name = \"a b\" }");
         assert!(e.contains("databases[0].tls.server_name"), "{e}");
         let pattern_user = broken(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\ndefault_db_user = \"app-*\"",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\ndefault_db_user = \"app-*\"",
         );
         assert!(
             pattern_user.contains("databases[1].default_db_user")
@@ -399,8 +455,8 @@ unix_user = "alice"
         assert_eq!(db.check().unwrap_err().field, "tls");
 
         let on_password = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nallow_plaintext_auth = true",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nallow_plaintext_auth = true",
         );
         let e = parse(&on_password).unwrap_err().to_string();
         assert!(e.contains("databases[1].allow_plaintext_auth"), "{e}");
@@ -410,8 +466,8 @@ unix_user = "alice"
     fn legacy_auth_belongs_to_password_databases_without_db_users() {
         let parse = |text: &str| Config::parse(text, Path::new("t.toml"));
         let legacy = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nlegacy_auth = true",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nlegacy_auth = true",
         );
         assert!(parse(&legacy).unwrap().seed.databases[1].legacy_auth);
         assert!(!parse(SAMPLE).unwrap().seed.databases[1].legacy_auth);

@@ -2,7 +2,7 @@
 //! the validated file into [`Config`]'s `boot`, `live` and `seed` once, so nothing past parsing
 //! sees this shape.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -17,6 +17,8 @@ use super::{
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     state_dir: PathBuf,
+    #[serde(default = "super::default_secrets_dir")]
+    secrets_dir: PathBuf,
     #[serde(default)]
     listeners: Listeners,
     #[serde(default)]
@@ -61,6 +63,7 @@ impl RawConfig {
         Ok(Config {
             boot: Boot {
                 state_dir: self.state_dir,
+                secrets_dir: self.secrets_dir,
                 admin: self.admin,
                 imds: self.aws.imds,
                 tcp: addresses,
@@ -80,6 +83,17 @@ impl RawConfig {
 
     /// Cross-field checks: unique names, references that resolve, listeners that make sense.
     fn validate(&self) -> Result<(), ConfigError> {
+        let normal = |p: &Path| {
+            p.is_absolute()
+                && p.components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir))
+        };
+        if !normal(&self.secrets_dir) {
+            return Err(ConfigError::invalid(
+                "secrets_dir",
+                "must be an absolute path without '..'",
+            ));
+        }
         if self.listeners.tcp.is_empty() && self.listeners.unix.is_none() {
             return Err(ConfigError::invalid(
                 "listeners",

@@ -540,7 +540,8 @@ db_names = ["b"]
     #[test]
     fn probe_user_prefers_default_then_roles_then_default_user() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        let db = |i: usize| Database::from_declared(&c.seed.databases[i]).unwrap();
+        let db =
+            |i: usize| Database::from_declared(&c.seed.databases[i], &Default::default(), None);
         let name = |i: usize| probe_user(&c, &db(i)).name;
         assert_eq!(name(0).as_deref(), Some("fixed"));
         assert_eq!(name(1).as_deref(), Some("app"));
@@ -562,7 +563,7 @@ db_names = ["b"]
     #[test]
     fn tcp_failures_are_told_apart() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        let db = &Database::from_declared(&c.seed.databases[0]).unwrap();
+        let db = &Database::from_declared(&c.seed.databases[0], &Default::default(), None);
         let t = Duration::from_secs(5);
         let timeout = UpstreamError::ConnectTimeout {
             db: "a".into(),

@@ -241,7 +241,7 @@ mod tests {
 
     fn catalog(names: &[&str]) -> Catalog {
         let dbs: Vec<DatabaseConfig> = names.iter().map(|n| database(n)).collect();
-        Catalog::build(&dbs, &[], &[]).expect("catalog")
+        Catalog::build(&dbs, &[], &[], &Default::default(), None).expect("catalog")
     }
 
     fn setup(dbs: &[&str]) -> (tempfile::TempDir, Arc<ServerCert>, CatalogHandle) {

@@ -328,7 +328,7 @@ auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "
 [[databases]]
 name = "pw"
 address = "h:6379"
-auth = { mode = "password", password_env = "X" }
+auth = { mode = "password", password_env = "BASTION_X" }
 [[roles]]
 name = "r"
 db_users = ["app", "ro-*"]

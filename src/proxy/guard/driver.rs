@@ -220,7 +220,7 @@ impl<'p, P: Policy> State<'p, P> {
                     naming: rules::on_name(&head),
                 },
                 Event::Arg(arg) => Owned::Arg(HeldArg {
-                    bytes: arg.prefix().to_vec(),
+                    bytes: zeroize::Zeroizing::new(arg.prefix().to_vec()),
                     whole: arg.value().is_some(),
                 }),
                 Event::End { .. } => Owned::End,

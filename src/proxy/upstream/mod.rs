@@ -9,7 +9,7 @@ mod auth;
 mod secret;
 
 pub use auth::{authenticate, AuthError, Authenticated, MAX_REPLY};
-pub use secret::{auth_secret, read_password_file, MAX_PASSWORD_FILE};
+pub use secret::auth_secret;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
