@@ -210,6 +210,22 @@ fn a_bad_document_is_refused_without_its_text_and_the_daemon_serves() {
             "# bastion-settings\n[[users]]\nname = \"dave\"\nroles = [\"nosuchrole\"]\n".to_string(),
             "nosuchrole",
         ),
+        // User-data naming the on-box CA key, or the daemon's environment, as a password: the
+        // daemon would send it to the database's address (issue 11).
+        (
+            format!(
+                "# bastion-settings\n[[databases]]\nname = \"steal\"\naddress = \"127.0.0.1:9\"\n\
+                 auth = {{ mode = \"password\", password_file = {} }}\n",
+                toml::Value::String(rig.state().join("ca/ca.key").display().to_string())
+            ),
+            "auth.password_file",
+        ),
+        (
+            "# bastion-settings\n[[databases]]\nname = \"steal\"\naddress = \"127.0.0.1:9\"\n\
+             auth = { mode = \"password\", password_env = \"HOME\" }\n"
+                .to_string(),
+            "auth.password_env",
+        ),
     ];
     for (document, says) in cases {
         std::fs::write(rig.pending(), &document).unwrap();

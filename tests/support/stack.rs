@@ -70,6 +70,8 @@ pub struct StackOpts {
     pub extra_toml: String,
     /// Lines added to `[limits]`, e.g. `max_sessions = 20`.
     pub extra_limits: String,
+    /// More environment for the daemon (e.g. AWS credentials for an IAM database).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for StackOpts {
@@ -83,6 +85,7 @@ impl Default for StackOpts {
             passthrough_db: false,
             extra_toml: String::new(),
             extra_limits: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -162,8 +165,9 @@ impl Stack {
             good_pw_file: &good,
             bad_pw_file: &bad,
         });
-        let bastion =
-            Bastion::start_with_env(&config, state.path(), &[(PASSWORD_ENV, &upstream_password)]);
+        let mut env = vec![(PASSWORD_ENV, upstream_password.as_str())];
+        env.extend(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let bastion = Bastion::start_with_env(&config, state.path(), &env);
         let cert = bastion.issue_cert(USER, "1h", certs.path());
         Stack {
             redis,
