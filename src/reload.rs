@@ -496,6 +496,7 @@ directory = "/run/bastion/db"
         let old = config(BASE);
         let mut new = old.clone();
         new.boot.state_dir = "/srv/bastion".into();
+        new.boot.secrets_dir = "/srv/secrets".into();
         new.boot.unix.as_mut().unwrap().mode = 0o600;
         new.boot.imds.endpoint = Some("http://[fd00:ec2::254]".into());
         new.boot.admin.socket = Some("/run/bastion/admin.sock".into());
@@ -505,6 +506,7 @@ directory = "/run/bastion/db"
             keys(&o.needs_restart),
             [
                 "state_dir",
+                "secrets_dir",
                 "admin.socket",
                 "listeners.unix.mode",
                 "aws.imds.endpoint"
@@ -512,8 +514,8 @@ directory = "/run/bastion/db"
         );
         assert_eq!(
             (
-                o.needs_restart[2].from.as_str(),
-                o.needs_restart[2].to.as_str()
+                o.needs_restart[3].from.as_str(),
+                o.needs_restart[3].to.as_str()
             ),
             ("0666", "0600")
         );
