@@ -11,7 +11,7 @@
 //!
 //! Needs a restart (logged as a warning naming the key, the running value kept):
 //! `state_dir`, `admin.*`, `listeners.unix.*`, the number and `address` of `[[listeners.tcp]]`,
-//! `aws.imds.*` (the credential chain is built once). `[[databases]]`, `[[roles]]` and
+//! `aws.imds.*` (the credential chain is built once), `metrics.*`. `[[databases]]`, `[[roles]]` and
 //! `[[users]]` are ignored, as at start: the store holds them (`bastion import`).
 //!
 //! A reload is all or nothing: every fallible step (reading and validating the file, loading
@@ -277,6 +277,12 @@ fn merge(old: &Config, mut new: Config, outcome: &mut Outcome) -> Config {
         restart(format!("aws.imds.{field}"), from, to);
     }
     new.aws = old.aws.clone();
+    for (field, from, to) in field_changes!(old.metrics, new.metrics;
+        address, socket, socket_mode, allow_remote)
+    {
+        restart(format!("metrics.{field}"), from, to);
+    }
+    new.metrics = old.metrics.clone();
 
     // TLS listeners: the sockets stay; a listener whose address is unchanged takes its new
     // routing settings, any other keeps its old ones.

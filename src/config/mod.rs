@@ -12,8 +12,10 @@
 
 mod database;
 mod de;
+mod fuzz;
 mod limits;
 mod listeners;
+mod metrics;
 mod rules;
 
 use std::path::{Path, PathBuf};
@@ -28,12 +30,14 @@ pub use crate::aws::token::IamService;
 pub use database::{
     AuthConfig, DatabaseConfig, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls, UserConfig,
 };
+pub use fuzz::fuzz_config;
 pub use limits::{
     Limits, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CERT_TTL,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_SOURCE, DEFAULT_MAX_HANDSHAKE_BYTES,
     DEFAULT_MAX_SESSIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
 };
 pub use listeners::{Listeners, TcpListenerConfig, UnixListenerConfig};
+pub use metrics::MetricsConfig;
 pub use rules::DatabaseRuleError;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,9 @@ pub struct Config {
     pub aws: AwsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `[metrics]`: the Prometheus endpoint (off by default).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[admin]`: the admin socket the `bastion db|role|user|…` verbs talk to.
@@ -166,6 +173,9 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must be more than 0s"));
             }
         }
+        self.metrics.check().map_err(|(field, message)| {
+            ConfigError::invalid(format!("metrics.{field}"), message)
+        })?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, db) in self.databases.iter().enumerate() {
             let key = format!("databases[{i}].name");

@@ -18,6 +18,7 @@
 //!   topology of the hop-limit tests, and a thread inside one.
 //! - [`logs`]: the library's tracing output captured in-process.
 //! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
+//! - [`scrape`]: the `[metrics]` endpoint read with a real HTTP GET, its samples.
 //! - [`moto`]: `moto_server` from the venv (STS for AssumeRole / web identity), and the sessions
 //!   it issued, so the IAM front can verify tokens signed with them.
 //!
@@ -40,5 +41,6 @@ pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod scenarios;
+pub mod scrape;
 pub mod stack;
 pub mod store_daemon;
