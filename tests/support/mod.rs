@@ -19,6 +19,7 @@
 //! - [`logs`]: the library's tracing output captured in-process.
 //! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
 //! - [`scrape`]: the `[metrics]` endpoint read with a real HTTP GET, its samples.
+//! - [`sts_shim`]: a shim for STS answering AssumeRole from a script (throttling, 5xx, success).
 //! - [`moto`]: `moto_server` from the venv (STS for AssumeRole / web identity), and the sessions
 //!   it issued, so the IAM front can verify tokens signed with them.
 //!
@@ -44,3 +45,4 @@ pub mod scenarios;
 pub mod scrape;
 pub mod stack;
 pub mod store_daemon;
+pub mod sts_shim;
