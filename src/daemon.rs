@@ -55,6 +55,8 @@ pub struct Daemon {
     // Held so the per-database sockets keep being served (dropping it stops them).
     _unix: Option<Arc<UnixSockets>>,
     admin_task: tokio::task::JoinHandle<()>,
+    /// The `[metrics]` endpoint, when configured.
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     admin: Arc<Admin>,
     pub admin_socket: PathBuf,
     pub databases: usize,
@@ -115,6 +117,11 @@ impl Daemon {
             described.push(format!("unix {}", u.directory().display()));
         }
         described.push(format!("admin {}", admin_socket.display()));
+        let metrics_endpoint = crate::metrics::server::bind(&config.boot.metrics).await?;
+        if let Some(endpoint) = &metrics_endpoint {
+            tracing::info!(kind = "metrics", endpoint = %endpoint.describe(), "listening");
+            described.push(endpoint.describe());
+        }
 
         let listener = admin::server::bind(&admin_socket, group.as_ref())?;
         tracing::info!(kind = "admin", path = %admin_socket.display(),
@@ -143,12 +150,20 @@ impl Daemon {
             _ => (0, 0),
         };
         let admin_task = tokio::spawn(admin::server::serve(listener, admin.clone(), group));
+        let metrics_task = metrics_endpoint.map(|endpoint| {
+            let admin = admin.clone();
+            tokio::spawn(crate::metrics::server::serve(
+                endpoint,
+                Arc::new(move || admin.metrics_text()),
+            ))
+        });
         Ok(Daemon {
             bound,
             shared,
             reloader,
             _unix: unix,
             admin_task,
+            metrics_task,
             admin,
             admin_socket,
             databases,
@@ -188,6 +203,9 @@ impl Daemon {
         crate::systemd::stopping();
         drain(&self.shared).await;
         self.admin_task.abort();
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
         // Not ours to leave behind: the next start would replace it anyway.
         let _ = std::fs::remove_file(&self.admin_socket);
     }

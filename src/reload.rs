@@ -16,7 +16,7 @@
 //!
 //! Needs a restart (`Config::boot`; logged as a warning naming the key, the running value kept):
 //! `state_dir`, `secrets_dir`, `admin.*`, `listeners.unix.*`, the number and `address` of `[[listeners.tcp]]`,
-//! `aws.imds.*` (the credential chain is built once). `[[databases]]`, `[[roles]]` and
+//! `aws.imds.*` (the credential chain is built once), `metrics.*`. `[[databases]]`, `[[roles]]` and
 //! `[[users]]` (`Config::seed`) are ignored, as at start: the store holds them (`bastion import`).
 //!
 //! A reload is all or nothing: every fallible step (reading and validating the file, loading
@@ -32,8 +32,8 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::config::{
-    AdminConfig, Boot, Config, ConfigError, ImdsConfig, Limits, Live, Seed, TcpRouting,
-    UnixListenerConfig,
+    AdminConfig, Boot, Config, ConfigError, ImdsConfig, Limits, Live, MetricsConfig, Seed,
+    TcpRouting, UnixListenerConfig,
 };
 use crate::identity::ca::{OnBoxCa, CA_CERT_FILE, CA_KEY_FILE};
 use crate::identity::server_cert::{self, ServerCert};
@@ -303,6 +303,7 @@ fn boot_changes(old: &Boot, new: &Boot) -> Vec<Change> {
         imds,
         tcp,
         unix,
+        metrics,
     } = old;
     let mut changes = Vec::new();
     if *state_dir != new.state_dir {
@@ -320,6 +321,8 @@ fn boot_changes(old: &Boot, new: &Boot) -> Vec<Change> {
         });
     }
     changes.extend(field_changes!("admin.", admin, new.admin; AdminConfig { socket, group }));
+    changes.extend(field_changes!("metrics.", metrics, new.metrics;
+        MetricsConfig { address, socket, socket_mode, allow_remote }));
     match (unix, &new.unix) {
         (Some(a), Some(b)) => {
             let UnixListenerConfig { directory, mode } = a;

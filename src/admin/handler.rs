@@ -12,6 +12,7 @@ use crate::audit;
 use crate::catalog::{Catalog, CatalogError, SecretDirs};
 use crate::config::DatabaseConfig;
 use crate::identity::server_cert::ServerCert;
+use crate::metrics::StoreFigures;
 use crate::proxy::listener::UnixSockets;
 use crate::proxy::shared::Shared;
 use crate::store::compaction::CompactionPolicy;
@@ -285,6 +286,27 @@ impl Admin {
         }
     }
 
+    /// The metrics page (`[metrics]` endpoint, `bastion status`), with the gauges this side
+    /// owns brought up to date first: the store's size and the credentials' expiry. Never waits
+    /// for the store: while an admin write or a compaction holds it, the last figures stand.
+    pub fn metrics_text(&self) -> String {
+        let metrics = &self.shared.metrics;
+        if let Ok(store) = self.store.try_lock() {
+            let s = store.state();
+            metrics.set_store(StoreFigures {
+                seq: store.last_seq().0,
+                log_bytes: store.log_size().bytes,
+                databases: s.databases().count() as u64,
+                roles: s.roles().count() as u64,
+                users: s.users().count() as u64,
+            });
+        }
+        if let Some((_, expiry)) = self.shared.credentials.cached() {
+            metrics.set_credentials_expiry(expiry);
+        }
+        metrics.encode()
+    }
+
     fn status(&self) -> Status {
         let (seq, databases, roles, users) = {
             let store = self.lock();
@@ -319,6 +341,7 @@ impl Admin {
             databases,
             roles,
             users,
+            metrics: self.metrics_text(),
         }
     }
 

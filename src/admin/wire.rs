@@ -139,6 +139,8 @@ pub struct Status {
     pub databases: u64,
     pub roles: u64,
     pub users: u64,
+    /// The metrics page (Prometheus text), as the `[metrics]` endpoint serves it.
+    pub metrics: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,8 +18,10 @@
 
 mod database;
 mod de;
+mod fuzz;
 mod limits;
 mod listeners;
+mod metrics;
 mod raw;
 mod rules;
 
@@ -36,6 +38,7 @@ pub use database::{
     AuthConfig, DatabaseConfig, PasswordSource, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls,
     UserConfig, ONE_PASSWORD_SOURCE,
 };
+pub use fuzz::fuzz_config;
 pub use limits::{
     Limits, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CERT_TTL,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_SOURCE, DEFAULT_MAX_HANDSHAKE_BYTES,
@@ -43,6 +46,7 @@ pub use limits::{
 };
 use listeners::Listeners;
 pub use listeners::{TcpRouting, UnixListenerConfig};
+pub use metrics::MetricsConfig;
 pub use rules::{is_password_env, DatabaseRuleError, PASSWORD_ENV_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,8 @@ pub struct Boot {
     pub tcp: Vec<SocketAddr>,
     /// `[listeners.unix]`: the directory of `<db>.sock` sockets and their mode.
     pub unix: Option<UnixListenerConfig>,
+    /// `[metrics]`: the Prometheus endpoint (off by default).
+    pub metrics: MetricsConfig,
 }
 
 /// Settings a reload swaps in for new connections and sessions.

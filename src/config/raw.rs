@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{
     check_name, AdminConfig, Boot, Config, ConfigError, DatabaseConfig, ImdsConfig, Limits,
-    Listeners, Live, RoleConfig, Seed, TcpRouting, UserConfig, DEFAULT_IMDS_TOKEN_TTL,
+    Listeners, Live, MetricsConfig, RoleConfig, Seed, TcpRouting, UserConfig, DEFAULT_IMDS_TOKEN_TTL,
 };
 
 /// The whole file as written.
@@ -33,6 +33,8 @@ pub(super) struct RawConfig {
     aws: AwsConfig,
     #[serde(default)]
     admin: AdminConfig,
+    #[serde(default)]
+    metrics: MetricsConfig,
 }
 
 /// `[aws]`: how the bastion reaches AWS itself (not the databases).
@@ -68,6 +70,7 @@ impl RawConfig {
                 imds: self.aws.imds,
                 tcp: addresses,
                 unix: self.listeners.unix,
+                metrics: self.metrics,
             },
             live: Live {
                 limits: self.limits,
@@ -100,6 +103,9 @@ impl RawConfig {
                 "no listener configured (add [[listeners.tcp]] or [listeners.unix])",
             ));
         }
+        self.metrics.check().map_err(|(field, message)| {
+            ConfigError::invalid(format!("metrics.{field}"), message)
+        })?;
         if self.limits.max_sessions == 0 {
             return Err(ConfigError::invalid(
                 "limits.max_sessions",

@@ -31,6 +31,7 @@ use tracing::{field, Instrument};
 
 use crate::audit::{self, SessionEnd, SessionFacts};
 use crate::identity::{self, Identity, Method};
+use crate::metrics::InFlight;
 use crate::proxy::admission::Pending;
 use crate::proxy::guard::session_policy::SessionPolicy;
 use crate::proxy::guard::Guard;
@@ -80,6 +81,7 @@ pub async fn serve_tls(
     let id = shared.next_id();
     let span = session_span(id, &peer.to_string());
     async move {
+        let handshake = shared.metrics.handshake();
         let session = shared
             .sessions
             .register(id, peer.to_string(), Transport::Mtls);
@@ -94,12 +96,13 @@ pub async fn serve_tls(
         };
         let accept = pending.unless_evicted(timeout_at(deadline, spec.acceptor.accept(tcp)));
         let unidentified = |reason: &'static str, detail: String| {
+            shared.metrics.refused(reason);
             if shared.refusals.note(reason, peer.ip()) {
                 audit::denied(&facts, &detail);
             }
         };
         let tls = match session.unless_stopped(accept).await {
-            None => return audit_stopped(&session, &facts),
+            None => return audit_stopped(&shared, &session, &facts),
             Some(None) => {
                 return unidentified(
                     "evicted",
@@ -150,7 +153,7 @@ pub async fn serve_tls(
             who,
             db,
             facts,
-            deadline,
+            (deadline, handshake),
         )
         .await;
     }
@@ -172,6 +175,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
     };
     let span = session_span(id, &client);
     async move {
+        let handshake = shared.metrics.handshake();
         let session = shared
             .sessions
             .register(id, client.clone(), Transport::Unix);
@@ -205,7 +209,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
             who,
             Ok(db),
             facts,
-            deadline,
+            (deadline, handshake),
         )
         .await;
     }
@@ -244,6 +248,8 @@ fn pick_database(spec: &TlsListenerSpec, sni: Option<&str>) -> Result<String, Re
 }
 
 /// The part common to both listeners, from the first client byte to the end of the relay.
+/// `handshake` is the session's place among the handshakes in flight (metrics) until its
+/// relay starts or it is refused.
 async fn run(
     shared: &Shared,
     session: &Registered,
@@ -251,7 +257,7 @@ async fn run(
     who: Result<Identity, Refusal>,
     db: Result<String, Refusal>,
     facts: SessionFacts,
-    deadline: Instant,
+    (deadline, handshake): (Instant, InFlight),
 ) {
     let mut ctx = Context::new(session, facts);
     // A session slot (`limits.max_sessions`) is taken only once the client is identified, so
@@ -260,27 +266,32 @@ async fn run(
         Err(_) => None,
         Ok(_) => match shared.slots.try_acquire() {
             Some(slot) => Some(slot),
-            None => return refuse(&mut client, &ctx.facts, &Refusal::SessionLimit).await,
+            None => {
+                let refusal = Refusal::SessionLimit;
+                return refuse(shared, &mut client, &ctx.facts, &refusal).await;
+            }
         },
     };
     let work = async {
         match handshake::run(shared, &mut ctx, &mut client, who, db, deadline).await {
             Ok(ready) => Some(ready),
             Err(handshake::Stop::Refused(refusal)) => {
-                refuse(&mut client, &ctx.facts, &refusal).await;
+                refuse(shared, &mut client, &ctx.facts, &refusal).await;
                 None
             }
             Err(handshake::Stop::Gone) => None,
         }
     };
     let ready = match session.unless_stopped(work).await {
-        None => return audit_stopped(session, &ctx.facts),
+        None => return audit_stopped(shared, session, &ctx.facts),
         Some(None) => return,
         Some(Some(ready)) => ready,
     };
     let facts = ctx.facts;
     session.counters().add(ready.handed_up, ready.handed_down);
     session.relaying();
+    drop(handshake);
+    let _open = shared.metrics.session_started();
     audit::session_start(&facts);
     let started = StdInstant::now();
     // The counters include the hand-off, so the audit counts the whole session: the client's
@@ -321,10 +332,9 @@ async fn run(
             None => ("admin", "-".to_string()),
         },
     };
-    audit::session_end(
-        &facts,
-        &ended(&outcome, started.elapsed(), (stopped.0, &stopped.1)),
-    );
+    let end = ended(&outcome, started.elapsed(), (stopped.0, &stopped.1));
+    shared.metrics.session_ended(&end);
+    audit::session_end(&facts, &end);
 }
 
 /// The `session.end` facts of a relay `outcome`; `stopped` is who ended a session the bastion
@@ -412,12 +422,22 @@ impl<'s> Context<'s> {
     }
 }
 
-/// Audit a session stopped (killed, or its grant withdrawn) before its relay started.
-fn audit_stopped(session: &Registered, facts: &SessionFacts) {
+/// Audit (and count) a session stopped (killed, or its grant withdrawn) before its relay
+/// started.
+fn audit_stopped(shared: &Shared, session: &Registered, facts: &SessionFacts) {
     match session.stop_reason() {
-        Some(StopReason::Policy(reason)) => audit::denied(facts, &reason),
-        Some(StopReason::Shutdown) => audit::denied(facts, SHUTDOWN_REASON),
-        _ => audit::denied(facts, STOPPED_IN_HANDSHAKE),
+        Some(StopReason::Policy(reason)) => {
+            shared.metrics.refused("policy");
+            audit::denied(facts, &reason)
+        }
+        Some(StopReason::Shutdown) => {
+            shared.metrics.refused("shutdown");
+            audit::denied(facts, SHUTDOWN_REASON)
+        }
+        _ => {
+            shared.metrics.refused("killed");
+            audit::denied(facts, STOPPED_IN_HANDSHAKE)
+        }
     }
 }
 
@@ -446,7 +466,12 @@ async fn idle(counters: &relay::Counters, limit: Option<std::time::Duration>) {
 
 /// Audit the refusal, send `-ERR bastion: <refusal>` (malformed input: Redis' own
 /// `-ERR protocol error: …`), close.
-async fn refuse(client: &mut ClientStream, facts: &SessionFacts, refusal: &Refusal) {
+async fn refuse(
+    shared: &Shared,
+    client: &mut ClientStream,
+    facts: &SessionFacts,
+    refusal: &Refusal,
+) {
     // The client gets what it can act on and a correlation id; the audit event gets the
     // whole reason (addresses, paths, ARNs) under the same id.
     let reference = correlation_id();
@@ -455,6 +480,7 @@ async fn refuse(client: &mut ClientStream, facts: &SessionFacts, refusal: &Refus
         Refusal::Protocol(e) => protocol_error_reply(e),
         _ => error_reply(&format!("{} (ref {reference})", refusal.client_message())),
     };
+    shared.metrics.refused(refusal.kind());
     audit::denied(facts, &reason);
     let send = async {
         client.write_all(&reply).await?;

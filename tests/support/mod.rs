@@ -18,6 +18,8 @@
 //!   topology of the hop-limit tests, and a thread inside one.
 //! - [`logs`]: the library's tracing output captured in-process.
 //! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
+//! - [`scrape`]: the `[metrics]` endpoint read with a real HTTP GET, its samples.
+//! - [`sts_shim`]: a shim for STS answering AssumeRole from a script (throttling, 5xx, success).
 //! - [`moto`]: `moto_server` from the venv (STS for AssumeRole / web identity), and the sessions
 //!   it issued, so the IAM front can verify tokens signed with them.
 //!
@@ -40,5 +42,7 @@ pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod scenarios;
+pub mod scrape;
 pub mod stack;
 pub mod store_daemon;
+pub mod sts_shim;

@@ -59,6 +59,21 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal's kind, a fixed word for the `reason` label of the refusals metric (never a
+    /// name or an address).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Identity(_) => "identity",
+            Refusal::NoDatabase => "no_database",
+            Refusal::Denied(_) => "denied",
+            Refusal::Upstream(_) => "upstream",
+            Refusal::UpstreamAuth(_) => "upstream_auth",
+            Refusal::Timeout(_) => "timeout",
+            Refusal::SessionLimit => "session_limit",
+            Refusal::Protocol(_) => "protocol",
+        }
+    }
+
     /// What the client is told: what the person can act on, never the upstream's address, a
     /// file path or mode, a role ARN or an access key id (those stay in the log and the audit
     /// event, which the reply points to with its correlation id).
@@ -285,10 +300,12 @@ async fn connect(
     let (db, db_user) = (granted.database, granted.db_user.as_deref());
     let open = async {
         let secret = upstream::auth_secret(db, db_user, &shared.credentials).await?;
+        let connecting = StdInstant::now();
         let mut stream = shared
             .connector
             .connect(db, shared.limits().upstream_connect_timeout)
             .await?;
+        shared.metrics.upstream_connected(connecting.elapsed());
         tracing::debug!(tls = db.tls.is_some(), "upstream connected");
         let Some(command) = auth_command(opening, db_user, secret.as_ref()) else {
             return Ok(Opened {
@@ -298,8 +315,12 @@ async fn connect(
             });
         };
         drop(secret);
+        let authenticating = StdInstant::now();
         let Authenticated { reply, extra } =
             upstream::authenticate(&mut stream, db, db_user, &command).await?;
+        shared
+            .metrics
+            .upstream_authenticated(authenticating.elapsed());
         Ok(Opened {
             upstream: stream,
             reply: Some(reply),
