@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use super::{
     check_name, AdminConfig, Boot, Config, ConfigError, DatabaseConfig, ImdsConfig, Limits,
-    Listeners, Live, MetricsConfig, RoleConfig, Seed, TcpRouting, UserConfig, DEFAULT_IMDS_TOKEN_TTL,
+    Listeners, Live, MetricsConfig, RoleConfig, Seed, TcpRouting, UserConfig,
+    DEFAULT_IMDS_TOKEN_TTL,
 };
 
 /// The whole file as written.
