@@ -23,6 +23,7 @@
 #[allow(unused_imports)]
 mod support;
 
+mod churn;
 mod report;
 mod testbed;
 
@@ -57,6 +58,10 @@ fn main() {
     // No redis-server, haproxy or bastion outlives the bench, even one killed with SIGKILL.
     support::process::children_die_with_parent();
     let mut bed = TestBed::start(tmp.path());
+    if opts.churn_auth {
+        print!("{}", churn::run(&opts, &bed, tmp.path()));
+        return;
+    }
     let targets = bed.targets(&opts);
     let env = report::environment(&bed);
     let results = run_rounds(&opts, &mut bed, &targets);
@@ -86,7 +91,8 @@ const USAGE: &str = "usage: cargo bench --bench relay [-- OPTIONS]
   --targets LIST  comma-separated subset of: direct-tcp, haproxy-tcp, direct-unix, haproxy-unix,
                   bastion-unix, bastion-unix-pass, direct-tls, haproxy-tls, bastion-tls,
                   bastion-tls-pass (direct-tcp always runs)
-  --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path";
+  --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path
+  --churn-auth    only connection churn (-k 0) with upstream auth none / password / iam";
 
 struct Options {
     rounds: usize,
@@ -94,6 +100,7 @@ struct Options {
     timeout: Duration,
     only: Option<Vec<TargetId>>,
     keep: bool,
+    churn_auth: bool,
 }
 
 impl Options {
@@ -104,6 +111,7 @@ impl Options {
             timeout: Duration::from_secs(60),
             only: None,
             keep: false,
+            churn_auth: false,
         };
         let mut args = args;
         while let Some(arg) = args.next() {
@@ -142,6 +150,7 @@ impl Options {
                     opts.only = Some(ids);
                 }
                 "--keep" => opts.keep = true,
+                "--churn-auth" => opts.churn_auth = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);

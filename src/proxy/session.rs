@@ -1,5 +1,5 @@
-//! One client session, start to end: identify → read the opening frame → authorize → connect
-//! and authenticate upstream → hand both sockets to the relay.
+//! One client session, start to end: identify → read the opening frame (the upstream dial
+//! already under way) → authorize → authenticate upstream → hand both sockets to the relay.
 //!
 //! The whole handshake (TLS included) runs against one deadline (`limits.handshake_timeout`);
 //! its steps are in `handshake.rs`. Every refusal is a typed [`Refusal`]: a RESP
@@ -13,6 +13,7 @@
 //! (kill, or revocation of its certificate) ends it whether it is in the handshake or the
 //! relay. Live grants are re-checked in `grants.rs` ([`enforce_grants`]).
 
+mod dial;
 mod grants;
 mod handshake;
 
