@@ -212,6 +212,8 @@ pub enum KtlsError {
     Cipher(rustls::CipherSuite),
     #[error("kTLS: {0}")]
     Protocol(&'static str),
+    #[error("kTLS: the peer sent a TLS alert ({0:?})")]
+    Alert(rustls::AlertDescription),
 }
 
 impl From<KtlsError> for io::Error {

@@ -6,6 +6,7 @@ use std::io;
 use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
 
@@ -42,6 +43,10 @@ struct State {
     /// What rustls keeps after the hand-over. Shared by the two relay directions (one reads,
     /// one writes this socket); only the reading side takes it, so the lock is uncontended.
     kernel: Mutex<Kernel>,
+    /// We half-closed this leg (a FIN: kTLS here cannot send `close_notify`). A peer that then
+    /// answers with a fatal alert (OpenSSL: `decode_error`, its "unexpected EOF") is closing,
+    /// not failing.
+    write_closed: AtomicBool,
 }
 
 pub(super) enum Kernel {
@@ -107,12 +112,21 @@ impl KtlsSocket {
             state: Box::new(State {
                 early,
                 kernel: Mutex::new(kernel),
+                write_closed: AtomicBool::new(false),
             }),
         })
     }
 
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp
+    }
+
+    /// `shutdown(SHUT_WR)` through a shared reference (the relay's other direction keeps
+    /// reading), remembered for [`alert`].
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.state.write_closed.store(true, Ordering::Relaxed);
+        nix::sys::socket::shutdown(self.tcp.as_raw_fd(), nix::sys::socket::Shutdown::Write)
+            .map_err(io::Error::from)
     }
 
     /// Plaintext decrypted before the hand-over is still waiting to be read: the relay must
@@ -168,7 +182,9 @@ impl KtlsSocket {
         let mut kernel = self.state.kernel.lock().unwrap_or_else(|e| e.into_inner());
         let handled = match kind {
             Some(TlsGetRecordType::Handshake) => kernel.handshake(&self.tcp, content),
-            Some(TlsGetRecordType::Alert) => alert(content),
+            Some(TlsGetRecordType::Alert) => {
+                alert(content, self.state.write_closed.load(Ordering::Relaxed))
+            }
             _ => Err(KtlsError::Protocol(
                 "expected a non-data record at the head of the receive queue",
             )),
@@ -266,10 +282,22 @@ impl Kernel {
 }
 
 /// An alert record: `close_notify` ends the direction, anything else is the peer's error.
-fn alert(content: &[u8]) -> Result<Control, KtlsError> {
+///
+/// After our own half-close any alert ends the direction too: without a `close_notify` from us
+/// the peer sees an unexpected EOF, and OpenSSL answers that with `decode_error`.
+fn alert(content: &[u8], write_closed: bool) -> Result<Control, KtlsError> {
     match content {
         [_, 0] => Ok(Control::Closed),
-        [_, _] => Err(KtlsError::Protocol("the peer sent a TLS alert")),
+        [_, description] if write_closed => {
+            tracing::debug!(
+                alert = ?rustls::AlertDescription::from(*description),
+                "kTLS: the peer answered our half-close with an alert; treated as its close"
+            );
+            Ok(Control::Closed)
+        }
+        [_, description] => Err(KtlsError::Alert(rustls::AlertDescription::from(
+            *description,
+        ))),
         _ => Err(KtlsError::Protocol("a malformed alert record")),
     }
 }
@@ -435,7 +463,9 @@ impl AsyncWrite for KtlsSocket {
 
     /// A TCP FIN: nix cannot send a `close_notify` record through kTLS (module docs).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        let this = self.get_mut();
+        this.state.write_closed.store(true, Ordering::Relaxed);
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
 
@@ -477,8 +507,11 @@ mod tests {
 
     #[test]
     fn alerts_close_or_fail_the_direction() {
-        assert_eq!(alert(&[1, 0]).unwrap(), Control::Closed);
-        assert!(alert(&[2, 40]).is_err());
-        assert!(alert(&[1]).is_err());
+        assert_eq!(alert(&[1, 0], false).unwrap(), Control::Closed);
+        let failed = alert(&[2, 40], false).unwrap_err().to_string();
+        assert!(failed.contains("HandshakeFailure"), "{failed}");
+        // OpenSSL's answer to a FIN without close_notify, after we half-closed: its close.
+        assert_eq!(alert(&[2, 50], true).unwrap(), Control::Closed);
+        assert!(alert(&[1], false).is_err());
     }
 }

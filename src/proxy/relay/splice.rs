@@ -340,6 +340,9 @@ impl SocketRef<'_> {
     /// `shutdown(SHUT_WR)` through a shared reference, so the reading direction keeps going.
     /// (tokio's `AsyncWriteExt::shutdown` would need `&mut`, which both directions can't have.)
     fn shutdown_write(&self) -> io::Result<()> {
+        if let SocketRef::Ktls(socket) = self {
+            return socket.shutdown_write();
+        }
         nix::sys::socket::shutdown(self.as_fd().as_raw_fd(), Shutdown::Write)
             .map_err(io::Error::from)
     }
