@@ -54,6 +54,10 @@ pub struct SessionEnd<'a> {
     /// `splice` or `copy`, per direction.
     pub path_client_to_upstream: &'static str,
     pub path_upstream_to_client: &'static str,
+    /// Where each leg's TLS records were handled: `ktls` (kernel), `rustls` (user space) or
+    /// `none` (a Unix client, a plaintext upstream).
+    pub tls_client: &'static str,
+    pub tls_upstream: &'static str,
     pub duration: Duration,
     /// The side that closed (`client`, `upstream`), or who stopped the session (`admin`,
     /// `policy`, `idle`).
@@ -78,6 +82,8 @@ pub fn session_end(f: &SessionFacts, end: &SessionEnd<'_>) {
         bytes_upstream_to_client = end.bytes_upstream_to_client,
         path_client_to_upstream = end.path_client_to_upstream,
         path_upstream_to_client = end.path_upstream_to_client,
+        tls_client = end.tls_client,
+        tls_upstream = end.tls_upstream,
         duration_ms = end.duration.as_millis() as u64,
         closed_by = end.closed_by,
         reason = end.reason,

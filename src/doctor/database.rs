@@ -272,7 +272,7 @@ async fn dns(db: &Database, timeout: Duration) -> CheckResult {
 fn tcp_ok(db: &Database, stream: &UpstreamStream) -> CheckResult {
     let peer = match stream {
         Either::Left(tcp) => tcp.peer_addr().ok(),
-        Either::Right(tls) => tls.get_ref().0.peer_addr().ok(),
+        Either::Right(tls) => tls.tcp().peer_addr().ok(),
     };
     let finding = match peer {
         Some(peer) if peer.to_string() != db.address.to_string() => {

@@ -276,6 +276,8 @@ mod tests {
             bytes_upstream_to_client: down,
             path_client_to_upstream: "splice",
             path_upstream_to_client: "copy",
+            tls_client: "none",
+            tls_upstream: "none",
             duration: Duration::from_millis(5),
             closed_by: "client",
             reason: "-",

@@ -37,6 +37,7 @@ use crate::proxy::admission::Pending;
 use crate::proxy::guard::session_policy::SessionPolicy;
 use crate::proxy::guard::Guard;
 use crate::proxy::handshake::{error_reply, protocol_error_reply};
+use crate::proxy::ktls::{self, Tls, TlsMode};
 use crate::proxy::registry::{Grant, Registered, StopReason, Transport};
 use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
 use crate::proxy::shared::Shared;
@@ -95,7 +96,9 @@ pub async fn serve_tls(
             instance: shared.instance_id.get().cloned(),
             ..Default::default()
         };
-        let accept = pending.unless_evicted(timeout_at(deadline, spec.acceptor.accept(tcp)));
+        // kTLS: the handshake hands the keys to the kernel when it can (`proxy/ktls`).
+        let accept =
+            pending.unless_evicted(timeout_at(deadline, ktls::accept(&spec.acceptor, tcp)));
         let unidentified = |reason: &'static str, detail: String| {
             shared.metrics.refused(reason);
             if shared.refusals.note(reason, peer.ip()) {
@@ -122,10 +125,9 @@ pub async fn serve_tls(
         };
         // Identified by its certificate (or refused below): no longer pre-authentication.
         drop(pending);
-        let (_, conn) = tls.get_ref();
-        let cert = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
+        let cert = tls
+            .peer_certificate
+            .as_ref()
             .ok_or(Unidentified::NoCertificate)
             .and_then(|cert| Ok(identity::tls::cert_identity(cert)?));
         facts.evidence = cert.as_ref().ok().map(|c| format!("serial={}", c.serial));
@@ -142,15 +144,16 @@ pub async fn serve_tls(
                 }),
             })
             .map_err(Refusal::from);
-        let db = pick_database(&spec, conn.server_name());
+        let db = pick_database(&spec, tls.server_name.as_deref());
         tracing::debug!(
-            sni = conn.server_name().unwrap_or("-"),
+            sni = tls.server_name.as_deref().unwrap_or("-"),
+            tls = tls.stream.mode().name(),
             "TLS handshake done"
         );
         run(
             &shared,
             &session,
-            Either::Left(Box::new(tls)),
+            Either::Left(tls.stream),
             who,
             db,
             facts,
@@ -290,7 +293,9 @@ async fn run(
     };
     let facts = ctx.facts;
     session.counters().add(ready.handed_up, ready.handed_down);
-    session.relaying();
+    let tls = tls_modes(&client, &ready.upstream);
+    let (client, upstream) = (client_leg(client), upstream_leg(ready.upstream));
+    session.relaying(&relay::select_path(&client, &upstream).to_string(), tls);
     drop(handshake);
     let _open = shared.metrics.session_started();
     audit::session_start(&facts);
@@ -305,7 +310,6 @@ async fn run(
         };
         let _ = stopped_by.set(by);
     };
-    let (client, upstream) = (client_leg(client), upstream_leg(ready.upstream));
     let outcome = match ready.guard {
         // `relay = "guard"`: the requests go through the command guard, replies as before.
         Some(GuardStart {
@@ -333,7 +337,7 @@ async fn run(
             None => ("admin", "-".to_string()),
         },
     };
-    let end = ended(&outcome, started.elapsed(), (stopped.0, &stopped.1));
+    let end = ended(&outcome, started.elapsed(), (stopped.0, &stopped.1), tls);
     shared.metrics.session_ended(&end);
     audit::session_end(&facts, &end);
 }
@@ -344,6 +348,7 @@ fn ended<'a>(
     outcome: &'a Outcome,
     duration: std::time::Duration,
     stopped: (&'a str, &'a str),
+    tls: (TlsMode, TlsMode),
 ) -> SessionEnd<'a> {
     let side = |side: Side| match side {
         Side::Client => "client",
@@ -363,6 +368,8 @@ fn ended<'a>(
         bytes_upstream_to_client: outcome.upstream_to_client,
         path_client_to_upstream: path(outcome.client_to_upstream_path),
         path_upstream_to_client: path(outcome.upstream_to_client_path),
+        tls_client: tls.0.name(),
+        tls_upstream: tls.1.name(),
         duration,
         closed_by,
         reason,
@@ -514,12 +521,14 @@ fn correlation_id() -> String {
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// The client side of a session before it becomes a relay [`Leg`]: mTLS or a Unix socket.
-type ClientStream = Either<Box<TlsStream<TcpStream>>, UnixStream>;
+/// The client side of a session before it becomes a relay [`Leg`]: mTLS (records in the
+/// kernel or in rustls) or a Unix socket.
+type ClientStream = Either<Tls<TlsStream<TcpStream>>, UnixStream>;
 
 fn client_leg(stream: ClientStream) -> Leg {
     match stream {
-        Either::Left(tls) => Leg::Tls(tls),
+        Either::Left(Tls::Kernel(socket)) => Leg::Ktls(socket),
+        Either::Left(Tls::User(tls)) => Leg::Tls(tls),
         Either::Right(unix) => Leg::Unix(unix),
     }
 }
@@ -527,8 +536,22 @@ fn client_leg(stream: ClientStream) -> Leg {
 fn upstream_leg(stream: UpstreamStream) -> Leg {
     match stream {
         Either::Left(tcp) => Leg::Tcp(tcp),
-        Either::Right(tls) => Leg::Tls(tls),
+        Either::Right(Tls::Kernel(socket)) => Leg::Ktls(socket),
+        Either::Right(Tls::User(tls)) => Leg::Tls(tls),
     }
+}
+
+/// Where each leg's TLS records are handled, for `sessions ls` and the audit.
+fn tls_modes(client: &ClientStream, upstream: &UpstreamStream) -> (TlsMode, TlsMode) {
+    let client = match client {
+        Either::Left(tls) => tls.mode(),
+        Either::Right(_) => TlsMode::None,
+    };
+    let upstream = match upstream {
+        Either::Left(_) => TlsMode::None,
+        Either::Right(tls) => tls.mode(),
+    };
+    (client, upstream)
 }
 
 #[cfg(test)]

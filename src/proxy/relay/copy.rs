@@ -48,6 +48,7 @@ pub(super) fn into_stream(leg: Leg) -> Box<dyn Stream> {
     match leg {
         Leg::Tcp(stream) => Box::new(stream),
         Leg::Unix(stream) => Box::new(stream),
+        Leg::Ktls(socket) => Box::new(socket),
         Leg::Tls(stream) => stream,
     }
 }

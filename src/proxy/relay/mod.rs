@@ -35,6 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::proxy::ktls::KtlsSocket;
+
 pub use filtered::{relay_filtered_until, Requests};
 
 /// Anything the copy path can drive (TLS streams).
@@ -47,6 +49,9 @@ pub enum Leg {
     Tcp(TcpStream),
     /// A plaintext Unix stream socket: eligible for splice.
     Unix(UnixStream),
+    /// A TCP socket with kernel TLS (`proxy/ktls`): plaintext to us, eligible for splice; its
+    /// non-data records are handed to `ktls` when a read or splice meets one.
+    Ktls(KtlsSocket),
     /// A stream whose bytes must pass through user space (TLS terminated by rustls).
     Tls(Box<dyn Stream>),
 }
@@ -181,15 +186,22 @@ fn closed_by(ended: Result<Side, RelayError>) -> Closed {
     }
 }
 
-/// Which path a session's directions take. The one place that decides: kernel TLS will add a
-/// case here (a kTLS leg is a plain socket again as far as splice is concerned).
+/// Which path a session's directions take. The one place that decides: a kTLS leg is a plain
+/// socket again as far as splice is concerned.
 ///
 /// Both directions of a session always share a path: each direction touches both legs, so a TLS
 /// leg forces user space on both.
 pub fn select_path(client: &Leg, upstream: &Leg) -> Path {
-    match (client, upstream) {
-        (Leg::Tcp(_) | Leg::Unix(_), Leg::Tcp(_) | Leg::Unix(_)) => Path::Splice,
-        (Leg::Tls(_), _) | (_, Leg::Tls(_)) => Path::Copy,
+    let spliceable = |leg: &Leg| match leg {
+        Leg::Tcp(_) | Leg::Unix(_) => true,
+        // Plaintext rustls decrypted before the hand-over must be read before the socket.
+        Leg::Ktls(socket) => !socket.has_early(),
+        Leg::Tls(_) => false,
+    };
+    if spliceable(client) && spliceable(upstream) {
+        Path::Splice
+    } else {
+        Path::Copy
     }
 }
 

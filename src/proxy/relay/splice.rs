@@ -24,6 +24,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::pipe::Pipe;
 use super::{drive, Counters, Direction, Leg, Path, RelayError, Requests, Side};
+use crate::proxy::ktls::{Control, KtlsSocket};
 
 /// Both legs as plain sockets plus one pipe per direction: everything a spliced session needs,
 /// acquired before any byte moves so a failure can still fall back to the copy path.
@@ -205,7 +206,14 @@ async fn direction(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 // Readiness untouched; retrying at once is bounded (a signal, not a wait).
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(direction.read_error(e)),
+                // kTLS: a non-data record (ticket, KeyUpdate, alert) is at the head.
+                Err(e) => match source.control_record(&e) {
+                    Some(Ok(Control::Handled)) => continue,
+                    Some(Ok(Control::Closed)) => break 0,
+                    Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Some(Err(e)) => return Err(direction.read_error(e)),
+                    None => return Err(direction.read_error(e)),
+                },
             }
         };
         if filled == 0 {
@@ -254,6 +262,7 @@ fn splice_io(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result
 enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Ktls(KtlsSocket),
 }
 
 impl Socket {
@@ -261,6 +270,7 @@ impl Socket {
         match leg {
             Leg::Tcp(stream) => Ok(Socket::Tcp(stream)),
             Leg::Unix(stream) => Ok(Socket::Unix(stream)),
+            Leg::Ktls(socket) => Ok(Socket::Ktls(socket)),
             tls @ Leg::Tls(_) => Err(tls),
         }
     }
@@ -269,6 +279,7 @@ impl Socket {
         match self {
             Socket::Tcp(stream) => Leg::Tcp(stream),
             Socket::Unix(stream) => Leg::Unix(stream),
+            Socket::Ktls(socket) => Leg::Ktls(socket),
         }
     }
 
@@ -276,6 +287,7 @@ impl Socket {
         match self {
             Socket::Tcp(stream) => SocketRef::Tcp(stream),
             Socket::Unix(stream) => SocketRef::Unix(stream),
+            Socket::Ktls(socket) => SocketRef::Ktls(socket),
         }
     }
 }
@@ -285,12 +297,14 @@ impl Socket {
 enum SocketRef<'a> {
     Tcp(&'a TcpStream),
     Unix(&'a UnixStream),
+    Ktls(&'a KtlsSocket),
 }
 
 impl SocketRef<'_> {
     async fn readable(&self) -> io::Result<()> {
         match self {
             SocketRef::Tcp(stream) => stream.readable().await,
+            SocketRef::Ktls(socket) => socket.tcp().readable().await,
             SocketRef::Unix(stream) => stream.readable().await,
         }
     }
@@ -298,6 +312,7 @@ impl SocketRef<'_> {
     async fn writable(&self) -> io::Result<()> {
         match self {
             SocketRef::Tcp(stream) => stream.writable().await,
+            SocketRef::Ktls(socket) => socket.tcp().writable().await,
             SocketRef::Unix(stream) => stream.writable().await,
         }
     }
@@ -306,13 +321,28 @@ impl SocketRef<'_> {
     fn try_io<R>(&self, interest: Interest, op: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         match self {
             SocketRef::Tcp(stream) => stream.try_io(interest, op),
+            SocketRef::Ktls(socket) => socket.tcp().try_io(interest, op),
             SocketRef::Unix(stream) => stream.try_io(interest, op),
+        }
+    }
+
+    /// After a failed splice from this socket: if it is a kTLS socket and the failure means a
+    /// non-data record is at the head of its queue, take and handle that record.
+    fn control_record(&self, error: &io::Error) -> Option<io::Result<Control>> {
+        match self {
+            SocketRef::Ktls(socket) if crate::proxy::ktls::is_control_record(error) => {
+                Some(socket.take_control())
+            }
+            _ => None,
         }
     }
 
     /// `shutdown(SHUT_WR)` through a shared reference, so the reading direction keeps going.
     /// (tokio's `AsyncWriteExt::shutdown` would need `&mut`, which both directions can't have.)
     fn shutdown_write(&self) -> io::Result<()> {
+        if let SocketRef::Ktls(socket) = self {
+            return socket.shutdown_write();
+        }
         nix::sys::socket::shutdown(self.as_fd().as_raw_fd(), Shutdown::Write)
             .map_err(io::Error::from)
     }
@@ -320,6 +350,7 @@ impl SocketRef<'_> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             SocketRef::Tcp(stream) => stream.poll_read_ready(cx),
+            SocketRef::Ktls(socket) => socket.tcp().poll_read_ready(cx),
             SocketRef::Unix(stream) => stream.poll_read_ready(cx),
         }
     }
@@ -327,6 +358,7 @@ impl SocketRef<'_> {
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             SocketRef::Tcp(stream) => stream.poll_write_ready(cx),
+            SocketRef::Ktls(socket) => socket.tcp().poll_write_ready(cx),
             SocketRef::Unix(stream) => stream.poll_write_ready(cx),
         }
     }
@@ -335,6 +367,8 @@ impl SocketRef<'_> {
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             SocketRef::Tcp(stream) => stream.try_read(buf),
+            // Takes a non-data record in its way (a guard reading a kTLS client).
+            SocketRef::Ktls(socket) => socket.try_read(buf),
             SocketRef::Unix(stream) => stream.try_read(buf),
         }
     }
@@ -343,6 +377,7 @@ impl SocketRef<'_> {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             SocketRef::Tcp(stream) => stream.try_write(buf),
+            SocketRef::Ktls(socket) => socket.tcp().try_write(buf),
             SocketRef::Unix(stream) => stream.try_write(buf),
         }
     }
@@ -352,6 +387,7 @@ impl AsFd for SocketRef<'_> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
             SocketRef::Tcp(stream) => stream.as_fd(),
+            SocketRef::Ktls(socket) => socket.tcp().as_fd(),
             SocketRef::Unix(stream) => stream.as_fd(),
         }
     }
