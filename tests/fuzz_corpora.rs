@@ -15,6 +15,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("admin_request", bastion::admin::wire::fuzz_request),
     ("imds_credentials", bastion::aws::imds::fuzz_credentials),
     ("settings", bastion::cli::import::fuzz_settings),
+    ("inspect_replies", bastion::proxy::inspect::fuzz_replies),
 ];
 
 #[test]
