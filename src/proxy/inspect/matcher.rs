@@ -37,7 +37,8 @@ pub enum Matched {
     /// A RESP3 push answering no request (invalidation, pub/sub message, unsolicited
     /// unsubscribe).
     Push,
-    /// A RESP2 pub/sub message on a subscribed connection.
+    /// A RESP2 pub/sub message on a subscribed connection (or an unsubscribe confirmation the
+    /// server sent unasked).
     Message,
     /// A reply with no request waiting for it (the upstream is out of step).
     Unexpected,
@@ -136,9 +137,20 @@ impl Matcher {
             .filter(|_| aggregate)
             .and_then(|head| sub_command(|w| head.is(w)));
         if let Some((channels, on)) = confirmation {
-            self.count(channels, reply.last_int);
-            if let Some(matched) = self.confirm(channels, on) {
-                return matched;
+            // Only a real confirmation moves the counts: an array that merely starts with
+            // "subscribe" (LRANGE) is a plain reply.
+            let expected =
+                self.waiting.front().map(|w| w.class) == Some(Class::Sub { channels, on });
+            let unasked = !reply.is_push() && !expected && !on && self.subscribed();
+            if expected || reply.is_push() || unasked {
+                self.count(channels, reply.last_int);
+            }
+            if expected {
+                return self.confirm();
+            }
+            if unasked {
+                // RESP2: an unsubscribe nobody asked for (a shard channel whose slot moved).
+                return Matched::Message;
             }
         }
         if reply.is_push() {
@@ -163,24 +175,30 @@ impl Matcher {
         }
     }
 
-    /// A confirmation of kind (`channels`, `on`): if the head request is that command, it is
-    /// one of its replies.
-    fn confirm(&mut self, channels: Channels, on: bool) -> Option<Matched> {
-        let subscribed = self.subscriptions(channels);
-        let head = self.waiting.front_mut()?;
-        if head.class != (Class::Sub { channels, on }) {
-            return None;
-        }
+    /// A confirmation for the head request (a subscribe-family command of its kind): one of
+    /// its replies. Called after the confirmation's count was followed.
+    fn confirm(&mut self) -> Matched {
+        let Some(head) = self.waiting.front().copied() else {
+            return Matched::Unexpected;
+        };
+        let Class::Sub { channels, .. } = head.class else {
+            return Matched::Unexpected;
+        };
         // An argument-less unsubscribe: as many replies as subscriptions before this one
         // (already counted down by one), or one.
-        let left = head.left.get_or_insert(subscribed + 1);
-        *left = left.saturating_sub(1);
-        let seq = head.seq;
-        let last = *left == 0;
-        if last {
+        let left = head
+            .left
+            .unwrap_or(self.subscriptions(channels) + 1)
+            .saturating_sub(1);
+        if left == 0 {
             self.waiting.pop_front();
+        } else if let Some(front) = self.waiting.front_mut() {
+            front.left = Some(left);
         }
-        Some(Matched::Reply { seq, last })
+        Matched::Reply {
+            seq: head.seq,
+            last: left == 0,
+        }
     }
 
     fn subscriptions(&self, channels: Channels) -> u64 {

@@ -292,11 +292,11 @@ impl ReplyFramer {
     /// [`skip`]: ReplyFramer::skip
     pub fn opaque_len(&self) -> u64 {
         match self.state {
-            State::Payload {
-                left,
-                capture: false,
-                ..
-            } => left,
+            State::Payload { left, capture, .. }
+                if !capture || usize::from(self.scratch.len) == WORD_CAP =>
+            {
+                left
+            }
             _ => 0,
         }
     }
@@ -548,8 +548,11 @@ impl ReplyFramer {
         else {
             return Ok((0, None));
         };
-        let take = left.min(input.len() as u64) as usize;
-        if capture {
+        let mut take = left.min(input.len() as u64) as usize;
+        let room = WORD_CAP - usize::from(self.scratch.len);
+        if capture && room > 0 {
+            // Only the first bytes are looked at; the rest is opaque (see `opaque_len`).
+            take = take.min(room);
             for &b in &input[..take] {
                 self.scratch.push(b);
             }

@@ -568,3 +568,41 @@ fn resp3_confirmations_are_pushes_that_answer_the_subscribe() {
     );
     assert_eq!(m.outstanding(), 0);
 }
+
+#[test]
+fn only_the_first_bytes_of_an_arrays_head_are_looked_at() {
+    let mut framer = ReplyFramer::new(ReplyConfig::default());
+    framer.advance(b"*2\r\n$1000\r\n").unwrap();
+    assert_eq!(framer.opaque_len(), 0);
+    framer.advance(&[b'm'; 40]).unwrap();
+    // 32 bytes kept, the other 8 read past.
+    assert_eq!((framer.offset(), framer.opaque_len()), (51, 1000 - 40));
+    framer.skip(1000 - 40);
+    let reply = framer.advance(b"\r\n:5\r\n").unwrap().reply.expect("done");
+    assert_eq!(reply.head.map(|h| h.as_bytes().len()), Some(32));
+    assert_eq!((reply.last_int, reply.end), (Some(5), 1017));
+}
+
+#[test]
+fn a_plain_reply_that_looks_like_a_confirmation_moves_no_count() {
+    let mut m = Matcher::new();
+    m.request(b"LRANGE", 4);
+    assert_eq!(
+        m.reply(&sub_reply(false, "subscribe", "x", 5)),
+        Matched::Reply { seq: 0, last: true }
+    );
+    assert!(!m.subscribed());
+    // Subscribed in RESP2, an unsubscribe nobody asked for is out of band.
+    m.request(b"SSUBSCRIBE", 2);
+    m.reply(&sub_reply(false, "ssubscribe", "s", 1));
+    m.request(b"PING", 1);
+    assert_eq!(
+        m.reply(&sub_reply(false, "sunsubscribe", "s", 0)),
+        Matched::Message
+    );
+    assert!(!m.subscribed());
+    assert_eq!(
+        m.reply(&reply_of(b"+PONG\r\n")),
+        Matched::Reply { seq: 2, last: true }
+    );
+}
