@@ -606,3 +606,48 @@ fn a_plain_reply_that_looks_like_a_confirmation_moves_no_count() {
         Matched::Reply { seq: 2, last: true }
     );
 }
+
+/// Bytes drawn mostly from RESP's alphabet, so the fuzz entry reaches deep states.
+fn resp_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        4 => prop::sample::select(b"+-:,(#_$!=*%~|>;.?\r\n0123-".to_vec()),
+        1 => any::<u8>(),
+    ];
+    prop::collection::vec(byte, 0..120)
+}
+
+proptest! {
+    #[test]
+    fn the_fuzz_entry_holds_on_resp_like_noise(data in resp_bytes()) {
+        super::fuzz_replies(&data);
+    }
+
+    /// Pipelined plain commands with pushes anywhere between their replies: every reply pairs
+    /// with its request in order, every push is a push.
+    #[test]
+    fn pipelined_replies_pair_in_order_around_pushes(
+        shape in prop::collection::vec((any::<bool>(), 0u8..3), 1..30),
+    ) {
+        let mut m = Matcher::new();
+        let mut data = Vec::new();
+        let mut expected = Vec::new();
+        for (i, (push_before, kind)) in shape.iter().enumerate() {
+            m.request(b"GET", 2);
+            if *push_before {
+                data.extend_from_slice(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n");
+                expected.push(Matched::Push);
+            }
+            data.extend_from_slice(match kind {
+                0 => &b"$1\r\nv\r\n"[..],
+                1 => b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nb\r\n",
+                _ => b"-ERR x\r\n",
+            });
+            expected.push(Matched::Reply { seq: i as u64, last: true });
+        }
+        let (replies, error) = replies(&data);
+        prop_assert_eq!(error, None);
+        let got: Vec<_> = replies.iter().map(|r| m.reply(r)).collect();
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(m.outstanding(), 0);
+    }
+}
