@@ -16,6 +16,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("imds_credentials", bastion::aws::imds::fuzz_credentials),
     ("settings", bastion::cli::import::fuzz_settings),
     ("config", bastion::config::fuzz_config),
+    ("inspect_replies", bastion::proxy::inspect::fuzz_replies),
 ];
 
 #[test]

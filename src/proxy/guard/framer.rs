@@ -797,7 +797,7 @@ impl Line {
 
 /// Redis' `string2ll` (util.c): an optional `-`, then `0` alone or digits without a leading
 /// zero; fewer than 21 characters; within `i64`.
-fn string2ll(s: &[u8]) -> Option<i64> {
+pub(crate) fn string2ll(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() >= LONG_STR_SIZE {
         return None;
     }
