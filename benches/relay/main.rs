@@ -23,6 +23,7 @@
 #[allow(unused_imports)]
 mod support;
 
+mod idle;
 mod report;
 mod testbed;
 
@@ -56,14 +57,18 @@ fn main() {
         .expect("creating a temp dir");
     // No redis-server, haproxy or bastion outlives the bench, even one killed with SIGKILL.
     support::process::children_die_with_parent();
+    // The idle sessions need more descriptors than the default 20k, here and in every child.
+    raise_fd_limit(FD_LIMIT);
     let mut bed = TestBed::start(tmp.path());
     let targets = bed.targets(&opts);
     let env = report::environment(&bed);
+    let idle = bed.measure_idle(&targets, opts.idle);
     let results = run_rounds(&opts, &mut bed, &targets);
     let report = Report {
         opts: &opts,
         targets: &targets,
         results: &results,
+        idle: &idle,
         env,
         bastion: bed.bastion_summary(),
         haproxy_hwm: bed.haproxy_memory(),
@@ -86,6 +91,7 @@ const USAGE: &str = "usage: cargo bench --bench relay [-- OPTIONS]
   --targets LIST  comma-separated subset of: direct-tcp, haproxy-tcp, direct-unix, haproxy-unix,
                   bastion-unix, bastion-unix-pass, direct-tls, haproxy-tls, bastion-tls,
                   bastion-tls-pass (direct-tcp always runs)
+  --idle N        idle sessions opened per target for the memory table (default 10000; 0: skip)
   --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path";
 
 struct Options {
@@ -93,6 +99,7 @@ struct Options {
     scale: f64,
     timeout: Duration,
     only: Option<Vec<TargetId>>,
+    idle: usize,
     keep: bool,
 }
 
@@ -103,6 +110,7 @@ impl Options {
             scale: 1.0,
             timeout: Duration::from_secs(60),
             only: None,
+            idle: 10_000,
             keep: false,
         };
         let mut args = args;
@@ -141,6 +149,7 @@ impl Options {
                         .collect::<Result<Vec<_>>>()?;
                     opts.only = Some(ids);
                 }
+                "--idle" => opts.idle = value("--idle")?.parse().context("--idle")?,
                 "--keep" => opts.keep = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -171,6 +180,9 @@ struct Workload {
     /// Bytes of the value: written by SET (`-d`), or put in place before a GET run.
     value_size: usize,
     requests: u64,
+    /// Keep connections open (`-k 1`, redis-benchmark's default) or reconnect for every request
+    /// (`-k 0`: connection churn).
+    keepalive: bool,
     /// Requests on TLS targets. redis-benchmark's benchmark connections do not set TCP_NODELAY;
     /// OpenSSL writes a 100 kB SET as 16 kB records, so Nagle holds the tail until a delayed ACK
     /// (~40 ms): the client, not the server, sets the pace (forcing TCP_NODELAY into the client
@@ -180,7 +192,8 @@ struct Workload {
 }
 
 /// The brief's `-t get -c 50`, `-t get -c 50 -P 16` and `-t set,get -d 100000 -c 10`, the last
-/// split in two so each test gets its own count; counts scaled so all of it fits in ~5 minutes.
+/// split in two so each test gets its own count, and connection churn (`-k 0`, a new connection
+/// per PING); counts scaled so all of it fits in ~5 minutes.
 const WORKLOADS: &[Workload] = &[
     Workload {
         label: "GET c=50",
@@ -189,6 +202,7 @@ const WORKLOADS: &[Workload] = &[
         pipeline: 1,
         value_size: 3, // redis-benchmark's default -d
         requests: 80_000,
+        keepalive: true,
         tls_requests: 80_000,
     },
     Workload {
@@ -198,6 +212,7 @@ const WORKLOADS: &[Workload] = &[
         pipeline: 16,
         value_size: 3,
         requests: 500_000,
+        keepalive: true,
         tls_requests: 500_000,
     },
     Workload {
@@ -207,6 +222,7 @@ const WORKLOADS: &[Workload] = &[
         pipeline: 1,
         value_size: 100_000,
         requests: 8_000,
+        keepalive: true,
         tls_requests: 800,
     },
     Workload {
@@ -216,7 +232,19 @@ const WORKLOADS: &[Workload] = &[
         pipeline: 1,
         value_size: 100_000,
         requests: 8_000,
+        keepalive: true,
         tls_requests: 8_000,
+    },
+    Workload {
+        label: "PING k=0 c=50",
+        test: "ping_mbulk",
+        clients: 50,
+        pipeline: 1,
+        value_size: 3,
+        requests: 20_000,
+        keepalive: false,
+        // A TLS handshake per request.
+        tls_requests: 4_000,
     },
 ];
 
@@ -240,6 +268,9 @@ impl Workload {
         ]);
         if self.pipeline > 1 {
             args.extend(["-P".into(), self.pipeline.to_string()]);
+        }
+        if !self.keepalive {
+            args.extend(["-k".into(), "0".into()]);
         }
         args
     }
@@ -509,6 +540,24 @@ fn parse_csv(stdout: &str, test: &str) -> Result<f64> {
         "no '{test}' line in redis-benchmark output: {}",
         stdout.trim()
     )
+}
+
+/// Descriptors for the idle sessions: each target's `--idle N` stay open until all are measured.
+const FD_LIMIT: u64 = 262_144;
+
+/// Raise this process's `RLIMIT_NOFILE` (soft and hard; children inherit it) with util-linux's
+/// `prlimit`, which needs no `unsafe` here. Failure is printed and the bench goes on.
+fn raise_fd_limit(limit: u64) {
+    let pid = std::process::id().to_string();
+    let nofile = format!("--nofile={limit}:{limit}");
+    match Command::new("prlimit")
+        .args(["--pid", &pid, &nofile])
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("relay bench: prlimit {nofile}: {status}"),
+        Err(e) => eprintln!("relay bench: prlimit {nofile}: {e}"),
+    }
 }
 
 fn last_line(s: &str) -> Option<&str> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
+use crate::idle::{self, IdleResults};
 use crate::support::bastion::{issue_cert, Bastion};
 use crate::support::certs::{write_private, TestCa};
 use crate::support::clients::{ClientCert, Endpoint, REDIS_CLI};
@@ -130,6 +131,43 @@ impl TestBed {
         ))
     }
 
+    /// The idle-memory table ([`crate::idle`]), `n` sessions per target; empty for `n` = 0.
+    pub(crate) fn measure_idle(&self, targets: &[Target], n: usize) -> IdleResults {
+        let Ok(redis) = &self.redis else {
+            return IdleResults::new();
+        };
+        if n == 0 {
+            return IdleResults::new();
+        }
+        // Redis holds every session at once: direct ones and the proxies' upstream legs.
+        let maxclients = (n * idle::TARGETS.len() + 1000).to_string();
+        let out = redis.cli(&["CONFIG", "SET", "maxclients", &maxclients]);
+        if !out.status.success() {
+            eprintln!("relay bench: CONFIG SET maxclients: {}", out.all().trim());
+        }
+        let redis_pid = redis
+            .query(&["INFO", "server"])
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        let live: Vec<(TargetId, &Endpoint)> = targets
+            .iter()
+            .filter_map(|t| Some((t.id, t.endpoint.as_ref().ok()?)))
+            .collect();
+        eprintln!("relay bench: idle memory, {n} sessions per target");
+        idle::measure_all(
+            &live,
+            |id| match id {
+                TargetId::DirectUnix | TargetId::DirectTls | TargetId::DirectTcp => redis_pid,
+                TargetId::HaproxyUnix | TargetId::HaproxyTls | TargetId::HaproxyTcp => {
+                    Some(self.haproxy.as_ref().ok()?.child.id())
+                }
+                _ => self.bastion.as_ref().ok()?.pid(),
+            },
+            n,
+        )
+    }
+
     pub(crate) fn haproxy_memory(&self) -> Option<Memory> {
         memory(self.haproxy.as_ref().ok()?.child.id())
     }
@@ -239,9 +277,10 @@ impl Haproxy {
         };
         let socket = dir.join("haproxy.sock");
         let log = dir.join("haproxy.log");
-        // The TESTBED peer configuration; maxconn 10000 fails on the default fd limit.
+        // The TESTBED peer configuration, with room for the idle sessions (the bench raised the
+        // fd limit HAProxy inherits; maxconn 10000 fails on the default one).
         let mut conf = format!(
-            "global\n  maxconn 4000\n\
+            "global\n  maxconn 100000\n\
              defaults\n  mode tcp\n  option splice-auto\n  timeout connect 5s\n  timeout client 5m\n  timeout server 5m\n\
              backend redis\n  server r1 {redis}\n\
              frontend fe_tcp\n  bind 127.0.0.1:{port}\n  default_backend redis\n\
@@ -339,6 +378,9 @@ default_database = "local"
 
 [listeners.unix]
 directory = {sock}
+
+[limits]
+max_sessions = 100000
 
 [[databases]]
 name = "local"
