@@ -35,6 +35,30 @@ pub(crate) const TARGETS: [TargetId; 8] = [
 /// Connections opened at once (TLS handshakes overlap; the listeners' backlogs hold them).
 const PARALLEL: usize = 64;
 
+/// `n`, or fewer so that every measured target's sessions fit in `fd_limit` at once: the bench
+/// holds one fd per session, Redis one, a proxy two for each of its targets' sessions.
+pub(crate) fn fit(live: &[(TargetId, &Endpoint)], n: usize, fd_limit: u64) -> usize {
+    let measured = |pick: fn(&TargetId) -> bool| {
+        TARGETS
+            .iter()
+            .filter(|t| pick(t) && live.iter().any(|(l, _)| l == *t))
+            .count()
+    };
+    let all = measured(|_| true);
+    let bastion = measured(|t| t.name().starts_with("bastion"));
+    let haproxy = measured(|t| t.name().starts_with("haproxy"));
+    let busiest = all.max(2 * bastion).max(2 * haproxy).max(1);
+    // Room for the processes' own fds (listeners, logs, pooled pipes).
+    let room = usize::try_from(fd_limit.saturating_sub(300)).unwrap_or(usize::MAX);
+    let fitted = n.min(room / busiest);
+    if fitted < n {
+        eprintln!(
+            "relay bench: --idle {n} does not fit in {fd_limit} fds with {all} targets open at once; using {fitted}"
+        );
+    }
+    fitted
+}
+
 /// What one target holds for `sessions` idle sessions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Idle {

@@ -57,12 +57,12 @@ fn main() {
         .expect("creating a temp dir");
     // No redis-server, haproxy or bastion outlives the bench, even one killed with SIGKILL.
     support::process::children_die_with_parent();
-    // The idle sessions need more descriptors than the default 20k, here and in every child.
-    raise_fd_limit(FD_LIMIT);
-    let mut bed = TestBed::start(tmp.path());
+    // The idle sessions need descriptors, here and in every child.
+    let fd_limit = raise_fd_limit();
+    let mut bed = TestBed::start(tmp.path(), fd_limit);
     let targets = bed.targets(&opts);
     let env = report::environment(&bed);
-    let idle = bed.measure_idle(&targets, opts.idle);
+    let idle = bed.measure_idle(&targets, opts.idle, fd_limit);
     let results = run_rounds(&opts, &mut bed, &targets);
     let report = Report {
         opts: &opts,
@@ -91,7 +91,8 @@ const USAGE: &str = "usage: cargo bench --bench relay [-- OPTIONS]
   --targets LIST  comma-separated subset of: direct-tcp, haproxy-tcp, direct-unix, haproxy-unix,
                   bastion-unix, bastion-unix-pass, direct-tls, haproxy-tls, bastion-tls,
                   bastion-tls-pass (direct-tcp always runs)
-  --idle N        idle sessions opened per target for the memory table (default 10000; 0: skip)
+  --idle N        idle sessions per target for the memory table (default 2000; 0: skip); all stay
+                  open until every target is measured, so N is cut to fit the fd limit
   --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path";
 
 struct Options {
@@ -110,7 +111,7 @@ impl Options {
             scale: 1.0,
             timeout: Duration::from_secs(60),
             only: None,
-            idle: 10_000,
+            idle: 2_000,
             keep: false,
         };
         let mut args = args;
@@ -542,22 +543,36 @@ fn parse_csv(stdout: &str, test: &str) -> Result<f64> {
     )
 }
 
-/// Descriptors for the idle sessions: each target's `--idle N` stay open until all are measured.
-const FD_LIMIT: u64 = 262_144;
-
-/// Raise this process's `RLIMIT_NOFILE` (soft and hard; children inherit it) with util-linux's
-/// `prlimit`, which needs no `unsafe` here. Failure is printed and the bench goes on.
-fn raise_fd_limit(limit: u64) {
-    let pid = std::process::id().to_string();
-    let nofile = format!("--nofile={limit}:{limit}");
-    match Command::new("prlimit")
-        .args(["--pid", &pid, &nofile])
-        .status()
-    {
-        Ok(status) if status.success() => {}
-        Ok(status) => eprintln!("relay bench: prlimit {nofile}: {status}"),
-        Err(e) => eprintln!("relay bench: prlimit {nofile}: {e}"),
+/// Raise this process's `RLIMIT_NOFILE` soft limit to its hard limit (children inherit it) with
+/// util-linux's `prlimit`, which needs no `unsafe` here; the idle sessions need the room. Returns
+/// the limit now in force. (Raising the hard limit itself takes `CAP_SYS_RESOURCE`, which a
+/// container may not grant: the idle table then runs fewer sessions, see [`idle::fit`].)
+fn raise_fd_limit() -> u64 {
+    let Some((soft, hard)) = fd_limits() else {
+        return 1024;
+    };
+    if soft < hard {
+        let pid = std::process::id().to_string();
+        let nofile = format!("--nofile={hard}:{hard}");
+        match Command::new("prlimit")
+            .args(["--pid", &pid, &nofile])
+            .status()
+        {
+            Ok(status) if status.success() => {}
+            Ok(status) => eprintln!("relay bench: prlimit {nofile}: {status}"),
+            Err(e) => eprintln!("relay bench: prlimit {nofile}: {e}"),
+        }
     }
+    fd_limits().map_or(soft, |(soft, _)| soft)
+}
+
+/// (soft, hard) `Max open files` from /proc/self/limits.
+fn fd_limits() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    let mut next = || numbers.next()?.parse().ok();
+    Some((next()?, next()?))
 }
 
 fn last_line(s: &str) -> Option<&str> {
