@@ -399,7 +399,9 @@ impl<'p, P: Policy> State<'p, P> {
         command: Guarded,
         sink: &mut Upstream<'_, W>,
     ) -> Result<(), RelayError> {
-        match self.policy.reauth().await {
+        // Boxed: signing an IAM token takes a large future; inline it would sit in every
+        // session's task for the whole relay.
+        match Box::pin(self.policy.reauth()).await {
             Ok(auth) => {
                 sink.write(&self.out).await?;
                 self.out.clear();
