@@ -4,7 +4,8 @@
 //! splice-auto`) and the release-built bastion, all on loopback in a temp dir. Then runs
 //! `redis-benchmark` against every target in interleaved rounds (each round runs every target once
 //! per workload, in a rotated order) and prints the median ops/s per target and the ratios that
-//! matter: bastion / direct Redis and bastion / HAProxy on the same transport.
+//! matter: bastion / direct Redis and bastion / HAProxy on the same transport. Before the rounds,
+//! [`idle`] measures the user and kernel memory each target holds per idle session.
 //!
 //! It never asserts on time. The machine is shared and noisy, so the output is numbers for a human
 //! (or a CI log) to compare, measured side by side in one process. A target that cannot start or
@@ -14,7 +15,7 @@
 //!
 //! This file: options, workloads, targets and the rounds. [`testbed`] starts what is measured
 //! (Redis and the bastion through the integration tests' fixtures in `tests/support/`, HAProxy
-//! itself); [`report`] prints the tables.
+//! itself); [`idle`] opens the idle sessions; [`report`] prints the tables.
 
 // The integration tests' fixtures. Cargo builds this `harness = false` target with `cfg(test)`
 // but without the test harness, so the fixtures' own `#[cfg(test)]` modules compile with their
