@@ -37,6 +37,7 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> String {
         timeout: opts.timeout,
         keep: false,
         churn_auth: false,
+        idle: 0,
     };
     let mut targets: Vec<(String, Endpoint)> = bed
         .targets(&peers)
