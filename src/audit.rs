@@ -182,6 +182,20 @@ pub fn admin_mutation(uid: u32, caller: &str, request: &str, action: &str, targe
     );
 }
 
+/// An admin wrote (`set`, `replace`) or removed (`remove`) a file in `secrets_dir` through
+/// `bastion secret`. Names the file, never a byte of it.
+pub fn admin_secret(uid: u32, caller: &str, action: &str, name: &str) {
+    tracing::info!(
+        target: "audit",
+        event = "admin.secret",
+        uid,
+        caller,
+        action,
+        target_name = name,
+        "admin secret"
+    );
+}
+
 /// `bastion iam-token` minted an IAM auth token (a root-only debugging verb): who ran it (uid
 /// and account), for which service, region, target and db-user. Never the token.
 pub fn iam_token_issued(t: &IamTokenIssued<'_>) {

@@ -32,7 +32,7 @@ pub struct Admin {
     /// Set by a mutation that left the log past `compaction`; taken by [`Admin::take_compaction`].
     compaction_due: AtomicBool,
     /// Where password files may be (`secrets_dir`, `$CREDENTIALS_DIRECTORY`).
-    secret_dirs: SecretDirs,
+    pub(super) secret_dirs: SecretDirs,
 }
 
 /// Build the catalog sessions use from the store's state; passwords `kept` (the catalog in
@@ -166,6 +166,13 @@ impl Admin {
             Request::RevokeCert(serial) => self.revoke_cert(caller, &serial),
             Request::ListSessions => Ok(Reply::Sessions(self.shared.sessions.list())),
             Request::KillSession(id) => self.kill_session(caller, id).map(Reply::Killed),
+            Request::PutSecret {
+                name,
+                value,
+                replace,
+            } => self.put_secret(caller, &name, &value.0, replace),
+            Request::ListSecrets => self.list_secrets().map(Reply::Secrets),
+            Request::RemoveSecret(name) => self.remove_secret(caller, &name),
         }
     }
 

@@ -47,6 +47,11 @@ impl SecretDirs {
         }
     }
 
+    /// The config's `secrets_dir` (where `bastion secret set` writes).
+    pub fn secrets_dir(&self) -> &Path {
+        &self.secrets_dir
+    }
+
     /// The directory and name `path` is read as, if it is directly in one of the directories.
     fn locate<'a>(&self, path: &'a Path) -> Option<(&Path, &'a std::ffi::OsStr)> {
         let parent = path.parent()?;
