@@ -32,10 +32,12 @@ use support::stack::{Stack, StackOpts};
 
 /// Sessions per transport.
 const PER_TRANSPORT: usize = 5_000;
-/// The daemon's descriptors per pair of sessions (Unix: 2 sockets + a splice pipe; mTLS: 2).
-const FDS_PER_PAIR: u64 = 6;
-/// Descriptors left for everything else in the daemon.
-const SPARE_FDS: u64 = 1_000;
+/// The daemon's descriptors per pair of sessions (Unix and mTLS: 2 sockets each). An idle
+/// session holds no splice pipe: pipes are lent per burst from the relay's pool.
+const FDS_PER_PAIR: u64 = 4;
+/// Descriptors left for everything else in the daemon (listeners, the store, journald, the
+/// relay pool's idle pipes — at most 32 — and pipes lent to bursts in flight).
+const SPARE_FDS: u64 = 600;
 /// How long every session is held once all are open.
 const HOLD: Duration = Duration::from_secs(60);
 /// Each session reads its key back this often (spread over the interval).
