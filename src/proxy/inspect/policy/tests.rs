@@ -1,0 +1,146 @@
+//! Pure-logic checks of the policy and its table; the comparison with Redis' own ACL is in
+//! `tests/command_policy.rs`.
+
+use super::key_flags::*;
+use super::keys::{self, FINDERS};
+use super::*;
+
+fn check(p: &CommandPolicy, words: &[&str]) -> Result<(), Denied> {
+    let args: Vec<&[u8]> = words[1..].iter().map(|w| w.as_bytes()).collect();
+    p.check(words[0].as_bytes(), &args)
+}
+
+#[test]
+fn the_table_is_sorted_with_ids_in_order() {
+    let mut next = 0u16;
+    let mut walk = |list: &[CommandSpec], prefix: &str| {
+        assert!(
+            list.windows(2).all(|w| w[0].name < w[1].name),
+            "{prefix}: sorted"
+        );
+        for c in list {
+            assert_eq!(c.name, c.name.to_ascii_lowercase());
+            assert!(c.name.starts_with(prefix));
+            assert_eq!(c.id, next, "{}", c.name);
+            next += 1;
+            for s in c.subcommands {
+                assert_eq!(s.id, next, "{}", s.name);
+                assert!(s.subcommands.is_empty() && s.name.starts_with(&format!("{}|", c.name)));
+                next += 1;
+            }
+        }
+    };
+    walk(commands(), "");
+    assert_eq!(next, table::COMMAND_COUNT);
+    assert!(commands().len() > 200, "a whole Redis 7 table");
+    assert!(lookup(b"GET").is_some() && lookup(b"config").is_some());
+    assert!(lookup(b"").is_none() && lookup(&[b'a'; 100]).is_none());
+}
+
+/// A command whose key specs Redis cannot use alone (incomplete, unknown, variable flags) has
+/// a finder in keys.rs, or it would be denied whenever keys are restricted.
+#[test]
+fn every_command_with_incomplete_key_specs_has_a_finder() {
+    let mut needing = Vec::new();
+    for c in commands()
+        .iter()
+        .chain(commands().iter().flat_map(|c| c.subcommands))
+    {
+        let incomplete = c.key_specs.iter().any(|s| {
+            s.flags & NOT_KEY == 0
+                && (s.flags & (INCOMPLETE | VARIABLE_FLAGS) != 0
+                    || matches!(s.begin, BeginSearch::Unknown)
+                    || matches!(s.find, FindKeys::Unknown))
+        });
+        if incomplete && keys::has_keys(c) {
+            needing.push(c.name);
+        }
+    }
+    needing.sort();
+    assert_eq!(needing, FINDERS);
+}
+
+#[test]
+fn rules_apply_in_order_like_acl_setuser() {
+    let p = CommandPolicy::parse("+@all -@dangerous +keys allkeys").unwrap();
+    assert!(check(&p, &["KEYS", "*"]).is_ok());
+    assert!(check(&p, &["FLUSHALL"]).is_err());
+    assert!(!p.allows_all_commands());
+    // Unknown commands: only while allcommands stands.
+    assert_eq!(check(&p, &["NOSUCH"]), Err(Denied::UnknownCommand));
+    let all = CommandPolicy::parse("+@all allkeys").unwrap();
+    assert!(check(&all, &["NOSUCH"]).is_ok());
+    assert!(check(&all, &["CONFIG", "NOSUCH"]).is_ok());
+    assert_eq!(
+        check(&p, &["CONFIG", "NOSUCH"]),
+        Err(Denied::UnknownSubcommand { command: "config" })
+    );
+    // First-argument allowances, forgotten by a later +cmd / -cmd.
+    let p = CommandPolicy::parse("+select|0 allkeys").unwrap();
+    assert!(check(&p, &["select", "0"]).is_ok());
+    assert!(check(&p, &["select", "1"]).is_err());
+    let p = CommandPolicy::parse("+select|0 -select allkeys").unwrap();
+    assert!(check(&p, &["select", "0"]).is_err());
+    // AUTH and HELLO are never refused by command rules (Redis' no_auth).
+    let none = CommandPolicy::parse("nocommands").unwrap();
+    assert!(check(&none, &["AUTH", "a", "b"]).is_ok());
+}
+
+#[test]
+fn key_patterns_need_the_access_the_command_needs() {
+    let p = CommandPolicy::parse("+@all %R~ro:* %W~wo:*").unwrap();
+    assert!(check(&p, &["GET", "ro:1"]).is_ok());
+    assert_eq!(
+        check(&p, &["SET", "ro:1", "v"]),
+        Err(Denied::Key {
+            command: "set",
+            position: 1,
+            access: Access::Write
+        })
+    );
+    assert!(check(&p, &["SET", "wo:1", "v"]).is_ok());
+    assert!(check(&p, &["SET", "wo:1", "v", "GET"]).is_err());
+    assert!(check(&p, &["EVAL", "s", "1", "ro:1"]).is_err());
+    assert!(check(&p, &["EVAL_RO", "s", "1", "ro:1"]).is_ok());
+    assert_eq!(
+        check(&p, &["EVAL", "s", "x", "ro:1"]),
+        Err(Denied::KeysUnknown { command: "eval" })
+    );
+    // Keys unrestricted: no key is looked at.
+    let p = CommandPolicy::for_role(Some("+@all"), None).unwrap();
+    assert!(!p.restricts_keys());
+    assert!(check(&p, &["EVAL", "s", "x", "ro:1"]).is_ok());
+}
+
+#[test]
+fn role_settings_keep_command_and_key_rules_apart() {
+    let e = CommandPolicy::check_rules("+get ~app:*", false).unwrap_err();
+    assert!(
+        e.to_string().contains("'~app:*'") && e.to_string().contains("'keys'"),
+        "{e}"
+    );
+    let e = CommandPolicy::check_rules("~app:* +get", true).unwrap_err();
+    assert!(
+        e.to_string().contains("'+get'") && e.to_string().contains("'commands'"),
+        "{e}"
+    );
+    let e = CommandPolicy::check_rules("+@read -flushal", false).unwrap_err();
+    assert!(e.to_string().contains("'-flushal'"), "{e}");
+    assert_eq!(
+        CommandPolicy::check_rules(&"+get ".repeat(MAX_RULES_LEN), false),
+        Err(RuleError::TooLong)
+    );
+    let p = CommandPolicy::for_role(Some("+@read"), Some("%R~app:*")).unwrap();
+    assert!(check(&p, &["GET", "app:1"]).is_ok());
+    assert!(check(&p, &["GET", "other"]).is_err());
+    let p = CommandPolicy::for_role(None, Some("~app:*")).unwrap();
+    assert!(p.allows_all_commands());
+}
+
+#[test]
+fn perms_follow_redis_key_flags() {
+    assert_eq!(keys::perms_of(RO | ACCESS), READ);
+    assert_eq!(keys::perms_of(OW | UPDATE), WRITE);
+    assert_eq!(keys::perms_of(RW | ACCESS | DELETE), READ | WRITE);
+    assert_eq!(keys::perms_of(RO), 0);
+}
