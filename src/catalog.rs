@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, RoleConfig, UserConfig};
+use crate::proxy::inspect::policy::CommandPolicy;
 
 pub use crate::config::PasswordSource;
 pub use database::{Auth, Database, Declaration, DeclaredRole};
@@ -32,12 +33,20 @@ pub enum CatalogError {
         uid: u32,
         other: String,
     },
+    #[error("roles.{role}.{setting}: {message}")]
+    Rules {
+        role: String,
+        setting: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default)]
 pub struct Catalog {
     databases: BTreeMap<String, Arc<Database>>,
     roles: BTreeMap<String, RoleConfig>,
+    /// The compiled command policy of each role that sets one.
+    policies: BTreeMap<String, Arc<CommandPolicy>>,
     users: BTreeMap<String, UserConfig>,
     by_uid: HashMap<u32, String>,
 }
@@ -82,6 +91,18 @@ impl Catalog {
                 }
             }
         }
+        let mut policies = BTreeMap::new();
+        for role in roles {
+            // Checked where the role was declared (config, store record); compiled once here.
+            let policy = role.policy().map_err(|(setting, e)| CatalogError::Rules {
+                role: role.name.clone(),
+                setting,
+                message: e.to_string(),
+            })?;
+            if let Some(policy) = policy {
+                policies.insert(role.name.clone(), Arc::new(policy));
+            }
+        }
         let databases = databases
             .into_iter()
             .map(|d| {
@@ -94,6 +115,7 @@ impl Catalog {
         Ok(Catalog {
             databases,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
+            policies,
             users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             by_uid,
         })
@@ -117,6 +139,7 @@ impl Catalog {
         Catalog {
             databases,
             roles: self.roles.clone(),
+            policies: self.policies.clone(),
             users: self.users.clone(),
             by_uid: self.by_uid.clone(),
         }
@@ -133,6 +156,7 @@ impl Catalog {
                 .map(|(name, db)| (name.clone(), db.clone()))
                 .collect(),
             roles: self.roles.clone(),
+            policies: self.policies.clone(),
             users: self.users.clone(),
             by_uid: self.by_uid.clone(),
         }
@@ -153,6 +177,11 @@ impl Catalog {
     /// The bastion user bound to a local uid (the Unix-socket identity).
     pub fn user_for_uid(&self, uid: u32) -> Option<&UserConfig> {
         self.by_uid.get(&uid).and_then(|name| self.users.get(name))
+    }
+
+    /// A role's compiled command policy; `None` when the role sets none (every command).
+    pub fn policy_of(&self, role: &str) -> Option<&Arc<CommandPolicy>> {
+        self.policies.get(role)
     }
 
     /// The roles a user holds (unknown names were rejected when the catalog was built).

@@ -27,6 +27,7 @@ mod table;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub use fuzz::fuzz_policy;
 
@@ -284,6 +285,10 @@ pub enum RuleError {
     Unsupported { rule: String },
     #[error("rules are longer than {MAX_RULES_LEN} bytes")]
     TooLong,
+    #[error("no rules (write 'nocommands' or 'resetkeys' to allow nothing)")]
+    Empty,
+    #[error("rules hold a control character (separate rules with spaces)")]
+    Control,
 }
 
 const READ: u8 = 1;
@@ -340,6 +345,12 @@ impl CommandPolicy {
 
     /// Check one rule list as a role's `commands` (`keys == false`) or `keys` setting.
     pub fn check_rules(rules: &str, keys: bool) -> Result<(), RuleError> {
+        if rules.chars().any(char::is_control) {
+            return Err(RuleError::Control);
+        }
+        if rules.trim_ascii().is_empty() {
+            return Err(RuleError::Empty);
+        }
         let kind = if keys { Kind::Key } else { Kind::Command };
         CommandPolicy::blank().apply(rules, Some(kind))
     }
@@ -596,6 +607,68 @@ impl CommandPolicy {
         self.patterns
             .iter()
             .any(|p| p.perms & needed == needed && glob::matches(&p.pattern, key))
+    }
+}
+
+/// A session's policy: the union of its roles' policies (a command passes if one of them
+/// allows it, as a Redis user's selectors do), or no restriction at all when one of its roles
+/// sets no policy.
+#[derive(Debug, Clone, Default)]
+pub struct SessionPolicy {
+    /// `None`: unrestricted.
+    roles: Option<Vec<Arc<CommandPolicy>>>,
+}
+
+impl SessionPolicy {
+    /// Every command, every key (a role without `commands`/`keys`, or no inspect mode).
+    pub fn unrestricted() -> SessionPolicy {
+        SessionPolicy { roles: None }
+    }
+
+    /// The union of the roles' policies; a `None` (a role without a policy) makes it
+    /// unrestricted. No roles at all allows nothing.
+    pub fn of_roles(roles: impl IntoIterator<Item = Option<Arc<CommandPolicy>>>) -> SessionPolicy {
+        let roles: Option<Vec<_>> = roles.into_iter().collect();
+        SessionPolicy {
+            roles: roles.map(|r| {
+                if r.is_empty() {
+                    vec![Arc::new(CommandPolicy::blank())]
+                } else {
+                    r
+                }
+            }),
+        }
+    }
+
+    pub fn is_unrestricted(&self) -> bool {
+        self.roles.is_none()
+    }
+
+    /// Whether any key is restricted: if not, [`SessionPolicy::check`] needs only the name and
+    /// the first argument (a subcommand or an allowed first argument), never the keys.
+    pub fn restricts_keys(&self) -> bool {
+        self.roles
+            .as_ref()
+            .is_some_and(|r| r.iter().all(|p| p.restricts_keys()))
+    }
+
+    /// May the session send `name` with `args` (the arguments after the name)? Denied only
+    /// if every role denies; the denial is the first role's.
+    pub fn check<A: AsRef<[u8]>>(&self, name: &[u8], args: &[A]) -> Result<(), Denied> {
+        let Some(roles) = &self.roles else {
+            return Ok(());
+        };
+        let mut first = None;
+        for policy in roles {
+            match policy.check(name, args) {
+                Ok(()) => return Ok(()),
+                Err(denied) => {
+                    first.get_or_insert(denied);
+                }
+            }
+        }
+        // `roles` is never empty (`of_roles`), so a denial was recorded.
+        Err(first.unwrap_or(Denied::UnknownCommand))
     }
 }
 
