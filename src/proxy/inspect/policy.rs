@@ -16,6 +16,11 @@
 //! restricted (Redis finds no keys and lets the command fail); channel rules are not part of
 //! the policy (as `allchannels`); selectors `(…)` are not supported.
 //!
+//! Not seen here: commands a script runs (`EVAL`/`FCALL` → `redis.call`) — allowing
+//! `@scripting` allows whatever the db-user's own ACL allows; and a transaction: Redis refuses a
+//! denied command queued in `MULTI` and then aborts `EXEC` (`EXECABORT`), so the caller must
+//! make `EXEC` fail too after answering a denial inside `MULTI`.
+//!
 //! What this module must never do: echo an argument value (a key, a password) in a denial,
 //! panic on anything a client sends, or allow what Redis with the same rules would deny.
 
