@@ -33,7 +33,10 @@ pub(super) fn find<A: AsRef<[u8]>>(cmd: &CommandSpec, args: &[A]) -> Option<Vec<
     }
     let arg = |i: usize| args.get(i - 1).map(AsRef::as_ref);
     let argc = args.len() + 1;
-    match cmd.name {
+    // With too few arguments (Redis refuses the arity before its ACL) a finder may name a
+    // position past the end: there is no key there.
+    let within = |keys: Vec<Key>| keys.into_iter().filter(|k| k.position < argc).collect();
+    let keys = match cmd.name {
         name if !FINDERS.contains(&name) => None,
         "set" => Some(set_keys(argc, arg)),
         "bitfield" => Some(bitfield_keys(argc, arg)),
@@ -45,7 +48,8 @@ pub(super) fn find<A: AsRef<[u8]>>(cmd: &CommandSpec, args: &[A]) -> Option<Vec<
             perms: perms_of(RO | ACCESS),
         }]),
         _ => None,
-    }
+    };
+    keys.map(within)
 }
 
 /// What a key spec's flags need: `ACCESS` reads, `INSERT`/`DELETE`/`UPDATE` write.

@@ -144,3 +144,28 @@ fn perms_follow_redis_key_flags() {
     assert_eq!(keys::perms_of(RW | ACCESS | DELETE), READ | WRITE);
     assert_eq!(keys::perms_of(RO), 0);
 }
+
+proptest::proptest! {
+    /// The fuzz entry point over rule lists and commands made of the words that matter, in any
+    /// order and case (the corpus test runs the committed seeds).
+    #[test]
+    fn fuzz_entry_over_rule_and_command_words(
+        rules in proptest::collection::vec(proptest::sample::select(&[
+            "+@all", "-@all", "+@read", "-@write", "-@dangerous", "+get", "-GET", "+config|get",
+            "-config|set", "+select|0", "+config|nosuch", "+@nosuch", "~app:*", "%R~ro:*",
+            "%W~*", "allkeys", "resetkeys", "%RW~[a-", "~\\*", "nocommands", "allcommands",
+        ][..]), 0..8),
+        commands in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(&[
+            "GET", "set", "CONFIG", "get", "SET", "EVAL", "2", "0", "app:1", "ro:1", "x",
+            "MSET", "SORT", "STORE", "BITFIELD", "INCRBY", "MIGRATE", "KEYS", "", "XREAD",
+            "STREAMS", "nosuch", "select", "pfmerge",
+        ][..]), 1..8), 0..6),
+    ) {
+        let mut data = rules.join(" ").into_bytes();
+        for c in commands {
+            data.push(b'\n');
+            data.extend_from_slice(c.join(" ").as_bytes());
+        }
+        fuzz_policy(&data);
+    }
+}
