@@ -24,5 +24,5 @@ mod tests;
 
 pub use fuzz::fuzz_replies;
 pub use matcher::{Matched, Matcher};
-pub use policy::{fuzz_policy, CommandPolicy, Denied, RuleError, SessionPolicy};
+pub use policy::{fuzz_policy, ArgsNeeded, CommandPolicy, Denied, RuleError, SessionPolicy};
 pub use reply::{Reply, ReplyConfig, ReplyError, ReplyFramer, ReplyKind, ReplyStep, Word};

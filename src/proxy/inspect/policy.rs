@@ -264,6 +264,19 @@ impl Denied {
     }
 }
 
+/// How much of a command [`CommandPolicy::check`] needs to decide it — so a caller can decide
+/// as soon as the name is framed, and hold a command's bytes only when the policy looks at them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ArgsNeeded {
+    /// The name alone decides: `check(name, &[])` answers as it would with every argument.
+    None,
+    /// The name and the first argument (a subcommand, an allowed first argument):
+    /// `check(name, &args[..1])` answers as with every argument.
+    First,
+    /// Every argument (the keys).
+    All,
+}
+
 /// A rule the parser refused, with the rule as written (rules come from the operator's
 /// configuration, never from a client).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -404,6 +417,34 @@ impl CommandPolicy {
             }
         }
         Ok(())
+    }
+
+    /// How much of a command named `name` the decision needs.
+    pub fn args_needed(&self, name: &[u8]) -> ArgsNeeded {
+        let Some(cmd) = lookup(name) else {
+            return ArgsNeeded::None;
+        };
+        if !cmd.subcommands.is_empty() {
+            // The subcommand decides the bit and the keys.
+            let subs_with_keys = cmd.subcommands.iter().any(keys::has_keys);
+            return if !self.all_keys && subs_with_keys {
+                ArgsNeeded::All
+            } else {
+                ArgsNeeded::First
+            };
+        }
+        let by_bit = self.all_commands || cmd.no_auth || self.bit(cmd.id);
+        let first_args = !by_bit && self.first_args.contains_key(&cmd.id);
+        if !by_bit && !first_args {
+            return ArgsNeeded::None;
+        }
+        if !self.all_keys && keys::has_keys(cmd) {
+            ArgsNeeded::All
+        } else if first_args {
+            ArgsNeeded::First
+        } else {
+            ArgsNeeded::None
+        }
     }
 
     /// False when every key is allowed: the caller then needs only the name and the first
@@ -655,6 +696,17 @@ impl SessionPolicy {
         self.roles
             .as_ref()
             .is_some_and(|r| r.iter().all(|p| p.restricts_keys()))
+    }
+
+    /// How much of a command named `name` the decision needs (the most any role needs).
+    pub fn args_needed(&self, name: &[u8]) -> ArgsNeeded {
+        self.roles.as_ref().map_or(ArgsNeeded::None, |roles| {
+            roles
+                .iter()
+                .map(|p| p.args_needed(name))
+                .max()
+                .unwrap_or(ArgsNeeded::None)
+        })
     }
 
     /// May the session send `name` with `args` (the arguments after the name)? Denied only

@@ -169,3 +169,45 @@ proptest::proptest! {
         fuzz_policy(&data);
     }
 }
+
+proptest::proptest! {
+    /// `args_needed` never lies: with only the arguments it asks for, every command of the
+    /// table is decided as with all of them, under policies of every shape.
+    #[test]
+    fn args_needed_is_enough_to_decide(
+        rules in proptest::collection::vec(proptest::sample::select(&[
+            "+@all", "-@all", "+@read", "-@write", "-@dangerous", "+@slow", "-@fast", "+get",
+            "+config|get", "-config|set", "+select|0", "+object", "+client|id", "-xinfo",
+        ][..]), 0..6),
+        keys in proptest::option::of(proptest::sample::select(&["~app:*", "%R~*", "%W~a*"][..])),
+        args in proptest::collection::vec(proptest::sample::select(&[
+            "GET", "0", "1", "app:1", "ro:1", "STORE", "STREAMS", "ENCODING", "USAGE", "STREAM",
+        ][..]), 0..6),
+    ) {
+        let rules = format!("{} {}", rules.join(" "), keys.map_or("allkeys".to_string(), |k| format!("resetkeys {k}")));
+        let policy = CommandPolicy::parse(&rules).unwrap();
+        let session = SessionPolicy::of_roles([Some(Arc::new(policy.clone()))]);
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        for c in commands() {
+            let name = c.name.as_bytes();
+            let mut argv = args.clone();
+            if let Some(sub) = c.subcommands.get(args.len() % c.subcommands.len().max(1)) {
+                argv.insert(0, sub.name.split_once('|').unwrap().1.as_bytes());
+            }
+            let full = policy.check(name, &argv);
+            let short: &[&[u8]] = match policy.args_needed(name) {
+                ArgsNeeded::None => &[],
+                ArgsNeeded::First => &argv[..argv.len().min(1)],
+                ArgsNeeded::All => &argv,
+            };
+            proptest::prop_assert_eq!(policy.check(name, short), full.clone(), "{} [{}]", c.name, rules);
+            let short: &[&[u8]] = match session.args_needed(name) {
+                ArgsNeeded::None => &[],
+                ArgsNeeded::First => &argv[..argv.len().min(1)],
+                ArgsNeeded::All => &argv,
+            };
+            proptest::prop_assert_eq!(session.check(name, short), full, "{} [{}]", c.name, rules);
+        }
+        proptest::prop_assert_eq!(policy.args_needed(b"nosuch"), ArgsNeeded::None);
+    }
+}
