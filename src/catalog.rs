@@ -33,12 +33,6 @@ pub enum CatalogError {
         uid: u32,
         other: String,
     },
-    #[error("roles.{role}.{setting}: {message}")]
-    Rules {
-        role: String,
-        setting: &'static str,
-        message: String,
-    },
 }
 
 #[derive(Debug, Default)]
@@ -94,11 +88,13 @@ impl Catalog {
         let mut policies = BTreeMap::new();
         for role in roles {
             // Checked where the role was declared (config, store record); compiled once here.
-            let policy = role.policy().map_err(|(setting, e)| CatalogError::Rules {
-                role: role.name.clone(),
-                setting,
-                message: e.to_string(),
-            })?;
+            // Should a rule stop compiling (a command table without a command an older one
+            // had), the role allows nothing rather than everything, and the build goes on.
+            let policy = role.policy().unwrap_or_else(|(setting, e)| {
+                tracing::error!(role = %role.name, key = setting, error = %e,
+                    "command policy does not compile: the role allows no command until it is fixed");
+                CommandPolicy::parse("nocommands").ok()
+            });
             if let Some(policy) = policy {
                 policies.insert(role.name.clone(), Arc::new(policy));
             }

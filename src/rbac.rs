@@ -295,6 +295,23 @@ mod tests {
         assert!(command_policy(&c, "bob", db, None)
             .check(b"PING", &[] as &[&[u8]])
             .is_err());
+
+        // A rule that no longer compiles (declared checks bypassed) fails closed.
+        let broken = [role(
+            "broken",
+            &["app-*"],
+            &["cache"],
+            Some("+nosuchcommand"),
+        )];
+        let user = UserConfig {
+            name: "alice".into(),
+            roles: vec!["broken".into()],
+            unix_user: None,
+        };
+        let c = Catalog::build(&declared, &broken, &[user], &Default::default(), None).unwrap();
+        let p = command_policy(&c, "alice", db, Some("app-1"));
+        assert!(!p.is_unrestricted());
+        assert!(p.check(b"PING", &[] as &[&[u8]]).is_err());
     }
 
     #[test]
