@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, RoleConfig, UserConfig};
+use crate::proxy::inspect::policy::CommandPolicy;
 
 pub use crate::config::PasswordSource;
 pub use database::{Auth, Database, Declaration, DeclaredRole};
@@ -38,6 +39,8 @@ pub enum CatalogError {
 pub struct Catalog {
     databases: BTreeMap<String, Arc<Database>>,
     roles: BTreeMap<String, RoleConfig>,
+    /// The compiled command policy of each role that sets one.
+    policies: BTreeMap<String, Arc<CommandPolicy>>,
     users: BTreeMap<String, UserConfig>,
     by_uid: HashMap<u32, String>,
 }
@@ -82,6 +85,20 @@ impl Catalog {
                 }
             }
         }
+        let mut policies = BTreeMap::new();
+        for role in roles {
+            // Checked where the role was declared (config, store record); compiled once here.
+            // Should a rule stop compiling (a command table without a command an older one
+            // had), the role allows nothing rather than everything, and the build goes on.
+            let policy = role.policy().unwrap_or_else(|(setting, e)| {
+                tracing::error!(role = %role.name, key = setting, error = %e,
+                    "command policy does not compile: the role allows no command until it is fixed");
+                CommandPolicy::parse("nocommands").ok()
+            });
+            if let Some(policy) = policy {
+                policies.insert(role.name.clone(), Arc::new(policy));
+            }
+        }
         let databases = databases
             .into_iter()
             .map(|d| {
@@ -94,6 +111,7 @@ impl Catalog {
         Ok(Catalog {
             databases,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
+            policies,
             users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             by_uid,
         })
@@ -117,6 +135,7 @@ impl Catalog {
         Catalog {
             databases,
             roles: self.roles.clone(),
+            policies: self.policies.clone(),
             users: self.users.clone(),
             by_uid: self.by_uid.clone(),
         }
@@ -133,6 +152,7 @@ impl Catalog {
                 .map(|(name, db)| (name.clone(), db.clone()))
                 .collect(),
             roles: self.roles.clone(),
+            policies: self.policies.clone(),
             users: self.users.clone(),
             by_uid: self.by_uid.clone(),
         }
@@ -153,6 +173,11 @@ impl Catalog {
     /// The bastion user bound to a local uid (the Unix-socket identity).
     pub fn user_for_uid(&self, uid: u32) -> Option<&UserConfig> {
         self.by_uid.get(&uid).and_then(|name| self.users.get(name))
+    }
+
+    /// A role's compiled command policy; `None` when the role sets none (every command).
+    pub fn policy_of(&self, role: &str) -> Option<&Arc<CommandPolicy>> {
+        self.policies.get(role)
     }
 
     /// The roles a user holds (unknown names were rejected when the catalog was built).

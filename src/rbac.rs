@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, Database};
 use crate::config::RoleConfig;
+use crate::proxy::inspect::policy::SessionPolicy;
 
 /// Why a user was refused. The `Display` text goes back to the client as `-ERR bastion: …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,6 +162,27 @@ fn db_user(
     }
 }
 
+/// The command policy of a session `authorize` granted: the union of the policies of `user`'s
+/// roles that reach `database` and allow `db_user` (every reaching role for a session without
+/// a db-user); unrestricted when one of those roles sets no policy.
+pub fn command_policy(
+    catalog: &Catalog,
+    user: &str,
+    database: &Database,
+    db_user: Option<&str>,
+) -> SessionPolicy {
+    let Ok(roles) = roles_reaching(catalog, database, user) else {
+        // Not granted at all: nothing is allowed.
+        return SessionPolicy::of_roles([]);
+    };
+    SessionPolicy::of_roles(
+        roles
+            .into_iter()
+            .filter(|r| db_user.is_none_or(|u| r.db_users.iter().any(|p| glob_match(p, u))))
+            .map(|r| catalog.policy_of(&r.name).cloned()),
+    )
+}
+
 /// `*` matches any run of characters (including none); everything else matches itself.
 pub fn glob_match(pattern: &str, value: &str) -> bool {
     let (p, v) = (pattern.as_bytes(), value.as_bytes());
@@ -227,6 +249,7 @@ mod tests {
             name: "r".into(),
             db_users: db_users.iter().map(|s| s.to_string()).collect(),
             db_names: vec!["cach*".into()],
+            ..RoleConfig::default()
         };
         let user = UserConfig {
             name: "alice".into(),
@@ -234,6 +257,61 @@ mod tests {
             unix_user: None,
         };
         Catalog::build(&[db], &[role], &[user], &Default::default(), None).unwrap()
+    }
+
+    /// A session's command policy is the union of the roles that grant it: a read-only role
+    /// for `app-*`, an unrestricted one for `admin`, another database's role not counted.
+    #[test]
+    fn command_policy_comes_from_the_roles_that_grant_the_session() {
+        let base = catalog(None, &[]);
+        let db = base.database("cache").unwrap();
+        let role =
+            |name: &str, db_users: &[&str], db_names: &[&str], commands: Option<&str>| RoleConfig {
+                name: name.into(),
+                db_users: db_users.iter().map(|s| s.to_string()).collect(),
+                db_names: db_names.iter().map(|s| s.to_string()).collect(),
+                commands: commands.map(String::from),
+                keys: None,
+            };
+        let roles = [
+            role("readers", &["app-*"], &["cache"], Some("+@read")),
+            role("admins", &["admin"], &["cache"], None),
+            role("elsewhere", &["app-*"], &["other"], Some("+@all")),
+        ];
+        let user = UserConfig {
+            name: "alice".into(),
+            roles: roles.iter().map(|r| r.name.clone()).collect(),
+            unix_user: None,
+        };
+        let declared: Vec<DatabaseConfig> = Vec::new();
+        let c = Catalog::build(&declared, &roles, &[user], &Default::default(), None).unwrap();
+        let app = command_policy(&c, "alice", db, Some("app-1"));
+        assert!(app.check(b"GET", &[b"k"]).is_ok());
+        assert!(app.check(b"SET", &[&b"k"[..], b"v"]).is_err());
+        assert!(command_policy(&c, "alice", db, Some("admin")).is_unrestricted());
+        // No db-user: every reaching role counts, and the unrestricted one wins.
+        assert!(command_policy(&c, "alice", db, None).is_unrestricted());
+        // A user no role lets in gets nothing.
+        assert!(command_policy(&c, "bob", db, None)
+            .check(b"PING", &[] as &[&[u8]])
+            .is_err());
+
+        // A rule that no longer compiles (declared checks bypassed) fails closed.
+        let broken = [role(
+            "broken",
+            &["app-*"],
+            &["cache"],
+            Some("+nosuchcommand"),
+        )];
+        let user = UserConfig {
+            name: "alice".into(),
+            roles: vec!["broken".into()],
+            unix_user: None,
+        };
+        let c = Catalog::build(&declared, &broken, &[user], &Default::default(), None).unwrap();
+        let p = command_policy(&c, "alice", db, Some("app-1"));
+        assert!(!p.is_unrestricted());
+        assert!(p.check(b"PING", &[] as &[&[u8]]).is_err());
     }
 
     #[test]

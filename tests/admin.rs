@@ -575,3 +575,57 @@ fn import_errors_never_show_the_files_lines() {
         "{out}"
     );
 }
+
+/// A role's command policy through the admin verbs: set with `role add --commands/--keys`,
+/// listed, exported, and a bad rule refused naming the setting and the rule, nothing written.
+#[test]
+fn role_command_policy_is_set_listed_exported_and_checked() {
+    let a = Admin::start();
+    a.ok(&[
+        "role",
+        "add",
+        "readers",
+        "--db-users",
+        APP,
+        "--db-names",
+        "*",
+        "--commands",
+        "+@read -@dangerous -keys",
+        "--keys",
+        "~app:* %R~shared:*",
+    ]);
+    let ls = a.ok(&["role", "ls"]);
+    assert!(
+        ls.contains("+@read -@dangerous -keys") && ls.contains("~app:* %R~shared:*"),
+        "{ls}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&a.ok(&["role", "ls", "--json"])).unwrap();
+    let readers = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "readers")
+        .expect("readers in role ls --json");
+    assert_eq!(readers["commands"], "+@read -@dangerous -keys");
+    assert_eq!(readers["keys"], "~app:* %R~shared:*");
+    let exported = a.ok(&["export"]);
+    assert!(
+        exported.contains("commands = \"+@read -@dangerous -keys\""),
+        "{exported}"
+    );
+
+    for (flag, rules, says) in [
+        ("--commands", "+@read -flushal", "'-flushal'"),
+        ("--commands", "+@read ~app:*", "'~app:*'"),
+        ("--keys", "%X~app:*", "'%X~app:*'"),
+    ] {
+        let out = a.cli(&["role", "add", "bad", flag, rules]);
+        assert!(!out.status.success(), "{out}");
+        let setting = flag.trim_start_matches("--");
+        assert!(
+            out.stderr().contains(&format!("roles.bad.{setting}")) && out.stderr().contains(says),
+            "{out}"
+        );
+    }
+    assert!(!a.ok(&["role", "ls"]).contains("bad"));
+}

@@ -31,6 +31,7 @@ fn versioned(writer: usize, version: u64) -> RoleRecord {
         name: format!("w{writer}"),
         db_users: vec![format!("v{version}")],
         db_names: vec!["*".into()],
+        ..RoleConfig::default()
     })
     .expect("a valid role")
 }

@@ -17,6 +17,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("settings", bastion::cli::import::fuzz_settings),
     ("config", bastion::config::fuzz_config),
     ("inspect_replies", bastion::proxy::inspect::fuzz_replies),
+    ("command_policy", bastion::proxy::inspect::fuzz_policy),
 ];
 
 #[test]

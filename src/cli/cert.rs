@@ -360,6 +360,8 @@ auth = { mode = "none" }
             name: name("role", "r").unwrap(),
             db_users: Default::default(),
             db_names: Default::default(),
+            commands: None,
+            keys: None,
         };
         store.apply(Mutation::PutRole(role)).expect("role");
         let mut roles = heapless::Vec::new();

@@ -1,4 +1,5 @@
-//! `bastion role add|ls|rm`: which database users and databases a role allows.
+//! `bastion role add|ls|rm`: which database users and databases a role allows, and its command
+//! policy (inspect mode).
 
 use clap::{Args, Subcommand};
 
@@ -26,6 +27,14 @@ pub struct RoleAddArgs {
     /// Databases the role may reach (`*` wildcards), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub db_names: Vec<String>,
+    /// Command policy: Redis ACL command rules, applied from no commands, in one argument
+    /// (e.g. --commands "+@read -@dangerous -keys"). Default: every command.
+    #[arg(long, allow_hyphen_values = true)]
+    pub commands: Option<String>,
+    /// Key patterns of the command policy, applied from no keys (e.g. --keys "~app:* %R~ref:*").
+    /// Default: every key.
+    #[arg(long, allow_hyphen_values = true)]
+    pub keys: Option<String>,
     /// Change an existing role instead of adding one.
     #[arg(long)]
     pub replace: bool,
@@ -38,6 +47,8 @@ pub fn run(command: RoleCommand, admin: &AdminArgs) -> anyhow::Result<()> {
                 name: a.name,
                 db_users: a.db_users,
                 db_names: a.db_names,
+                commands: a.commands,
+                keys: a.keys,
             };
             let record = RoleRecord::try_from(&config)?;
             let reply = admin.call(Request::PutRole {
@@ -52,9 +63,21 @@ pub fn run(command: RoleCommand, admin: &AdminArgs) -> anyhow::Result<()> {
             admin.print(&roles, || {
                 let rows: Vec<Vec<String>> = roles
                     .iter()
-                    .map(|r| vec![r.name.clone(), joined(&r.db_users), joined(&r.db_names)])
+                    .map(|r| {
+                        let rules = |r: &Option<String>| r.clone().unwrap_or_else(|| "-".into());
+                        vec![
+                            r.name.clone(),
+                            joined(&r.db_users),
+                            joined(&r.db_names),
+                            rules(&r.commands),
+                            rules(&r.keys),
+                        ]
+                    })
                     .collect();
-                print!("{}", table(&["Name", "DB users", "DB names"], &rows));
+                print!(
+                    "{}",
+                    table(&["Name", "DB users", "DB names", "Commands", "Keys"], &rows)
+                );
             })
         }
         RoleCommand::Rm { name } => {

@@ -100,6 +100,7 @@ fn add(a: UserAddArgs, admin: &AdminArgs) -> anyhow::Result<()> {
         name: personal_role(&user.name),
         db_users: a.db_users,
         db_names: a.db_names,
+        ..RoleConfig::default()
     };
     user.roles.push(role.name.clone());
     let declared = Declared {

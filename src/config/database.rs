@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::IamService;
+use crate::proxy::inspect::policy::{CommandPolicy, RuleError};
 
 /// One upstream Redis / Valkey / ElastiCache / MemoryDB endpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -290,7 +291,7 @@ impl From<PasswordSource> for PasswordKeys {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
     pub name: String,
@@ -300,6 +301,35 @@ pub struct RoleConfig {
     /// Databases this role may reach; `*` wildcards.
     #[serde(default)]
     pub db_names: Vec<String>,
+    /// Command policy (inspect mode): Redis ACL command rules applied from no commands,
+    /// e.g. `"+@read -@dangerous"`. None: every command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<String>,
+    /// Key patterns of the command policy, applied from no keys, e.g. `"~app:* %R~shared:*"`.
+    /// None: every key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<String>,
+}
+
+impl RoleConfig {
+    /// The role's compiled command policy; `None` when it sets neither `commands` nor `keys`
+    /// (every command allowed). An error names the setting (`commands` or `keys`) and the rule.
+    pub fn policy(&self) -> Result<Option<CommandPolicy>, (&'static str, RuleError)> {
+        if self.commands.is_none() && self.keys.is_none() {
+            return Ok(None);
+        }
+        for (field, rules, keys) in [
+            ("commands", &self.commands, false),
+            ("keys", &self.keys, true),
+        ] {
+            if let Some(rules) = rules {
+                CommandPolicy::check_rules(rules, keys).map_err(|e| (field, e))?;
+            }
+        }
+        CommandPolicy::for_role(self.commands.as_deref(), self.keys.as_deref())
+            .map(Some)
+            .map_err(|e| ("commands", e))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

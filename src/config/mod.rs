@@ -241,6 +241,48 @@ unix_user = "alice"
     }
 
     #[test]
+    fn role_command_policy_is_optional_and_each_bad_rule_is_named() {
+        let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.seed.roles[0].policy(), Ok(None));
+        let with = |extra: &str| {
+            let text = SAMPLE.replace(
+                "db_names = [\"*\"]",
+                &format!("db_names = [\"*\"]\n{extra}"),
+            );
+            Config::parse(&text, Path::new("t.toml"))
+        };
+        let c = with("commands = \"+@read -@dangerous\"\nkeys = \"~app:* %R~shared:*\"").unwrap();
+        let policy = c.seed.roles[0].policy().unwrap().expect("a policy");
+        assert!(policy.check(b"GET", &[b"app:1"]).is_ok());
+        assert!(policy.check(b"SET", &[&b"app:1"[..], b"v"]).is_err());
+        assert!(policy.check(b"GET", &[b"other"]).is_err());
+        for (extra, key, says) in [
+            (
+                "commands = \"+@read -flushal\"",
+                "roles[0].commands",
+                "'-flushal'",
+            ),
+            ("commands = \"+@reads\"", "roles[0].commands", "'+@reads'"),
+            (
+                "commands = \"+get ~app:*\"",
+                "roles[0].commands",
+                "'~app:*'",
+            ),
+            ("keys = \"~app:* +get\"", "roles[0].keys", "'+get'"),
+            ("keys = \"%X~app:*\"", "roles[0].keys", "'%X~app:*'"),
+            ("keys = \"\"", "roles[0].keys", "'resetkeys'"),
+            (
+                "commands = \"+get\\n-set\"",
+                "roles[0].commands",
+                "control character",
+            ),
+        ] {
+            let e = with(extra).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let bad = SAMPLE.replace("roles = [\"ops\"]", "roles = [\"nope\"]");
         let e = Config::parse(&bad, Path::new("t.toml"))

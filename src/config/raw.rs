@@ -158,6 +158,9 @@ impl RawConfig {
                     format!("duplicate role '{}'", role.name),
                 ));
             }
+            role.policy().map_err(|(field, e)| {
+                ConfigError::invalid(format!("roles[{i}].{field}"), e.to_string())
+            })?;
         }
         let mut users = std::collections::BTreeSet::new();
         for (i, user) in self.users.iter().enumerate() {

@@ -281,7 +281,23 @@ impl TryFrom<&RoleConfig> for RoleRecord {
         let name = name("role.name", &c.name)?;
         let db_users = format!("roles.{name}.db_users");
         let db_names = format!("roles.{name}.db_names");
+        check_rules(c)?;
+        let rules = |setting: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|r| {
+                    text(
+                        &format!("roles.{name}.{setting}"),
+                        "MAX_RULES_LEN",
+                        Charset::Path,
+                        r,
+                    )
+                })
+                .transpose()
+        };
         Ok(RoleRecord {
+            commands: rules("commands", &c.commands)?,
+            keys: rules("keys", &c.keys)?,
             db_users: list(
                 &db_users,
                 "MAX_DB_USERS_PER_ROLE",
@@ -303,6 +319,8 @@ impl From<&RoleRecord> for RoleConfig {
             name: r.name.to_string(),
             db_users: r.db_users.iter().map(|p| p.to_string()).collect(),
             db_names: r.db_names.iter().map(|p| p.to_string()).collect(),
+            commands: r.commands.as_deref().map(str::to_string),
+            keys: r.keys.as_deref().map(str::to_string),
         }
     }
 }
@@ -394,6 +412,8 @@ auth = { mode = "none" }
 name = "ops"
 db_users = ["app-*", "admin"]
 db_names = ["*"]
+commands = "+@read +@write -@dangerous -flushall"
+keys = "~app:* %R~shared:*"
 [[roles]]
 name = "empty"
 [[users]]
@@ -430,6 +450,32 @@ name = "bob"
             &c.seed.users,
             &users.iter().map(UserConfig::from).collect::<Vec<_>>(),
         );
+    }
+
+    /// A role record with a bad rule is refused wherever it comes from (the CLI builds
+    /// records with `TryFrom`; the admin socket validates decoded records), naming the rule.
+    #[test]
+    fn role_rules_are_checked_on_the_way_in() {
+        use crate::store::records::Validate;
+        let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
+        let mut role = c.seed.roles[0].clone();
+        role.commands = Some("+@read -flushal".into());
+        let e = RoleRecord::try_from(&role).unwrap_err().to_string();
+        assert!(
+            e.contains("roles.ops.commands") && e.contains("'-flushal'"),
+            "{e}"
+        );
+        role.commands = Some("+get\n-set".into());
+        assert!(RoleRecord::try_from(&role).is_err());
+        role.commands = Some("+get ".repeat(300));
+        let e = RoleRecord::try_from(&role).unwrap_err().to_string();
+        assert!(e.contains("roles.ops.commands"), "{e}");
+
+        let mut record = RoleRecord::try_from(&c.seed.roles[0]).unwrap();
+        assert!(record.validate().is_ok());
+        record.keys = Some(heapless::String::try_from("~app:* +get").unwrap());
+        let e = record.validate().unwrap_err().to_string();
+        assert!(e.contains("roles.ops.keys") && e.contains("'+get'"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum RecordError {
         value: String,
         expected: &'static str,
     },
+    #[error("{field}: {message}")]
+    Rules { field: String, message: String },
     #[error("{field}: path is not UTF-8")]
     NotUtf8 { field: String },
     #[error("databases.{database}.auth: mode password needs exactly one of password_file or password_env")]

@@ -14,12 +14,15 @@
 //!   version-1 database has neither (both `false`, what version 1 did — except that an IAM
 //!   database without TLS is now refused at its sessions until it says
 //!   `allow_plaintext_auth`).
+//! - Version 2 → 3: [`RoleRecord`] gained `commands` and `keys` (the command policy); a
+//!   version-2 role has neither (every command and key, as before). Version 1 goes through
+//!   version 2.
 
 use std::borrow::Cow;
 
 use super::codec::{LogEntry, FORMAT_VERSION};
 use super::error::FileKind;
-use super::records::DatabaseRecord;
+use super::records::{DatabaseRecord, RoleRecord};
 use super::state::State;
 
 /// Turn a payload of `file` written by format `version` into the current format's bytes.
@@ -29,13 +32,19 @@ pub fn migrate(version: u32, file: FileKind, bytes: &[u8]) -> Result<Cow<'_, [u8
         v if v > FORMAT_VERSION => Err(format!(
             "version {v} is newer than this bastion's {FORMAT_VERSION}"
         )),
-        1 => {
-            let current = match file {
-                FileKind::Snapshot => {
-                    postcard::to_stdvec(&State::from(decode::<v1::State>(bytes)?))
+        1 | 2 => {
+            let current = match (version, file) {
+                (1, FileKind::Snapshot) => {
+                    postcard::to_stdvec(&State::from(v2::State::from(decode::<v1::State>(bytes)?)))
                 }
-                FileKind::Log => {
-                    postcard::to_stdvec(&LogEntry::from(decode::<v1::LogEntry>(bytes)?))
+                (1, FileKind::Log) => postcard::to_stdvec(&LogEntry::from(v2::LogEntry::from(
+                    decode::<v1::LogEntry>(bytes)?,
+                ))),
+                (_, FileKind::Snapshot) => {
+                    postcard::to_stdvec(&State::from(decode::<v2::State>(bytes)?))
+                }
+                (_, FileKind::Log) => {
+                    postcard::to_stdvec(&LogEntry::from(decode::<v2::LogEntry>(bytes)?))
                 }
             };
             // Encoding into a Vec cannot fail for these types (the codec's own invariant).
@@ -61,6 +70,7 @@ pub(super) mod v1 {
     use serde::{Deserialize, Serialize};
 
     use super::super::records::*;
+    use super::v2::RoleRecord;
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct DatabaseRecord {
@@ -106,32 +116,74 @@ pub(super) mod v1 {
     }
 }
 
-impl From<v1::DatabaseRecord> for DatabaseRecord {
-    fn from(d: v1::DatabaseRecord) -> Self {
-        DatabaseRecord {
-            name: d.name,
-            host: d.host,
-            port: d.port,
-            tls: d.tls,
-            auth: d.auth,
-            default_db_user: d.default_db_user,
-            assume_role: d.assume_role,
-            allow_plaintext_auth: false,
-            legacy_auth: false,
-            relay_passthrough: false,
-            allow_addresses: heapless::Vec::new(),
+/// Format version 2, frozen: the types whose encoding differs from the current ones.
+pub(super) mod v2 {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::super::records::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RoleRecord {
+        pub name: Name,
+        pub db_users: heapless::Vec<Pattern, MAX_DB_USERS_PER_ROLE>,
+        pub db_names: heapless::Vec<Pattern, MAX_DB_NAMES_PER_ROLE>,
+    }
+
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Mutation {
+        PutDatabase(DatabaseRecord),
+        RemoveDatabase(Name),
+        PutRole(RoleRecord),
+        RemoveRole(Name),
+        PutUser(UserRecord),
+        RemoveUser(Name),
+        IssueCert(CertRecord),
+        RevokeCert { serial: Serial, at: UnixSeconds },
+        SetCa(CaRecord),
+        PutManagedUser(ManagedUserRecord),
+        RemoveManagedUser { database: Name, db_user: Pattern },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct LogEntry {
+        pub seq: u64,
+        pub mutation: Mutation,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct State {
+        pub databases: BTreeMap<Name, DatabaseRecord>,
+        pub roles: BTreeMap<Name, RoleRecord>,
+        pub users: BTreeMap<Name, UserRecord>,
+        pub certificates: BTreeMap<Serial, CertRecord>,
+        pub ca: Option<CaRecord>,
+        pub managed_users: BTreeMap<(Name, Pattern), ManagedUserRecord>,
+    }
+}
+
+impl From<v2::RoleRecord> for RoleRecord {
+    fn from(r: v2::RoleRecord) -> Self {
+        RoleRecord {
+            name: r.name,
+            db_users: r.db_users,
+            db_names: r.db_names,
+            commands: None,
+            keys: None,
         }
     }
 }
 
-impl From<v1::LogEntry> for LogEntry {
-    fn from(e: v1::LogEntry) -> Self {
+impl From<v2::LogEntry> for LogEntry {
+    fn from(e: v2::LogEntry) -> Self {
         use super::records::Mutation as M;
-        use v1::Mutation as Old;
+        use v2::Mutation as Old;
         let mutation = match e.mutation {
-            Old::PutDatabase(d) => M::PutDatabase(d.into()),
+            Old::PutDatabase(d) => M::PutDatabase(d),
             Old::RemoveDatabase(n) => M::RemoveDatabase(n),
-            Old::PutRole(r) => M::PutRole(r),
+            Old::PutRole(r) => M::PutRole(r.into()),
             Old::RemoveRole(n) => M::RemoveRole(n),
             Old::PutUser(u) => M::PutUser(u),
             Old::RemoveUser(n) => M::RemoveUser(n),
@@ -150,9 +202,66 @@ impl From<v1::LogEntry> for LogEntry {
     }
 }
 
-impl From<v1::State> for State {
-    fn from(s: v1::State) -> Self {
+impl From<v2::State> for State {
+    fn from(s: v2::State) -> Self {
         State {
+            databases: s.databases,
+            roles: s.roles.into_iter().map(|(n, r)| (n, r.into())).collect(),
+            users: s.users,
+            certificates: s.certificates,
+            ca: s.ca,
+            managed_users: s.managed_users,
+        }
+    }
+}
+
+impl From<v1::DatabaseRecord> for DatabaseRecord {
+    fn from(d: v1::DatabaseRecord) -> Self {
+        DatabaseRecord {
+            name: d.name,
+            host: d.host,
+            port: d.port,
+            tls: d.tls,
+            auth: d.auth,
+            default_db_user: d.default_db_user,
+            assume_role: d.assume_role,
+            allow_plaintext_auth: false,
+            legacy_auth: false,
+            relay_passthrough: false,
+            allow_addresses: heapless::Vec::new(),
+        }
+    }
+}
+
+impl From<v1::LogEntry> for v2::LogEntry {
+    fn from(e: v1::LogEntry) -> Self {
+        use v1::Mutation as Old;
+        use v2::Mutation as M;
+        let mutation = match e.mutation {
+            Old::PutDatabase(d) => M::PutDatabase(d.into()),
+            Old::RemoveDatabase(n) => M::RemoveDatabase(n),
+            Old::PutRole(r) => M::PutRole(r),
+            Old::RemoveRole(n) => M::RemoveRole(n),
+            Old::PutUser(u) => M::PutUser(u),
+            Old::RemoveUser(n) => M::RemoveUser(n),
+            Old::IssueCert(c) => M::IssueCert(c),
+            Old::RevokeCert { serial, at } => M::RevokeCert { serial, at },
+            Old::SetCa(c) => M::SetCa(c),
+            Old::PutManagedUser(m) => M::PutManagedUser(m),
+            Old::RemoveManagedUser { database, db_user } => {
+                M::RemoveManagedUser { database, db_user }
+            }
+        };
+        v2::LogEntry {
+            seq: e.seq,
+            mutation,
+        }
+    }
+}
+
+impl From<v1::State> for v2::State {
+    fn from(s: v1::State) -> Self {
+        v2::State {
             databases: s
                 .databases
                 .into_iter()
@@ -230,6 +339,47 @@ mod tests {
         assert!(!d.allow_plaintext_auth);
 
         assert!(migrate(1, FileKind::Snapshot, b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn version_2_roles_decode_without_a_command_policy() {
+        let v2_role = v2::RoleRecord {
+            name: n("ops"),
+            db_users: heapless::Vec::new(),
+            db_names: heapless::Vec::from_slice(&[crate::store::test_support::p("*")]).unwrap(),
+        };
+        let old = v2::LogEntry {
+            seq: 3,
+            mutation: v2::Mutation::PutRole(v2_role.clone()),
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        assert!(
+            decode::<LogEntry>(&bytes).is_err(),
+            "the migration is needed"
+        );
+        let entry: LogEntry = decode(&migrate(2, FileKind::Log, &bytes).unwrap()).unwrap();
+        let Mutation::PutRole(role) = entry.mutation else {
+            panic!("{entry:?}")
+        };
+        assert_eq!((role.name.as_str(), role.db_names.len()), ("ops", 1));
+        assert_eq!((role.commands, role.keys), (None, None));
+
+        let mut state = v2::State::default();
+        state.roles.insert(n("ops"), v2_role.clone());
+        state.databases.insert(n("cache"), db("cache", 6379, 0));
+        let bytes = postcard::to_stdvec(&state).unwrap();
+        let state: State = decode(&migrate(2, FileKind::Snapshot, &bytes).unwrap()).unwrap();
+        assert!(state.database("cache").is_some());
+        assert_eq!(state.roles().count(), 1);
+
+        // Version 1 roles go through version 2.
+        let old = v1::LogEntry {
+            seq: 4,
+            mutation: v1::Mutation::PutRole(v2_role),
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        let entry: LogEntry = decode(&migrate(1, FileKind::Log, &bytes).unwrap()).unwrap();
+        assert!(matches!(entry.mutation, Mutation::PutRole(r) if r.commands.is_none()));
     }
 
     /// A store written by format 1 on disk: it opens with every record, is rewritten in the

@@ -43,6 +43,8 @@ pub const MAX_ROLES_PER_USER: usize = 16;
 pub const MAX_DB_USERS_PER_ROLE: usize = 32;
 /// `db_names` patterns in one role.
 pub const MAX_DB_NAMES_PER_ROLE: usize = 32;
+/// Bytes of a role's `commands` or `keys` rules (the policy's own bound).
+pub const MAX_RULES_LEN: usize = crate::proxy::inspect::policy::MAX_RULES_LEN;
 /// `allow_addresses` ranges of one database.
 pub const MAX_ALLOW_ADDRESSES: usize = 16;
 /// Databases in the store.
@@ -135,7 +137,14 @@ pub struct RoleRecord {
     pub name: Name,
     pub db_users: heapless::Vec<Pattern, MAX_DB_USERS_PER_ROLE>,
     pub db_names: heapless::Vec<Pattern, MAX_DB_NAMES_PER_ROLE>,
+    /// Command policy: ACL command rules (`+@read -@dangerous`). Added in format version 3.
+    pub commands: Option<Rules>,
+    /// Command policy: key patterns (`~app:*`). Added in format version 3.
+    pub keys: Option<Rules>,
 }
+
+/// A role's `commands` or `keys` rules as written.
+pub type Rules = heapless::String<MAX_RULES_LEN>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -313,6 +322,16 @@ pub fn serial(field: &str, bytes: &[u8]) -> Result<Serial, RecordError> {
     Ok(out)
 }
 
+/// A role's command policy compiles; the error names the setting and the rule.
+pub fn check_rules(role: &crate::config::RoleConfig) -> Result<(), RecordError> {
+    role.policy()
+        .map(|_| ())
+        .map_err(|(setting, e)| RecordError::Rules {
+            field: format!("roles.{}.{setting}", role.name),
+            message: e.to_string(),
+        })
+}
+
 fn check_text(field: &str, charset: Charset, s: &str) -> Result<(), RecordError> {
     if s.is_empty() {
         return Err(RecordError::Empty {
@@ -389,7 +408,16 @@ impl Validate for RoleRecord {
         for p in &self.db_names {
             check_text(&format!("roles.{}.db_names", self.name), Charset::Token, p)?;
         }
-        Ok(())
+        for (field, rules) in [("commands", &self.commands), ("keys", &self.keys)] {
+            if let Some(rules) = rules {
+                check_text(
+                    &format!("roles.{}.{field}", self.name),
+                    Charset::Path,
+                    rules,
+                )?;
+            }
+        }
+        check_rules(&crate::config::RoleConfig::from(self))
     }
 }
 

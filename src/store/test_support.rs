@@ -59,6 +59,8 @@ pub fn role(name: &str, db_names: &[&str]) -> RoleRecord {
         name: n(name),
         db_users: heapless::Vec::from_slice(&[p("app-*")]).unwrap(),
         db_names: db_names.iter().map(|d| p(d)).collect(),
+        commands: None,
+        keys: None,
     }
 }
 

@@ -82,6 +82,7 @@ pub fn role(name: &str) -> RoleRecord {
         name: name.to_string(),
         db_users: vec!["app".into()],
         db_names: vec!["*".into()],
+        ..RoleConfig::default()
     })
     .expect("a valid role")
 }

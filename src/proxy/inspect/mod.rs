@@ -7,6 +7,8 @@
 //!   [`guard::framer`](crate::proxy::guard::framer).
 //! - [`matcher`]: pairs the two event streams in order (pipelining, RESP3 pushes, subscribe
 //!   confirmations, RESP2 pub/sub messages).
+//! - [`policy`]: a role's command policy (ACL-style rules), deciding per command as Redis'
+//!   own ACL would; its table of commands is generated from a real redis-server.
 //!
 //! Not yet wired into the relay: nothing here moves bytes. What this module must never do:
 //! disagree with Redis about where a reply ends, hold or reorder bytes (it only observes them),
@@ -14,6 +16,7 @@
 
 mod fuzz;
 pub mod matcher;
+pub mod policy;
 pub mod reply;
 
 #[cfg(test)]
@@ -21,4 +24,5 @@ mod tests;
 
 pub use fuzz::fuzz_replies;
 pub use matcher::{Matched, Matcher};
+pub use policy::{fuzz_policy, ArgsNeeded, CommandPolicy, Denied, RuleError, SessionPolicy};
 pub use reply::{Reply, ReplyConfig, ReplyError, ReplyFramer, ReplyKind, ReplyStep, Word};

@@ -1,0 +1,293 @@
+//! Where a command's keys are, and what it does with them: Redis 7.0's
+//! `getKeysFromCommandWithSpecs` — the key specs when they are complete and their flags fixed,
+//! otherwise the command's own key finder (`setGetKeys`, `bitfieldGetKeys`, `sortGetKeys`,
+//! `migrateGetKeys`, `sortROGetKeys`). A command that needs a finder this file does not have gives `None`, and
+//! the policy denies it when keys are restricted (`tests/command_policy.rs` checks that no
+//! command of the table is in that case).
+
+use super::key_flags::*;
+use super::{BeginSearch, CommandSpec, FindKeys, KeySpec, READ, WRITE};
+
+/// One key: its argument position (1 = first after the name) and the permissions it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Key {
+    pub position: usize,
+    pub perms: u8,
+}
+
+/// Commands whose key specs are incomplete or variable, with Redis' own finder for them.
+pub(super) const FINDERS: &[&str] = &["bitfield", "migrate", "set", "sort", "sort_ro"];
+
+/// `doesCommandHaveKeys`: some key spec is a real key.
+pub(super) fn has_keys(cmd: &CommandSpec) -> bool {
+    cmd.key_specs.iter().any(|s| s.flags & NOT_KEY == 0)
+}
+
+/// The keys of `cmd` called with `args` (after the name), or `None` if they cannot be found.
+pub(super) fn find<A: AsRef<[u8]>>(cmd: &CommandSpec, args: &[A]) -> Option<Vec<Key>> {
+    let has_varflags = cmd.key_specs.iter().any(|s| s.flags & VARIABLE_FLAGS != 0);
+    if !has_varflags {
+        if let Some(keys) = from_specs(cmd.key_specs, args) {
+            return Some(keys);
+        }
+    }
+    let arg = |i: usize| args.get(i - 1).map(AsRef::as_ref);
+    let argc = args.len() + 1;
+    // With too few arguments (Redis refuses the arity before its ACL) a finder may name a
+    // position past the end: there is no key there.
+    let within = |keys: Vec<Key>| keys.into_iter().filter(|k| k.position < argc).collect();
+    let keys = match cmd.name {
+        name if !FINDERS.contains(&name) => None,
+        "set" => Some(set_keys(argc, arg)),
+        "bitfield" => Some(bitfield_keys(argc, arg)),
+        "sort" => Some(sort_keys(argc, arg)),
+        "migrate" => Some(migrate_keys(argc, arg)),
+        // `sortROGetKeys`: only the sorted key (BY/GET patterns are not keys to ACL).
+        "sort_ro" => Some(vec![Key {
+            position: 1,
+            perms: perms_of(RO | ACCESS),
+        }]),
+        _ => None,
+    };
+    keys.map(within)
+}
+
+/// What a key spec's flags need: `ACCESS` reads, `INSERT`/`DELETE`/`UPDATE` write.
+pub(super) fn perms_of(flags: u16) -> u8 {
+    let mut perms = 0;
+    if flags & ACCESS != 0 {
+        perms |= READ;
+    }
+    if flags & (INSERT | DELETE | UPDATE) != 0 {
+        perms |= WRITE;
+    }
+    perms
+}
+
+/// `getKeysUsingKeySpecs` without partial results: `None` where Redis returns -1.
+fn from_specs<A: AsRef<[u8]>>(specs: &[KeySpec], args: &[A]) -> Option<Vec<Key>> {
+    let argc = args.len() as i64 + 1;
+    let arg = |i: i64| -> &[u8] {
+        usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| args.get(i))
+            .map_or(&[], AsRef::as_ref)
+    };
+    let mut keys = Vec::new();
+    for spec in specs {
+        if spec.flags & NOT_KEY != 0 {
+            continue;
+        }
+        let mut first = match spec.begin {
+            BeginSearch::Index(pos) => i64::from(pos),
+            BeginSearch::Keyword { keyword, startfrom } => {
+                let startfrom = i64::from(startfrom);
+                let (start, end) = if startfrom > 0 {
+                    (startfrom, argc - 1)
+                } else {
+                    (argc + startfrom, 1)
+                };
+                let mut found = 0;
+                let mut i = start;
+                while i != end {
+                    if i >= argc || i < 1 {
+                        break;
+                    }
+                    if arg(i).eq_ignore_ascii_case(keyword.as_bytes()) {
+                        found = i + 1;
+                        break;
+                    }
+                    i = if start <= end { i + 1 } else { i - 1 };
+                }
+                if found == 0 {
+                    continue;
+                }
+                found
+            }
+            BeginSearch::Unknown => return None,
+        };
+        let (last, step) = match spec.find {
+            FindKeys::Range {
+                lastkey,
+                keystep,
+                limit,
+            } => {
+                let (lastkey, limit) = (i64::from(lastkey), i64::from(limit));
+                let last = if lastkey >= 0 {
+                    first + lastkey
+                } else if limit == 0 {
+                    argc + lastkey
+                } else {
+                    // Redis asserts lastkey == -1 here (the generator checks the table does).
+                    first + ((argc - first) / limit + lastkey)
+                };
+                (last, i64::from(keystep))
+            }
+            FindKeys::Keynum {
+                keynumidx,
+                firstkey,
+                keystep,
+            } => {
+                let at = first + i64::from(keynumidx);
+                if at >= argc {
+                    return None;
+                }
+                let numkeys: i64 = std::str::from_utf8(arg(at)).ok()?.parse().ok()?;
+                if numkeys < 0 || !is_redis_integer(arg(at)) {
+                    return None;
+                }
+                if numkeys == 0 {
+                    // Redis: an invalid spec, so the command's finder decides, and every
+                    // keynum finder (`genericGetKeys` and kin) finds no key at all for 0 —
+                    // not even a destination found by an earlier spec. `EVAL s 0` runs.
+                    return Some(Vec::new());
+                }
+                first += i64::from(firstkey);
+                (first.checked_add(numkeys)? - 1, i64::from(keystep))
+            }
+            FindKeys::Unknown => return None,
+        };
+        if last >= argc || last < first || first >= argc {
+            return None;
+        }
+        if step < 1 {
+            return None;
+        }
+        let mut i = first;
+        while i <= last {
+            if i >= argc || i < first {
+                // Variadic commands with too few arguments: Redis finds no key here and the
+                // command fails its own syntax check.
+                i += step;
+                continue;
+            }
+            keys.push(Key {
+                position: i as usize,
+                perms: perms_of(spec.flags),
+            });
+            i += step;
+        }
+        if spec.flags & INCOMPLETE != 0 {
+            return None;
+        }
+    }
+    Some(keys)
+}
+
+/// `string2ll`: no leading `+`, no leading zeros, no spaces (what `str::parse` lets through
+/// beyond it).
+fn is_redis_integer(s: &[u8]) -> bool {
+    match s {
+        [b'0'] => true,
+        [b'-', rest @ ..] => matches!(rest.first(), Some(b'1'..=b'9')),
+        [first, ..] => (b'1'..=b'9').contains(first),
+        [] => false,
+    }
+}
+
+/// `setGetKeys`: the key is read as well when `GET` is among the options.
+fn set_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec<Key> {
+    let get = (3..argc).any(|i| arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"get")));
+    let flags = if get {
+        RW | ACCESS | UPDATE
+    } else {
+        OW | UPDATE
+    };
+    vec![Key {
+        position: 1,
+        perms: perms_of(flags),
+    }]
+}
+
+/// `bitfieldGetKeys`: read-only when every operation is `GET` (or `OVERFLOW`).
+fn bitfield_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec<Key> {
+    let mut readonly = true;
+    let mut i = 2;
+    while i < argc {
+        let remargs = argc - i - 1;
+        let a = arg(i).unwrap_or_default();
+        if a.eq_ignore_ascii_case(b"get") && remargs >= 2 {
+            i += 2;
+        } else if (a.eq_ignore_ascii_case(b"set") || a.eq_ignore_ascii_case(b"incrby"))
+            && remargs >= 3
+        {
+            readonly = false;
+            break;
+        } else if a.eq_ignore_ascii_case(b"overflow") && remargs >= 1 {
+            i += 1;
+        } else {
+            readonly = false;
+            break;
+        }
+        i += 1;
+    }
+    let flags = if readonly {
+        RO | ACCESS
+    } else {
+        RW | ACCESS | UPDATE
+    };
+    vec![Key {
+        position: 1,
+        perms: perms_of(flags),
+    }]
+}
+
+/// `sortGetKeys`: the sorted key, and the last `STORE` destination.
+fn sort_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec<Key> {
+    let mut keys = vec![Key {
+        position: 1,
+        perms: perms_of(RO | ACCESS),
+    }];
+    let mut store = None;
+    let skips: [(&[u8], usize); 3] = [(b"limit", 2), (b"get", 1), (b"by", 1)];
+    let mut i = 2;
+    while i < argc {
+        let a = arg(i).unwrap_or_default();
+        // Redis checks STORE inside the loop over the skip list, before its first entry.
+        if let Some((_, skip)) = skips.iter().find(|(name, _)| a.eq_ignore_ascii_case(name)) {
+            i += skip;
+        } else if a.eq_ignore_ascii_case(b"store") && i + 1 < argc {
+            store = Some(i + 1);
+        }
+        i += 1;
+    }
+    if let Some(position) = store {
+        keys.push(Key {
+            position,
+            perms: perms_of(OW | UPDATE),
+        });
+    }
+    keys
+}
+
+/// `migrateGetKeys`: the key argument, or every key after `KEYS` (when the key argument is
+/// empty).
+fn migrate_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec<Key> {
+    let (mut first, mut num) = (3, 1);
+    if argc > 6 {
+        let mut i = 6;
+        while i < argc {
+            let a = arg(i).unwrap_or_default();
+            if a.eq_ignore_ascii_case(b"keys") {
+                if !arg(3).unwrap_or_default().is_empty() {
+                    return Vec::new();
+                }
+                first = i + 1;
+                num = argc - first;
+                break;
+            }
+            if a.eq_ignore_ascii_case(b"auth") {
+                i += 1;
+            } else if a.eq_ignore_ascii_case(b"auth2") {
+                i += 2;
+            }
+            i += 1;
+        }
+    }
+    (first..first + num)
+        .map(|position| Key {
+            position,
+            perms: perms_of(RW | ACCESS | DELETE),
+        })
+        .collect()
+}
