@@ -263,16 +263,14 @@ fn write_readme(json: &Value, source: &Path) -> Result<()> {
     if end < begin {
         bail!("{}: {END} comes before {BEGIN}", path.display());
     }
-    let shown = source
-        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
-        .unwrap_or(source)
-        .display()
-        .to_string();
-    let shown = shown.trim_start_matches('/');
+    // A JSON inside the repository is named relative to it, and its chart is linked.
+    let inside = source.strip_prefix(env!("CARGO_MANIFEST_DIR")).ok();
+    let shown = inside.unwrap_or(source).display().to_string();
+    let chart = inside.map(|p| p.with_extension("png").display().to_string());
     let new = format!(
         "{}{}{}",
         &text[..begin],
-        readme_block(json, shown),
+        readme_block(json, &shown, chart.as_deref()),
         &text[end + END.len()..]
     );
     std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
@@ -296,8 +294,8 @@ const README_RATIOS: &[(&str, &str, &str)] = &[
     ("bastion-tls", "direct-tls", "mTLS guard ÷ Redis TLS"),
 ];
 
-/// The generated Markdown, markers included.
-pub(crate) fn readme_block(json: &Value, source: &str) -> String {
+/// The generated Markdown, markers included; `chart`: the PNG to link, relative to the README.
+pub(crate) fn readme_block(json: &Value, source: &str, chart: Option<&str>) -> String {
     let median = |w: &str, t: &str| -> Option<f64> {
         json["throughput"]
             .as_array()?
@@ -383,28 +381,25 @@ pub(crate) fn readme_block(json: &Value, source: &str) -> String {
         churn_median("direct-unix").map_or("n/a".into(), crate::report::human),
     ));
 
-    let idle: Vec<String> = json["idle"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| {
-            Some(format!(
-                "{} {:.1} + {:.1}",
-                r["target"].as_str()?,
-                r["user_kib"].as_f64()?,
-                r["kernel_kib"].as_f64()?
-            ))
-        })
-        .collect();
     let sessions = json["idle"]
         .as_array()
         .and_then(|a| a.iter().find_map(|r| r["sessions"].as_u64()));
     if let Some(sessions) = sessions {
         out.push_str(&format!(
-            "\nMemory per idle session ({sessions} sessions per target, KiB user RSS + kernel SUnreclaim, \
-             kernel system-wide): {}.\n",
-            idle.join(", ")
+            "\nMemory per idle session ({sessions} sessions per target open at once, one PING each; \
+             kernel: `SUnreclaim` growth, system-wide):\n\n\
+             | target | user RSS KiB | kernel KiB | pipes the process holds |\n|---|---|---|---|\n"
         ));
+        for r in json["idle"].as_array().into_iter().flatten() {
+            let kib = |k: &str| r[k].as_f64().map_or("n/a".into(), |v| format!("{v:.1}"));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                r["target"].as_str().unwrap_or("?"),
+                kib("user_kib"),
+                kib("kernel_kib"),
+                r["pipes"].as_u64().map_or("n/a".into(), |p| p.to_string()),
+            ));
+        }
     }
 
     let startup = &json["startup"];
@@ -420,7 +415,9 @@ pub(crate) fn readme_block(json: &Value, source: &str) -> String {
             _ => "n/a".into(),
         }
     ));
-    out.push_str("\n![bastion ÷ HAProxy per workload](benches/results/latest.png)\n");
+    if let Some(chart) = chart {
+        out.push_str(&format!("\n![bastion ÷ HAProxy per workload]({chart})\n"));
+    }
     out.push_str(END);
     out
 }
