@@ -1,4 +1,4 @@
-//! `--churn-auth`: connection churn (`redis-benchmark -k 0`, PING, a new connection per
+//! Connection churn (`redis-benchmark -k 0`, PING, a new connection per
 //! request) through the bastion with upstream auth mode `none`, `password` and `iam` side by
 //! side, with direct Redis and HAProxy on Unix sockets for scale. Set-up cost is what it
 //! measures: accept, identify, the upstream dial, AUTH (with an IAM token signed per session).
@@ -8,10 +8,11 @@
 //! environment, nothing fetched) are made and sent as in production, and the upstream answers
 //! `+OK`.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
-use crate::report::human;
+use crate::report::{human, median};
 use crate::support::bastion::Bastion;
 use crate::support::certs::write_private;
 use crate::support::clients::{Endpoint, REDIS_BENCHMARK};
@@ -22,13 +23,87 @@ use crate::{commands_processed, last_line, parse_csv, Options, TargetId};
 
 /// Requests per run (scaled by `--scale`); each is a connection.
 const REQUESTS: f64 = 20_000.0;
-const CLIENTS: &str = "50";
+pub(crate) const CLIENTS: &str = "50";
 const DATABASES: [&str; 3] = ["none", "password", "iam"];
 
-/// Run the comparison; the printed table.
-pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> String {
+/// What [`run`] measured: one row per target, in the order they ran.
+pub(crate) struct Churn {
+    /// Connections per run (after `--scale`).
+    pub(crate) requests: u64,
+    pub(crate) rounds: usize,
+    pub(crate) rows: Vec<ChurnRow>,
+    /// Why nothing could be measured (no Redis, the churn bastion did not start).
+    pub(crate) failed: Option<String>,
+}
+
+pub(crate) struct ChurnRow {
+    pub(crate) target: String,
+    /// conn/s of every successful run, in round order.
+    pub(crate) runs: Vec<f64>,
+    pub(crate) errors: Vec<String>,
+}
+
+impl Churn {
+    fn failed(why: String) -> Churn {
+        Churn {
+            requests: 0,
+            rounds: 0,
+            rows: Vec::new(),
+            failed: Some(why),
+        }
+    }
+
+    pub(crate) fn median_of(&self, target: &str) -> Option<f64> {
+        let row = self.rows.iter().find(|r| r.target == target)?;
+        median(Some(&row.runs))
+    }
+
+    /// The printed table: conn/s, ratio to HAProxy, the bastion's ratio to its auth=none row.
+    pub(crate) fn render(&self) -> String {
+        if let Some(why) = &self.failed {
+            return format!("\nchurn: {why}\n");
+        }
+        let (haproxy, none) = (
+            self.median_of("haproxy-unix"),
+            self.median_of("bastion-unix auth=none"),
+        );
+        let mut out = format!(
+            "\n== connection churn (-k 0, PING, -c {CLIENTS}, {} connections/run): \
+             median of {} ==\n{:<26}{:>12}{:>12}{:>14}\n",
+            self.requests, self.rounds, "target", "conn/s", "/ haproxy", "/ auth=none"
+        );
+        let ratio = |v: Option<f64>, base: Option<f64>| match (v, base) {
+            (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
+            _ => "-".into(),
+        };
+        for row in &self.rows {
+            let m = median(Some(&row.runs));
+            out.push_str(&format!(
+                "{:<26}{:>12}{:>12}{:>14}\n",
+                row.target,
+                m.map_or("n/a".into(), human),
+                ratio(m, haproxy),
+                if row.target.starts_with("bastion") {
+                    ratio(m, none)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        for row in &self.rows {
+            for e in &row.errors {
+                out.push_str(&format!("  error: {}: {e}\n", row.target));
+            }
+        }
+        out
+    }
+}
+
+/// Run the comparison: direct Redis and HAProxy on Unix sockets, then the churn bastion's three
+/// auth modes, interleaved in `opts.rounds` rounds.
+pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> Churn {
     let Ok(redis) = &bed.redis else {
-        return "churn: no redis-server\n".into();
+        return Churn::failed("no redis-server".into());
     };
     let peers = Options {
         only: Some(vec![TargetId::DirectUnix, TargetId::HaproxyUnix]),
@@ -38,6 +113,10 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> String {
         keep: false,
         churn_auth: false,
         idle: 0,
+        starts: 0,
+        results_dir: opts.results_dir.clone(),
+        write_readme: false,
+        from_json: None,
     };
     let mut targets: Vec<(String, Endpoint)> = bed
         .targets(&peers)
@@ -47,7 +126,7 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> String {
         .collect();
     let bastion = match catch(|| start_bastion(dir, redis)) {
         Ok(b) => b,
-        Err(e) => return format!("churn: bastion: {e}\n"),
+        Err(e) => return Churn::failed(format!("bastion: {e}")),
     };
     for db in DATABASES {
         targets.push((
@@ -56,8 +135,14 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> String {
         ));
     }
     let requests = ((REQUESTS * opts.scale) as u64).max(100);
-    let mut ops: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-    let mut errors = Vec::new();
+    let mut rows: Vec<ChurnRow> = targets
+        .iter()
+        .map(|(name, _)| ChurnRow {
+            target: name.clone(),
+            runs: Vec::new(),
+            errors: Vec::new(),
+        })
+        .collect();
     for round in 0..opts.rounds {
         eprintln!("relay bench: churn round {}/{}", round + 1, opts.rounds);
         for i in 0..targets.len() {
@@ -66,51 +151,22 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> String {
             match catch(|| churn_once(opts, redis, ep, requests)).unwrap_or_else(Err) {
                 Ok(v) => {
                     eprintln!("  {name:<24} {:>8} conn/s", human(v));
-                    ops[t].push(v);
+                    rows[t].runs.push(v);
                 }
-                Err(e) => errors.push(format!("{name}: {e}")),
+                Err(e) => {
+                    eprintln!("  {name:<24} {e}");
+                    rows[t].errors.push(e);
+                }
             }
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        (!v.is_empty()).then(|| v[v.len() / 2])
-    };
-    let medians: Vec<Option<f64>> = ops.iter().map(|v| median(v)).collect();
-    let by_name = |n: &str| {
-        targets
-            .iter()
-            .position(|(name, _)| name == n)
-            .and_then(|i| medians[i])
-    };
-    let (haproxy, none) = (by_name("haproxy-unix"), by_name("bastion-unix auth=none"));
-    let mut out = format!(
-        "\n== connection churn (-k 0, PING, -c {CLIENTS}, {requests} connections/run): \
-         median of {} ==\n{:<26}{:>12}{:>12}{:>14}\n",
-        opts.rounds, "target", "conn/s", "/ haproxy", "/ auth=none"
-    );
-    let ratio = |v: Option<f64>, base: Option<f64>| match (v, base) {
-        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}x", v / b),
-        _ => "-".into(),
-    };
-    for ((name, _), m) in targets.iter().zip(&medians) {
-        out.push_str(&format!(
-            "{name:<26}{:>12}{:>12}{:>14}\n",
-            m.map_or("n/a".into(), human),
-            ratio(*m, haproxy),
-            if name.starts_with("bastion") {
-                ratio(*m, none)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    for e in errors {
-        out.push_str(&format!("  error: {e}\n"));
-    }
     drop(bastion);
-    out
+    Churn {
+        requests,
+        rounds: opts.rounds,
+        rows,
+        failed: None,
+    }
 }
 
 /// One `redis-benchmark -k 0` run: connections (= requests) per second, once Redis' counters
@@ -158,11 +214,17 @@ fn start_bastion(dir: &Path, redis: &RedisServer) -> Bastion {
     let dir = dir.join("churn-bastion");
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("churn state dir");
-    let password = write_private(&dir.join("upstream.pw"), b"churn-bench-password");
+    // Password files must sit directly in `secrets_dir` (0700).
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).expect("churn secrets dir");
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))
+        .expect("chmod 0700 the churn secrets dir");
+    let password = write_private(&secrets.join("upstream.pw"), b"churn-bench-password");
     let uid = nix::unistd::getuid().as_raw();
     let quote = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     let config = format!(
         r#"state_dir = {state}
+secrets_dir = {secrets}
 
 [listeners.unix]
 directory = {sock}
@@ -197,6 +259,7 @@ roles = ["bench"]
 unix_user = "{uid}"
 "#,
         state = quote(&state),
+        secrets = quote(&secrets),
         sock = quote(&dir.join("sock")),
         password = quote(&password),
         redis = redis.plain_addr(),

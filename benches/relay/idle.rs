@@ -21,13 +21,14 @@ use crate::support::raw::Raw;
 use crate::TargetId;
 
 /// The measured targets, in this order (directs first: their numbers are the baseline).
-pub(crate) const TARGETS: [TargetId; 8] = [
+pub(crate) const TARGETS: [TargetId; 9] = [
     TargetId::DirectUnix,
     TargetId::DirectTls,
     TargetId::HaproxyUnix,
     TargetId::HaproxyTls,
     TargetId::BastionUnix,
     TargetId::BastionUnixPass,
+    TargetId::BastionUnixInspect,
     TargetId::BastionTls,
     TargetId::BastionTlsPass,
 ];

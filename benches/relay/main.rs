@@ -24,12 +24,16 @@
 #[allow(unused_imports)]
 mod support;
 
+mod chart;
 mod churn;
 mod idle;
 mod report;
+mod results;
+mod startup;
 mod testbed;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -52,7 +56,17 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(json) = &opts.from_json {
+        // Redraw the chart and the README table from a saved run; nothing is measured.
+        if let Err(e) = results::regenerate(json, &opts) {
+            eprintln!("relay bench: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let load_before = results::loadavg();
     let tmp = tempfile::Builder::new()
         .prefix("bastion-relay-bench-")
         .tempdir()
@@ -62,14 +76,30 @@ fn main() {
     // The idle sessions need descriptors, here and in every child.
     let fd_limit = raise_fd_limit();
     let mut bed = TestBed::start(tmp.path(), fd_limit);
-    if opts.churn_auth {
-        print!("{}", churn::run(&opts, &bed, tmp.path()));
+    // `--churn-auth`: only the churn table (and no result files: it is not a full run).
+    let full = !opts.churn_auth;
+    let targets = if full { bed.targets(&opts) } else { Vec::new() };
+    let env = report::environment(&bed);
+    let idle = if full {
+        bed.measure_idle(&targets, opts.idle, fd_limit)
+    } else {
+        Default::default()
+    };
+    let results = if full {
+        run_rounds(&opts, &mut bed, &targets)
+    } else {
+        Results::default()
+    };
+    let churn = churn::run(&opts, &bed, tmp.path());
+    if !full {
+        print!("{}", churn.render());
         return;
     }
-    let targets = bed.targets(&opts);
-    let env = report::environment(&bed);
-    let idle = bed.measure_idle(&targets, opts.idle, fd_limit);
-    let results = run_rounds(&opts, &mut bed, &targets);
+    let startup = match &bed.redis {
+        Ok(redis) => startup::measure(&tmp.path().join("startup"), redis.plain_addr(), opts.starts),
+        Err(e) => startup::Startup::failed(e.clone()),
+    };
+    let binary = startup::binary_size(tmp.path());
     let report = Report {
         opts: &opts,
         targets: &targets,
@@ -78,9 +108,16 @@ fn main() {
         env,
         bastion: bed.bastion_summary(),
         haproxy_hwm: bed.haproxy_memory(),
+        churn: &churn,
+        startup: &startup,
+        binary: &binary,
         elapsed: started.elapsed(),
     };
     print!("{}", report.render());
+    let json = results::to_json(&report, started_at, load_before, results::loadavg());
+    if let Err(e) = results::save(&json, &opts) {
+        eprintln!("relay bench: saving the results: {e:#}");
+    }
     if opts.keep {
         bed.keep_files(tmp.path());
     }
@@ -100,7 +137,13 @@ const USAGE: &str = "usage: cargo bench --bench relay [-- OPTIONS]
   --idle N        idle sessions per target for the memory table (default 2000; 0: skip); all stay
                   open until every target is measured, so N is cut to fit the fd limit
   --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path
-  --churn-auth    only connection churn (-k 0) with upstream auth none / password / iam";
+  --starts N      bastion starts timed for exec -> READY=1 (default 5, after one cold start)
+  --results DIR   where relay-<UTC>.json, latest.json and latest.png go (default benches/results)
+  --write-readme  also rewrite README.md's table between <!-- bench:begin --> and <!-- bench:end -->
+  --from-json F   measure nothing: redraw the chart and (with --write-readme) the README table
+                  from a saved run's JSON
+  --churn-auth    only connection churn (-k 0) with upstream auth none / password / iam; prints
+                  its table and writes no result files";
 
 struct Options {
     rounds: usize,
@@ -110,6 +153,10 @@ struct Options {
     idle: usize,
     keep: bool,
     churn_auth: bool,
+    starts: usize,
+    results_dir: PathBuf,
+    write_readme: bool,
+    from_json: Option<PathBuf>,
 }
 
 impl Options {
@@ -122,6 +169,10 @@ impl Options {
             idle: 2_000,
             keep: false,
             churn_auth: false,
+            starts: 5,
+            results_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results")),
+            write_readme: false,
+            from_json: None,
         };
         let mut args = args;
         while let Some(arg) = args.next() {
@@ -162,6 +213,10 @@ impl Options {
                 "--idle" => opts.idle = value("--idle")?.parse().context("--idle")?,
                 "--keep" => opts.keep = true,
                 "--churn-auth" => opts.churn_auth = true,
+                "--starts" => opts.starts = value("--starts")?.parse().context("--starts")?,
+                "--results" => opts.results_dir = value("--results")?.into(),
+                "--write-readme" => opts.write_readme = true,
+                "--from-json" => opts.from_json = Some(value("--from-json")?.into()),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -297,6 +352,8 @@ enum TargetId {
     BastionUnix,
     /// `relay = "passthrough"`.
     BastionUnixPass,
+    /// `relay = "inspect"`, on a bastion of its own (`n/a` while the config rejects the mode).
+    BastionUnixInspect,
     DirectTls,
     HaproxyTls,
     BastionTls,
@@ -304,13 +361,14 @@ enum TargetId {
 }
 
 impl TargetId {
-    const ALL: [TargetId; 10] = [
+    const ALL: [TargetId; 11] = [
         TargetId::DirectTcp,
         TargetId::HaproxyTcp,
         TargetId::DirectUnix,
         TargetId::HaproxyUnix,
         TargetId::BastionUnix,
         TargetId::BastionUnixPass,
+        TargetId::BastionUnixInspect,
         TargetId::DirectTls,
         TargetId::HaproxyTls,
         TargetId::BastionTls,
@@ -325,6 +383,7 @@ impl TargetId {
             TargetId::HaproxyUnix => "haproxy-unix",
             TargetId::BastionUnix => "bastion-unix",
             TargetId::BastionUnixPass => "bastion-unix-pass",
+            TargetId::BastionUnixInspect => "bastion-unix-inspect",
             TargetId::DirectTls => "direct-tls",
             TargetId::HaproxyTls => "haproxy-tls",
             TargetId::BastionTls => "bastion-tls",
@@ -337,9 +396,44 @@ impl TargetId {
             self,
             TargetId::BastionUnix
                 | TargetId::BastionUnixPass
+                | TargetId::BastionUnixInspect
                 | TargetId::BastionTls
                 | TargetId::BastionTlsPass
         )
+    }
+
+    /// How the client reaches it: `tcp`, `unix` or `tls`.
+    fn transport(self) -> &'static str {
+        match self {
+            TargetId::DirectTcp | TargetId::HaproxyTcp => "tcp",
+            TargetId::DirectUnix
+            | TargetId::HaproxyUnix
+            | TargetId::BastionUnix
+            | TargetId::BastionUnixPass
+            | TargetId::BastionUnixInspect => "unix",
+            TargetId::DirectTls
+            | TargetId::HaproxyTls
+            | TargetId::BastionTls
+            | TargetId::BastionTlsPass => "tls",
+        }
+    }
+
+    /// Redis itself on the same client transport: every target's "ratio to direct".
+    fn direct(self) -> TargetId {
+        match self.transport() {
+            "unix" => TargetId::DirectUnix,
+            "tls" => TargetId::DirectTls,
+            _ => TargetId::DirectTcp,
+        }
+    }
+
+    /// HAProxy on the same client transport: every target's "ratio to HAProxy".
+    fn haproxy(self) -> TargetId {
+        match self.transport() {
+            "unix" => TargetId::HaproxyUnix,
+            "tls" => TargetId::HaproxyTls,
+            _ => TargetId::HaproxyTcp,
+        }
     }
 }
 
@@ -354,6 +448,8 @@ const RATIOS: &[(TargetId, TargetId)] = &[
     (TargetId::BastionUnix, TargetId::HaproxyUnix),
     (TargetId::BastionUnix, TargetId::BastionUnixPass),
     (TargetId::BastionUnixPass, TargetId::HaproxyUnix),
+    (TargetId::BastionUnixInspect, TargetId::BastionUnixPass),
+    (TargetId::BastionUnixInspect, TargetId::HaproxyUnix),
     (TargetId::BastionTls, TargetId::DirectTcp),
     (TargetId::BastionTls, TargetId::DirectTls),
     (TargetId::BastionTls, TargetId::HaproxyTls),

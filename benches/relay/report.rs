@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::churn::Churn;
 use crate::idle::IdleResults;
+use crate::startup::{BinarySize, Startup};
 use crate::testbed::{BastionSummary, Memory, TestBed};
 use crate::{Options, Results, Target, TargetId, RATIOS, WORKLOADS};
 
@@ -17,6 +19,9 @@ pub(crate) struct Report<'a> {
     pub(crate) env: String,
     pub(crate) bastion: Option<BastionSummary>,
     pub(crate) haproxy_hwm: Option<Memory>,
+    pub(crate) churn: &'a Churn,
+    pub(crate) startup: &'a Startup,
+    pub(crate) binary: &'a BinarySize,
     pub(crate) elapsed: Duration,
 }
 
@@ -117,6 +122,8 @@ impl Report<'_> {
         }
 
         self.idle_section(&mut out, &mut notes);
+        out.push_str(&self.churn.render());
+        self.startup_section(&mut out);
         out.push('\n');
         self.bastion_section(&mut out);
         notes.render(&mut out);
@@ -172,17 +179,7 @@ impl Report<'_> {
             "target", "sessions", "user RSS", "kernel", "kernel - direct", "pipes"
         );
         let direct = |id: TargetId| {
-            let base = if matches!(
-                id,
-                TargetId::DirectTls
-                    | TargetId::HaproxyTls
-                    | TargetId::BastionTls
-                    | TargetId::BastionTlsPass
-            ) {
-                TargetId::DirectTls
-            } else {
-                TargetId::DirectUnix
-            };
+            let base = id.direct();
             self.idle
                 .get(&base)
                 .and_then(|r| r.as_ref().ok())
@@ -216,6 +213,37 @@ impl Report<'_> {
         let _ = writeln!(
             out,
             "user RSS: the target process (direct: redis-server); kernel: SUnreclaim, system-wide"
+        );
+    }
+
+    /// exec → READY=1 and the stripped binary's size.
+    fn startup_section(&self, out: &mut String) {
+        let s = self.startup;
+        let warm = median(Some(&s.warm_ms));
+        let _ = writeln!(
+            out,
+            "\nexec -> READY=1: cold (creates the CA) {}, warm median {} over {} starts ({})",
+            s.cold_ms.map_or("n/a".into(), |ms| format!("{ms:.0} ms")),
+            warm.map_or("n/a".into(), |ms| format!("{ms:.0} ms")),
+            s.warm_ms.len(),
+            s.warm_ms
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for e in &s.errors {
+            let _ = writeln!(out, "  error: {e}");
+        }
+        let size = |r: &Result<u64, String>| match r {
+            Ok(b) => format!("{b} bytes ({:.2} MiB)", *b as f64 / 1048576.0),
+            Err(e) => format!("n/a ({e})"),
+        };
+        let _ = writeln!(
+            out,
+            "bastion binary: stripped {}; as built (bench profile, debug = 1) {}",
+            size(&self.binary.stripped_bytes),
+            size(&self.binary.built_bytes)
         );
     }
 
@@ -302,7 +330,7 @@ impl Notes {
     }
 }
 
-fn median(values: Option<&Vec<f64>>) -> Option<f64> {
+pub(crate) fn median(values: Option<&Vec<f64>>) -> Option<f64> {
     let mut v = values?.clone();
     if v.is_empty() {
         return None;

@@ -25,6 +25,9 @@ use crate::{last_line, Options, Target, TargetId};
 pub(crate) struct TestBed {
     // Field order is drop order: proxies go before the Redis they point at.
     pub(crate) bastion: Result<Bastion, String>,
+    /// A second bastion for relay modes the main one does not serve ([`EXTRA_RELAYS`]): one per
+    /// mode, so a mode the config still rejects makes only its own target `n/a`.
+    pub(crate) extra: BTreeMap<&'static str, Result<Bastion, String>>,
     bastion_cert: Result<ClientCert, String>,
     haproxy: Result<Haproxy, String>,
     pub(crate) redis: Result<RedisServer, String>,
@@ -44,12 +47,20 @@ impl TestBed {
             })
         })
         .map_err(|e| format!("redis-server: {}", first_line(&e)));
-        let (haproxy, bastion, bastion_cert) = match &redis {
+        let (haproxy, bastion, bastion_cert, extra) = match &redis {
             Ok(r) => {
+                let extra = EXTRA_RELAYS
+                    .iter()
+                    .map(|&relay| {
+                        let db = [(relay, relay)];
+                        let dir = dir.join(format!("bastion-{relay}"));
+                        (relay, start_bastion(&dir, r.plain_addr(), &db))
+                    })
+                    .collect();
                 let haproxy =
                     Haproxy::start(&dir.join("haproxy"), r.plain_addr(), &certs, fd_limit)
                         .map_err(|e| format!("haproxy: {e:#}"));
-                let bastion = start_bastion(&dir.join("bastion"), r.plain_addr());
+                let bastion = start_bastion(&dir.join("bastion"), r.plain_addr(), MAIN_DATABASES);
                 let cert = match &bastion {
                     Ok(_) => catch(|| {
                         let state = dir.join("bastion/state");
@@ -59,12 +70,18 @@ impl TestBed {
                     .map_err(|e| format!("bastion cert issue: {}", first_line(&e))),
                     Err(e) => Err(e.clone()),
                 };
-                (haproxy, bastion, cert)
+                (haproxy, bastion, cert, extra)
             }
-            Err(e) => (Err(e.clone()), Err(e.clone()), Err(e.clone())),
+            Err(e) => (
+                Err(e.clone()),
+                Err(e.clone()),
+                Err(e.clone()),
+                BTreeMap::new(),
+            ),
         };
         TestBed {
             bastion,
+            extra,
             bastion_cert,
             haproxy,
             redis,
@@ -114,6 +131,9 @@ impl TestBed {
             TargetId::HaproxyTls => Endpoint::mtls(local(haproxy?.tls_port), None, client),
             TargetId::BastionUnix => Endpoint::unix(bastion?.socket_path("local")),
             TargetId::BastionUnixPass => Endpoint::unix(bastion?.socket_path("pass")),
+            TargetId::BastionUnixInspect => {
+                Endpoint::unix(self.extra_bastion("inspect")?.socket_path("inspect"))
+            }
             TargetId::BastionTls => {
                 Endpoint::mtls(bastion?.tls_addr(0), None, self.bastion_cert.as_ref()?)
             }
@@ -123,6 +143,29 @@ impl TestBed {
                 self.bastion_cert.as_ref()?,
             ),
         })
+    }
+
+    /// The bastion serving relay mode `relay` on its own ([`EXTRA_RELAYS`]).
+    fn extra_bastion(&self, relay: &str) -> Result<&Bastion, String> {
+        match self.extra.get(relay) {
+            Some(b) => b.as_ref().map_err(Clone::clone),
+            None => Err(format!("relay = \"{relay}\" is not in EXTRA_RELAYS")),
+        }
+    }
+
+    /// The process serving `id`'s sessions (direct: redis-server).
+    pub(crate) fn pid_of(&self, id: TargetId, redis_pid: Option<u32>) -> Option<u32> {
+        match id {
+            TargetId::DirectUnix | TargetId::DirectTls | TargetId::DirectTcp => redis_pid,
+            TargetId::HaproxyUnix | TargetId::HaproxyTls | TargetId::HaproxyTcp => {
+                Some(self.haproxy.as_ref().ok()?.child.id())
+            }
+            TargetId::BastionUnixInspect => self.extra_bastion("inspect").ok()?.pid(),
+            TargetId::BastionUnix
+            | TargetId::BastionUnixPass
+            | TargetId::BastionTls
+            | TargetId::BastionTlsPass => self.bastion.as_ref().ok()?.pid(),
+        }
     }
 
     pub(crate) fn bastion_summary(&self) -> Option<BastionSummary> {
@@ -159,17 +202,7 @@ impl TestBed {
             .find_map(|l| l.strip_prefix("process_id:"))
             .and_then(|p| p.trim().parse::<u32>().ok());
         eprintln!("relay bench: idle memory, {n} sessions per target");
-        idle::measure_all(
-            &live,
-            |id| match id {
-                TargetId::DirectUnix | TargetId::DirectTls | TargetId::DirectTcp => redis_pid,
-                TargetId::HaproxyUnix | TargetId::HaproxyTls | TargetId::HaproxyTcp => {
-                    Some(self.haproxy.as_ref().ok()?.child.id())
-                }
-                _ => self.bastion.as_ref().ok()?.pid(),
-            },
-            n,
-        )
+        idle::measure_all(&live, |id| self.pid_of(id, redis_pid), n)
     }
 
     pub(crate) fn haproxy_memory(&self) -> Option<Memory> {
@@ -347,14 +380,27 @@ impl Drop for Haproxy {
     }
 }
 
-/// The bastion on Redis' plaintext port: an mTLS listener (`default_database = "local"`, SNI
-/// `pass` for the other) and `<dir>/sock/local.sock` (`relay = "guard"`, the default) and
-/// `pass.sock` (`relay = "passthrough"`), auth mode `none`, user `bench` bound to the bench's
-/// own uid. Logs at
-/// `info`, the shipped level, whatever the caller's environment says.
-fn start_bastion(dir: &Path, redis: SocketAddr) -> Result<Bastion, String> {
+/// The main bastion's databases, (name, `relay`): the mTLS listener's default is the first,
+/// SNI names the others; each also has `<dir>/sock/<name>.sock`.
+const MAIN_DATABASES: &[(&str, &str)] = &[("local", "guard"), ("pass", "passthrough")];
+
+/// Relay modes measured on a bastion of their own (database and socket named after the mode),
+/// so a mode the config does not accept yet shows as `n/a` with the config error instead of
+/// stopping the main bastion. A new mode: one line here, and a [`TargetId`] whose endpoint is
+/// `extra_bastion(mode)`'s socket.
+const EXTRA_RELAYS: &[&str] = &["inspect"];
+
+/// A bastion on Redis' plaintext port serving `databases` (name, `relay`): an mTLS listener
+/// (`default_database` the first, SNI the others) and `<dir>/sock/<name>.sock`, auth mode
+/// `none`, user `bench` bound to the bench's own uid. Logs at `info`, the shipped level,
+/// whatever the caller's environment says.
+fn start_bastion(
+    dir: &Path,
+    redis: SocketAddr,
+    databases: &[(&str, &str)],
+) -> Result<Bastion, String> {
     let state_dir = dir.join("state");
-    let config = bastion_config(&state_dir, &dir.join("sock"), redis);
+    let config = bastion_config(&state_dir, &dir.join("sock"), redis, databases);
     // A copy next to the logs for `--keep` (the fixture runs on its own copy).
     let copy = dir.join("bastion.toml");
     std::fs::create_dir_all(dir)
@@ -371,36 +417,36 @@ fn start_bastion(dir: &Path, redis: SocketAddr) -> Result<Bastion, String> {
     Ok(bastion)
 }
 
-fn bastion_config(state_dir: &Path, socket_dir: &Path, redis: SocketAddr) -> String {
+pub(crate) fn bastion_config(
+    state_dir: &Path,
+    socket_dir: &Path,
+    redis: SocketAddr,
+    databases: &[(&str, &str)],
+) -> String {
     // The bench's own uid: redis-benchmark connects to the socket as this user.
     let uid = nix::unistd::getuid().as_raw();
     let quote = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    let mut dbs = String::new();
+    for (name, relay) in databases {
+        let _ = write!(
+            dbs,
+            "\n[[databases]]\nname = \"{name}\"\naddress = \"{redis}\"\nrelay = \"{relay}\"\n\
+             auth = {{ mode = \"none\" }}\ndefault_db_user = \"default\"\n"
+        );
+    }
     format!(
         r#"state_dir = {state}
 
 [[listeners.tcp]]
 address = "127.0.0.1:0"
-default_database = "local"
+default_database = "{default}"
 
 [listeners.unix]
 directory = {sock}
 
 [limits]
 max_sessions = 100000
-
-[[databases]]
-name = "local"
-address = "{redis}"
-auth = {{ mode = "none" }}
-default_db_user = "default"
-
-[[databases]]
-name = "pass"
-address = "{redis}"
-relay = "passthrough"
-auth = {{ mode = "none" }}
-default_db_user = "default"
-
+{dbs}
 [[roles]]
 name = "bench"
 db_users = ["*"]
@@ -413,6 +459,7 @@ unix_user = "{uid}"
 "#,
         state = quote(state_dir),
         sock = quote(socket_dir),
+        default = databases.first().map_or("local", |(name, _)| name),
     )
 }
 
