@@ -354,6 +354,12 @@ impl Framer {
         self.cmd.inspect = true;
     }
 
+    /// Stop reporting the current command's arguments: those not yet begun are opaque again
+    /// (inspect mode's audit wants only the first key, not the values after it).
+    pub fn uninspect(&mut self) {
+        self.cmd.inspect = false;
+    }
+
     /// Bytes from here the framer does not need to see (the rest of an uninspected bulk payload
     /// and its two trailing bytes): the caller may move them without copying, then [`skip`].
     ///

@@ -62,13 +62,31 @@ pub(super) fn into_stream(leg: Leg) -> Box<dyn Stream> {
 /// `.await` on tokio, which parks on readiness: there is no retry loop here to spin.
 pub(super) async fn direction<R, W>(
     direction: Direction,
-    mut source: R,
-    mut destination: W,
+    source: R,
+    destination: W,
     moved: &AtomicU64,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+{
+    watched(direction, source, destination, moved, Unwatched).await
+}
+
+/// [`direction`] with every chunk shown to `watch` before it is written (inspect mode's
+/// replies framer); the bytes written are the chunk's, whatever the watcher makes of them. A
+/// watcher's error ends the session like a failed read of that direction.
+pub(super) async fn watched<R, W, V>(
+    direction: Direction,
+    mut source: R,
+    mut destination: W,
+    moved: &AtomicU64,
+    mut watch: V,
+) -> Result<(), RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    V: Watch,
 {
     direction.trace_start(Path::Copy);
     loop {
@@ -87,6 +105,7 @@ where
                 .map_err(|e| direction.shutdown_error(e))?;
             return Ok(());
         }
+        watch.chunk(&chunk).map_err(|e| direction.read_error(e))?;
         destination
             .write_all(&chunk)
             .await
@@ -98,6 +117,22 @@ where
             .await
             .map_err(|e| direction.write_error(e))?;
         moved.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// What sees a direction's bytes as they pass (never changing them): inspect mode's replies
+/// framer.
+pub trait Watch: Send {
+    /// The next bytes of the stream, just before they are written on. `Err` ends the session.
+    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// Nothing watches.
+pub(super) struct Unwatched;
+
+impl Watch for Unwatched {
+    fn chunk(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -43,8 +43,8 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::proxy::ktls::KtlsSocket;
 
-pub use copy::{read_pooled, Chunk};
-pub use filtered::{relay_filtered_until, Requests};
+pub use copy::{read_pooled, Chunk, Watch};
+pub use filtered::{relay_filtered_until, relay_inspected_until, Requests};
 
 /// Anything the copy path can drive (TLS streams).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -324,6 +324,10 @@ pub struct Counters {
     spliced_client_to_upstream: AtomicU64,
     spliced_upstream_to_client: AtomicU64,
     held: AtomicU32,
+    /// Inspect mode: commands answered so far, and the Unix time (seconds) of the last read
+    /// of requests.
+    commands: AtomicU64,
+    last_command: std::sync::atomic::AtomicI64,
 }
 
 impl Counters {
@@ -348,6 +352,24 @@ impl Counters {
         (
             self.spliced_client_to_upstream.load(Ordering::Relaxed),
             self.spliced_upstream_to_client.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Inspect mode: `n` more commands were answered.
+    pub fn commands_answered(&self, n: u64) {
+        self.commands.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Inspect mode: requests were read at Unix time `secs`.
+    pub fn requests_at(&self, secs: i64) {
+        self.last_command.store(secs, Ordering::Relaxed);
+    }
+
+    /// (commands answered, Unix seconds of the last requests; 0: none yet).
+    pub fn commands(&self) -> (u64, i64) {
+        (
+            self.commands.load(Ordering::Relaxed),
+            self.last_command.load(Ordering::Relaxed),
         )
     }
 

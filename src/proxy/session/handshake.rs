@@ -168,8 +168,11 @@ impl From<Refusal> for Stop {
 /// An authenticated upstream, after the hand-off, ready for the relay.
 pub struct Ready {
     pub upstream: UpstreamStream,
-    /// `relay = "guard"`: what the command guard needs (the pipelined bytes are its to send).
+    /// `relay = "guard"` or `"inspect"`: what the command guard needs (the pipelined bytes are
+    /// its to send).
     pub guard: Option<GuardStart>,
+    /// The database's relay mode.
+    pub relay: crate::config::RelayMode,
     /// Bytes the hand-off wrote upstream (pipelined client bytes) and to the client (replies).
     pub handed_up: u64,
     pub handed_down: u64,
@@ -372,7 +375,7 @@ async fn hand_off(
     };
     let pipelined = buf.split_off(parsed.consumed);
     // In guard mode the pipelined bytes go through the guard like everything after them.
-    let guarded = granted.database.relay.is_guard();
+    let guarded = granted.database.relay.guards_requests();
     let handoff = async {
         if let Some(reply) = &client_reply {
             client.write_all(reply).await?;
@@ -404,6 +407,7 @@ async fn hand_off(
             database: granted.database.clone(),
             db_user: granted.db_user.clone(),
         }),
+        relay: granted.database.relay,
         handed_up,
         handed_down: (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64,
     })
