@@ -21,6 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -51,44 +52,40 @@ impl CommandPolicy for AllowAll {
     }
 }
 
-/// The daemon-wide bound on `db.command` events (`limits.command_audit_rate` per second, a
-/// burst of one second's worth).
+/// The daemon-wide bound on `db.command` events: `limits.command_audit_rate` per one-second
+/// window. Two atomics, no lock: every session's sampled commands pass here.
 #[derive(Debug)]
 pub struct AuditBudget {
-    state: Mutex<Bucket>,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    epoch: Instant,
+    /// The current window (seconds since `epoch`) and the events written in it.
+    window: AtomicU64,
+    used: AtomicU64,
 }
 
 impl Default for AuditBudget {
     fn default() -> AuditBudget {
         AuditBudget {
-            state: Mutex::new(Bucket {
-                tokens: 0.0,
-                at: Instant::now(),
-            }),
+            epoch: Instant::now(),
+            window: AtomicU64::new(0),
+            used: AtomicU64::new(0),
         }
     }
 }
 
 impl AuditBudget {
-    /// Whether one more event may be written now, at `rate` per second.
+    /// Whether one more event may be written at `now`, at `rate` per second.
     pub fn take(&self, rate: u32, now: Instant) -> bool {
-        let mut b = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let rate = f64::from(rate);
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(rate);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
+        let window = now.saturating_duration_since(self.epoch).as_secs();
+        let seen = self.window.load(Ordering::Relaxed);
+        if window > seen
+            && self
+                .window
+                .compare_exchange(seen, window, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Relaxed);
         }
+        self.used.fetch_add(1, Ordering::Relaxed) < u64::from(rate)
     }
 }
 
@@ -161,8 +158,6 @@ struct Book {
     unlogged: u64,
     /// Pairing given up (see [`Inspection::summary`]).
     lost: bool,
-    /// Fractional sampling accumulator.
-    sample_acc: f64,
 }
 
 const KINDS: usize = 14;
@@ -238,6 +233,7 @@ impl<'a> Inspection<'a> {
             policy,
             current: None,
             fresh_read: false,
+            sample_acc: 0.0,
         }
     }
 
@@ -320,25 +316,6 @@ impl<'a> Inspection<'a> {
         });
     }
 
-    /// Whether the next command is audited one by one.
-    fn sampled(&self) -> bool {
-        let sample = self.settings.sample;
-        if sample >= 1.0 {
-            return true;
-        }
-        if sample <= 0.0 {
-            return false;
-        }
-        let mut book = self.book();
-        book.sample_acc += sample;
-        if book.sample_acc >= 1.0 {
-            book.sample_acc -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
     /// Frame a read of replies and pair each with its request.
     fn replies_read(&self, bytes: &[u8]) -> io::Result<()> {
         let mut book = self.book();
@@ -391,8 +368,8 @@ impl<'a> Inspection<'a> {
                             if matches!(kind, ReplyKind::Error | ReplyKind::BulkError) {
                                 book.errors += 1;
                             }
-                            if done.started.is_some() && !book.lost {
-                                if self.budget.take(self.settings.rate, Instant::now()) {
+                            if let Some(started) = done.started.filter(|_| !book.lost) {
+                                if self.budget.take(self.settings.rate, started) {
                                     book.logged += 1;
                                     self.audit(&done, kind);
                                 } else {
@@ -516,6 +493,28 @@ pub struct RequestTap<'i, 'a, P> {
     policy: &'i P,
     current: Option<Current>,
     fresh_read: bool,
+    /// Fractional sampling accumulator.
+    sample_acc: f64,
+}
+
+impl<P> RequestTap<'_, '_, P> {
+    /// Whether the next command is audited one by one (a steady share, no randomness).
+    fn sampled(&mut self) -> bool {
+        let sample = self.inspection.settings.sample;
+        if sample >= 1.0 {
+            return true;
+        }
+        if sample <= 0.0 {
+            return false;
+        }
+        self.sample_acc += sample;
+        if self.sample_acc >= 1.0 {
+            self.sample_acc -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl<P: CommandPolicy> Observer for RequestTap<'_, '_, P> {
@@ -550,7 +549,7 @@ impl<P: CommandPolicy> Observer for RequestTap<'_, '_, P> {
                 self.current = Some(current);
                 return Look::Refuse { reason };
             }
-            if self.inspection.sampled() {
+            if self.sampled() {
                 current.sampled = true;
                 current.started = Some(Instant::now());
             }
@@ -729,16 +728,16 @@ mod tests {
         let counters = Counters::default();
         let budget = AuditBudget::default();
         let inspection = Inspection::new(&facts, &counters, &budget, settings(0.25));
-        let sampled = (0..100).filter(|_| inspection.sampled()).count();
+        let mut tap = inspection.requests(&AllowAll);
+        let sampled = (0..100).filter(|_| tap.sampled()).count();
         assert_eq!(sampled, 25);
 
-        let start = Instant::now();
-        // Starts empty: nothing before time passes.
-        assert!(!budget.take(10, start));
+        let start = budget.epoch;
+        let taken = (0..20).filter(|_| budget.take(10, start)).count();
+        assert_eq!(taken, 10);
         let later = start + std::time::Duration::from_millis(500);
-        let taken = (0..20).filter(|_| budget.take(10, later)).count();
-        assert_eq!(taken, 5);
-        // A long quiet time refills at most one second's worth.
+        assert!(!budget.take(10, later), "the same window");
+        // A new window: a new second's worth, however long the quiet time was.
         let much_later = later + std::time::Duration::from_secs(60);
         let taken = (0..50).filter(|_| budget.take(10, much_later)).count();
         assert_eq!(taken, 10);
