@@ -297,6 +297,23 @@ pub struct CommandFacts<'a> {
     pub latency_us: u64,
 }
 
+/// An inspect-mode session authenticated its upstream connection again (`limits.
+/// reauth_interval`): `session.reauth`, `result` `ok`, `failed` (the upstream refused it: the
+/// session ends) or `not_sent` (no token; tried again later). Never the token.
+pub fn session_reauth(f: &SessionFacts, result: &str, reason: &str) {
+    tracing::info!(
+        target: "audit",
+        event = "session.reauth",
+        session = f.session,
+        user = opt(&f.user),
+        db = opt(&f.db),
+        db_user = opt(&f.db_user),
+        result,
+        reason,
+        "session re-authenticated upstream"
+    );
+}
+
 /// The per-command summary of an inspect-mode session at its end: `db.command.summary`.
 pub fn db_command_summary(f: &SessionFacts, s: &CommandSummary<'_>) {
     tracing::info!(

@@ -422,3 +422,90 @@ fn sessions_ls_shows_the_relay_mode_and_commands() {
         drop(g);
     });
 }
+
+/// `limits.reauth_interval` (1 s here): the upstream connection is authenticated again at quiet
+/// points only — never inside MULTI/EXEC, never while BLPOP waits, fine while RESP3 pushes flow
+/// — and the client never sees the reply.
+#[test]
+fn the_upstream_is_authenticated_again_at_quiet_points_only() {
+    let a = admin("reauth_interval = \"1s\"");
+    let s = &a.stack;
+    let wait = Duration::from_millis(2500);
+    rt().block_on(async {
+        let mut c = Raw::connect(&s.unix("inspdb")).await.unwrap();
+        assert_eq!(c.request_str(&["PING"]).await.unwrap(), b"+PONG\r\n");
+        let out = a.ok(&["sessions", "ls", "--json"]);
+        let rows: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert!(rows[0]["next_reauth"].is_string(), "{out}");
+        tokio::time::sleep(wait).await;
+        assert_eq!(c.request_str(&["ECHO", "a"]).await.unwrap(), b"$1\r\na\r\n");
+        // A transaction open across due times: EXEC answers with its own replies only.
+        let multi = [command_str(&["MULTI"]), command_str(&["SET", "i:m", "1"])].concat();
+        assert_eq!(exchange(&mut c, &multi, 2).await, b"+OK\r\n+QUEUED\r\n");
+        tokio::time::sleep(wait).await;
+        assert_eq!(
+            exchange(&mut c, &command_str(&["EXEC"]), 1).await,
+            b"*1\r\n+OK\r\n"
+        );
+        // A blocking command waiting across due times.
+        let blpop = exchange(&mut c, &command_str(&["BLPOP", "i:q-empty", "2.5"]), 1).await;
+        assert_eq!(blpop, b"*-1\r\n");
+        assert_eq!(c.request_str(&["PING"]).await.unwrap(), b"+PONG\r\n");
+        // RESP3 with pub/sub pushes flowing while re-AUTHs happen.
+        let hello = exchange(&mut c, &command_str(&["HELLO", "3"]), 1).await;
+        assert!(hello.starts_with(b"%"), "{}", show(&hello));
+        let sub = exchange(&mut c, &command_str(&["SUBSCRIBE", "i:rch"]), 1).await;
+        assert!(sub.starts_with(b">3\r\n"), "{}", show(&sub));
+        let mut other = direct(s).await;
+        for i in 0..10 {
+            let m = format!("m{i}");
+            other.request_str(&["PUBLISH", "i:rch", &m]).await.unwrap();
+            let got = c.read_frame().await.unwrap();
+            let want = format!(">3\r\n$7\r\nmessage\r\n$5\r\ni:rch\r\n$2\r\n{m}\r\n");
+            assert_eq!(show(&got), show(want.as_bytes()));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(c.request_str(&["PING"]).await.unwrap(), b"+PONG\r\n");
+    });
+    let logs = s.bastion.logs();
+    let ok = logs
+        .lines()
+        .filter(|l| l.contains("session.reauth") && l.contains("result=\"ok\""))
+        .count();
+    assert!(ok >= 4, "{ok} re-AUTHs:\n{logs}");
+    s.bastion
+        .expect_log_line(0, &["db.command.summary", "paired=true"], &[]);
+    s.assert_no_secrets_in_logs();
+}
+
+/// A re-AUTH the upstream refuses (the db-user's password changed under the session) ends the
+/// session, with an audit event.
+#[test]
+fn a_refused_reauth_ends_the_session_with_an_audit_event() {
+    let s = stack("reauth_interval = \"1s\"");
+    rt().block_on(async {
+        let mut c = Raw::connect(&s.unix("inspdb")).await.unwrap();
+        assert_eq!(c.request_str(&["PING"]).await.unwrap(), b"+PONG\r\n");
+        let mut d = direct(&s).await;
+        let r = d
+            .request_str(&["ACL", "SETUSER", "app", "resetpass", ">i-other-pw-9f8e"])
+            .await
+            .unwrap();
+        assert_eq!(r, b"+OK\r\n");
+        let rest = c.read_until_closed(Duration::from_secs(10)).await;
+        let rest = rest.expect("the session is closed");
+        assert!(
+            rest.is_empty(),
+            "the refusal is not the client's: {}",
+            show(&rest)
+        );
+    });
+    s.bastion.expect_log_line(
+        0,
+        &["session.reauth", "result=\"failed\"", "WRONGPASS"],
+        &[],
+    );
+    s.bastion
+        .expect_log_line(0, &["session.end", "closed_by="], &[]);
+    s.assert_no_secrets_in_logs();
+}

@@ -13,7 +13,7 @@ pub enum SessionsCommand {
     /// List live sessions: id, user, database, db-user, client, transport, start, state, bytes,
     /// relay path and where each leg's TLS runs (`ktls`: the kernel, `rustls`: user space),
     /// relay mode (`guard`, `inspect`, `passthrough`) and, in inspect mode, the commands
-    /// answered and when requests were last read.
+    /// answered, when requests were last read and when the upstream is next re-authenticated.
     Ls,
     /// End a live session (in its handshake or relay); its `session.end` is still audited.
     Kill {
@@ -53,6 +53,8 @@ struct Row<'a> {
     /// Inspect mode: commands answered, and when requests were last read (RFC 3339).
     commands: Option<u64>,
     last_command: Option<String>,
+    /// Inspect mode: when the upstream is next authenticated again (RFC 3339).
+    next_reauth: Option<String>,
 }
 
 fn row(s: &SessionInfo) -> Row<'_> {
@@ -74,6 +76,7 @@ fn row(s: &SessionInfo) -> Row<'_> {
         relay: s.relay.as_deref(),
         commands: s.commands,
         last_command: s.last_command.map(rfc3339),
+        next_reauth: s.next_reauth.map(rfc3339),
     }
 }
 
@@ -106,6 +109,7 @@ fn list(admin: &AdminArgs) -> anyhow::Result<()> {
                     dash(r.relay),
                     r.commands.map_or("-".to_string(), |n| n.to_string()),
                     dash(r.last_command.as_deref()),
+                    dash(r.next_reauth.as_deref()),
                 ]
             })
             .collect();
@@ -127,6 +131,7 @@ fn list(admin: &AdminArgs) -> anyhow::Result<()> {
                     "RELAY",
                     "COMMANDS",
                     "LAST COMMAND",
+                    "NEXT RE-AUTH",
                 ],
                 &cells
             )

@@ -65,6 +65,18 @@ pub struct Limits {
     /// (a burst of one second's worth); the rest are counted as `unlogged` in the summaries.
     #[serde(default = "default_command_audit_rate")]
     pub command_audit_rate: u32,
+    /// Inspect mode: authenticate each session's upstream connection again (a fresh IAM
+    /// token, or the password) this long after the last time, at a quiet point — before
+    /// ElastiCache / MemoryDB close an IAM connection at 12 hours.
+    #[serde(default = "default_reauth_interval", deserialize_with = "de_duration")]
+    pub reauth_interval: Duration,
+}
+
+/// Default re-AUTH interval: an hour inside the 12-hour limit of IAM connections.
+pub const DEFAULT_REAUTH_INTERVAL: Duration = Duration::from_secs(11 * 3600);
+
+fn default_reauth_interval() -> Duration {
+    DEFAULT_REAUTH_INTERVAL
 }
 
 /// Default share of inspect-mode commands audited one by one: all of them.
@@ -94,6 +106,7 @@ impl Default for Limits {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             command_audit_sample: DEFAULT_COMMAND_AUDIT_SAMPLE,
             command_audit_rate: DEFAULT_COMMAND_AUDIT_RATE,
+            reauth_interval: DEFAULT_REAUTH_INTERVAL,
         }
     }
 }

@@ -115,6 +115,8 @@ pub struct SessionInfo {
     /// read (`None` outside inspect mode, or before the first command).
     pub commands: Option<u64>,
     pub last_command: Option<i64>,
+    /// Inspect mode: Unix time (seconds) the upstream is next authenticated again.
+    pub next_reauth: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +181,7 @@ impl Registry {
             relay: None,
             commands: None,
             last_command: None,
+            next_reauth: None,
         };
         self.lock().live.insert(
             id,
@@ -310,6 +313,7 @@ impl Live {
             bytes_upstream_to_client: down,
             commands: inspected.then_some(commands),
             last_command: (inspected && last > 0).then_some(last),
+            next_reauth: Some(self.counters.next_reauth()).filter(|&t| inspected && t > 0),
             ..self.info.clone()
         }
     }

@@ -321,6 +321,7 @@ async fn run(
         // `relay = "guard"`: the requests go through the command guard, replies as before.
         Some(GuardStart {
             pipelined,
+            resp3,
             database,
             db_user,
         }) => {
@@ -337,6 +338,10 @@ async fn run(
                 let settings = AuditSettings {
                     sample: limits.command_audit_sample,
                     rate: limits.command_audit_rate,
+                    // Re-AUTH keeps IAM connections past 12 hours and re-checks a password;
+                    // auth mode `none` has nothing to renew.
+                    reauth: database.authenticates().then_some(limits.reauth_interval),
+                    resp3,
                 };
                 let counters = session.counters();
                 let inspection = Inspection::new(&facts, counters, &shared.command_audit, settings);

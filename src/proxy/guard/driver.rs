@@ -86,6 +86,37 @@ pub trait Observer: Send {
 
     /// A protocol error instead of the rest of the stream (Redis answers one error).
     fn protocol_error(&mut self) {}
+
+    /// When the upstream connection should be authenticated again (`None`: never). At that
+    /// time, if the guard is between commands, it asks [`Observer::quiet`] and, if so, sends
+    /// [`Policy::reauth`] upstream.
+    fn reauth_due(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+
+    /// Whether a command of the bastion's own may go upstream now without the client seeing
+    /// its reply or its effect: no reply outstanding (so no blocking command waiting), not
+    /// inside MULTI, not a RESP2 subscribed connection (which cannot run AUTH).
+    fn quiet(&self) -> bool {
+        false
+    }
+
+    /// What became of a due re-AUTH. Called before [`Reauth::Sent`]'s bytes are written, so
+    /// the reply side knows to swallow its reply.
+    fn reauth(&mut self, outcome: Reauth<'_>) {
+        let _ = outcome;
+    }
+}
+
+/// What became of a due re-AUTH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reauth<'a> {
+    /// Written upstream (its reply is the bastion's).
+    Sent,
+    /// Not a quiet point: try again soon.
+    NotQuiet,
+    /// No command could be made (no token): the reason, for the audit.
+    Failed(&'a str),
 }
 
 /// What an [`Observer`] wants of a command just named.
@@ -157,8 +188,20 @@ impl<P: Policy, O: Observer> Requests for Guard<P, O> {
         drop(initial);
         while flow == Flow::Open {
             // A pooled buffer, held only while a read's bytes are framed and written: an idle
-            // session holds none.
-            let chunk = match read_pooled(&mut client).await {
+            // session holds none. (A read that loses the race with a due re-AUTH has read
+            // nothing: `read_pooled` takes its bytes in one poll.)
+            let read = match state.observer.reauth_due() {
+                None => read_pooled(&mut client).await,
+                Some(due) => tokio::select! {
+                    biased;
+                    read = read_pooled(&mut client) => read,
+                    () = tokio::time::sleep_until(due) => {
+                        state.reauth_now(&mut sink).await?;
+                        continue;
+                    }
+                },
+            };
+            let chunk = match read {
                 Ok(chunk) if chunk.is_empty() => return sink.shutdown().await,
                 Ok(chunk) => chunk,
                 // A TLS peer closing without close_notify is a close (see relay/copy.rs).
@@ -499,6 +542,30 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
                     }
                     Verdict::Reauth => return self.reauth(held.command, sink).await,
                 }
+                Ok(())
+            }
+        }
+    }
+
+    /// A re-AUTH is due: sent if the guard is between commands and the observer says the
+    /// upstream is at a quiet point, else put off. The secret goes straight from its zeroized
+    /// buffer to the upstream.
+    async fn reauth_now<W: AsyncWrite + Unpin>(
+        &mut self,
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        let between = matches!(self.mode, Mode::Pending) && self.held.is_empty();
+        if !(between && self.observer.quiet()) {
+            self.observer.reauth(Reauth::NotQuiet);
+            return Ok(());
+        }
+        match Box::pin(self.policy.reauth()).await {
+            Ok(auth) => {
+                self.observer.reauth(Reauth::Sent);
+                sink.write(&auth).await
+            }
+            Err(reason) => {
+                self.observer.reauth(Reauth::Failed(&reason));
                 Ok(())
             }
         }

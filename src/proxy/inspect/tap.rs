@@ -29,7 +29,7 @@ use super::keys::Spec;
 use super::matcher::{Matched, Matcher};
 use super::reply::{ReplyConfig, ReplyFramer, ReplyKind, Word};
 use crate::audit::{self, CommandFacts, CommandSummary, SessionFacts};
-use crate::proxy::guard::driver::{Look, Observer};
+use crate::proxy::guard::driver::{Look, Observer, Reauth};
 use crate::proxy::guard::{Arg, Head, NAME_CAP};
 use crate::proxy::relay::{Counters, Watch};
 
@@ -89,14 +89,21 @@ impl AuditBudget {
     }
 }
 
-/// How a session audits its commands.
+/// How a session audits its commands, and re-authenticates.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditSettings {
     /// `limits.command_audit_sample`.
     pub sample: f64,
     /// `limits.command_audit_rate`.
     pub rate: u32,
+    /// `limits.reauth_interval`, for a database that authenticates upstream (`None`: never).
+    pub reauth: Option<std::time::Duration>,
+    /// The client opened with `HELLO 3`.
+    pub resp3: bool,
 }
+
+/// How soon a re-AUTH put off for want of a quiet point is tried again.
+const REAUTH_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One inspect-mode session's pairing state and command counts.
 pub struct Inspection<'a> {
@@ -138,6 +145,8 @@ struct Pending {
     /// Sampled: when it was named.
     started: Option<Instant>,
     protocol_error: bool,
+    /// The bastion's own re-AUTH: its reply is cut out of the stream.
+    swallow: bool,
     bytes_request: u64,
     bytes_reply: u64,
     /// The first reply's kind and error code.
@@ -158,6 +167,12 @@ struct Book {
     unlogged: u64,
     /// Pairing given up (see [`Inspection::summary`]).
     lost: bool,
+    /// The connection speaks RESP3 (`HELLO 3`).
+    resp3: bool,
+    /// Stream offset where the last complete reply ended: the next one starts there.
+    boundary: u64,
+    /// Cutting out a re-AUTH's reply.
+    swallowing: bool,
 }
 
 const KINDS: usize = 14;
@@ -212,6 +227,7 @@ impl<'a> Inspection<'a> {
         Inspection {
             book: Mutex::new(Book {
                 framer: Some(ReplyFramer::new(ReplyConfig::default())),
+                resp3: settings.resp3,
                 ..Book::default()
             }),
             facts,
@@ -228,12 +244,18 @@ impl<'a> Inspection<'a> {
 
     /// The requests direction's hook (for the guard).
     pub fn requests<'i, P: CommandPolicy>(&'i self, policy: &'i P) -> RequestTap<'i, 'a, P> {
+        let next_reauth = self.settings.reauth.map(|every| {
+            self.counters.reauth_at(unix_now() + every.as_secs() as i64);
+            tokio::time::Instant::now() + every
+        });
         RequestTap {
             inspection: self,
             policy,
             current: None,
             fresh_read: false,
             sample_acc: 0.0,
+            in_multi: false,
+            next_reauth,
         }
     }
 
@@ -290,11 +312,44 @@ impl<'a> Inspection<'a> {
             key: current.key,
             started: current.started,
             protocol_error: false,
+            swallow: false,
             bytes_request: current.bytes,
             bytes_reply: 0,
             kind: None,
             code: None,
         });
+    }
+
+    /// The bastion's own AUTH is due upstream: its one reply is not the client's.
+    fn reauth_sent(&self) {
+        let mut book = self.book();
+        let seq = book.matcher.request(b"AUTH", 3);
+        book.pending.push_back(Pending {
+            seq,
+            spec: None,
+            sub: None,
+            argc: 3,
+            keys: 0,
+            key: Key::NONE,
+            started: None,
+            protocol_error: false,
+            swallow: true,
+            bytes_request: 0,
+            bytes_reply: 0,
+            kind: None,
+            code: None,
+        });
+    }
+
+    /// No reply outstanding, and AUTH allowed (RESP3, or not subscribed).
+    fn replies_quiet(&self) -> bool {
+        let book = self.book();
+        book.pending.is_empty()
+            && book
+                .framer
+                .as_ref()
+                .is_some_and(|f| f.offset() == book.boundary)
+            && (book.resp3 || !book.matcher.subscribed())
     }
 
     fn protocol_error(&self) {
@@ -309,6 +364,7 @@ impl<'a> Inspection<'a> {
             key: Key::NONE,
             started: None,
             protocol_error: true,
+            swallow: false,
             bytes_request: 0,
             bytes_reply: 0,
             kind: None,
@@ -316,16 +372,28 @@ impl<'a> Inspection<'a> {
         });
     }
 
-    /// Frame a read of replies and pair each with its request.
-    fn replies_read(&self, bytes: &[u8]) -> io::Result<()> {
+    /// Frame a read of replies and pair each with its request; the range of it that is a
+    /// re-AUTH's reply (cut out).
+    fn replies_read(&self, bytes: &[u8]) -> io::Result<Option<std::ops::Range<usize>>> {
         let mut book = self.book();
         let book = &mut *book;
         let Some(framer) = book.framer.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let mut pos = 0;
         let mut answered = 0;
+        let mut cut = book.swallowing.then_some(0..bytes.len());
         loop {
+            // A re-AUTH's reply starts here: the next reply that is not a push.
+            let swallow_next = book.pending.front().is_some_and(|p| p.swallow);
+            if swallow_next
+                && !book.swallowing
+                && framer.offset() == book.boundary
+                && bytes.get(pos).is_some_and(|&b| b != b'>')
+            {
+                book.swallowing = true;
+                cut = Some(pos..bytes.len());
+            }
             let opaque = framer.opaque_len().min((bytes.len() - pos) as u64);
             if opaque > 0 {
                 framer.skip(opaque);
@@ -346,7 +414,34 @@ impl<'a> Inspection<'a> {
                 }
                 continue;
             };
-            match book.matcher.reply(&reply) {
+            book.boundary = reply.end;
+            let matched = book.matcher.reply(&reply);
+            if let Matched::Reply { seq, .. } = matched {
+                if book.swallowing
+                    && book
+                        .pending
+                        .front()
+                        .is_some_and(|p| p.swallow && p.seq == seq)
+                {
+                    book.swallowing = false;
+                    book.pending.pop_front();
+                    if let Some(cut) = cut.as_mut() {
+                        cut.end = pos;
+                    }
+                    if matches!(reply.kind, ReplyKind::Error | ReplyKind::BulkError) {
+                        let code = reply.code.map(|w| w.as_bytes().escape_ascii().to_string());
+                        let reason = format!(
+                            "the upstream refused the re-AUTH ({})",
+                            code.as_deref().unwrap_or("error")
+                        );
+                        audit::session_reauth(self.facts, "failed", &reason);
+                        return Err(io::Error::other(reason));
+                    }
+                    audit::session_reauth(self.facts, "ok", "-");
+                    continue;
+                }
+            }
+            match matched {
                 Matched::Reply { seq, last } => {
                     while book.pending.front().is_some_and(|p| p.seq < seq) {
                         book.pending.pop_front();
@@ -368,6 +463,13 @@ impl<'a> Inspection<'a> {
                             if matches!(kind, ReplyKind::Error | ReplyKind::BulkError) {
                                 book.errors += 1;
                             }
+                            if done.spec.is_some_and(|s| s.name == "hello") {
+                                match kind {
+                                    ReplyKind::Map => book.resp3 = true,
+                                    ReplyKind::Array => book.resp3 = false,
+                                    _ => {}
+                                }
+                            }
                             if let Some(started) = done.started.filter(|_| !book.lost) {
                                 if self.budget.take(self.settings.rate, started) {
                                     book.logged += 1;
@@ -386,7 +488,7 @@ impl<'a> Inspection<'a> {
         if answered > 0 {
             self.counters.commands_answered(answered);
         }
-        Ok(())
+        Ok(cut.filter(|c| !c.is_empty()))
     }
 
     fn audit(&self, done: &Pending, kind: ReplyKind) {
@@ -495,6 +597,10 @@ pub struct RequestTap<'i, 'a, P> {
     fresh_read: bool,
     /// Fractional sampling accumulator.
     sample_acc: f64,
+    /// MULTI sent, EXEC / DISCARD not yet.
+    in_multi: bool,
+    /// When the upstream is to be authenticated again.
+    next_reauth: Option<tokio::time::Instant>,
 }
 
 impl<P> RequestTap<'_, '_, P> {
@@ -604,12 +710,16 @@ impl<P: CommandPolicy> Observer for RequestTap<'_, '_, P> {
         if !current.sampled {
             current.key = Key::NONE;
         }
+        if let Some(spec) = current.spec {
+            match spec.name {
+                "multi" => self.in_multi = true,
+                "exec" | "discard" => self.in_multi = false,
+                _ => {}
+            }
+        }
         if self.fresh_read {
             self.fresh_read = false;
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            self.inspection.counters.requests_at(now);
+            self.inspection.counters.requests_at(unix_now());
         }
         self.inspection.request(&current);
     }
@@ -619,6 +729,41 @@ impl<P: CommandPolicy> Observer for RequestTap<'_, '_, P> {
         self.current = None;
         self.inspection.protocol_error();
     }
+
+    fn reauth_due(&self) -> Option<tokio::time::Instant> {
+        self.next_reauth
+    }
+
+    fn quiet(&self) -> bool {
+        self.current.is_none() && !self.in_multi && self.inspection.replies_quiet()
+    }
+
+    fn reauth(&mut self, outcome: Reauth<'_>) {
+        let Some(every) = self.inspection.settings.reauth else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        self.next_reauth = Some(match outcome {
+            Reauth::Sent => {
+                self.inspection.reauth_sent();
+                self.inspection
+                    .counters
+                    .reauth_at(unix_now() + every.as_secs() as i64);
+                now + every
+            }
+            Reauth::NotQuiet => now + REAUTH_RETRY.min(every),
+            Reauth::Failed(reason) => {
+                audit::session_reauth(self.inspection.facts, "not_sent", reason);
+                now + every.min(std::time::Duration::from_secs(60))
+            }
+        });
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The replies direction's hook: a [`Watch`] for the relay.
@@ -627,7 +772,7 @@ pub struct ReplyTap<'i, 'a> {
 }
 
 impl Watch for ReplyTap<'_, '_> {
-    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn chunk(&mut self, bytes: &[u8]) -> io::Result<Option<std::ops::Range<usize>>> {
         self.inspection.replies_read(bytes)
     }
 }
@@ -678,7 +823,12 @@ mod tests {
     }
 
     fn settings(sample: f64) -> AuditSettings {
-        AuditSettings { sample, rate: 1000 }
+        AuditSettings {
+            sample,
+            rate: 1000,
+            reauth: None,
+            resp3: false,
+        }
     }
 
     #[test]
@@ -698,6 +848,45 @@ mod tests {
             assert_eq!(inspection.counts(), (3, 1, 0, false), "cut at {cut}");
         }
         assert_eq!(counters.commands().0, 3 * (replies.len() as u64 + 1));
+    }
+
+    #[tokio::test]
+    async fn a_reauth_reply_is_cut_out_whatever_the_reads() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let push = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n".as_slice();
+        let get = b"$1\r\nv\r\n".as_slice();
+        // A push before the AUTH's reply, the reply, then the client's GET's.
+        let stream = [push, b"+OK\r\n", get].concat();
+        let want = [push, get].concat();
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let settings = AuditSettings {
+                    reauth: Some(std::time::Duration::from_secs(1)),
+                    resp3: true,
+                    ..settings(1.0)
+                };
+                let inspection = Inspection::new(&facts, &counters, &budget, settings);
+                let mut tap = inspection.requests(&AllowAll);
+                assert!(tap.quiet());
+                tap.reauth(Reauth::Sent);
+                feed(&mut tap, b"GET k\r\n");
+                let mut watch = inspection.replies();
+                let mut out = Vec::new();
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    match watch.chunk(part).unwrap() {
+                        None => out.extend_from_slice(part),
+                        Some(cut) => {
+                            out.extend_from_slice(&part[..cut.start]);
+                            out.extend_from_slice(&part[cut.end..]);
+                        }
+                    }
+                }
+                assert_eq!(out, want, "reads cut at {a} and {b}");
+                assert_eq!(inspection.counts(), (1, 0, 1, false));
+            }
+        }
     }
 
     #[test]

@@ -105,34 +105,44 @@ where
                 .map_err(|e| direction.shutdown_error(e))?;
             return Ok(());
         }
-        watch.chunk(&chunk).map_err(|e| direction.read_error(e))?;
-        destination
-            .write_all(&chunk)
-            .await
-            .map_err(|e| direction.write_error(e))?;
+        let cut = watch.chunk(&chunk).map_err(|e| direction.read_error(e))?;
+        let (head, tail) = match cut {
+            None => (&chunk[..], &[][..]),
+            Some(cut) => (&chunk[..cut.start], &chunk[cut.end..]),
+        };
+        for part in [head, tail] {
+            if !part.is_empty() {
+                destination
+                    .write_all(part)
+                    .await
+                    .map_err(|e| direction.write_error(e))?;
+            }
+        }
         // A TLS writer may hold the record until flushed; Redis is request/response, so flush
         // every chunk rather than wait for the next read.
         destination
             .flush()
             .await
             .map_err(|e| direction.write_error(e))?;
-        moved.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        moved.fetch_add((head.len() + tail.len()) as u64, Ordering::Relaxed);
     }
 }
 
-/// What sees a direction's bytes as they pass (never changing them): inspect mode's replies
-/// framer.
+/// What sees a direction's bytes as they pass: inspect mode's replies framer. It changes
+/// nothing, except that it may cut out one range of a chunk (the reply to a command of the
+/// bastion's own, a re-AUTH, which the client never asked for).
 pub trait Watch: Send {
-    /// The next bytes of the stream, just before they are written on. `Err` ends the session.
-    fn chunk(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// The next bytes of the stream, just before they are written on: `Some(range)` of them
+    /// is not written. `Err` ends the session.
+    fn chunk(&mut self, bytes: &[u8]) -> io::Result<Option<std::ops::Range<usize>>>;
 }
 
 /// Nothing watches.
 pub(super) struct Unwatched;
 
 impl Watch for Unwatched {
-    fn chunk(&mut self, _: &[u8]) -> io::Result<()> {
-        Ok(())
+    fn chunk(&mut self, _: &[u8]) -> io::Result<Option<std::ops::Range<usize>>> {
+        Ok(None)
     }
 }
 

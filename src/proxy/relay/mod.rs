@@ -328,6 +328,8 @@ pub struct Counters {
     /// of requests.
     commands: AtomicU64,
     last_command: std::sync::atomic::AtomicI64,
+    /// Inspect mode: Unix time (seconds) of the next re-AUTH (0: none).
+    next_reauth: std::sync::atomic::AtomicI64,
 }
 
 impl Counters {
@@ -363,6 +365,16 @@ impl Counters {
     /// Inspect mode: requests were read at Unix time `secs`.
     pub fn requests_at(&self, secs: i64) {
         self.last_command.store(secs, Ordering::Relaxed);
+    }
+
+    /// Inspect mode: the next re-AUTH is due at Unix time `secs`.
+    pub fn reauth_at(&self, secs: i64) {
+        self.next_reauth.store(secs, Ordering::Relaxed);
+    }
+
+    /// Unix seconds of the next re-AUTH (0: none planned).
+    pub fn next_reauth(&self) -> i64 {
+        self.next_reauth.load(Ordering::Relaxed)
     }
 
     /// (commands answered, Unix seconds of the last requests; 0: none yet).

@@ -181,6 +181,8 @@ pub struct Ready {
 /// The command guard's share of a session.
 pub struct GuardStart {
     pub pipelined: Vec<u8>,
+    /// The client opened with `HELLO 3`: the connection speaks RESP3.
+    pub resp3: bool,
     pub database: Arc<Database>,
     pub db_user: Option<String>,
 }
@@ -404,6 +406,13 @@ async fn hand_off(
         upstream,
         guard: guarded.then(|| GuardStart {
             pipelined: pipelined.to_vec(),
+            resp3: matches!(
+                parsed.opening,
+                Opening::Hello {
+                    protover: Some(3),
+                    ..
+                }
+            ),
             database: granted.database.clone(),
             db_user: granted.db_user.clone(),
         }),
