@@ -1336,6 +1336,34 @@ mod tests {
     }
 
     #[test]
+    fn uninspect_makes_the_remaining_arguments_opaque() {
+        let mut framer = Framer::new(config());
+        let data = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n";
+        let step = framer.advance(data);
+        assert!(matches!(step.event, Some(Event::Command(_))));
+        let mut at = step.consumed;
+        framer.inspect();
+        let step = framer.advance(&data[at..]);
+        let Some(Event::Arg(arg)) = step.event else {
+            panic!("{step:?}");
+        };
+        assert_eq!((arg.index, arg.value()), (1, Some(&b"k"[..])));
+        at += step.consumed;
+        framer.uninspect();
+        // The value is not shown: the rest frames straight to the command's end.
+        let step = framer.advance(&data[at..]);
+        assert_eq!(
+            (step.consumed, step.event),
+            (
+                data.len() - at,
+                Some(Event::End {
+                    end: data.len() as u64
+                })
+            )
+        );
+    }
+
+    #[test]
     fn nothing_is_framed_after_dead() {
         let mut framer = Framer::new(config());
         let step = framer.advance(b"*x\r\nPING\r\n");

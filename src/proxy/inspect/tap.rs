@@ -341,10 +341,13 @@ impl<'a> Inspection<'a> {
         });
     }
 
-    /// No reply outstanding, and AUTH allowed (RESP3, or not subscribed).
+    /// No reply outstanding, and AUTH allowed (RESP3, or not subscribed). Never once pairing
+    /// was given up: after MONITOR or CLIENT REPLY OFF the AUTH's reply could not be told
+    /// from the client's.
     fn replies_quiet(&self) -> bool {
         let book = self.book();
-        book.pending.is_empty()
+        !book.lost
+            && book.pending.is_empty()
             && book
                 .framer
                 .as_ref()
@@ -903,6 +906,7 @@ mod tests {
             inspection.counts().3,
             "CLIENT REPLY marks the session unpaired"
         );
+        assert!(!tap.quiet(), "no re-AUTH once replies cannot be told apart");
 
         let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
         inspection.replies().chunk(b"+OK\r\n").unwrap();
