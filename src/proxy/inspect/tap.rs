@@ -15,8 +15,11 @@
 //! or change a byte.
 //!
 //! The command policy hook: [`CommandPolicy::check`] is asked about every command as it is
-//! named; a denial is refused by the guard in place (the upstream never sees the command and
-//! answers a refusal carrying the reason).
+//! named (no policy is wired yet: sessions use [`AllowAll`]). A denial is refused by the guard
+//! in place — the upstream never sees the command; it answers the guard's refusal, an
+//! unknown-command error (so inside MULTI the transaction aborts, as for Redis' own ACL
+//! denials) — and the replies watch replaces that answer with `-NOPERM bastion: <reason>`.
+//! The bastion's own re-AUTH is the other reply the watch owns: it is cut out.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -31,10 +34,12 @@ use super::reply::{ReplyConfig, ReplyFramer, ReplyKind, Word};
 use crate::audit::{self, CommandFacts, CommandSummary, SessionFacts};
 use crate::proxy::guard::driver::{Look, Observer, Reauth};
 use crate::proxy::guard::{Arg, Head, NAME_CAP};
-use crate::proxy::relay::{Counters, Watch};
+use crate::proxy::relay::{Counters, Edit, Watch};
 
 /// Where a command policy (ACL-style rules per role) plugs in: asked about every command of an
-/// inspect-mode session as soon as its name is known.
+/// inspect-mode session as soon as its name is known (`proxy/session.rs` passes [`AllowAll`]
+/// today). Arguments are not seen: a rule on keys would also need the guard to hold the command
+/// until its keys have passed.
 pub trait CommandPolicy: Send + Sync {
     /// `Err(reason)`: refuse it; the client gets an error carrying `bastion: <reason>` in its
     /// place and the upstream never sees it. `name` is the client's bytes (at most
@@ -134,6 +139,15 @@ impl Key {
     }
 }
 
+/// What becomes of a reply the bastion owns.
+enum Cut {
+    /// The bastion's own re-AUTH: its reply is cut out.
+    Reauth,
+    /// A command the policy denied: the upstream's answer to the guard's refusal is replaced
+    /// by this `-NOPERM bastion: …` line.
+    Replace(Box<[u8]>),
+}
+
 /// A request waiting for its reply (parallel to the matcher's queue).
 struct Pending {
     seq: u64,
@@ -145,8 +159,8 @@ struct Pending {
     /// Sampled: when it was named.
     started: Option<Instant>,
     protocol_error: bool,
-    /// The bastion's own re-AUTH: its reply is cut out of the stream.
-    swallow: bool,
+    /// A reply that is the bastion's, not the upstream's to give the client.
+    cut: Option<Cut>,
     bytes_request: u64,
     bytes_reply: u64,
     /// The first reply's kind and error code.
@@ -171,8 +185,8 @@ struct Book {
     resp3: bool,
     /// Stream offset where the last complete reply ended: the next one starts there.
     boundary: u64,
-    /// Cutting out a re-AUTH's reply.
-    swallowing: bool,
+    /// Inside a reply that is being cut out (it began in an earlier read).
+    cutting: bool,
 }
 
 const KINDS: usize = 14;
@@ -289,7 +303,7 @@ impl<'a> Inspection<'a> {
     }
 
     /// A request is due upstream (in order).
-    fn request(&self, current: &Current) {
+    fn request(&self, current: &mut Current) {
         let mut book = self.book();
         let name = &current.name[..usize::from(current.name_len)];
         let seq = if current.refused {
@@ -312,7 +326,7 @@ impl<'a> Inspection<'a> {
             key: current.key,
             started: current.started,
             protocol_error: false,
-            swallow: false,
+            cut: current.replace.take().map(Cut::Replace),
             bytes_request: current.bytes,
             bytes_reply: 0,
             kind: None,
@@ -333,7 +347,7 @@ impl<'a> Inspection<'a> {
             key: Key::NONE,
             started: None,
             protocol_error: false,
-            swallow: true,
+            cut: Some(Cut::Reauth),
             bytes_request: 0,
             bytes_reply: 0,
             kind: None,
@@ -367,7 +381,7 @@ impl<'a> Inspection<'a> {
             key: Key::NONE,
             started: None,
             protocol_error: true,
-            swallow: false,
+            cut: None,
             bytes_request: 0,
             bytes_reply: 0,
             kind: None,
@@ -375,27 +389,27 @@ impl<'a> Inspection<'a> {
         });
     }
 
-    /// Frame a read of replies and pair each with its request; the range of it that is a
-    /// re-AUTH's reply (cut out).
-    fn replies_read(&self, bytes: &[u8]) -> io::Result<Option<std::ops::Range<usize>>> {
+    /// Frame a read of replies and pair each with its request; the replies the bastion owns
+    /// (a re-AUTH's, a refusal's) go into `edits`.
+    fn replies_read(&self, bytes: &[u8], edits: &mut Vec<Edit>) -> io::Result<()> {
         let mut book = self.book();
         let book = &mut *book;
         let Some(framer) = book.framer.as_mut() else {
-            return Ok(None);
+            return Ok(());
         };
         let mut pos = 0;
         let mut answered = 0;
-        let mut cut = book.swallowing.then_some(0..bytes.len());
+        // Where the reply being cut out starts in this read.
+        let mut cut_start = book.cutting.then_some(0);
         loop {
-            // A re-AUTH's reply starts here: the next reply that is not a push.
-            let swallow_next = book.pending.front().is_some_and(|p| p.swallow);
-            if swallow_next
-                && !book.swallowing
+            // A reply the bastion owns starts here: the next one that is not a push.
+            if cut_start.is_none()
+                && book.pending.front().is_some_and(|p| p.cut.is_some())
                 && framer.offset() == book.boundary
                 && bytes.get(pos).is_some_and(|&b| b != b'>')
             {
-                book.swallowing = true;
-                cut = Some(pos..bytes.len());
+                book.cutting = true;
+                cut_start = Some(pos);
             }
             let opaque = framer.opaque_len().min((bytes.len() - pos) as u64);
             if opaque > 0 {
@@ -419,30 +433,46 @@ impl<'a> Inspection<'a> {
             };
             book.boundary = reply.end;
             let matched = book.matcher.reply(&reply);
-            if let Matched::Reply { seq, .. } = matched {
-                if book.swallowing
-                    && book
-                        .pending
-                        .front()
-                        .is_some_and(|p| p.swallow && p.seq == seq)
-                {
-                    book.swallowing = false;
-                    book.pending.pop_front();
-                    if let Some(cut) = cut.as_mut() {
-                        cut.end = pos;
-                    }
-                    if matches!(reply.kind, ReplyKind::Error | ReplyKind::BulkError) {
-                        let code = reply.code.map(|w| w.as_bytes().escape_ascii().to_string());
-                        let reason = format!(
-                            "the upstream refused the re-AUTH ({})",
-                            code.as_deref().unwrap_or("error")
-                        );
-                        audit::session_reauth(self.facts, "failed", &reason);
-                        return Err(io::Error::other(reason));
-                    }
-                    audit::session_reauth(self.facts, "ok", "-");
+            let owned = match matched {
+                Matched::Reply { seq, .. } if book.cutting => book
+                    .pending
+                    .front()
+                    .is_some_and(|p| p.cut.is_some() && p.seq == seq),
+                _ => false,
+            };
+            if owned {
+                book.cutting = false;
+                let start = cut_start.take().unwrap_or(0);
+                let Some(done) = book.pending.pop_front() else {
+                    continue;
+                };
+                if let Some(Cut::Replace(line)) = done.cut {
+                    // The client's command, refused: counted like Redis' own NOPERM.
+                    edits.push(Edit {
+                        range: start..pos,
+                        with: line.into_vec(),
+                    });
+                    answered += 1;
+                    book.commands += 1;
+                    book.errors += 1;
+                    book.by_kind[kind_index(ReplyKind::Error)] += 1;
                     continue;
                 }
+                edits.push(Edit {
+                    range: start..pos,
+                    with: Vec::new(),
+                });
+                if matches!(reply.kind, ReplyKind::Error | ReplyKind::BulkError) {
+                    let code = reply.code.map(|w| w.as_bytes().escape_ascii().to_string());
+                    let reason = format!(
+                        "the upstream refused the re-AUTH ({})",
+                        code.as_deref().unwrap_or("error")
+                    );
+                    audit::session_reauth(self.facts, "failed", &reason);
+                    return Err(io::Error::other(reason));
+                }
+                audit::session_reauth(self.facts, "ok", "-");
+                continue;
             }
             match matched {
                 Matched::Reply { seq, last } => {
@@ -488,10 +518,16 @@ impl<'a> Inspection<'a> {
                 Matched::Unexpected => book.lost = true,
             }
         }
+        if let Some(start) = cut_start {
+            edits.push(Edit {
+                range: start..bytes.len(),
+                with: Vec::new(),
+            });
+        }
         if answered > 0 {
             self.counters.commands_answered(answered);
         }
-        Ok(cut.filter(|c| !c.is_empty()))
+        Ok(())
     }
 
     fn audit(&self, done: &Pending, kind: ReplyKind) {
@@ -559,6 +595,8 @@ struct Current {
     lost: bool,
     /// Sampled: arguments to look at (subcommand, key count, first key).
     sampled: bool,
+    /// Denied by the command policy: the reply the client gets instead.
+    replace: Option<Box<[u8]>>,
 }
 
 impl Current {
@@ -648,6 +686,7 @@ impl<P: CommandPolicy> Observer for RequestTap<'_, '_, P> {
             started: None,
             lost: spec.is_some_and(|s| s.name == "monitor"),
             sampled: false,
+            replace: None,
         };
         current.name[..usize::from(current.name_len)]
             .copy_from_slice(&name[..usize::from(current.name_len)]);
@@ -655,6 +694,7 @@ impl<P: CommandPolicy> Observer for RequestTap<'_, '_, P> {
             if let Err(reason) = self.policy.check(name, spec, head.argc) {
                 current.refused = true;
                 current.spec = None;
+                current.replace = Some(noperm(&reason));
                 self.current = Some(current);
                 return Look::Refuse { reason };
             }
@@ -724,7 +764,7 @@ impl<P: CommandPolicy> Observer for RequestTap<'_, '_, P> {
             self.fresh_read = false;
             self.inspection.counters.requests_at(unix_now());
         }
-        self.inspection.request(&current);
+        self.inspection.request(&mut current);
     }
 
     fn protocol_error(&mut self) {
@@ -763,6 +803,18 @@ impl<P: CommandPolicy> Observer for RequestTap<'_, '_, P> {
     }
 }
 
+/// `-NOPERM bastion: <reason>` as one RESP error line (CR and LF can't be in it).
+fn noperm(reason: &str) -> Box<[u8]> {
+    let mut line = b"-NOPERM bastion: ".to_vec();
+    line.extend(
+        reason
+            .bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    line.extend_from_slice(b"\r\n");
+    line.into_boxed_slice()
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -775,8 +827,8 @@ pub struct ReplyTap<'i, 'a> {
 }
 
 impl Watch for ReplyTap<'_, '_> {
-    fn chunk(&mut self, bytes: &[u8]) -> io::Result<Option<std::ops::Range<usize>>> {
-        self.inspection.replies_read(bytes)
+    fn chunk(&mut self, bytes: &[u8], edits: &mut Vec<Edit>) -> io::Result<()> {
+        self.inspection.replies_read(bytes, edits)
     }
 }
 
@@ -825,6 +877,21 @@ mod tests {
         }
     }
 
+    /// What the relay writes of `part` after `watch` saw it.
+    fn through(watch: &mut ReplyTap<'_, '_>, part: &[u8]) -> Vec<u8> {
+        let mut edits = Vec::new();
+        watch.chunk(part, &mut edits).unwrap();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for e in &edits {
+            out.extend_from_slice(&part[from..e.range.start]);
+            out.extend_from_slice(&e.with);
+            from = e.range.end;
+        }
+        out.extend_from_slice(&part[from..]);
+        out
+    }
+
     fn settings(sample: f64) -> AuditSettings {
         AuditSettings {
             sample,
@@ -846,8 +913,12 @@ mod tests {
             let mut tap = inspection.requests(&AllowAll);
             feed(&mut tap, requests);
             let mut watch = inspection.replies();
-            watch.chunk(&replies[..cut]).unwrap();
-            watch.chunk(&replies[cut..]).unwrap();
+            let out = [
+                through(&mut watch, &replies[..cut]),
+                through(&mut watch, &replies[cut..]),
+            ]
+            .concat();
+            assert_eq!(out, replies, "replies pass as they are");
             assert_eq!(inspection.counts(), (3, 1, 0, false), "cut at {cut}");
         }
         assert_eq!(counters.commands().0, 3 * (replies.len() as u64 + 1));
@@ -878,13 +949,7 @@ mod tests {
                 let mut watch = inspection.replies();
                 let mut out = Vec::new();
                 for part in [&stream[..a], &stream[a..b], &stream[b..]] {
-                    match watch.chunk(part).unwrap() {
-                        None => out.extend_from_slice(part),
-                        Some(cut) => {
-                            out.extend_from_slice(&part[..cut.start]);
-                            out.extend_from_slice(&part[cut.end..]);
-                        }
-                    }
+                    out.extend(through(&mut watch, part));
                 }
                 assert_eq!(out, want, "reads cut at {a} and {b}");
                 assert_eq!(inspection.counts(), (1, 0, 1, false));
@@ -901,7 +966,7 @@ mod tests {
         let inspection = Inspection::new(&facts, &counters, &budget, settings(0.0));
         let mut tap = inspection.requests(&AllowAll);
         feed(&mut tap, b"CLIENT REPLY OFF\r\nPING\r\n");
-        inspection.replies().chunk(b"+PONG\r\n").unwrap();
+        through(&mut inspection.replies(), b"+PONG\r\n");
         assert!(
             inspection.counts().3,
             "CLIENT REPLY marks the session unpaired"
@@ -909,9 +974,12 @@ mod tests {
         assert!(!tap.quiet(), "no re-AUTH once replies cannot be told apart");
 
         let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
-        inspection.replies().chunk(b"+OK\r\n").unwrap();
+        through(&mut inspection.replies(), b"+OK\r\n");
         assert!(inspection.counts().3, "a reply nobody asked for");
-        let err = inspection.replies().chunk(b"?x\r\n").unwrap_err();
+        let err = inspection
+            .replies()
+            .chunk(b"?x\r\n", &mut Vec::new())
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
@@ -937,16 +1005,43 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_denial_is_a_refusal_in_place() {
-        struct NoFlush;
-        impl CommandPolicy for NoFlush {
-            fn check(&self, _: &[u8], spec: Option<&'static Spec>, _: u64) -> Result<(), String> {
-                match spec {
-                    Some(s) if s.name == "flushall" => Err("flushall is not allowed".into()),
-                    _ => Ok(()),
+    fn a_policy_denial_is_answered_noperm_in_place_whatever_the_reads() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let get = b"$1\r\nv\r\n".as_slice();
+        // What the upstream answers the guard's refusal in the denied command's place.
+        let refusal = b"-ERR unknown command 'bastion: flushall is not allowed', with args beginning with: \r\n";
+        let stream = [get, refusal, get].concat();
+        let want = [get, b"-NOPERM bastion: flushall is not allowed\r\n", get].concat();
+        for a in 0..=stream.len() {
+            for b in (a..=stream.len()).step_by(7) {
+                let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
+                let mut tap = inspection.requests(&NoFlush);
+                feed(&mut tap, b"GET k\r\nFLUSHALL\r\nGET k\r\n");
+                let mut watch = inspection.replies();
+                let mut out = Vec::new();
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    out.extend(through(&mut watch, part));
                 }
+                assert_eq!(out, want, "reads cut at {a} and {b}");
+                assert_eq!(inspection.counts(), (3, 1, 0, false));
             }
         }
+    }
+
+    struct NoFlush;
+    impl CommandPolicy for NoFlush {
+        fn check(&self, _: &[u8], spec: Option<&'static Spec>, _: u64) -> Result<(), String> {
+            match spec {
+                Some(s) if s.name == "flushall" => Err("flushall is not allowed".into()),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_policy_denial_is_a_refusal_in_place() {
         let facts = SessionFacts::default();
         let counters = Counters::default();
         let budget = AuditBudget::default();

@@ -43,7 +43,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::proxy::ktls::KtlsSocket;
 
-pub use copy::{read_pooled, Chunk, Watch};
+pub use copy::{read_pooled, Chunk, Edit, Watch};
 pub use filtered::{relay_filtered_until, relay_inspected_until, Requests};
 
 /// Anything the copy path can drive (TLS streams).
