@@ -297,6 +297,8 @@ enum TargetId {
     BastionUnix,
     /// `relay = "passthrough"`.
     BastionUnixPass,
+    /// `relay = "inspect"`, per-command audit sampled at 1 %.
+    BastionUnixInspect,
     DirectTls,
     HaproxyTls,
     BastionTls,
@@ -304,13 +306,14 @@ enum TargetId {
 }
 
 impl TargetId {
-    const ALL: [TargetId; 10] = [
+    const ALL: [TargetId; 11] = [
         TargetId::DirectTcp,
         TargetId::HaproxyTcp,
         TargetId::DirectUnix,
         TargetId::HaproxyUnix,
         TargetId::BastionUnix,
         TargetId::BastionUnixPass,
+        TargetId::BastionUnixInspect,
         TargetId::DirectTls,
         TargetId::HaproxyTls,
         TargetId::BastionTls,
@@ -325,6 +328,7 @@ impl TargetId {
             TargetId::HaproxyUnix => "haproxy-unix",
             TargetId::BastionUnix => "bastion-unix",
             TargetId::BastionUnixPass => "bastion-unix-pass",
+            TargetId::BastionUnixInspect => "bastion-unix-insp",
             TargetId::DirectTls => "direct-tls",
             TargetId::HaproxyTls => "haproxy-tls",
             TargetId::BastionTls => "bastion-tls",
@@ -337,6 +341,7 @@ impl TargetId {
             self,
             TargetId::BastionUnix
                 | TargetId::BastionUnixPass
+                | TargetId::BastionUnixInspect
                 | TargetId::BastionTls
                 | TargetId::BastionTlsPass
         )
@@ -347,13 +352,16 @@ impl TargetId {
 /// compared with the same topology (Unix in front, TCP to Redis: HAProxy) and with the ideal
 /// (Redis' own socket); its mTLS listener with plaintext Redis (the brief's reference), Redis' own
 /// TLS (same client, same TLS cost on one hop) and HAProxy terminating TLS. The command guard
-/// (the default) is also compared with `relay = "passthrough"` on the same listener.
+/// (the default) is also compared with `relay = "passthrough"` and `relay = "inspect"` (audit
+/// sampled at 1 %) on the same listener.
 const RATIOS: &[(TargetId, TargetId)] = &[
     (TargetId::HaproxyTcp, TargetId::DirectTcp),
     (TargetId::BastionUnix, TargetId::DirectUnix),
     (TargetId::BastionUnix, TargetId::HaproxyUnix),
     (TargetId::BastionUnix, TargetId::BastionUnixPass),
     (TargetId::BastionUnixPass, TargetId::HaproxyUnix),
+    (TargetId::BastionUnixInspect, TargetId::HaproxyUnix),
+    (TargetId::BastionUnixInspect, TargetId::BastionUnix),
     (TargetId::BastionTls, TargetId::DirectTcp),
     (TargetId::BastionTls, TargetId::DirectTls),
     (TargetId::BastionTls, TargetId::HaproxyTls),

@@ -114,6 +114,7 @@ impl TestBed {
             TargetId::HaproxyTls => Endpoint::mtls(local(haproxy?.tls_port), None, client),
             TargetId::BastionUnix => Endpoint::unix(bastion?.socket_path("local")),
             TargetId::BastionUnixPass => Endpoint::unix(bastion?.socket_path("pass")),
+            TargetId::BastionUnixInspect => Endpoint::unix(bastion?.socket_path("insp")),
             TargetId::BastionTls => {
                 Endpoint::mtls(bastion?.tls_addr(0), None, self.bastion_cert.as_ref()?)
             }
@@ -349,7 +350,8 @@ impl Drop for Haproxy {
 
 /// The bastion on Redis' plaintext port: an mTLS listener (`default_database = "local"`, SNI
 /// `pass` for the other) and `<dir>/sock/local.sock` (`relay = "guard"`, the default) and
-/// `pass.sock` (`relay = "passthrough"`), auth mode `none`, user `bench` bound to the bench's
+/// `pass.sock` (`relay = "passthrough"`), `insp.sock` (`relay = "inspect"`, `db.command`
+/// sampled at 1 %), auth mode `none`, user `bench` bound to the bench's
 /// own uid. Logs at
 /// `info`, the shipped level, whatever the caller's environment says.
 fn start_bastion(dir: &Path, redis: SocketAddr) -> Result<Bastion, String> {
@@ -387,6 +389,7 @@ directory = {sock}
 
 [limits]
 max_sessions = 100000
+command_audit_sample = 0.01
 
 [[databases]]
 name = "local"
@@ -398,6 +401,13 @@ default_db_user = "default"
 name = "pass"
 address = "{redis}"
 relay = "passthrough"
+auth = {{ mode = "none" }}
+default_db_user = "default"
+
+[[databases]]
+name = "insp"
+address = "{redis}"
+relay = "inspect"
 auth = {{ mode = "none" }}
 default_db_user = "default"
 
