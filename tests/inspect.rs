@@ -509,3 +509,38 @@ fn a_refused_reauth_ends_the_session_with_an_audit_event() {
         .expect_log_line(0, &["session.end", "closed_by="], &[]);
     s.assert_no_secrets_in_logs();
 }
+
+/// What the matcher cannot pair (MONITOR's stream, CLIENT REPLY OFF) still flows byte for byte;
+/// the session's summary says pairing was given up.
+#[test]
+fn monitor_and_client_reply_off_pass_unpaired() {
+    let s = stack("");
+    rt().block_on(async {
+        let mut c = Raw::connect(&s.unix("inspdb")).await.unwrap();
+        let off = [
+            command_str(&["CLIENT", "REPLY", "OFF"]),
+            command_str(&["SET", "i:r", "1"]),
+            command_str(&["CLIENT", "REPLY", "ON"]),
+            command_str(&["GET", "i:r"]),
+        ]
+        .concat();
+        assert_eq!(exchange(&mut c, &off, 2).await, b"+OK\r\n$1\r\n1\r\n");
+        let mut m = Raw::connect(&s.unix("inspdb")).await.unwrap();
+        assert_eq!(m.request_str(&["MONITOR"]).await.unwrap(), b"+OK\r\n");
+        let mut d = direct(&s).await;
+        d.request_str(&["SET", "i:mon", "seen"]).await.unwrap();
+        // The direct connection's AUTH first, then the SET.
+        let mut lines = Vec::new();
+        while !lines
+            .iter()
+            .any(|l: &Vec<u8>| l.windows(6).any(|w| w == b"\"i:mon"))
+        {
+            assert!(lines.len() < 5, "{lines:?}");
+            let line = m.read_frame().await.unwrap();
+            assert!(line.starts_with(b"+"), "{}", show(&line));
+            lines.push(line);
+        }
+    });
+    s.bastion
+        .expect_log_line(0, &["db.command.summary", "paired=false"], &[]);
+}
