@@ -409,6 +409,7 @@ fn sessions_ls_shows_the_relay_mode_and_commands() {
             .find(|r| r["database"] == "inspdb")
             .expect("inspdb row");
         assert_eq!(insp["relay"], "inspect");
+        assert_eq!(insp["path"], "copy", "{insp}");
         // The opening PING went through the handshake; the other two were relayed.
         assert!(insp["commands"].as_u64().unwrap() >= 2, "{insp}");
         assert!(insp["last_command"].is_string(), "{insp}");

@@ -297,12 +297,12 @@ async fn run(
     session.counters().add(ready.handed_up, ready.handed_down);
     let tls = tls_modes(&client, &ready.upstream);
     let (client, upstream) = (client_leg(client), upstream_leg(ready.upstream));
-    let mode = ready.relay.name();
-    session.relaying(
-        &relay::select_path(&client, &upstream).to_string(),
-        tls,
-        mode,
-    );
+    // Inspect mode copies both ways (every reply byte is framed): never the splice path.
+    let path = match ready.relay {
+        RelayMode::Inspect => Path::Copy,
+        _ => relay::select_path(&client, &upstream),
+    };
+    session.relaying(&path.to_string(), tls, ready.relay.name());
     drop(handshake);
     let _open = shared.metrics.session_started();
     audit::session_start(&facts);
