@@ -262,3 +262,106 @@ pub struct KilledSession<'a> {
     pub db: Option<&'a str>,
     pub db_user: Option<&'a str>,
 }
+
+/// One command of an inspect-mode session (`relay = "inspect"`), paired with its reply:
+/// `db.command`. Sampled and rate-limited by `[limits] command_audit_sample` /
+/// `command_audit_rate`. `command` is Redis' own name from its command table (`config|set`;
+/// `?` for a name it does not know — the client's bytes are never echoed), `first_key` the
+/// first key's first bytes, escaped (`-` when there is none, or for a command whose
+/// arguments can carry secrets: AUTH, HELLO, ACL, CONFIG, MIGRATE).
+pub fn db_command(f: &SessionFacts, c: &CommandFacts<'_>) {
+    tracing::info!(
+        target: "audit",
+        event = "db.command",
+        session = f.session,
+        user = opt(&f.user),
+        db = opt(&f.db),
+        db_user = opt(&f.db_user),
+        seq = c.seq,
+        command = c.command,
+        args = c.args,
+        keys = c.keys,
+        first_key = c.first_key,
+        reply = c.reply,
+        error = c.error,
+        bytes_request = c.bytes_request,
+        bytes_reply = c.bytes_reply,
+        latency_us = c.latency_us,
+        "db command"
+    );
+}
+
+/// The facts of a `db.command` event.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandFacts<'a> {
+    /// The command's place in the session (0 for the first).
+    pub seq: u64,
+    pub command: &'a str,
+    /// Arguments, the name included.
+    pub args: u64,
+    pub keys: u64,
+    pub first_key: &'a str,
+    /// The reply's RESP type (`error`, `bulk`, `array`, …).
+    pub reply: &'static str,
+    /// An error reply's code (`ERR`, `WRONGTYPE`, `NOPERM`…), else `-`.
+    pub error: &'a str,
+    pub bytes_request: u64,
+    pub bytes_reply: u64,
+    /// From the command being named to its last reply byte read, in microseconds.
+    pub latency_us: u64,
+}
+
+/// An inspect-mode session authenticated its upstream connection again (`limits.
+/// reauth_interval`): `session.reauth`, `result` `ok`, `failed` (the upstream refused it: the
+/// session ends) or `not_sent` (no token; tried again later). Never the token.
+pub fn session_reauth(f: &SessionFacts, result: &str, reason: &str) {
+    tracing::info!(
+        target: "audit",
+        event = "session.reauth",
+        session = f.session,
+        user = opt(&f.user),
+        db = opt(&f.db),
+        db_user = opt(&f.db_user),
+        result,
+        reason,
+        "session re-authenticated upstream"
+    );
+}
+
+/// The per-command summary of an inspect-mode session at its end: `db.command.summary`.
+pub fn db_command_summary(f: &SessionFacts, s: &CommandSummary<'_>) {
+    tracing::info!(
+        target: "audit",
+        event = "db.command.summary",
+        session = f.session,
+        user = opt(&f.user),
+        db = opt(&f.db),
+        db_user = opt(&f.db_user),
+        commands = s.commands,
+        errors = s.errors,
+        by_reply = s.by_reply,
+        pushes = s.pushes,
+        logged = s.logged,
+        unlogged = s.unlogged,
+        paired = s.paired,
+        "db commands (session summary)"
+    );
+}
+
+/// The facts of a `db.command.summary` event.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSummary<'a> {
+    /// Commands answered.
+    pub commands: u64,
+    /// Of them, answered with an error.
+    pub errors: u64,
+    /// `type=count` pairs, space-separated (`bulk=10 error=1 simple=3`).
+    pub by_reply: &'a str,
+    /// RESP3 pushes and RESP2 pub/sub messages (answering no command).
+    pub pushes: u64,
+    /// `db.command` events written; those sampled but dropped by the rate limit.
+    pub logged: u64,
+    pub unlogged: u64,
+    /// `false` once pairing was given up (MONITOR, CLIENT REPLY, a reply nobody asked for).
+    pub paired: bool,
+}

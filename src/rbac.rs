@@ -36,6 +36,13 @@ pub enum Denied {
          send AUTH <db-user> <anything>"
     )]
     NoDbUser { user: String, db: String },
+    /// The user's roles restrict commands, which only `relay = "inspect"` can enforce: fail
+    /// closed rather than relay commands the policy would refuse.
+    #[error(
+        "user '{user}' has a command policy, which database '{db}' cannot enforce (it needs \
+         relay = \"inspect\"; ask an admin)"
+    )]
+    PolicyNeedsInspect { user: String, db: String },
 }
 
 /// What [`authorize`] granted: the database as this catalog defines it, and the db-user.

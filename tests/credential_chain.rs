@@ -57,6 +57,7 @@ fn front(
         issued: moto.map(|(m, role)| m.key_lookup(role)),
         upstream: redis.plain_addr(),
         passwords: HashMap::from([("app".to_string(), PASSWORD.to_string())]),
+        connection_limit: None,
     })
 }
 

@@ -332,6 +332,7 @@ fn iam_rig_in(
         issued: None,
         upstream: redis.plain_addr(),
         passwords: HashMap::from([("app".to_string(), PASSWORD.to_string())]),
+        connection_limit: None,
     });
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(

@@ -53,6 +53,12 @@ struct RigOpts<'a> {
     /// The keys the front expects; `None`: the static keys, given to the daemon in its
     /// environment. `Some`: keys only IMDS hands out (nothing in the environment).
     imds_keys: Option<(&'a str, &'a str)>,
+    /// The database's `relay`.
+    relay: &'a str,
+    /// Lines added to `[limits]`.
+    limits: &'a str,
+    /// The front's `connection_limit`.
+    connection_limit: Option<std::time::Duration>,
 }
 
 impl Default for RigOpts<'_> {
@@ -67,6 +73,9 @@ impl Default for RigOpts<'_> {
             imds: None,
             env: Vec::new(),
             imds_keys: None,
+            relay: "guard",
+            limits: "",
+            connection_limit: None,
         }
     }
 }
@@ -85,6 +94,7 @@ fn rig_with(o: RigOpts) -> Rig {
         issued: None,
         upstream: redis.plain_addr(),
         passwords: HashMap::from([("app".to_string(), REAL_PASSWORD.to_string())]),
+        connection_limit: o.connection_limit,
     });
     let state = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
@@ -103,6 +113,7 @@ fn rig_with(o: RigOpts) -> Rig {
 state_dir = "{state}"
 [limits]
 handshake_timeout = "10s"
+{limits}
 [listeners.unix]
 directory = "{sock}"
 {imds}
@@ -111,6 +122,7 @@ name = "iamdb"
 address = "{front}"
 auth = {{ mode = "iam", service = "{service}", {region}target = "my-target", serverless = {serverless} }}
 allow_plaintext_auth = true
+relay = "{relay}"
 [[roles]]
 name = "app-only"
 db_users = ["app"]
@@ -126,6 +138,8 @@ unix_user = "{me}"
         service = o.service,
         serverless = o.serverless,
         me = current_user(),
+        limits = o.limits,
+        relay = o.relay,
     );
     let home_str = home.path().display().to_string();
     let missing = home.path().join("none").display().to_string();
@@ -508,4 +522,62 @@ async fn own_auth_reauthenticates_with_a_fresh_token() {
     drop(c);
     r.bastion
         .assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD, CLIENT_PASSWORD]);
+}
+
+/// Issue 12: the front closes a connection 3 s after its last accepted AUTH (the services' 12-hour
+/// limit, shortened). In inspect mode with `reauth_interval = "1s"` the bastion authenticates
+/// the upstream again with a fresh token at quiet points and the session outlives the limit,
+/// the client seeing only its own replies; in guard mode (no re-AUTH) the same session is cut.
+#[tokio::test]
+async fn inspect_mode_reauthenticates_before_the_connection_limit() {
+    use std::time::Duration;
+    use support::raw::Raw;
+
+    let limit = Some(Duration::from_secs(3));
+    let r = rig_with(RigOpts {
+        relay: "inspect",
+        limits: "reauth_interval = \"1s\"",
+        connection_limit: limit,
+        ..RigOpts::default()
+    });
+    let mut c = Raw::connect(&Endpoint::unix(r.bastion.socket_path("iamdb")))
+        .await
+        .expect("connect");
+    for i in 0..8 {
+        let echo = format!("e{i}");
+        let reply = c.request_str(&["ECHO", &echo]).await.expect("reply");
+        assert_eq!(reply, format!("$2\r\n{echo}\r\n").as_bytes(), "after {i} s");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let tokens = r.front.tokens();
+    let reauths: Vec<_> = tokens.iter().filter(|t| !t.opening).collect();
+    assert!(reauths.len() >= 4, "{tokens:?}");
+    assert!(reauths.iter().all(|t| t.user == "app"), "{tokens:?}");
+    // Fresh tokens: signed later as time goes on, not the opening one replayed.
+    let first = tokens[0].signed_at;
+    assert!(reauths.last().unwrap().signed_at > first, "{tokens:?}");
+    assert!(
+        r.front
+            .verdicts()
+            .iter()
+            .all(|v| v.outcome == Outcome::Accepted),
+        "{:?}",
+        r.front.verdicts()
+    );
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
+
+    // The control: guard mode sends no re-AUTH, and the front cuts the session.
+    let g = rig_with(RigOpts {
+        connection_limit: limit,
+        ..RigOpts::default()
+    });
+    let mut c = Raw::connect(&Endpoint::unix(g.bastion.socket_path("iamdb")))
+        .await
+        .expect("connect");
+    assert_eq!(c.request_str(&["PING"]).await.unwrap(), b"+PONG\r\n");
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    assert!(
+        c.request_str(&["PING"]).await.is_err(),
+        "guard mode outlived the limit"
+    );
 }

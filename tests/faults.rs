@@ -347,6 +347,7 @@ fn imds_gone_for_thirty_simulated_minutes_keeps_iam_sessions_authenticating() {
         issued: None,
         upstream: support::process::closed_addr(),
         passwords: Default::default(),
+        connection_limit: None,
     };
     let authenticate = |chain: &CredentialChain| {
         let t = rt

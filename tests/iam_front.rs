@@ -98,6 +98,7 @@ fn front_config(redis: &RedisServer, service: &'static str, serverless: bool) ->
         issued: None,
         upstream: redis.addr,
         passwords: HashMap::from([("app".to_string(), PASSWORD.to_string())]),
+        connection_limit: None,
     }
 }
 

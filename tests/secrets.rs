@@ -45,6 +45,7 @@ fn no_secret_appears_in_logs_or_admin_outputs() {
         issued: None,
         upstream: s.redis.plain_addr(),
         passwords: HashMap::from([(APP.to_string(), s.upstream_password.clone())]),
+        connection_limit: None,
     });
     a.ok(&[
         "db",

@@ -352,7 +352,7 @@ enum TargetId {
     BastionUnix,
     /// `relay = "passthrough"`.
     BastionUnixPass,
-    /// `relay = "inspect"`, on a bastion of its own (`n/a` while the config rejects the mode).
+    /// `relay = "inspect"` on a bastion of its own, per-command audit sampled at 1 %.
     BastionUnixInspect,
     DirectTls,
     HaproxyTls,
@@ -441,7 +441,8 @@ impl TargetId {
 /// compared with the same topology (Unix in front, TCP to Redis: HAProxy) and with the ideal
 /// (Redis' own socket); its mTLS listener with plaintext Redis (the brief's reference), Redis' own
 /// TLS (same client, same TLS cost on one hop) and HAProxy terminating TLS. The command guard
-/// (the default) is also compared with `relay = "passthrough"` on the same listener.
+/// (the default) is also compared with `relay = "passthrough"` and `relay = "inspect"` (audit
+/// sampled at 1 %) on the same listener.
 const RATIOS: &[(TargetId, TargetId)] = &[
     (TargetId::HaproxyTcp, TargetId::DirectTcp),
     (TargetId::BastionUnix, TargetId::DirectUnix),
@@ -449,6 +450,7 @@ const RATIOS: &[(TargetId, TargetId)] = &[
     (TargetId::BastionUnix, TargetId::BastionUnixPass),
     (TargetId::BastionUnixPass, TargetId::HaproxyUnix),
     (TargetId::BastionUnixInspect, TargetId::BastionUnixPass),
+    (TargetId::BastionUnixInspect, TargetId::BastionUnix),
     (TargetId::BastionUnixInspect, TargetId::HaproxyUnix),
     (TargetId::BastionTls, TargetId::DirectTcp),
     (TargetId::BastionTls, TargetId::DirectTls),

@@ -446,6 +446,8 @@ directory = {sock}
 
 [limits]
 max_sessions = 100000
+# Inspect mode's per-command audit at the sampling the issue's target is stated for.
+command_audit_sample = 0.01
 {dbs}
 [[roles]]
 name = "bench"

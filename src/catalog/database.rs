@@ -139,6 +139,10 @@ impl Declaration for DatabaseConfig {
 }
 
 impl Database {
+    /// Whether sessions authenticate upstream (IAM or password; not `none`).
+    pub fn authenticates(&self) -> bool {
+        !matches!(self.auth, Auth::None)
+    }
     /// The typed form of `declared`, the one way to a `Database`. A password is read now under
     /// `dirs`' rules, unless `kept` (this database as the catalog in force holds it) has one from
     /// the same source that was read successfully: then that reading is kept, so only a

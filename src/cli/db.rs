@@ -92,9 +92,11 @@ pub struct DbAddArgs {
     /// ElastiCache AUTH token without RBAC): send one-argument `AUTH <password>`.
     #[arg(long)]
     pub legacy_auth: bool,
-    /// `guard` (default: requests are checked so a session can never switch db-user) or
-    /// `passthrough` (bytes relayed untouched, trusting the upstream's own ACLs).
-    #[arg(long, value_parser = ["guard", "passthrough"], default_value = "guard")]
+    /// `guard` (default: requests are checked so a session can never switch db-user),
+    /// `inspect` (the guard, and every command paired with its reply and audited as
+    /// `db.command`) or `passthrough` (bytes relayed untouched, trusting the upstream's own
+    /// ACLs).
+    #[arg(long, value_parser = ["guard", "inspect", "passthrough"], default_value = "guard")]
     pub relay: String,
     /// Address ranges (CIDR) this database may point into although the address policy refuses
     /// them by default (link-local, multicast…), comma-separated. Never the metadata endpoints.
@@ -188,10 +190,10 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
         session_name: a.session_name,
         allow_plaintext_auth: a.allow_plaintext_auth,
         legacy_auth: a.legacy_auth,
-        relay: if a.relay == "passthrough" {
-            crate::config::RelayMode::Passthrough
-        } else {
-            crate::config::RelayMode::Guard
+        relay: match a.relay.as_str() {
+            "passthrough" => crate::config::RelayMode::Passthrough,
+            "inspect" => crate::config::RelayMode::Inspect,
+            _ => crate::config::RelayMode::Guard,
         },
         allow_addresses: a.allow_addresses,
     })

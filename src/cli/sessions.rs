@@ -11,7 +11,9 @@ use crate::proxy::registry::SessionInfo;
 #[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
     /// List live sessions: id, user, database, db-user, client, transport, start, state, bytes,
-    /// relay path and where each leg's TLS runs (`ktls`: the kernel, `rustls`: user space).
+    /// relay path and where each leg's TLS runs (`ktls`: the kernel, `rustls`: user space),
+    /// relay mode (`guard`, `inspect`, `passthrough`) and, in inspect mode, the commands
+    /// answered, when requests were last read and when the upstream is next re-authenticated.
     Ls,
     /// End a live session (in its handshake or relay); its `session.end` is still audited.
     Kill {
@@ -46,6 +48,13 @@ struct Row<'a> {
     /// `ktls`, `rustls` or `none`, per leg.
     tls_client: &'static str,
     tls_upstream: &'static str,
+    /// `guard`, `inspect` or `passthrough` once relaying.
+    relay: Option<&'a str>,
+    /// Inspect mode: commands answered, and when requests were last read (RFC 3339).
+    commands: Option<u64>,
+    last_command: Option<String>,
+    /// Inspect mode: when the upstream is next authenticated again (RFC 3339).
+    next_reauth: Option<String>,
 }
 
 fn row(s: &SessionInfo) -> Row<'_> {
@@ -64,6 +73,10 @@ fn row(s: &SessionInfo) -> Row<'_> {
         path: s.path.as_deref(),
         tls_client: s.tls_client.name(),
         tls_upstream: s.tls_upstream.name(),
+        relay: s.relay.as_deref(),
+        commands: s.commands,
+        last_command: s.last_command.map(rfc3339),
+        next_reauth: s.next_reauth.map(rfc3339),
     }
 }
 
@@ -93,6 +106,10 @@ fn list(admin: &AdminArgs) -> anyhow::Result<()> {
                     ),
                     dash(r.path),
                     format!("{}/{}", r.tls_client, r.tls_upstream),
+                    dash(r.relay),
+                    r.commands.map_or("-".to_string(), |n| n.to_string()),
+                    dash(r.last_command.as_deref()),
+                    dash(r.next_reauth.as_deref()),
                 ]
             })
             .collect();
@@ -111,6 +128,10 @@ fn list(admin: &AdminArgs) -> anyhow::Result<()> {
                     "BYTES UP/DOWN",
                     "PATH",
                     "TLS CLIENT/UPSTREAM",
+                    "RELAY",
+                    "COMMANDS",
+                    "LAST COMMAND",
+                    "NEXT RE-AUTH",
                 ],
                 &cells
             )

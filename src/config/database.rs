@@ -44,8 +44,9 @@ pub struct DatabaseConfig {
     #[serde(default, skip_serializing_if = "is_false")]
     pub legacy_auth: bool,
     /// How the session's bytes are relayed: `guard` (default: the requests direction is
-    /// framed so a session can never switch db-user) or `passthrough` (byte-for-byte, trusting
-    /// the upstream's own ACLs).
+    /// framed so a session can never switch db-user), `inspect` (the guard, and the replies
+    /// framed too: every command paired with its reply, audited as `db.command`) or
+    /// `passthrough` (byte-for-byte, trusting the upstream's own ACLs).
     #[serde(default, skip_serializing_if = "RelayMode::is_guard")]
     pub relay: RelayMode,
     /// Address ranges this database may point into although the upstream address policy
@@ -63,6 +64,9 @@ pub enum RelayMode {
     Guard,
     /// Bytes relayed untouched both ways.
     Passthrough,
+    /// The guard on the requests, and the replies framed: each command paired with its
+    /// reply (per-command audit).
+    Inspect,
 }
 
 impl RelayMode {
@@ -70,10 +74,16 @@ impl RelayMode {
         *self == RelayMode::Guard
     }
 
+    /// Whether the requests direction runs through the command guard (guard and inspect).
+    pub fn guards_requests(self) -> bool {
+        self != RelayMode::Passthrough
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RelayMode::Guard => "guard",
             RelayMode::Passthrough => "passthrough",
+            RelayMode::Inspect => "inspect",
         }
     }
 }

@@ -56,6 +56,39 @@ pub struct Limits {
     /// `cert issue --ttl` above this is refused.
     #[serde(default = "default_max_cert_ttl", deserialize_with = "de_duration")]
     pub max_cert_ttl: Duration,
+    /// Inspect mode: the share of commands audited one by one as `db.command` (0.0 to 1.0;
+    /// every 1/x-th command, deterministically). Every command still counts in the session's
+    /// `db.command.summary`.
+    #[serde(default = "default_command_audit_sample")]
+    pub command_audit_sample: f64,
+    /// Inspect mode: at most this many `db.command` events per second for the whole daemon
+    /// (a burst of one second's worth); the rest are counted as `unlogged` in the summaries.
+    #[serde(default = "default_command_audit_rate")]
+    pub command_audit_rate: u32,
+    /// Inspect mode: authenticate each session's upstream connection again (a fresh IAM
+    /// token, or the password) this long after the last time, at a quiet point — before
+    /// ElastiCache / MemoryDB close an IAM connection at 12 hours.
+    #[serde(default = "default_reauth_interval", deserialize_with = "de_duration")]
+    pub reauth_interval: Duration,
+}
+
+/// Default re-AUTH interval: an hour inside the 12-hour limit of IAM connections.
+pub const DEFAULT_REAUTH_INTERVAL: Duration = Duration::from_secs(11 * 3600);
+
+fn default_reauth_interval() -> Duration {
+    DEFAULT_REAUTH_INTERVAL
+}
+
+/// Default share of inspect-mode commands audited one by one: all of them.
+pub const DEFAULT_COMMAND_AUDIT_SAMPLE: f64 = 1.0;
+/// Default bound on `db.command` events per second (daemon-wide).
+pub const DEFAULT_COMMAND_AUDIT_RATE: u32 = 1000;
+
+fn default_command_audit_sample() -> f64 {
+    DEFAULT_COMMAND_AUDIT_SAMPLE
+}
+fn default_command_audit_rate() -> u32 {
+    DEFAULT_COMMAND_AUDIT_RATE
 }
 
 impl Default for Limits {
@@ -71,6 +104,9 @@ impl Default for Limits {
             max_session_age: None,
             max_cert_ttl: DEFAULT_MAX_CERT_TTL,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            command_audit_sample: DEFAULT_COMMAND_AUDIT_SAMPLE,
+            command_audit_rate: DEFAULT_COMMAND_AUDIT_RATE,
+            reauth_interval: DEFAULT_REAUTH_INTERVAL,
         }
     }
 }

@@ -107,6 +107,18 @@ impl RawConfig {
         self.metrics.check().map_err(|(field, message)| {
             ConfigError::invalid(format!("metrics.{field}"), message)
         })?;
+        if self.limits.reauth_interval < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "limits.reauth_interval",
+                "must be at least 1s",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.limits.command_audit_sample) {
+            return Err(ConfigError::invalid(
+                "limits.command_audit_sample",
+                "must be between 0.0 and 1.0",
+            ));
+        }
         if self.limits.max_sessions == 0 {
             return Err(ConfigError::invalid(
                 "limits.max_sessions",

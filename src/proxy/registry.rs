@@ -109,6 +109,14 @@ pub struct SessionInfo {
     /// Where each leg's TLS records are handled (`ktls`, `rustls`, `none`), once relaying.
     pub tls_client: TlsMode,
     pub tls_upstream: TlsMode,
+    /// The database's `relay` mode (`guard`, `inspect`, `passthrough`), once relaying.
+    pub relay: Option<String>,
+    /// Inspect mode: commands answered so far, and the Unix time (seconds) requests were last
+    /// read (`None` outside inspect mode, or before the first command).
+    pub commands: Option<u64>,
+    pub last_command: Option<i64>,
+    /// Inspect mode: Unix time (seconds) the upstream is next authenticated again.
+    pub next_reauth: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +178,10 @@ impl Registry {
             path: None,
             tls_client: TlsMode::None,
             tls_upstream: TlsMode::None,
+            relay: None,
+            commands: None,
+            last_command: None,
+            next_reauth: None,
         };
         self.lock().live.insert(
             id,
@@ -294,9 +306,14 @@ impl Live {
 
     fn snapshot(&self) -> SessionInfo {
         let (up, down) = self.counters.totals();
+        let inspected = self.info.relay.as_deref() == Some("inspect");
+        let (commands, last) = self.counters.commands();
         SessionInfo {
             bytes_client_to_upstream: up,
             bytes_upstream_to_client: down,
+            commands: inspected.then_some(commands),
+            last_command: (inspected && last > 0).then_some(last),
+            next_reauth: Some(self.counters.next_reauth()).filter(|&t| inspected && t > 0),
             ..self.info.clone()
         }
     }
@@ -360,9 +377,10 @@ impl Registered {
 
     /// The handshake is over; bytes are being relayed along `path`, each leg's TLS handled as
     /// `tls` (client, upstream) says.
-    pub fn relaying(&self, path: &str, tls: (TlsMode, TlsMode)) {
+    pub fn relaying(&self, path: &str, tls: (TlsMode, TlsMode), relay: &str) {
         if let Some(live) = self.registry.lock().live.get_mut(&self.id) {
             live.info.relaying = true;
+            live.info.relay = Some(relay.to_string());
             live.info.path = Some(path.to_string());
             (live.info.tls_client, live.info.tls_upstream) = tls;
         }
@@ -420,7 +438,7 @@ mod tests {
         let b = reg.register(2, "uid=0 pid=7".into(), Transport::Unix);
         a.update(&facts("alice", "cache"));
         a.counters().add(10, 20);
-        a.relaying("splice", (TlsMode::Kernel, TlsMode::User));
+        a.relaying("splice", (TlsMode::Kernel, TlsMode::User), "guard");
         let listed = reg.list();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].user.as_deref(), Some("alice"));

@@ -31,12 +31,14 @@ use tokio_util::either::Either;
 use tracing::{field, Instrument};
 
 use crate::audit::{self, SessionEnd, SessionFacts};
+use crate::config::RelayMode;
 use crate::identity::{self, Identity, Method};
 use crate::metrics::InFlight;
 use crate::proxy::admission::Pending;
 use crate::proxy::guard::session_policy::SessionPolicy;
 use crate::proxy::guard::Guard;
 use crate::proxy::handshake::{error_reply, protocol_error_reply};
+use crate::proxy::inspect::{AuditSettings, Inspection};
 use crate::proxy::ktls::{self, Tls, TlsMode};
 use crate::proxy::registry::{Grant, Registered, StopReason, Transport};
 use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
@@ -295,7 +297,12 @@ async fn run(
     session.counters().add(ready.handed_up, ready.handed_down);
     let tls = tls_modes(&client, &ready.upstream);
     let (client, upstream) = (client_leg(client), upstream_leg(ready.upstream));
-    session.relaying(&relay::select_path(&client, &upstream).to_string(), tls);
+    // Inspect mode copies both ways (every reply byte is framed): never the splice path.
+    let path = match ready.relay {
+        RelayMode::Inspect => Path::Copy,
+        _ => relay::select_path(&client, &upstream),
+    };
+    session.relaying(&path.to_string(), tls, ready.relay.name());
     drop(handshake);
     let _open = shared.metrics.session_started();
     audit::session_start(&facts);
@@ -314,6 +321,7 @@ async fn run(
         // `relay = "guard"`: the requests go through the command guard, replies as before.
         Some(GuardStart {
             pipelined,
+            resp3,
             database,
             db_user,
         }) => {
@@ -323,8 +331,44 @@ async fn run(
                 credentials: &shared.credentials,
                 facts: &facts,
             };
-            let requests = Guard::new(policy, pipelined);
-            relay::relay_filtered_until(client, upstream, session.counters(), stop, requests).await
+            if database.relay == RelayMode::Inspect {
+                // `relay = "inspect"`: the guard on the requests, told of every command, and
+                // the replies framed and paired with them on their way.
+                let limits = shared.limits();
+                let settings = AuditSettings {
+                    sample: limits.command_audit_sample,
+                    rate: limits.command_audit_rate,
+                    // Re-AUTH keeps IAM connections past 12 hours and re-checks a password;
+                    // auth mode `none` has nothing to renew.
+                    reauth: database.authenticates().then_some(limits.reauth_interval),
+                    resp3,
+                };
+                let counters = session.counters();
+                let inspection = Inspection::new(&facts, counters, &shared.command_audit, settings);
+                // The roles' command policy (unrestricted: every command, as before).
+                let rules = crate::rbac::command_policy(
+                    &shared.catalog.snapshot(),
+                    facts.user.as_deref().unwrap_or_default(),
+                    &database,
+                    db_user.as_deref(),
+                );
+                let requests = Guard::observed(policy, pipelined, inspection.requests(&rules));
+                let outcome = relay::relay_inspected_until(
+                    client,
+                    upstream,
+                    counters,
+                    stop,
+                    requests,
+                    inspection.replies(),
+                )
+                .await;
+                inspection.summary();
+                outcome
+            } else {
+                let requests = Guard::new(policy, pipelined);
+                relay::relay_filtered_until(client, upstream, session.counters(), stop, requests)
+                    .await
+            }
         }
         None => relay::relay_until(client, upstream, session.counters(), stop).await,
     };

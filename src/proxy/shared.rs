@@ -40,6 +40,8 @@ pub struct Shared {
     pub sessions: Arc<Registry>,
     /// The numbers the `[metrics]` endpoint and `bastion status` show.
     pub metrics: Metrics,
+    /// The daemon-wide bound on `db.command` audit events (`limits.command_audit_rate`).
+    pub command_audit: crate::proxy::inspect::AuditBudget,
     next_id: AtomicU64,
 }
 
@@ -56,6 +58,7 @@ impl Shared {
             instance_id: std::sync::OnceLock::new(),
             sessions: Arc::new(Registry::default()),
             metrics: Metrics::new(),
+            command_audit: crate::proxy::inspect::AuditBudget::default(),
             next_id: AtomicU64::new(1),
         }
     }

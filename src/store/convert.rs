@@ -146,7 +146,11 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
             assume_role,
             allow_plaintext_auth: c.allow_plaintext_auth,
             legacy_auth: c.legacy_auth,
-            relay_passthrough: c.relay == RelayMode::Passthrough,
+            relay: match c.relay {
+                RelayMode::Guard => RelayRecord::Guard,
+                RelayMode::Passthrough => RelayRecord::Passthrough,
+                RelayMode::Inspect => RelayRecord::Inspect,
+            },
             allow_addresses: list(
                 &at("allow_addresses"),
                 "MAX_ALLOW_ADDRESSES",
@@ -221,10 +225,10 @@ impl Declaration for DatabaseRecord {
         self.legacy_auth
     }
     fn relay(&self) -> RelayMode {
-        if self.relay_passthrough {
-            RelayMode::Passthrough
-        } else {
-            RelayMode::Guard
+        match self.relay {
+            RelayRecord::Guard => RelayMode::Guard,
+            RelayRecord::Passthrough => RelayMode::Passthrough,
+            RelayRecord::Inspect => RelayMode::Inspect,
         }
     }
     fn allow_addresses(&self) -> Vec<ipnet::IpNet> {
@@ -566,7 +570,7 @@ allow_addresses = ["169.254.10.0/24"]
             }),
             allow_plaintext_auth: false,
             legacy_auth: false,
-            relay_passthrough: false,
+            relay: RelayRecord::Guard,
             allow_addresses: [("169.254.10.0".parse().unwrap(), 24)]
                 .into_iter()
                 .collect(),

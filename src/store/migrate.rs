@@ -15,8 +15,12 @@
 //!   database without TLS is now refused at its sessions until it says
 //!   `allow_plaintext_auth`).
 //! - Version 2 → 3: [`RoleRecord`] gained `commands` and `keys` (the command policy); a
-//!   version-2 role has neither (every command and key, as before). Version 1 goes through
-//!   version 2.
+//!   version-2 role has neither (every command and key, as before). And
+//!   `DatabaseRecord::relay_passthrough` (bool) became `relay` ([`RelayRecord`]: guard,
+//!   passthrough, inspect); postcard encodes the first two variants as the bool's 0 and 1, so a
+//!   version-2 database decodes as a version-3 one unchanged. Version 1 goes through version 2.
+//!
+//! [`RelayRecord`]: super::records::RelayRecord
 
 use std::borrow::Cow;
 
@@ -227,7 +231,7 @@ impl From<v1::DatabaseRecord> for DatabaseRecord {
             assume_role: d.assume_role,
             allow_plaintext_auth: false,
             legacy_auth: false,
-            relay_passthrough: false,
+            relay: super::records::RelayRecord::Guard,
             allow_addresses: heapless::Vec::new(),
         }
     }
@@ -303,6 +307,36 @@ mod tests {
         );
         assert!(migrate(0, FileKind::Log, b"x").is_err());
         assert!(migrate(FORMAT_VERSION + 1, FileKind::Log, b"x").is_err());
+    }
+
+    #[test]
+    fn a_version_2_relay_bool_decodes_as_the_relay_mode() {
+        use crate::store::records::RelayRecord;
+        // Version 2's field was a bool: `relay_passthrough`.
+        for (passthrough, mode) in [
+            (false, RelayRecord::Guard),
+            (true, RelayRecord::Passthrough),
+        ] {
+            let mut current = db("cache", 6379, 0);
+            current.relay = mode;
+            let v3 = postcard::to_stdvec(&current).unwrap();
+            // The bool is the last fixed field before `allow_addresses` (empty: one byte).
+            let at = v3.len() - 2;
+            assert_eq!(v3[at], u8::from(passthrough));
+            let migrated = migrate(2, FileKind::Log, &v3).unwrap();
+            let back: DatabaseRecord = decode(&migrated).unwrap();
+            assert_eq!(back.relay, mode);
+            assert_eq!(
+                postcard::to_stdvec(&passthrough).unwrap(),
+                [u8::from(passthrough)]
+            );
+        }
+        let mut inspect = db("cache", 6379, 0);
+        inspect.relay = RelayRecord::Inspect;
+        let bytes = postcard::to_stdvec(&inspect).unwrap();
+        assert_eq!(bytes[bytes.len() - 2], 2);
+        // A version-2 binary (a bool) refuses it rather than misreading it.
+        assert!(postcard::from_bytes::<bool>(&[2]).is_err());
     }
 
     #[test]

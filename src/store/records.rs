@@ -86,10 +86,22 @@ pub struct DatabaseRecord {
     pub allow_plaintext_auth: bool,
     /// `legacy_auth`: one-argument `AUTH <password>`, no db-users. Added in format version 2.
     pub legacy_auth: bool,
-    /// `relay = "passthrough"` (else the guard). Added in format version 2.
-    pub relay_passthrough: bool,
+    /// `relay`. Added in format version 2 as a bool (`passthrough` or not); from version 3 an
+    /// enum whose first two variants encode exactly as that bool did (postcard: one varint
+    /// byte, 0 or 1), so version-2 payloads decode unchanged.
+    pub relay: RelayRecord,
     /// `allow_addresses`: (network address, prefix length). Added in format version 2.
     pub allow_addresses: heapless::Vec<(std::net::IpAddr, u8), MAX_ALLOW_ADDRESSES>,
+}
+
+/// A database's relay mode. The variant order is the on-disk encoding: never reorder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayRecord {
+    #[default]
+    Guard,
+    Passthrough,
+    /// Added in format version 3.
+    Inspect,
 }
 
 /// `assume_role_arn` / `external_id` / `session_name` of a database.

@@ -45,7 +45,11 @@ pub fn db(name: &str, port: u16, auth: u8) -> DatabaseRecord {
         }),
         allow_plaintext_auth: false,
         legacy_auth: auth == 1 && port % 2 == 0,
-        relay_passthrough: port % 5 == 0,
+        relay: if port % 5 == 0 {
+            super::records::RelayRecord::Passthrough
+        } else {
+            super::records::RelayRecord::Guard
+        },
         allow_addresses: if port % 7 == 0 {
             heapless::Vec::from_slice(&[("169.254.10.0".parse().unwrap(), 24)]).unwrap()
         } else {

@@ -14,6 +14,10 @@
 //! ([`IamFront::tokens`]: when it was signed and a digest, never the token itself), so a test can
 //! tell a freshly signed token from a replayed one.
 //!
+//! With [`IamFrontConfig::connection_limit`] a connection is closed that long after its last
+//! accepted AUTH, as the services close IAM connections that did not re-authenticate within
+//! 12 hours.
+//!
 //! Every verification is recorded ([`IamFront::verdicts`]) before the client gets its reply, so
 //! a test that has read the reply can assert *why* a token was accepted or rejected.
 //!
@@ -54,6 +58,9 @@ pub struct IamFrontConfig {
     pub upstream: SocketAddr,
     /// Database user → real Redis password.
     pub passwords: HashMap<String, String>,
+    /// Close a connection this long after its last accepted AUTH (the services' 12-hour limit
+    /// on IAM connections, shortened for tests); `None`: never.
+    pub connection_limit: Option<Duration>,
 }
 
 /// Finds the secret (and session token) of an access key someone else issued.
@@ -319,14 +326,40 @@ async fn handle(state: Arc<State>, mut client: TcpStream) {
     }
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut upstream_rx, upstream_tx) = upstream.into_split();
+    let authenticated = Mutex::new(tokio::time::Instant::now());
     let replies = async {
         let _ = tokio::io::copy(&mut upstream_rx, &mut client_tx).await;
         let _ = client_tx.shutdown().await;
     };
-    tokio::join!(
-        requests(&state, &mut client_rx, upstream_tx, leftover),
-        replies
-    );
+    let relay = async {
+        tokio::join!(
+            requests(
+                &state,
+                &mut client_rx,
+                upstream_tx,
+                leftover,
+                &authenticated
+            ),
+            replies
+        )
+    };
+    let expired = async {
+        let Some(limit) = state.config.connection_limit else {
+            return std::future::pending().await;
+        };
+        loop {
+            let until = *authenticated.lock().expect("auth time") + limit;
+            if tokio::time::Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    };
+    // Expired: both halves are dropped, which closes the connection.
+    tokio::select! {
+        _ = relay => {}
+        () = expired => {}
+    }
 }
 
 /// `auth` with its token replaced by `password`, encoded.
@@ -346,6 +379,7 @@ async fn requests(
     client: &mut tokio::net::tcp::OwnedReadHalf,
     mut upstream: tokio::net::tcp::OwnedWriteHalf,
     mut buf: Vec<u8>,
+    authenticated: &Mutex<tokio::time::Instant>,
 ) {
     loop {
         // Cut every complete request at the front of `buf`.
@@ -356,9 +390,14 @@ async fn requests(
                     Ok(Some((frame, used))) => {
                         let out = match auth_frame(frame) {
                             Some(auth) => {
-                                let password = state
-                                    .check(&auth, false)
-                                    .unwrap_or_else(|_| REFUSED_PASSWORD.to_string());
+                                let password = match state.check(&auth, false) {
+                                    Ok(password) => {
+                                        *authenticated.lock().expect("auth time") =
+                                            tokio::time::Instant::now();
+                                        password
+                                    }
+                                    Err(_) => REFUSED_PASSWORD.to_string(),
+                                };
                                 with_password(auth, password)
                             }
                             None => buf[..used].to_vec(),

@@ -66,6 +66,9 @@ pub struct StackOpts {
     pub open_db: bool,
     /// Add database `passdb`: like `plaindb`, with `relay = "passthrough"`.
     pub passthrough_db: bool,
+    /// Add databases `inspdb` (plaintext upstream) and `insptlsdb` (TLS upstream): like
+    /// `plaindb` / `tlsdb`, with `relay = "inspect"`.
+    pub inspect_db: bool,
     /// Raw TOML appended to the config (more roles and users).
     pub extra_toml: String,
     /// Lines added to `[limits]`, e.g. `max_sessions = 20`.
@@ -83,6 +86,7 @@ impl Default for StackOpts {
             extra_listeners: Vec::new(),
             open_db: false,
             passthrough_db: false,
+            inspect_db: false,
             extra_toml: String::new(),
             extra_limits: String::new(),
             env: Vec::new(),
@@ -351,6 +355,29 @@ auth = {{ mode = "password", password_file = {good} }}
 default_db_user = "app"
 "#,
             plain = i.redis.plain_addr(),
+        ));
+    }
+    if i.opts.inspect_db {
+        c.push_str(&format!(
+            r#"
+[[databases]]
+name = "inspdb"
+address = "{plain}"
+relay = "inspect"
+auth = {{ mode = "password", password_file = {good} }}
+default_db_user = "app"
+
+[[databases]]
+name = "insptlsdb"
+address = "{tls}"
+relay = "inspect"
+tls = {{ ca_file = {ca}, server_name = "localhost" }}
+auth = {{ mode = "password", password_file = {good} }}
+default_db_user = "app"
+"#,
+            plain = i.redis.plain_addr(),
+            tls = i.redis.tls_addr(),
+            ca = p(&i.redis.ca_pem_path()),
         ));
     }
     c.push_str(&format!(

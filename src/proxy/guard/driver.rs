@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-use super::framer::{Event, Framer, FramerConfig, NAME_CAP, PROTO_INLINE_MAX_SIZE};
+use super::framer::{Arg, Event, Framer, FramerConfig, Head, NAME_CAP, PROTO_INLINE_MAX_SIZE};
 use super::rules::{self, Guarded, Held, HeldArg, Naming, Verdict};
 use super::ProtocolError;
 use crate::proxy::relay::{read_pooled, RelayError, Requests, Side};
@@ -59,20 +59,110 @@ pub enum GuardEvent<'a> {
     Rewritten { command: &'a str, action: &'a str },
 }
 
+/// What inspect mode sees of the requests the guard frames: each command as it is named (and
+/// its arguments, when asked for), its end, protocol errors. Called in stream order, before
+/// the command's bytes (or what replaces them) are written upstream, so a reply can never
+/// arrive for a request the observer has not been told of. Guard mode observes nothing.
+pub trait Observer: Send {
+    /// The commands of a new read follow.
+    fn chunk(&mut self) {}
+
+    /// `head` was named. `refused`: the guard replaces it by a refusal the upstream answers.
+    fn command(&mut self, head: &Head<'_>, refused: bool) -> Look {
+        let _ = (head, refused);
+        Look::Pass
+    }
+
+    /// An argument asked for by [`Look::Args`]; `true` to see the next one too.
+    fn arg(&mut self, arg: &Arg<'_>) -> bool {
+        let _ = arg;
+        false
+    }
+
+    /// The command named last is complete (Redis runs it once it has the stream up to `end`).
+    fn end(&mut self, end: u64) {
+        let _ = end;
+    }
+
+    /// A protocol error instead of the rest of the stream (Redis answers one error).
+    fn protocol_error(&mut self) {}
+
+    /// When the upstream connection should be authenticated again (`None`: never). At that
+    /// time, if the guard is between commands, it asks [`Observer::quiet`] and, if so, sends
+    /// [`Policy::reauth`] upstream.
+    fn reauth_due(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+
+    /// Whether a command of the bastion's own may go upstream now without the client seeing
+    /// its reply or its effect: no reply outstanding (so no blocking command waiting), not
+    /// inside MULTI, not a RESP2 subscribed connection (which cannot run AUTH).
+    fn quiet(&self) -> bool {
+        false
+    }
+
+    /// What became of a due re-AUTH. Called before [`Reauth::Sent`]'s bytes are written, so
+    /// the reply side knows to swallow its reply.
+    fn reauth(&mut self, outcome: Reauth<'_>) {
+        let _ = outcome;
+    }
+}
+
+/// What became of a due re-AUTH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reauth<'a> {
+    /// Written upstream (its reply is the bastion's).
+    Sent,
+    /// Not a quiet point: try again soon.
+    NotQuiet,
+    /// No command could be made (no token): the reason, for the audit.
+    Failed(&'a str),
+}
+
+/// What an [`Observer`] wants of a command just named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// Nothing more: its bytes go on unseen.
+    Pass,
+    /// Its arguments, one [`Observer::arg`] each, until that returns `false`.
+    Args,
+    /// Refuse it (a command policy's denial): dropped to its end, the upstream never sees it
+    /// and answers a refusal carrying `reason` in its place.
+    Refuse { reason: String },
+}
+
+/// Guard mode: nothing observed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unobserved;
+
+impl Observer for Unobserved {}
+
 /// The command guard for one session: a [`Requests`] filter.
-pub struct Guard<P> {
+pub struct Guard<P, O = Unobserved> {
     policy: P,
     /// Client bytes read before the relay (behind the opening frame), framed first.
     initial: Vec<u8>,
+    observer: O,
 }
 
 impl<P: Policy> Guard<P> {
     pub fn new(policy: P, initial: Vec<u8>) -> Guard<P> {
-        Guard { policy, initial }
+        Guard::observed(policy, initial, Unobserved)
     }
 }
 
-impl<P: Policy> Requests for Guard<P> {
+impl<P: Policy, O: Observer> Guard<P, O> {
+    /// The guard with `observer` told of every command (inspect mode).
+    pub fn observed(policy: P, initial: Vec<u8>, observer: O) -> Guard<P, O> {
+        Guard {
+            policy,
+            initial,
+            observer,
+        }
+    }
+}
+
+impl<P: Policy, O: Observer> Requests for Guard<P, O> {
     async fn run<R, W>(
         self,
         mut client: R,
@@ -83,18 +173,35 @@ impl<P: Policy> Requests for Guard<P> {
         R: AsyncRead + Unpin + Send,
         W: AsyncWrite + Unpin + Send,
     {
-        let Guard { policy, initial } = self;
-        let mut state = State::new(&policy);
+        let Guard {
+            policy,
+            initial,
+            observer,
+        } = self;
+        let mut state = State::new(&policy, observer);
         let mut sink = Upstream {
             writer: &mut upstream,
             moved,
         };
+        state.observer.chunk();
         let mut flow = state.feed(&initial, &mut sink).await?;
         drop(initial);
         while flow == Flow::Open {
             // A pooled buffer, held only while a read's bytes are framed and written: an idle
-            // session holds none.
-            let chunk = match read_pooled(&mut client).await {
+            // session holds none. (A read that loses the race with a due re-AUTH has read
+            // nothing: `read_pooled` takes its bytes in one poll.)
+            let read = match state.observer.reauth_due() {
+                None => read_pooled(&mut client).await,
+                Some(due) => tokio::select! {
+                    biased;
+                    read = read_pooled(&mut client) => read,
+                    () = tokio::time::sleep_until(due) => {
+                        state.reauth_now(&mut sink).await?;
+                        continue;
+                    }
+                },
+            };
+            let chunk = match read {
                 Ok(chunk) if chunk.is_empty() => return sink.shutdown().await,
                 Ok(chunk) => chunk,
                 // A TLS peer closing without close_notify is a close (see relay/copy.rs).
@@ -106,6 +213,7 @@ impl<P: Policy> Requests for Guard<P> {
                     })
                 }
             };
+            state.observer.chunk();
             flow = state.feed(&chunk, &mut sink).await?;
         }
         // A protocol error: Redis answers it (after the replies before it) and closes, which
@@ -147,8 +255,9 @@ enum Mode {
 }
 
 /// The framing state of one session's requests.
-struct State<'p, P> {
+struct State<'p, P, O> {
     policy: &'p P,
+    observer: O,
     framer: Framer,
     mode: Mode,
     /// Bytes of the command not yet named that came in earlier reads, from stream offset
@@ -167,16 +276,25 @@ struct State<'p, P> {
 
 /// An event, owned, so the framer can be told to inspect while it is handled.
 enum Owned {
-    Command { start: u64, naming: Naming },
+    Command {
+        start: u64,
+        naming: Naming,
+        args: bool,
+    },
     Arg(HeldArg),
+    /// An argument the observer saw; `more`: it wants the next one.
+    Seen {
+        more: bool,
+    },
     End,
     Dead(ProtocolError),
 }
 
-impl<'p, P: Policy> State<'p, P> {
-    fn new(policy: &'p P) -> Self {
+impl<'p, P: Policy, O: Observer> State<'p, P, O> {
+    fn new(policy: &'p P, observer: O) -> Self {
         State {
             policy,
+            observer,
             framer: Framer::new(FramerConfig {
                 // The bastion authenticated the connection (or its `default` user needs no
                 // password): Redis applies no pre-authentication limits.
@@ -212,17 +330,43 @@ impl<'p, P: Policy> State<'p, P> {
             }
             let step = self.framer.advance(&chunk[pos..]);
             let consumed = step.consumed;
+            let observer = &mut self.observer;
+            let held = matches!(self.mode, Mode::Hold(_));
             let event = step.event.map(|event| match event {
-                Event::Command(head) => Owned::Command {
-                    start: head.start,
-                    naming: rules::on_name(&head),
+                Event::Command(head) => {
+                    let naming = rules::on_name(&head);
+                    let refused = matches!(naming, Naming::Refuse { .. });
+                    match (observer.command(&head, refused), naming) {
+                        (Look::Refuse { reason }, Naming::Forward) => Owned::Command {
+                            start: head.start,
+                            naming: Naming::Refuse {
+                                command: head.name().escape_ascii().to_string(),
+                                reason,
+                            },
+                            args: false,
+                        },
+                        (look, naming) => Owned::Command {
+                            start: head.start,
+                            args: look == Look::Args && matches!(naming, Naming::Forward),
+                            naming,
+                        },
+                    }
+                }
+                Event::Arg(arg) if !held => Owned::Seen {
+                    more: observer.arg(&arg),
                 },
                 Event::Arg(arg) => Owned::Arg(HeldArg {
                     bytes: zeroize::Zeroizing::new(arg.prefix().to_vec()),
                     whole: arg.value().is_some(),
                 }),
-                Event::End { .. } => Owned::End,
-                Event::Dead { error, .. } => Owned::Dead(error),
+                Event::End { end } => {
+                    observer.end(end);
+                    Owned::End
+                }
+                Event::Dead { error, .. } => {
+                    observer.protocol_error();
+                    Owned::Dead(error)
+                }
             });
             // The consumed bytes belong to the command being framed, as it stood before the
             // event (its header and name before `Command`, its last bytes before `End`).
@@ -238,7 +382,18 @@ impl<'p, P: Policy> State<'p, P> {
             match event {
                 None if consumed == 0 => break,
                 None => {}
-                Some(Owned::Command { start, naming }) => self.named(chunk, start, naming),
+                Some(Owned::Command {
+                    start,
+                    naming,
+                    args,
+                }) => {
+                    self.named(chunk, start, naming);
+                    if args {
+                        self.framer.inspect();
+                    }
+                }
+                Some(Owned::Seen { more: false }) => self.framer.uninspect(),
+                Some(Owned::Seen { more: true }) => {}
                 Some(Owned::Arg(arg)) => {
                     if let Mode::Hold(held) = &mut self.mode {
                         held.args.push(arg);
@@ -387,6 +542,30 @@ impl<'p, P: Policy> State<'p, P> {
                     }
                     Verdict::Reauth => return self.reauth(held.command, sink).await,
                 }
+                Ok(())
+            }
+        }
+    }
+
+    /// A re-AUTH is due: sent if the guard is between commands and the observer says the
+    /// upstream is at a quiet point, else put off. The secret goes straight from its zeroized
+    /// buffer to the upstream.
+    async fn reauth_now<W: AsyncWrite + Unpin>(
+        &mut self,
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        let between = matches!(self.mode, Mode::Pending) && self.held.is_empty();
+        if !(between && self.observer.quiet()) {
+            self.observer.reauth(Reauth::NotQuiet);
+            return Ok(());
+        }
+        match Box::pin(self.policy.reauth()).await {
+            Ok(auth) => {
+                self.observer.reauth(Reauth::Sent);
+                sink.write(&auth).await
+            }
+            Err(reason) => {
+                self.observer.reauth(Reauth::Failed(&reason));
                 Ok(())
             }
         }

@@ -354,6 +354,12 @@ impl Framer {
         self.cmd.inspect = true;
     }
 
+    /// Stop reporting the current command's arguments: those not yet begun are opaque again
+    /// (inspect mode's audit wants only the first key, not the values after it).
+    pub fn uninspect(&mut self) {
+        self.cmd.inspect = false;
+    }
+
     /// Bytes from here the framer does not need to see (the rest of an uninspected bulk payload
     /// and its two trailing bytes): the caller may move them without copying, then [`skip`].
     ///
@@ -1326,6 +1332,34 @@ mod tests {
         assert_eq!(
             (step.consumed, step.event),
             (1, Some(Event::End { end: 31 }))
+        );
+    }
+
+    #[test]
+    fn uninspect_makes_the_remaining_arguments_opaque() {
+        let mut framer = Framer::new(config());
+        let data = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n";
+        let step = framer.advance(data);
+        assert!(matches!(step.event, Some(Event::Command(_))));
+        let mut at = step.consumed;
+        framer.inspect();
+        let step = framer.advance(&data[at..]);
+        let Some(Event::Arg(arg)) = step.event else {
+            panic!("{step:?}");
+        };
+        assert_eq!((arg.index, arg.value()), (1, Some(&b"k"[..])));
+        at += step.consumed;
+        framer.uninspect();
+        // The value is not shown: the rest frames straight to the command's end.
+        let step = framer.advance(&data[at..]);
+        assert_eq!(
+            (step.consumed, step.event),
+            (
+                data.len() - at,
+                Some(Event::End {
+                    end: data.len() as u64
+                })
+            )
         );
     }
 

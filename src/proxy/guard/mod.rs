@@ -27,7 +27,7 @@ mod splitargs;
 #[cfg(test)]
 mod proptests;
 
-pub use driver::{Guard, GuardEvent, Policy};
+pub use driver::{Guard, GuardEvent, Policy, Reauth};
 pub use framer::{
     keyword_eq, Arg, Event, Framer, FramerConfig, Head, Kind, Step, NAME_CAP,
     PROTO_INLINE_MAX_SIZE, PROTO_MAX_BULK_LEN,

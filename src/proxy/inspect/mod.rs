@@ -10,14 +10,24 @@
 //! - [`policy`]: a role's command policy (ACL-style rules), deciding per command as Redis'
 //!   own ACL would; its table of commands is generated from a real redis-server.
 //!
-//! Not yet wired into the relay: nothing here moves bytes. What this module must never do:
+//! - [`keys`] (with the generated `commands` table): where a command's keys are, as Redis'
+//!   `COMMAND` says, for the audit's key count and first key.
+//! - [`tap`]: the session's [`Inspection`], fed by the guard's observer hook (requests) and
+//!   the relay's watch hook (replies); counts, pairs and audits commands (`db.command`), and
+//!   asks the [`CommandPolicy`] hook about each.
+//!
+//! Wired by `relay = "inspect"` (`proxy/session.rs`); nothing here moves bytes. What this
+//! module must never do:
 //! disagree with Redis about where a reply ends, hold or reorder bytes (it only observes them),
 //! buffer a payload, or panic on input from the upstream.
 
+mod commands;
 mod fuzz;
+pub mod keys;
 pub mod matcher;
 pub mod policy;
 pub mod reply;
+pub mod tap;
 
 #[cfg(test)]
 mod tests;
@@ -26,3 +36,4 @@ pub use fuzz::fuzz_replies;
 pub use matcher::{Matched, Matcher};
 pub use policy::{fuzz_policy, ArgsNeeded, CommandPolicy, Denied, RuleError, SessionPolicy};
 pub use reply::{Reply, ReplyConfig, ReplyError, ReplyFramer, ReplyKind, ReplyStep, Word};
+pub use tap::{AllowAll, AuditBudget, AuditSettings, Inspection, PolicyHook};

@@ -62,15 +62,35 @@ pub(super) fn into_stream(leg: Leg) -> Box<dyn Stream> {
 /// `.await` on tokio, which parks on readiness: there is no retry loop here to spin.
 pub(super) async fn direction<R, W>(
     direction: Direction,
-    mut source: R,
-    mut destination: W,
+    source: R,
+    destination: W,
     moved: &AtomicU64,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    watched(direction, source, destination, moved, Unwatched).await
+}
+
+/// [`direction`] with every chunk shown to `watch` before it is written (inspect mode's
+/// replies framer); the bytes written are the chunk's, whatever the watcher makes of them. A
+/// watcher's error ends the session like a failed read of that direction.
+pub(super) async fn watched<R, W, V>(
+    direction: Direction,
+    mut source: R,
+    mut destination: W,
+    moved: &AtomicU64,
+    mut watch: V,
+) -> Result<(), RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    V: Watch,
+{
     direction.trace_start(Path::Copy);
+    // Grows only when a watcher edits (a re-AUTH, a refusal): never for the plain copy.
+    let mut edits = Vec::new();
     loop {
         let chunk = match read_pooled(&mut source).await {
             Ok(chunk) => chunk,
@@ -87,8 +107,11 @@ where
                 .map_err(|e| direction.shutdown_error(e))?;
             return Ok(());
         }
-        destination
-            .write_all(&chunk)
+        edits.clear();
+        watch
+            .chunk(&chunk, &mut edits)
+            .map_err(|e| direction.read_error(e))?;
+        let written = write_edited(&mut destination, &chunk, &edits)
             .await
             .map_err(|e| direction.write_error(e))?;
         // A TLS writer may hold the record until flushed; Redis is request/response, so flush
@@ -97,8 +120,57 @@ where
             .flush()
             .await
             .map_err(|e| direction.write_error(e))?;
-        moved.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        moved.fetch_add(written as u64, Ordering::Relaxed);
     }
+}
+
+/// What sees a direction's bytes as they pass: inspect mode's replies framer. It changes
+/// nothing, except whole replies it owns: the reply to a command of the bastion's own (a
+/// re-AUTH, cut out) and the upstream's answer to a refusal (replaced by the bastion's).
+pub trait Watch: Send {
+    /// The next bytes of the stream, just before they are written on: `edits` (empty when
+    /// called) gets the changes to make, in order and not overlapping. `Err` ends the session.
+    fn chunk(&mut self, bytes: &[u8], edits: &mut Vec<Edit>) -> io::Result<()>;
+}
+
+/// `range` of a chunk written as `with` instead (empty: cut out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub range: std::ops::Range<usize>,
+    pub with: Vec<u8>,
+}
+
+/// Nothing watches.
+pub(super) struct Unwatched;
+
+impl Watch for Unwatched {
+    fn chunk(&mut self, _: &[u8], _: &mut Vec<Edit>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Write `chunk` with `edits` applied; the bytes written.
+async fn write_edited<W: AsyncWrite + Unpin>(
+    destination: &mut W,
+    chunk: &[u8],
+    edits: &[Edit],
+) -> io::Result<usize> {
+    if edits.is_empty() {
+        destination.write_all(chunk).await?;
+        return Ok(chunk.len());
+    }
+    let mut written = 0;
+    let mut from = 0;
+    for edit in edits {
+        let start = edit.range.start.clamp(from, chunk.len());
+        for part in [&chunk[from..start], &edit.with[..]] {
+            destination.write_all(part).await?;
+            written += part.len();
+        }
+        from = edit.range.end.clamp(start, chunk.len());
+    }
+    destination.write_all(&chunk[from..]).await?;
+    Ok(written + chunk.len() - from)
 }
 
 /// Bytes of one read, in a pooled buffer that goes back to the pool on drop.

@@ -14,7 +14,9 @@ use std::sync::atomic::AtomicU64;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{copy, select_path, splice, Counters, Direction, Leg, Outcome, Path, RelayError, Side};
+use super::{
+    copy, select_path, splice, Counters, Direction, Leg, Outcome, Path, RelayError, Side, Watch,
+};
 
 /// A replacement for the client → upstream direction.
 pub trait Requests {
@@ -48,6 +50,42 @@ pub async fn relay_filtered_until<F: Requests>(
     outcome
 }
 
+/// Inspect mode: [`relay_filtered_until`] with the replies shown to `watch` on their way (so
+/// both directions go through user space, reported as [`Path::Copy`]).
+pub async fn relay_inspected_until<F: Requests, V: Watch>(
+    client: Leg,
+    upstream: Leg,
+    counters: &Counters,
+    stop: impl Future<Output = ()>,
+    requests: F,
+    watch: V,
+) -> Outcome {
+    let path = select_path(&client, &upstream);
+    let moved = move_inspected(path, client, upstream, counters, requests, watch);
+    let mut outcome = super::until(path, moved, counters, stop).await;
+    outcome.client_to_upstream_path = Path::Copy;
+    outcome.upstream_to_client_path = Path::Copy;
+    outcome
+}
+
+async fn move_inspected<F: Requests, V: Watch>(
+    path: Path,
+    client: Leg,
+    upstream: Leg,
+    counters: &Counters,
+    requests: F,
+    watch: V,
+) -> Result<Side, RelayError> {
+    let plan = match path {
+        Path::Splice => splice::Plan::new(client, upstream),
+        Path::Copy => Err((client, upstream)),
+    };
+    match plan {
+        Ok(plan) => plan.run_inspected(counters, requests, watch).await,
+        Err((client, upstream)) => copy_filtered(client, upstream, counters, requests, watch).await,
+    }
+}
+
 async fn move_filtered<F: Requests>(
     path: Path,
     client: Leg,
@@ -58,18 +96,22 @@ async fn move_filtered<F: Requests>(
     match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
             Ok(plan) => plan.run_filtered(counters, requests).await,
-            Err((client, upstream)) => copy_filtered(client, upstream, counters, requests).await,
+            Err((client, upstream)) => {
+                copy_filtered(client, upstream, counters, requests, copy::Unwatched).await
+            }
         },
-        Path::Copy => copy_filtered(client, upstream, counters, requests).await,
+        Path::Copy => copy_filtered(client, upstream, counters, requests, copy::Unwatched).await,
     }
 }
 
-/// Both legs through user space: the filter on one direction, the plain copy on the other.
-async fn copy_filtered<F: Requests>(
+/// Both legs through user space: the filter on one direction, the copy (shown to `watch`) on
+/// the other.
+async fn copy_filtered<F: Requests, V: Watch>(
     client: Leg,
     upstream: Leg,
     counters: &Counters,
     requests: F,
+    watch: V,
 ) -> Result<Side, RelayError> {
     let (client_read, client_write) = tokio::io::split(copy::into_stream(client));
     let (upstream_read, upstream_write) = tokio::io::split(copy::into_stream(upstream));
@@ -80,11 +122,12 @@ async fn copy_filtered<F: Requests>(
             upstream_write,
             counters.for_direction(Direction::ClientToUpstream),
         ),
-        copy::direction(
+        copy::watched(
             Direction::UpstreamToClient,
             upstream_read,
             client_write,
             counters.for_direction(Direction::UpstreamToClient),
+            watch,
         ),
     )
     .await

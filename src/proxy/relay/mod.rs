@@ -43,8 +43,8 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::proxy::ktls::KtlsSocket;
 
-pub use copy::{read_pooled, Chunk};
-pub use filtered::{relay_filtered_until, Requests};
+pub use copy::{read_pooled, Chunk, Edit, Watch};
+pub use filtered::{relay_filtered_until, relay_inspected_until, Requests};
 
 /// Anything the copy path can drive (TLS streams).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -324,6 +324,12 @@ pub struct Counters {
     spliced_client_to_upstream: AtomicU64,
     spliced_upstream_to_client: AtomicU64,
     held: AtomicU32,
+    /// Inspect mode: commands answered so far, and the Unix time (seconds) of the last read
+    /// of requests.
+    commands: AtomicU64,
+    last_command: std::sync::atomic::AtomicI64,
+    /// Inspect mode: Unix time (seconds) of the next re-AUTH (0: none).
+    next_reauth: std::sync::atomic::AtomicI64,
 }
 
 impl Counters {
@@ -348,6 +354,34 @@ impl Counters {
         (
             self.spliced_client_to_upstream.load(Ordering::Relaxed),
             self.spliced_upstream_to_client.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Inspect mode: `n` more commands were answered.
+    pub fn commands_answered(&self, n: u64) {
+        self.commands.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Inspect mode: requests were read at Unix time `secs`.
+    pub fn requests_at(&self, secs: i64) {
+        self.last_command.store(secs, Ordering::Relaxed);
+    }
+
+    /// Inspect mode: the next re-AUTH is due at Unix time `secs`.
+    pub fn reauth_at(&self, secs: i64) {
+        self.next_reauth.store(secs, Ordering::Relaxed);
+    }
+
+    /// Unix seconds of the next re-AUTH (0: none planned).
+    pub fn next_reauth(&self) -> i64 {
+        self.next_reauth.load(Ordering::Relaxed)
+    }
+
+    /// (commands answered, Unix seconds of the last requests; 0: none yet).
+    pub fn commands(&self) -> (u64, i64) {
+        (
+            self.commands.load(Ordering::Relaxed),
+            self.last_command.load(Ordering::Relaxed),
         )
     }
 

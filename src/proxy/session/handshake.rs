@@ -168,8 +168,11 @@ impl From<Refusal> for Stop {
 /// An authenticated upstream, after the hand-off, ready for the relay.
 pub struct Ready {
     pub upstream: UpstreamStream,
-    /// `relay = "guard"`: what the command guard needs (the pipelined bytes are its to send).
+    /// `relay = "guard"` or `"inspect"`: what the command guard needs (the pipelined bytes are
+    /// its to send).
     pub guard: Option<GuardStart>,
+    /// The database's relay mode.
+    pub relay: crate::config::RelayMode,
     /// Bytes the hand-off wrote upstream (pipelined client bytes) and to the client (replies).
     pub handed_up: u64,
     pub handed_down: u64,
@@ -178,6 +181,8 @@ pub struct Ready {
 /// The command guard's share of a session.
 pub struct GuardStart {
     pub pipelined: Vec<u8>,
+    /// The client opened with `HELLO 3`: the connection speaks RESP3.
+    pub resp3: bool,
     pub database: Arc<Database>,
     pub db_user: Option<String>,
 }
@@ -268,6 +273,23 @@ fn authorize<'c>(
             return Err(denied.into());
         }
     };
+    // A role's command policy is enforced by inspect mode only: anywhere else, refuse the
+    // session rather than relay what the policy would refuse.
+    if authorized.database.relay != crate::config::RelayMode::Inspect
+        && !rbac::command_policy(
+            catalog,
+            &identity.user,
+            authorized.database,
+            authorized.db_user.as_deref(),
+        )
+        .is_unrestricted()
+    {
+        return Err(Denied::PolicyNeedsInspect {
+            user: identity.user.clone(),
+            db: db.clone(),
+        }
+        .into());
+    }
     // No db-user (legacy_auth, or roles that list none): the upstream's default user.
     ctx.set_db_user(authorized.db_user.as_deref());
     ctx.grant(Grant {
@@ -372,7 +394,7 @@ async fn hand_off(
     };
     let pipelined = buf.split_off(parsed.consumed);
     // In guard mode the pipelined bytes go through the guard like everything after them.
-    let guarded = granted.database.relay.is_guard();
+    let guarded = granted.database.relay.guards_requests();
     let handoff = async {
         if let Some(reply) = &client_reply {
             client.write_all(reply).await?;
@@ -401,9 +423,17 @@ async fn hand_off(
         upstream,
         guard: guarded.then(|| GuardStart {
             pipelined: pipelined.to_vec(),
+            resp3: matches!(
+                parsed.opening,
+                Opening::Hello {
+                    protover: Some(3),
+                    ..
+                }
+            ),
             database: granted.database.clone(),
             db_user: granted.db_user.clone(),
         }),
+        relay: granted.database.relay,
         handed_up,
         handed_down: (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64,
     })

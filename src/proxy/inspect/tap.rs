@@ -1,0 +1,1093 @@
+//! Inspect mode on the wire: one [`Inspection`] per session, fed from both directions — the
+//! guard's [`Observer`] hook on the requests ([`RequestTap`]) and the relay's [`Watch`] hook on
+//! the replies ([`ReplyTap`]) — so every reply is paired with its request ([`Matcher`]) and
+//! each command is counted, and sampled ones audited as `db.command` (`audit::db_command`).
+//!
+//! Both hooks only observe: the guard still decides on and moves the requests, the relay moves
+//! the replies byte for byte as they are read (a reply is never held until it is complete, and
+//! pipelined requests are never held for their replies). The two directions run in one task
+//! (`relay::drive`), so the lock between them is never contended; it is taken once per
+//! request and once per read of replies. Nothing is allocated per command once the queue of
+//! requests waiting for replies has grown to the pipeline's depth.
+//!
+//! What it must never do: log an argument of a command that can carry a secret (AUTH, HELLO,
+//! ACL, CONFIG, MIGRATE: [`Spec::secret_bearing`]), echo a command name Redis does not know,
+//! or change a byte.
+//!
+//! The command policy hook: [`PolicyHook::check`] is asked about every command as it is
+//! named (no policy is wired yet: sessions use [`AllowAll`]). A denial is refused by the guard
+//! in place — the upstream never sees the command; it answers the guard's refusal, an
+//! unknown-command error (so inside MULTI the transaction aborts, as for Redis' own ACL
+//! denials) — and the replies watch replaces that answer with `-NOPERM bastion: <reason>`.
+//! The bastion's own re-AUTH is the other reply the watch owns: it is cut out.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::keys::Spec;
+use super::matcher::{Matched, Matcher};
+use super::reply::{ReplyConfig, ReplyFramer, ReplyKind, Word};
+use crate::audit::{self, CommandFacts, CommandSummary, SessionFacts};
+use crate::proxy::guard::driver::{Look, Observer, Reauth};
+use crate::proxy::guard::{Arg, Head, NAME_CAP};
+use crate::proxy::relay::{Counters, Edit, Watch};
+
+/// Where a command policy (ACL-style rules per role) plugs in: asked about every command of an
+/// inspect-mode session as soon as its name is known (`proxy/session.rs` passes [`AllowAll`]
+/// today). Arguments are not seen: a rule on keys would also need the guard to hold the command
+/// until its keys have passed.
+pub trait PolicyHook: Send + Sync {
+    /// `Err(reason)`: refuse it; the client gets an error carrying `bastion: <reason>` in its
+    /// place and the upstream never sees it. `name` is the client's bytes (at most
+    /// [`NAME_CAP`]), `spec` Redis' entry for it, if it has one; `argc` counts the name.
+    fn check(&self, name: &[u8], spec: Option<&'static Spec>, argc: u64) -> Result<(), String>;
+}
+
+/// A session's command policy (its roles' ACL-style rules, [`super::policy`]). Inspect mode
+/// decides when a command is named, before any of its bytes go upstream, and does not hold a
+/// command back for its arguments: a command whose decision needs them (a subcommand, or keys
+/// under a key-restricted policy) is refused — fail closed — unless the name alone allows it.
+impl PolicyHook for super::policy::SessionPolicy {
+    fn check(&self, name: &[u8], spec: Option<&'static Spec>, _argc: u64) -> Result<(), String> {
+        use super::policy::ArgsNeeded;
+        let reason = |denied: super::policy::Denied| {
+            let text = denied.to_string();
+            text.strip_prefix("NOPERM bastion: ")
+                .unwrap_or(&text)
+                .to_string()
+        };
+        match self.args_needed(name) {
+            ArgsNeeded::None => self.check::<&[u8]>(name, &[]).map_err(reason),
+            needs => {
+                // Known to Redis (only its commands can need arguments): the table's name.
+                let command = spec.map_or("this command", |s| s.name);
+                let what = match needs {
+                    ArgsNeeded::All => "its keys",
+                    _ => "its subcommand",
+                };
+                Err(format!(
+                    "the role's command policy decides '{command}' by {what}, which inspect \
+                     mode does not hold back for checking; it is refused"
+                ))
+            }
+        }
+    }
+}
+
+/// No command policy: everything the guard lets through goes on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl PolicyHook for AllowAll {
+    fn check(&self, _: &[u8], _: Option<&'static Spec>, _: u64) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The daemon-wide bound on `db.command` events: `limits.command_audit_rate` per one-second
+/// window. Two atomics, no lock: every session's sampled commands pass here.
+#[derive(Debug)]
+pub struct AuditBudget {
+    epoch: Instant,
+    /// The current window (seconds since `epoch`) and the events written in it.
+    window: AtomicU64,
+    used: AtomicU64,
+}
+
+impl Default for AuditBudget {
+    fn default() -> AuditBudget {
+        AuditBudget {
+            epoch: Instant::now(),
+            window: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AuditBudget {
+    /// Whether one more event may be written at `now`, at `rate` per second.
+    pub fn take(&self, rate: u32, now: Instant) -> bool {
+        let window = now.saturating_duration_since(self.epoch).as_secs();
+        let seen = self.window.load(Ordering::Relaxed);
+        if window > seen
+            && self
+                .window
+                .compare_exchange(seen, window, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < u64::from(rate)
+    }
+}
+
+/// How a session audits its commands, and re-authenticates.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditSettings {
+    /// `limits.command_audit_sample`.
+    pub sample: f64,
+    /// `limits.command_audit_rate`.
+    pub rate: u32,
+    /// `limits.reauth_interval`, for a database that authenticates upstream (`None`: never).
+    pub reauth: Option<std::time::Duration>,
+    /// The client opened with `HELLO 3`.
+    pub resp3: bool,
+}
+
+/// How soon a re-AUTH put off for want of a quiet point is tried again.
+const REAUTH_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One inspect-mode session's pairing state and command counts.
+pub struct Inspection<'a> {
+    book: Mutex<Book>,
+    facts: &'a SessionFacts,
+    counters: &'a Counters,
+    budget: &'a AuditBudget,
+    settings: AuditSettings,
+}
+
+/// A command's first key, as much as is kept of it.
+#[derive(Clone, Copy)]
+struct Key {
+    bytes: [u8; NAME_CAP],
+    kept: u8,
+    len: u64,
+}
+
+impl Key {
+    const NONE: Key = Key {
+        bytes: [0; NAME_CAP],
+        kept: 0,
+        len: 0,
+    };
+
+    fn is_none(&self) -> bool {
+        self.len == 0 && self.kept == 0
+    }
+}
+
+/// What becomes of a reply the bastion owns.
+enum Cut {
+    /// The bastion's own re-AUTH: its reply is cut out.
+    Reauth,
+    /// A command the policy denied: the upstream's answer to the guard's refusal is replaced
+    /// by this `-NOPERM bastion: …` line.
+    Replace(Box<[u8]>),
+}
+
+/// A request waiting for its reply (parallel to the matcher's queue).
+struct Pending {
+    seq: u64,
+    spec: Option<&'static Spec>,
+    sub: Option<&'static Spec>,
+    argc: u64,
+    keys: u64,
+    key: Key,
+    /// Sampled: when it was named.
+    started: Option<Instant>,
+    protocol_error: bool,
+    /// A reply that is the bastion's, not the upstream's to give the client.
+    cut: Option<Cut>,
+    bytes_request: u64,
+    bytes_reply: u64,
+    /// The first reply's kind and error code.
+    kind: Option<ReplyKind>,
+    code: Option<Word>,
+}
+
+#[derive(Default)]
+struct Book {
+    matcher: Matcher,
+    pending: VecDeque<Pending>,
+    framer: Option<ReplyFramer>,
+    commands: u64,
+    errors: u64,
+    by_kind: [u64; KINDS],
+    pushes: u64,
+    logged: u64,
+    unlogged: u64,
+    /// Pairing given up (see [`Inspection::summary`]).
+    lost: bool,
+    /// The connection speaks RESP3 (`HELLO 3`).
+    resp3: bool,
+    /// Stream offset where the last complete reply ended: the next one starts there.
+    boundary: u64,
+    /// Inside a reply that is being cut out (it began in an earlier read).
+    cutting: bool,
+}
+
+const KINDS: usize = 14;
+
+fn kind_index(kind: ReplyKind) -> usize {
+    kind as usize
+}
+
+fn kind_name(kind: ReplyKind) -> &'static str {
+    match kind {
+        ReplyKind::SimpleString => "simple",
+        ReplyKind::Error => "error",
+        ReplyKind::Integer => "integer",
+        ReplyKind::Double => "double",
+        ReplyKind::BigNumber => "bignum",
+        ReplyKind::Boolean => "boolean",
+        ReplyKind::Null => "null",
+        ReplyKind::BulkString => "bulk",
+        ReplyKind::BulkError => "bulk_error",
+        ReplyKind::Verbatim => "verbatim",
+        ReplyKind::Array => "array",
+        ReplyKind::Map => "map",
+        ReplyKind::Set => "set",
+        ReplyKind::Push => "push",
+    }
+}
+
+const ALL_KINDS: [ReplyKind; KINDS] = [
+    ReplyKind::SimpleString,
+    ReplyKind::Error,
+    ReplyKind::Integer,
+    ReplyKind::Double,
+    ReplyKind::BigNumber,
+    ReplyKind::Boolean,
+    ReplyKind::Null,
+    ReplyKind::BulkString,
+    ReplyKind::BulkError,
+    ReplyKind::Verbatim,
+    ReplyKind::Array,
+    ReplyKind::Map,
+    ReplyKind::Set,
+    ReplyKind::Push,
+];
+
+impl<'a> Inspection<'a> {
+    pub fn new(
+        facts: &'a SessionFacts,
+        counters: &'a Counters,
+        budget: &'a AuditBudget,
+        settings: AuditSettings,
+    ) -> Inspection<'a> {
+        Inspection {
+            book: Mutex::new(Book {
+                framer: Some(ReplyFramer::new(ReplyConfig::default())),
+                resp3: settings.resp3,
+                ..Book::default()
+            }),
+            facts,
+            counters,
+            budget,
+            settings,
+        }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        // Poisoned only by a panic in this module, between whole updates of counts.
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The requests direction's hook (for the guard).
+    pub fn requests<'i, P: PolicyHook>(&'i self, policy: &'i P) -> RequestTap<'i, 'a, P> {
+        let next_reauth = self.settings.reauth.map(|every| {
+            self.counters.reauth_at(unix_now() + every.as_secs() as i64);
+            tokio::time::Instant::now() + every
+        });
+        RequestTap {
+            inspection: self,
+            policy,
+            current: None,
+            fresh_read: false,
+            sample_acc: 0.0,
+            in_multi: false,
+            next_reauth,
+        }
+    }
+
+    /// The replies direction's hook (for the relay).
+    pub fn replies(&self) -> ReplyTap<'_, 'a> {
+        ReplyTap { inspection: self }
+    }
+
+    /// Write the session's `db.command.summary`.
+    pub fn summary(&self) {
+        let book = self.book();
+        let mut by_reply = String::new();
+        for kind in ALL_KINDS {
+            let n = book.by_kind[kind_index(kind)];
+            if n > 0 {
+                let _ = write!(by_reply, "{}{}={n}", sep(&by_reply), kind_name(kind));
+            }
+        }
+        audit::db_command_summary(
+            self.facts,
+            &CommandSummary {
+                commands: book.commands,
+                errors: book.errors,
+                by_reply: if by_reply.is_empty() { "-" } else { &by_reply },
+                pushes: book.pushes,
+                logged: book.logged,
+                unlogged: book.unlogged,
+                paired: !book.lost,
+            },
+        );
+    }
+
+    /// A request is due upstream (in order).
+    fn request(&self, current: &mut Current) {
+        let mut book = self.book();
+        let name = &current.name[..usize::from(current.name_len)];
+        let seq = if current.refused {
+            // The upstream gets the guard's refusal instead: one plain error reply.
+            book.matcher.request(b"bastion", 1)
+        } else {
+            book.matcher.request(name, current.argc)
+        };
+        if current.lost {
+            book.lost = true;
+        }
+        let spec = current.sub.or(current.spec);
+        let keys = spec.map_or(0, |s| s.keys(current.argc, current.numkeys).0);
+        book.pending.push_back(Pending {
+            seq,
+            spec: current.spec,
+            sub: current.sub,
+            argc: current.argc,
+            keys,
+            key: current.key,
+            started: current.started,
+            protocol_error: false,
+            cut: current.replace.take().map(Cut::Replace),
+            bytes_request: current.bytes,
+            bytes_reply: 0,
+            kind: None,
+            code: None,
+        });
+    }
+
+    /// The bastion's own AUTH is due upstream: its one reply is not the client's.
+    fn reauth_sent(&self) {
+        let mut book = self.book();
+        let seq = book.matcher.request(b"AUTH", 3);
+        book.pending.push_back(Pending {
+            seq,
+            spec: None,
+            sub: None,
+            argc: 3,
+            keys: 0,
+            key: Key::NONE,
+            started: None,
+            protocol_error: false,
+            cut: Some(Cut::Reauth),
+            bytes_request: 0,
+            bytes_reply: 0,
+            kind: None,
+            code: None,
+        });
+    }
+
+    /// No reply outstanding, and AUTH allowed (RESP3, or not subscribed). Never once pairing
+    /// was given up: after MONITOR or CLIENT REPLY OFF the AUTH's reply could not be told
+    /// from the client's.
+    fn replies_quiet(&self) -> bool {
+        let book = self.book();
+        !book.lost
+            && book.pending.is_empty()
+            && book
+                .framer
+                .as_ref()
+                .is_some_and(|f| f.offset() == book.boundary)
+            && (book.resp3 || !book.matcher.subscribed())
+    }
+
+    fn protocol_error(&self) {
+        let mut book = self.book();
+        let seq = book.matcher.protocol_error();
+        book.pending.push_back(Pending {
+            seq,
+            spec: None,
+            sub: None,
+            argc: 0,
+            keys: 0,
+            key: Key::NONE,
+            started: None,
+            protocol_error: true,
+            cut: None,
+            bytes_request: 0,
+            bytes_reply: 0,
+            kind: None,
+            code: None,
+        });
+    }
+
+    /// Frame a read of replies and pair each with its request; the replies the bastion owns
+    /// (a re-AUTH's, a refusal's) go into `edits`.
+    fn replies_read(&self, bytes: &[u8], edits: &mut Vec<Edit>) -> io::Result<()> {
+        let mut book = self.book();
+        let book = &mut *book;
+        let Some(framer) = book.framer.as_mut() else {
+            return Ok(());
+        };
+        let mut pos = 0;
+        let mut answered = 0;
+        // Where the reply being cut out starts in this read.
+        let mut cut_start = book.cutting.then_some(0);
+        loop {
+            // A reply the bastion owns starts here: the next one that is not a push.
+            if cut_start.is_none()
+                && book.pending.front().is_some_and(|p| p.cut.is_some())
+                && framer.offset() == book.boundary
+                && bytes.get(pos).is_some_and(|&b| b != b'>')
+            {
+                book.cutting = true;
+                cut_start = Some(pos);
+            }
+            let opaque = framer.opaque_len().min((bytes.len() - pos) as u64);
+            if opaque > 0 {
+                framer.skip(opaque);
+                pos += opaque as usize;
+            }
+            let step = match framer.advance(&bytes[pos..]) {
+                Ok(step) => step,
+                Err(e) => {
+                    book.framer = None;
+                    book.lost = true;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            pos += step.consumed;
+            let Some(reply) = step.reply else {
+                if step.consumed == 0 {
+                    break;
+                }
+                continue;
+            };
+            book.boundary = reply.end;
+            let matched = book.matcher.reply(&reply);
+            let owned = match matched {
+                Matched::Reply { seq, .. } if book.cutting => book
+                    .pending
+                    .front()
+                    .is_some_and(|p| p.cut.is_some() && p.seq == seq),
+                _ => false,
+            };
+            if owned {
+                book.cutting = false;
+                let start = cut_start.take().unwrap_or(0);
+                let Some(done) = book.pending.pop_front() else {
+                    continue;
+                };
+                if let Some(Cut::Replace(line)) = done.cut {
+                    // The client's command, refused: counted like Redis' own NOPERM.
+                    edits.push(Edit {
+                        range: start..pos,
+                        with: line.into_vec(),
+                    });
+                    answered += 1;
+                    book.commands += 1;
+                    book.errors += 1;
+                    book.by_kind[kind_index(ReplyKind::Error)] += 1;
+                    continue;
+                }
+                edits.push(Edit {
+                    range: start..pos,
+                    with: Vec::new(),
+                });
+                if matches!(reply.kind, ReplyKind::Error | ReplyKind::BulkError) {
+                    let code = reply.code.map(|w| w.as_bytes().escape_ascii().to_string());
+                    let reason = format!(
+                        "the upstream refused the re-AUTH ({})",
+                        code.as_deref().unwrap_or("error")
+                    );
+                    audit::session_reauth(self.facts, "failed", &reason);
+                    return Err(io::Error::other(reason));
+                }
+                audit::session_reauth(self.facts, "ok", "-");
+                continue;
+            }
+            match matched {
+                Matched::Reply { seq, last } => {
+                    while book.pending.front().is_some_and(|p| p.seq < seq) {
+                        book.pending.pop_front();
+                    }
+                    let Some(front) = book.pending.front_mut() else {
+                        continue;
+                    };
+                    front.bytes_reply += reply.len();
+                    if front.kind.is_none() {
+                        front.kind = Some(reply.kind);
+                        front.code = reply.code;
+                    }
+                    if last {
+                        if let Some(done) = book.pending.pop_front() {
+                            answered += 1;
+                            book.commands += 1;
+                            let kind = done.kind.unwrap_or(reply.kind);
+                            book.by_kind[kind_index(kind)] += 1;
+                            if matches!(kind, ReplyKind::Error | ReplyKind::BulkError) {
+                                book.errors += 1;
+                            }
+                            if done.spec.is_some_and(|s| s.name == "hello") {
+                                match kind {
+                                    ReplyKind::Map => book.resp3 = true,
+                                    ReplyKind::Array => book.resp3 = false,
+                                    _ => {}
+                                }
+                            }
+                            if let Some(started) = done.started.filter(|_| !book.lost) {
+                                if self.budget.take(self.settings.rate, started) {
+                                    book.logged += 1;
+                                    self.audit(&done, kind);
+                                } else {
+                                    book.unlogged += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+                Matched::Push | Matched::Message => book.pushes += 1,
+                Matched::Unexpected => book.lost = true,
+            }
+        }
+        if let Some(start) = cut_start {
+            edits.push(Edit {
+                range: start..bytes.len(),
+                with: Vec::new(),
+            });
+        }
+        if answered > 0 {
+            self.counters.commands_answered(answered);
+        }
+        Ok(())
+    }
+
+    fn audit(&self, done: &Pending, kind: ReplyKind) {
+        let mut name = String::new();
+        match (done.spec, done.sub) {
+            _ if done.protocol_error => name.push('-'),
+            (Some(spec), Some(sub)) => {
+                let _ = write!(name, "{}|{}", spec.name, sub.name);
+            }
+            (Some(spec), None) => name.push_str(spec.name),
+            (None, _) => name.push('?'),
+        }
+        let mut first_key = String::new();
+        if done.key.is_none() {
+            first_key.push('-');
+        } else {
+            let kept = &done.key.bytes[..usize::from(done.key.kept)];
+            let _ = write!(first_key, "{}", kept.escape_ascii());
+            if done.key.len > u64::from(done.key.kept) {
+                first_key.push_str("...");
+            }
+        }
+        let code = done.code.map(|w| w.as_bytes().escape_ascii().to_string());
+        let latency = done.started.map_or(0, |t| t.elapsed().as_micros() as u64);
+        audit::db_command(
+            self.facts,
+            &CommandFacts {
+                seq: done.seq,
+                command: &name,
+                args: done.argc,
+                keys: done.keys,
+                first_key: &first_key,
+                reply: kind_name(kind),
+                error: code.as_deref().unwrap_or("-"),
+                bytes_request: done.bytes_request,
+                bytes_reply: done.bytes_reply,
+                latency_us: latency,
+            },
+        );
+    }
+}
+
+fn sep(s: &str) -> &'static str {
+    if s.is_empty() {
+        ""
+    } else {
+        " "
+    }
+}
+
+/// The command being framed on the requests side.
+struct Current {
+    name: [u8; NAME_CAP],
+    name_len: u8,
+    argc: u64,
+    start: u64,
+    bytes: u64,
+    refused: bool,
+    spec: Option<&'static Spec>,
+    sub: Option<&'static Spec>,
+    numkeys: Option<u64>,
+    key: Key,
+    started: Option<Instant>,
+    /// Its replies cannot be paired (MONITOR, CLIENT REPLY).
+    lost: bool,
+    /// Sampled: arguments to look at (subcommand, key count, first key).
+    sampled: bool,
+    /// Denied by the command policy: the reply the client gets instead.
+    replace: Option<Box<[u8]>>,
+}
+
+impl Current {
+    /// The argument index of the first key, once known.
+    fn first_key_at(&self) -> Option<u64> {
+        let spec = self.sub.or(self.spec)?;
+        if spec.secret_bearing() || self.spec.is_some_and(Spec::secret_bearing) {
+            return None;
+        }
+        spec.keys(self.argc, self.numkeys).1
+    }
+
+    /// Whether an argument after index `i` is still wanted.
+    fn wants_after(&self, i: u64) -> bool {
+        let Some(spec) = self.spec else {
+            return false;
+        };
+        if spec.is_container() && self.sub.is_none() {
+            return i < 1;
+        }
+        if !self.sampled || !self.key.is_none() {
+            return false;
+        }
+        let spec = self.sub.unwrap_or(spec);
+        if let Some(k) = spec.keynum {
+            if self.numkeys.is_none() {
+                return i < u64::from(k.count_at);
+            }
+        }
+        self.first_key_at().is_some_and(|at| i < at)
+    }
+}
+
+/// The requests direction's hook: an [`Observer`] for the guard.
+pub struct RequestTap<'i, 'a, P> {
+    inspection: &'i Inspection<'a>,
+    policy: &'i P,
+    current: Option<Current>,
+    fresh_read: bool,
+    /// Fractional sampling accumulator.
+    sample_acc: f64,
+    /// MULTI sent, EXEC / DISCARD not yet.
+    in_multi: bool,
+    /// When the upstream is to be authenticated again.
+    next_reauth: Option<tokio::time::Instant>,
+}
+
+impl<P> RequestTap<'_, '_, P> {
+    /// Whether the next command is audited one by one (a steady share, no randomness).
+    fn sampled(&mut self) -> bool {
+        let sample = self.inspection.settings.sample;
+        if sample >= 1.0 {
+            return true;
+        }
+        if sample <= 0.0 {
+            return false;
+        }
+        self.sample_acc += sample;
+        if self.sample_acc >= 1.0 {
+            self.sample_acc -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
+    fn chunk(&mut self) {
+        self.fresh_read = true;
+    }
+
+    fn command(&mut self, head: &Head<'_>, refused: bool) -> Look {
+        let name = head.name();
+        let spec = if refused { None } else { Spec::lookup(name) };
+        let mut current = Current {
+            name: [0; NAME_CAP],
+            name_len: name.len().min(NAME_CAP) as u8,
+            argc: head.argc,
+            start: head.start,
+            bytes: 0,
+            refused,
+            spec,
+            sub: None,
+            numkeys: None,
+            key: Key::NONE,
+            started: None,
+            lost: spec.is_some_and(|s| s.name == "monitor"),
+            sampled: false,
+            replace: None,
+        };
+        current.name[..usize::from(current.name_len)]
+            .copy_from_slice(&name[..usize::from(current.name_len)]);
+        if !refused {
+            if let Err(reason) = self.policy.check(name, spec, head.argc) {
+                current.refused = true;
+                current.spec = None;
+                current.replace = Some(noperm(&reason));
+                self.current = Some(current);
+                return Look::Refuse { reason };
+            }
+            if self.sampled() {
+                current.sampled = true;
+                current.started = Some(Instant::now());
+            }
+        }
+        // CLIENT's subcommand is always looked at: CLIENT REPLY OFF|SKIP ends the pairing.
+        let look = if current.wants_after(0) || spec.is_some_and(|s| s.name == "client") {
+            Look::Args
+        } else {
+            Look::Pass
+        };
+        self.current = Some(current);
+        look
+    }
+
+    fn arg(&mut self, arg: &Arg<'_>) -> bool {
+        let Some(current) = self.current.as_mut() else {
+            return false;
+        };
+        let i = arg.index;
+        if i == 1 {
+            if let Some(spec) = current.spec.filter(|s| s.is_container()) {
+                current.sub = spec.subcommand(arg.prefix());
+                if spec.name == "client" && current.sub.is_some_and(|s| s.name == "reply") {
+                    current.lost = true;
+                }
+            }
+        }
+        let spec = current.sub.or(current.spec);
+        if let Some(k) = spec.and_then(|s| s.keynum) {
+            if i == u64::from(k.count_at) {
+                current.numkeys = arg
+                    .value()
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+            }
+        }
+        if current.sampled && current.first_key_at() == Some(i) {
+            let prefix = arg.prefix();
+            let kept = prefix.len().min(NAME_CAP);
+            current.key.bytes[..kept].copy_from_slice(&prefix[..kept]);
+            current.key.kept = kept as u8;
+            current.key.len = arg.len;
+        }
+        current.wants_after(i)
+    }
+
+    fn end(&mut self, end: u64) {
+        let Some(mut current) = self.current.take() else {
+            return;
+        };
+        current.bytes = end.saturating_sub(current.start);
+        if !current.sampled {
+            current.key = Key::NONE;
+        }
+        if let Some(spec) = current.spec {
+            match spec.name {
+                "multi" => self.in_multi = true,
+                "exec" | "discard" => self.in_multi = false,
+                _ => {}
+            }
+        }
+        if self.fresh_read {
+            self.fresh_read = false;
+            self.inspection.counters.requests_at(unix_now());
+        }
+        self.inspection.request(&mut current);
+    }
+
+    fn protocol_error(&mut self) {
+        // The command in progress never runs: Redis answers the protocol error alone.
+        self.current = None;
+        self.inspection.protocol_error();
+    }
+
+    fn reauth_due(&self) -> Option<tokio::time::Instant> {
+        self.next_reauth
+    }
+
+    fn quiet(&self) -> bool {
+        self.current.is_none() && !self.in_multi && self.inspection.replies_quiet()
+    }
+
+    fn reauth(&mut self, outcome: Reauth<'_>) {
+        let Some(every) = self.inspection.settings.reauth else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        self.next_reauth = Some(match outcome {
+            Reauth::Sent => {
+                self.inspection.reauth_sent();
+                self.inspection
+                    .counters
+                    .reauth_at(unix_now() + every.as_secs() as i64);
+                now + every
+            }
+            Reauth::NotQuiet => now + REAUTH_RETRY.min(every),
+            Reauth::Failed(reason) => {
+                audit::session_reauth(self.inspection.facts, "not_sent", reason);
+                now + every.min(std::time::Duration::from_secs(60))
+            }
+        });
+    }
+}
+
+/// `-NOPERM bastion: <reason>` as one RESP error line (CR and LF can't be in it).
+fn noperm(reason: &str) -> Box<[u8]> {
+    let mut line = b"-NOPERM bastion: ".to_vec();
+    line.extend(
+        reason
+            .bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+    line.extend_from_slice(b"\r\n");
+    line.into_boxed_slice()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The replies direction's hook: a [`Watch`] for the relay.
+pub struct ReplyTap<'i, 'a> {
+    inspection: &'i Inspection<'a>,
+}
+
+impl Watch for ReplyTap<'_, '_> {
+    fn chunk(&mut self, bytes: &[u8], edits: &mut Vec<Edit>) -> io::Result<()> {
+        self.inspection.replies_read(bytes, edits)
+    }
+}
+
+/// Counted replies, for tests.
+#[cfg(test)]
+impl Inspection<'_> {
+    pub(super) fn counts(&self) -> (u64, u64, u64, bool) {
+        let b = self.book();
+        (b.commands, b.errors, b.pushes, b.lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::guard::{Event, Framer, FramerConfig};
+
+    /// Frame `requests` as the guard does and tell `tap` of each command, as the guard would.
+    fn feed<P: PolicyHook>(tap: &mut RequestTap<'_, '_, P>, requests: &[u8]) {
+        let mut framer = Framer::new(FramerConfig::default());
+        let mut rest = requests;
+        tap.chunk();
+        loop {
+            let step = framer.advance(rest);
+            rest = &rest[step.consumed..];
+            let (inspect, uninspect) = match step.event {
+                None if step.consumed == 0 => break,
+                None => (false, false),
+                Some(Event::Command(head)) => (tap.command(&head, false) == Look::Args, false),
+                Some(Event::Arg(arg)) => (false, !tap.arg(&arg)),
+                Some(Event::End { end }) => {
+                    tap.end(end);
+                    (false, false)
+                }
+                Some(Event::Dead { .. }) => {
+                    tap.protocol_error();
+                    break;
+                }
+            };
+            if inspect {
+                framer.inspect();
+            }
+            if uninspect {
+                framer.uninspect();
+            }
+        }
+    }
+
+    /// What the relay writes of `part` after `watch` saw it.
+    fn through(watch: &mut ReplyTap<'_, '_>, part: &[u8]) -> Vec<u8> {
+        let mut edits = Vec::new();
+        watch.chunk(part, &mut edits).unwrap();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for e in &edits {
+            out.extend_from_slice(&part[from..e.range.start]);
+            out.extend_from_slice(&e.with);
+            from = e.range.end;
+        }
+        out.extend_from_slice(&part[from..]);
+        out
+    }
+
+    fn settings(sample: f64) -> AuditSettings {
+        AuditSettings {
+            sample,
+            rate: 1000,
+            reauth: None,
+            resp3: false,
+        }
+    }
+
+    #[test]
+    fn pipelined_replies_pair_in_order_across_any_split() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let requests = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nGET k\r\n*1\r\n$4\r\nNOPE\r\n";
+        let replies = b"+OK\r\n$1\r\nv\r\n-ERR unknown command 'NOPE'\r\n";
+        for cut in 0..=replies.len() {
+            let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
+            let mut tap = inspection.requests(&AllowAll);
+            feed(&mut tap, requests);
+            let mut watch = inspection.replies();
+            let out = [
+                through(&mut watch, &replies[..cut]),
+                through(&mut watch, &replies[cut..]),
+            ]
+            .concat();
+            assert_eq!(out, replies, "replies pass as they are");
+            assert_eq!(inspection.counts(), (3, 1, 0, false), "cut at {cut}");
+        }
+        assert_eq!(counters.commands().0, 3 * (replies.len() as u64 + 1));
+    }
+
+    #[tokio::test]
+    async fn a_reauth_reply_is_cut_out_whatever_the_reads() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let push = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n".as_slice();
+        let get = b"$1\r\nv\r\n".as_slice();
+        // A push before the AUTH's reply, the reply, then the client's GET's.
+        let stream = [push, b"+OK\r\n", get].concat();
+        let want = [push, get].concat();
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let settings = AuditSettings {
+                    reauth: Some(std::time::Duration::from_secs(1)),
+                    resp3: true,
+                    ..settings(1.0)
+                };
+                let inspection = Inspection::new(&facts, &counters, &budget, settings);
+                let mut tap = inspection.requests(&AllowAll);
+                assert!(tap.quiet());
+                tap.reauth(Reauth::Sent);
+                feed(&mut tap, b"GET k\r\n");
+                let mut watch = inspection.replies();
+                let mut out = Vec::new();
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    out.extend(through(&mut watch, part));
+                }
+                assert_eq!(out, want, "reads cut at {a} and {b}");
+                assert_eq!(inspection.counts(), (1, 0, 1, false));
+            }
+        }
+    }
+
+    #[test]
+    fn client_reply_off_and_stray_replies_give_up_pairing() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        // Sampled or not, CLIENT's subcommand is looked at.
+        let inspection = Inspection::new(&facts, &counters, &budget, settings(0.0));
+        let mut tap = inspection.requests(&AllowAll);
+        feed(&mut tap, b"CLIENT REPLY OFF\r\nPING\r\n");
+        through(&mut inspection.replies(), b"+PONG\r\n");
+        assert!(
+            inspection.counts().3,
+            "CLIENT REPLY marks the session unpaired"
+        );
+        assert!(!tap.quiet(), "no re-AUTH once replies cannot be told apart");
+
+        let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
+        through(&mut inspection.replies(), b"+OK\r\n");
+        assert!(inspection.counts().3, "a reply nobody asked for");
+        let err = inspection
+            .replies()
+            .chunk(b"?x\r\n", &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn sampling_is_a_steady_share_and_the_budget_refills_per_second() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let inspection = Inspection::new(&facts, &counters, &budget, settings(0.25));
+        let mut tap = inspection.requests(&AllowAll);
+        let sampled = (0..100).filter(|_| tap.sampled()).count();
+        assert_eq!(sampled, 25);
+
+        let start = budget.epoch;
+        let taken = (0..20).filter(|_| budget.take(10, start)).count();
+        assert_eq!(taken, 10);
+        let later = start + std::time::Duration::from_millis(500);
+        assert!(!budget.take(10, later), "the same window");
+        // A new window: a new second's worth, however long the quiet time was.
+        let much_later = later + std::time::Duration::from_secs(60);
+        let taken = (0..50).filter(|_| budget.take(10, much_later)).count();
+        assert_eq!(taken, 10);
+    }
+
+    #[test]
+    fn a_policy_denial_is_answered_noperm_in_place_whatever_the_reads() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let get = b"$1\r\nv\r\n".as_slice();
+        // What the upstream answers the guard's refusal in the denied command's place.
+        let refusal = b"-ERR unknown command 'bastion: flushall is not allowed', with args beginning with: \r\n";
+        let stream = [get, refusal, get].concat();
+        let want = [get, b"-NOPERM bastion: flushall is not allowed\r\n", get].concat();
+        for a in 0..=stream.len() {
+            for b in (a..=stream.len()).step_by(7) {
+                let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
+                let mut tap = inspection.requests(&NoFlush);
+                feed(&mut tap, b"GET k\r\nFLUSHALL\r\nGET k\r\n");
+                let mut watch = inspection.replies();
+                let mut out = Vec::new();
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    out.extend(through(&mut watch, part));
+                }
+                assert_eq!(out, want, "reads cut at {a} and {b}");
+                assert_eq!(inspection.counts(), (3, 1, 0, false));
+            }
+        }
+    }
+
+    struct NoFlush;
+    impl PolicyHook for NoFlush {
+        fn check(&self, _: &[u8], spec: Option<&'static Spec>, _: u64) -> Result<(), String> {
+            match spec {
+                Some(s) if s.name == "flushall" => Err("flushall is not allowed".into()),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_policy_denial_is_a_refusal_in_place() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
+        let mut tap = inspection.requests(&NoFlush);
+        let mut framer = Framer::new(FramerConfig::default());
+        let step = framer.advance(b"FLUSHALL\r\n");
+        let Some(Event::Command(head)) = step.event else {
+            panic!("no command: {step:?}");
+        };
+        assert_eq!(
+            tap.command(&head, false),
+            Look::Refuse {
+                reason: "flushall is not allowed".into()
+            }
+        );
+    }
+}
