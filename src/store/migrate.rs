@@ -323,8 +323,17 @@ mod tests {
             // The bool is the last fixed field before `allow_addresses` (empty: one byte).
             let at = v3.len() - 2;
             assert_eq!(v3[at], u8::from(passthrough));
-            let migrated = migrate(2, FileKind::Log, &v3).unwrap();
-            let back: DatabaseRecord = decode(&migrated).unwrap();
+            // A version-2 log entry carrying it migrates to a version-3 one with that mode.
+            let entry = v2::LogEntry {
+                seq: 1,
+                mutation: v2::Mutation::PutDatabase(current),
+            };
+            let v2_bytes = postcard::to_stdvec(&entry).unwrap();
+            let migrated = migrate(2, FileKind::Log, &v2_bytes).unwrap();
+            let back: LogEntry = decode(&migrated).unwrap();
+            let Mutation::PutDatabase(back) = back.mutation else {
+                panic!("{back:?}")
+            };
             assert_eq!(back.relay, mode);
             assert_eq!(
                 postcard::to_stdvec(&passthrough).unwrap(),
