@@ -55,6 +55,8 @@ pub struct Daemon {
     // Held so the per-database sockets keep being served (dropping it stops them).
     _unix: Option<Arc<UnixSockets>>,
     admin_task: tokio::task::JoinHandle<()>,
+    /// Rotates managed users' passwords (`managed/runtime.rs`).
+    managed_task: tokio::task::JoinHandle<()>,
     admin: Arc<Admin>,
     pub admin_socket: PathBuf,
     pub databases: usize,
@@ -130,6 +132,9 @@ impl Daemon {
             Reply::Status(s) => (s.databases as usize, s.users as usize),
             _ => (0, 0),
         };
+        let managed = crate::managed::runtime::Runtime::new(shared.clone());
+        admin.set_managed(managed.clone());
+        let managed_task = tokio::spawn(managed.run());
         let admin_task = tokio::spawn(admin::server::serve(listener, admin.clone(), group));
         Ok(Daemon {
             bound,
@@ -137,6 +142,7 @@ impl Daemon {
             reloader,
             _unix: unix,
             admin_task,
+            managed_task,
             admin,
             admin_socket,
             databases,
@@ -176,6 +182,7 @@ impl Daemon {
         crate::systemd::stopping();
         drain(&self.shared).await;
         self.admin_task.abort();
+        self.managed_task.abort();
         // Not ours to leave behind: the next start would replace it anyway.
         let _ = std::fs::remove_file(&self.admin_socket);
     }

@@ -30,6 +30,8 @@ pub struct Admin {
     compaction: CompactionPolicy,
     /// Set by a mutation that left the log past `compaction`; taken by [`Admin::take_compaction`].
     compaction_due: AtomicBool,
+    /// The managed-user task, once the daemon started it.
+    managed: std::sync::OnceLock<Arc<crate::managed::runtime::Runtime>>,
 }
 
 /// Build the catalog sessions use from the store's state.
@@ -60,7 +62,33 @@ impl Admin {
             listeners,
             compaction: CompactionPolicy::default(),
             compaction_due: AtomicBool::new(false),
+            managed: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The managed-user task `managed ls|rotate` talk to.
+    pub fn set_managed(&self, runtime: Arc<crate::managed::runtime::Runtime>) {
+        let _ = self.managed.set(runtime);
+    }
+
+    /// `bastion managed rotate`: runs on the blocking thread the request already has, as the
+    /// rotation's network calls need the runtime.
+    fn rotate_managed(
+        &self,
+        caller: &Caller,
+        database: &str,
+        user: &str,
+    ) -> Result<Reply, AdminError> {
+        let runtime = self
+            .managed
+            .get()
+            .ok_or_else(|| AdminError::Refused("no managed-user task runs".into()))?;
+        tracing::info!(uid = caller.uid, caller = %caller.name, db = database, db_user = user,
+            "admin: managed rotation requested");
+        tokio::runtime::Handle::current()
+            .block_on(runtime.rotate_now(database, user))
+            .map(Reply::Rotated)
+            .map_err(AdminError::Refused)
     }
 
     /// Whether a mutation left the log long enough to compact; `true` once per such mutation
@@ -146,6 +174,12 @@ impl Admin {
             Request::RevokeCert(serial) => self.revoke_cert(caller, &serial),
             Request::ListSessions => Ok(Reply::Sessions(self.shared.sessions.list())),
             Request::KillSession(id) => self.kill_session(caller, id).map(Reply::Killed),
+            Request::ListManaged => Ok(Reply::Managed(
+                self.managed.get().map(|m| m.list()).unwrap_or_default(),
+            )),
+            Request::RotateManaged { database, user } => {
+                self.rotate_managed(caller, &database, &user)
+            }
         }
     }
 

@@ -56,6 +56,13 @@ pub enum Request {
     RevokeCert(String),
     ListSessions,
     KillSession(u64),
+    /// Managed users: their secret, last/next rotation and last error.
+    ListManaged,
+    /// Rotate one managed user's password now.
+    RotateManaged {
+        database: String,
+        user: String,
+    },
 }
 
 /// Databases, roles and users as a set (import and export).
@@ -87,6 +94,8 @@ pub enum Reply {
     },
     Sessions(Vec<SessionInfo>),
     Killed(SessionInfo),
+    Managed(Vec<crate::managed::runtime::UserStatus>),
+    Rotated(crate::managed::runtime::UserStatus),
 }
 
 /// A certificate the daemon issued (and recorded as `seq`), with what the caller writes out.

@@ -50,6 +50,9 @@ pub enum Auth {
     Password(PasswordSource),
     /// No AUTH upstream.
     None,
+    /// A password the bastion generates, rotates and keeps in Secrets Manager
+    /// ([`crate::managed`]).
+    Managed(crate::managed::ManagedAuth),
 }
 
 /// Where a password is read from (never the password itself).
@@ -67,6 +70,7 @@ impl Auth {
             Auth::Iam { .. } => "iam",
             Auth::Password(_) => "password",
             Auth::None => "none",
+            Auth::Managed(_) => "managed",
         }
     }
 
@@ -115,6 +119,10 @@ impl Database {
                 }
             }),
             AuthConfig::None => Auth::None,
+            AuthConfig::Managed(table) => Auth::Managed(
+                crate::managed::ManagedAuth::from_config(table, &declared.managed_users)
+                    .map_err(|(field, message)| DatabaseRuleError { field, message })?,
+            ),
         };
         let assume_role = declared.assume_role_arn.as_ref().map(|arn| RoleSpec {
             arn: arn.clone(),

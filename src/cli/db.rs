@@ -194,6 +194,7 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
             crate::config::RelayMode::Guard
         },
         allow_addresses: a.allow_addresses,
+        managed_users: Vec::new(),
     })
 }
 
@@ -220,6 +221,17 @@ fn auth_summary(auth: &AuthConfig) -> String {
         } => format!("password (env {e})"),
         AuthConfig::Password { .. } => "password".into(),
         AuthConfig::None => "none".into(),
+        AuthConfig::Managed(m) => match (m.service, m.engine) {
+            (Some(service), _) => format!(
+                "managed ({} {})",
+                service.signing_name(),
+                m.target.as_deref().unwrap_or("-")
+            ),
+            _ => format!(
+                "managed (self-hosted, admin {})",
+                m.admin_user.as_deref().unwrap_or("-")
+            ),
+        },
     }
 }
 

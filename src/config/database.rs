@@ -51,6 +51,10 @@ pub struct DatabaseConfig {
     /// refuses them by default (link-local, multicast…); never the metadata endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_addresses: Vec<ipnet::IpNet>,
+    /// `mode = "managed"` on a self-hosted engine: the ACL users whose passwords the bastion
+    /// owns and rotates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_users: Vec<String>,
 }
 
 /// A database's `relay` setting.
@@ -98,6 +102,7 @@ impl DatabaseConfig {
             legacy_auth: false,
             relay: RelayMode::Guard,
             allow_addresses: Vec::new(),
+            managed_users: Vec::new(),
         }
     }
 }
@@ -187,6 +192,8 @@ pub enum AuthConfig {
     },
     /// No AUTH upstream (a local Redis without ACLs).
     None,
+    /// Passwords the bastion generates, rotates and keeps in Secrets Manager.
+    Managed(super::managed::ManagedAuthConfig),
 }
 
 impl AuthConfig {
@@ -195,6 +202,7 @@ impl AuthConfig {
             AuthConfig::Iam { .. } => "iam",
             AuthConfig::Password { .. } => "password",
             AuthConfig::None => "none",
+            AuthConfig::Managed(_) => "managed",
         }
     }
 
@@ -204,7 +212,7 @@ impl AuthConfig {
     pub fn needs_db_user(&self) -> bool {
         match self {
             AuthConfig::Iam { .. } => true,
-            AuthConfig::Password { .. } | AuthConfig::None => false,
+            AuthConfig::Password { .. } | AuthConfig::None | AuthConfig::Managed(_) => false,
         }
     }
 
@@ -216,7 +224,7 @@ impl AuthConfig {
     pub fn needs_tls(&self) -> bool {
         match self {
             AuthConfig::Iam { .. } => true,
-            AuthConfig::Password { .. } | AuthConfig::None => false,
+            AuthConfig::Password { .. } | AuthConfig::None | AuthConfig::Managed(_) => false,
         }
     }
 }

@@ -14,6 +14,7 @@ mod database;
 mod de;
 mod limits;
 mod listeners;
+mod managed;
 mod rules;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ pub use limits::{
     DEFAULT_MAX_SESSIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
 };
 pub use listeners::{Listeners, TcpListenerConfig, UnixListenerConfig};
+pub use managed::{
+    ManagedAuthConfig, SelfHostedEngine, DEFAULT_ROTATION_INTERVAL, DEFAULT_SECRET_PREFIX,
+};
 pub use rules::DatabaseRuleError;
 
 #[derive(Debug, thiserror::Error)]

@@ -62,6 +62,14 @@ impl DatabaseConfig {
                 }
             }
             AuthConfig::None => {}
+            AuthConfig::Managed(managed) => {
+                if let Err((field, message)) = managed.check(&self.managed_users) {
+                    return broken(field, message);
+                }
+            }
+        }
+        if !self.managed_users.is_empty() && !matches!(self.auth, AuthConfig::Managed(_)) {
+            return broken("managed_users", "only applies with mode = \"managed\"");
         }
         if let Some(tls) = &self.tls {
             if tls.ca_file.as_ref().is_some_and(|p| !p.is_absolute()) {

@@ -504,6 +504,10 @@ fn rejection_fix(db: &Database, user: &ProbeUser) -> String {
         Auth::None => {
             "the upstream requires AUTH: set auth mode 'password' or 'iam' for this database".into()
         }
+        Auth::Managed(_) => format!(
+            "db-user '{db_user}' refused its managed password: check `bastion managed ls` for \
+             the last rotation's error, and that the user is on (ACL GETUSER {db_user})"
+        ),
     }
 }
 

@@ -121,6 +121,18 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
                     .transpose()?,
             },
             AuthConfig::None => AuthRecord::None,
+            AuthConfig::Managed(table) => AuthRecord::Managed {
+                settings: text(
+                    &at("auth"),
+                    "MAX_MANAGED_SETTINGS_LEN",
+                    Charset::Path,
+                    &ManagedSettings {
+                        auth: table.clone(),
+                        managed_users: c.managed_users.clone(),
+                    }
+                    .to_json(),
+                )?,
+            },
         };
         let record = DatabaseRecord {
             host: text(
@@ -155,8 +167,40 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
     }
 }
 
+/// What a managed database's record keeps: its `auth` table and `managed_users`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManagedSettings {
+    pub auth: crate::config::ManagedAuthConfig,
+    #[serde(default)]
+    pub managed_users: Vec<String>,
+}
+
+impl ManagedSettings {
+    fn to_json(&self) -> String {
+        // Cannot fail: plain strings, options, a bool and a duration rendered as text.
+        serde_json::to_string(self).expect("managed settings serialize")
+    }
+
+    /// The settings a record holds, checked by the same rules as a declaration.
+    pub fn parse(json: &str) -> Result<ManagedSettings, String> {
+        let settings: ManagedSettings =
+            serde_json::from_str(json).map_err(|e| format!("managed settings: {e}"))?;
+        settings
+            .auth
+            .check(&settings.managed_users)
+            .map_err(|(field, message)| format!("{field}: {message}"))?;
+        Ok(settings)
+    }
+}
+
 impl From<&DatabaseRecord> for DatabaseConfig {
     fn from(r: &DatabaseRecord) -> Self {
+        let managed = match &r.auth {
+            // A record is validated before it is written and after it is read, so its
+            // settings parse; the default (no users, no engine) would be refused by `check`.
+            AuthRecord::Managed { settings } => ManagedSettings::parse(settings).ok(),
+            _ => None,
+        };
         DatabaseConfig {
             name: r.name.to_string(),
             address: UpstreamAddr {
@@ -187,6 +231,9 @@ impl From<&DatabaseRecord> for DatabaseConfig {
                     password_env: password_env.as_deref().map(str::to_string),
                 },
                 AuthRecord::None => AuthConfig::None,
+                AuthRecord::Managed { .. } => AuthConfig::Managed(
+                    managed.as_ref().map(|m| m.auth.clone()).unwrap_or_default(),
+                ),
             },
             default_db_user: r.default_db_user.as_deref().map(str::to_string),
             assume_role_arn: r.assume_role.as_ref().map(|a| a.role_arn.to_string()),
@@ -210,6 +257,7 @@ impl From<&DatabaseRecord> for DatabaseConfig {
                 .iter()
                 .filter_map(|(ip, len)| ipnet::IpNet::new(*ip, *len).ok())
                 .collect(),
+            managed_users: managed.map(|m| m.managed_users).unwrap_or_default(),
         }
     }
 }
