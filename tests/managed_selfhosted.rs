@@ -7,7 +7,8 @@
 //!   has the documented name, tags and stages; no password reaches the logs.
 //! - Two bastions rotating the same user at the same moment (both held in the apply step by
 //!   CLIENT PAUSE, so both start from the same AWSCURRENT): one new version per rotation (the
-//!   derived ClientRequestToken), the server holds exactly AWSCURRENT and AWSPREVIOUS.
+//!   derived ClientRequestToken), the server holds exactly AWSCURRENT and AWSPREVIOUS; a
+//!   bastion whose cached password the other one rotated away logs in with the fresh one.
 //! - `kill -9` while a rotation waits for the server (paused with CLIENT PAUSE) after storing
 //!   its candidate: sessions keep working, and the restarted bastion finishes that very
 //!   version instead of making another.
@@ -352,6 +353,14 @@ fn two_bastions_rotating_one_user_make_one_version_per_rotation() {
             .count();
         assert_eq!(held, 2, "round {round}: {hashes}");
     }
+
+    // `a` caches the password it just used; `b` rotates twice, so that one is gone from the
+    // server: `a`'s next login is refused with it and retries with AWSCURRENT read afresh.
+    assert_eq!(session_ping(&a), "True app");
+    for _ in 0..2 {
+        managed(&b, &["rotate", "self", "app"]).assert_success();
+    }
+    assert_eq!(session_ping(&a), "True app");
 }
 
 #[test]

@@ -188,3 +188,94 @@ impl ManagedAuthConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{AuthConfig, Config};
+    use std::path::Path;
+
+    fn parse(auth: &str, users: &str) -> Result<Config, String> {
+        let text = format!(
+            "state_dir = \"/s\"\n[listeners.unix]\ndirectory = \"/d\"\n[[databases]]\nname = \"db\"\n\
+             address = \"10.0.0.1:6379\"\nauth = {auth}\n{users}\n"
+        );
+        Config::parse(&text, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn self_hosted_and_aws_shapes_parse() {
+        let c = parse(
+            r#"{ mode = "managed", engine = "redis", admin_user = "adm", admin_password_file = "/p", rotation_interval = "2m" }"#,
+            r#"managed_users = ["app"]"#,
+        )
+        .unwrap();
+        let AuthConfig::Managed(m) = &c.databases[0].auth else {
+            panic!("{:?}", c.databases[0].auth)
+        };
+        assert_eq!(
+            m.rotation_interval,
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(c.databases[0].managed_users, ["app"]);
+        parse(
+            r#"{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg" }"#,
+            "",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn rules_name_the_key() {
+        let cases = [
+            (
+                r#"{ mode = "managed", target = "rg" }"#,
+                "",
+                "exactly one of service",
+            ),
+            (
+                r#"{ mode = "managed", service = "memorydb", engine = "redis", target = "c" }"#,
+                "",
+                "exactly one of service",
+            ),
+            (
+                r#"{ mode = "managed", service = "memorydb" }"#,
+                "",
+                "auth.target",
+            ),
+            (
+                r#"{ mode = "managed", engine = "redis", admin_user = "a", admin_password_file = "/p" }"#,
+                "",
+                "managed_users",
+            ),
+            (
+                r#"{ mode = "managed", engine = "redis", admin_user = "a", admin_password_file = "rel" }"#,
+                r#"managed_users = ["app"]"#,
+                "absolute",
+            ),
+            (
+                r#"{ mode = "managed", engine = "redis", admin_user = "a", admin_password_file = "/p" }"#,
+                r#"managed_users = ["a*"]"#,
+                "concrete ACL user",
+            ),
+            (
+                r#"{ mode = "managed", engine = "redis", admin_user = "a", admin_password_file = "/p" }"#,
+                r#"managed_users = ["a"]"#,
+                "not the admin_user",
+            ),
+            (
+                r#"{ mode = "managed", engine = "redis", admin_user = "a", admin_password_file = "/p", secret_prefix = "sp ace" }"#,
+                r#"managed_users = ["app"]"#,
+                "auth.secret_prefix",
+            ),
+            (
+                r#"{ mode = "password", password_file = "/p" }"#,
+                r#"managed_users = ["app"]"#,
+                "only applies with mode = \"managed\"",
+            ),
+        ];
+        for (auth, users, expect) in cases {
+            let e = parse(auth, users).unwrap_err();
+            assert!(e.contains(expect), "{auth} {users}: {e}");
+        }
+    }
+}

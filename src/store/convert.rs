@@ -395,6 +395,16 @@ allow_plaintext_auth = true
 name = "local"
 address = "127.0.0.1:6379"
 auth = { mode = "none" }
+[[databases]]
+name = "owned"
+address = "10.0.0.3:6379"
+auth = { mode = "managed", engine = "valkey", admin_user = "adm", admin_password_file = "/etc/bastion/adm.pw", secret_prefix = "corp/bastion", rotation_interval = "5m", kms_key_id = "alias/k" }
+managed_users = ["app", "reporting"]
+[[databases]]
+name = "ownedmem"
+address = "10.0.0.4:6379"
+tls = {}
+auth = { mode = "managed", service = "memorydb", region = "eu-west-1", target = "cl" }
 [[roles]]
 name = "ops"
 db_users = ["app-*", "admin"]
