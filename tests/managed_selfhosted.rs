@@ -23,9 +23,10 @@ use serde_json::Value;
 
 use support::bastion::{Bastion, BASTION_BIN};
 use support::certs::write_private;
-use support::clients::{python, Endpoint, REDIS_CLI};
+use support::clients::{python, Endpoint};
+use support::managed::{accepts, ls, managed};
 use support::moto::Moto;
-use support::process::{poll, run};
+use support::process::poll;
 use support::redis::{RedisOpts, RedisServer};
 use support::stack::current_user;
 
@@ -121,36 +122,9 @@ print(json.dumps(dict(name=d['Name'], tags={{t['Key']: t['Value'] for t in d.get
             .to_string()
     }
 
-    /// `AUTH app <pw>` straight to the server: `true` when accepted.
     fn accepts(&self, pw: &str) -> bool {
-        let out = run(
-            Command::new(REDIS_CLI)
-                .args(["-h", "127.0.0.1", "-p"])
-                .arg(self.redis.plain_addr().port().to_string())
-                .args(["AUTH", "app", pw]),
-            None,
-            Duration::from_secs(10),
-        );
-        out.stdout().trim() == "OK"
+        accepts(&self.redis, "app", pw)
     }
-}
-
-fn managed(bastion: &Bastion, args: &[&str]) -> support::process::Out {
-    run(
-        Command::new(BASTION_BIN)
-            .arg("managed")
-            .args(args)
-            .arg("--config")
-            .arg(bastion.config_path()),
-        None,
-        Duration::from_secs(60),
-    )
-}
-
-fn ls(bastion: &Bastion) -> Value {
-    let out = managed(bastion, &["ls", "--json"]);
-    out.assert_success();
-    serde_json::from_str(&out.stdout()).unwrap()
 }
 
 /// Wait for the first rotation (at start) to have made a password current.

@@ -15,6 +15,7 @@
 //! Must never log, audit or return in an error a password: they are [`Secret`]s from the
 //! generator to the wire.
 
+pub mod cloud;
 pub mod password;
 pub mod redis;
 pub mod rotation;
@@ -150,6 +151,19 @@ pub enum ManagedError {
     NoPassword { secret: String },
     #[error("the system's random generator failed")]
     Random,
+}
+
+/// What a managed-user service client (Secrets Manager, MemoryDB) is built from: the chain's
+/// current credentials in `region`, through [`crate::aws::sdk::Sdk::service_config`].
+async fn service_config(
+    chain: &CredentialChain,
+    region: &str,
+) -> Result<aws_config::SdkConfig, ManagedError> {
+    let (credentials, _) = chain
+        .credentials()
+        .await
+        .map_err(|e| ManagedError::Credentials(e.to_string()))?;
+    Ok(chain.sdk().service_config(region, credentials).await)
 }
 
 /// Where one database's secrets live: region, and for AWS the account.

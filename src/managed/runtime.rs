@@ -6,12 +6,13 @@
 //! process: a restarted bastion, or another bastion of the fleet, sees the same due time, and
 //! a rotation another bastion just did is not repeated. One rotation at a time per process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::cloud::{CloudUsers, Discovered};
 use super::redis::AclAdmin;
 use super::rotation::{Outcome, Rotation};
 use super::secrets::{NewSecret, SecretStore};
@@ -21,6 +22,8 @@ use crate::proxy::shared::Shared;
 
 /// How often the task looks for due rotations.
 pub const TICK: Duration = Duration::from_secs(1);
+/// How often an AWS cache's managed users are discovered again (at most every interval).
+pub const DISCOVERY_EVERY: Duration = Duration::from_secs(60);
 
 /// One managed user as `bastion managed ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +59,8 @@ impl Trigger {
 
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// Per AWS database: when its users were last discovered, and the managed ones.
+    discovered: Mutex<HashMap<String, (Instant, Vec<Discovered>)>>,
     status: Mutex<BTreeMap<(String, String), UserStatus>>,
     /// One rotation at a time in this process (the scheduled task and `managed rotate`).
     rotating: tokio::sync::Mutex<()>,
@@ -66,6 +71,7 @@ impl Runtime {
         Arc::new(Runtime {
             shared,
             status: Mutex::new(BTreeMap::new()),
+            discovered: Mutex::new(HashMap::new()),
             rotating: tokio::sync::Mutex::new(()),
         })
     }
@@ -81,22 +87,21 @@ impl Runtime {
     /// Every managed user now, as far as known.
     pub fn list(&self) -> Vec<UserStatus> {
         let catalog = self.shared.catalog.snapshot();
-        let mut status = self.lock();
-        // Users of databases that are gone or no longer managed are not shown.
-        status.retain(|(db, user), _| {
-            catalog.database(db).is_some_and(|d| match &d.auth {
-                Auth::Managed(m) => m.listed_users().iter().any(|u| u == user),
-                _ => false,
-            })
-        });
+        let mut current = BTreeMap::new();
         for db in catalog.databases() {
             if let Auth::Managed(m) = &db.auth {
-                for user in m.listed_users() {
-                    status
-                        .entry((db.name.clone(), user.clone()))
-                        .or_insert_with(|| blank(&db.name, user));
+                for (user, source) in self.users_of(db, m) {
+                    current.insert((db.name.clone(), user), source);
                 }
             }
+        }
+        let mut status = self.lock();
+        // Users of databases that are gone or no longer managed are not shown.
+        status.retain(|key, _| current.contains_key(key));
+        for ((db, user), source) in current {
+            status
+                .entry((db.clone(), user.clone()))
+                .or_insert_with(|| blank(&db, &user, &source));
         }
         status.values().cloned().collect()
     }
@@ -113,7 +118,7 @@ impl Runtime {
                 db.auth.mode_name()
             ));
         };
-        if !m.listed_users().iter().any(|u| u == user) {
+        if !self.users_of(db, m).iter().any(|(u, _)| u == user) {
             return Err(format!("'{user}' is not a managed user of '{database}'"));
         }
         let status = self.rotate_user(db, m, user, Trigger::Admin).await;
@@ -128,14 +133,17 @@ impl Runtime {
         let now = unix(SystemTime::now());
         for db in catalog.databases() {
             let Auth::Managed(m) = &db.auth else { continue };
-            for user in m.listed_users() {
+            if let ManagedKind::Aws { .. } = m.kind {
+                self.discover(db, m).await;
+            }
+            for (user, _) in self.users_of(db, m) {
                 let due = self
                     .lock()
                     .get(&(db.name.clone(), user.clone()))
                     .and_then(|s| s.next_rotation)
                     .is_none_or(|next| next <= now);
                 if due {
-                    self.rotate_user(db, m, user, Trigger::Schedule).await;
+                    self.rotate_user(db, m, &user, Trigger::Schedule).await;
                 }
             }
         }
@@ -153,7 +161,10 @@ impl Runtime {
             .lock()
             .get(&(db.name.clone(), user.to_string()))
             .cloned()
-            .unwrap_or_else(|| blank(&db.name, user));
+            .unwrap_or_else(|| {
+                let source = self.users_of(db, m).into_iter().find(|(u, _)| u == user);
+                blank(&db.name, user, &source.map(|(_, s)| s).unwrap_or_default())
+            });
         let result = self.rotate(db, m, user, trigger, &mut status).await;
         let now = SystemTime::now();
         match result {
@@ -223,12 +234,12 @@ impl Runtime {
                 };
                 rotation.run(&admin).await?
             }
-            ManagedKind::Aws { .. } => {
-                return Err(ManagedError::Cloud {
-                    database: db.name.clone(),
-                    message: "ElastiCache / MemoryDB managed users are not rotated by this build"
-                        .into(),
-                })
+            ManagedKind::Aws {
+                service, target, ..
+            } => {
+                let cloud =
+                    CloudUsers::connect(&db.name, *service, target, &place.region, chain).await?;
+                rotation.run(&cloud).await?
             }
         };
         let stages = store.read(&name).await?;
@@ -240,6 +251,70 @@ impl Runtime {
         Ok(outcome)
     }
 
+    /// The managed users of `db` and why each is managed: `managed_users` (self-hosted), or
+    /// the users discovery found tagged (AWS).
+    fn users_of(&self, db: &Database, m: &ManagedAuth) -> Vec<(String, String)> {
+        match m.kind {
+            ManagedKind::SelfHosted { .. } => m
+                .listed_users()
+                .iter()
+                .map(|u| (u.clone(), "config".to_string()))
+                .collect(),
+            ManagedKind::Aws { .. } => self
+                .discovered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&db.name)
+                .map(|(_, found)| {
+                    found
+                        .iter()
+                        .map(|d| (d.user.clone(), format!("tag:{}", d.tag)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Refresh which users of an AWS cache are managed, every [`DISCOVERY_EVERY`]. A failed
+    /// discovery keeps the last list (and is logged).
+    async fn discover(&self, db: &Database, m: &ManagedAuth) {
+        let fresh = self
+            .discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&db.name)
+            .is_some_and(|(at, _)| at.elapsed() < DISCOVERY_EVERY.min(m.rotation_interval));
+        let ManagedKind::Aws {
+            service, target, ..
+        } = &m.kind
+        else {
+            return;
+        };
+        if fresh {
+            return;
+        }
+        let chain = &self.shared.credentials;
+        let found = async {
+            let place = super::place(&db.name, m, chain).await?;
+            CloudUsers::connect(&db.name, *service, target, &place.region, chain)
+                .await?
+                .discover()
+                .await
+        }
+        .await;
+        match found {
+            Ok(found) => {
+                tracing::debug!(db = %db.name, users = found.len(), "managed: users discovered");
+                self.discovered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(db.name.clone(), (Instant::now(), found));
+            }
+            Err(e) => tracing::warn!(db = %db.name, error = %e,
+                "managed: discovering the managed users failed; keeping the last list"),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), UserStatus>> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -247,11 +322,11 @@ impl Runtime {
 
 use crate::audit;
 
-fn blank(database: &str, user: &str) -> UserStatus {
+fn blank(database: &str, user: &str, source: &str) -> UserStatus {
     UserStatus {
         database: database.to_string(),
         user: user.to_string(),
-        source: "config".into(),
+        source: source.to_string(),
         secret: None,
         last_rotation: None,
         next_rotation: None,

@@ -66,11 +66,7 @@ pub struct NewSecret<'a> {
 impl SecretStore {
     /// A client in `region` signing with the chain's current credentials.
     pub async fn connect(chain: &CredentialChain, region: &str) -> Result<Self, ManagedError> {
-        let (credentials, _) = chain
-            .credentials()
-            .await
-            .map_err(|e| ManagedError::Credentials(e.to_string()))?;
-        let config = chain.sdk().service_config(region, credentials).await;
+        let config = super::service_config(chain, region).await?;
         let config = aws_sdk_secretsmanager::config::Builder::from(&config)
             .retry_config(retries())
             .build();

@@ -18,6 +18,9 @@
 //!   topology of the hop-limit tests, and a thread inside one.
 //! - [`logs`]: the library's tracing output captured in-process.
 //! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
+//! - [`control_plane`]: a MemoryDB shim in front of moto (DescribeACLs, which moto lacks) and
+//!   the harness applying UpdateUser's passwords to a real redis-server ACL.
+//! - [`managed`]: `bastion managed …` and direct AUTH checks for the managed-user tests.
 //! - [`moto`]: `moto_server` from the venv (STS for AssumeRole / web identity), and the sessions
 //!   it issued, so the IAM front can verify tokens signed with them.
 //!
@@ -30,10 +33,12 @@ pub mod admin;
 pub mod bastion;
 pub mod certs;
 pub mod clients;
+pub mod control_plane;
 pub mod http_stub;
 pub mod iam_front;
 pub mod imds;
 pub mod logs;
+pub mod managed;
 pub mod moto;
 pub mod netns;
 pub mod process;
