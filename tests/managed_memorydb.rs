@@ -157,4 +157,35 @@ unix_user = "{me}"
     );
     let all: Vec<&str> = passwords.iter().map(String::as_str).collect();
     bastion.assert_no_secrets(&all);
+
+    // `bastion doctor`: discovery and each managed user's secret are readable.
+    let mut doctor = std::process::Command::new(support::bastion::BASTION_BIN);
+    doctor
+        .args(["doctor", "--json", "--config"])
+        .arg(bastion.config_path())
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in &env {
+        doctor.env(k, v);
+    }
+    let out = support::process::run(&mut doctor, None, Duration::from_secs(60));
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "database:mem:managed")
+        .unwrap_or_else(|| panic!("no managed check in {report:#}"))
+        .clone();
+    assert_eq!(check["status"], "ok", "{check:#}");
+    assert!(
+        check["finding"]
+            .as_str()
+            .unwrap()
+            .contains("2 managed user(s)"),
+        "{check:#}"
+    );
+    for p in &all {
+        assert!(!out.all().contains(p), "a password in doctor's output");
+    }
 }

@@ -90,6 +90,7 @@ pub async fn check(db: &Database, user: &ProbeUser, doctor: &Doctor) -> Vec<Chec
     let mut out = Vec::with_capacity(6);
     out.extend(super::region::check(db, doctor).await);
     out.extend(super::assume_role::check(db, doctor).await);
+    out.extend(super::managed::check(db, doctor).await);
     let skip_rest = |out: &mut Vec<CheckResult>, steps: &[&str], why: &str| {
         for step in steps {
             out.push(
