@@ -54,6 +54,10 @@ pub struct SessionEnd<'a> {
     /// `splice` or `copy`, per direction.
     pub path_client_to_upstream: &'static str,
     pub path_upstream_to_client: &'static str,
+    /// Where each leg's TLS records were handled: `ktls` (kernel), `rustls` (user space) or
+    /// `none` (a Unix client, a plaintext upstream).
+    pub tls_client: &'static str,
+    pub tls_upstream: &'static str,
     pub duration: Duration,
     /// The side that closed (`client`, `upstream`), or who stopped the session (`admin`,
     /// `policy`, `idle`).
@@ -78,6 +82,8 @@ pub fn session_end(f: &SessionFacts, end: &SessionEnd<'_>) {
         bytes_upstream_to_client = end.bytes_upstream_to_client,
         path_client_to_upstream = end.path_client_to_upstream,
         path_upstream_to_client = end.path_upstream_to_client,
+        tls_client = end.tls_client,
+        tls_upstream = end.tls_upstream,
         duration_ms = end.duration.as_millis() as u64,
         closed_by = end.closed_by,
         reason = end.reason,
@@ -174,6 +180,47 @@ pub fn admin_mutation(uid: u32, caller: &str, request: &str, action: &str, targe
         seq,
         "admin mutation"
     );
+}
+
+/// An admin wrote (`set`, `replace`) or removed (`remove`) a file in `secrets_dir` through
+/// `bastion secret`. Names the file, never a byte of it.
+pub fn admin_secret(uid: u32, caller: &str, action: &str, name: &str) {
+    tracing::info!(
+        target: "audit",
+        event = "admin.secret",
+        uid,
+        caller,
+        action,
+        target_name = name,
+        "admin secret"
+    );
+}
+
+/// `bastion iam-token` minted an IAM auth token (a root-only debugging verb): who ran it (uid
+/// and account), for which service, region, target and db-user. Never the token.
+pub fn iam_token_issued(t: &IamTokenIssued<'_>) {
+    tracing::info!(
+        target: "audit",
+        event = "iam_token.issued",
+        uid = t.uid,
+        caller = t.caller,
+        service = t.service,
+        region = t.region,
+        target_name = t.target,
+        db_user = t.db_user,
+        "iam-token: an IAM auth token was printed"
+    );
+}
+
+/// The facts of an `iam_token.issued` event.
+#[derive(Debug, Clone)]
+pub struct IamTokenIssued<'a> {
+    pub uid: u32,
+    pub caller: &'a str,
+    pub service: &'a str,
+    pub region: &'a str,
+    pub target: &'a str,
+    pub db_user: &'a str,
 }
 
 /// A caller the admin socket refused (not root, not in the admin group).

@@ -1,27 +1,29 @@
 //! The catalog: databases, roles and users as the data path sees them. Databases are the
-//! typed [`Database`] (`catalog/database.rs`) both the config and the store records produce.
+//! typed [`Database`] (`catalog/database.rs`) both the config and the store records produce;
+//! a password database holds its password, read when the catalog is built
+//! (`catalog/password.rs`): a build keeps the readings of the catalog in force for databases
+//! whose source did not change, [`Catalog::reread`] (a reload) reads every one again.
 //!
-//! Built from the on-box store (`crate::admin::handler::catalog_of`) at start and after every
-//! admin mutation; `from_config` remains for tools that read only the boot config. Sessions only
+//! Built from the on-box store (`crate::admin::handler::catalog_of`, straight from its records)
+//! at start and after every admin mutation; `from_config` builds one from the boot config's
+//! seed for tools that read only the config. Sessions only
 //! ever read an immutable `Arc<Catalog>` snapshot taken at accept time, so a change applies to
 //! new sessions at once and never tears a live one.
 
 mod database;
+mod password;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use crate::config::{Config, DatabaseConfig, DatabaseRuleError, RoleConfig, UserConfig};
+use crate::config::{Config, RoleConfig, UserConfig};
 
-pub use database::{Auth, Database, PasswordSource};
+pub use crate::config::PasswordSource;
+pub use database::{Auth, Database, Declaration, DeclaredRole};
+pub use password::{read as read_password, Password, SecretDirs, MAX_PASSWORD_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("databases.{database}.{source}")]
-    Database {
-        database: String,
-        source: DatabaseRuleError,
-    },
     #[error("users.{user}.unix_user: no local Unix account named '{unix_user}'")]
     UnknownUnixUser { user: String, unix_user: String },
     #[error("users.{user}.unix_user: uid {uid} is already bound to user '{other}'")]
@@ -41,14 +43,27 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn from_config(config: &Config) -> Result<Catalog, CatalogError> {
-        Catalog::build(&config.databases, &config.roles, &config.users)
+    pub fn from_config(config: &Config, dirs: &SecretDirs) -> Result<Catalog, CatalogError> {
+        Catalog::build(
+            &config.seed.databases,
+            &config.seed.roles,
+            &config.seed.users,
+            dirs,
+            None,
+        )
     }
 
-    pub fn build(
-        databases: &[DatabaseConfig],
+    /// The catalog of `databases` (the config's declarations or the store's records), `roles`
+    /// and `users`; every database goes through [`Database::from_declared`]. Passwords are read
+    /// under `dirs`' rules, except those `kept` (the catalog in force) read successfully from the
+    /// same source. A password that cannot be read does not fail the build: its database refuses
+    /// sessions, saying why, and the error is logged here.
+    pub fn build<'a, D: Declaration + 'a>(
+        databases: impl IntoIterator<Item = &'a D>,
         roles: &[RoleConfig],
         users: &[UserConfig],
+        dirs: &SecretDirs,
+        kept: Option<&Catalog>,
     ) -> Result<Catalog, CatalogError> {
         let mut by_uid = HashMap::new();
         for user in users {
@@ -68,22 +83,59 @@ impl Catalog {
             }
         }
         let databases = databases
-            .iter()
+            .into_iter()
             .map(|d| {
-                let database =
-                    Database::from_declared(d).map_err(|source| CatalogError::Database {
-                        database: d.name.clone(),
-                        source,
-                    })?;
-                Ok((d.name.clone(), Arc::new(database)))
+                let kept = kept.and_then(|k| k.database(d.name())).map(Arc::as_ref);
+                let database = Database::from_declared(d, dirs, kept);
+                log_unreadable(&database);
+                (database.name.clone(), Arc::new(database))
             })
-            .collect::<Result<_, CatalogError>>()?;
+            .collect();
         Ok(Catalog {
             databases,
             roles: roles.iter().map(|r| (r.name.clone(), r.clone())).collect(),
             users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
             by_uid,
         })
+    }
+
+    /// This catalog with every password read again (`SIGHUP`): a file changed since is
+    /// picked up, one removed or broken since makes its database refuse sessions.
+    pub fn reread(&self, dirs: &SecretDirs) -> Catalog {
+        let databases = self
+            .databases
+            .iter()
+            .map(|(name, db)| {
+                let mut db = Database::clone(db);
+                if let Auth::Password(p) = &db.auth {
+                    db.auth = Auth::Password(Password::read(&p.source, dirs));
+                    log_unreadable(&db);
+                }
+                (name.clone(), Arc::new(db))
+            })
+            .collect();
+        Catalog {
+            databases,
+            roles: self.roles.clone(),
+            users: self.users.clone(),
+            by_uid: self.by_uid.clone(),
+        }
+    }
+
+    /// This catalog without the databases `names` (their passwords are then read again when
+    /// it is a build's `kept`: a database declared anew reads its password anew).
+    pub fn without_databases(&self, names: &[&str]) -> Catalog {
+        Catalog {
+            databases: self
+                .databases
+                .iter()
+                .filter(|(name, _)| !names.contains(&name.as_str()))
+                .map(|(name, db)| (name.clone(), db.clone()))
+                .collect(),
+            roles: self.roles.clone(),
+            users: self.users.clone(),
+            by_uid: self.by_uid.clone(),
+        }
     }
 
     pub fn database(&self, name: &str) -> Option<&Arc<Database>> {
@@ -106,6 +158,17 @@ impl Catalog {
     /// The roles a user holds (unknown names were rejected when the catalog was built).
     pub fn roles_of<'a>(&'a self, user: &'a UserConfig) -> impl Iterator<Item = &'a RoleConfig> {
         user.roles.iter().filter_map(|r| self.roles.get(r))
+    }
+}
+
+/// Say once, when the catalog is built, that a database's password could not be read.
+fn log_unreadable(db: &Database) {
+    if let Auth::Password(p) = &db.auth {
+        if let Err(e) = p.value() {
+            tracing::error!(db.name = %db.name, key = e.field, error = %e.message,
+                "password unavailable: sessions to this database are refused until it can be \
+                 read (fix it, then `systemctl reload bastion`)");
+        }
     }
 }
 

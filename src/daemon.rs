@@ -22,8 +22,8 @@ use crate::admin::wire::{AdminError, Reply, Request};
 use crate::admin::{self, Admin};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::imds::ProcessEnv;
-use crate::catalog::CatalogHandle;
-use crate::config::Config;
+use crate::catalog::{CatalogHandle, SecretDirs};
+use crate::config::{AuthConfig, Config};
 use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
 use crate::proxy::listener::{self, Bound, UnixSockets};
@@ -57,6 +57,8 @@ pub struct Daemon {
     admin_task: tokio::task::JoinHandle<()>,
     /// Rotates managed users' passwords (`managed/runtime.rs`).
     managed_task: tokio::task::JoinHandle<()>,
+    /// The `[metrics]` endpoint, when configured.
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     admin: Arc<Admin>,
     pub admin_socket: PathBuf,
     pub databases: usize,
@@ -73,39 +75,41 @@ impl Daemon {
         ca: Arc<OnBoxCa>,
     ) -> anyhow::Result<Daemon> {
         let group = config
+            .boot
             .admin
             .group
             .as_deref()
             .map(AdminGroup::resolve)
             .transpose()?;
-        let store = open_store(config)?;
-        let catalog = CatalogHandle::new(admin::handler::catalog_of(store.state())?);
+        let secret_dirs = secret_dirs(config);
+        let store = open_store(config, &secret_dirs)?;
+        let catalog = CatalogHandle::new(admin::handler::catalog_of(
+            store.state(),
+            &secret_dirs,
+            None,
+        )?);
         // The server certificate follows the catalog's database names (SNI) and reloads.
         let server_cert = ServerCert::new(ca.clone(), listener_names(config), catalog.clone())?;
         let tls = crate::identity::tls::server_config_with_resolver(&ca, server_cert.clone())?;
         let mut bound = listener::bind(config, &catalog.snapshot(), tls).await?;
-        let credentials = CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv);
-        let shared = Arc::new(Shared::new(catalog, config.limits.clone(), credentials));
+        let credentials = CredentialChain::default_chain_with_imds(&config.boot.imds, &ProcessEnv);
+        let shared = Arc::new(Shared::new(
+            catalog,
+            config.live.limits.clone(),
+            credentials,
+        ));
         // An upstream may never be one of our own listeners (a loop past the identity check).
         shared
             .connector
             .set_own_listeners(OwnListeners::with_host_addresses(bound.tcp_addresses()));
-        let reloader = Arc::new(Reloader::new(
-            config_path.map(Path::to_path_buf),
-            config.clone(),
-            ca,
-            shared.clone(),
-            server_cert.clone(),
-            bound.tls_specs(),
-        ));
         spawn_instance_id_lookup(config, shared.clone());
         let unix = config
-            .listeners
+            .boot
             .unix
             .as_ref()
             .map(|u| Arc::new(UnixSockets::adopt(u, &mut bound, shared.clone())));
 
-        let admin_socket = config.admin_socket();
+        let admin_socket = config.boot.admin_socket();
         let mut described: Vec<String> = bound
             .tcp_addresses()
             .iter()
@@ -115,6 +119,11 @@ impl Daemon {
             described.push(format!("unix {}", u.directory().display()));
         }
         described.push(format!("admin {}", admin_socket.display()));
+        let metrics_endpoint = crate::metrics::server::bind(&config.boot.metrics).await?;
+        if let Some(endpoint) = &metrics_endpoint {
+            tracing::info!(kind = "metrics", endpoint = %endpoint.describe(), "listening");
+            described.push(endpoint.describe());
+        }
 
         let listener = admin::server::bind(&admin_socket, group.as_ref())?;
         tracing::info!(kind = "admin", path = %admin_socket.display(),
@@ -122,12 +131,22 @@ impl Daemon {
         let admin = Arc::new(Admin::new(
             store,
             shared.clone(),
-            server_cert,
+            server_cert.clone(),
             unix.clone(),
             described,
+            secret_dirs,
+        ));
+        let reloader = Arc::new(Reloader::new(
+            config_path.map(Path::to_path_buf),
+            config.clone(),
+            ca,
+            shared.clone(),
+            server_cert,
+            bound.tls_specs(),
+            admin.clone(),
         ));
         // Before the admin socket serves (no admin change can interleave) and before READY.
-        import_pending(&admin, &config.state_dir).await;
+        import_pending(&admin, &config.boot.state_dir).await;
         let (databases, users) = match admin.handle(&daemon_caller(), Request::Status) {
             Reply::Status(s) => (s.databases as usize, s.users as usize),
             _ => (0, 0),
@@ -136,6 +155,13 @@ impl Daemon {
         admin.set_managed(managed.clone());
         let managed_task = tokio::spawn(managed.run());
         let admin_task = tokio::spawn(admin::server::serve(listener, admin.clone(), group));
+        let metrics_task = metrics_endpoint.map(|endpoint| {
+            let admin = admin.clone();
+            tokio::spawn(crate::metrics::server::serve(
+                endpoint,
+                Arc::new(move || admin.metrics_text()),
+            ))
+        });
         Ok(Daemon {
             bound,
             shared,
@@ -143,6 +169,7 @@ impl Daemon {
             _unix: unix,
             admin_task,
             managed_task,
+            metrics_task,
             admin,
             admin_socket,
             databases,
@@ -183,6 +210,9 @@ impl Daemon {
         drain(&self.shared).await;
         self.admin_task.abort();
         self.managed_task.abort();
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
         // Not ours to leave behind: the next start would replace it anyway.
         let _ = std::fs::remove_file(&self.admin_socket);
     }
@@ -318,7 +348,7 @@ fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Learn the EC2 instance id for audit events, in the background: off EC2 (or with IMDS
 /// disabled) this fails quietly and events say `instance="-"`.
 fn spawn_instance_id_lookup(config: &Config, shared: Arc<Shared>) {
-    let client = match crate::aws::imds::ImdsClient::from_config(&config.aws.imds, &ProcessEnv) {
+    let client = match crate::aws::imds::ImdsClient::from_config(&config.boot.imds, &ProcessEnv) {
         Ok(client) => client,
         Err(e) => return tracing::debug!(error = %e, "no IMDS client for the instance id"),
     };
@@ -333,10 +363,20 @@ fn spawn_instance_id_lookup(config: &Config, shared: Arc<Shared>) {
     });
 }
 
-/// Open `<state_dir>/store`; on its first start import the boot config's declarations.
+/// Where this daemon reads password files from: the config's `secrets_dir`, and systemd's
+/// `$CREDENTIALS_DIRECTORY` when the unit has credentials (`LoadCredential=`).
+pub fn secret_dirs(config: &Config) -> SecretDirs {
+    SecretDirs::new(
+        config.boot.secrets_dir.clone(),
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+    )
+}
+
+/// Open `<state_dir>/store`; on its first start import the boot config's declarations
+/// (refused, naming the key, if a password they declare cannot be read under `dirs`).
 /// Also `bastion cert issue` when no daemon runs (it then holds the store's lock itself).
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let dir = config.state_dir.join(STORE_DIR);
+pub fn open_store(config: &Config, dirs: &SecretDirs) -> anyhow::Result<Store> {
+    let dir = config.boot.state_dir.join(STORE_DIR);
     let mut store = Store::open(&dir)?;
     let report = store.recovery_report();
     if let Some((offset, bytes)) = report.torn_tail {
@@ -345,17 +385,17 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     if let Some(version) = report.migrated_from {
         tracing::info!(path = %dir.display(), from = version, "store: migrated to the current format");
     }
-    let declared = config.databases.len() + config.roles.len() + config.users.len();
+    let declared = config.seed.databases.len() + config.seed.roles.len() + config.seed.users.len();
     if store.last_seq().0 == 0 {
         if declared > 0 {
-            import_config(&mut store, config).with_context(|| {
+            import_config(&mut store, config, dirs).with_context(|| {
                 format!(
                     "importing the config's databases, roles and users into the store {}",
                     dir.display()
                 )
             })?;
-            tracing::info!(path = %dir.display(), databases = config.databases.len(),
-                roles = config.roles.len(), users = config.users.len(),
+            tracing::info!(path = %dir.display(), databases = config.seed.databases.len(),
+                roles = config.seed.roles.len(), users = config.seed.users.len(),
                 "store: imported the config's databases, roles and users (first start)");
         }
     } else if declared > 0 {
@@ -375,15 +415,21 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-fn import_config(store: &mut Store, config: &Config) -> anyhow::Result<()> {
+fn import_config(store: &mut Store, config: &Config, dirs: &SecretDirs) -> anyhow::Result<()> {
+    for (i, d) in config.seed.databases.iter().enumerate() {
+        if let AuthConfig::Password(source) = &d.auth {
+            crate::catalog::read_password(source, dirs)
+                .map_err(|e| anyhow::anyhow!("config: databases[{i}].{e}"))?;
+        }
+    }
     let mut mutations = Vec::new();
-    for r in &config.roles {
+    for r in &config.seed.roles {
         mutations.push(Mutation::PutRole(RoleRecord::try_from(r)?));
     }
-    for d in &config.databases {
+    for d in &config.seed.databases {
         mutations.push(Mutation::PutDatabase(DatabaseRecord::try_from(d)?));
     }
-    for u in &config.users {
+    for u in &config.seed.users {
         mutations.push(Mutation::PutUser(UserRecord::try_from(u)?));
     }
     // Check the whole set first: a refusal leaves the store empty, and the next start retries.
@@ -391,7 +437,7 @@ fn import_config(store: &mut Store, config: &Config) -> anyhow::Result<()> {
     for m in &mutations {
         check.apply(m)?;
     }
-    admin::handler::catalog_of(&check)?;
+    admin::handler::catalog_of(&check, dirs, None)?;
     for m in mutations {
         store.apply(m)?;
     }
@@ -408,7 +454,7 @@ pub fn admin_socket_for(socket: Option<&Path>, config: Option<&Path>) -> anyhow:
     let config = Config::load(path).with_context(|| {
         "finding the admin socket (give --socket or --config, or set BASTION_ADMIN_SOCKET)"
     })?;
-    Ok(config.admin_socket())
+    Ok(config.boot.admin_socket())
 }
 
 /// Where the CLI looks for the boot config when neither `--socket` nor `--config` is given.

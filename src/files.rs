@@ -7,21 +7,26 @@
 //! existing target ([`Existing::Refuse`]) — and the directory fsynced. A crash leaves the old
 //! file or the new one, never half of one; a failed write leaves no temporary file.
 //!
-//! **Checked read** ([`read_private`] for secrets, [`read_capped`]): open with
-//! `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC`, check the *opened descriptor* (a regular file; for a
-//! private file no group/other permission bits; no larger than the caller's cap), then read
-//! at most that much. The file checked is the file read; a symlink, a FIFO or a device is
-//! refused without reading a byte, and `/dev/zero` or a huge file is never read whole.
+//! **Checked read** ([`read_private`] for secrets, [`read_private_in`] for a secret that must
+//! be a file directly in one directory, [`read_capped`]): open with
+//! `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC` (for `read_private_in`: `openat` of one name in the opened
+//! directory, so no component but the directory itself is resolved), check the *opened
+//! descriptor* (a regular file; for a private file owned by root or by this process's user,
+//! with no group/other permission bits; no larger than the caller's cap), then read at most
+//! that much. The file checked is the file read; a symlink, a FIFO or a device is refused
+//! without reading a byte, and `/dev/zero` or a huge file is never read whole.
 //!
 //! Errors name the operation and the path. This module must never: follow a symlink at the
 //! final component, give a file a mode wider than asked (not even for an instant), read more
 //! than the caller's cap, or put file contents into an error.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use zeroize::Zeroizing;
 
 /// What sits between a target's name and the random part of its temporary file's name.
@@ -50,6 +55,16 @@ pub enum FileError {
          its owner (fix with: chmod 600 {path})"
     )]
     NotPrivate { path: PathBuf, mode: u32 },
+    #[error(
+        "{path} is owned by uid {uid}: a secret must belong to root or to the bastion's own \
+         user (uid {own})"
+    )]
+    NotOwned { path: PathBuf, uid: u32, own: u32 },
+    #[error("cannot read {name:?} in {dir}: it must be one file name, directly in that directory")]
+    NotAName {
+        dir: PathBuf,
+        name: std::ffi::OsString,
+    },
     #[error("cannot create {path}: it already exists, and is not replaced")]
     Exists { path: PathBuf },
     #[error("cannot write {path}: the path names no file")]
@@ -194,24 +209,68 @@ impl Drop for TempFile {
     }
 }
 
-/// Read a secret: [`read_capped`]'s checks, and the file must give group and others no access
-/// at all. The bytes are zeroized when dropped.
+/// Read a secret: [`read_capped`]'s checks, and the file must belong to root or to this
+/// process's user and give group and others no access at all. The bytes are zeroized when
+/// dropped.
 pub fn read_private(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, FileError> {
-    read_checked(path, max, true)
+    let file = open_no_follow(path)?;
+    read_checked(file, path, max, true)
+}
+
+/// [`read_private`] of the file `name` directly in `dir`: the directory is opened, then `name`
+/// in it with `openat(O_NOFOLLOW)`, so neither `..`, nor a symlink in `dir`, nor a symlinked
+/// sub-directory can lead out of it. `name` must be one plain file name.
+pub fn read_private_in(
+    dir: &Path,
+    name: &OsStr,
+    max: u64,
+) -> Result<Zeroizing<Vec<u8>>, FileError> {
+    let path = dir.join(name);
+    let mut parts = Path::new(name).components();
+    if !matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    ) {
+        return Err(FileError::NotAName {
+            dir: dir.to_path_buf(),
+            name: name.to_os_string(),
+        });
+    }
+    let directory = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(io("open directory", dir))?;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused after the open.
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = nix::fcntl::openat(&directory, name, flags, nix::sys::stat::Mode::empty())
+        .map(File::from)
+        .map_err(|errno| io("open", &path)(std::io::Error::from(errno)))?;
+    read_checked(file, &path, max, true)
 }
 
 /// Read a regular file of at most `max` bytes, never following a symlink at `path`.
 pub fn read_capped(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, FileError> {
-    read_checked(path, max, false)
+    let file = open_no_follow(path)?;
+    read_checked(file, path, max, false)
 }
 
-fn read_checked(path: &Path, max: u64, private: bool) -> Result<Zeroizing<Vec<u8>>, FileError> {
-    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
-    let mut file = OpenOptions::new()
+fn open_no_follow(path: &Path) -> Result<File, FileError> {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused after the open.
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(io("open", path))?;
+        .map_err(io("open", path))
+}
+
+/// The checks on the opened descriptor, then the read (see the module docs).
+fn read_checked(
+    mut file: File,
+    path: &Path,
+    max: u64,
+    private: bool,
+) -> Result<Zeroizing<Vec<u8>>, FileError> {
     let meta = file.metadata().map_err(io("stat", path))?;
     let kind = meta.file_type();
     if !kind.is_file() {
@@ -229,6 +288,14 @@ fn read_checked(path: &Path, max: u64, private: bool) -> Result<Zeroizing<Vec<u8
         return Err(FileError::NotRegular {
             path: path.to_path_buf(),
             kind,
+        });
+    }
+    let own = nix::unistd::geteuid().as_raw();
+    if private && meta.uid() != 0 && meta.uid() != own {
+        return Err(FileError::NotOwned {
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+            own,
         });
     }
     let mode = meta.mode() & 0o7777;
@@ -538,5 +605,61 @@ mod tests {
         }
         std::fs::set_permissions(&path, Permissions::from_mode(0o400)).expect("chmod");
         read_private(&path, MAX).expect("0400 is private");
+    }
+
+    #[test]
+    fn a_secret_in_a_directory_is_read_only_from_there() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("secrets");
+        std::fs::create_dir(&dir).expect("mkdir");
+        private_file(&dir, "pw", b"s3cret");
+        let outside = private_file(tmp.path(), "ca.key", b"ca-key-bytes");
+        assert_eq!(
+            read_private_in(&dir, OsStr::new("pw"), MAX)
+                .expect("pw")
+                .as_slice(),
+            b"s3cret"
+        );
+        // A symlink in the directory pointing out of it.
+        std::os::unix::fs::symlink(&outside, dir.join("link")).expect("symlink");
+        let err = read_private_in(&dir, OsStr::new("link"), MAX).expect_err("link");
+        assert!(matches!(err, FileError::Symlink { .. }), "{err:?}");
+        // A symlinked sub-directory, `..`, and absolute names are not one file name.
+        std::os::unix::fs::symlink(tmp.path(), dir.join("sub")).expect("symlink dir");
+        for name in ["sub/ca.key", "../ca.key", "/etc/passwd", "..", ".", ""] {
+            let err = read_private_in(&dir, OsStr::new(name), MAX).expect_err(name);
+            assert!(matches!(err, FileError::NotAName { .. }), "{name}: {err:?}");
+        }
+        for err in [
+            read_private_in(&dir, OsStr::new("link"), MAX).expect_err("link"),
+            read_private_in(&dir, OsStr::new("sub/ca.key"), MAX).expect_err("sub"),
+        ] {
+            assert!(!err.to_string().contains("ca-key-bytes"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_secret_owned_by_another_user_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = private_file(tmp.path(), "pw", b"s3cret");
+        if !nix::unistd::geteuid().is_root() {
+            return; // chown needs root; the test rig runs as root
+        }
+        std::os::unix::fs::chown(&path, Some(65534), None).expect("chown");
+        let err = read_private(&path, MAX).expect_err("nobody's");
+        assert!(
+            matches!(
+                err,
+                FileError::NotOwned {
+                    uid: 65534,
+                    own: 0,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("uid 65534"), "{err}");
+        // Not a secret: anyone's file may be read with a cap.
+        read_capped(&path, MAX).expect("capped");
     }
 }

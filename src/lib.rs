@@ -18,6 +18,7 @@ pub mod doctor;
 pub mod files;
 pub mod identity;
 pub mod managed;
+pub mod metrics;
 pub mod proxy;
 pub mod rbac;
 pub mod reload;

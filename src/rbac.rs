@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, Database};
+use crate::config::RoleConfig;
 
 /// Why a user was refused. The `Display` text goes back to the client as `-ERR bastion: …`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +60,54 @@ pub fn authorize<'c>(
     Ok(Authorized { database, db_user })
 }
 
+/// Whether some opening could still be granted `db` for `user` — asked once the client is
+/// identified, before its opening frame (which may name a db-user) has arrived, so the session
+/// can dial the upstream early. `Err` when no db-user can come of it: the database is unknown,
+/// no role reaches it, or it needs a db-user (IAM) and the roles list none. The opening is
+/// still decided by [`authorize`]; this only keeps the bastion from dialing for nobody.
+pub fn may_connect<'c>(
+    catalog: &'c Catalog,
+    user: &str,
+    db: &str,
+) -> Result<&'c Arc<Database>, Denied> {
+    let database = catalog
+        .database(db)
+        .ok_or_else(|| Denied::UnknownDatabase(db.to_string()))?;
+    let roles = roles_reaching(catalog, database, user)?;
+    let some_db_user = database.legacy_auth
+        || !database.auth.needs_db_user()
+        || roles.iter().any(|r| !r.db_users.is_empty());
+    if !some_db_user {
+        return Err(Denied::NoDbUser {
+            user: user.to_string(),
+            db: db.to_string(),
+        });
+    }
+    Ok(database)
+}
+
+/// The roles of `user` that reach `database` (none: refused).
+fn roles_reaching<'c>(
+    catalog: &'c Catalog,
+    database: &Database,
+    user: &str,
+) -> Result<Vec<&'c RoleConfig>, Denied> {
+    let db = database.name.as_str();
+    let refused = || Denied::DatabaseNotAllowed {
+        user: user.to_string(),
+        db: db.to_string(),
+    };
+    let user_cfg = catalog.user(user).ok_or_else(refused)?;
+    let roles: Vec<_> = catalog
+        .roles_of(user_cfg)
+        .filter(|r| r.db_names.iter().any(|p| glob_match(p, db)))
+        .collect();
+    if roles.is_empty() {
+        return Err(refused());
+    }
+    Ok(roles)
+}
+
 /// The db-user decision for `user` on `database`; `Ok(None)` is a session with no db-user.
 fn db_user(
     catalog: &Catalog,
@@ -67,22 +116,7 @@ fn db_user(
     requested: Option<&str>,
 ) -> Result<Option<String>, Denied> {
     let db = database.name.as_str();
-    let Some(user_cfg) = catalog.user(user) else {
-        return Err(Denied::DatabaseNotAllowed {
-            user: user.to_string(),
-            db: db.to_string(),
-        });
-    };
-    let roles: Vec<_> = catalog
-        .roles_of(user_cfg)
-        .filter(|r| r.db_names.iter().any(|p| glob_match(p, db)))
-        .collect();
-    if roles.is_empty() {
-        return Err(Denied::DatabaseNotAllowed {
-            user: user.to_string(),
-            db: db.to_string(),
-        });
-    }
+    let roles = roles_reaching(catalog, database, user)?;
     if database.legacy_auth {
         return Ok(None);
     }
@@ -200,7 +234,7 @@ mod tests {
             roles: vec!["r".into()],
             unix_user: None,
         };
-        Catalog::build(&[db], &[role], &[user]).unwrap()
+        Catalog::build(&[db], &[role], &[user], &Default::default(), None).unwrap()
     }
 
     #[test]
@@ -221,6 +255,41 @@ mod tests {
         let grant = authorize(&c, "alice", "cache", Some("app-1")).unwrap();
         assert!(Arc::ptr_eq(grant.database, c.database("cache").unwrap()));
         assert_eq!(grant.db_user.as_deref(), Some("app-1"));
+    }
+
+    /// The early dial's question: may some opening be granted? Never for an unknown database,
+    /// a user no role lets in, or an IAM database whose roles list no db-user.
+    #[test]
+    fn may_connect_only_where_some_db_user_can_come_of_it() {
+        let iam = AuthConfig::Iam {
+            service: crate::config::IamService::Elasticache,
+            region: None,
+            target: "rg".into(),
+            serverless: false,
+        };
+        let c = catalog(None, &["app-*"]);
+        assert!(Arc::ptr_eq(
+            may_connect(&c, "alice", "cache").unwrap(),
+            c.database("cache").unwrap()
+        ));
+        assert!(matches!(
+            may_connect(&c, "alice", "other"),
+            Err(Denied::UnknownDatabase(_))
+        ));
+        assert!(matches!(
+            may_connect(&c, "bob", "cache"),
+            Err(Denied::DatabaseNotAllowed { .. })
+        ));
+        // No db-user listed: fine where the upstream's default user is (auth none/password)...
+        assert!(may_connect(&catalog(None, &[]), "alice", "cache").is_ok());
+        // ...never for IAM, whose tokens are per db-user; a listed one (even a pattern) may be.
+        let c = catalog_with(iam.clone(), false, None, &[]);
+        assert!(matches!(
+            may_connect(&c, "alice", "cache"),
+            Err(Denied::NoDbUser { .. })
+        ));
+        let c = catalog_with(iam, false, None, &["app-*"]);
+        assert!(may_connect(&c, "alice", "cache").is_ok());
     }
 
     #[test]
@@ -262,10 +331,8 @@ mod tests {
 
     #[test]
     fn no_db_user_when_the_roles_list_none_or_the_database_is_legacy() {
-        let password = AuthConfig::Password {
-            password_file: None,
-            password_env: Some("PW".into()),
-        };
+        let password =
+            AuthConfig::Password(crate::config::PasswordSource::Env("BASTION_PW".into()));
         let iam = AuthConfig::Iam {
             service: crate::config::IamService::Elasticache,
             region: None,

@@ -1,18 +1,23 @@
 //! `systemctl reload bastion` (SIGHUP): re-read the boot config the daemon started with, apply
 //! what can change while sessions run, and name every changed key that needs a restart.
 //!
-//! Applied live, to new connections and sessions only:
+//! The config's parts say what happens ([`crate::config`]): `live` is swapped, each changed
+//! `boot` field is named and keeps its running value, `seed` is the store's.
+//!
+//! Applied live (`Config::live`), to new connections and sessions only:
 //! - the server certificate, re-issued from the on-box CA as it is on disk now (a rotated CA is
 //!   picked up, for the server certificate and the client-certificate verifier alike), for the
 //!   listeners' names as the new config lists them (`listeners.tcp[i].server_names`);
 //! - `listeners.tcp[i].database`, `.default_database`, `.server_names` (SNI routing);
 //! - every `limits.*` key (`max_sessions`, `handshake_timeout`, `upstream_connect_timeout`,
-//!   `max_handshake_bytes`).
+//!   `max_handshake_bytes`);
+//! - every database's password, read again from its file or variable (a password that cannot
+//!   be read now makes its database refuse sessions, logged; see `catalog/password.rs`).
 //!
-//! Needs a restart (logged as a warning naming the key, the running value kept):
-//! `state_dir`, `admin.*`, `listeners.unix.*`, the number and `address` of `[[listeners.tcp]]`,
-//! `aws.imds.*` (the credential chain is built once). `[[databases]]`, `[[roles]]` and
-//! `[[users]]` are ignored, as at start: the store holds them (`bastion import`).
+//! Needs a restart (`Config::boot`; logged as a warning naming the key, the running value kept):
+//! `state_dir`, `secrets_dir`, `admin.*`, `listeners.unix.*`, the number and `address` of `[[listeners.tcp]]`,
+//! `aws.imds.*` (the credential chain is built once), `metrics.*`. `[[databases]]`, `[[roles]]` and
+//! `[[users]]` (`Config::seed`) are ignored, as at start: the store holds them (`bastion import`).
 //!
 //! A reload is all or nothing: every fallible step (reading and validating the file, loading
 //! the CA, issuing the certificate, building the TLS config) runs before anything is swapped, so
@@ -25,7 +30,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError};
+use crate::admin::Admin;
+use crate::config::{
+    AdminConfig, Boot, Config, ConfigError, ImdsConfig, Limits, Live, MetricsConfig, Seed,
+    TcpRouting, UnixListenerConfig,
+};
 use crate::identity::ca::{OnBoxCa, CA_CERT_FILE, CA_KEY_FILE};
 use crate::identity::server_cert::{self, ServerCert};
 use crate::identity::tls::{self, TlsIdentityError};
@@ -76,6 +85,8 @@ pub struct Reloader {
     listeners: Vec<LiveSpec>,
     /// Why the last reload failed, until one succeeds (for systemd's STATUS= line).
     last_failure: Mutex<Option<String>>,
+    /// Re-reads the databases' passwords, under the store's lock.
+    admin: Arc<Admin>,
 }
 
 struct Running {
@@ -91,6 +102,7 @@ impl Reloader {
         shared: Arc<Shared>,
         server_cert: Arc<ServerCert>,
         listeners: Vec<LiveSpec>,
+        admin: Arc<Admin>,
     ) -> Reloader {
         Reloader {
             path,
@@ -99,6 +111,7 @@ impl Reloader {
             server_cert,
             listeners,
             last_failure: Mutex::new(None),
+            admin,
         }
     }
 
@@ -121,7 +134,7 @@ impl Reloader {
             Some(path) => Config::load(path)?,
             None => running.config.clone(),
         };
-        let ca = load_ca(&running.config.state_dir.join("ca"))?;
+        let ca = load_ca(&running.config.boot.state_dir.join("ca"))?;
         let mut outcome = Outcome::default();
         let effective = merge(&running.config, new, &mut outcome);
         let names = server_cert::listener_names(&effective);
@@ -138,11 +151,12 @@ impl Reloader {
         }
         outcome.serial = issued.serial().to_string();
         self.server_cert.install(issued, ca.clone(), names);
-        for (spec, l) in self.listeners.iter().zip(&effective.listeners.tcp) {
+        for (spec, l) in self.listeners.iter().zip(&effective.live.tcp) {
             let address = spec.load().address;
             spec.store(Arc::new(listener::tls_spec(address, l, tls.clone())));
         }
-        self.shared.set_limits(effective.limits.clone());
+        self.shared.set_limits(effective.live.limits.clone());
+        self.admin.reread_passwords();
         *running = Running {
             config: effective,
             ca,
@@ -228,111 +242,161 @@ fn load_ca(dir: &Path) -> Result<Arc<OnBoxCa>, ReloadError> {
         })
 }
 
-/// `(field, running, new)` as text for each named field that differs between two values.
+/// A [`Change`] for each listed field of `$ty` whose value differs between `$old` and `$new`,
+/// keyed `$prefix<field>`. The list must name every field (no `..`): a new field is a compile
+/// error here until it is sorted into boot or live.
 macro_rules! field_changes {
-    ($old:expr, $new:expr; $($field:ident),+ $(,)?) => {
-        [$((stringify!($field), format!("{:?}", $old.$field), format!("{:?}", $new.$field))),+]
-            .into_iter()
-            .filter(|(_, from, to)| from != to)
-    };
+    ($prefix:expr, $old:expr, $new:expr; $ty:ident { $($field:ident),+ $(,)? }) => {{
+        let $ty { $($field: _),+ } = &$old;
+        [$(
+            ($old.$field != $new.$field).then(|| Change {
+                key: format!("{}{}", $prefix, stringify!($field)),
+                from: format!("{:?}", $old.$field),
+                to: format!("{:?}", $new.$field),
+            })
+        ),+]
+        .into_iter()
+        .flatten()
+    }};
 }
 
-/// The config to run with: `new`, except that every key that needs a restart keeps its running
-/// value. Records what changed in `outcome`.
-fn merge(old: &Config, mut new: Config, outcome: &mut Outcome) -> Config {
-    let mut restart = |key: String, from: String, to: String| {
-        outcome.needs_restart.push(Change { key, from, to });
+/// The config to run with: `new`'s live settings (each TLS listener's routing only where the
+/// listener is still the one running) and the running boot settings. Records in `outcome` each
+/// boot field that changed (it needs a restart), each live field swapped in, and each seed
+/// section that changed (ignored: the store's).
+fn merge(old: &Config, new: Config, outcome: &mut Outcome) -> Config {
+    outcome
+        .needs_restart
+        .extend(boot_changes(&old.boot, &new.boot));
+    let live = Live {
+        tcp: running_routes(old, &new),
+        limits: new.live.limits,
     };
-
-    for (field, from, to) in field_changes!(old, new; state_dir) {
-        restart(field.to_string(), from, to);
-    }
-    new.state_dir = old.state_dir.clone();
-    for (field, from, to) in field_changes!(old.admin, new.admin; socket, group) {
-        restart(format!("admin.{field}"), from, to);
-    }
-    new.admin = old.admin.clone();
-    match (&old.listeners.unix, &new.listeners.unix) {
-        (Some(a), Some(b)) => {
-            for (field, from, to) in field_changes!(a, b; directory) {
-                restart(format!("listeners.unix.{field}"), from, to);
-            }
-            if a.mode != b.mode {
-                restart(
-                    "listeners.unix.mode".into(),
-                    format!("{:04o}", a.mode),
-                    format!("{:04o}", b.mode),
-                );
-            }
-        }
-        (a, b) if a.is_some() != b.is_some() => {
-            restart("listeners.unix".into(), present(a), present(b));
-        }
-        _ => {}
-    }
-    new.listeners.unix = old.listeners.unix.clone();
-    for (field, from, to) in field_changes!(old.aws.imds, new.aws.imds;
-        endpoint, endpoint_mode, token_ttl, allow_v1_fallback, connect_timeout, read_timeout, disabled)
-    {
-        restart(format!("aws.imds.{field}"), from, to);
-    }
-    new.aws = old.aws.clone();
-
-    // TLS listeners: the sockets stay; a listener whose address is unchanged takes its new
-    // routing settings, any other keeps its old ones.
-    if new.listeners.tcp.len() != old.listeners.tcp.len() {
-        restart(
-            "listeners.tcp".into(),
-            format!("{} listener(s)", old.listeners.tcp.len()),
-            format!("{} listener(s)", new.listeners.tcp.len()),
-        );
-    }
-    let mut applied = Vec::new();
-    let mut tcp = Vec::with_capacity(old.listeners.tcp.len());
-    for (i, was) in old.listeners.tcp.iter().enumerate() {
-        match new.listeners.tcp.get(i) {
-            Some(l) if l.address == was.address => {
-                for (field, from, to) in
-                    field_changes!(was, l; database, default_database, server_names)
-                {
-                    let key = format!("listeners.tcp[{i}].{field}");
-                    applied.push(Change { key, from, to });
-                }
-                tcp.push(l.clone());
-            }
-            Some(l) => {
-                restart(
-                    format!("listeners.tcp[{i}].address"),
-                    was.address.to_string(),
-                    l.address.to_string(),
-                );
-                tcp.push(was.clone());
-            }
-            None => tcp.push(was.clone()),
-        }
-    }
-    new.listeners.tcp = tcp;
-
-    for (field, from, to) in field_changes!(old.limits, new.limits;
-        handshake_timeout, upstream_connect_timeout, max_handshake_bytes, max_sessions,
-        max_handshakes, max_handshakes_per_source, idle_timeout, max_session_age, max_cert_ttl, drain_timeout)
-    {
-        let key = format!("limits.{field}");
-        applied.push(Change { key, from, to });
-    }
-    outcome.applied.extend(applied);
-
-    // The store's since its first start: a change here is named and ignored.
+    outcome.applied.extend(live_changes(&old.live, &live));
+    let Seed {
+        databases,
+        roles,
+        users,
+    } = &old.seed;
     for (section, changed) in [
-        ("databases", old.databases != new.databases),
-        ("roles", old.roles != new.roles),
-        ("users", old.users != new.users),
+        ("databases", *databases != new.seed.databases),
+        ("roles", *roles != new.seed.roles),
+        ("users", *users != new.seed.users),
     ] {
         if changed {
             outcome.ignored.push(section);
         }
     }
-    new
+    Config {
+        boot: old.boot.clone(),
+        live,
+        seed: new.seed,
+    }
+}
+
+/// Every boot field that differs, named as the file names it.
+fn boot_changes(old: &Boot, new: &Boot) -> Vec<Change> {
+    let Boot {
+        state_dir,
+        secrets_dir,
+        admin,
+        imds,
+        tcp,
+        unix,
+        metrics,
+    } = old;
+    let mut changes = Vec::new();
+    if *state_dir != new.state_dir {
+        changes.push(Change {
+            key: "state_dir".into(),
+            from: format!("{state_dir:?}"),
+            to: format!("{:?}", new.state_dir),
+        });
+    }
+    if *secrets_dir != new.secrets_dir {
+        changes.push(Change {
+            key: "secrets_dir".into(),
+            from: format!("{secrets_dir:?}"),
+            to: format!("{:?}", new.secrets_dir),
+        });
+    }
+    changes.extend(field_changes!("admin.", admin, new.admin; AdminConfig { socket, group }));
+    changes.extend(field_changes!("metrics.", metrics, new.metrics;
+        MetricsConfig { address, socket, socket_mode, allow_remote }));
+    match (unix, &new.unix) {
+        (Some(a), Some(b)) => {
+            let UnixListenerConfig { directory, mode } = a;
+            if *directory != b.directory {
+                changes.push(Change {
+                    key: "listeners.unix.directory".into(),
+                    from: format!("{directory:?}"),
+                    to: format!("{:?}", b.directory),
+                });
+            }
+            if *mode != b.mode {
+                changes.push(Change {
+                    key: "listeners.unix.mode".into(),
+                    from: format!("{mode:04o}"),
+                    to: format!("{:04o}", b.mode),
+                });
+            }
+        }
+        (a, b) if a.is_some() != b.is_some() => changes.push(Change {
+            key: "listeners.unix".into(),
+            from: present(a),
+            to: present(b),
+        }),
+        _ => {}
+    }
+    changes.extend(field_changes!("aws.imds.", imds, new.imds; ImdsConfig {
+        endpoint, endpoint_mode, token_ttl, allow_v1_fallback, connect_timeout, read_timeout,
+        disabled,
+    }));
+    if tcp.len() != new.tcp.len() {
+        changes.push(Change {
+            key: "listeners.tcp".into(),
+            from: format!("{} listener(s)", tcp.len()),
+            to: format!("{} listener(s)", new.tcp.len()),
+        });
+    }
+    for (i, (was, now)) in tcp.iter().zip(&new.tcp).enumerate() {
+        if was != now {
+            changes.push(Change {
+                key: format!("listeners.tcp[{i}].address"),
+                from: was.to_string(),
+                to: now.to_string(),
+            });
+        }
+    }
+    changes
+}
+
+/// The routing for each running TLS listener: the new one where the listener at that place
+/// still has the running address, else the running one (its socket stays as it is).
+fn running_routes(old: &Config, new: &Config) -> Vec<TcpRouting> {
+    old.tcp_listeners()
+        .enumerate()
+        .map(|(i, (address, running))| match new.boot.tcp.get(i) {
+            Some(a) if *a == address => new.live.tcp[i].clone(),
+            _ => running.clone(),
+        })
+        .collect()
+}
+
+/// Every live field that differs, named as the file names it.
+fn live_changes(old: &Live, new: &Live) -> Vec<Change> {
+    let Live { limits, tcp } = old;
+    let mut changes = Vec::new();
+    for (i, (was, now)) in tcp.iter().zip(&new.tcp).enumerate() {
+        changes.extend(field_changes!(format!("listeners.tcp[{i}]."), was, now;
+            TcpRouting { database, default_database, server_names }));
+    }
+    changes.extend(field_changes!("limits.", limits, new.limits; Limits {
+        handshake_timeout, upstream_connect_timeout, max_handshake_bytes, max_sessions,
+        max_handshakes, max_handshakes_per_source, idle_timeout, max_session_age, drain_timeout,
+        max_cert_ttl,
+    }));
+    changes
 }
 
 fn present<T>(v: &Option<T>) -> String {
@@ -420,17 +484,68 @@ directory = "/run/bastion/db"
             ]
         );
         // What is applied is in force; what needs a restart keeps its running value.
-        assert_eq!(eff.limits.max_sessions, 2);
+        assert_eq!(eff.live.limits.max_sessions, 2);
+        assert_eq!(eff.live.tcp[0].server_names, ["a.example", "b.example"]);
         assert_eq!(
-            eff.listeners.tcp[0].server_names,
-            ["a.example", "b.example"]
-        );
-        assert_eq!(
-            eff.listeners.unix.as_ref().map(|u| u.directory.clone()),
+            eff.boot.unix.as_ref().map(|u| u.directory.clone()),
             Some(PathBuf::from("/run/bastion/db"))
         );
-        assert_eq!(eff.admin.group, None);
-        assert!(!eff.aws.imds.disabled);
+        assert_eq!(eff.boot.admin.group, None);
+        assert!(!eff.boot.imds.disabled);
+    }
+
+    #[test]
+    fn each_changed_boot_field_is_named_and_keeps_its_running_value() {
+        let old = config(BASE);
+        let mut new = old.clone();
+        new.boot.state_dir = "/srv/bastion".into();
+        new.boot.secrets_dir = "/srv/secrets".into();
+        new.boot.unix.as_mut().unwrap().mode = 0o600;
+        new.boot.imds.endpoint = Some("http://[fd00:ec2::254]".into());
+        new.boot.admin.socket = Some("/run/bastion/admin.sock".into());
+        let mut o = Outcome::default();
+        let eff = merge(&old, new, &mut o);
+        assert_eq!(
+            keys(&o.needs_restart),
+            [
+                "state_dir",
+                "secrets_dir",
+                "admin.socket",
+                "listeners.unix.mode",
+                "aws.imds.endpoint"
+            ]
+        );
+        assert_eq!(
+            (
+                o.needs_restart[3].from.as_str(),
+                o.needs_restart[3].to.as_str()
+            ),
+            ("0666", "0600")
+        );
+        assert!(o.applied.is_empty() && o.ignored.is_empty(), "{o:?}");
+        assert_eq!(eff.boot, old.boot);
+    }
+
+    #[test]
+    fn each_changed_live_field_is_applied() {
+        let old = config(BASE);
+        let mut new = old.clone();
+        new.live.limits.drain_timeout = std::time::Duration::from_secs(5);
+        new.live.limits.idle_timeout = Some(std::time::Duration::from_secs(60));
+        new.live.tcp[0].default_database = Some("cache".into());
+        let mut o = Outcome::default();
+        let eff = merge(&old, new.clone(), &mut o);
+        assert_eq!(
+            keys(&o.applied),
+            [
+                "listeners.tcp[0].default_database",
+                "limits.idle_timeout",
+                "limits.drain_timeout"
+            ]
+        );
+        assert_eq!(o.applied[1].to, "Some(60s)");
+        assert!(o.needs_restart.is_empty(), "{o:?}");
+        assert_eq!(eff.live, new.live);
     }
 
     #[test]
@@ -441,13 +556,20 @@ directory = "/run/bastion/db"
         assert_eq!(keys(&o.needs_restart), ["listeners.tcp[0].address"]);
         assert_eq!(o.needs_restart[0].from, "127.0.0.1:6380");
         assert_eq!(o.needs_restart[0].to, "127.0.0.1:6390");
-        assert_eq!(eff.listeners.tcp[0].address.port(), 6380);
+        assert_eq!(eff.boot.tcp[0].port(), 6380);
+        // The moved listener's new routing is not put on the socket still bound to the old
+        // address.
+        let moved = moved.replace("[\"a.example\"]", "[\"b.example\"]");
+        let mut o = Outcome::default();
+        let eff = merge(&config(BASE), config(&moved), &mut o);
+        assert!(o.applied.is_empty(), "{o:?}");
+        assert_eq!(eff.live.tcp[0].server_names, ["a.example"]);
 
         let added = format!("{BASE}[[listeners.tcp]]\naddress = \"127.0.0.1:6381\"\n");
         let mut o = Outcome::default();
         let eff = merge(&config(BASE), config(&added), &mut o);
         assert_eq!(keys(&o.needs_restart), ["listeners.tcp"]);
-        assert_eq!(eff.listeners.tcp.len(), 1);
+        assert_eq!(eff.boot.tcp.len(), 1);
     }
 
     #[test]

@@ -145,7 +145,7 @@ fn every_auth_mode_and_tls_options() {
         "--auth",
         "password",
         "--password-env",
-        "REDIS_PW",
+        PASSWORD_ENV,
         "--tls-ca-file",
         "/etc/ssl/ca.pem",
         "--tls-server-name",
@@ -167,7 +167,7 @@ fn every_auth_mode_and_tls_options() {
     let json: serde_json::Value =
         serde_json::from_str(&a.ok(&["db", "show", "envpw", "--json"])).unwrap();
     assert_eq!(json["tls"]["server_name"], "redis.internal");
-    assert_eq!(json["auth"]["password_env"], "REDIS_PW");
+    assert_eq!(json["auth"]["password_env"], PASSWORD_ENV);
     assert!(a.ok(&["db", "ls"]).contains("[::1]:6379"));
     // Without --region the database signs for the instance's region, resolved at run time.
     a.ok(&[
@@ -285,7 +285,7 @@ auth = { mode = "iam", service = "memorydb", region = "eu-west-1", target = "cl"
 [[databases]]
 name = "legacy"
 address = "10.1.2.4:6379"
-auth = { mode = "password", password_env = "LEGACY_PW" }
+auth = { mode = "password", password_env = "BASTION_TEST_UPSTREAM_PASSWORD" }
 legacy_auth = true
 
 [[databases]]

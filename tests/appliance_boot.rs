@@ -11,7 +11,9 @@
 //!
 //! Inside the VM the check unit waits for bastion READY, runs real sessions through the bastion
 //! (redis-cli over the Unix socket as the mapped `admin` account, and over mTLS with a
-//! certificate from `bastion cert issue`), finds their `BASTION_EVENT=session.start` audit
+//! certificate from `bastion cert issue`; and over mTLS to the VM's TLS redis-server with both
+//! legs in kernel TLS: a 2 MB value byte-exact, `sessions ls`, /proc/net/tls_stat, the audit's
+//! `tls_*` fields, a client's close_notify and KeyUpdate), finds their `BASTION_EVENT=session.start` audit
 //! fields in `journalctl _SYSTEMD_UNIT=bastion.service`, checks that user-data's database, role and user are in the
 //! store (`bastion db|role|user ls`, one `admin.mutation` audit event each) and serve a session
 //! (redis-cli as `udcheck` → PONG), prints `admin`'s authorized_keys (the host asserts the launch
@@ -64,7 +66,7 @@ const USER_DATA: &str = r#"# bastion-settings
 [[databases]]
 name = "fromud"
 address = "127.0.0.1:6379"
-auth = { mode = "password", password_file = "/etc/bastion/local.pw" }
+auth = { mode = "password", password_file = "/etc/bastion/secrets/local.pw" }
 default_db_user = "app"
 
 [[roles]]
@@ -191,6 +193,12 @@ fn appliance_image_boots_under_uefi_and_proxies_a_session() {
         "bastion-check: admin: groups 'admin bastion-admin', no sudo",
         "bastion-check: audit: a session.start forged by a transient unit as root",
         "bastion-check: audit: a session.start forged by a transient unit as udcheck",
+        // kTLS on both legs of an mTLS session to the VM's TLS redis-server (the guest
+        // kernel has the tls ULP; this host's has not, see tests/ktls.rs).
+        "bastion-check: ktls: a 2000000-byte value SET and GET",
+        "bastion-check: ktls: both legs in the kernel",
+        "bastion-check: ktls: a client's close_notify ends its session cleanly",
+        "bastion-check: ktls: KeyUpdate",
     ] {
         assert!(
             serial.contains(mark),

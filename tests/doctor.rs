@@ -34,6 +34,7 @@ fn write_config(dir: &Path, databases: &str) -> std::path::PathBuf {
     let text = format!(
         r#"
 state_dir = "{state}"
+secrets_dir = "{state}"
 [limits]
 upstream_connect_timeout = "3s"
 [listeners.unix]
@@ -583,7 +584,7 @@ auth = { mode = "iam", service = "memorydb", region = "eu-west-1", target = "my-
 [[databases]]
 name = "local"
 address = "127.0.0.1:6379"
-auth = { mode = "password", password_env = "NOT_READ" }
+auth = { mode = "password", password_env = "BASTION_NOT_READ" }
 "#,
     );
     let out = run(

@@ -444,3 +444,68 @@ fn no_region_anywhere_is_an_error_naming_the_database() {
         "{line}"
     );
 }
+
+/// Issue 10: a client's own AUTH on a guarded session to an IAM database is answered by
+/// re-authenticating upstream with a FRESH token for the session's db-user — signed at the
+/// re-AUTH, not the one from the session start (nor the previous re-AUTH's) — and the client's
+/// password goes nowhere. `HELLO 3 AUTH app …` goes upstream without its AUTH part.
+///
+/// Two tokens signed within the same second with the same keys are byte-identical (SigV4 is
+/// deterministic), so the test waits for the clock to pass a second between steps: a fresh
+/// token then has a later `X-Amz-Date` and another digest, a replayed one the same.
+#[tokio::test]
+async fn own_auth_reauthenticates_with_a_fresh_token() {
+    use std::time::Duration;
+    use support::raw::{show, Raw};
+    const CLIENT_PASSWORD: &str = "client-says-7d2f19";
+
+    let r = rig("elasticache", false, "us-east-1", "us-east-1");
+    let mut c = Raw::connect(&Endpoint::unix(r.bastion.socket_path("iamdb")))
+        .await
+        .expect("connect");
+    let app = b"$3\r\napp\r\n".to_vec();
+    assert_eq!(c.request_str(&["ACL", "WHOAMI"]).await.unwrap(), app);
+    let tokens = r.front.tokens();
+    assert!(
+        tokens.len() == 1 && tokens[0].opening && tokens[0].signed_at.is_some(),
+        "{tokens:?}"
+    );
+
+    let mut last = tokens[0].clone();
+    for auth in [
+        vec!["AUTH", "app", CLIENT_PASSWORD],
+        vec!["AUTH", CLIENT_PASSWORD],
+    ] {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let reply = c.request_str(&auth).await.unwrap();
+        assert_eq!(reply, b"+OK\r\n", "{auth:?}: {}", show(&reply));
+        let tokens = r.front.tokens();
+        let new = tokens.last().expect("a token").clone();
+        assert!(
+            !new.opening
+                && new.user == "app"
+                && new.signed_at > last.signed_at
+                && new.digest != last.digest,
+            "{auth:?}: not a fresh token for app: {tokens:?}"
+        );
+        assert_eq!(
+            r.front.last_verdict().map(|v| (v.user, v.outcome)),
+            Some(("app".to_string(), Outcome::Accepted))
+        );
+        last = new;
+    }
+    assert_eq!(c.request_str(&["ACL", "WHOAMI"]).await.unwrap(), app);
+
+    // HELLO … AUTH as the own db-user: no AUTH part (no token, no password) goes upstream.
+    let seen = r.front.tokens().len();
+    let reply = c
+        .request_str(&["HELLO", "3", "AUTH", "app", CLIENT_PASSWORD])
+        .await
+        .unwrap();
+    assert!(reply.starts_with(b"%"), "{}", show(&reply));
+    assert_eq!(r.front.tokens().len(), seen, "{:?}", r.front.tokens());
+    assert_eq!(c.request_str(&["ACL", "WHOAMI"]).await.unwrap(), app);
+    drop(c);
+    r.bastion
+        .assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD, CLIENT_PASSWORD]);
+}

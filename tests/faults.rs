@@ -1,7 +1,8 @@
 //! Faults, with real parts: the upstream redis-server restarted under a live session, an
 //! upstream that black-holes connections (nftables in a namespace), the store's disk full
 //! (a size-limited tmpfs), and the daemon `kill -9`'d under live sessions. Each ends in a clear, audited result, leaks nothing (no session
-//! slot, no acknowledged write), and the daemon keeps serving.
+//! slot, no acknowledged write), and the daemon keeps serving. On the AWS side: IMDS gone for 30
+//! minutes of simulated time (static stability), STS throttling and 5xx (bounded retries).
 
 mod support;
 
@@ -286,4 +287,163 @@ fn kill_9_with_live_sessions_then_restart_serves_the_same_clients() {
         let out = redis_cli(&ep, &["PING"]);
         assert_eq!(out.stdout().trim(), "PONG", "{out}");
     }
+}
+
+/// IMDS gone for 30 minutes of simulated time (a clock the provider and the chain read, moved
+/// in 20 s steps; the instance profile's credentials expire 10 minutes in): every step still
+/// yields credentials that sign an IAM token the service accepts (static stability), and fresh
+/// credentials are in use once IMDS is back.
+#[test]
+fn imds_gone_for_thirty_simulated_minutes_keeps_iam_sessions_authenticating() {
+    use std::sync::{Arc, Mutex};
+    use std::time::SystemTime;
+
+    use bastion::aws::credentials::CredentialChain;
+    use bastion::aws::iam::{token, IamAuth};
+    use bastion::aws::imds::{ImdsClient, ImdsCredentialsProvider, ImdsSettings};
+    use bastion::config::IamService;
+    use support::iam_front::{verify, IamFrontConfig};
+    use support::imds::{Behaviour, Emulator, SECRET_ACCESS_KEY, SESSION_TOKEN};
+
+    const KEY: &str = "ASIAIMDSEMULATOR0001";
+    let rt = rt();
+    let start = SystemTime::now();
+    let mut emulator = Emulator::start(Behaviour {
+        expiration: start + Duration::from_secs(600),
+        fixed_access_key_id: Some(KEY.into()),
+        ..Behaviour::default()
+    });
+    let mut settings = ImdsSettings::for_endpoint(&emulator.endpoint()).expect("endpoint");
+    settings.retry_backoff = Duration::from_millis(10);
+    settings.failure_backoff = Duration::from_millis(10);
+    settings.failure_backoff_max = Duration::from_millis(10);
+    let now = Arc::new(Mutex::new(start));
+    let clock = move |now: &Arc<Mutex<SystemTime>>| {
+        let now = now.clone();
+        move || *now.lock().unwrap()
+    };
+    let provider = ImdsCredentialsProvider::new(ImdsClient::new(settings).expect("client"))
+        .with_clock(clock(&now));
+    let chain = CredentialChain::builder()
+        .link("imds", provider)
+        .clock(clock(&now))
+        .build();
+    let auth = IamAuth {
+        database: "cache",
+        service: IamService::Elasticache,
+        region: Some("us-east-1"),
+        target: "my-cache",
+        serverless: false,
+        role: None,
+    };
+    let service = IamFrontConfig {
+        service: "elasticache",
+        region: "us-east-1".into(),
+        target: "my-cache".into(),
+        serverless: false,
+        access_key_id: KEY.into(),
+        secret_access_key: SECRET_ACCESS_KEY.into(),
+        session_token: Some(SESSION_TOKEN.into()),
+        issued: None,
+        upstream: support::process::closed_addr(),
+        passwords: Default::default(),
+    };
+    let authenticate = |chain: &CredentialChain| {
+        let t = rt
+            .block_on(token(chain, &auth, "app"))
+            .expect("an IAM token");
+        verify(&service, "app", t.expose(), SystemTime::now())
+    };
+    assert_eq!(authenticate(&chain), Ok(()));
+    let fetched = emulator.requests().len();
+    assert!(fetched > 0);
+
+    emulator.stop();
+    let step = Duration::from_secs(20);
+    let steps = 30 * 60 / step.as_secs();
+    for i in 1..=steps {
+        *now.lock().unwrap() = start + step * i as u32;
+        if let Err(e) = authenticate(&chain) {
+            panic!(
+                "{}s into the IMDS outage, no session could authenticate: {e:?}",
+                i * 20
+            );
+        }
+    }
+    // IMDS is back: once the extended credentials are due for refresh (at most the longest
+    // extension later), the ones IMDS hands out now are in use.
+    emulator.restart().expect("IMDS back");
+    emulator.set(|b| b.expiration = start + Duration::from_secs(3 * 3600));
+    *now.lock().unwrap() = start + Duration::from_secs(30 * 60 + 16 * 60);
+    assert_eq!(authenticate(&chain), Ok(()));
+    let (_, expiry) = chain.cached().expect("cached credentials");
+    // IMDS' Expiration has whole seconds: within a second of what the emulator set.
+    let left = expiry.map(|e| e.duration_since(start).unwrap().as_secs());
+    assert!(
+        matches!(left, Some(s) if s + 1 >= 3 * 3600),
+        "the credentials IMDS handed out after the outage are not in use: {left:?}"
+    );
+}
+
+/// STS AssumeRole answering throttling and 5xx: retried with backoff up to
+/// `STS_MAX_ATTEMPTS`, so a transient failure costs a delay, not the session; a persistent one
+/// fails after exactly that many attempts; AccessDenied is not retried. Through a shim
+/// (tests/support/sts_shim.rs) because neither moto nor AWS throttles on demand. Secrets
+/// Manager's throttling belongs with the managed users that call it (not built yet).
+#[test]
+fn sts_throttling_and_5xx_are_retried_a_bounded_number_of_times() {
+    use aws_credential_types::Credentials;
+    use bastion::aws::assume_role::RoleSpec;
+    use bastion::aws::credentials::CredentialChain;
+    use bastion::aws::sdk::STS_MAX_ATTEMPTS;
+    use support::sts_shim::{Answer, StsShim, ASSUMED_KEY, ASSUMED_SECRET};
+
+    let rt = rt();
+    let role = RoleSpec {
+        arn: "arn:aws:iam::123456789012:role/cache-connect".into(),
+        external_id: None,
+        session_name: "bastion".into(),
+        region: Some("us-east-1".into()),
+    };
+    let assume = |shim: &StsShim| {
+        // The SDK reads the endpoint from the environment when the STS client is built, as an
+        // operator's VPC endpoint; each shim is used by one assume.
+        std::env::set_var("AWS_ENDPOINT_URL_STS", shim.url());
+        let chain = CredentialChain::from_provider(
+            "static",
+            Credentials::new(
+                "AKIDSOURCE0000000001",
+                "source-secret-never-shown",
+                None,
+                None,
+                "t",
+            ),
+        );
+        let started = std::time::Instant::now();
+        let result = rt.block_on(chain.assumed(&role));
+        (result, started.elapsed())
+    };
+
+    let shim = StsShim::start(
+        &[Answer::Throttling, Answer::ServerError(503)],
+        Answer::Success,
+    );
+    let (result, took) = assume(&shim);
+    let creds = result.expect("assumed after two transient failures");
+    assert_eq!(creds.access_key_id(), ASSUMED_KEY);
+    assert_eq!(shim.assume_role_calls(), 3);
+    println!("throttled, 503, then success: {took:?} (backoff with jitter)");
+
+    let shim = StsShim::start(&[], Answer::ServerError(500));
+    let (result, took) = assume(&shim);
+    let error = result.expect_err("STS never answered");
+    assert_eq!(shim.assume_role_calls(), STS_MAX_ATTEMPTS as usize);
+    let text = error.to_string();
+    assert!(!text.contains("source-secret-never-shown") && !text.contains(ASSUMED_SECRET));
+    println!("always 500: gave up after {STS_MAX_ATTEMPTS} attempts in {took:?}: {text}");
+
+    let shim = StsShim::start(&[], Answer::AccessDenied);
+    let (result, _) = assume(&shim);
+    assert!(result.is_err());
+    assert_eq!(shim.assume_role_calls(), 1, "AccessDenied is not retried");
 }

@@ -17,7 +17,7 @@ use support::process::{run, Out};
 
 const BASTION_BIN: &str = env!("CARGO_BIN_EXE_bastion");
 const KEY: &str = support::imds::OPENSSH_KEY;
-const SETTINGS: &str = "# bastion-settings\n[[databases]]\nname = \"cache\"\naddress = \"127.0.0.1:6379\"\nauth = { mode = \"password\", password_env = \"SECRETPW\" }\n";
+const SETTINGS: &str = "# bastion-settings\n[[databases]]\nname = \"cache\"\naddress = \"127.0.0.1:6379\"\nauth = { mode = \"password\", password_env = \"BASTION_SECRETPW\" }\n";
 
 fn firstboot(emulator: &Emulator, dir: &Path) -> Out {
     let config = dir.join("bastion.toml");

@@ -15,6 +15,8 @@ const TARGETS: &[(&str, Entry)] = &[
     ("admin_request", bastion::admin::wire::fuzz_request),
     ("imds_credentials", bastion::aws::imds::fuzz_credentials),
     ("settings", bastion::cli::import::fuzz_settings),
+    ("config", bastion::config::fuzz_config),
+    ("inspect_replies", bastion::proxy::inspect::fuzz_replies),
 ];
 
 #[test]

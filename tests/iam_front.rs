@@ -501,7 +501,11 @@ fn iam_token(home: &Path, env: &[(&str, &str)]) -> Output {
 fn printed_token(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bastion iam-token failed: {stderr}");
-    assert!(stderr.is_empty(), "nothing on stderr on success: {stderr}");
+    // On success stderr holds only the audit line (`iam_token.issued`, no token).
+    assert!(
+        stderr.lines().count() == 1 && stderr.contains("event=\"iam_token.issued\""),
+        "only the audit line on stderr on success: {stderr}"
+    );
     let stdout = String::from_utf8(out.stdout.clone()).expect("UTF-8 token");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "exactly one line on stdout");

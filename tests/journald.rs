@@ -17,14 +17,9 @@ const BASTION_BIN: &str = env!("CARGO_BIN_EXE_bastion");
 
 #[test]
 fn audit_events_carry_bastion_fields_in_the_journal() {
-    if !is_root() || Command::new("unshare").arg("--version").output().is_err() {
-        println!("SKIP: needs root and unshare(1) for a private /run/systemd/journal");
+    let Some((dir, journal_dir, journal)) = private_journal() else {
         return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let journal_dir = dir.path().join("journal");
-    std::fs::create_dir(&journal_dir).unwrap();
-    let journal = UnixDatagram::bind(journal_dir.join("socket")).expect("bind journal socket");
+    };
     let config = dir.path().join("bastion.toml");
     std::fs::write(
         &config,
@@ -105,6 +100,100 @@ exec "$0" serve --config "$2""#;
     }
     // Journal mode: nothing is duplicated as text on stderr.
     assert!(!stderr.contains("access denied"), "{stderr}");
+}
+
+/// `bastion iam-token` (root-only, out of the console) audits every token it prints, to the
+/// journal even from a terminal (its stderr is not the journal), with who ran it — never the
+/// token itself.
+#[test]
+fn iam_token_is_audited_to_the_journal_without_the_token() {
+    let Some((_dir, journal_dir, journal)) = private_journal() else {
+        return;
+    };
+    journal
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let script = r#"set -e
+mount -t tmpfs none /run
+mkdir -p /run/systemd/journal
+mount --bind "$1" /run/systemd/journal
+shift
+exec "$@""#;
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&journal_dir)
+        .arg(BASTION_BIN)
+        .args([
+            "iam-token",
+            "--service",
+            "elasticache",
+            "--region",
+            "us-east-1",
+        ])
+        .args(["--target", "my-rg", "--user", "app-7"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .output()
+        .expect("run bastion iam-token");
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("X-Amz-Signature="), "the token: {stdout}");
+    // The journald layer probes the socket with an empty datagram first.
+    let mut buf = vec![0u8; 65536];
+    let fields = loop {
+        let n = journal
+            .recv(&mut buf)
+            .expect("an audit entry in the journal");
+        if n > 0 {
+            break decode(&buf[..n]);
+        }
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str);
+    assert_eq!(
+        field("BASTION_EVENT"),
+        Some("iam_token.issued"),
+        "{fields:?}"
+    );
+    assert_eq!(field("BASTION_UID"), Some("0"), "{fields:?}");
+    assert_eq!(field("BASTION_CALLER"), Some("root"), "{fields:?}");
+    assert_eq!(field("BASTION_DB_USER"), Some("app-7"), "{fields:?}");
+    assert_eq!(field("BASTION_TARGET_NAME"), Some("my-rg"), "{fields:?}");
+    assert_eq!(field("BASTION_SERVICE"), Some("elasticache"), "{fields:?}");
+    assert_eq!(field("TARGET"), Some("audit"), "{fields:?}");
+    // The same line on stderr; the token and the secret key nowhere but stdout.
+    assert!(stderr.contains("iam_token.issued"), "{stderr}");
+    let signature = stdout.split("X-Amz-Signature=").nth(1).unwrap_or("-");
+    for v in fields.values().map(String::as_str).chain([stderr.as_str()]) {
+        assert!(!v.contains(signature) && !v.contains(secret), "{v}");
+    }
+}
+
+/// A directory holding the socket the test plays journald on (bound), to be bind-mounted on
+/// `/run/systemd/journal` in a private mount namespace; `None` (with a SKIP line) without root
+/// or unshare(1).
+fn private_journal() -> Option<(tempfile::TempDir, std::path::PathBuf, UnixDatagram)> {
+    if !is_root() || Command::new("unshare").arg("--version").output().is_err() {
+        println!("SKIP: needs root and unshare(1) for a private /run/systemd/journal");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal_dir = dir.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let journal = UnixDatagram::bind(journal_dir.join("socket")).expect("bind journal socket");
+    Some((dir, journal_dir, journal))
 }
 
 /// The native journal protocol: `NAME=value\n`, or `NAME\n<u64 LE length><value>\n`.

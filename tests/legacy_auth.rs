@@ -39,6 +39,7 @@ fn rig() -> Rig {
     let s = |v: &str| toml::Value::String(v.to_string()).to_string();
     let config = format!(
         r#"state_dir = {state}
+secrets_dir = {secrets}
 [listeners.unix]
 directory = {sockets}
 
@@ -69,6 +70,7 @@ roles = ["apps", "plain"]
 unix_user = {me}
 "#,
         state = s(&state.to_string_lossy()),
+        secrets = s(&dir.path().to_string_lossy()),
         sockets = s(&dir.path().join("db").to_string_lossy()),
         tls = redis.tls_addr(),
         plain = redis.plain_addr(),

@@ -41,11 +41,14 @@ impl Rig {
             .prefix("bastion-pending-sock-")
             .tempdir()
             .expect("socket dir");
-        let pw_file = write_private(&state.path().join("up.pw"), password.as_bytes());
+        let secrets = state.path().join("secrets");
+        std::fs::create_dir(&secrets).expect("secrets dir");
+        let pw_file = write_private(&secrets.join("up.pw"), password.as_bytes());
         let s = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
         let config = format!(
-            "state_dir = {}\n[listeners.unix]\ndirectory = {}\n",
+            "state_dir = {}\nsecrets_dir = {}\n[listeners.unix]\ndirectory = {}\n",
             s(state.path()),
+            s(&secrets),
             s(sockets.path())
         );
         Rig {
@@ -206,6 +209,22 @@ fn a_bad_document_is_refused_without_its_text_and_the_daemon_serves() {
         (
             "# bastion-settings\n[[users]]\nname = \"dave\"\nroles = [\"nosuchrole\"]\n".to_string(),
             "nosuchrole",
+        ),
+        // User-data naming the on-box CA key, or the daemon's environment, as a password: the
+        // daemon would send it to the database's address (issue 11).
+        (
+            format!(
+                "# bastion-settings\n[[databases]]\nname = \"steal\"\naddress = \"127.0.0.1:9\"\n\
+                 auth = {{ mode = \"password\", password_file = {} }}\n",
+                toml::Value::String(rig.state().join("ca/ca.key").display().to_string())
+            ),
+            "auth.password_file",
+        ),
+        (
+            "# bastion-settings\n[[databases]]\nname = \"steal\"\naddress = \"127.0.0.1:9\"\n\
+             auth = { mode = \"password\", password_env = \"HOME\" }\n"
+                .to_string(),
+            "auth.password_env",
         ),
     ];
     for (document, says) in cases {

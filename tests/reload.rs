@@ -303,7 +303,7 @@ fn a_database_added_at_runtime_is_reachable_by_sni_without_a_restart() {
     );
 
     let pw = write_private(
-        &s.cert_dir("pw").join("newdb.pw"),
+        &s.secrets_dir().join("newdb.pw"),
         s.upstream_password.as_bytes(),
     );
     let out = run(

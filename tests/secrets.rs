@@ -1,27 +1,76 @@
 //! No secret leaves the box through the bastion's own outputs. Full sessions run first — the
-//! upstream password from a file and from the environment, a wrong password, clients sending
+//! upstream password from a file and from the environment, a wrong password, an IAM database
+//! (tokens signed with the daemon's AWS keys, checked by the test IAM front), clients sending
 //! their own AUTH and HELLO AUTH passwords — then every log line and every admin output
 //! (`export`, `status`, `doctor`, `sessions ls`, `cert ls`, all as JSON) is searched for each
 //! secret used, and for the on-box CA's private key: none may appear.
 
 mod support;
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
 use support::admin::Admin;
 use support::bastion::BASTION_BIN;
 use support::clients::{python, redis_cli};
+use support::iam_front::{IamFront, IamFrontConfig};
 use support::process::run;
 use support::stack::{StackOpts, APP, CLIENT_PASSWORD, PASSWORD_ENV};
+
+const ACCESS_KEY: &str = "AKIDBASTIONSECRETS01";
+const SECRET_KEY: &str = "bastion/secrets/test/key/0123456789abcdef";
 
 #[test]
 fn no_secret_appears_in_logs_or_admin_outputs() {
     let a = Admin::start_with(StackOpts {
         handshake_timeout: "30s".into(),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+        ],
         ..StackOpts::default()
     });
     let s = &a.stack;
+    // An IAM database in front of the same Redis: the front checks each token's signature and
+    // logs in as `app` with the real password.
+    let front = IamFront::start(IamFrontConfig {
+        service: "elasticache",
+        region: "us-east-1".into(),
+        target: "my-rg".into(),
+        serverless: false,
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+        issued: None,
+        upstream: s.redis.plain_addr(),
+        passwords: HashMap::from([(APP.to_string(), s.upstream_password.clone())]),
+    });
+    a.ok(&[
+        "db",
+        "add",
+        "iamdb",
+        "--address",
+        &front.addr().to_string(),
+        "--auth",
+        "iam",
+        "--service",
+        "elasticache",
+        "--region",
+        "us-east-1",
+        "--target",
+        "my-rg",
+        "--allow-plaintext-auth",
+        "--default-db-user",
+        APP,
+    ]);
+    for args in [
+        &["PING"][..],
+        &["--user", APP, "--pass", CLIENT_PASSWORD, "PING"],
+    ] {
+        let out = redis_cli(&s.unix("iamdb"), args);
+        assert!(out.stdout().contains("PONG"), "iamdb {args:?}: {out}");
+    }
     // Sessions that use every secret.
     for db in ["plaindb", "envdb", "tlsdb"] {
         let out = redis_cli(
@@ -75,6 +124,9 @@ fn no_secret_appears_in_logs_or_admin_outputs() {
         s.upstream_password.clone(),
         s.wrong_password.clone(),
         CLIENT_PASSWORD.to_string(),
+        SECRET_KEY.to_string(),
+        // Any IAM token (its signature parameter) in any output.
+        "X-Amz-Signature=".to_string(),
     ];
     secrets.extend(
         ca_key

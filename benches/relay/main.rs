@@ -4,7 +4,8 @@
 //! splice-auto`) and the release-built bastion, all on loopback in a temp dir. Then runs
 //! `redis-benchmark` against every target in interleaved rounds (each round runs every target once
 //! per workload, in a rotated order) and prints the median ops/s per target and the ratios that
-//! matter: bastion / direct Redis and bastion / HAProxy on the same transport.
+//! matter: bastion / direct Redis and bastion / HAProxy on the same transport. Before the rounds,
+//! [`idle`] measures the user and kernel memory each target holds per idle session.
 //!
 //! It never asserts on time. The machine is shared and noisy, so the output is numbers for a human
 //! (or a CI log) to compare, measured side by side in one process. A target that cannot start or
@@ -14,7 +15,7 @@
 //!
 //! This file: options, workloads, targets and the rounds. [`testbed`] starts what is measured
 //! (Redis and the bastion through the integration tests' fixtures in `tests/support/`, HAProxy
-//! itself); [`report`] prints the tables.
+//! itself); [`idle`] opens the idle sessions; [`report`] prints the tables.
 
 // The integration tests' fixtures. Cargo builds this `harness = false` target with `cfg(test)`
 // but without the test harness, so the fixtures' own `#[cfg(test)]` modules compile with their
@@ -23,6 +24,8 @@
 #[allow(unused_imports)]
 mod support;
 
+mod churn;
+mod idle;
 mod report;
 mod testbed;
 
@@ -56,14 +59,22 @@ fn main() {
         .expect("creating a temp dir");
     // No redis-server, haproxy or bastion outlives the bench, even one killed with SIGKILL.
     support::process::children_die_with_parent();
-    let mut bed = TestBed::start(tmp.path());
+    // The idle sessions need descriptors, here and in every child.
+    let fd_limit = raise_fd_limit();
+    let mut bed = TestBed::start(tmp.path(), fd_limit);
+    if opts.churn_auth {
+        print!("{}", churn::run(&opts, &bed, tmp.path()));
+        return;
+    }
     let targets = bed.targets(&opts);
     let env = report::environment(&bed);
+    let idle = bed.measure_idle(&targets, opts.idle, fd_limit);
     let results = run_rounds(&opts, &mut bed, &targets);
     let report = Report {
         opts: &opts,
         targets: &targets,
         results: &results,
+        idle: &idle,
         env,
         bastion: bed.bastion_summary(),
         haproxy_hwm: bed.haproxy_memory(),
@@ -86,14 +97,19 @@ const USAGE: &str = "usage: cargo bench --bench relay [-- OPTIONS]
   --targets LIST  comma-separated subset of: direct-tcp, haproxy-tcp, direct-unix, haproxy-unix,
                   bastion-unix, bastion-unix-pass, direct-tls, haproxy-tls, bastion-tls,
                   bastion-tls-pass (direct-tcp always runs)
-  --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path";
+  --idle N        idle sessions per target for the memory table (default 2000; 0: skip); all stay
+                  open until every target is measured, so N is cut to fit the fd limit
+  --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path
+  --churn-auth    only connection churn (-k 0) with upstream auth none / password / iam";
 
 struct Options {
     rounds: usize,
     scale: f64,
     timeout: Duration,
     only: Option<Vec<TargetId>>,
+    idle: usize,
     keep: bool,
+    churn_auth: bool,
 }
 
 impl Options {
@@ -103,7 +119,9 @@ impl Options {
             scale: 1.0,
             timeout: Duration::from_secs(60),
             only: None,
+            idle: 2_000,
             keep: false,
+            churn_auth: false,
         };
         let mut args = args;
         while let Some(arg) = args.next() {
@@ -141,7 +159,9 @@ impl Options {
                         .collect::<Result<Vec<_>>>()?;
                     opts.only = Some(ids);
                 }
+                "--idle" => opts.idle = value("--idle")?.parse().context("--idle")?,
                 "--keep" => opts.keep = true,
+                "--churn-auth" => opts.churn_auth = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -171,6 +191,9 @@ struct Workload {
     /// Bytes of the value: written by SET (`-d`), or put in place before a GET run.
     value_size: usize,
     requests: u64,
+    /// Keep connections open (`-k 1`, redis-benchmark's default) or reconnect for every request
+    /// (`-k 0`: connection churn).
+    keepalive: bool,
     /// Requests on TLS targets. redis-benchmark's benchmark connections do not set TCP_NODELAY;
     /// OpenSSL writes a 100 kB SET as 16 kB records, so Nagle holds the tail until a delayed ACK
     /// (~40 ms): the client, not the server, sets the pace (forcing TCP_NODELAY into the client
@@ -180,7 +203,8 @@ struct Workload {
 }
 
 /// The brief's `-t get -c 50`, `-t get -c 50 -P 16` and `-t set,get -d 100000 -c 10`, the last
-/// split in two so each test gets its own count; counts scaled so all of it fits in ~5 minutes.
+/// split in two so each test gets its own count, and connection churn (`-k 0`, a new connection
+/// per PING); counts scaled so all of it fits in ~5 minutes.
 const WORKLOADS: &[Workload] = &[
     Workload {
         label: "GET c=50",
@@ -189,6 +213,7 @@ const WORKLOADS: &[Workload] = &[
         pipeline: 1,
         value_size: 3, // redis-benchmark's default -d
         requests: 80_000,
+        keepalive: true,
         tls_requests: 80_000,
     },
     Workload {
@@ -198,6 +223,7 @@ const WORKLOADS: &[Workload] = &[
         pipeline: 16,
         value_size: 3,
         requests: 500_000,
+        keepalive: true,
         tls_requests: 500_000,
     },
     Workload {
@@ -207,6 +233,7 @@ const WORKLOADS: &[Workload] = &[
         pipeline: 1,
         value_size: 100_000,
         requests: 8_000,
+        keepalive: true,
         tls_requests: 800,
     },
     Workload {
@@ -216,7 +243,19 @@ const WORKLOADS: &[Workload] = &[
         pipeline: 1,
         value_size: 100_000,
         requests: 8_000,
+        keepalive: true,
         tls_requests: 8_000,
+    },
+    Workload {
+        label: "PING k=0 c=50",
+        test: "ping_mbulk",
+        clients: 50,
+        pipeline: 1,
+        value_size: 3,
+        requests: 20_000,
+        keepalive: false,
+        // A TLS handshake per request.
+        tls_requests: 4_000,
     },
 ];
 
@@ -240,6 +279,9 @@ impl Workload {
         ]);
         if self.pipeline > 1 {
             args.extend(["-P".into(), self.pipeline.to_string()]);
+        }
+        if !self.keepalive {
+            args.extend(["-k".into(), "0".into()]);
         }
         args
     }
@@ -509,6 +551,38 @@ fn parse_csv(stdout: &str, test: &str) -> Result<f64> {
         "no '{test}' line in redis-benchmark output: {}",
         stdout.trim()
     )
+}
+
+/// Raise this process's `RLIMIT_NOFILE` soft limit to its hard limit (children inherit it) with
+/// util-linux's `prlimit`, which needs no `unsafe` here; the idle sessions need the room. Returns
+/// the limit now in force. (Raising the hard limit itself takes `CAP_SYS_RESOURCE`, which a
+/// container may not grant: the idle table then runs fewer sessions, see [`idle::fit`].)
+fn raise_fd_limit() -> u64 {
+    let Some((soft, hard)) = fd_limits() else {
+        return 1024;
+    };
+    if soft < hard {
+        let pid = std::process::id().to_string();
+        let nofile = format!("--nofile={hard}:{hard}");
+        match Command::new("prlimit")
+            .args(["--pid", &pid, &nofile])
+            .status()
+        {
+            Ok(status) if status.success() => {}
+            Ok(status) => eprintln!("relay bench: prlimit {nofile}: {status}"),
+            Err(e) => eprintln!("relay bench: prlimit {nofile}: {e}"),
+        }
+    }
+    fd_limits().map_or(soft, |(soft, _)| soft)
+}
+
+/// (soft, hard) `Max open files` from /proc/self/limits.
+fn fd_limits() -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    let mut next = || numbers.next()?.parse().ok();
+    Some((next()?, next()?))
 }
 
 fn last_line(s: &str) -> Option<&str> {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::idle::IdleResults;
 use crate::testbed::{BastionSummary, Memory, TestBed};
 use crate::{Options, Results, Target, TargetId, RATIOS, WORKLOADS};
 
@@ -12,6 +13,7 @@ pub(crate) struct Report<'a> {
     pub(crate) opts: &'a Options,
     pub(crate) targets: &'a [Target],
     pub(crate) results: &'a Results,
+    pub(crate) idle: &'a IdleResults,
     pub(crate) env: String,
     pub(crate) bastion: Option<BastionSummary>,
     pub(crate) haproxy_hwm: Option<Memory>,
@@ -114,6 +116,7 @@ impl Report<'_> {
             }
         }
 
+        self.idle_section(&mut out, &mut notes);
         out.push('\n');
         self.bastion_section(&mut out);
         notes.render(&mut out);
@@ -151,6 +154,69 @@ impl Report<'_> {
             }
             Some(m) => human(m),
         }
+    }
+
+    /// Memory per idle session; a proxy's kernel share is its row minus direct Redis on the
+    /// same client transport (both include the bench's client socket and Redis' own).
+    fn idle_section(&self, out: &mut String, notes: &mut Notes) {
+        if self.idle.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\nmemory per idle session (sessions open at once, one PING each; KiB per session)"
+        );
+        let _ = writeln!(
+            out,
+            "{:<NAME_W$}{:>10}{:>12}{:>12}{:>16}{:>8}",
+            "target", "sessions", "user RSS", "kernel", "kernel - direct", "pipes"
+        );
+        let direct = |id: TargetId| {
+            let base = if matches!(
+                id,
+                TargetId::DirectTls
+                    | TargetId::HaproxyTls
+                    | TargetId::BastionTls
+                    | TargetId::BastionTlsPass
+            ) {
+                TargetId::DirectTls
+            } else {
+                TargetId::DirectUnix
+            };
+            self.idle
+                .get(&base)
+                .and_then(|r| r.as_ref().ok())
+                .map(|i| i.kernel_kib)
+        };
+        for (id, result) in self.idle {
+            match result {
+                Ok(idle) => {
+                    let extra = match direct(*id) {
+                        Some(base) if !id.name().starts_with("direct") => {
+                            format!("{:.1}", idle.kernel_kib - base)
+                        }
+                        _ => "-".into(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{:<NAME_W$}{:>10}{:>12.1}{:>12.1}{extra:>16}{:>8}",
+                        id.name(),
+                        idle.sessions,
+                        idle.user_kib,
+                        idle.kernel_kib,
+                        idle.pipes
+                    );
+                }
+                Err(e) => {
+                    let n = notes.add(format!("{} idle: {e}", id.name()));
+                    let _ = writeln!(out, "{:<NAME_W$}{:>10}", id.name(), format!("n/a ({n})"));
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "user RSS: the target process (direct: redis-server); kernel: SUnreclaim, system-wide"
+        );
     }
 
     fn bastion_section(&self, out: &mut String) {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
+use crate::idle::{self, IdleResults};
 use crate::support::bastion::{issue_cert, Bastion};
 use crate::support::certs::{write_private, TestCa};
 use crate::support::clients::{ClientCert, Endpoint, REDIS_CLI};
@@ -33,7 +34,8 @@ pub(crate) struct TestBed {
 }
 
 impl TestBed {
-    pub(crate) fn start(dir: &Path) -> TestBed {
+    /// `fd_limit`: the descriptors each child may open (HAProxy's `maxconn` is sized from it).
+    pub(crate) fn start(dir: &Path, fd_limit: u64) -> TestBed {
         let certs = Certs::create(&dir.join("certs"));
         let redis = catch(|| {
             RedisServer::start(RedisOpts {
@@ -44,8 +46,9 @@ impl TestBed {
         .map_err(|e| format!("redis-server: {}", first_line(&e)));
         let (haproxy, bastion, bastion_cert) = match &redis {
             Ok(r) => {
-                let haproxy = Haproxy::start(&dir.join("haproxy"), r.plain_addr(), &certs)
-                    .map_err(|e| format!("haproxy: {e:#}"));
+                let haproxy =
+                    Haproxy::start(&dir.join("haproxy"), r.plain_addr(), &certs, fd_limit)
+                        .map_err(|e| format!("haproxy: {e:#}"));
                 let bastion = start_bastion(&dir.join("bastion"), r.plain_addr());
                 let cert = match &bastion {
                     Ok(_) => catch(|| {
@@ -128,6 +131,45 @@ impl TestBed {
             &bastion.logs(),
             bastion.pid().and_then(memory),
         ))
+    }
+
+    /// The idle-memory table ([`crate::idle`]), `n` sessions per target (fewer if they would not
+    /// fit in `fd_limit`); empty for `n` = 0.
+    pub(crate) fn measure_idle(&self, targets: &[Target], n: usize, fd_limit: u64) -> IdleResults {
+        let Ok(redis) = &self.redis else {
+            return IdleResults::new();
+        };
+        if n == 0 {
+            return IdleResults::new();
+        }
+        let live: Vec<(TargetId, &Endpoint)> = targets
+            .iter()
+            .filter_map(|t| Some((t.id, t.endpoint.as_ref().ok()?)))
+            .collect();
+        let n = idle::fit(&live, n, fd_limit);
+        // Redis holds every session at once: direct ones and the proxies' upstream legs.
+        let maxclients = fd_limit.saturating_sub(100).to_string();
+        let out = redis.cli(&["CONFIG", "SET", "maxclients", &maxclients]);
+        if !out.status.success() {
+            eprintln!("relay bench: CONFIG SET maxclients: {}", out.all().trim());
+        }
+        let redis_pid = redis
+            .query(&["INFO", "server"])
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        eprintln!("relay bench: idle memory, {n} sessions per target");
+        idle::measure_all(
+            &live,
+            |id| match id {
+                TargetId::DirectUnix | TargetId::DirectTls | TargetId::DirectTcp => redis_pid,
+                TargetId::HaproxyUnix | TargetId::HaproxyTls | TargetId::HaproxyTcp => {
+                    Some(self.haproxy.as_ref().ok()?.child.id())
+                }
+                _ => self.bastion.as_ref().ok()?.pid(),
+            },
+            n,
+        )
     }
 
     pub(crate) fn haproxy_memory(&self) -> Option<Memory> {
@@ -232,16 +274,19 @@ struct Haproxy {
 }
 
 impl Haproxy {
-    fn start(dir: &Path, redis: SocketAddr, certs: &Certs) -> Result<Haproxy> {
+    fn start(dir: &Path, redis: SocketAddr, certs: &Certs, fd_limit: u64) -> Result<Haproxy> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let [port, tls_port] = free_ports(2)[..] else {
             unreachable!("free_ports(2) returns two ports")
         };
         let socket = dir.join("haproxy.sock");
         let log = dir.join("haproxy.log");
-        // The TESTBED peer configuration; maxconn 10000 fails on the default fd limit.
+        // The TESTBED peer configuration, with room for the idle sessions within the fd limit
+        // HAProxy inherits (past it, HAProxy refuses to start): two fds per connection, and two
+        // per pipe for splice (`maxpipes` defaults to maxconn / 4).
+        let maxconn = (fd_limit.saturating_sub(300) * 2 / 5).max(1000);
         let mut conf = format!(
-            "global\n  maxconn 4000\n\
+            "global\n  maxconn {maxconn}\n\
              defaults\n  mode tcp\n  option splice-auto\n  timeout connect 5s\n  timeout client 5m\n  timeout server 5m\n\
              backend redis\n  server r1 {redis}\n\
              frontend fe_tcp\n  bind 127.0.0.1:{port}\n  default_backend redis\n\
@@ -339,6 +384,9 @@ default_database = "local"
 
 [listeners.unix]
 directory = {sock}
+
+[limits]
+max_sessions = 100000
 
 [[databases]]
 name = "local"

@@ -4,13 +4,13 @@
 //! [`issue_and_record`] is the one issue path, also taken by `bastion cert issue` when no
 //! daemon runs.
 //!
-//! The issued private key goes to the authorized caller only, inside a [`KeyPem`]; it is never
+//! The issued private key goes to the authorized caller only, inside a [`WireSecret`]; it is never
 //! logged and never stored.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::auth::Caller;
-use super::wire::{AdminError, IssuedBundle, KeyPem, Reply};
+use super::wire::{AdminError, IssuedBundle, Reply, WireSecret};
 use super::Admin;
 use crate::audit;
 use crate::identity::ca::{CaError, OnBoxCa};
@@ -65,7 +65,7 @@ pub fn issue_and_record<E: From<IssueError>>(
         not_before,
         not_after,
         cert_pem: issued.cert_pem,
-        key_pem: KeyPem(issued.key_pem),
+        key_pem: WireSecret(issued.key_pem),
         ca_pem: ca.cert_pem().to_string(),
         ca_subject: ca.subject().to_string(),
     })

@@ -9,9 +9,10 @@ use std::time::{Instant, UNIX_EPOCH};
 use super::auth::Caller;
 use super::wire::{AdminError, Declared, ImportSummary, Reply, Request, Status};
 use crate::audit;
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, SecretDirs};
 use crate::config::DatabaseConfig;
 use crate::identity::server_cert::ServerCert;
+use crate::metrics::StoreFigures;
 use crate::proxy::listener::UnixSockets;
 use crate::proxy::shared::Shared;
 use crate::store::compaction::CompactionPolicy;
@@ -32,12 +33,19 @@ pub struct Admin {
     compaction_due: AtomicBool,
     /// The managed-user task, once the daemon started it.
     managed: std::sync::OnceLock<Arc<crate::managed::runtime::Runtime>>,
+    /// Where password files may be (`secrets_dir`, `$CREDENTIALS_DIRECTORY`).
+    pub(super) secret_dirs: SecretDirs,
 }
 
-/// Build the catalog sessions use from the store's state.
-pub fn catalog_of(state: &State) -> Result<Catalog, CatalogError> {
+/// Build the catalog sessions use from the store's state; passwords `kept` (the catalog in
+/// force) read from an unchanged source are not read again.
+pub fn catalog_of(
+    state: &State,
+    dirs: &SecretDirs,
+    kept: Option<&Catalog>,
+) -> Result<Catalog, CatalogError> {
     let (databases, roles, users) = state.catalog_inputs();
-    Catalog::build(&databases, &roles, &users)
+    Catalog::build(databases, &roles, &users, dirs, kept)
 }
 
 impl Admin {
@@ -49,6 +57,7 @@ impl Admin {
         server_cert: Arc<ServerCert>,
         unix: Option<Arc<UnixSockets>>,
         listeners: Vec<String>,
+        secret_dirs: SecretDirs,
     ) -> Admin {
         shared
             .sessions
@@ -63,6 +72,7 @@ impl Admin {
             compaction: CompactionPolicy::default(),
             compaction_due: AtomicBool::new(false),
             managed: std::sync::OnceLock::new(),
+            secret_dirs,
         }
     }
 
@@ -89,6 +99,15 @@ impl Admin {
             .block_on(runtime.rotate_now(database, user))
             .map(Reply::Rotated)
             .map_err(AdminError::Refused)
+    }
+
+    /// Read every database's password again (`SIGHUP`), under the store's lock so that no
+    /// admin change interleaves. A password that cannot be read now makes its database refuse
+    /// sessions (logged, naming the key and the path); the others serve the new readings.
+    pub fn reread_passwords(&self) {
+        let _store = self.lock();
+        let catalog = self.shared.catalog.snapshot().reread(&self.secret_dirs);
+        self.shared.catalog.replace(catalog);
     }
 
     /// Whether a mutation left the log long enough to compact; `true` once per such mutation
@@ -134,6 +153,7 @@ impl Admin {
             Request::Status => Ok(Reply::Status(self.status())),
             Request::PutDatabase { record, replace } => {
                 check_database(&record)?;
+                self.check_password(&record)?;
                 let exists = self.lock().state().database(&record.name).is_some();
                 refuse_existing("database", &record.name, exists, replace)?;
                 done(self.mutate(caller, "put", vec![Mutation::PutDatabase(record)])?)
@@ -180,6 +200,13 @@ impl Admin {
             Request::RotateManaged { database, user } => {
                 self.rotate_managed(caller, &database, &user)
             }
+            Request::PutSecret {
+                name,
+                value,
+                replace,
+            } => self.put_secret(caller, &name, &value.0, replace),
+            Request::ListSecrets => self.list_secrets().map(Reply::Secrets),
+            Request::RemoveSecret(name) => self.remove_secret(caller, &name),
         }
     }
 
@@ -198,7 +225,18 @@ impl Admin {
             next.apply(m)
                 .map_err(|e| AdminError::Refused(e.to_string()))?;
         }
-        let catalog = catalog_of(&next).map_err(|e| AdminError::Catalog(e.to_string()))?;
+        // A database declared by these mutations reads its password anew; the others keep
+        // theirs (read at start, at their own declaration, or at the last reload).
+        let declared: Vec<&str> = mutations
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::PutDatabase(d) => Some(d.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let kept = self.shared.catalog.snapshot().without_databases(&declared);
+        let catalog = catalog_of(&next, &self.secret_dirs, Some(&kept))
+            .map_err(|e| AdminError::Catalog(e.to_string()))?;
         let mut seq = store.last_seq().0;
         let mut result = Ok(());
         for m in mutations {
@@ -221,7 +259,8 @@ impl Admin {
         let catalog = if result.is_ok() {
             catalog
         } else {
-            catalog_of(store.state()).map_err(|e| AdminError::Catalog(e.to_string()))?
+            catalog_of(store.state(), &self.secret_dirs, Some(&kept))
+                .map_err(|e| AdminError::Catalog(e.to_string()))?
         };
         self.shared.catalog.replace(catalog);
         if let Some(unix) = &self.unix {
@@ -260,6 +299,7 @@ impl Admin {
                 let old = state.database(&db.name).map(|o| *o == db);
                 count(old);
                 if old != Some(true) {
+                    self.check_password(&db)?;
                     mutations.push(Mutation::PutDatabase(db));
                 }
             }
@@ -285,6 +325,27 @@ impl Admin {
             roles: s.roles().cloned().collect(),
             users: s.users().cloned().collect(),
         }
+    }
+
+    /// The metrics page (`[metrics]` endpoint, `bastion status`), with the gauges this side
+    /// owns brought up to date first: the store's size and the credentials' expiry. Never waits
+    /// for the store: while an admin write or a compaction holds it, the last figures stand.
+    pub fn metrics_text(&self) -> String {
+        let metrics = &self.shared.metrics;
+        if let Ok(store) = self.store.try_lock() {
+            let s = store.state();
+            metrics.set_store(StoreFigures {
+                seq: store.last_seq().0,
+                log_bytes: store.log_size().bytes,
+                databases: s.databases().count() as u64,
+                roles: s.roles().count() as u64,
+                users: s.users().count() as u64,
+            });
+        }
+        if let Some((_, expiry)) = self.shared.credentials.cached() {
+            metrics.set_credentials_expiry(expiry);
+        }
+        metrics.encode()
     }
 
     fn status(&self) -> Status {
@@ -321,6 +382,7 @@ impl Admin {
             databases,
             roles,
             users,
+            metrics: self.metrics_text(),
         }
     }
 
@@ -365,6 +427,20 @@ fn check_database(record: &DatabaseRecord) -> Result<(), AdminError> {
     DatabaseConfig::from(record)
         .check()
         .map_err(|e| AdminError::Refused(format!("databases.{}.{e}", record.name)))
+}
+
+impl Admin {
+    /// A database declared here (`db add`, `db add --replace`, `import`, user-data) is
+    /// refused unless its password can be read now, under the rules of `catalog/password.rs`
+    /// (in the secrets directory, private, small; a `BASTION_` variable). The error names the
+    /// key and the path, never the file's contents.
+    fn check_password(&self, record: &DatabaseRecord) -> Result<(), AdminError> {
+        if let crate::config::AuthConfig::Password(source) = &DatabaseConfig::from(record).auth {
+            crate::catalog::read_password(source, &self.secret_dirs)
+                .map_err(|e| AdminError::Refused(format!("databases.{}.{e}", record.name)))?;
+        }
+        Ok(())
+    }
 }
 
 fn store_error(e: StoreError) -> AdminError {

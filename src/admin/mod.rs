@@ -14,6 +14,7 @@ pub mod auth;
 pub mod certs;
 pub mod client;
 pub mod handler;
+pub mod secrets;
 pub mod server;
 pub mod wire;
 

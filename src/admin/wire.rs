@@ -3,7 +3,7 @@
 //! that decodes is already within every per-record bound.
 //!
 //! Carries one secret only: the private key of a certificate `IssueCert` just made, in a
-//! [`KeyPem`] whose `Debug` prints `****`, back to the authorized caller who asked for it.
+//! [`WireSecret`] whose `Debug` prints `****`, back to the authorized caller who asked for it.
 //! Database records name where a password is read from, not the password.
 
 use std::io::{Read, Write};
@@ -63,6 +63,15 @@ pub enum Request {
         database: String,
         user: String,
     },
+    /// Store a password file in `secrets_dir` (written by the daemon, 0600, never read back).
+    PutSecret {
+        name: String,
+        value: WireSecret,
+        replace: bool,
+    },
+    /// The files in `secrets_dir`: names, sizes, which databases use them; never a value.
+    ListSecrets,
+    RemoveSecret(String),
 }
 
 /// Databases, roles and users as a set (import and export).
@@ -96,6 +105,27 @@ pub enum Reply {
     Killed(SessionInfo),
     Managed(Vec<crate::managed::runtime::UserStatus>),
     Rotated(crate::managed::runtime::UserStatus),
+    /// A secret was written (`replaced`: an older one was there) or removed.
+    SecretDone {
+        name: String,
+        replaced: bool,
+        /// Databases whose password it is (their sessions use the new value at once).
+        used_by: Vec<String>,
+    },
+    Secrets(Vec<SecretInfo>),
+}
+
+/// A file in `secrets_dir`, as `bastion secret ls` shows it. Never its contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    pub bytes: u64,
+    /// Last modification (Unix seconds).
+    pub modified: i64,
+    /// Databases whose `password_file` it is.
+    pub used_by: Vec<String>,
+    /// Why a database could not use it as it is (not a regular file, wrong owner or mode…).
+    pub problem: Option<String>,
 }
 
 /// A certificate the daemon issued (and recorded as `seq`), with what the caller writes out.
@@ -108,25 +138,26 @@ pub struct IssuedBundle {
     pub not_before: i64,
     pub not_after: i64,
     pub cert_pem: String,
-    pub key_pem: KeyPem,
+    pub key_pem: WireSecret,
     pub ca_pem: String,
     pub ca_subject: String,
 }
 
-/// A private key in PEM on the wire: a [`Secret`] (prints `****`, zeroized on drop).
+/// A secret on the wire (a private key in PEM, a password `bastion secret set` stores): a
+/// [`Secret`] (prints `****`, zeroized on drop).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyPem(pub Secret);
+pub struct WireSecret(pub Secret);
 
-impl Serialize for KeyPem {
+impl Serialize for WireSecret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.0.expose())
     }
 }
 
-impl<'de> Deserialize<'de> for KeyPem {
+impl<'de> Deserialize<'de> for WireSecret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = zeroize::Zeroizing::new(String::deserialize(d)?);
-        Ok(KeyPem(Secret::new(text.as_str())))
+        Ok(WireSecret(Secret::new(text.as_str())))
     }
 }
 
@@ -148,6 +179,8 @@ pub struct Status {
     pub databases: u64,
     pub roles: u64,
     pub users: u64,
+    /// The metrics page (Prometheus text), as the `[metrics]` endpoint serves it.
+    pub metrics: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,7 +301,7 @@ mod tests {
             not_before: 1,
             not_after: 2,
             cert_pem: "CERT".into(),
-            key_pem: KeyPem(Secret::new("PRIVATE-KEY-BYTES")),
+            key_pem: WireSecret(Secret::new("PRIVATE-KEY-BYTES")),
             ca_pem: "CA".into(),
             ca_subject: "ca".into(),
         });

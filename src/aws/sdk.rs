@@ -15,6 +15,7 @@ use aws_config::identity::IdentityCache;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::provider_config::ProviderConfig;
+use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::ProvideCredentials;
@@ -29,6 +30,10 @@ pub const FALLBACK_STS_REGION: &str = "us-east-1";
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on one attempt of an STS call (the SDK retries transient failures within its budget).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of one STS call, the first included: throttling (`Throttling`,
+/// `RequestLimitExceeded`, …) and 5xx answers are retried with the SDK's standard exponential
+/// backoff with jitter (1 s base, 20 s cap), other errors are not retried.
+pub const STS_MAX_ATTEMPTS: u32 = 3;
 
 /// Cheap to clone: clones share the HTTP client and its connection pool.
 #[derive(Clone, Debug)]
@@ -88,6 +93,7 @@ impl Sdk {
         aws_config::defaults(BehaviorVersion::latest())
             .http_client(self.http.clone())
             .timeout_config(timeouts())
+            .retry_config(RetryConfig::standard().with_max_attempts(STS_MAX_ATTEMPTS))
             .region(Region::new(region.to_string()))
             .credentials_provider(credentials)
             // The credentials come from bastion's own cached chain; a second cache would only

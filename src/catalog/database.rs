@@ -1,18 +1,20 @@
 //! One upstream database as the data path uses it: validated, with no state its rules forbid.
 //!
-//! Both declarations produce it — the boot config's `[[databases]]` and the store's records —
-//! through [`Database::from_declared`]: a password comes from exactly one [`PasswordSource`],
-//! and a database with `assume_role_arn` carries its ready [`RoleSpec`]. The rules a new
+//! Both declarations produce it — the boot config's `[[databases]]` ([`DatabaseConfig`]) and the
+//! store's records (`store/convert.rs`) — through the one constructor
+//! [`Database::from_declared`], each giving its fields through [`Declaration`]: a password
+//! database carries its [`Password`], read when the database was built (`catalog/password.rs`),
+//! and a database with `assume_role_arn` carries its ready [`RoleSpec`], whoever declared it.
+//! The rules a new
 //! declaration must keep ([`DatabaseConfig::check`]) are checked where it is declared (config
 //! validation, the admin socket), not here: a database stored before a newer rule keeps being
 //! served as it was (its sessions meet the rule at run time, e.g. no token in clear).
 
-use std::path::PathBuf;
+use std::borrow::Cow;
 
+use super::password::{Password, SecretDirs};
 use crate::aws::assume_role::{RoleSpec, DEFAULT_SESSION_NAME};
-use crate::config::{
-    AuthConfig, DatabaseConfig, DatabaseRuleError, IamService, RelayMode, UpstreamAddr, UpstreamTls,
-};
+use crate::config::{AuthConfig, DatabaseConfig, IamService, RelayMode, UpstreamAddr, UpstreamTls};
 
 /// A database the catalog serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,22 +48,13 @@ pub enum Auth {
         target: String,
         serverless: bool,
     },
-    /// A static password, read when a session needs it.
-    Password(PasswordSource),
+    /// A static password, read when the database was built (never per session).
+    Password(Password),
     /// No AUTH upstream.
     None,
     /// A password the bastion generates, rotates and keeps in Secrets Manager
     /// ([`crate::managed`]).
     Managed(crate::managed::ManagedAuth),
-}
-
-/// Where a password is read from (never the password itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// A file private to the bastion (absolute path).
-    File(PathBuf),
-    /// An environment variable of the daemon.
-    Env(String),
 }
 
 impl Auth {
@@ -87,11 +80,84 @@ impl Auth {
     }
 }
 
+/// One database as a declaration states it: the boot config's entry or a store record. Each
+/// only hands over its own fields; what they mean together is [`Database::from_declared`]'s.
+pub trait Declaration {
+    fn name(&self) -> &str;
+    fn address(&self) -> UpstreamAddr;
+    fn tls(&self) -> Option<UpstreamTls>;
+    /// The auth mode in the file's terms (a password with its two optional sources).
+    fn auth(&self) -> Cow<'_, AuthConfig>;
+    fn default_db_user(&self) -> Option<&str>;
+    /// `assume_role_arn`, if any, with its `external_id` and `session_name`.
+    fn assume_role(&self) -> Option<DeclaredRole<'_>>;
+    fn allow_plaintext_auth(&self) -> bool;
+    fn legacy_auth(&self) -> bool;
+    fn relay(&self) -> RelayMode;
+    fn allow_addresses(&self) -> Vec<ipnet::IpNet>;
+    /// `managed_users`: the users a self-hosted managed database's passwords are owned for.
+    fn managed_users(&self) -> Cow<'_, [String]>;
+}
+
+/// A declaration's `assume_role_arn` and the settings that go with it, as declared.
+#[derive(Debug, Clone, Copy)]
+pub struct DeclaredRole<'a> {
+    pub arn: &'a str,
+    pub external_id: Option<&'a str>,
+    pub session_name: Option<&'a str>,
+}
+
+impl Declaration for DatabaseConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn address(&self) -> UpstreamAddr {
+        self.address.clone()
+    }
+    fn tls(&self) -> Option<UpstreamTls> {
+        self.tls.clone()
+    }
+    fn auth(&self) -> Cow<'_, AuthConfig> {
+        Cow::Borrowed(&self.auth)
+    }
+    fn default_db_user(&self) -> Option<&str> {
+        self.default_db_user.as_deref()
+    }
+    fn assume_role(&self) -> Option<DeclaredRole<'_>> {
+        self.assume_role_arn.as_deref().map(|arn| DeclaredRole {
+            arn,
+            external_id: self.external_id.as_deref(),
+            session_name: self.session_name.as_deref(),
+        })
+    }
+    fn allow_plaintext_auth(&self) -> bool {
+        self.allow_plaintext_auth
+    }
+    fn legacy_auth(&self) -> bool {
+        self.legacy_auth
+    }
+    fn relay(&self) -> RelayMode {
+        self.relay
+    }
+    fn allow_addresses(&self) -> Vec<ipnet::IpNet> {
+        self.allow_addresses.clone()
+    }
+    fn managed_users(&self) -> Cow<'_, [String]> {
+        Cow::Borrowed(&self.managed_users)
+    }
+}
+
 impl Database {
-    /// The typed form of `declared`; refuses only what it cannot hold (a password with both
-    /// or neither source, which every declaration path refuses first).
-    pub fn from_declared(declared: &DatabaseConfig) -> Result<Database, DatabaseRuleError> {
-        let auth = match &declared.auth {
+    /// The typed form of `declared`, the one way to a `Database`. A password is read now under
+    /// `dirs`' rules, unless `kept` (this database as the catalog in force holds it) has one from
+    /// the same source that was read successfully: then that reading is kept, so only a
+    /// declaration or a reload reads.
+    pub fn from_declared(
+        declared: &impl Declaration,
+        dirs: &SecretDirs,
+        kept: Option<&Database>,
+    ) -> Database {
+        let auth = match &*declared.auth() {
             AuthConfig::Iam {
                 service,
                 region,
@@ -103,57 +169,52 @@ impl Database {
                 target: target.clone(),
                 serverless: *serverless,
             },
-            AuthConfig::Password {
-                password_file,
-                password_env,
-            } => Auth::Password(match (password_file, password_env) {
-                (Some(path), None) => PasswordSource::File(path.clone()),
-                (None, Some(var)) => PasswordSource::Env(var.clone()),
-                _ => {
-                    return Err(DatabaseRuleError {
-                        field: "auth",
-                        message: "mode = \"password\" needs exactly one of password_file or \
-                                  password_env"
-                            .into(),
-                    })
-                }
-            }),
+            AuthConfig::Password(source) => {
+                let kept = kept.and_then(|k| match &k.auth {
+                    Auth::Password(p) if p.source == *source && p.value().is_ok() => {
+                        Some(p.clone())
+                    }
+                    _ => None,
+                });
+                Auth::Password(kept.unwrap_or_else(|| Password::read(source, dirs)))
+            }
             AuthConfig::None => Auth::None,
             AuthConfig::Managed(table) => Auth::Managed(
-                crate::managed::ManagedAuth::from_config(table, &declared.managed_users)
-                    .map_err(|(field, message)| DatabaseRuleError { field, message })?,
+                crate::managed::ManagedAuth::from_declared(table, &declared.managed_users()),
             ),
         };
-        let assume_role = declared.assume_role_arn.as_ref().map(|arn| RoleSpec {
-            arn: arn.clone(),
-            external_id: declared.external_id.clone(),
-            session_name: declared
+        let assume_role = declared.assume_role().map(|role| RoleSpec {
+            arn: role.arn.to_string(),
+            external_id: role.external_id.map(str::to_string),
+            session_name: role
                 .session_name
-                .clone()
-                .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_string()),
+                .unwrap_or(DEFAULT_SESSION_NAME)
+                .to_string(),
             region: match &auth {
                 Auth::Iam { region, .. } => region.clone(),
                 _ => None,
             },
         });
-        Ok(Database {
-            name: declared.name.clone(),
-            address: declared.address.clone(),
-            tls: declared.tls.clone(),
+        Database {
+            name: declared.name().to_string(),
+            address: declared.address(),
+            tls: declared.tls(),
             auth,
-            default_db_user: declared.default_db_user.clone(),
+            default_db_user: declared.default_db_user().map(str::to_string),
             assume_role,
-            allow_plaintext_auth: declared.allow_plaintext_auth,
-            legacy_auth: declared.legacy_auth,
-            relay: declared.relay,
-            allow_addresses: declared.allow_addresses.clone(),
-        })
+            allow_plaintext_auth: declared.allow_plaintext_auth(),
+            legacy_auth: declared.legacy_auth(),
+            relay: declared.relay(),
+            allow_addresses: declared.allow_addresses(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PasswordSource;
+    use crate::files::Existing;
 
     fn declared(auth: AuthConfig) -> DatabaseConfig {
         DatabaseConfig {
@@ -163,26 +224,43 @@ mod tests {
     }
 
     #[test]
-    fn a_password_comes_from_exactly_one_source() {
-        let pw = |file: Option<&str>, env: Option<&str>| {
-            Database::from_declared(&declared(AuthConfig::Password {
-                password_file: file.map(PathBuf::from),
-                password_env: env.map(str::to_string),
-            }))
-            .map(|db| db.auth)
+    fn a_password_is_read_once_and_kept_until_read_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = SecretDirs::new(tmp.path().to_path_buf(), None);
+        let path = tmp.path().join("pw");
+        let write = |pw: &str| {
+            crate::files::write_durably(&path, pw.as_bytes(), 0o600, Existing::Replace).unwrap()
         };
+        let password = |db: &Database| match &db.auth {
+            Auth::Password(p) => p
+                .value()
+                .map(|s| s.expose().to_string())
+                .map_err(|e| e.clone()),
+            other => panic!("{other:?}"),
+        };
+        write("one");
+        let d = declared(AuthConfig::Password(PasswordSource::File(path.clone())));
+        let first = Database::from_declared(&d, &dirs, None);
+        assert_eq!(password(&first).unwrap(), "one");
+        write("two");
+        let kept = Database::from_declared(&d, &dirs, Some(&first));
+        assert_eq!(password(&kept).unwrap(), "one");
+        assert_eq!(kept, first);
+        std::fs::remove_file(&path).unwrap();
         assert_eq!(
-            pw(Some("/etc/pw"), None).unwrap(),
-            Auth::Password(PasswordSource::File("/etc/pw".into()))
+            password(&Database::from_declared(&d, &dirs, Some(&first))).unwrap(),
+            "one"
         );
+        // Read again (a reload): the file is gone, and the database says so, naming the key.
+        let gone = Database::from_declared(&d, &dirs, None);
+        let e = password(&gone).unwrap_err();
+        assert_eq!(e.field, "auth.password_file");
+        // A failed reading is not kept: the next build reads again.
+        write("three");
         assert_eq!(
-            pw(None, Some("PW")).unwrap(),
-            Auth::Password(PasswordSource::Env("PW".into()))
+            password(&Database::from_declared(&d, &dirs, Some(&gone))).unwrap(),
+            "three"
         );
-        for (file, env) in [(None, None), (Some("/etc/pw"), Some("PW"))] {
-            let e = pw(file, env).unwrap_err();
-            assert_eq!(e.field, "auth", "{e}");
-        }
     }
 
     #[test]
@@ -194,12 +272,15 @@ mod tests {
             serverless: false,
         });
         d.assume_role_arn = Some("arn:aws:iam::111122223333:role/r".into());
-        let db = Database::from_declared(&d).unwrap();
+        let dirs = SecretDirs::new("/etc/bastion/secrets".into(), None);
+        let db = Database::from_declared(&d, &dirs, None);
         let role = db.assume_role.unwrap();
         assert_eq!(role.region.as_deref(), Some("eu-west-1"));
         assert_eq!(role.session_name, DEFAULT_SESSION_NAME);
         d.external_id = Some("ext-1".into());
-        let role = Database::from_declared(&d).unwrap().assume_role.unwrap();
+        let role = Database::from_declared(&d, &dirs, None)
+            .assume_role
+            .unwrap();
         assert_eq!(role.external_id.as_deref(), Some("ext-1"));
     }
 }

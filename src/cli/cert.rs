@@ -35,11 +35,11 @@ pub fn issue(args: CertIssueArgs) -> anyhow::Result<()> {
     let config = args.config.as_deref().map(Config::load).transpose()?;
     let state_dir = config
         .as_ref()
-        .map_or_else(|| args.state_dir.clone(), |c| c.state_dir.clone());
+        .map_or_else(|| args.state_dir.clone(), |c| c.boot.state_dir.clone());
     let example = config.as_ref().map_or_else(default_target, example_target);
     let socket = match (&args.socket, &config) {
         (Some(socket), _) => socket.clone(),
-        (None, Some(config)) => config.admin_socket(),
+        (None, Some(config)) => config.boot.admin_socket(),
         // `Config::admin_socket`'s default.
         (None, None) => state_dir.join("run").join("admin.sock"),
     };
@@ -120,7 +120,7 @@ fn issue_without_daemon(
     // With a config, a store that never started imports the config's users first, exactly as
     // the daemon's first start would (the store is then no longer "first start" for it).
     let opened = match config {
-        Some(config) => crate::daemon::open_store(config),
+        Some(config) => crate::daemon::open_store(config, &crate::daemon::secret_dirs(config)),
         None => Store::open(&state_dir.join(crate::daemon::STORE_DIR)).map_err(Into::into),
     };
     let mut store = match opened {
@@ -144,7 +144,7 @@ fn issue_without_daemon(
     let ca = OnBoxCa::load_or_create(&ca_dir)
         .with_context(|| format!("on-box CA in {}", ca_dir.display()))?;
     let max_ttl = config.map_or(crate::config::DEFAULT_MAX_CERT_TTL, |c| {
-        c.limits.max_cert_ttl
+        c.live.limits.max_cert_ttl
     });
     issue_and_record(&ca, &args.user, args.ttl, max_ttl, |m| {
         Ok(store.apply(m)?.0)
@@ -253,10 +253,9 @@ fn default_target() -> ExampleTarget {
 
 /// The first TCP listener of the config, with its fixed/default database or else the first one.
 fn example_target(config: &Config) -> ExampleTarget {
-    let Some(listener) = config.listeners.tcp.first() else {
+    let Some((mut addr, listener)) = config.tcp_listeners().next() else {
         return default_target();
     };
-    let mut addr = listener.address;
     // A wildcard bind is reachable on loopback from the bastion itself.
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
@@ -269,7 +268,7 @@ fn example_target(config: &Config) -> ExampleTarget {
         .database
         .clone()
         .or_else(|| listener.default_database.clone())
-        .or_else(|| config.databases.first().map(|d| d.name.clone()));
+        .or_else(|| config.seed.databases.first().map(|d| d.name.clone()));
     ExampleTarget { addr, database }
 }
 

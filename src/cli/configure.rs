@@ -78,6 +78,7 @@ pub fn run(command: ConfigureCommand) -> anyhow::Result<()> {
 /// profile, IMDS with `[aws.imds]`); only looked up when such a database exists.
 fn instance_region(config: &Config) -> anyhow::Result<Result<Resolved, String>> {
     let needed = config
+        .seed
         .databases
         .iter()
         .any(|db| matches!(db.auth, AuthConfig::Iam { region: None, .. }));
@@ -88,6 +89,6 @@ fn instance_region(config: &Config) -> anyhow::Result<Result<Resolved, String>> 
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let regions = Regions::new(ImdsClient::from_config(&config.aws.imds, &ProcessEnv));
+    let regions = Regions::new(ImdsClient::from_config(&config.boot.imds, &ProcessEnv));
     Ok(runtime.block_on(regions.instance()))
 }

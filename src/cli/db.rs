@@ -6,7 +6,9 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::admin::{table, unexpected, AdminArgs};
 use crate::admin::wire::{Reply, Request};
-use crate::config::{AuthConfig, DatabaseConfig, IamService, UpstreamAddr, UpstreamTls};
+use crate::config::{
+    AuthConfig, DatabaseConfig, IamService, PasswordSource, UpstreamAddr, UpstreamTls,
+};
 use crate::store::records::DatabaseRecord;
 
 #[allow(clippy::large_enum_variant)] // parsed once per process
@@ -53,10 +55,12 @@ pub struct DbAddArgs {
     /// The IAM target is an ElastiCache Serverless cache.
     #[arg(long)]
     pub serverless: bool,
-    /// File (0600) holding the upstream password.
+    /// File holding the upstream password: directly in the secrets directory (`secrets_dir`,
+    /// default /etc/bastion/secrets) or systemd's $CREDENTIALS_DIRECTORY, owned by root or the
+    /// bastion user, mode 0600 or 0400, at most 4 KiB.
     #[arg(long, conflicts_with = "password_env")]
     pub password_file: Option<PathBuf>,
-    /// Environment variable of the daemon holding the upstream password.
+    /// Environment variable of the daemon holding the upstream password (named BASTION_…).
     #[arg(long)]
     pub password_env: Option<String>,
     /// Connect upstream over TLS (implied by --tls-ca-file / --tls-server-name).
@@ -161,15 +165,11 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
                 serverless: a.serverless,
             }
         }
-        AuthMode::Password => {
-            if a.password_file.is_none() && a.password_env.is_none() {
-                anyhow::bail!("--auth password needs --password-file or --password-env");
-            }
-            AuthConfig::Password {
-                password_file: a.password_file,
-                password_env: a.password_env,
-            }
-        }
+        AuthMode::Password => AuthConfig::Password(match (a.password_file, a.password_env) {
+            (Some(path), None) => PasswordSource::File(path),
+            (None, Some(var)) => PasswordSource::Env(var),
+            _ => anyhow::bail!("--auth password needs --password-file or --password-env"),
+        }),
         AuthMode::None => AuthConfig::None,
     };
     let tls =
@@ -211,15 +211,8 @@ fn auth_summary(auth: &AuthConfig) -> String {
             region.as_deref().unwrap_or("instance-region"),
             if *serverless { " serverless" } else { "" }
         ),
-        AuthConfig::Password {
-            password_file: Some(p),
-            ..
-        } => format!("password (file {})", p.display()),
-        AuthConfig::Password {
-            password_env: Some(e),
-            ..
-        } => format!("password (env {e})"),
-        AuthConfig::Password { .. } => "password".into(),
+        AuthConfig::Password(PasswordSource::File(p)) => format!("password (file {})", p.display()),
+        AuthConfig::Password(PasswordSource::Env(e)) => format!("password (env {e})"),
         AuthConfig::None => "none".into(),
         AuthConfig::Managed(m) => match (m.service, m.engine) {
             (Some(service), _) => format!(

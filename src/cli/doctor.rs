@@ -22,8 +22,8 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let doctor = Arc::new(Doctor::new(
-        CredentialChain::default_chain_with_imds(&config.aws.imds, &ProcessEnv),
-        config.limits.upstream_connect_timeout,
+        CredentialChain::default_chain_with_imds(&config.boot.imds, &ProcessEnv),
+        config.live.limits.upstream_connect_timeout,
     ));
     let report = runtime.block_on(doctor::run(&config, doctor));
     let mut stdout = std::io::stdout().lock();

@@ -47,7 +47,7 @@ pub struct FirstbootArgs {
 
 pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let client = ImdsClient::from_config(&config.aws.imds, &ProcessEnv)
+    let client = ImdsClient::from_config(&config.boot.imds, &ProcessEnv)
         .context("IMDS client from [aws.imds]")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -62,7 +62,7 @@ pub fn run(args: FirstbootArgs) -> anyhow::Result<()> {
     let import = args
         .import
         .clone()
-        .unwrap_or_else(|| config.state_dir.join(crate::daemon::PENDING_IMPORT));
+        .unwrap_or_else(|| config.boot.state_dir.join(crate::daemon::PENDING_IMPORT));
     // The launch key first: a broken settings document must not lock the admin out.
     install_launch_keys(&args, &keys)?;
     match user_data {

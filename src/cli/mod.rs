@@ -11,6 +11,7 @@ pub mod iam_token;
 pub mod import;
 pub mod managed;
 pub mod role;
+pub mod secret;
 pub mod serve;
 pub mod sessions;
 pub mod status;
@@ -91,6 +92,13 @@ pub enum Command {
     /// Restricted shell for the serial / SSH console (an admin's login shell): bastion verbs
     /// only, with completion and history. See README "Console".
     Console(console::ConsoleArgs),
+    /// Password files in secrets_dir, written by the daemon: set (from stdin), ls, rm.
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
     /// Live sessions: list them, or end one.
     Sessions {
         #[command(subcommand)]
@@ -231,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Console(args) => console::run(args),
         Command::Sessions { command, admin } => sessions::run(command, &admin),
         Command::Managed { command, admin } => managed::run(command, &admin),
+        Command::Secret { command, admin } => secret::run(command, &admin),
     }
 }
 

@@ -78,7 +78,7 @@ fn dev_config(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 async fn daemon(config: Config, path: Option<&Path>, dev: bool) -> anyhow::Result<()> {
-    let state = &config.state_dir;
+    let state = &config.boot.state_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -113,7 +113,7 @@ fn write_dev_certificate(
     daemon: &crate::daemon::Daemon,
     ca: &OnBoxCa,
 ) -> anyhow::Result<()> {
-    let out = config.state_dir.join("certs");
+    let out = config.boot.state_dir.join("certs");
     let bundle = daemon
         .issue_local("dev", DEV_CERT_TTL, "serve --dev")
         .map_err(|e| anyhow::anyhow!("issuing the dev certificate: {e}"))?;
@@ -125,17 +125,17 @@ fn write_dev_certificate(
     let [crt, key, ca_crt] =
         crate::identity::ca::write_bundle_files("dev", &pems, &out, Some(ca.dir()))?;
     tracing::info!(cert = %crt.display(), key = %key.display(), ca = %ca_crt.display(), "dev client certificate written");
-    for l in &config.listeners.tcp {
+    for address in &config.boot.tcp {
         tracing::info!(
             "connect with: redis-cli --tls --cert {} --key {} --cacert {} -h {} -p {} PING",
             crt.display(),
             key.display(),
             ca_crt.display(),
-            l.address.ip(),
-            l.address.port()
+            address.ip(),
+            address.port()
         );
     }
-    if let Some(unix) = &config.listeners.unix {
+    if let Some(unix) = &config.boot.unix {
         tracing::info!(
             "or over the Unix socket: redis-cli -s {} PING",
             unix.directory.join("local.sock").display()

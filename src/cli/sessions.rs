@@ -10,7 +10,8 @@ use crate::proxy::registry::SessionInfo;
 
 #[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
-    /// List live sessions: id, user, database, db-user, client, transport, start, state, bytes.
+    /// List live sessions: id, user, database, db-user, client, transport, start, state, bytes,
+    /// relay path and where each leg's TLS runs (`ktls`: the kernel, `rustls`: user space).
     Ls,
     /// End a live session (in its handshake or relay); its `session.end` is still audited.
     Kill {
@@ -40,6 +41,11 @@ struct Row<'a> {
     state: &'static str,
     bytes_client_to_upstream: u64,
     bytes_upstream_to_client: u64,
+    /// `splice` or `copy` once relaying.
+    path: Option<&'a str>,
+    /// `ktls`, `rustls` or `none`, per leg.
+    tls_client: &'static str,
+    tls_upstream: &'static str,
 }
 
 fn row(s: &SessionInfo) -> Row<'_> {
@@ -55,6 +61,9 @@ fn row(s: &SessionInfo) -> Row<'_> {
         state: if s.relaying { "relay" } else { "handshake" },
         bytes_client_to_upstream: s.bytes_client_to_upstream,
         bytes_upstream_to_client: s.bytes_upstream_to_client,
+        path: s.path.as_deref(),
+        tls_client: s.tls_client.name(),
+        tls_upstream: s.tls_upstream.name(),
     }
 }
 
@@ -82,6 +91,8 @@ fn list(admin: &AdminArgs) -> anyhow::Result<()> {
                         "{}/{}",
                         r.bytes_client_to_upstream, r.bytes_upstream_to_client
                     ),
+                    dash(r.path),
+                    format!("{}/{}", r.tls_client, r.tls_upstream),
                 ]
             })
             .collect();
@@ -98,6 +109,8 @@ fn list(admin: &AdminArgs) -> anyhow::Result<()> {
                     "STARTED",
                     "STATE",
                     "BYTES UP/DOWN",
+                    "PATH",
+                    "TLS CLIENT/UPSTREAM",
                 ],
                 &cells
             )

@@ -1,4 +1,5 @@
-//! `bastion status`: uptime, listeners, sessions, credential source and the store's size.
+//! `bastion status`: uptime, listeners, sessions, credential source, the store's size, and the
+//! numbers of the metrics page (the same page the `[metrics]` endpoint serves).
 
 use std::time::Duration;
 
@@ -51,5 +52,29 @@ pub fn run(admin: &AdminArgs) -> anyhow::Result<()> {
             "store        seq {}: {} databases, {} roles, {} users",
             status.store_seq, status.databases, status.roles, status.users
         );
+        for (i, line) in metric_lines(&status.metrics).enumerate() {
+            println!(
+                "{}{line}",
+                if i == 0 {
+                    "metrics      "
+                } else {
+                    "             "
+                }
+            );
+        }
+    })
+}
+
+/// The samples of a metrics page, without comments and histogram buckets (their `_sum` and
+/// `_count` stay).
+fn metric_lines(page: &str) -> impl Iterator<Item = &str> {
+    page.lines().filter(|l| {
+        !l.starts_with('#')
+            && !l.is_empty()
+            && !l
+                .split(['{', ' '])
+                .next()
+                .unwrap_or("")
+                .ends_with("_bucket")
     })
 }

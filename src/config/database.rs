@@ -183,13 +183,9 @@ pub enum AuthConfig {
         #[serde(default)]
         serverless: bool,
     },
-    /// A static password from a 0600 file or an environment variable.
-    Password {
-        #[serde(default)]
-        password_file: Option<PathBuf>,
-        #[serde(default)]
-        password_env: Option<String>,
-    },
+    /// A static password from a private file or an environment variable: exactly one
+    /// `password_file` or `password_env` key beside `mode`.
+    Password(PasswordSource),
     /// No AUTH upstream (a local Redis without ACLs).
     None,
     /// Passwords the bastion generates, rotates and keeps in Secrets Manager.
@@ -200,7 +196,7 @@ impl AuthConfig {
     pub fn mode_name(&self) -> &'static str {
         match self {
             AuthConfig::Iam { .. } => "iam",
-            AuthConfig::Password { .. } => "password",
+            AuthConfig::Password(_) => "password",
             AuthConfig::None => "none",
             AuthConfig::Managed(_) => "managed",
         }
@@ -212,7 +208,7 @@ impl AuthConfig {
     pub fn needs_db_user(&self) -> bool {
         match self {
             AuthConfig::Iam { .. } => true,
-            AuthConfig::Password { .. } | AuthConfig::None | AuthConfig::Managed(_) => false,
+            AuthConfig::Password(_) | AuthConfig::None | AuthConfig::Managed(_) => false,
         }
     }
 
@@ -224,7 +220,80 @@ impl AuthConfig {
     pub fn needs_tls(&self) -> bool {
         match self {
             AuthConfig::Iam { .. } => true,
-            AuthConfig::Password { .. } | AuthConfig::None | AuthConfig::Managed(_) => false,
+            AuthConfig::Password(_) | AuthConfig::None | AuthConfig::Managed(_) => false,
+        }
+    }
+}
+
+/// Where a database's password is read from (never the password itself): one of the two, by
+/// construction. In the file, `password_file = "/etc/bastion/secrets/NAME"` or
+/// `password_env = "BASTION_NAME"`; where each may point is checked where it is declared
+/// ([`DatabaseConfig::check`]) and where it is read ([`crate::catalog::SecretDirs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "PasswordKeys", into = "PasswordKeys")]
+pub enum PasswordSource {
+    /// `password_file`: a file directly in the secrets directory or systemd's
+    /// `$CREDENTIALS_DIRECTORY` (absolute path).
+    File(PathBuf),
+    /// `password_env`: an environment variable of the daemon, named `BASTION_…`.
+    Env(String),
+}
+
+impl PasswordSource {
+    /// The key that declares it, relative to the database (`auth.password_file`, …).
+    pub fn key(&self) -> &'static str {
+        match self {
+            PasswordSource::File(_) => "auth.password_file",
+            PasswordSource::Env(_) => "auth.password_env",
+        }
+    }
+}
+
+impl std::fmt::Display for PasswordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordSource::File(path) => write!(f, "file {}", path.display()),
+            PasswordSource::Env(var) => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+/// The file's keys for a password source, before they are known to name exactly one.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordKeys {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    password_env: Option<String>,
+}
+
+/// What a `mode = "password"` table without exactly one source is told.
+pub const ONE_PASSWORD_SOURCE: &str =
+    "auth: mode = \"password\" needs exactly one of password_file or password_env";
+
+impl TryFrom<PasswordKeys> for PasswordSource {
+    type Error = &'static str;
+    fn try_from(keys: PasswordKeys) -> Result<Self, &'static str> {
+        match (keys.password_file, keys.password_env) {
+            (Some(path), None) => Ok(PasswordSource::File(path)),
+            (None, Some(var)) => Ok(PasswordSource::Env(var)),
+            _ => Err(ONE_PASSWORD_SOURCE),
+        }
+    }
+}
+
+impl From<PasswordSource> for PasswordKeys {
+    fn from(source: PasswordSource) -> Self {
+        match source {
+            PasswordSource::File(path) => PasswordKeys {
+                password_file: Some(path),
+                password_env: None,
+            },
+            PasswordSource::Env(var) => PasswordKeys {
+                password_file: None,
+                password_env: Some(var),
+            },
         }
     }
 }

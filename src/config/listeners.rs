@@ -9,7 +9,7 @@ use super::de::de_octal;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Listeners {
+pub(super) struct Listeners {
     /// mTLS listeners for stock Redis clients.
     #[serde(default)]
     pub tcp: Vec<TcpListenerConfig>,
@@ -18,9 +18,11 @@ pub struct Listeners {
     pub unix: Option<UnixListenerConfig>,
 }
 
+/// One `[[listeners.tcp]]` as written; parsing splits it into its address (boot) and its
+/// [`TcpRouting`] (live).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TcpListenerConfig {
+pub(super) struct TcpListenerConfig {
     pub address: SocketAddr,
     /// A fixed database: every client of this listener reaches it, whatever its SNI says.
     #[serde(default)]
@@ -30,6 +32,18 @@ pub struct TcpListenerConfig {
     pub default_database: Option<String>,
     /// Extra DNS names / IPs for the listener's server certificate (database names are always in it).
     #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// Which database a TLS listener's clients reach and the names its server certificate carries:
+/// a reload swaps these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRouting {
+    /// A fixed database: every client of this listener reaches it, whatever its SNI says.
+    pub database: Option<String>,
+    /// The database for clients that send no SNI.
+    pub default_database: Option<String>,
+    /// Extra DNS names / IPs for the listener's server certificate.
     pub server_names: Vec<String>,
 }
 

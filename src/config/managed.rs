@@ -209,14 +209,14 @@ mod tests {
             r#"managed_users = ["app"]"#,
         )
         .unwrap();
-        let AuthConfig::Managed(m) = &c.databases[0].auth else {
-            panic!("{:?}", c.databases[0].auth)
+        let AuthConfig::Managed(m) = &c.seed.databases[0].auth else {
+            panic!("{:?}", c.seed.databases[0].auth)
         };
         assert_eq!(
             m.rotation_interval,
             Some(std::time::Duration::from_secs(120))
         );
-        assert_eq!(c.databases[0].managed_users, ["app"]);
+        assert_eq!(c.seed.databases[0].managed_users, ["app"]);
         parse(
             r#"{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg" }"#,
             "",

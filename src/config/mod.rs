@@ -1,24 +1,33 @@
-//! The boot configuration: one TOML file, parsed once at start-up into typed structs.
+//! The boot configuration: one TOML file, parsed once at start-up into a typed [`Config`]
+//! sorted by lifetime.
 //!
-//! Everything here is validated before the daemon binds anything; an error names the key
-//! (and the file) that is wrong. Databases, users and roles declared here are imported into the
-//! on-box store on its first start only (see [`crate::daemon`]); after that the store is the
-//! source of truth. `bastion doctor` and `configure bootstrap` still read them from here.
+//! - [`Boot`]: fixed at start (state dir, admin socket, IMDS, the sockets listened on); a reload
+//!   names a change and keeps the running value.
+//! - [`Live`]: what a reload swaps in for new connections (limits, each TLS listener's routing
+//!   and server-certificate names).
+//! - [`Seed`]: the databases, roles and users the on-box store is seeded with on its first
+//!   start only (see [`crate::daemon`]); after that the store is the source of truth.
+//!   `bastion doctor` and `configure bootstrap` still read them from here.
 //!
-//! The file's serde shape is split by concern: `listeners.rs` (`[listeners]`), `limits.rs`
-//! (`[limits]`), `database.rs` (`[[databases]]`, `[[roles]]`, `[[users]]`), with the rules one
-//! database must keep in `rules.rs` (shared with the admin socket) and value parsers (durations,
-//! file modes) in `de.rs`. Whole-file validation is here.
+//! Everything is validated before the daemon binds anything; an error names the key (and the
+//! file) that is wrong. The file's serde shape is split by concern: `raw.rs` (the whole file and
+//! its cross-field validation), `listeners.rs` (`[listeners]`), `limits.rs` (`[limits]`),
+//! `database.rs` (`[[databases]]`, `[[roles]]`, `[[users]]`), with the rules one database must
+//! keep in `rules.rs` (shared with the admin socket) and value parsers (durations, file modes)
+//! in `de.rs`.
 
 mod database;
 mod de;
+mod fuzz;
 mod limits;
 mod listeners;
 mod managed;
+mod metrics;
+mod raw;
 mod rules;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -27,18 +36,22 @@ pub use crate::aws::imds::settings::{
 };
 pub use crate::aws::token::IamService;
 pub use database::{
-    AuthConfig, DatabaseConfig, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls, UserConfig,
+    AuthConfig, DatabaseConfig, PasswordSource, RelayMode, RoleConfig, UpstreamAddr, UpstreamTls,
+    UserConfig, ONE_PASSWORD_SOURCE,
 };
+pub use fuzz::fuzz_config;
 pub use limits::{
     Limits, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CERT_TTL,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_SOURCE, DEFAULT_MAX_HANDSHAKE_BYTES,
     DEFAULT_MAX_SESSIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
 };
-pub use listeners::{Listeners, TcpListenerConfig, UnixListenerConfig};
+use listeners::Listeners;
+pub use listeners::{TcpRouting, UnixListenerConfig};
 pub use managed::{
     ManagedAuthConfig, SelfHostedEngine, DEFAULT_ROTATION_INTERVAL, DEFAULT_SECRET_PREFIX,
 };
-pub use rules::DatabaseRuleError;
+pub use metrics::MetricsConfig;
+pub use rules::{is_password_env, DatabaseRuleError, PASSWORD_ENV_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -62,26 +75,57 @@ impl ConfigError {
     }
 }
 
-/// The whole boot configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole boot configuration, validated, by lifetime.
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the on-box CA, issued certificates and (later) the store live.
+    pub boot: Boot,
+    pub live: Live,
+    pub seed: Seed,
+}
+
+/// Settings fixed at start: a reload names each one that changed and keeps running with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Boot {
+    /// Where the on-box CA, issued certificates and the store live.
     pub state_dir: PathBuf,
-    #[serde(default)]
-    pub listeners: Listeners,
-    #[serde(default)]
-    pub limits: Limits,
-    #[serde(default, rename = "databases")]
-    pub databases: Vec<DatabaseConfig>,
-    #[serde(default)]
-    pub roles: Vec<RoleConfig>,
-    #[serde(default)]
-    pub users: Vec<UserConfig>,
-    #[serde(default)]
-    pub aws: AwsConfig,
-    #[serde(default)]
+    /// The only directory (besides systemd's `$CREDENTIALS_DIRECTORY`) a database's
+    /// `password_file` may be in: directly, owned by root or the bastion user, mode 0600/0400.
+    pub secrets_dir: PathBuf,
     pub admin: AdminConfig,
+    /// `[aws.imds]`: the credential chain and region lookup are built once with it.
+    pub imds: ImdsConfig,
+    /// `listeners.tcp[i].address`: the TLS sockets, in file order (each one's routing is
+    /// [`Live::tcp`]`[i]`).
+    pub tcp: Vec<SocketAddr>,
+    /// `[listeners.unix]`: the directory of `<db>.sock` sockets and their mode.
+    pub unix: Option<UnixListenerConfig>,
+    /// `[metrics]`: the Prometheus endpoint (off by default).
+    pub metrics: MetricsConfig,
+}
+
+/// Settings a reload swaps in for new connections and sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    pub limits: Limits,
+    /// Each TLS listener's routing and certificate names, in the order of [`Boot::tcp`].
+    pub tcp: Vec<TcpRouting>,
+}
+
+/// `[[databases]]`, `[[roles]]`, `[[users]]`: what the store is seeded with on its first start,
+/// as declared (each database keeps the rules of [`DatabaseConfig::check`]; the catalog's typed
+/// form is [`crate::catalog::Database`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seed {
+    pub databases: Vec<DatabaseConfig>,
+    pub roles: Vec<RoleConfig>,
+    pub users: Vec<UserConfig>,
+}
+
+/// `secrets_dir` when the config names none.
+pub const DEFAULT_SECRETS_DIR: &str = "/etc/bastion/secrets";
+
+pub(super) fn default_secrets_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_SECRETS_DIR)
 }
 
 /// `[admin]`: the admin socket the `bastion db|role|user|…` verbs talk to.
@@ -97,7 +141,7 @@ pub struct AdminConfig {
     pub group: Option<String>,
 }
 
-impl Config {
+impl Boot {
     /// Where the admin socket is.
     pub fn admin_socket(&self) -> PathBuf {
         self.admin
@@ -105,14 +149,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.state_dir.join("run").join("admin.sock"))
     }
-}
-
-/// `[aws]`: how the bastion reaches AWS itself (not the databases).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsConfig {
-    #[serde(default)]
-    pub imds: ImdsConfig,
 }
 
 impl Config {
@@ -127,109 +163,16 @@ impl Config {
 
     /// Parse and validate config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.validate()?;
-        Ok(config)
+        raw.into_config()
     }
 
-    /// Cross-field checks: unique names, references that resolve, listeners that make sense.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.listeners.tcp.is_empty() && self.listeners.unix.is_none() {
-            return Err(ConfigError::invalid(
-                "listeners",
-                "no listener configured (add [[listeners.tcp]] or [listeners.unix])",
-            ));
-        }
-        if self.limits.max_sessions == 0 {
-            return Err(ConfigError::invalid(
-                "limits.max_sessions",
-                "must be at least 1",
-            ));
-        }
-        if self.limits.max_handshake_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "limits.max_handshake_bytes",
-                "must be at least 1024",
-            ));
-        }
-        let ttl = self.aws.imds.token_ttl;
-        if ttl < Duration::from_secs(1) || ttl > DEFAULT_IMDS_TOKEN_TTL {
-            return Err(ConfigError::invalid(
-                "aws.imds.token_ttl",
-                "must be between 1s and 6h (IMDS refuses other values)",
-            ));
-        }
-        for (key, t) in [
-            ("aws.imds.connect_timeout", self.aws.imds.connect_timeout),
-            ("aws.imds.read_timeout", self.aws.imds.read_timeout),
-        ] {
-            if t.is_zero() {
-                return Err(ConfigError::invalid(key, "must be more than 0s"));
-            }
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, db) in self.databases.iter().enumerate() {
-            let key = format!("databases[{i}].name");
-            check_name(&key, &db.name)?;
-            if !seen.insert(db.name.as_str()) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("duplicate database '{}'", db.name),
-                ));
-            }
-            db.check().map_err(|e| {
-                ConfigError::invalid(format!("databases[{i}].{}", e.field), e.message)
-            })?;
-        }
-        let mut roles = std::collections::BTreeSet::new();
-        for (i, role) in self.roles.iter().enumerate() {
-            let key = format!("roles[{i}].name");
-            check_name(&key, &role.name)?;
-            if !roles.insert(role.name.as_str()) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("duplicate role '{}'", role.name),
-                ));
-            }
-        }
-        let mut users = std::collections::BTreeSet::new();
-        for (i, user) in self.users.iter().enumerate() {
-            let key = format!("users[{i}].name");
-            check_name(&key, &user.name)?;
-            if !users.insert(user.name.as_str()) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("duplicate user '{}'", user.name),
-                ));
-            }
-            for role in &user.roles {
-                if !roles.contains(role.as_str()) {
-                    return Err(ConfigError::invalid(
-                        format!("users[{i}].roles"),
-                        format!("user '{}' names unknown role '{role}'", user.name),
-                    ));
-                }
-            }
-        }
-        for (i, l) in self.listeners.tcp.iter().enumerate() {
-            for (field, value) in [
-                ("database", &l.database),
-                ("default_database", &l.default_database),
-            ] {
-                if let Some(name) = value {
-                    if !seen.contains(name.as_str()) {
-                        return Err(ConfigError::invalid(
-                            format!("listeners.tcp[{i}].{field}"),
-                            format!("unknown database '{name}'"),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
+    /// Each TLS listener: its configured address (boot) and its routing (live).
+    pub fn tcp_listeners(&self) -> impl Iterator<Item = (SocketAddr, &TcpRouting)> {
+        self.boot.tcp.iter().copied().zip(&self.live.tcp)
     }
 }
 
@@ -254,6 +197,7 @@ pub fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const SAMPLE: &str = r#"
 state_dir = "/var/lib/bastion"
@@ -273,7 +217,7 @@ auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "
 [[databases]]
 name = "local"
 address = "127.0.0.1:6379"
-auth = { mode = "password", password_env = "REDIS_PW" }
+auth = { mode = "password", password_env = "BASTION_REDIS_PW" }
 [[roles]]
 name = "ops"
 db_users = ["app-*"]
@@ -287,17 +231,17 @@ unix_user = "alice"
     #[test]
     fn parses_a_full_config() {
         let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
-        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
-        assert_eq!(c.listeners.unix.as_ref().unwrap().mode, 0o660);
-        assert_eq!(c.databases[0].address.port, 6379);
+        assert_eq!(c.live.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.boot.unix.as_ref().unwrap().mode, 0o660);
+        assert_eq!(c.seed.databases[0].address.port, 6379);
         assert!(matches!(
-            c.databases[0].auth,
+            c.seed.databases[0].auth,
             AuthConfig::Iam {
                 serverless: false,
                 ..
             }
         ));
-        assert_eq!(c.users[0].roles, vec!["ops"]);
+        assert_eq!(c.seed.users[0].roles, vec!["ops"]);
     }
 
     #[test]
@@ -314,11 +258,21 @@ unix_user = "alice"
             .to_string();
         assert!(e.contains("listeners.tcp[0].default_database"), "{e}");
 
-        let bad = SAMPLE.replace(", password_env = \"REDIS_PW\"", "");
-        let e = Config::parse(&bad, Path::new("t.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("databases[1].auth"), "{e}");
+        // A password table with neither source, or both, is not a password source at all:
+        // refused as the file is parsed, at its line, naming the keys.
+        for source in [
+            "",
+            ", password_env = \"BASTION_X\", password_file = \"/etc/bastion/secrets/x\"",
+        ] {
+            let bad = SAMPLE.replace(", password_env = \"BASTION_REDIS_PW\"", source);
+            let e = Config::parse(&bad, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("line 19") && e.contains(ONE_PASSWORD_SOURCE),
+                "{e}"
+            );
+        }
 
         let bad = SAMPLE.replace("name = \"local\"", "name = \"../x\"");
         let e = Config::parse(&bad, Path::new("t.toml"))
@@ -328,22 +282,57 @@ unix_user = "alice"
     }
 
     #[test]
+    fn password_sources_are_refused_where_they_could_point_anywhere() {
+        let with = |source: &str| {
+            let text = SAMPLE.replace("password_env = \"BASTION_REDIS_PW\"", source);
+            Config::parse(&text, Path::new("t.toml")).map_err(|e| e.to_string())
+        };
+        let c = with("password_file = \"/etc/bastion/secrets/redis\"").unwrap();
+        assert_eq!(c.boot.secrets_dir, Path::new(DEFAULT_SECRETS_DIR));
+        for (source, key) in [
+            ("password_env = \"HOME\"", "databases[1].auth.password_env"),
+            (
+                "password_env = \"AWS_SECRET_ACCESS_KEY\"",
+                "databases[1].auth.password_env",
+            ),
+            (
+                "password_file = \"redis.pw\"",
+                "databases[1].auth.password_file",
+            ),
+            (
+                "password_file = \"/etc/bastion/secrets/../../../var/lib/bastion/ca/ca.key\"",
+                "databases[1].auth.password_file",
+            ),
+        ] {
+            let e = with(source).unwrap_err();
+            assert!(e.contains(key), "{source}: {e}");
+        }
+        let e = Config::parse(
+            &format!("secrets_dir = \"secrets\"\n{SAMPLE}"),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("secrets_dir: must be an absolute path"), "{e}");
+    }
+
+    #[test]
     fn imds_section_is_optional_and_typed() {
         let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
-        assert_eq!(c.aws.imds.token_ttl, DEFAULT_IMDS_TOKEN_TTL);
-        assert_eq!(c.aws.imds.read_timeout, DEFAULT_IMDS_TIMEOUT);
-        assert!(!c.aws.imds.allow_v1_fallback);
+        assert_eq!(c.boot.imds.token_ttl, DEFAULT_IMDS_TOKEN_TTL);
+        assert_eq!(c.boot.imds.read_timeout, DEFAULT_IMDS_TIMEOUT);
+        assert!(!c.boot.imds.allow_v1_fallback);
 
         let with = format!(
             "{SAMPLE}\n[aws.imds]\nendpoint_mode = \"IPv6\"\ntoken_ttl = \"1h\"\n\
              allow_v1_fallback = true\nread_timeout = \"250ms\"\n"
         );
         let c = Config::parse(&with, Path::new("t.toml")).unwrap();
-        assert_eq!(c.aws.imds.endpoint_mode, Some(ImdsEndpointMode::Ipv6));
-        assert_eq!(c.aws.imds.token_ttl, Duration::from_secs(3600));
-        assert_eq!(c.aws.imds.read_timeout, Duration::from_millis(250));
-        assert_eq!(c.aws.imds.connect_timeout, DEFAULT_IMDS_TIMEOUT);
-        assert!(c.aws.imds.allow_v1_fallback);
+        assert_eq!(c.boot.imds.endpoint_mode, Some(ImdsEndpointMode::Ipv6));
+        assert_eq!(c.boot.imds.token_ttl, Duration::from_secs(3600));
+        assert_eq!(c.boot.imds.read_timeout, Duration::from_millis(250));
+        assert_eq!(c.boot.imds.connect_timeout, DEFAULT_IMDS_TIMEOUT);
+        assert!(c.boot.imds.allow_v1_fallback);
 
         let bad = format!("{SAMPLE}\n[aws.imds]\ntoken_ttl = \"7h\"\n");
         let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err();
@@ -353,7 +342,7 @@ unix_user = "alice"
     #[test]
     fn assume_role_is_optional_validated_and_named() {
         let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
-        assert!(c.databases[0].assume_role_arn.is_none());
+        assert!(c.seed.databases[0].assume_role_arn.is_none());
 
         let with = |extra: &str| {
             SAMPLE.replace("target = \"rg\" }", &format!("target = \"rg\" }}\n{extra}"))
@@ -365,7 +354,7 @@ unix_user = "alice"
         .unwrap();
         // The ready RoleSpec (default session name, the database's region) is the catalog's:
         // see `catalog::database`'s tests.
-        let db = &c.databases[0];
+        let db = &c.seed.databases[0];
         assert_eq!(
             db.assume_role_arn.as_deref(),
             Some("arn:aws:iam::111122223333:role/team/cache-connect")
@@ -399,8 +388,8 @@ unix_user = "alice"
         assert!(e.contains("databases[0].session_name"), "{e}");
 
         let pw = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/r\"",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nassume_role_arn = \"arn:aws:iam::111122223333:role/r\"",
         );
         let e = Config::parse(&pw, Path::new("t.toml"))
             .unwrap_err()
@@ -427,8 +416,8 @@ unix_user = "alice"
         let e = broken("tls = {}", "tls = { server_name = \"a b\" }");
         assert!(e.contains("databases[0].tls.server_name"), "{e}");
         let pattern_user = broken(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\ndefault_db_user = \"app-*\"",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\ndefault_db_user = \"app-*\"",
         );
         assert!(
             pattern_user.contains("databases[1].default_db_user")
@@ -444,7 +433,7 @@ unix_user = "alice"
         );
         // The same rule, the same words, from the typed database alone (the admin path).
         let c = Config::parse(SAMPLE, Path::new("t.toml")).unwrap();
-        let mut db = c.databases[1].clone();
+        let mut db = c.seed.databases[1].clone();
         db.default_db_user = Some("app-*".into());
         let rule = db.check().unwrap_err();
         assert_eq!(rule.field, "default_db_user");
@@ -469,15 +458,15 @@ unix_user = "alice"
             "target = \"rg\" }\nallow_plaintext_auth = true",
         );
         let c = parse(&allowed).unwrap();
-        assert!(c.databases[0].allow_plaintext_auth && c.databases[0].tls.is_none());
+        assert!(c.seed.databases[0].allow_plaintext_auth && c.seed.databases[0].tls.is_none());
         // The admin path (db add, import) runs the same rule on the typed database.
-        let mut db = c.databases[0].clone();
+        let mut db = c.seed.databases[0].clone();
         db.allow_plaintext_auth = false;
         assert_eq!(db.check().unwrap_err().field, "tls");
 
         let on_password = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nallow_plaintext_auth = true",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nallow_plaintext_auth = true",
         );
         let e = parse(&on_password).unwrap_err().to_string();
         assert!(e.contains("databases[1].allow_plaintext_auth"), "{e}");
@@ -487,11 +476,11 @@ unix_user = "alice"
     fn legacy_auth_belongs_to_password_databases_without_db_users() {
         let parse = |text: &str| Config::parse(text, Path::new("t.toml"));
         let legacy = SAMPLE.replace(
-            "password_env = \"REDIS_PW\" }",
-            "password_env = \"REDIS_PW\" }\nlegacy_auth = true",
+            "password_env = \"BASTION_REDIS_PW\" }",
+            "password_env = \"BASTION_REDIS_PW\" }\nlegacy_auth = true",
         );
-        assert!(parse(&legacy).unwrap().databases[1].legacy_auth);
-        assert!(!parse(SAMPLE).unwrap().databases[1].legacy_auth);
+        assert!(parse(&legacy).unwrap().seed.databases[1].legacy_auth);
+        assert!(!parse(SAMPLE).unwrap().seed.databases[1].legacy_auth);
         let e = parse(&legacy.replace(
             "legacy_auth = true",
             "legacy_auth = true\ndefault_db_user = \"app\"",

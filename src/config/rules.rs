@@ -1,7 +1,9 @@
 //! The rules one database must keep whoever declares it: the boot config, `bastion db add`,
 //! `bastion import`. The role rules are STS's ([`crate::aws::assume_role::check_role`]).
 
-use super::{AuthConfig, DatabaseConfig};
+use std::path::Component;
+
+use super::{AuthConfig, DatabaseConfig, PasswordSource};
 use crate::aws::region::is_region;
 
 /// A rule of one database that its settings break: `field` is relative to the database
@@ -12,6 +14,19 @@ use crate::aws::region::is_region;
 pub struct DatabaseRuleError {
     pub field: &'static str,
     pub message: String,
+}
+
+/// What every `password_env` name starts with.
+pub const PASSWORD_ENV_PREFIX: &str = "BASTION_";
+
+/// Whether `var` may name a password variable: `BASTION_` and at least one more of `[A-Z0-9_]`.
+pub fn is_password_env(var: &str) -> bool {
+    var.strip_prefix(PASSWORD_ENV_PREFIX).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    })
 }
 
 fn broken(field: &'static str, message: impl Into<String>) -> Result<(), DatabaseRuleError> {
@@ -27,24 +42,34 @@ impl DatabaseConfig {
     /// that need the other databases (unique names, listener references) stay with their caller.
     pub fn check(&self) -> Result<(), DatabaseRuleError> {
         match &self.auth {
-            AuthConfig::Password {
-                password_file,
-                password_env,
-            } => {
-                if password_file.is_some() == password_env.is_some() {
-                    return broken(
-                        "auth",
-                        "mode = \"password\" needs exactly one of password_file or password_env",
-                    );
-                }
-                if password_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+            AuthConfig::Password(PasswordSource::File(path)) => {
+                let plain = path.is_absolute()
+                    && path.file_name().is_some()
+                    && path
+                        .components()
+                        .all(|c| !matches!(c, Component::ParentDir));
+                if !plain {
                     return broken(
                         "auth.password_file",
-                        "must be an absolute path (the daemon does not run in your directory)",
+                        format!(
+                            "'{}' must be an absolute path without '..', naming a file directly \
+                             in the secrets directory (secrets_dir) or systemd's \
+                             $CREDENTIALS_DIRECTORY",
+                            path.display()
+                        ),
                     );
                 }
-                if password_env.as_ref().is_some_and(|e| e.is_empty()) {
-                    return broken("auth.password_env", "must not be empty");
+            }
+            AuthConfig::Password(PasswordSource::Env(var)) => {
+                if !is_password_env(var) {
+                    return broken(
+                        "auth.password_env",
+                        format!(
+                            "'{var}' is not allowed: a password variable's name must start with \
+                             {PASSWORD_ENV_PREFIX} and be [A-Z0-9_] (the daemon's other variables \
+                             are not secrets to hand out)"
+                        ),
+                    );
                 }
             }
             AuthConfig::Iam { region, target, .. } => {
@@ -140,7 +165,7 @@ impl DatabaseConfig {
             );
         }
         if self.legacy_auth {
-            if !matches!(self.auth, AuthConfig::Password { .. }) {
+            if !matches!(self.auth, AuthConfig::Password(_)) {
                 return broken(
                     "legacy_auth",
                     format!(

@@ -15,6 +15,7 @@ pub const NAME: &str = "credentials";
 
 pub async fn check(config: &Config, doctor: &Doctor) -> CheckResult {
     let iam_dbs: Vec<&str> = config
+        .seed
         .databases
         .iter()
         .filter(|db| matches!(db.auth, AuthConfig::Iam { .. }))

@@ -62,6 +62,7 @@ pub fn probe_user(config: &Config, db: &Database) -> ProbeUser {
         };
     }
     let mut concrete: Vec<&str> = config
+        .seed
         .roles
         .iter()
         .filter(|r| r.db_names.iter().any(|p| glob_match(p, &db.name)))
@@ -272,7 +273,7 @@ async fn dns(db: &Database, timeout: Duration) -> CheckResult {
 fn tcp_ok(db: &Database, stream: &UpstreamStream) -> CheckResult {
     let peer = match stream {
         Either::Left(tcp) => tcp.peer_addr().ok(),
-        Either::Right(tls) => tls.get_ref().0.peer_addr().ok(),
+        Either::Right(tls) => tls.tcp().peer_addr().ok(),
     };
     let finding = match peer {
         Some(peer) if peer.to_string() != db.address.to_string() => {
@@ -544,7 +545,8 @@ db_names = ["b"]
     #[test]
     fn probe_user_prefers_default_then_roles_then_default_user() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        let db = |i: usize| Database::from_declared(&c.databases[i]).unwrap();
+        let db =
+            |i: usize| Database::from_declared(&c.seed.databases[i], &Default::default(), None);
         let name = |i: usize| probe_user(&c, &db(i)).name;
         assert_eq!(name(0).as_deref(), Some("fixed"));
         assert_eq!(name(1).as_deref(), Some("app"));
@@ -566,7 +568,7 @@ db_names = ["b"]
     #[test]
     fn tcp_failures_are_told_apart() {
         let c = Config::parse(CONFIG, Path::new("t")).unwrap();
-        let db = &Database::from_declared(&c.databases[0]).unwrap();
+        let db = &Database::from_declared(&c.seed.databases[0], &Default::default(), None);
         let t = Duration::from_secs(5);
         let timeout = UpstreamError::ConnectTimeout {
             db: "a".into(),

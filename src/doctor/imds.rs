@@ -14,7 +14,7 @@ pub const NAME: &str = "imds";
 /// `credentials_ok`: whether the credentials check found credentials elsewhere (or none needed).
 pub async fn check(config: &Config, env: &dyn Env, credentials_ok: bool) -> CheckResult {
     let client =
-        match ImdsClient::from_config(&config.aws.imds, env) {
+        match ImdsClient::from_config(&config.boot.imds, env) {
             Ok(client) => client,
             Err(e) => return CheckResult::fail(
                 NAME,

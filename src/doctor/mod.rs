@@ -155,26 +155,24 @@ pub async fn run(config: &Config, doctor: Arc<Doctor>) -> Report {
     let imds = imds::check(config, doctor.env.as_ref(), credentials_ok).await;
     let mut checks = vec![credentials, imds];
 
+    let secret_dirs = crate::catalog::SecretDirs::new(
+        config.boot.secrets_dir.clone(),
+        doctor
+            .env
+            .var("CREDENTIALS_DIRECTORY")
+            .map(std::path::PathBuf::from),
+    );
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, declared) in config.databases.iter().enumerate() {
-        // The config was validated when it was read, so this only refuses what the catalog
-        // would refuse too.
-        let db = match crate::catalog::Database::from_declared(declared) {
-            Ok(db) => db,
-            Err(e) => {
-                checks.push(CheckResult::fail(
-                    format!("database:{}", declared.name),
-                    e.to_string(),
-                    "fix the database's settings in the config",
-                ));
-                continue;
-            }
-        };
+    for (i, declared) in config.seed.databases.iter().enumerate() {
+        // A password is read here as the daemon reads it (the same rules); one that cannot be
+        // read fails the AUTH check, naming the key and the path.
+        let db = crate::catalog::Database::from_declared(declared, &secret_dirs, None);
         let db_user = database::probe_user(config, &db);
         let doctor = doctor.clone();
         tasks.spawn(async move { (i, database::check(&db, &db_user, &doctor).await) });
     }
-    let mut per_db: Vec<(usize, Vec<CheckResult>)> = Vec::with_capacity(config.databases.len());
+    let mut per_db: Vec<(usize, Vec<CheckResult>)> =
+        Vec::with_capacity(config.seed.databases.len());
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(done) => per_db.push(done),

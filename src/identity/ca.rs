@@ -511,8 +511,8 @@ fn load(dir: &Path) -> Result<OnBoxCa, CaError> {
     let cert_path = dir.join(CA_CERT_FILE);
     let key_path = dir.join(CA_KEY_FILE);
 
-    let key_pem = read_private_key(&key_path)?;
-    let key = KeyPair::from_pem(&key_pem)
+    let key_der = read_private_key(&key_path)?;
+    let key = KeyPair::try_from(&*key_der)
         .map_err(|e| CaError::file(&key_path, format!("not a usable PEM private key ({e})")))?;
 
     let cert_pem = String::from_utf8(files::read_capped(&cert_path, MAX_CA_FILE)?.to_vec())
@@ -554,15 +554,19 @@ fn load(dir: &Path) -> Result<OnBoxCa, CaError> {
 }
 
 /// Read the CA key ([`files::read_private`]: no symlink, a regular file, no group/other
-/// access, checked on the opened descriptor) into a zeroizing string.
-fn read_private_key(path: &Path) -> Result<Zeroizing<String>, CaError> {
+/// access, checked on the opened descriptor) and decode its PEM into a zeroizing PKCS#8 DER.
+/// The file's bytes and the DER are zeroized when dropped; the PEM is decoded here rather than
+/// by rcgen, whose PEM decoding leaves unzeroized copies. (The `KeyPair` made from the DER
+/// keeps its own copy for as long as the CA is loaded: rcgen offers no way to zeroize it; the
+/// process is not dumpable and writes no core — see `systemd::no_core_dumps`.)
+fn read_private_key(path: &Path) -> Result<Zeroizing<PrivatePkcs8KeyDer<'static>>, CaError> {
     let bytes = files::read_private(path, MAX_CA_FILE).map_err(|e| match e {
         FileError::NotPrivate { path, mode } => CaError::KeyPermissions { path, mode },
         other => other.into(),
     })?;
-    // Borrow, then copy once into the zeroizing string: no unzeroized copy is left behind.
-    let text = std::str::from_utf8(&bytes).map_err(|_| CaError::file(path, "is not UTF-8 text"))?;
-    Ok(Zeroizing::new(text.to_string()))
+    PrivatePkcs8KeyDer::from_pem_slice(&bytes)
+        .map(Zeroizing::new)
+        .map_err(|e| CaError::file(path, format!("not a PEM PKCS#8 private key ({e})")))
 }
 
 /// Hex of every byte (no zero stripping), for temporary file names.

@@ -191,9 +191,9 @@ pub fn listener_names(config: &Config) -> Vec<String> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    for l in &config.listeners.tcp {
-        if !l.address.ip().is_unspecified() {
-            names.push(l.address.ip().to_string());
+    for (address, l) in config.tcp_listeners() {
+        if !address.ip().is_unspecified() {
+            names.push(address.ip().to_string());
         }
         names.extend(l.server_names.iter().cloned());
     }
@@ -241,7 +241,7 @@ mod tests {
 
     fn catalog(names: &[&str]) -> Catalog {
         let dbs: Vec<DatabaseConfig> = names.iter().map(|n| database(n)).collect();
-        Catalog::build(&dbs, &[], &[]).expect("catalog")
+        Catalog::build(&dbs, &[], &[], &Default::default(), None).expect("catalog")
     }
 
     fn setup(dbs: &[&str]) -> (tempfile::TempDir, Arc<ServerCert>, CatalogHandle) {

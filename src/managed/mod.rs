@@ -66,28 +66,24 @@ pub enum ManagedKind {
 }
 
 impl ManagedAuth {
-    /// The typed form of a checked declaration (`Err`: the rule it breaks).
-    pub fn from_config(
-        c: &ManagedAuthConfig,
-        users: &[String],
-    ) -> Result<ManagedAuth, (&'static str, String)> {
-        c.check(users)?;
-        let kind = match (c.service, c.engine) {
-            (Some(service), _) => ManagedKind::Aws {
+    /// The typed form of a declaration. Its rules ([`ManagedAuthConfig::check`]) were checked
+    /// where it was declared (config, admin socket, a store record read back), so every key the
+    /// shape needs is there; without `service` it is self-hosted.
+    pub fn from_declared(c: &ManagedAuthConfig, users: &[String]) -> ManagedAuth {
+        let kind = match c.service {
+            Some(service) => ManagedKind::Aws {
                 service,
                 target: c.target.clone().unwrap_or_default(),
                 serverless: c.serverless,
             },
-            (None, Some(engine)) => ManagedKind::SelfHosted {
-                engine,
+            None => ManagedKind::SelfHosted {
+                engine: c.engine.unwrap_or(SelfHostedEngine::Redis),
                 admin_user: c.admin_user.clone().unwrap_or_default(),
                 admin_password_file: c.admin_password_file.clone().unwrap_or_default(),
                 users: users.to_vec(),
             },
-            // `check` refused it.
-            (None, None) => return Err(("auth", "no service or engine".into())),
         };
-        Ok(ManagedAuth {
+        ManagedAuth {
             kind,
             region: c.region.clone(),
             secret_prefix: c
@@ -96,7 +92,7 @@ impl ManagedAuth {
                 .unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into()),
             kms_key_id: c.kms_key_id.clone(),
             rotation_interval: c.rotation_interval.unwrap_or(DEFAULT_ROTATION_INTERVAL),
-        })
+        }
     }
 
     /// The users listed in the config (self-hosted); AWS users are discovered.

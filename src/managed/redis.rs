@@ -29,13 +29,26 @@ pub struct AclAdmin<'a> {
     pub admin_password_file: &'a Path,
 }
 
+/// The admin user's password file: private to the bastion, a regular file, small.
+fn read_admin_password(path: &Path) -> Result<Secret, String> {
+    let bytes = crate::files::read_private(path, crate::catalog::MAX_PASSWORD_FILE)
+        .map_err(|e| e.to_string())?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(password))
+}
+
 impl AclAdmin<'_> {
     async fn session(&self) -> Result<UpstreamStream, ManagedError> {
         let failed = |message: String| ManagedError::Admin {
             database: self.database.name.clone(),
             message,
         };
-        let password = upstream::read_password_file(self.admin_password_file)
+        let password = read_admin_password(self.admin_password_file)
             .map_err(|e| failed(format!("admin_password_file: {e}")))?;
         let mut stream = self
             .connector

@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::catalog::Catalog;
-use crate::config::{Config, TcpListenerConfig, UnixListenerConfig};
+use crate::config::{Config, TcpRouting, UnixListenerConfig};
 use crate::proxy::session::{self, TlsListenerSpec};
 use crate::proxy::shared::Shared;
 
@@ -55,10 +55,10 @@ impl Bound {
     }
 }
 
-/// The settings of the TLS listener bound at `address` (its real port) from its config `l`.
+/// The settings of the TLS listener bound at `address` (its real port) with routing `l`.
 pub fn tls_spec(
     address: std::net::SocketAddr,
-    l: &TcpListenerConfig,
+    l: &TcpRouting,
     tls: Arc<rustls::ServerConfig>,
 ) -> TlsListenerSpec {
     TlsListenerSpec {
@@ -80,15 +80,16 @@ pub async fn bind(
         tcp: Vec::new(),
         unix: Vec::new(),
     };
-    for l in &config.listeners.tcp {
-        let listener = TcpListener::bind(l.address)
-            .await
-            .map_err(|source| ListenerError::Tcp {
-                address: l.address,
-                source,
-            })?;
+    for (configured, l) in config.tcp_listeners() {
+        let listener =
+            TcpListener::bind(configured)
+                .await
+                .map_err(|source| ListenerError::Tcp {
+                    address: configured,
+                    source,
+                })?;
         let address = listener.local_addr().map_err(|source| ListenerError::Tcp {
-            address: l.address,
+            address: configured,
             source,
         })?;
         tracing::info!(kind = "tls", %address, database = l.database.as_deref().unwrap_or("-"),
@@ -98,7 +99,7 @@ pub async fn bind(
             .tcp
             .push((listener, Arc::new(ArcSwap::from_pointee(spec))));
     }
-    if let Some(unix) = &config.listeners.unix {
+    if let Some(unix) = &config.boot.unix {
         let dir = &unix.directory;
         create_socket_dir(dir).map_err(|source| ListenerError::Unix {
             path: dir.clone(),

@@ -4,6 +4,8 @@
 pub mod admission;
 pub mod guard;
 pub mod handshake;
+pub mod inspect;
+pub mod ktls;
 pub mod listener;
 pub mod registry;
 pub mod relay;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::audit::{KilledSession, SessionFacts};
+use crate::proxy::ktls::TlsMode;
 use crate::proxy::relay::Counters;
 
 /// The daemon's live sessions and revoked serials. One per daemon, shared by every listener.
@@ -103,6 +104,11 @@ pub struct SessionInfo {
     pub relaying: bool,
     pub bytes_client_to_upstream: u64,
     pub bytes_upstream_to_client: u64,
+    /// How the relay moves the bytes (`splice`, `copy`), once relaying.
+    pub path: Option<String>,
+    /// Where each leg's TLS records are handled (`ktls`, `rustls`, `none`), once relaying.
+    pub tls_client: TlsMode,
+    pub tls_upstream: TlsMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +167,9 @@ impl Registry {
             relaying: false,
             bytes_client_to_upstream: 0,
             bytes_upstream_to_client: 0,
+            path: None,
+            tls_client: TlsMode::None,
+            tls_upstream: TlsMode::None,
         };
         self.lock().live.insert(
             id,
@@ -349,10 +358,13 @@ impl Registered {
             .and_then(|l| l.stop_reason.clone())
     }
 
-    /// The handshake is over; bytes are being relayed.
-    pub fn relaying(&self) {
+    /// The handshake is over; bytes are being relayed along `path`, each leg's TLS handled as
+    /// `tls` (client, upstream) says.
+    pub fn relaying(&self, path: &str, tls: (TlsMode, TlsMode)) {
         if let Some(live) = self.registry.lock().live.get_mut(&self.id) {
             live.info.relaying = true;
+            live.info.path = Some(path.to_string());
+            (live.info.tls_client, live.info.tls_upstream) = tls;
         }
     }
 
@@ -408,12 +420,18 @@ mod tests {
         let b = reg.register(2, "uid=0 pid=7".into(), Transport::Unix);
         a.update(&facts("alice", "cache"));
         a.counters().add(10, 20);
-        a.relaying();
+        a.relaying("splice", (TlsMode::Kernel, TlsMode::User));
         let listed = reg.list();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].user.as_deref(), Some("alice"));
         assert_eq!(listed[0].database.as_deref(), Some("cache"));
         assert!(listed[0].relaying);
+        assert_eq!(listed[0].path.as_deref(), Some("splice"));
+        assert_eq!(
+            (listed[0].tls_client, listed[0].tls_upstream),
+            (TlsMode::Kernel, TlsMode::User)
+        );
+        assert_eq!(listed[1].path, None);
         assert_eq!(
             (
                 listed[0].bytes_client_to_upstream,

@@ -1,5 +1,5 @@
-//! One client session, start to end: identify → read the opening frame → authorize → connect
-//! and authenticate upstream → hand both sockets to the relay.
+//! One client session, start to end: identify → read the opening frame (the upstream dial
+//! already under way) → authorize → authenticate upstream → hand both sockets to the relay.
 //!
 //! The whole handshake (TLS included) runs against one deadline (`limits.handshake_timeout`);
 //! its steps are in `handshake.rs`. Every refusal is a typed [`Refusal`]: a RESP
@@ -13,6 +13,7 @@
 //! (kill, or revocation of its certificate) ends it whether it is in the handshake or the
 //! relay. Live grants are re-checked in `grants.rs` ([`enforce_grants`]).
 
+mod dial;
 mod grants;
 mod handshake;
 
@@ -31,10 +32,12 @@ use tracing::{field, Instrument};
 
 use crate::audit::{self, SessionEnd, SessionFacts};
 use crate::identity::{self, Identity, Method};
+use crate::metrics::InFlight;
 use crate::proxy::admission::Pending;
 use crate::proxy::guard::session_policy::SessionPolicy;
 use crate::proxy::guard::Guard;
 use crate::proxy::handshake::{error_reply, protocol_error_reply};
+use crate::proxy::ktls::{self, Tls, TlsMode};
 use crate::proxy::registry::{Grant, Registered, StopReason, Transport};
 use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
 use crate::proxy::shared::Shared;
@@ -80,6 +83,7 @@ pub async fn serve_tls(
     let id = shared.next_id();
     let span = session_span(id, &peer.to_string());
     async move {
+        let handshake = shared.metrics.handshake();
         let session = shared
             .sessions
             .register(id, peer.to_string(), Transport::Mtls);
@@ -92,14 +96,17 @@ pub async fn serve_tls(
             instance: shared.instance_id.get().cloned(),
             ..Default::default()
         };
-        let accept = pending.unless_evicted(timeout_at(deadline, spec.acceptor.accept(tcp)));
+        // kTLS: the handshake hands the keys to the kernel when it can (`proxy/ktls`).
+        let accept =
+            pending.unless_evicted(timeout_at(deadline, ktls::accept(&spec.acceptor, tcp)));
         let unidentified = |reason: &'static str, detail: String| {
+            shared.metrics.refused(reason);
             if shared.refusals.note(reason, peer.ip()) {
                 audit::denied(&facts, &detail);
             }
         };
         let tls = match session.unless_stopped(accept).await {
-            None => return audit_stopped(&session, &facts),
+            None => return audit_stopped(&shared, &session, &facts),
             Some(None) => {
                 return unidentified(
                     "evicted",
@@ -118,10 +125,9 @@ pub async fn serve_tls(
         };
         // Identified by its certificate (or refused below): no longer pre-authentication.
         drop(pending);
-        let (_, conn) = tls.get_ref();
-        let cert = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
+        let cert = tls
+            .peer_certificate
+            .as_ref()
             .ok_or(Unidentified::NoCertificate)
             .and_then(|cert| Ok(identity::tls::cert_identity(cert)?));
         facts.evidence = cert.as_ref().ok().map(|c| format!("serial={}", c.serial));
@@ -138,19 +144,20 @@ pub async fn serve_tls(
                 }),
             })
             .map_err(Refusal::from);
-        let db = pick_database(&spec, conn.server_name());
+        let db = pick_database(&spec, tls.server_name.as_deref());
         tracing::debug!(
-            sni = conn.server_name().unwrap_or("-"),
+            sni = tls.server_name.as_deref().unwrap_or("-"),
+            tls = tls.stream.mode().name(),
             "TLS handshake done"
         );
         run(
             &shared,
             &session,
-            Either::Left(Box::new(tls)),
+            Either::Left(tls.stream),
             who,
             db,
             facts,
-            deadline,
+            (deadline, handshake),
         )
         .await;
     }
@@ -172,6 +179,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
     };
     let span = session_span(id, &client);
     async move {
+        let handshake = shared.metrics.handshake();
         let session = shared
             .sessions
             .register(id, client.clone(), Transport::Unix);
@@ -205,7 +213,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
             who,
             Ok(db),
             facts,
-            deadline,
+            (deadline, handshake),
         )
         .await;
     }
@@ -244,6 +252,8 @@ fn pick_database(spec: &TlsListenerSpec, sni: Option<&str>) -> Result<String, Re
 }
 
 /// The part common to both listeners, from the first client byte to the end of the relay.
+/// `handshake` is the session's place among the handshakes in flight (metrics) until its
+/// relay starts or it is refused.
 async fn run(
     shared: &Shared,
     session: &Registered,
@@ -251,7 +261,7 @@ async fn run(
     who: Result<Identity, Refusal>,
     db: Result<String, Refusal>,
     facts: SessionFacts,
-    deadline: Instant,
+    (deadline, handshake): (Instant, InFlight),
 ) {
     let mut ctx = Context::new(session, facts);
     // A session slot (`limits.max_sessions`) is taken only once the client is identified, so
@@ -260,27 +270,34 @@ async fn run(
         Err(_) => None,
         Ok(_) => match shared.slots.try_acquire() {
             Some(slot) => Some(slot),
-            None => return refuse(&mut client, &ctx.facts, &Refusal::SessionLimit).await,
+            None => {
+                let refusal = Refusal::SessionLimit;
+                return refuse(shared, &mut client, &ctx.facts, &refusal).await;
+            }
         },
     };
     let work = async {
         match handshake::run(shared, &mut ctx, &mut client, who, db, deadline).await {
             Ok(ready) => Some(ready),
             Err(handshake::Stop::Refused(refusal)) => {
-                refuse(&mut client, &ctx.facts, &refusal).await;
+                refuse(shared, &mut client, &ctx.facts, &refusal).await;
                 None
             }
             Err(handshake::Stop::Gone) => None,
         }
     };
     let ready = match session.unless_stopped(work).await {
-        None => return audit_stopped(session, &ctx.facts),
+        None => return audit_stopped(shared, session, &ctx.facts),
         Some(None) => return,
         Some(Some(ready)) => ready,
     };
     let facts = ctx.facts;
     session.counters().add(ready.handed_up, ready.handed_down);
-    session.relaying();
+    let tls = tls_modes(&client, &ready.upstream);
+    let (client, upstream) = (client_leg(client), upstream_leg(ready.upstream));
+    session.relaying(&relay::select_path(&client, &upstream).to_string(), tls);
+    drop(handshake);
+    let _open = shared.metrics.session_started();
     audit::session_start(&facts);
     let started = StdInstant::now();
     // The counters include the hand-off, so the audit counts the whole session: the client's
@@ -293,7 +310,6 @@ async fn run(
         };
         let _ = stopped_by.set(by);
     };
-    let (client, upstream) = (client_leg(client), upstream_leg(ready.upstream));
     let outcome = match ready.guard {
         // `relay = "guard"`: the requests go through the command guard, replies as before.
         Some(GuardStart {
@@ -321,10 +337,9 @@ async fn run(
             None => ("admin", "-".to_string()),
         },
     };
-    audit::session_end(
-        &facts,
-        &ended(&outcome, started.elapsed(), (stopped.0, &stopped.1)),
-    );
+    let end = ended(&outcome, started.elapsed(), (stopped.0, &stopped.1), tls);
+    shared.metrics.session_ended(&end);
+    audit::session_end(&facts, &end);
 }
 
 /// The `session.end` facts of a relay `outcome`; `stopped` is who ended a session the bastion
@@ -333,6 +348,7 @@ fn ended<'a>(
     outcome: &'a Outcome,
     duration: std::time::Duration,
     stopped: (&'a str, &'a str),
+    tls: (TlsMode, TlsMode),
 ) -> SessionEnd<'a> {
     let side = |side: Side| match side {
         Side::Client => "client",
@@ -352,6 +368,8 @@ fn ended<'a>(
         bytes_upstream_to_client: outcome.upstream_to_client,
         path_client_to_upstream: path(outcome.client_to_upstream_path),
         path_upstream_to_client: path(outcome.upstream_to_client_path),
+        tls_client: tls.0.name(),
+        tls_upstream: tls.1.name(),
         duration,
         closed_by,
         reason,
@@ -412,12 +430,22 @@ impl<'s> Context<'s> {
     }
 }
 
-/// Audit a session stopped (killed, or its grant withdrawn) before its relay started.
-fn audit_stopped(session: &Registered, facts: &SessionFacts) {
+/// Audit (and count) a session stopped (killed, or its grant withdrawn) before its relay
+/// started.
+fn audit_stopped(shared: &Shared, session: &Registered, facts: &SessionFacts) {
     match session.stop_reason() {
-        Some(StopReason::Policy(reason)) => audit::denied(facts, &reason),
-        Some(StopReason::Shutdown) => audit::denied(facts, SHUTDOWN_REASON),
-        _ => audit::denied(facts, STOPPED_IN_HANDSHAKE),
+        Some(StopReason::Policy(reason)) => {
+            shared.metrics.refused("policy");
+            audit::denied(facts, &reason)
+        }
+        Some(StopReason::Shutdown) => {
+            shared.metrics.refused("shutdown");
+            audit::denied(facts, SHUTDOWN_REASON)
+        }
+        _ => {
+            shared.metrics.refused("killed");
+            audit::denied(facts, STOPPED_IN_HANDSHAKE)
+        }
     }
 }
 
@@ -446,7 +474,12 @@ async fn idle(counters: &relay::Counters, limit: Option<std::time::Duration>) {
 
 /// Audit the refusal, send `-ERR bastion: <refusal>` (malformed input: Redis' own
 /// `-ERR protocol error: …`), close.
-async fn refuse(client: &mut ClientStream, facts: &SessionFacts, refusal: &Refusal) {
+async fn refuse(
+    shared: &Shared,
+    client: &mut ClientStream,
+    facts: &SessionFacts,
+    refusal: &Refusal,
+) {
     // The client gets what it can act on and a correlation id; the audit event gets the
     // whole reason (addresses, paths, ARNs) under the same id.
     let reference = correlation_id();
@@ -455,6 +488,7 @@ async fn refuse(client: &mut ClientStream, facts: &SessionFacts, refusal: &Refus
         Refusal::Protocol(e) => protocol_error_reply(e),
         _ => error_reply(&format!("{} (ref {reference})", refusal.client_message())),
     };
+    shared.metrics.refused(refusal.kind());
     audit::denied(facts, &reason);
     let send = async {
         client.write_all(&reply).await?;
@@ -487,12 +521,14 @@ fn correlation_id() -> String {
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// The client side of a session before it becomes a relay [`Leg`]: mTLS or a Unix socket.
-type ClientStream = Either<Box<TlsStream<TcpStream>>, UnixStream>;
+/// The client side of a session before it becomes a relay [`Leg`]: mTLS (records in the
+/// kernel or in rustls) or a Unix socket.
+type ClientStream = Either<Tls<TlsStream<TcpStream>>, UnixStream>;
 
 fn client_leg(stream: ClientStream) -> Leg {
     match stream {
-        Either::Left(tls) => Leg::Tls(tls),
+        Either::Left(Tls::Kernel(socket)) => Leg::Ktls(socket),
+        Either::Left(Tls::User(tls)) => Leg::Tls(tls),
         Either::Right(unix) => Leg::Unix(unix),
     }
 }
@@ -500,8 +536,22 @@ fn client_leg(stream: ClientStream) -> Leg {
 fn upstream_leg(stream: UpstreamStream) -> Leg {
     match stream {
         Either::Left(tcp) => Leg::Tcp(tcp),
-        Either::Right(tls) => Leg::Tls(tls),
+        Either::Right(Tls::Kernel(socket)) => Leg::Ktls(socket),
+        Either::Right(Tls::User(tls)) => Leg::Tls(tls),
     }
+}
+
+/// Where each leg's TLS records are handled, for `sessions ls` and the audit.
+fn tls_modes(client: &ClientStream, upstream: &UpstreamStream) -> (TlsMode, TlsMode) {
+    let client = match client {
+        Either::Left(tls) => tls.mode(),
+        Either::Right(_) => TlsMode::None,
+    };
+    let upstream = match upstream {
+        Either::Left(_) => TlsMode::None,
+        Either::Right(tls) => tls.mode(),
+    };
+    (client, upstream)
 }
 
 #[cfg(test)]

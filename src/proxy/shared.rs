@@ -1,5 +1,5 @@
 //! What every session shares: the catalog, the limits in force, credentials, the upstream
-//! connector, the admission and session-slot bounds, and the live-session registry.
+//! connector, the admission and session-slot bounds, the live-session registry and the metrics.
 //!
 //! One per daemon, built at start; a reload swaps the limits here (`set_limits`) and nothing a
 //! live session holds changes.
@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::aws::credentials::CredentialChain;
 use crate::catalog::CatalogHandle;
 use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::proxy::admission::{Admission, RefusalLog};
 use crate::proxy::registry::Registry;
 use crate::proxy::slots::SessionSlots;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub instance_id: std::sync::OnceLock<String>,
     /// Live sessions (`bastion sessions`) and revoked certificate serials.
     pub sessions: Arc<Registry>,
+    /// The numbers the `[metrics]` endpoint and `bastion status` show.
+    pub metrics: Metrics,
     next_id: AtomicU64,
 }
 
@@ -52,6 +55,7 @@ impl Shared {
             connector: Connector::new(),
             instance_id: std::sync::OnceLock::new(),
             sessions: Arc::new(Registry::default()),
+            metrics: Metrics::new(),
             next_id: AtomicU64::new(1),
         }
     }

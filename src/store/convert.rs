@@ -1,23 +1,36 @@
-//! Between the boot config's types and the store's records.
+//! Between the boot config's types, the store's records and the catalog.
 //!
 //! Config → record is `TryFrom` (a value over a bound or with the wrong characters is refused
-//! with the field named); record → config is `From` (a record is always representable). With
-//! [`State::catalog_inputs`] the store feeds [`crate::catalog::Catalog::build`].
+//! with the field named); record → config is `From` (a record is always representable; `bastion
+//! export` and the listings). A database record is a [`Declaration`]: the catalog builds its
+//! [`crate::catalog::Database`] straight from it, through the same constructor as the config's
+//! `[[databases]]`. With [`State::catalog_inputs`] the store feeds
+//! [`crate::catalog::Catalog::build`].
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::error::RecordError;
 use super::records::*;
 use super::state::State;
+use crate::catalog::{Declaration, DeclaredRole};
 use crate::config::{
-    AuthConfig, DatabaseConfig, IamService, RoleConfig, UpstreamAddr, UpstreamTls, UserConfig,
+    AuthConfig, DatabaseConfig, IamService, PasswordSource, RelayMode, RoleConfig, UpstreamAddr,
+    UpstreamTls, UserConfig,
 };
 
 impl State {
-    /// The databases, roles and users in the form the catalog is built from.
-    pub fn catalog_inputs(&self) -> (Vec<DatabaseConfig>, Vec<RoleConfig>, Vec<UserConfig>) {
+    /// The databases (records, each a [`Declaration`]), roles and users the catalog is built
+    /// from.
+    pub fn catalog_inputs(
+        &self,
+    ) -> (
+        impl Iterator<Item = &DatabaseRecord>,
+        Vec<RoleConfig>,
+        Vec<UserConfig>,
+    ) {
         (
-            self.databases().map(DatabaseConfig::from).collect(),
+            self.databases(),
             self.roles().map(RoleConfig::from).collect(),
             self.users().map(UserConfig::from).collect(),
         )
@@ -100,25 +113,18 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
                 target: text(&at("auth.target"), "MAX_TARGET_LEN", Charset::Token, target)?,
                 serverless: *serverless,
             },
-            AuthConfig::Password {
-                password_file,
-                password_env,
-            } => AuthRecord::Password {
-                password_file: password_file
-                    .as_deref()
-                    .map(|p| path(&at("auth.password_file"), p))
-                    .transpose()?,
-                password_env: password_env
-                    .as_deref()
-                    .map(|e| {
-                        text(
-                            &at("auth.password_env"),
-                            "MAX_ENV_NAME_LEN",
-                            Charset::EnvName,
-                            e,
-                        )
-                    })
-                    .transpose()?,
+            AuthConfig::Password(PasswordSource::File(p)) => AuthRecord::Password {
+                password_file: Some(path(&at("auth.password_file"), p)?),
+                password_env: None,
+            },
+            AuthConfig::Password(PasswordSource::Env(e)) => AuthRecord::Password {
+                password_file: None,
+                password_env: Some(text(
+                    &at("auth.password_env"),
+                    "MAX_ENV_NAME_LEN",
+                    Charset::EnvName,
+                    e,
+                )?),
             },
             AuthConfig::None => AuthRecord::None,
             AuthConfig::Managed(table) => AuthRecord::Managed {
@@ -152,7 +158,7 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
             assume_role,
             allow_plaintext_auth: c.allow_plaintext_auth,
             legacy_auth: c.legacy_auth,
-            relay_passthrough: c.relay == crate::config::RelayMode::Passthrough,
+            relay_passthrough: c.relay == RelayMode::Passthrough,
             allow_addresses: list(
                 &at("allow_addresses"),
                 "MAX_ALLOW_ADDRESSES",
@@ -193,71 +199,114 @@ impl ManagedSettings {
     }
 }
 
+impl Declaration for DatabaseRecord {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn address(&self) -> UpstreamAddr {
+        UpstreamAddr {
+            host: self.host.to_string(),
+            port: self.port,
+        }
+    }
+    fn tls(&self) -> Option<UpstreamTls> {
+        self.tls.as_ref().map(|t| UpstreamTls {
+            ca_file: t.ca_file.as_deref().map(PathBuf::from),
+            server_name: t.server_name.as_deref().map(str::to_string),
+        })
+    }
+    fn auth(&self) -> Cow<'_, AuthConfig> {
+        Cow::Owned(match &self.auth {
+            AuthRecord::Iam {
+                service,
+                region,
+                target,
+                serverless,
+            } => AuthConfig::Iam {
+                service: (*service).into(),
+                region: region.as_deref().map(str::to_string),
+                target: target.to_string(),
+                serverless: *serverless,
+            },
+            AuthRecord::Password {
+                password_file,
+                password_env,
+            } => AuthConfig::Password(match (password_file, password_env) {
+                (Some(path), _) => PasswordSource::File(PathBuf::from(path.as_str())),
+                // The store refuses a record with neither source (`records.rs`); an empty
+                // name would only be refused again where the password is read.
+                (None, env) => {
+                    PasswordSource::Env(env.as_deref().map(str::to_string).unwrap_or_default())
+                }
+            }),
+            AuthRecord::None => AuthConfig::None,
+            // A record is validated before it is written and after it is read, so its settings
+            // parse; the default (no service, no engine) would be refused by every rule check.
+            AuthRecord::Managed { settings } => AuthConfig::Managed(
+                ManagedSettings::parse(settings)
+                    .map(|m| m.auth)
+                    .unwrap_or_default(),
+            ),
+        })
+    }
+    fn managed_users(&self) -> Cow<'_, [String]> {
+        Cow::Owned(match &self.auth {
+            AuthRecord::Managed { settings } => ManagedSettings::parse(settings)
+                .map(|m| m.managed_users)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        })
+    }
+    fn default_db_user(&self) -> Option<&str> {
+        self.default_db_user.as_deref()
+    }
+    fn assume_role(&self) -> Option<DeclaredRole<'_>> {
+        self.assume_role.as_ref().map(|a| DeclaredRole {
+            arn: &a.role_arn,
+            external_id: a.external_id.as_deref(),
+            session_name: a.session_name.as_deref(),
+        })
+    }
+    fn allow_plaintext_auth(&self) -> bool {
+        self.allow_plaintext_auth
+    }
+    fn legacy_auth(&self) -> bool {
+        self.legacy_auth
+    }
+    fn relay(&self) -> RelayMode {
+        if self.relay_passthrough {
+            RelayMode::Passthrough
+        } else {
+            RelayMode::Guard
+        }
+    }
+    fn allow_addresses(&self) -> Vec<ipnet::IpNet> {
+        self.allow_addresses
+            .iter()
+            .filter_map(|(ip, len)| ipnet::IpNet::new(*ip, *len).ok())
+            .collect()
+    }
+}
+
+/// The file's shape of a record (`bastion export`, `db ls|show`, the admin socket's rule check),
+/// from the same fields the catalog reads.
 impl From<&DatabaseRecord> for DatabaseConfig {
     fn from(r: &DatabaseRecord) -> Self {
-        let managed = match &r.auth {
-            // A record is validated before it is written and after it is read, so its
-            // settings parse; the default (no users, no engine) would be refused by `check`.
-            AuthRecord::Managed { settings } => ManagedSettings::parse(settings).ok(),
-            _ => None,
-        };
+        let role = r.assume_role();
         DatabaseConfig {
-            name: r.name.to_string(),
-            address: UpstreamAddr {
-                host: r.host.to_string(),
-                port: r.port,
-            },
-            tls: r.tls.as_ref().map(|t| UpstreamTls {
-                ca_file: t.ca_file.as_deref().map(PathBuf::from),
-                server_name: t.server_name.as_deref().map(str::to_string),
-            }),
-            auth: match &r.auth {
-                AuthRecord::Iam {
-                    service,
-                    region,
-                    target,
-                    serverless,
-                } => AuthConfig::Iam {
-                    service: (*service).into(),
-                    region: region.as_deref().map(str::to_string),
-                    target: target.to_string(),
-                    serverless: *serverless,
-                },
-                AuthRecord::Password {
-                    password_file,
-                    password_env,
-                } => AuthConfig::Password {
-                    password_file: password_file.as_deref().map(PathBuf::from),
-                    password_env: password_env.as_deref().map(str::to_string),
-                },
-                AuthRecord::None => AuthConfig::None,
-                AuthRecord::Managed { .. } => AuthConfig::Managed(
-                    managed.as_ref().map(|m| m.auth.clone()).unwrap_or_default(),
-                ),
-            },
-            default_db_user: r.default_db_user.as_deref().map(str::to_string),
-            assume_role_arn: r.assume_role.as_ref().map(|a| a.role_arn.to_string()),
-            external_id: r
-                .assume_role
-                .as_ref()
-                .and_then(|a| a.external_id.as_deref().map(str::to_string)),
-            session_name: r
-                .assume_role
-                .as_ref()
-                .and_then(|a| a.session_name.as_deref().map(str::to_string)),
-            allow_plaintext_auth: r.allow_plaintext_auth,
-            legacy_auth: r.legacy_auth,
-            relay: if r.relay_passthrough {
-                crate::config::RelayMode::Passthrough
-            } else {
-                crate::config::RelayMode::Guard
-            },
-            allow_addresses: r
-                .allow_addresses
-                .iter()
-                .filter_map(|(ip, len)| ipnet::IpNet::new(*ip, *len).ok())
-                .collect(),
-            managed_users: managed.map(|m| m.managed_users).unwrap_or_default(),
+            name: r.name().to_string(),
+            address: r.address(),
+            tls: r.tls(),
+            auth: r.auth().into_owned(),
+            default_db_user: r.default_db_user().map(str::to_string),
+            assume_role_arn: role.map(|a| a.arn.to_string()),
+            external_id: role.and_then(|a| a.external_id.map(str::to_string)),
+            session_name: role.and_then(|a| a.session_name.map(str::to_string)),
+            allow_plaintext_auth: r.allow_plaintext_auth(),
+            legacy_auth: r.legacy_auth(),
+            relay: r.relay(),
+            allow_addresses: r.allow_addresses(),
+            managed_users: r.managed_users().into_owned(),
         }
     }
 }
@@ -384,7 +433,7 @@ auth = { mode = "password", password_file = "/etc/bastion/pw" }
 [[databases]]
 name = "pwenv"
 address = "10.0.0.2:6379"
-auth = { mode = "password", password_env = "REDIS_PW" }
+auth = { mode = "password", password_env = "BASTION_REDIS_PW" }
 legacy_auth = true
 [[databases]]
 name = "rig"
@@ -427,17 +476,22 @@ name = "bob"
     #[test]
     fn every_config_type_and_auth_mode_round_trips() {
         let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
-        let dbs: Vec<DatabaseRecord> = c.databases.iter().map(|d| d.try_into().unwrap()).collect();
+        let dbs: Vec<DatabaseRecord> = c
+            .seed
+            .databases
+            .iter()
+            .map(|d| d.try_into().unwrap())
+            .collect();
         let back: Vec<DatabaseConfig> = dbs.iter().map(DatabaseConfig::from).collect();
-        same(&c.databases, &back);
-        let roles: Vec<RoleRecord> = c.roles.iter().map(|r| r.try_into().unwrap()).collect();
+        same(&c.seed.databases, &back);
+        let roles: Vec<RoleRecord> = c.seed.roles.iter().map(|r| r.try_into().unwrap()).collect();
         same(
-            &c.roles,
+            &c.seed.roles,
             &roles.iter().map(RoleConfig::from).collect::<Vec<_>>(),
         );
-        let users: Vec<UserRecord> = c.users.iter().map(|u| u.try_into().unwrap()).collect();
+        let users: Vec<UserRecord> = c.seed.users.iter().map(|u| u.try_into().unwrap()).collect();
         same(
-            &c.users,
+            &c.seed.users,
             &users.iter().map(UserConfig::from).collect::<Vec<_>>(),
         );
     }
@@ -446,31 +500,111 @@ name = "bob"
     fn state_feeds_the_catalog() {
         let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
         let mut state = State::default();
-        for d in &c.databases {
+        for d in &c.seed.databases {
             state
                 .apply(&Mutation::PutDatabase(d.try_into().unwrap()))
                 .unwrap();
         }
-        for r in &c.roles {
+        for r in &c.seed.roles {
             state
                 .apply(&Mutation::PutRole(r.try_into().unwrap()))
                 .unwrap();
         }
         // The catalog resolves unix users on this machine; bind none here.
-        for u in &c.users {
+        for u in &c.seed.users {
             let mut u: UserRecord = u.try_into().unwrap();
             u.unix_user = None;
             state.apply(&Mutation::PutUser(u)).unwrap();
         }
         let (dbs, roles, users) = state.catalog_inputs();
-        assert_eq!((dbs.len(), roles.len(), users.len()), (6, 2, 2));
-        crate::catalog::Catalog::build(&dbs, &roles, &users).unwrap();
+        let catalog =
+            crate::catalog::Catalog::build(dbs, &roles, &users, &Default::default(), None).unwrap();
+        assert_eq!(
+            (catalog.databases().count(), roles.len(), users.len()),
+            (8, 2, 2)
+        );
+    }
+
+    #[test]
+    fn a_record_and_its_toml_make_the_same_database() {
+        use crate::catalog::{Database, SecretDirs};
+        let dirs = SecretDirs::default();
+        let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
+        for declared in &c.seed.databases {
+            let record = DatabaseRecord::try_from(declared).unwrap();
+            assert_eq!(
+                Database::from_declared(&record, &dirs, None),
+                Database::from_declared(declared, &dirs, None),
+                "{}",
+                declared.name
+            );
+        }
+
+        // A record written field by field (as an older store or `db add` left it), against the
+        // TOML that says the same: an assumed role with its defaults, the guard, a range.
+        let toml = r#"
+state_dir = "/var/lib/bastion"
+[listeners.unix]
+directory = "/run/bastion/db"
+[[databases]]
+name = "cache"
+address = "10.1.2.3:6379"
+tls = { server_name = "rg.example" }
+auth = { mode = "iam", service = "memorydb", region = "eu-west-1", target = "cl" }
+assume_role_arn = "arn:aws:iam::111122223333:role/r"
+external_id = "ext-1"
+allow_addresses = ["169.254.10.0/24"]
+"#;
+        let declared = &Config::parse(toml, Path::new("t.toml"))
+            .unwrap()
+            .seed
+            .databases[0];
+        fn s<const N: usize>(v: &str) -> heapless::String<N> {
+            v.try_into().expect("within the bound")
+        }
+        let record = DatabaseRecord {
+            name: s("cache"),
+            host: s("10.1.2.3"),
+            port: 6379,
+            tls: Some(TlsRecord {
+                ca_file: None,
+                server_name: Some(s("rg.example")),
+            }),
+            auth: AuthRecord::Iam {
+                service: IamServiceRecord::Memorydb,
+                region: Some(s("eu-west-1")),
+                target: s("cl"),
+                serverless: false,
+            },
+            default_db_user: None,
+            assume_role: Some(AssumeRoleRecord {
+                role_arn: s("arn:aws:iam::111122223333:role/r"),
+                external_id: Some(s("ext-1")),
+                session_name: None,
+            }),
+            allow_plaintext_auth: false,
+            legacy_auth: false,
+            relay_passthrough: false,
+            allow_addresses: [("169.254.10.0".parse().unwrap(), 24)]
+                .into_iter()
+                .collect(),
+        };
+        let from_record = Database::from_declared(&record, &dirs, None);
+        assert_eq!(from_record, Database::from_declared(declared, &dirs, None));
+        let role = from_record.assume_role.unwrap();
+        assert_eq!(
+            (role.session_name.as_str(), role.region.as_deref()),
+            (
+                crate::aws::assume_role::DEFAULT_SESSION_NAME,
+                Some("eu-west-1")
+            )
+        );
     }
 
     #[test]
     fn conversion_refuses_over_bounds_naming_bound_and_field() {
         let c = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
-        let mut user = c.users[0].clone();
+        let mut user = c.seed.users[0].clone();
         user.roles = (0..=MAX_ROLES_PER_USER).map(|i| format!("r{i}")).collect();
         let e = UserRecord::try_from(&user).unwrap_err().to_string();
         assert!(
@@ -478,7 +612,7 @@ name = "bob"
             "{e}"
         );
 
-        let mut role = c.roles[0].clone();
+        let mut role = c.seed.roles[0].clone();
         role.db_names = vec!["x".into(); MAX_DB_NAMES_PER_ROLE + 1];
         let e = RoleRecord::try_from(&role).unwrap_err().to_string();
         assert!(
@@ -486,18 +620,17 @@ name = "bob"
             "{e}"
         );
 
-        let mut db = c.databases[2].clone();
-        db.auth = AuthConfig::Password {
-            password_file: Some(PathBuf::from("/".repeat(MAX_PATH_LEN + 1))),
-            password_env: None,
-        };
+        let mut db = c.seed.databases[2].clone();
+        db.auth = AuthConfig::Password(PasswordSource::File(PathBuf::from(
+            "/".repeat(MAX_PATH_LEN + 1),
+        )));
         let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
         assert!(
             e.contains("databases.pwfile.auth.password_file") && e.contains("MAX_PATH_LEN"),
             "{e}"
         );
 
-        let mut db = c.databases[0].clone();
+        let mut db = c.seed.databases[0].clone();
         db.name = "n".repeat(MAX_NAME_LEN + 1);
         let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
         assert!(
@@ -505,7 +638,7 @@ name = "bob"
             "{e}"
         );
 
-        let mut db = c.databases[0].clone();
+        let mut db = c.seed.databases[0].clone();
         db.address.host = "h".repeat(MAX_HOST_LEN + 1);
         let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
         assert!(
@@ -513,20 +646,12 @@ name = "bob"
             "{e}"
         );
 
-        let mut user = c.users[0].clone();
+        let mut user = c.seed.users[0].clone();
         user.unix_user = Some("u".repeat(MAX_UNIX_USER_LEN + 1));
         let e = UserRecord::try_from(&user).unwrap_err().to_string();
         assert!(
             e.contains("users.alice.unix_user") && e.contains("MAX_UNIX_USER_LEN"),
             "{e}"
         );
-
-        let mut db = c.databases[2].clone();
-        db.auth = AuthConfig::Password {
-            password_file: None,
-            password_env: None,
-        };
-        let e = DatabaseRecord::try_from(&db).unwrap_err().to_string();
-        assert!(e.contains("databases.pwfile.auth"), "{e}");
     }
 }

@@ -32,7 +32,7 @@ pub fn db(name: &str, port: u16, auth: u8) -> DatabaseRecord {
             },
             1 => AuthRecord::Password {
                 password_file: None,
-                password_env: Some(heapless::String::try_from("REDIS_PW").unwrap()),
+                password_env: Some(heapless::String::try_from("BASTION_REDIS_PW").unwrap()),
             },
             _ => AuthRecord::None,
         },

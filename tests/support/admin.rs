@@ -80,9 +80,12 @@ impl Admin {
         )
     }
 
+    /// A file with the upstream password in the stack's `secrets_dir`.
     pub fn password_file(&self) -> PathBuf {
-        let dir = self.stack.cert_dir("pw");
-        write_private(&dir.join("up.pw"), self.stack.upstream_password.as_bytes())
+        write_private(
+            &self.stack.secrets_dir().join("up.pw"),
+            self.stack.upstream_password.as_bytes(),
+        )
     }
 }
 

@@ -8,6 +8,12 @@
 //! are relayed both ways, including anything the client pipelined behind its first frame. A
 //! bad token gets `-WRONGPASS …` and the connection is closed.
 //!
+//! Later AUTH / HELLO … AUTH frames on the connection (a re-authentication) are verified the
+//! same way, in stream order: a good token is swapped for the password, a bad one for a password
+//! Redis refuses, so the client gets Redis' own reply in order. Every token checked is listed
+//! ([`IamFront::tokens`]: when it was signed and a digest, never the token itself), so a test can
+//! tell a freshly signed token from a replayed one.
+//!
 //! Every verification is recorded ([`IamFront::verdicts`]) before the client gets its reply, so
 //! a test that has read the reply can assert *why* a token was accepted or rejected.
 //!
@@ -121,6 +127,18 @@ pub enum Rejection {
     NoPassword,
 }
 
+/// A token the front checked, told apart without keeping it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenToken {
+    pub user: String,
+    /// `X-Amz-Date` in seconds since the epoch (`None`: none readable).
+    pub signed_at: Option<u64>,
+    /// The first 16 hex digits of the token's SHA-256.
+    pub digest: String,
+    /// `true` for the connection's first frame, `false` for a later re-authentication.
+    pub opening: bool,
+}
+
 /// The reply Redis gives a bad password; the services send the same for a bad token.
 pub const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 
@@ -131,6 +149,7 @@ const MAX_SKEW: Duration = Duration::from_secs(300);
 pub struct IamFront {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Verdict>>>,
+    tokens: Arc<Mutex<Vec<SeenToken>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -144,10 +163,12 @@ impl IamFront {
             .expect("nonblocking listener");
         let addr = listener.local_addr().expect("front address");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let tokens = Arc::new(Mutex::new(Vec::new()));
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let state = Arc::new(State {
             config,
             log: log.clone(),
+            tokens: tokens.clone(),
         });
         let thread = std::thread::Builder::new()
             .name("iam-front".into())
@@ -173,6 +194,7 @@ impl IamFront {
         IamFront {
             addr,
             log,
+            tokens,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
@@ -191,6 +213,11 @@ impl IamFront {
     pub fn last_verdict(&self) -> Option<Verdict> {
         self.log.lock().expect("verdict log").last().cloned()
     }
+
+    /// Every token checked so far (opening and re-authentication), oldest first.
+    pub fn tokens(&self) -> Vec<SeenToken> {
+        self.tokens.lock().expect("token log").clone()
+    }
 }
 
 impl Drop for IamFront {
@@ -207,6 +234,7 @@ impl Drop for IamFront {
 struct State {
     config: IamFrontConfig,
     log: Arc<Mutex<Vec<Verdict>>>,
+    tokens: Arc<Mutex<Vec<SeenToken>>>,
 }
 
 impl State {
@@ -216,6 +244,36 @@ impl State {
             outcome,
         });
     }
+
+    /// Verify `auth`'s token (recording the verdict and the token's facts); the password to
+    /// send Redis instead.
+    fn check(&self, auth: &AuthFrame, opening: bool) -> Result<String, Rejection> {
+        self.tokens.lock().expect("token log").push(SeenToken {
+            user: auth.user.clone(),
+            signed_at: signed_at(&auth.token),
+            digest: hex::encode(Sha256::digest(auth.token.as_bytes()))[..16].to_string(),
+            opening,
+        });
+        let verdict =
+            verify(&self.config, &auth.user, &auth.token, SystemTime::now()).and_then(|()| {
+                self.config
+                    .passwords
+                    .get(&auth.user)
+                    .cloned()
+                    .ok_or(Rejection::NoPassword)
+            });
+        match &verdict {
+            Ok(_) => self.record(&auth.user, Outcome::Accepted),
+            Err(rejection) => self.record(&auth.user, Outcome::Rejected(rejection.clone())),
+        }
+        verdict
+    }
+}
+
+/// The token's `X-Amz-Date`, if it has a readable one.
+fn signed_at(token: &str) -> Option<u64> {
+    let (_, query) = token.split_once("/?")?;
+    parse_amz_date(parse_query(query).ok()?.get("X-Amz-Date")?)
 }
 
 /// The first frame, understood.
@@ -238,22 +296,9 @@ async fn handle(state: Arc<State>, mut client: TcpStream) {
             .await;
         return;
     };
-    let verdict =
-        verify(&state.config, &auth.user, &auth.token, SystemTime::now()).and_then(|()| {
-            state
-                .config
-                .passwords
-                .get(&auth.user)
-                .cloned()
-                .ok_or(Rejection::NoPassword)
-        });
-    let password = match verdict {
-        Ok(password) => {
-            state.record(&auth.user, Outcome::Accepted);
-            password
-        }
-        Err(rejection) => {
-            state.record(&auth.user, Outcome::Rejected(rejection));
+    let password = match state.check(&auth, true) {
+        Ok(password) => password,
+        Err(_) => {
             let _ = client.write_all(WRONGPASS.as_bytes()).await;
             return;
         }
@@ -265,14 +310,85 @@ async fn handle(state: Arc<State>, mut client: TcpStream) {
             .await;
         return;
     };
-    let mut args = auth.args;
-    args[auth.token_index] = password.into_bytes();
-    let mut first = encode_command(&args);
-    first.extend_from_slice(&leftover);
-    if upstream.write_all(&first).await.is_err() {
+    if upstream
+        .write_all(&with_password(auth, password))
+        .await
+        .is_err()
+    {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut upstream_rx, upstream_tx) = upstream.into_split();
+    let replies = async {
+        let _ = tokio::io::copy(&mut upstream_rx, &mut client_tx).await;
+        let _ = client_tx.shutdown().await;
+    };
+    tokio::join!(
+        requests(&state, &mut client_rx, upstream_tx, leftover),
+        replies
+    );
+}
+
+/// `auth` with its token replaced by `password`, encoded.
+fn with_password(auth: AuthFrame, password: String) -> Vec<u8> {
+    let mut args = auth.args;
+    args[auth.token_index] = password.into_bytes();
+    encode_command(&args)
+}
+
+/// What Redis gets for a re-authentication with a bad token: a password it refuses.
+const REFUSED_PASSWORD: &str = "iam-front:token-rejected";
+
+/// The requests after the first frame, in order: AUTH / HELLO … AUTH frames verified and their
+/// token swapped, everything else (inline commands too) passed on as it came.
+async fn requests(
+    state: &State,
+    client: &mut tokio::net::tcp::OwnedReadHalf,
+    mut upstream: tokio::net::tcp::OwnedWriteHalf,
+    mut buf: Vec<u8>,
+) {
+    loop {
+        // Cut every complete request at the front of `buf`.
+        loop {
+            let cut = match buf.first() {
+                None => break,
+                Some(b'*') => match redis_protocol::resp2::decode::decode(&buf) {
+                    Ok(Some((frame, used))) => {
+                        let out = match auth_frame(frame) {
+                            Some(auth) => {
+                                let password = state
+                                    .check(&auth, false)
+                                    .unwrap_or_else(|_| REFUSED_PASSWORD.to_string());
+                                with_password(auth, password)
+                            }
+                            None => buf[..used].to_vec(),
+                        };
+                        Some((out, used))
+                    }
+                    Ok(None) => None,
+                    Err(_) => Some((buf.clone(), buf.len())),
+                },
+                Some(_) => buf
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|nl| (buf[..=nl].to_vec(), nl + 1)),
+            };
+            let Some((out, used)) = cut else { break };
+            if upstream.write_all(&out).await.is_err() {
+                return;
+            }
+            buf.drain(..used);
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        match client.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                let _ = upstream.write_all(&buf).await;
+                let _ = upstream.shutdown().await;
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// Read until one whole RESP frame has arrived; return it and whatever followed it.

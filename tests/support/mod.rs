@@ -21,6 +21,8 @@
 //! - [`control_plane`]: a MemoryDB shim in front of moto (DescribeACLs, which moto lacks) and
 //!   the harness applying UpdateUser's passwords to a real redis-server ACL.
 //! - [`managed`]: `bastion managed …` and direct AUTH checks for the managed-user tests.
+//! - [`scrape`]: the `[metrics]` endpoint read with a real HTTP GET, its samples.
+//! - [`sts_shim`]: a shim for STS answering AssumeRole from a script (throttling, 5xx, success).
 //! - [`moto`]: `moto_server` from the venv (STS for AssumeRole / web identity), and the sessions
 //!   it issued, so the IAM front can verify tokens signed with them.
 //!
@@ -45,5 +47,7 @@ pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod scenarios;
+pub mod scrape;
 pub mod stack;
 pub mod store_daemon;
+pub mod sts_shim;

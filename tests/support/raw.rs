@@ -282,7 +282,7 @@ fn frame_end(buf: &[u8], pos: usize) -> Result<Option<usize>, String> {
 
 /// A rustls client config (ring provider) trusting `ca`, optionally presenting a certificate;
 /// the server's name is verified only with `check_name`.
-fn tls_connector(
+pub fn tls_connector(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
     check_name: bool,

@@ -15,6 +15,7 @@
 //! | `opendb`  | plaintext port, only with [`StackOpts::open_db`] (Redis `default` on nopass) | `none` |
 //! | `passdb`  | plaintext port, only with [`StackOpts::passthrough_db`]: `relay = "passthrough"` | `password_file` |
 //!
+//! Password files are in the config's `secrets_dir` ([`Stack::secrets_dir`]).
 //! Every database has `default_db_user = "app"`. Role `apps` allows db_users
 //! [`StackOpts::db_users`] (default `["app"]`) on every database; bastion user `alice` has it and
 //! is bound to the Unix user running the tests. Listener 0 routes by SNI (no default database);
@@ -69,6 +70,8 @@ pub struct StackOpts {
     pub extra_toml: String,
     /// Lines added to `[limits]`, e.g. `max_sessions = 20`.
     pub extra_limits: String,
+    /// More environment for the daemon (e.g. AWS credentials for an IAM database).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for StackOpts {
@@ -82,6 +85,7 @@ impl Default for StackOpts {
             passthrough_db: false,
             extra_toml: String::new(),
             extra_limits: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -156,12 +160,14 @@ impl Stack {
             opts: &opts,
             redis: &redis,
             state: state.path(),
+            secrets: secrets.path(),
             sockets: sockets.path(),
             good_pw_file: &good,
             bad_pw_file: &bad,
         });
-        let bastion =
-            Bastion::start_with_env(&config, state.path(), &[(PASSWORD_ENV, &upstream_password)]);
+        let mut env = vec![(PASSWORD_ENV, upstream_password.as_str())];
+        env.extend(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let bastion = Bastion::start_with_env(&config, state.path(), &env);
         let cert = bastion.issue_cert(USER, "1h", certs.path());
         Stack {
             redis,
@@ -224,6 +230,11 @@ impl Stack {
         self.state.path()
     }
 
+    /// The config's `secrets_dir` (0700): the only place password files may be.
+    pub fn secrets_dir(&self) -> &Path {
+        self._secrets.path()
+    }
+
     /// A fresh directory for more certificates.
     pub fn cert_dir(&self, name: &str) -> PathBuf {
         let dir = self.certs.path().join(name);
@@ -236,6 +247,7 @@ struct ConfigInputs<'a> {
     opts: &'a StackOpts,
     redis: &'a RedisServer,
     state: &'a Path,
+    secrets: &'a Path,
     sockets: &'a Path,
     good_pw_file: &'a Path,
     bad_pw_file: &'a Path,
@@ -255,6 +267,7 @@ fn config_text(i: &ConfigInputs<'_>) -> String {
     let bad = p(i.bad_pw_file);
     let mut c = format!(
         r#"state_dir = {state}
+secrets_dir = {secrets}
 
 [limits]
 handshake_timeout = {ht}
@@ -265,6 +278,7 @@ address = "127.0.0.1:0"
 server_names = ["localhost", "127.0.0.1"]
 "#,
         state = p(i.state),
+        secrets = p(i.secrets),
         ht = s(&i.opts.handshake_timeout),
         extra_limits = i.opts.extra_limits,
     );

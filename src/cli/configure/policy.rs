@@ -134,7 +134,7 @@ pub fn bootstrap_policy(
     let mut notes = Vec::new();
     let mut regions = BTreeSet::new();
 
-    for db in &config.databases {
+    for db in &config.seed.databases {
         let AuthConfig::Iam {
             service,
             region,
@@ -236,7 +236,7 @@ pub fn bootstrap_policy(
     }
     // Managed databases: their secrets (own prefix, in their region) and, on MemoryDB, the
     // control-plane calls of discovery and rotation.
-    for db in &config.databases {
+    for db in &config.seed.databases {
         let AuthConfig::Managed(m) = &db.auth else {
             continue;
         };
@@ -270,7 +270,7 @@ pub fn bootstrap_policy(
             }
         }
     }
-    if config.databases.iter().any(|db| {
+    if config.seed.databases.iter().any(|db| {
         matches!(
             db.auth,
             AuthConfig::Iam {
@@ -348,6 +348,7 @@ fn to_document(
 /// Every db-user (or `*` pattern) the bastion may authenticate as on `db`.
 fn db_users(config: &Config, db: &DatabaseConfig) -> BTreeSet<String> {
     let mut users: BTreeSet<String> = config
+        .seed
         .roles
         .iter()
         .filter(|r| r.db_names.iter().any(|p| glob_match(p, &db.name)))
@@ -374,7 +375,7 @@ auth = { mode = "iam", service = "elasticache", region = "us-east-1", target = "
 [[databases]]
 name = "pw"
 address = "h:6379"
-auth = { mode = "password", password_env = "X" }
+auth = { mode = "password", password_env = "BASTION_X" }
 [[roles]]
 name = "r"
 db_users = ["app", "ro-*"]

@@ -368,7 +368,7 @@ mod tests {
         tree.build();
         let text = verb_list(&tree);
         for verb in [
-            "db", "role", "user", "status", "import", "export", "cert", "doctor",
+            "db", "role", "user", "status", "import", "export", "cert", "doctor", "secret",
         ] {
             assert!(
                 text.contains(&format!("  {verb} ")),

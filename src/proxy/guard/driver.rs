@@ -19,16 +19,14 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use super::framer::{Event, Framer, FramerConfig, NAME_CAP, PROTO_INLINE_MAX_SIZE};
 use super::rules::{self, Guarded, Held, HeldArg, Naming, Verdict};
 use super::ProtocolError;
-use crate::proxy::relay::{RelayError, Requests, Side};
+use crate::proxy::relay::{read_pooled, RelayError, Requests, Side};
 
-/// Read size from the client, as the copy path's (measured: 256 KiB made pipelined TLS slower).
-const CHUNK: usize = 64 * 1024;
 /// Per held command, bytes of long arguments kept whole (an IAM token is ~1.5 KB).
 const INSPECT_BYTES: usize = 4096;
 /// The most bytes a command can have before it is named (count line, name header line, name
@@ -93,12 +91,14 @@ impl<P: Policy> Requests for Guard<P> {
         };
         let mut flow = state.feed(&initial, &mut sink).await?;
         drop(initial);
-        let mut buf = vec![0u8; CHUNK];
         while flow == Flow::Open {
-            let n = match client.read(&mut buf).await {
-                Ok(n) => n,
+            // A pooled buffer, held only while a read's bytes are framed and written: an idle
+            // session holds none.
+            let chunk = match read_pooled(&mut client).await {
+                Ok(chunk) if chunk.is_empty() => return sink.shutdown().await,
+                Ok(chunk) => chunk,
                 // A TLS peer closing without close_notify is a close (see relay/copy.rs).
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return sink.shutdown().await,
                 Err(source) => {
                     return Err(RelayError::Read {
                         side: Side::Client,
@@ -106,17 +106,14 @@ impl<P: Policy> Requests for Guard<P> {
                     })
                 }
             };
-            if n == 0 {
-                return sink.shutdown().await;
-            }
-            flow = state.feed(&buf[..n], &mut sink).await?;
+            flow = state.feed(&chunk, &mut sink).await?;
         }
         // A protocol error: Redis answers it (after the replies before it) and closes, which
         // ends the replies direction. Nothing more of the client's goes up; wait for its EOF
         // (or the grace) before half-closing, so no reply before the error is cut short.
         let discard = async {
-            while let Ok(n) = client.read(&mut buf).await {
-                if n == 0 {
+            while let Ok(chunk) = read_pooled(&mut client).await {
+                if chunk.is_empty() {
                     break;
                 }
             }
@@ -192,7 +189,8 @@ impl<'p, P: Policy> State<'p, P> {
             held_start: 0,
             pending: None,
             pending_start: 0,
-            out: Vec::with_capacity(CHUNK),
+            // Grows only if a command needs it (most reads are written straight from the chunk).
+            out: Vec::new(),
             direct: None,
         }
     }
@@ -220,7 +218,7 @@ impl<'p, P: Policy> State<'p, P> {
                     naming: rules::on_name(&head),
                 },
                 Event::Arg(arg) => Owned::Arg(HeldArg {
-                    bytes: arg.prefix().to_vec(),
+                    bytes: zeroize::Zeroizing::new(arg.prefix().to_vec()),
                     whole: arg.value().is_some(),
                 }),
                 Event::End { .. } => Owned::End,
@@ -401,7 +399,9 @@ impl<'p, P: Policy> State<'p, P> {
         command: Guarded,
         sink: &mut Upstream<'_, W>,
     ) -> Result<(), RelayError> {
-        match self.policy.reauth().await {
+        // Boxed: signing an IAM token takes a large future; inline it would sit in every
+        // session's task for the whole relay.
+        match Box::pin(self.policy.reauth()).await {
             Ok(auth) => {
                 sink.write(&self.out).await?;
                 self.out.clear();
@@ -480,7 +480,7 @@ impl<W: AsyncWrite + Unpin> Upstream<'_, W> {
 mod tests {
     use std::sync::Mutex;
 
-    use tokio::io::duplex;
+    use tokio::io::{duplex, AsyncReadExt};
 
     use super::*;
     use crate::proxy::handshake::upstream::encode_command;

@@ -58,6 +58,8 @@
 //! stream is over: Redis replies that error (after the replies to the commands before it) and
 //! closes, and never runs a byte past it.
 
+use zeroize::{Zeroize, Zeroizing};
+
 use super::splitargs::{Sink, Tokenizer};
 use super::ProtocolError;
 
@@ -217,8 +219,11 @@ pub struct Framer {
     state: State,
     cmd: Current,
     name: [u8; NAME_CAP],
-    /// Kept argument bytes: the current multibulk argument, or an inline line's arguments.
-    args: Vec<u8>,
+    /// Kept argument bytes: the current multibulk argument, or an inline line's arguments —
+    /// an AUTH's password among them. Reserved once at its bound (so never reallocated, which
+    /// would leave a copy behind), wiped when a command's arguments are done with, zeroized
+    /// when the session ends.
+    args: Zeroizing<Vec<u8>>,
     slots: [Slot; INLINE_ARG_SLOTS],
 }
 
@@ -291,6 +296,21 @@ struct Slot {
 }
 
 impl Framer {
+    /// Give `args` its whole capacity before its first byte: the budget for whole arguments
+    /// plus every inline slot's prefix.
+    fn reserve_args(&mut self) {
+        if self.args.capacity() == 0 {
+            self.args
+                .reserve_exact(self.config.inspect_bytes + INLINE_ARG_SLOTS * NAME_CAP);
+        }
+    }
+
+    /// Forget the kept arguments, zeroing the bytes they were in.
+    fn wipe_args(&mut self) {
+        self.args.as_mut_slice().zeroize();
+        self.args.clear();
+    }
+
     pub fn new(config: FramerConfig) -> Framer {
         Framer {
             config,
@@ -306,8 +326,8 @@ impl Framer {
                 spent: 0,
             },
             name: [0; NAME_CAP],
-            // Grown on the first inspected argument, up to the budget (plus inline prefixes).
-            args: Vec::new(),
+            // Reserved on the first kept argument, at the budget plus inline prefixes.
+            args: Zeroizing::new(Vec::new()),
             slots: [Slot::default(); INLINE_ARG_SLOTS],
         }
     }
@@ -414,7 +434,7 @@ impl Framer {
             inspect: false,
             spent: 0,
         };
-        self.args.clear();
+        self.wipe_args();
         self.state = match self.cmd.kind {
             Kind::Multibulk => State::Header {
                 count: true,
@@ -581,7 +601,7 @@ impl Framer {
                 until: short.min(NAME_CAP),
             }
         } else if self.cmd.inspect {
-            self.args.clear();
+            self.wipe_args();
             let budget = self.config.inspect_bytes.saturating_sub(self.cmd.spent);
             if short <= NAME_CAP {
                 Capture::Arg { until: short }
@@ -623,7 +643,10 @@ impl Framer {
                     Capture::Name { .. } => {
                         self.name[kept..kept + take].copy_from_slice(&input[..take]);
                     }
-                    _ => self.args.extend_from_slice(&input[..take]),
+                    _ => {
+                        self.reserve_args();
+                        self.args.extend_from_slice(&input[..take]);
+                    }
                 }
                 used = take;
                 left -= take as u64;
@@ -774,7 +797,7 @@ impl Line {
 
 /// Redis' `string2ll` (util.c): an optional `-`, then `0` alone or digits without a leading
 /// zero; fewer than 21 characters; within `i64`.
-fn string2ll(s: &[u8]) -> Option<i64> {
+pub(crate) fn string2ll(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() >= LONG_STR_SIZE {
         return None;
     }
@@ -852,11 +875,15 @@ impl Sink for InlineSink<'_> {
         let whole = slot.kept as u64 + 1 == slot.len;
         if slot.len <= NAME_CAP as u64 || (whole && slot.len <= budget) {
             slot.kept += 1;
+            f.reserve_args();
             f.args.push(b);
         } else if slot.kept > NAME_CAP {
             // Outgrew the budget: keep only its prefix.
             slot.kept = NAME_CAP;
             let end = slot.off + NAME_CAP;
+            if let Some(tail) = f.args.get_mut(end..) {
+                tail.zeroize();
+            }
             f.args.truncate(end);
         }
     }

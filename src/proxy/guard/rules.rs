@@ -26,6 +26,8 @@
 //! The client's password is never forwarded: held commands are dropped and replaced, never
 //! passed on.
 
+use zeroize::Zeroizing;
+
 use super::framer::{keyword_eq, Head};
 use super::ProtocolError;
 use crate::proxy::handshake::upstream::encode_command;
@@ -86,11 +88,12 @@ pub fn on_name(head: &Head<'_>) -> Naming {
     Naming::Forward
 }
 
-/// One argument of a held command, as much as the framer kept.
+/// One argument of a held command, as much as the framer kept (an AUTH's password among
+/// them: zeroized when dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldArg {
     /// The first bytes (all of them when `whole`).
-    pub bytes: Vec<u8>,
+    pub bytes: Zeroizing<Vec<u8>>,
     pub whole: bool,
 }
 
@@ -233,7 +236,7 @@ mod tests {
 
     fn arg(bytes: &[u8]) -> HeldArg {
         HeldArg {
-            bytes: bytes.to_vec(),
+            bytes: bytes.to_vec().into(),
             whole: true,
         }
     }
@@ -287,7 +290,7 @@ mod tests {
             command: Guarded::Auth,
             args: vec![
                 HeldArg {
-                    bytes: b"app".to_vec(),
+                    bytes: b"app".to_vec().into(),
                     whole: false,
                 },
                 arg(b"pw"),

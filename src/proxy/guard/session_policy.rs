@@ -2,8 +2,9 @@
 //! db-user (so an AUTH the client sends as itself is answered by authenticating again), and
 //! the session's audit facts.
 //!
-//! The secret is fetched afresh for every re-AUTH (a new IAM token, the password file as it is
-//! now) and never leaves its zeroized buffer except towards the upstream.
+//! The secret is fetched for every re-AUTH (a new IAM token; the password the session's
+//! database was built with — never a file read per session) and never leaves its zeroized
+//! buffer except towards the upstream.
 
 use zeroize::Zeroizing;
 

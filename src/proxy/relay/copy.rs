@@ -1,20 +1,24 @@
 //! The copy path: a leg is TLS terminated in user space, so each direction reads into a 64 KiB
 //! buffer and writes it out. Plaintext legs paired with a TLS leg are just another
-//! `AsyncRead + AsyncWrite` here.
+//! `AsyncRead + AsyncWrite` here. The buffer is taken from the pool only for a read that has
+//! bytes to give ([`read_pooled`]) and goes back once they are written, so an idle session holds
+//! none.
 //!
 //! Must never buffer bytes it has read without writing and flushing them before the next read
 //! (a Redis reply stuck in a TLS buffer is a hung client), and never end a direction without
 //! `shutdown()` on the write half — for TLS that is the `close_notify` the peer needs to tell a
 //! clean end from a truncation.
 
+use std::io;
+use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::pool::Buffer;
 use super::{drive, Counters, Direction, Leg, Path, RelayError, Side, Stream};
-
-/// Per-direction buffer: one TLS record holds at most 16 KiB, so this takes several per read.
-const BUFFER_SIZE: usize = 64 * 1024;
 
 /// Copy both ways until both sides sent EOF (`Ok(first to close)`) or a read/write fails.
 /// Both legs close when this returns.
@@ -48,6 +52,7 @@ pub(super) fn into_stream(leg: Leg) -> Box<dyn Stream> {
     match leg {
         Leg::Tcp(stream) => Box::new(stream),
         Leg::Unix(stream) => Box::new(stream),
+        Leg::Ktls(socket) => Box::new(socket),
         Leg::Tls(stream) => stream,
     }
 }
@@ -66,26 +71,24 @@ where
     W: AsyncWrite + Unpin,
 {
     direction.trace_start(Path::Copy);
-    let mut buffer = vec![0u8; BUFFER_SIZE];
     loop {
-        let n = match source.read(&mut buffer).await {
-            Ok(n) => n,
+        let chunk = match read_pooled(&mut source).await {
+            Ok(chunk) => chunk,
             // A TLS peer that closes its socket without close_notify (hiredis and redis-py
             // do) is a close, not a failure: RESP frames its own messages, so there is no
             // truncation for close_notify to catch.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Chunk::EMPTY,
             Err(e) => return Err(direction.read_error(e)),
         };
-        if n == 0 {
+        if chunk.is_empty() {
             destination
                 .shutdown()
                 .await
                 .map_err(|e| direction.shutdown_error(e))?;
             return Ok(());
         }
-        // n <= buffer.len(): tokio's `read` reports how much of a ReadBuf over `buffer` it filled.
         destination
-            .write_all(&buffer[..n])
+            .write_all(&chunk)
             .await
             .map_err(|e| direction.write_error(e))?;
         // A TLS writer may hold the record until flushed; Redis is request/response, so flush
@@ -94,8 +97,53 @@ where
             .flush()
             .await
             .map_err(|e| direction.write_error(e))?;
-        moved.fetch_add(n as u64, Ordering::Relaxed);
+        moved.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// Bytes of one read, in a pooled buffer that goes back to the pool on drop.
+pub struct Chunk {
+    buffer: Option<Buffer<'static>>,
+    len: usize,
+}
+
+impl Chunk {
+    /// No bytes: what a read at EOF returns.
+    const EMPTY: Chunk = Chunk {
+        buffer: None,
+        len: 0,
+    };
+}
+
+impl Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // len <= the buffer's length: it is what a ReadBuf over that buffer reported filled.
+        self.buffer.as_deref().map_or(&[][..], |b| &b[..self.len])
+    }
+}
+
+/// Read once from `source` (up to 64 KiB; empty at EOF). A buffer is taken from the pool for each
+/// poll and given back at once if the read is not ready, so a reader parked on an idle peer holds
+/// no buffer — the relay's copy directions and the command guard read this way.
+pub async fn read_pooled<R: AsyncRead + Unpin + ?Sized>(source: &mut R) -> io::Result<Chunk> {
+    std::future::poll_fn(|cx| {
+        let mut buffer = Buffer::take(None);
+        let mut read = ReadBuf::new(&mut buffer);
+        match Pin::new(&mut *source).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let len = read.filled().len();
+                Poll::Ready(Ok(Chunk {
+                    buffer: Some(buffer),
+                    len,
+                }))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // Nothing was read (poll_read's contract): the buffer goes back to the pool.
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

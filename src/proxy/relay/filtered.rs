@@ -1,6 +1,7 @@
 //! Sessions whose requests direction (client → upstream) is run by a filter from outside the
-//! relay — the command guard — while the replies direction stays the relay's own: spliced when
-//! both legs are plaintext sockets, else copied through user space, byte for byte either way.
+//! relay — the command guard — while the replies direction stays the relay's own: on plaintext
+//! socket legs copied or spliced per burst as in `splice.rs`, else copied through user space,
+//! byte for byte either way.
 //!
 //! The relay hands the filter the client as an `AsyncRead` and the upstream as an
 //! `AsyncWrite`; what the filter writes, drops or inserts is its business (the relay still never
@@ -32,7 +33,7 @@ pub trait Requests {
 
 /// [`super::relay_until`] with the requests direction run by `requests`. The outcome reports
 /// that direction as [`Path::Copy`] (it passes through user space) and the replies as the path
-/// they took.
+/// they took (on plain legs: spliced when bulk, copied when small).
 pub async fn relay_filtered_until<F: Requests>(
     client: Leg,
     upstream: Leg,
@@ -53,20 +54,13 @@ async fn move_filtered<F: Requests>(
     upstream: Leg,
     counters: &Counters,
     requests: F,
-) -> (Path, Result<Side, RelayError>) {
+) -> Result<Side, RelayError> {
     match path {
-        Path::Splice => match splice::RepliesPlan::new(client, upstream) {
-            Ok(plan) => (Path::Splice, plan.run(counters, requests).await),
-            Err(fallback) => {
-                tracing::warn!(error = %fallback.error, "relay: no pipe for splice, copying in user space");
-                let ended = copy_filtered(fallback.client, fallback.upstream, counters, requests);
-                (Path::Copy, ended.await)
-            }
+        Path::Splice => match splice::Plan::new(client, upstream) {
+            Ok(plan) => plan.run_filtered(counters, requests).await,
+            Err((client, upstream)) => copy_filtered(client, upstream, counters, requests).await,
         },
-        Path::Copy => (
-            Path::Copy,
-            copy_filtered(client, upstream, counters, requests).await,
-        ),
+        Path::Copy => copy_filtered(client, upstream, counters, requests).await,
     }
 }
 
@@ -186,12 +180,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn plain_legs_filter_requests_and_splice_replies() {
+    async fn plain_legs_filter_requests_and_pass_replies_untouched() {
         let (client, c) = unix_pair();
         let (upstream, u) = tcp_pair().await;
         let outcome = exchange(Leg::Unix(client), Leg::Tcp(upstream), c, u).await;
         assert_eq!(outcome.client_to_upstream_path, Path::Copy);
-        assert_eq!(outcome.upstream_to_client_path, Path::Splice);
+        // A 7-byte reply is copied; bulk replies splice (splice.rs tests).
+        assert_eq!(outcome.upstream_to_client_path, Path::Copy);
         assert_eq!(outcome.closed, super::super::Closed::By(Side::Client));
     }
 

@@ -1,14 +1,18 @@
 //! The relay: the only code that moves bytes after the handshake. It receives the two legs of an
 //! authenticated session and copies bytes both ways until both sides have closed or one fails.
 //!
-//! Two ways to move bytes, chosen once per session by [`select_path`]:
-//! - **splice** (`splice.rs`): both legs are plaintext kernel sockets, so each direction moves
-//!   socket → pipe → socket with `splice(2)` and the bytes never enter user space;
+//! Two paths, chosen once per session by [`select_path`]:
+//! - **plain** (`splice.rs`, reported as [`Path::Splice`]): both legs are kernel sockets, so each
+//!   direction picks per burst, like HAProxy's `splice-auto`: a small request or reply is copied
+//!   with one `read(2)` and one `write(2)`; bulk data (a read that fills the copy limit) goes
+//!   socket → pipe → socket with `splice(2)` until a short read;
 //! - **copy** (`copy.rs`): a leg is TLS terminated in user space (rustls), so each direction reads
-//!   into a 64 KiB buffer and writes it out.
+//!   into a buffer and writes it out.
 //!
-//! A session may hand its requests direction to a filter instead (`filtered.rs`, the command
-//! guard): the relay then moves only the replies, by the same path.
+//! Buffers and pipes come from a process-wide bounded pool (`pool.rs`) for the length of one
+//! burst: an idle session holds neither. A session may hand its requests direction to a filter
+//! instead (`filtered.rs`, the command guard): the relay then moves only the replies, by the same
+//! path.
 //!
 //! Both directions run concurrently in the calling task. A half-close (EOF) on one side is
 //! propagated as `shutdown(Write)` on the other and the opposite direction keeps running, so a
@@ -23,6 +27,8 @@
 mod copy;
 mod filtered;
 mod pipe;
+mod pool;
+mod socket;
 mod splice;
 #[cfg(test)]
 mod testutil;
@@ -30,11 +36,14 @@ mod testutil;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::proxy::ktls::KtlsSocket;
+
+pub use copy::{read_pooled, Chunk};
 pub use filtered::{relay_filtered_until, Requests};
 
 /// Anything the copy path can drive (TLS streams).
@@ -47,6 +56,9 @@ pub enum Leg {
     Tcp(TcpStream),
     /// A plaintext Unix stream socket: eligible for splice.
     Unix(UnixStream),
+    /// A TCP socket with kernel TLS (`proxy/ktls`): plaintext to us, eligible for splice; its
+    /// non-data records are handed to `ktls` when a read or splice meets one.
+    Ktls(KtlsSocket),
     /// A stream whose bytes must pass through user space (TLS terminated by rustls).
     Tls(Box<dyn Stream>),
 }
@@ -61,9 +73,10 @@ pub enum Side {
 /// How one direction moved its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// `splice(2)` socket → pipe → socket, in the kernel.
+    /// Both legs are kernel sockets and some of the direction's bytes went by `splice(2)`
+    /// socket → pipe → socket (bulk bursts; small ones are copied even then).
     Splice,
-    /// Read into a user-space buffer and write it out.
+    /// Every byte was read into a user-space buffer and written out.
     Copy,
 }
 
@@ -118,53 +131,50 @@ pub async fn relay_until(
 ) -> Outcome {
     let path = select_path(&client, &upstream);
     let moved = move_bytes(path, client, upstream, counters);
-    let mut outcome = until(path, moved, counters, stop).await;
-    outcome.client_to_upstream_path = outcome.upstream_to_client_path;
-    outcome
+    until(path, moved, counters, stop).await
 }
 
-/// Run `moved` (the path first chosen: `path`) until it ends or `stop` resolves; the outcome
-/// gives both directions the path taken.
+/// Run `moved` (the path first chosen: `path`) until it ends or `stop` resolves. On the plain
+/// path a direction reports [`Path::Splice`] if it spliced any bytes, else [`Path::Copy`].
 async fn until(
     path: Path,
-    moved: impl Future<Output = (Path, Result<Side, RelayError>)>,
+    moved: impl Future<Output = Result<Side, RelayError>>,
     counters: &Counters,
     stop: impl Future<Output = ()>,
 ) -> Outcome {
-    let (path, closed) = tokio::select! {
+    let closed = tokio::select! {
         biased;
-        (path, ended) = moved => (path, closed_by(ended)),
-        () = stop => (path, Closed::Stopped),
+        ended = moved => closed_by(ended),
+        () = stop => Closed::Stopped,
     };
     let (client_to_upstream, upstream_to_client) = counters.totals();
+    let (spliced_up, spliced_down) = counters.spliced();
+    let path_of = |spliced: u64| match path {
+        Path::Splice if spliced > 0 => Path::Splice,
+        _ => Path::Copy,
+    };
     Outcome {
         client_to_upstream,
         upstream_to_client,
         closed,
-        client_to_upstream_path: path,
-        upstream_to_client_path: path,
+        client_to_upstream_path: path_of(spliced_up),
+        upstream_to_client_path: path_of(spliced_down),
     }
 }
 
-/// Run the chosen path to its end; the path actually taken (splice falls back to copy when no
-/// pipe can be had) and how it ended.
+/// Run the chosen path to its end: how it ended.
 async fn move_bytes(
     path: Path,
     client: Leg,
     upstream: Leg,
     counters: &Counters,
-) -> (Path, Result<Side, RelayError>) {
+) -> Result<Side, RelayError> {
     match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
-            Ok(plan) => (Path::Splice, plan.run(counters).await),
-            // No pipe (fd or memory limits): the session still works, through user space.
-            Err(fallback) => {
-                tracing::warn!(error = %fallback.error, "relay: no pipe for splice, copying in user space");
-                let ended = copy::run(fallback.client, fallback.upstream, counters).await;
-                (Path::Copy, ended)
-            }
+            Ok(plan) => plan.run(counters).await,
+            Err((client, upstream)) => copy::run(client, upstream, counters).await,
         },
-        Path::Copy => (Path::Copy, copy::run(client, upstream, counters).await),
+        Path::Copy => copy::run(client, upstream, counters).await,
     }
 }
 
@@ -181,15 +191,23 @@ fn closed_by(ended: Result<Side, RelayError>) -> Closed {
     }
 }
 
-/// Which path a session's directions take. The one place that decides: kernel TLS will add a
-/// case here (a kTLS leg is a plain socket again as far as splice is concerned).
+/// Which path a session's directions take. The one place that decides: a kTLS leg is a plain
+/// socket again as far as splice is concerned.
 ///
 /// Both directions of a session always share a path: each direction touches both legs, so a TLS
-/// leg forces user space on both.
+/// leg forces user space on both. [`Path::Splice`] here means "the plain path": each direction
+/// then splices only its bulk bursts.
 pub fn select_path(client: &Leg, upstream: &Leg) -> Path {
-    match (client, upstream) {
-        (Leg::Tcp(_) | Leg::Unix(_), Leg::Tcp(_) | Leg::Unix(_)) => Path::Splice,
-        (Leg::Tls(_), _) | (_, Leg::Tls(_)) => Path::Copy,
+    let spliceable = |leg: &Leg| match leg {
+        Leg::Tcp(_) | Leg::Unix(_) => true,
+        // Plaintext rustls decrypted before the hand-over must be read before the socket.
+        Leg::Ktls(socket) => !socket.has_early(),
+        Leg::Tls(_) => false,
+    };
+    if spliceable(client) && spliceable(upstream) {
+        Path::Splice
+    } else {
+        Path::Copy
     }
 }
 
@@ -294,7 +312,8 @@ impl Direction {
     }
 }
 
-/// Bytes delivered per direction. Shared by reference with the direction futures so the counts
+/// Bytes delivered per direction (and how many of them were spliced), and the buffers and pipes
+/// the session holds right now. Shared by reference with the direction futures so the counts
 /// survive a direction being dropped when the other one fails (or the relay being stopped).
 /// Atomics (not `Cell`) so the relay future stays `Send` and `bastion sessions ls` can read
 /// a live session's counts; only the relay writes them.
@@ -302,6 +321,9 @@ impl Direction {
 pub struct Counters {
     client_to_upstream: AtomicU64,
     upstream_to_client: AtomicU64,
+    spliced_client_to_upstream: AtomicU64,
+    spliced_upstream_to_client: AtomicU64,
+    held: AtomicU32,
 }
 
 impl Counters {
@@ -321,10 +343,40 @@ impl Counters {
         )
     }
 
+    /// Of [`Counters::totals`], the bytes that went by `splice(2)`.
+    pub fn spliced(&self) -> (u64, u64) {
+        (
+            self.spliced_client_to_upstream.load(Ordering::Relaxed),
+            self.spliced_upstream_to_client.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Buffers and pipes the session's relay holds at this moment (0 while it is idle).
+    pub fn buffers_held(&self) -> u32 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn held(&self) -> &AtomicU32 {
+        &self.held
+    }
+
     fn for_direction(&self, direction: Direction) -> &AtomicU64 {
         match direction {
             Direction::ClientToUpstream => &self.client_to_upstream,
             Direction::UpstreamToClient => &self.upstream_to_client,
+        }
+    }
+
+    /// `n` more bytes delivered in `direction`, by splice or not.
+    fn moved(&self, direction: Direction, n: u64, spliced: bool) {
+        self.for_direction(direction)
+            .fetch_add(n, Ordering::Relaxed);
+        if spliced {
+            let spliced = match direction {
+                Direction::ClientToUpstream => &self.spliced_client_to_upstream,
+                Direction::UpstreamToClient => &self.spliced_upstream_to_client,
+            };
+            spliced.fetch_add(n, Ordering::Relaxed);
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! A step either passes its result on or stops the session: with a [`Refusal`] (the client gets
 //! `-ERR bastion: <refusal>` and an `access.denied` event is audited, see [`super::refuse`]) or,
-//! when the client is gone, silently ([`Stop::Gone`]). Nothing upstream happens before
-//! [`authorize`] passed.
+//! when the client is gone, silently ([`Stop::Gone`]). The upstream TCP + TLS connection may be
+//! begun at identity, while the opening is read (`dial.rs`: only for a user whose roles reach
+//! the database with some db-user); nothing is sent upstream before [`authorize`] passed.
 
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -13,6 +14,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 
+use super::dial::EarlyDial;
 use super::{ClientStream, Context};
 use crate::catalog::Catalog;
 use crate::catalog::Database;
@@ -59,6 +61,21 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal's kind, a fixed word for the `reason` label of the refusals metric (never a
+    /// name or an address).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Identity(_) => "identity",
+            Refusal::NoDatabase => "no_database",
+            Refusal::Denied(_) => "denied",
+            Refusal::Upstream(_) => "upstream",
+            Refusal::UpstreamAuth(_) => "upstream_auth",
+            Refusal::Timeout(_) => "timeout",
+            Refusal::SessionLimit => "session_limit",
+            Refusal::Protocol(_) => "protocol",
+        }
+    }
+
     /// What the client is told: what the person can act on, never the upstream's address, a
     /// file path or mode, a role ARN or an access key id (those stay in the log and the audit
     /// event, which the reply points to with its correlation id).
@@ -166,7 +183,7 @@ pub struct GuardStart {
     pub db_user: Option<String>,
 }
 
-/// The whole handshake: the four steps in order.
+/// The whole handshake: the four steps in order, the upstream dial begun at identity.
 pub async fn run(
     shared: &Shared,
     ctx: &mut Context<'_>,
@@ -177,10 +194,13 @@ pub async fn run(
 ) -> Result<Ready, Stop> {
     let limit = shared.limits().max_handshake_bytes;
     let mut buf = BytesMut::with_capacity(4096);
-    let parsed = read_opening(client, &mut buf, limit, deadline).await?;
+    let mut early = EarlyDial::start(shared, &who, &db);
+    let parsed = early
+        .alongside(read_opening(client, &mut buf, limit, deadline))
+        .await?;
     let catalog = shared.catalog.snapshot();
     let granted = authorize(&catalog, ctx, who, db, &parsed.opening)?;
-    let opened = connect(shared, &granted, &parsed.opening, deadline).await?;
+    let opened = connect(shared, &granted, &parsed.opening, early, deadline).await?;
     hand_off(client, opened, &granted, &parsed, buf, deadline).await
 }
 
@@ -276,20 +296,33 @@ struct Opened {
     extra: Vec<u8>,
 }
 
-/// Fetch the secret, connect, authenticate — before the deadline.
+/// Fetch the secret (while the early dial goes on), connect unless that dial is to the granted
+/// database, authenticate — before the deadline. A secret that cannot be had is refused before
+/// a failed dial, as when the dial came after it.
 async fn connect(
     shared: &Shared,
     granted: &Granted<'_>,
     opening: &Opening,
+    mut early: EarlyDial<'_>,
     deadline: Instant,
 ) -> Result<Opened, Refusal> {
     let (db, db_user) = (granted.database, granted.db_user.as_deref());
     let open = async {
-        let secret = upstream::auth_secret(db, db_user, &shared.credentials).await?;
-        let mut stream = shared
-            .connector
-            .connect(db, shared.limits().upstream_connect_timeout)
+        let secret = early
+            .alongside(upstream::auth_secret(db, db_user, &shared.credentials))
             .await?;
+        let mut stream = match early.take(db).await {
+            Some(dialed) => dialed?,
+            None => {
+                let connecting = StdInstant::now();
+                let stream = shared
+                    .connector
+                    .connect(db, shared.limits().upstream_connect_timeout)
+                    .await?;
+                shared.metrics.upstream_connected(connecting.elapsed());
+                stream
+            }
+        };
         tracing::debug!(tls = db.tls.is_some(), "upstream connected");
         let Some(command) = auth_command(opening, db_user, secret.as_ref()) else {
             return Ok(Opened {
@@ -299,6 +332,7 @@ async fn connect(
             });
         };
         drop(secret);
+        let authenticating = StdInstant::now();
         let Authenticated { reply, extra } =
             match upstream::authenticate(&mut stream, db, db_user, &command).await {
                 Err(refused @ AuthError::Rejected { .. }) => {
@@ -314,6 +348,9 @@ async fn connect(
                 }
                 other => other?,
             };
+        shared
+            .metrics
+            .upstream_authenticated(authenticating.elapsed());
         Ok(Opened {
             upstream: stream,
             reply: Some(reply),

@@ -9,7 +9,7 @@ mod auth;
 mod secret;
 
 pub use auth::{authenticate, AuthError, Authenticated, MAX_REPLY};
-pub use secret::{auth_secret, managed_fallback, read_password_file, MAX_PASSWORD_FILE};
+pub use secret::{auth_secret, managed_fallback};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,12 +20,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
 use crate::address_policy::{self, OwnListeners};
 use crate::catalog::Database;
 use crate::config::UpstreamTls;
+use crate::proxy::ktls::{self, Tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -82,7 +82,8 @@ pub enum UpstreamError {
 }
 
 /// An open upstream connection, before the session hands it to the relay: plaintext or TLS.
-pub type UpstreamStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+/// The TLS side is in the kernel (kTLS) when it can be (`proxy/ktls`).
+pub type UpstreamStream = Either<TcpStream, Tls<TlsStream<TcpStream>>>;
 
 /// Connects to upstreams; caches one rustls client config per trust setting.
 #[derive(Default)]
@@ -172,23 +173,20 @@ impl Connector {
                 db: db.name.clone(),
                 message: format!("server name '{name}' is invalid: {e}"),
             })?;
-        let stream = tokio::time::timeout(
-            timeout,
-            TlsConnector::from(config).connect(server_name, tcp),
-        )
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout {
-            db: db.name.clone(),
-            addr: addr.clone(),
-            after: timeout,
-        })?
-        .map_err(|source| UpstreamError::Tls {
-            db: db.name.clone(),
-            addr,
-            server_name: name,
-            source,
-        })?;
-        Ok(Either::Right(Box::new(stream)))
+        let stream = tokio::time::timeout(timeout, ktls::connect(config, server_name, tcp))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                db: db.name.clone(),
+                addr: addr.clone(),
+                after: timeout,
+            })?
+            .map_err(|source| UpstreamError::Tls {
+                db: db.name.clone(),
+                addr,
+                server_name: name,
+                source,
+            })?;
+        Ok(Either::Right(stream))
     }
 
     fn tls_config(
@@ -253,7 +251,12 @@ fn build_tls_config(
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| err(e.to_string()))
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .map(|b| {
+            let mut config = b.with_root_certificates(roots).with_no_client_auth();
+            // kTLS: rustls may hand the session keys to the kernel (`proxy/ktls`).
+            config.enable_secret_extraction = true;
+            config
+        })
 }
 
 /// A plaintext IAM database for the unit tests of this module.

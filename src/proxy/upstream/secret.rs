@@ -1,16 +1,15 @@
-//! The secret the bastion authenticates upstream with: an IAM token (from `aws`), a password
-//! from a private file or an environment variable, or nothing (auth mode `none`).
+//! The secret the bastion authenticates upstream with: an IAM token (from `aws`), the password
+//! the catalog read when the database was built (`catalog/password.rs`: never read here, per
+//! session), or nothing (auth mode `none`).
 //!
 //! Errors name the database and the source (file, variable); they never carry the secret.
-
-use std::path::Path;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{AuthError, Authenticated, UpstreamError};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::iam::{self, IamAuth, IamTokenError};
-use crate::catalog::{Auth, Database, PasswordSource};
+use crate::catalog::{Auth, Database};
 use crate::proxy::handshake::{auth_command, Opening};
 use crate::secret::Secret;
 
@@ -38,19 +37,11 @@ pub async fn auth_secret(
                     message: e.to_string(),
                 })
         }
-        Auth::Password(PasswordSource::File(path)) => {
-            read_password_file(path)
-                .map(Some)
-                .map_err(|message| UpstreamError::Password {
-                    db: db.name.clone(),
-                    message,
-                })
-        }
-        Auth::Password(PasswordSource::Env(var)) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
-            _ => Err(UpstreamError::Password {
+        Auth::Password(password) => match password.value() {
+            Ok(secret) => Ok(Some(secret.clone())),
+            Err(e) => Err(UpstreamError::Password {
                 db: db.name.clone(),
-                message: format!("environment variable {var} is not set or empty"),
+                message: e.to_string(),
             }),
         },
         Auth::Iam {
@@ -129,55 +120,10 @@ where
     Err(last)
 }
 
-/// The largest password file read (an IAM-token-sized password is ~1.5 KB).
-pub const MAX_PASSWORD_FILE: u64 = 64 * 1024;
-
-/// A password file must be private to the bastion (no group/other bits) — like ssh keys —,
-/// a regular file (no symlink) and at most [`MAX_PASSWORD_FILE`] bytes
-/// ([`crate::files::read_private`]).
-pub fn read_password_file(path: &Path) -> Result<Secret, String> {
-    let bytes = crate::files::read_private(path, MAX_PASSWORD_FILE).map_err(|e| e.to_string())?;
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
-    let password = text.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(Secret::new(password))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::IamService;
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-
-    #[test]
-    fn password_file_must_be_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pw");
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap();
-        f.write_all(b"s3cret\n").unwrap();
-        assert_eq!(read_password_file(&path).unwrap().expose(), "s3cret");
-
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = read_password_file(&path).unwrap_err();
-        assert!(
-            e.contains("0640") && e.contains("pw") && !e.contains("s3cret"),
-            "{e}"
-        );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&path, &link).unwrap();
-        let e = read_password_file(&link).unwrap_err();
-        assert!(e.contains("symbolic link") && !e.contains("s3cret"), "{e}");
-    }
 
     /// A database stored before the plaintext rule (or migrated from format 1): its sessions
     /// get no token, whatever the credentials; `allow_plaintext_auth` lifts that.
