@@ -23,7 +23,7 @@ use crate::admin::{self, Admin};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::imds::ProcessEnv;
 use crate::catalog::{CatalogHandle, SecretDirs};
-use crate::config::{AuthConfig, Config};
+use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
 use crate::proxy::listener::{self, Bound, UnixSockets};
@@ -417,8 +417,8 @@ pub fn open_store(config: &Config, dirs: &SecretDirs) -> anyhow::Result<Store> {
 
 fn import_config(store: &mut Store, config: &Config, dirs: &SecretDirs) -> anyhow::Result<()> {
     for (i, d) in config.seed.databases.iter().enumerate() {
-        if let AuthConfig::Password(source) = &d.auth {
-            crate::catalog::read_password(source, dirs)
+        if let Some((key, source)) = d.auth.secret_source() {
+            crate::catalog::read_password_as(key, &source, dirs)
                 .map_err(|e| anyhow::anyhow!("config: databases[{i}].{e}"))?;
         }
     }

@@ -50,7 +50,9 @@ fn rig() -> Rig {
     });
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
-    write_private(&dir.path().join("admin.pw"), ADMIN_PW.as_bytes());
+    // The admin's password file keeps the rules of every password file: in secrets_dir.
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    write_private(&dir.path().join("secrets/admin.pw"), ADMIN_PW.as_bytes());
     Rig { redis, moto, dir }
 }
 
@@ -60,6 +62,7 @@ impl Rig {
         let state = self.dir.path().join(name).join("state");
         let config = format!(
             r#"state_dir = {state}
+secrets_dir = {secrets}
 [listeners.unix]
 directory = {sockets}
 
@@ -82,7 +85,8 @@ unix_user = "{me}"
             state = s(&state),
             sockets = s(&self.dir.path().join(name).join("db")),
             plain = self.redis.plain_addr(),
-            pw = s(&self.dir.path().join("admin.pw")),
+            secrets = s(&self.dir.path().join("secrets")),
+            pw = s(&self.dir.path().join("secrets/admin.pw")),
             me = current_user(),
         );
         (config, state)

@@ -431,12 +431,13 @@ fn check_database(record: &DatabaseRecord) -> Result<(), AdminError> {
 
 impl Admin {
     /// A database declared here (`db add`, `db add --replace`, `import`, user-data) is
-    /// refused unless its password can be read now, under the rules of `catalog/password.rs`
-    /// (in the secrets directory, private, small; a `BASTION_` variable). The error names the
-    /// key and the path, never the file's contents.
+    /// refused unless its password — or a self-hosted managed database's admin password — can
+    /// be read now, under the rules of `catalog/password.rs` (in the secrets directory, private,
+    /// small; a `BASTION_` variable). The error names the key and the path, never the file's
+    /// contents.
     fn check_password(&self, record: &DatabaseRecord) -> Result<(), AdminError> {
-        if let crate::config::AuthConfig::Password(source) = &DatabaseConfig::from(record).auth {
-            crate::catalog::read_password(source, &self.secret_dirs)
+        if let Some((key, source)) = DatabaseConfig::from(record).auth.secret_source() {
+            crate::catalog::read_password_as(key, &source, &self.secret_dirs)
                 .map_err(|e| AdminError::Refused(format!("databases.{}.{e}", record.name)))?;
         }
         Ok(())

@@ -67,6 +67,25 @@ impl Auth {
         }
     }
 
+    /// The password this mode read from the machine when the catalog was built: a password
+    /// database's, a self-hosted managed database's admin's.
+    pub fn password(&self) -> Option<&Password> {
+        match self {
+            Auth::Password(p) => Some(p),
+            Auth::Managed(m) => m.admin_password(),
+            Auth::Iam { .. } | Auth::None => None,
+        }
+    }
+
+    /// [`Auth::password`], to replace with a new reading.
+    pub fn password_mut(&mut self) -> Option<&mut Password> {
+        match self {
+            Auth::Password(p) => Some(p),
+            Auth::Managed(m) => m.admin_password_mut(),
+            Auth::Iam { .. } | Auth::None => None,
+        }
+    }
+
     /// Whether this mode's credential is for one named db-user (an IAM token is signed for
     /// one); see [`AuthConfig::needs_db_user`].
     pub fn needs_db_user(&self) -> bool {
@@ -171,17 +190,24 @@ impl Database {
             },
             AuthConfig::Password(source) => {
                 let kept = kept.and_then(|k| match &k.auth {
-                    Auth::Password(p) if p.source == *source && p.value().is_ok() => {
-                        Some(p.clone())
-                    }
+                    Auth::Password(p) => Some(p),
                     _ => None,
                 });
-                Auth::Password(kept.unwrap_or_else(|| Password::read(source, dirs)))
+                Auth::Password(Password::keep_or_read(source.key(), source, dirs, kept))
             }
             AuthConfig::None => Auth::None,
-            AuthConfig::Managed(table) => Auth::Managed(
-                crate::managed::ManagedAuth::from_declared(table, &declared.managed_users()),
-            ),
+            AuthConfig::Managed(table) => {
+                let kept = kept.and_then(|k| match &k.auth {
+                    Auth::Managed(m) => Some(m),
+                    _ => None,
+                });
+                Auth::Managed(crate::managed::ManagedAuth::from_declared(
+                    table,
+                    &declared.managed_users(),
+                    dirs,
+                    kept,
+                ))
+            }
         };
         let assume_role = declared.assume_role().map(|role| RoleSpec {
             arn: role.arn.to_string(),
@@ -261,6 +287,45 @@ mod tests {
             password(&Database::from_declared(&d, &dirs, Some(&gone))).unwrap(),
             "three"
         );
+    }
+
+    #[test]
+    fn a_managed_admin_password_is_a_password_file_under_the_same_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secrets = tmp.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        let dirs = SecretDirs::new(secrets.clone(), None);
+        let inside = secrets.join("adm.pw");
+        crate::files::write_durably(&inside, b"adm-pw\n", 0o600, Existing::Refuse).unwrap();
+        let outside = tmp.path().join("ca.key");
+        crate::files::write_durably(&outside, b"CA-KEY", 0o600, Existing::Refuse).unwrap();
+        let managed = |path: &std::path::Path| DatabaseConfig {
+            managed_users: vec!["app".into()],
+            ..declared(AuthConfig::Managed(crate::config::ManagedAuthConfig {
+                engine: Some(crate::config::SelfHostedEngine::Redis),
+                admin_user: Some("adm".into()),
+                admin_password_file: Some(path.to_path_buf()),
+                ..Default::default()
+            }))
+        };
+        let admin = |db: &Database| db.auth.password().expect("admin password").clone();
+        let db = Database::from_declared(&managed(&inside), &dirs, None);
+        assert_eq!(admin(&db).value().unwrap().expose(), "adm-pw");
+        for path in [outside.clone(), "/proc/self/environ".into()] {
+            let refused = Database::from_declared(&managed(&path), &dirs, Some(&db));
+            let e = admin(&refused).value().unwrap_err().clone();
+            assert_eq!(e.field, "auth.admin_password_file");
+            assert!(e.message.contains("directly in"), "{e}");
+            assert!(!e.message.contains("CA-KEY"), "{e}");
+        }
+        // Kept across builds like any password; a reload reads it again.
+        crate::files::write_durably(&inside, b"new", 0o600, Existing::Replace).unwrap();
+        let kept = Database::from_declared(&managed(&inside), &dirs, Some(&db));
+        assert_eq!(admin(&kept).value().unwrap().expose(), "adm-pw");
+        let mut reread = kept.clone();
+        let p = reread.auth.password_mut().unwrap();
+        *p = p.reread(&dirs);
+        assert_eq!(admin(&reread).value().unwrap().expose(), "new");
     }
 
     #[test]

@@ -193,6 +193,22 @@ pub enum AuthConfig {
 }
 
 impl AuthConfig {
+    /// The one secret this mode reads from the machine, and the key that declares it: a
+    /// password database's source, a self-hosted managed database's `admin_password_file`.
+    /// Both keep the same rules (`catalog/password.rs`), checked where they are declared.
+    pub fn secret_source(&self) -> Option<(&'static str, PasswordSource)> {
+        match self {
+            AuthConfig::Password(source) => Some((source.key(), source.clone())),
+            AuthConfig::Managed(m) => m.admin_password_file.as_ref().map(|path| {
+                (
+                    super::ADMIN_PASSWORD_FILE,
+                    PasswordSource::File(path.clone()),
+                )
+            }),
+            AuthConfig::Iam { .. } | AuthConfig::None => None,
+        }
+    }
+
     pub fn mode_name(&self) -> &'static str {
         match self {
             AuthConfig::Iam { .. } => "iam",

@@ -17,6 +17,9 @@ pub const DEFAULT_ROTATION_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// Default `secret_prefix`.
 pub const DEFAULT_SECRET_PREFIX: &str = "bastion";
 
+/// The key of a self-hosted managed database's admin password file, relative to the database.
+pub const ADMIN_PASSWORD_FILE: &str = "auth.admin_password_file";
+
 /// The self-hosted engines (`ACL SETUSER` through an admin user).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,19 +121,13 @@ impl ManagedAuthConfig {
                     return bad("auth.admin_user", "a self-hosted engine needs it".into());
                 }
                 match &self.admin_password_file {
-                    Some(p) if p.is_absolute() => {}
-                    Some(_) => {
-                        return bad(
-                            "auth.admin_password_file",
-                            "must be an absolute path (the daemon does not run in your directory)"
-                                .into(),
-                        )
+                    // A secret the daemon sends upstream: the rules of every password file.
+                    Some(path) => {
+                        super::rules::check_secret_file(ADMIN_PASSWORD_FILE, path)
+                            .map_err(|e| (e.field, e.message))?;
                     }
                     None => {
-                        return bad(
-                            "auth.admin_password_file",
-                            "a self-hosted engine needs it".into(),
-                        )
+                        return bad(ADMIN_PASSWORD_FILE, "a self-hosted engine needs it".into());
                     }
                 }
                 if managed_users.is_empty() {

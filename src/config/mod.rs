@@ -48,7 +48,8 @@ pub use limits::{
 use listeners::Listeners;
 pub use listeners::{TcpRouting, UnixListenerConfig};
 pub use managed::{
-    ManagedAuthConfig, SelfHostedEngine, DEFAULT_ROTATION_INTERVAL, DEFAULT_SECRET_PREFIX,
+    ManagedAuthConfig, SelfHostedEngine, ADMIN_PASSWORD_FILE, DEFAULT_ROTATION_INTERVAL,
+    DEFAULT_SECRET_PREFIX,
 };
 pub use metrics::MetricsConfig;
 pub use rules::{is_password_env, DatabaseRuleError, PASSWORD_ENV_PREFIX};

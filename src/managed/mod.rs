@@ -23,15 +23,14 @@ pub mod runtime;
 pub mod secrets;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::aws::credentials::CredentialChain;
-use crate::catalog::Database;
+use crate::catalog::{Database, Password, PasswordSource, SecretDirs};
 use crate::config::{
-    IamService, ManagedAuthConfig, SelfHostedEngine, DEFAULT_ROTATION_INTERVAL,
-    DEFAULT_SECRET_PREFIX,
+    IamService, ManagedAuthConfig, SelfHostedEngine, ADMIN_PASSWORD_FILE,
+    DEFAULT_ROTATION_INTERVAL, DEFAULT_SECRET_PREFIX,
 };
 use crate::secret::Secret;
 
@@ -52,7 +51,9 @@ pub enum ManagedKind {
     SelfHosted {
         engine: SelfHostedEngine,
         admin_user: String,
-        admin_password_file: PathBuf,
+        /// `admin_password_file`, read when the catalog was built under the rules of every
+        /// password file (`catalog/password.rs`), never per rotation.
+        admin_password: Password,
         /// `managed_users`.
         users: Vec<String>,
     },
@@ -68,20 +69,42 @@ pub enum ManagedKind {
 impl ManagedAuth {
     /// The typed form of a declaration. Its rules ([`ManagedAuthConfig::check`]) were checked
     /// where it was declared (config, admin socket, a store record read back), so every key the
-    /// shape needs is there; without `service` it is self-hosted.
-    pub fn from_declared(c: &ManagedAuthConfig, users: &[String]) -> ManagedAuth {
+    /// shape needs is there; without `service` it is self-hosted. The admin's password is read
+    /// now under `dirs`' rules, unless `kept` (this database as the catalog in force holds it)
+    /// read the same file successfully.
+    pub fn from_declared(
+        c: &ManagedAuthConfig,
+        users: &[String],
+        dirs: &SecretDirs,
+        kept: Option<&ManagedAuth>,
+    ) -> ManagedAuth {
         let kind = match c.service {
             Some(service) => ManagedKind::Aws {
                 service,
                 target: c.target.clone().unwrap_or_default(),
                 serverless: c.serverless,
             },
-            None => ManagedKind::SelfHosted {
-                engine: c.engine.unwrap_or(SelfHostedEngine::Redis),
-                admin_user: c.admin_user.clone().unwrap_or_default(),
-                admin_password_file: c.admin_password_file.clone().unwrap_or_default(),
-                users: users.to_vec(),
-            },
+            None => {
+                // A missing file (only an unchecked declaration has none) is refused where it
+                // is read, like any path outside the secrets directory.
+                let source =
+                    PasswordSource::File(c.admin_password_file.clone().unwrap_or_default());
+                let kept = kept.and_then(|k| match &k.kind {
+                    ManagedKind::SelfHosted { admin_password, .. } => Some(admin_password),
+                    ManagedKind::Aws { .. } => None,
+                });
+                ManagedKind::SelfHosted {
+                    engine: c.engine.unwrap_or(SelfHostedEngine::Redis),
+                    admin_user: c.admin_user.clone().unwrap_or_default(),
+                    admin_password: Password::keep_or_read(
+                        ADMIN_PASSWORD_FILE,
+                        &source,
+                        dirs,
+                        kept,
+                    ),
+                    users: users.to_vec(),
+                }
+            }
         };
         ManagedAuth {
             kind,
@@ -92,6 +115,21 @@ impl ManagedAuth {
                 .unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into()),
             kms_key_id: c.kms_key_id.clone(),
             rotation_interval: c.rotation_interval.unwrap_or(DEFAULT_ROTATION_INTERVAL),
+        }
+    }
+
+    /// A self-hosted database's admin password as the catalog read it.
+    pub fn admin_password(&self) -> Option<&Password> {
+        match &self.kind {
+            ManagedKind::SelfHosted { admin_password, .. } => Some(admin_password),
+            ManagedKind::Aws { .. } => None,
+        }
+    }
+
+    pub fn admin_password_mut(&mut self) -> Option<&mut Password> {
+        match &mut self.kind {
+            ManagedKind::SelfHosted { admin_password, .. } => Some(admin_password),
+            ManagedKind::Aws { .. } => None,
         }
     }
 

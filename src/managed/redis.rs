@@ -6,7 +6,6 @@
 //! idempotent: a resumed or duplicated rotation applies it again without harm. Command
 //! bytes carry passwords and are zeroized; errors carry the server's error code only.
 
-use std::path::Path;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -26,20 +25,8 @@ pub struct AclAdmin<'a> {
     pub database: &'a Database,
     pub connector: &'a Connector,
     pub admin_user: &'a str,
-    pub admin_password_file: &'a Path,
-}
-
-/// The admin user's password file: private to the bastion, a regular file, small.
-fn read_admin_password(path: &Path) -> Result<Secret, String> {
-    let bytes = crate::files::read_private(path, crate::catalog::MAX_PASSWORD_FILE)
-        .map_err(|e| e.to_string())?;
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
-    let password = text.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(Secret::new(password))
+    /// As the catalog read it from `admin_password_file`.
+    pub admin_password: &'a Secret,
 }
 
 impl AclAdmin<'_> {
@@ -48,8 +35,6 @@ impl AclAdmin<'_> {
             database: self.database.name.clone(),
             message,
         };
-        let password = read_admin_password(self.admin_password_file)
-            .map_err(|e| failed(format!("admin_password_file: {e}")))?;
         let mut stream = self
             .connector
             .connect(self.database, CONNECT_TIMEOUT)
@@ -58,7 +43,7 @@ impl AclAdmin<'_> {
         let auth = encode_command(&[
             b"AUTH",
             self.admin_user.as_bytes(),
-            password.expose().as_bytes(),
+            self.admin_password.expose().as_bytes(),
         ]);
         upstream::authenticate(&mut stream, self.database, Some(self.admin_user), &auth)
             .await

@@ -223,14 +223,19 @@ impl Runtime {
         let outcome = match &m.kind {
             ManagedKind::SelfHosted {
                 admin_user,
-                admin_password_file,
+                admin_password,
                 ..
             } => {
+                // Unreadable: nothing is stored (a password that could not be applied).
+                let admin_password = admin_password.value().map_err(|e| ManagedError::Admin {
+                    database: db.name.clone(),
+                    message: e.to_string(),
+                })?;
                 let admin = AclAdmin {
                     database: db,
                     connector: &self.shared.connector,
                     admin_user,
-                    admin_password_file,
+                    admin_password,
                 };
                 rotation.run(&admin).await?
             }
