@@ -16,9 +16,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use support::bastion::Bastion;
-use support::clients::{python, Endpoint};
-use support::control_plane::MemoryDbShim;
-use support::managed::{accepts, ls, managed};
+use support::control_plane::ControlPlane;
+use support::managed::{ls, rotate_twice, session_as};
 use support::moto::Moto;
 use support::process::poll;
 use support::redis::{RedisOpts, RedisServer};
@@ -26,17 +25,6 @@ use support::stack::current_user;
 
 const CP_PW: &str = "control-plane-pw-77aa";
 const SECRET: &str = "bastion/memorydb/us-east-1/123456789012/user/app";
-
-fn session_as(bastion: &Bastion, user: &str) -> String {
-    let ep = Endpoint::unix(bastion.socket_path("mem"));
-    let out = python(
-        &ep,
-        &format!(
-            "r = connect(username='{user}', password='ignored'); print(r.ping(), r.acl_whoami())"
-        ),
-    );
-    out.stdout().trim().to_string() + &out.stderr()
-}
 
 #[test]
 fn tagged_memorydb_users_are_discovered_rotated_and_used() {
@@ -62,7 +50,7 @@ for name, tags in [('app', [dict(Key='bastion.dev/managed', Value='true')]),
         AuthenticationMode=dict(Type='password', Passwords=['initial-password-0123456789']), Tags=tags)
 "#,
     );
-    let shim = MemoryDbShim::start(
+    let shim = ControlPlane::memorydb(
         &moto,
         &redis,
         ("control-plane", CP_PW),
@@ -117,38 +105,14 @@ unix_user = "{me}"
     assert_eq!(by_user("app")["source"], "tag:bastion.dev/managed");
     assert_eq!(by_user("legacy")["source"], "tag:teleport.dev/managed");
     assert_eq!(by_user("app")["secret"], SECRET);
-    assert_eq!(session_as(&bastion, "app"), "True app");
-    assert_eq!(session_as(&bastion, "legacy"), "True legacy");
+    assert_eq!(session_as(&bastion, "mem", "app"), "True app");
+    assert_eq!(session_as(&bastion, "mem", "legacy"), "True legacy");
     // Not managed: no password for it, the session is refused.
-    assert!(!session_as(&bastion, "other").starts_with("True"));
+    assert!(!session_as(&bastion, "mem", "other").starts_with("True"));
 
-    let current = || -> String {
-        moto.boto3(&format!(
-            // By stage: moto's default version does not follow UpdateSecretVersionStage.
-            "print(sm.get_secret_value(SecretId='{SECRET}', VersionStage='AWSCURRENT')['SecretString'])"
-        ))
-        .trim()
-        .to_string()
-    };
-    let mut passwords = vec![current()];
-    for round in 1..=2 {
-        managed(&bastion, &["rotate", "mem", "app"]).assert_success();
-        passwords.push(current());
-        let n = passwords.len();
-        assert!(
-            accepts(&redis, "app", &passwords[n - 1]),
-            "round {round}: {}",
-            shim.log()
-        );
-        assert!(accepts(&redis, "app", &passwords[n - 2]), "round {round}");
-        if n >= 3 {
-            assert!(
-                !accepts(&redis, "app", &passwords[n - 3]),
-                "round {round}: two rotations old works"
-            );
-        }
-        assert_eq!(session_as(&bastion, "app"), "True app", "round {round}");
-    }
+    let passwords = rotate_twice(&bastion, &redis, &moto, ("mem", "app", SECRET), || {
+        shim.log()
+    });
     // UpdateUser carried the current and the new password (the harness saw two).
     assert!(
         shim.log().contains("applied UpdateUser app 2"),

@@ -16,8 +16,13 @@ pub async fn check(db: &Database, doctor: &Doctor) -> Option<CheckResult> {
     let name = format!("database:{}:managed", db.name);
     let discovery = match &m.kind {
         ManagedKind::SelfHosted { .. } => "",
+        ManagedKind::Aws {
+            service: crate::config::IamService::Memorydb,
+            ..
+        } => " and memorydb:DescribeClusters, DescribeACLs, DescribeUsers, ListTags on the cluster",
         ManagedKind::Aws { .. } => {
-            " and memorydb:DescribeClusters, DescribeACLs, DescribeUsers, ListTags on the cluster"
+            " and elasticache:DescribeReplicationGroups (or DescribeServerlessCaches), \
+             DescribeUserGroups, DescribeUsers, ListTagsForResource on the cache and its users"
         }
     };
     let fix = format!(
@@ -30,9 +35,7 @@ pub async fn check(db: &Database, doctor: &Doctor) -> Option<CheckResult> {
         let place = managed::place(&db.name, m, chain).await?;
         let users: Vec<String> = match &m.kind {
             ManagedKind::SelfHosted { users, .. } => users.clone(),
-            ManagedKind::Aws {
-                service, target, ..
-            } => CloudUsers::connect(&db.name, *service, target, &place.region, chain)
+            ManagedKind::Aws { .. } => CloudUsers::connect(&db.name, m, &place.region, chain)
                 .await?
                 .discover()
                 .await?

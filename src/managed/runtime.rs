@@ -239,11 +239,8 @@ impl Runtime {
                 };
                 rotation.run(&admin).await?
             }
-            ManagedKind::Aws {
-                service, target, ..
-            } => {
-                let cloud =
-                    CloudUsers::connect(&db.name, *service, target, &place.region, chain).await?;
+            ManagedKind::Aws { .. } => {
+                let cloud = CloudUsers::connect(&db.name, m, &place.region, chain).await?;
                 rotation.run(&cloud).await?
             }
         };
@@ -289,10 +286,7 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .get(&db.name)
             .is_some_and(|(at, _)| at.elapsed() < DISCOVERY_EVERY.min(m.rotation_interval));
-        let ManagedKind::Aws {
-            service, target, ..
-        } = &m.kind
-        else {
+        let ManagedKind::Aws { .. } = &m.kind else {
             return;
         };
         if fresh {
@@ -301,7 +295,7 @@ impl Runtime {
         let chain = &self.shared.credentials;
         let found = async {
             let place = super::place(&db.name, m, chain).await?;
-            CloudUsers::connect(&db.name, *service, target, &place.region, chain)
+            CloudUsers::connect(&db.name, m, &place.region, chain)
                 .await?
                 .discover()
                 .await

@@ -1,11 +1,15 @@
-//! A stand-in for the MemoryDB control plane in front of `moto_server`, and the harness that
-//! makes its password changes real.
+//! Stand-ins for the MemoryDB and ElastiCache control planes in front of `moto_server`, and the
+//! harnesses that make their password changes real ([`ControlPlane`]). MemoryDB
+//! ([`ControlPlane::memorydb`]):
 //!
 //! - **Shim** (moto 5.2 lacks it): `DescribeACLs` is answered here from the ACLs the test
 //!   gives. Every other action is forwarded to moto unchanged.
 //! - **Harness**: an `UpdateUser` moto accepted is applied to a real redis-server's ACL
 //!   (`ACL SETUSER u resetpass >p1 >p2`), as MemoryDB applies a user's passwords to its nodes,
 //!   so a test sees sessions use what the bastion set through the control plane.
+//!
+//! ElastiCache ([`ControlPlane::elasticache`]): SHIMS for DescribeUserGroups, DescribeServerlessCaches and
+//! ModifyUser (moto 5.2 has none of them), the HARNESS applying ModifyUser's passwords.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -63,48 +67,98 @@ open(port_file, 'w').write(str(srv.server_address[1]))
 srv.serve_forever()
 "#;
 
-pub struct MemoryDbShim {
+/// A control-plane shim running (`python -c SCRIPT <moto> <redis port> <admin> <admin pw> <data>
+/// <port file>`), in front of moto.
+///
+/// ElastiCache ([`ControlPlane::elasticache`], query protocol):
+/// - **Shims** (moto 5.2 lacks them): `DescribeUserGroups` and `DescribeServerlessCaches`,
+///   answered from the user groups and serverless caches the test gives; `ModifyUser`.
+/// - **Harness**: `ModifyUser`'s `Passwords` are applied to a real redis-server's ACL
+///   (`ACL SETUSER <user name> resetpass >p1 >p2`), as ElastiCache applies them to its nodes.
+///
+/// Every other action (DescribeReplicationGroups, DescribeUsers, ListTagsForResource) is moto's.
+pub struct ControlPlane {
     child: Child,
     port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl MemoryDbShim {
+impl ControlPlane {
     /// Start the shim in front of `moto`; `acls` are the ACLs DescribeACLs answers (name →
     /// user names); `admin` a redis user allowed `ACL SETUSER` (user, password).
-    pub fn start(
+    pub fn memorydb(
         moto: &Moto,
         redis: &RedisServer,
         admin: (&str, &str),
         acls: &[(&str, &[&str])],
-    ) -> MemoryDbShim {
-        let dir = tempfile::tempdir().unwrap();
-        let port_file = dir.path().join("port");
-        let log = dir.path().join("shim.log");
+    ) -> ControlPlane {
         let acls: serde_json::Map<String, serde_json::Value> = acls
             .iter()
             .map(|(n, users)| (n.to_string(), serde_json::json!(users)))
             .collect();
+        ControlPlane::spawn(
+            "MemoryDB",
+            SHIM,
+            moto,
+            redis,
+            admin,
+            &serde_json::Value::Object(acls),
+        )
+    }
+
+    /// `groups`: user group id → user ids; `serverless`: serverless cache name → user group id;
+    /// `names`: user id → user name (what ModifyUser changes on the server); `admin` a redis
+    /// user allowed `ACL SETUSER`.
+    pub fn elasticache(
+        moto: &Moto,
+        redis: &RedisServer,
+        admin: (&str, &str),
+        groups: &[(&str, &[&str])],
+        serverless: &[(&str, &str)],
+        names: &[(&str, &str)],
+    ) -> ControlPlane {
+        let data = serde_json::json!({
+            "groups": groups.iter().map(|(g, ids)| (g.to_string(), serde_json::json!(ids)))
+                .collect::<serde_json::Map<_, _>>(),
+            "serverless": serverless.iter().map(|(n, g)| (n.to_string(), serde_json::json!(g)))
+                .collect::<serde_json::Map<_, _>>(),
+            "names": names.iter().map(|(id, n)| (id.to_string(), serde_json::json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        ControlPlane::spawn("ElastiCache", ELASTICACHE_SHIM, moto, redis, admin, &data)
+    }
+
+    fn spawn(
+        what: &str,
+        script: &str,
+        moto: &Moto,
+        redis: &RedisServer,
+        admin: (&str, &str),
+        data: &serde_json::Value,
+    ) -> ControlPlane {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let log = dir.path().join("shim.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(python_path())
             .arg("-c")
-            .arg(SHIM)
+            .arg(script)
             .arg(moto.endpoint())
             .arg(redis.plain_addr().port().to_string())
             .args([admin.0, admin.1])
-            .arg(serde_json::Value::Object(acls).to_string())
+            .arg(data.to_string())
             .arg(&port_file)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("start the MemoryDB shim");
+            .unwrap_or_else(|e| panic!("start the {what} shim: {e}"));
         let port = poll(Duration::from_secs(20), || {
             std::fs::read_to_string(&port_file).ok()?.parse().ok()
         })
-        .expect("the MemoryDB shim did not start");
-        MemoryDbShim {
+        .unwrap_or_else(|| panic!("the {what} shim did not start"));
+        ControlPlane {
             child,
             port,
             log,
@@ -112,20 +166,92 @@ impl MemoryDbShim {
         }
     }
 
-    /// For `AWS_ENDPOINT_URL_MEMORYDB`.
+    /// For `AWS_ENDPOINT_URL_MEMORYDB` / `AWS_ENDPOINT_URL_ELASTICACHE`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// What the harness applied (`applied UpdateUser <user> <number of passwords>` lines).
+    /// What the shim did (`applied UpdateUser <user> <n>`, `applied ModifyUser <id> <name> <n>`,
+    /// `answered …`, `forwarded …`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-impl Drop for MemoryDbShim {
+impl Drop for ControlPlane {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
+
+const ELASTICACHE_SHIM: &str = r#"
+import json, sys, urllib.parse, urllib.request, urllib.error, redis
+from xml.sax.saxutils import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+moto, redis_port, user, pw, data, port_file = sys.argv[1:7]
+data = json.loads(data)
+groups, serverless, names = data['groups'], data['serverless'], data['names']
+r = redis.Redis(host='127.0.0.1', port=int(redis_port), username=user, password=pw)
+NS = 'http://elasticache.amazonaws.com/doc/2015-02-02/'
+
+def members(tag, items):
+    return '<%s>%s</%s>' % (tag, ''.join('<member>%s</member>' % i for i in items), tag)
+
+def xml(action, result):
+    return ('<%sResponse xmlns="%s"><%sResult>%s</%sResult><ResponseMetadata><RequestId>shim'
+            '</RequestId></ResponseMetadata></%sResponse>' % (action, NS, action, result, action, action)).encode()
+
+class H(BaseHTTPRequestHandler):
+    def reply(self, status, body, ctype='text/xml'):
+        self.send_response(status)
+        self.send_header('Content-Type', ctype)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        form = dict(urllib.parse.parse_qsl(body.decode()))
+        action = form.get('Action', '')
+        if action == 'DescribeUserGroups':  # SHIM: not in moto 5.2
+            want = form.get('UserGroupId')
+            out = ''.join('<member><UserGroupId>%s</UserGroupId><Status>active</Status><Engine>redis</Engine>%s</member>'
+                          % (escape(g), members('UserIds', map(escape, ids)))
+                          for g, ids in groups.items() if want in (None, g))
+            if want and want not in groups:
+                return self.reply(404, b'<ErrorResponse><Error><Type>Sender</Type><Code>UserGroupNotFound</Code>'
+                                  b'<Message>no such user group</Message></Error></ErrorResponse>')
+            print('answered DescribeUserGroups', want, flush=True)
+            return self.reply(200, xml(action, '<UserGroups>%s</UserGroups>' % out))
+        if action == 'DescribeServerlessCaches':  # SHIM: not in moto 5.2
+            want = form.get('ServerlessCacheName')
+            out = ''.join('<member><ServerlessCacheName>%s</ServerlessCacheName><Status>available</Status>'
+                          '<Engine>valkey</Engine><UserGroupId>%s</UserGroupId></member>' % (escape(n), escape(g))
+                          for n, g in serverless.items() if want in (None, n))
+            return self.reply(200, xml(action, '<ServerlessCaches>%s</ServerlessCaches>' % out))
+        if action == 'ModifyUser':  # SHIM: not in moto 5.2; HARNESS: the nodes apply it
+            uid = form['UserId']
+            pws = [v for k, v in sorted(form.items()) if k.startswith('Passwords.member.')]
+            name = names[uid]
+            r.execute_command('ACL', 'SETUSER', name, 'resetpass', *['>' + p for p in pws])
+            print('applied ModifyUser', uid, name, len(pws), flush=True)
+            return self.reply(200, xml(action, '<UserId>%s</UserId><UserName>%s</UserName><Status>modifying</Status>'
+                                       '<Engine>redis</Engine>' % (escape(uid), escape(name))))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'content-length')}
+        req = urllib.request.Request(moto + self.path, data=body, headers=headers, method='POST')
+        try:
+            with urllib.request.urlopen(req) as resp:
+                status, out, ctype = resp.status, resp.read(), resp.headers.get('Content-Type', '')
+        except urllib.error.HTTPError as e:
+            status, out, ctype = e.code, e.read(), e.headers.get('Content-Type', '')
+        print('forwarded', action, status, flush=True)
+        self.reply(status, out, ctype)
+
+    def log_message(self, *a):
+        pass
+
+srv = ThreadingHTTPServer(('127.0.0.1', 0), H)
+open(port_file, 'w').write(str(srv.server_address[1]))
+srv.serve_forever()
+"#;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::bastion::{Bastion, BASTION_BIN};
-use super::clients::REDIS_CLI;
+use super::clients::{python, Endpoint, REDIS_CLI};
+use super::moto::Moto;
 use super::process::{run, Out};
 use super::redis::RedisServer;
 
@@ -42,4 +43,63 @@ pub fn accepts(redis: &RedisServer, user: &str, pw: &str) -> bool {
         Duration::from_secs(10),
     );
     out.stdout().trim() == "OK"
+}
+
+/// A session through the daemon's Unix socket for `db` as db-user `user` (redis-py):
+/// `"True <user>"` when it worked, else what it printed.
+pub fn session_as(bastion: &Bastion, db: &str, user: &str) -> String {
+    let ep = Endpoint::unix(bastion.socket_path(db));
+    let out = python(
+        &ep,
+        &format!(
+            "r = connect(username='{user}', password='ignored'); print(r.ping(), r.acl_whoami())"
+        ),
+    );
+    out.stdout().trim().to_string() + &out.stderr()
+}
+
+/// The AWSCURRENT password of `secret` in moto.
+pub fn current_password(moto: &Moto, secret: &str) -> String {
+    moto.boto3(&format!(
+        // By stage: moto's default version does not follow UpdateSecretVersionStage.
+        "print(sm.get_secret_value(SecretId='{secret}', VersionStage='AWSCURRENT')['SecretString'])"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// `bastion managed rotate DB USER` twice through a cloud control plane (`log`: its shim's),
+/// checking each time that the new and the previous password open `user` on the server, the
+/// one of two rotations ago does not, and a session works. Every password seen, oldest first.
+pub fn rotate_twice(
+    bastion: &Bastion,
+    redis: &RedisServer,
+    moto: &Moto,
+    (db, user, secret): (&str, &str, &str),
+    log: impl Fn() -> String,
+) -> Vec<String> {
+    let mut passwords = vec![current_password(moto, secret)];
+    for round in 1..=2 {
+        managed(bastion, &["rotate", db, user]).assert_success();
+        passwords.push(current_password(moto, secret));
+        let n = passwords.len();
+        assert!(
+            accepts(redis, user, &passwords[n - 1]),
+            "round {round}: {}",
+            log()
+        );
+        assert!(accepts(redis, user, &passwords[n - 2]), "round {round}");
+        if n >= 3 {
+            assert!(
+                !accepts(redis, user, &passwords[n - 3]),
+                "round {round}: two rotations old works"
+            );
+        }
+        assert_eq!(
+            session_as(bastion, db, user),
+            format!("True {user}"),
+            "round {round}"
+        );
+    }
+    passwords
 }

@@ -18,8 +18,9 @@
 //!   topology of the hop-limit tests, and a thread inside one.
 //! - [`logs`]: the library's tracing output captured in-process.
 //! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
-//! - [`control_plane`]: a MemoryDB shim in front of moto (DescribeACLs, which moto lacks) and
-//!   the harness applying UpdateUser's passwords to a real redis-server ACL.
+//! - [`control_plane`]: MemoryDB and ElastiCache shims in front of moto (DescribeACLs;
+//!   DescribeUserGroups, DescribeServerlessCaches, ModifyUser — which moto lacks) and the
+//!   harnesses applying UpdateUser's / ModifyUser's passwords to a real redis-server ACL.
 //! - [`managed`]: `bastion managed …` and direct AUTH checks for the managed-user tests.
 //! - [`scrape`]: the `[metrics]` endpoint read with a real HTTP GET, its samples.
 //! - [`sts_shim`]: a shim for STS answering AssumeRole from a script (throttling, 5xx, success).

@@ -56,6 +56,18 @@ pub const MEMORYDB_MANAGED_ACTIONS: [&str; 5] = [
     "memorydb:UpdateUser",
 ];
 
+/// What a managed ElastiCache database needs on its replication group or serverless cache,
+/// user groups and users: discovery by tag within the cache's user groups and the password
+/// change (see [`crate::managed::cloud`]).
+pub const ELASTICACHE_MANAGED_ACTIONS: [&str; 6] = [
+    "elasticache:DescribeReplicationGroups",
+    "elasticache:DescribeServerlessCaches",
+    "elasticache:DescribeUserGroups",
+    "elasticache:DescribeUsers",
+    "elasticache:ListTagsForResource",
+    "elasticache:ModifyUser",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("--account-id '{0}' is not a 12-digit AWS account id")]
@@ -269,6 +281,25 @@ pub fn bootstrap_policy(
                 );
             }
         }
+        if let (Some(IamService::Elasticache), Some(target)) = (m.service, &m.target) {
+            let cache = if m.serverless {
+                format!("arn:aws:elasticache:{region}:{account}:serverlesscache:{target}")
+            } else {
+                format!("arn:aws:elasticache:{region}:{account}:replicationgroup:{target}")
+            };
+            for resource in [
+                cache,
+                format!("arn:aws:elasticache:{region}:{account}:usergroup:*"),
+                format!("arn:aws:elasticache:{region}:{account}:user:*"),
+            ] {
+                grant_to(
+                    None,
+                    "ElastiCacheManagedUsers",
+                    &ELASTICACHE_MANAGED_ACTIONS,
+                    resource,
+                );
+            }
+        }
     }
     if config.seed.databases.iter().any(|db| {
         matches!(
@@ -416,14 +447,16 @@ db_names = ["rg"]
     }
 
     #[test]
-    fn managed_databases_get_their_secrets_and_memorydb_actions() {
+    fn managed_databases_get_their_secrets_and_control_plane_actions() {
         let managed = format!(
             "{CONFIG}\n[[databases]]\nname = \"owned\"\naddress = \"10.0.0.9:6379\"\n\
              auth = {{ mode = \"managed\", engine = \"redis\", admin_user = \"a\", \
              admin_password_file = \"/p\", region = \"eu-west-1\", secret_prefix = \"corp\" }}\n\
              managed_users = [\"app\"]\n\
              [[databases]]\nname = \"mem\"\naddress = \"10.0.0.8:6379\"\n\
-             auth = {{ mode = \"managed\", service = \"memorydb\", region = \"eu-west-1\", target = \"cl\" }}\n"
+             auth = {{ mode = \"managed\", service = \"memorydb\", region = \"eu-west-1\", target = \"cl\" }}\n\
+             [[databases]]\nname = \"ecs\"\naddress = \"10.0.0.7:6379\"\ntls = {{}}\n\
+             auth = {{ mode = \"managed\", service = \"elasticache\", region = \"eu-west-1\", target = \"sc\", serverless = true }}\n"
         );
         let c = Config::parse(&managed, Path::new("t")).unwrap();
         let b = bootstrap_policy(&c, "123456789012", Err("n/a")).unwrap();
@@ -448,6 +481,19 @@ db_names = ["rg"]
             .resource
             .iter()
             .any(|x| x == "arn:aws:memorydb:eu-west-1:123456789012:cluster/cl"));
+        let s = statement(&b.document, "ElastiCacheManagedUsers");
+        assert_eq!(s.action, ELASTICACHE_MANAGED_ACTIONS);
+        for r in [
+            "arn:aws:elasticache:eu-west-1:123456789012:serverlesscache:sc",
+            "arn:aws:elasticache:eu-west-1:123456789012:usergroup:*",
+            "arn:aws:elasticache:eu-west-1:123456789012:user:*",
+        ] {
+            assert!(
+                s.resource.iter().any(|x| x == r),
+                "{r} not in {:?}",
+                s.resource
+            );
+        }
     }
 
     #[test]
