@@ -172,8 +172,7 @@ fn password_sources_outside_the_secrets_dir_are_refused_where_declared() {
 
 /// A self-hosted managed database's `admin_password_file` is a secret the daemon sends upstream
 /// (`AUTH admin_user <file>` before each `ACL SETUSER`): it keeps the rules of every password
-/// file. Declared through `import` (the only way an admin declares a managed database; user-data
-/// takes it too) pointing at the CA key, `/proc/self/environ` or a symlink to the CA key, it is
+/// file. Declared through `import` (user-data takes it too) or `db add --auth managed` pointing at the CA key, `/proc/self/environ` or a symlink to the CA key, it is
 /// refused naming `auth.admin_password_file`, the path and the rule, and the host it names hears
 /// nothing.
 #[test]
@@ -205,20 +204,38 @@ fn a_managed_admin_password_file_keeps_the_password_file_rules() {
             ),
         )
         .unwrap();
-        let out = a.cli(&["import", &doc.to_string_lossy()]);
-        assert!(
-            !out.status.success(),
-            "import accepted {}: {out}",
-            file.display()
-        );
-        let err = out.stderr();
-        assert!(
-            err.contains("auth.admin_password_file")
-                && err.contains(&*file.to_string_lossy())
-                && err.contains(why),
-            "{}: {out}",
-            file.display()
-        );
+        let import = a.cli(&["import", &doc.to_string_lossy()]);
+        // The same through `db add --auth managed`.
+        let sink_addr = sink.addr();
+        let path = file.to_string_lossy();
+        let add = a.cli(&[
+            "db",
+            "add",
+            "owned",
+            "--address",
+            &sink_addr,
+            "--auth",
+            "managed",
+            "--engine",
+            "redis",
+            "--admin-user",
+            "adm",
+            "--admin-password-file",
+            &path,
+            "--managed-users",
+            "app",
+        ]);
+        for out in [import, add] {
+            assert!(!out.status.success(), "accepted {}: {out}", file.display());
+            let err = out.stderr();
+            assert!(
+                err.contains("auth.admin_password_file")
+                    && err.contains(&*path)
+                    && err.contains(why),
+                "{}: {out}",
+                file.display()
+            );
+        }
     }
     assert!(!a.ok(&["db", "ls"]).contains("owned"));
 
@@ -236,6 +253,27 @@ fn a_managed_admin_password_file_keeps_the_password_file_rules() {
     )
     .unwrap();
     a.ok(&["import", &doc.to_string_lossy()]);
+    a.ok(&[
+        "db",
+        "add",
+        "owned2",
+        "--address",
+        &s.redis.plain_addr().to_string(),
+        "--auth",
+        "managed",
+        "--engine",
+        "valkey",
+        "--admin-user",
+        "adm",
+        "--admin-password-file",
+        &secrets.join("admin.pw").to_string_lossy(),
+        "--managed-users",
+        "app,reporting",
+        "--rotation-interval",
+        "5m",
+    ]);
+    let shown = a.ok(&["db", "show", "owned2"]);
+    assert!(shown.contains("managed"), "{shown}");
     let out = a.cli(&["secret", "rm", "admin.pw"]);
     assert!(!out.status.success(), "{out}");
     assert!(out.stderr().contains("owned"), "{out}");

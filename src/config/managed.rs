@@ -21,7 +21,7 @@ pub const DEFAULT_SECRET_PREFIX: &str = "bastion";
 pub const ADMIN_PASSWORD_FILE: &str = "auth.admin_password_file";
 
 /// The self-hosted engines (`ACL SETUSER` through an admin user).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SelfHostedEngine {
     Redis,
