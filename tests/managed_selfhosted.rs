@@ -12,6 +12,8 @@
 //! - `kill -9` while a rotation waits for the server (paused with CLIENT PAUSE) after storing
 //!   its candidate: sessions keep working, and the restarted bastion finishes that very
 //!   version instead of making another.
+//! - The Secrets Manager under test refuses a ClientRequestToken reused with another value, as
+//!   AWS does (what the one-version-per-rotation rests on).
 
 mod support;
 
@@ -391,4 +393,33 @@ fn kill_9_mid_rotation_then_restart_finishes_the_same_version() {
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// What a fleet's one-version-per-rotation rests on, checked on the Secrets Manager these tests
+/// use, as AWS documents it: PutSecretValue with a ClientRequestToken already used is the same
+/// version when the value is the same, and refused (ResourceExistsException) with another value
+/// — so a second bastion's candidate never replaces the first's under the derived token.
+#[test]
+fn secrets_manager_refuses_a_token_reused_with_another_value() {
+    let moto = Moto::start();
+    let out = moto.boto3(
+        r#"
+sm.create_secret(Name='t', SecretString='v0')
+tok = '11111111-2222-3333-4444-555555555555'
+a = sm.put_secret_value(SecretId='t', ClientRequestToken=tok, SecretString='one', VersionStages=['BASTIONPENDING'])
+b = sm.put_secret_value(SecretId='t', ClientRequestToken=tok, SecretString='one', VersionStages=['BASTIONPENDING'])
+try:
+    sm.put_secret_value(SecretId='t', ClientRequestToken=tok, SecretString='two', VersionStages=['BASTIONPENDING'])
+    print('accepted')
+except sm.exceptions.ResourceExistsException:
+    print('refused')
+print(a['VersionId'] == b['VersionId'] == tok,
+      sm.get_secret_value(SecretId='t', VersionId=tok)['SecretString'])
+"#,
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["refused", "True", "one"],
+        "{out}"
+    );
 }
