@@ -12,6 +12,9 @@
 //! - `kill -9` while a rotation waits for the server (paused with CLIENT PAUSE) after storing
 //!   its candidate: sessions keep working, and the restarted bastion finishes that very
 //!   version instead of making another.
+//! - Secrets Manager throttling (SHIM: PutSecretValue answered with ThrottlingException in
+//!   front of moto): retried with backoff; throttled throughout, exactly 4 attempts, a clear
+//!   error and the current password still working.
 //! - The Secrets Manager under test refuses a ClientRequestToken reused with another value, as
 //!   AWS does (what the one-version-per-rotation rests on).
 
@@ -26,6 +29,7 @@ use serde_json::Value;
 use support::bastion::{Bastion, BASTION_BIN};
 use support::certs::write_private;
 use support::clients::{python, Endpoint};
+use support::control_plane::ControlPlane;
 use support::managed::{accepts, ls, managed};
 use support::moto::Moto;
 use support::process::poll;
@@ -95,8 +99,14 @@ unix_user = "{me}"
     }
 
     fn start(&self, name: &str, interval: &str) -> Bastion {
+        self.start_with(name, interval, &[])
+    }
+
+    /// [`Rig::start`] with more environment (endpoint overrides).
+    fn start_with(&self, name: &str, interval: &str, more: &[(&'static str, String)]) -> Bastion {
         let (config, state) = self.config(name, interval);
-        let env = self.moto.aws_env();
+        let mut env = self.moto.aws_env();
+        env.extend(more.iter().cloned());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Bastion::start_with_env(&config, &state, &env)
     }
@@ -422,4 +432,43 @@ print(a['VersionId'] == b['VersionId'] == tok,
         ["refused", "True", "one"],
         "{out}"
     );
+}
+
+/// Secrets Manager throttling (SHIM: a proxy in front of moto answering PutSecretValue with
+/// ThrottlingException): a rotation retries with backoff and succeeds when the throttling
+/// passes; throttled throughout, it stops after exactly 4 attempts with an error naming the
+/// throttling, stores nothing, and the current password goes on working.
+#[test]
+fn throttled_secrets_manager_calls_are_retried_a_bounded_number_of_times() {
+    let rig = rig();
+    let mode = rig.dir.path().join("throttle");
+    std::fs::write(&mode, "0").unwrap();
+    let shim = ControlPlane::throttling_secrets_manager(&rig.moto, &rig.redis, &mode);
+    let bastion = rig.start_with(
+        "throttled",
+        "1h",
+        &[("AWS_ENDPOINT_URL_SECRETS_MANAGER", shim.endpoint())],
+    );
+    wait_first_rotation(&bastion);
+    let throttled = || shim.log().matches("throttled PutSecretValue").count();
+
+    // Throttled twice, then through: the rotation succeeds.
+    std::fs::write(&mode, "2").unwrap();
+    let before = rig.current_password();
+    managed(&bastion, &["rotate", "self", "app"]).assert_success();
+    assert_eq!(throttled(), 2, "{}", shim.log());
+    let rotated = rig.current_password();
+    assert_ne!(rotated, before);
+    assert!(rig.accepts(&rotated));
+
+    // Throttled throughout: exactly MAX_ATTEMPTS calls, a clear error, nothing changed.
+    std::fs::write(&mode, "always").unwrap();
+    let out = managed(&bastion, &["rotate", "self", "app"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr().contains("ThrottlingException"), "{out}");
+    assert_eq!(throttled(), 2 + 4, "{}", shim.log());
+    assert_eq!(rig.current_password(), rotated);
+    assert!(rig.accepts(&rotated));
+    assert_eq!(session_ping(&bastion), "True app");
+    bastion.assert_no_secrets(&[&before, &rotated]);
 }

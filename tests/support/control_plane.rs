@@ -255,3 +255,67 @@ srv = ThreadingHTTPServer(('127.0.0.1', 0), H)
 open(port_file, 'w').write(str(srv.server_address[1]))
 srv.serve_forever()
 "#;
+
+const THROTTLING_SECRETS_SHIM: &str = r#"
+import json, sys, urllib.request, urllib.error
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+moto, _redis_port, _user, _pw, data, port_file = sys.argv[1:7]
+mode_file = json.loads(data)['mode_file']
+
+class H(BaseHTTPRequestHandler):
+    def reply(self, status, body, ctype='application/x-amz-json-1.1'):
+        self.send_response(status)
+        self.send_header('Content-Type', ctype)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        action = self.headers.get('X-Amz-Target', '').split('.')[-1]
+        if action == 'PutSecretValue':  # SHIM: throttle as the file says
+            mode = open(mode_file).read().strip()
+            if mode == 'always' or (mode.isdigit() and int(mode) > 0):
+                if mode.isdigit():
+                    open(mode_file, 'w').write(str(int(mode) - 1))
+                print('throttled PutSecretValue', flush=True)
+                return self.reply(400, json.dumps({'__type': 'ThrottlingException',
+                                                   'message': 'Rate exceeded'}).encode())
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'content-length')}
+        req = urllib.request.Request(moto + self.path, data=body, headers=headers, method='POST')
+        try:
+            with urllib.request.urlopen(req) as resp:
+                status, out, ctype = resp.status, resp.read(), resp.headers.get('Content-Type', '')
+        except urllib.error.HTTPError as e:
+            status, out, ctype = e.code, e.read(), e.headers.get('Content-Type', '')
+        print('forwarded', action, status, flush=True)
+        self.reply(status, out, ctype)
+
+    def log_message(self, *a):
+        pass
+
+srv = ThreadingHTTPServer(('127.0.0.1', 0), H)
+open(port_file, 'w').write(str(srv.server_address[1]))
+srv.serve_forever()
+"#;
+
+impl ControlPlane {
+    /// Secrets Manager in front of `moto` answering PutSecretValue with `ThrottlingException`
+    /// as `mode_file` says: a number N (the next N calls, counted down) or `always`. SHIM: moto
+    /// never throttles. For `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
+    pub fn throttling_secrets_manager(
+        moto: &Moto,
+        redis: &RedisServer,
+        mode_file: &std::path::Path,
+    ) -> ControlPlane {
+        let data = serde_json::json!({ "mode_file": mode_file });
+        ControlPlane::spawn(
+            "Secrets Manager",
+            THROTTLING_SECRETS_SHIM,
+            moto,
+            redis,
+            ("-", "-"),
+            &data,
+        )
+    }
+}
