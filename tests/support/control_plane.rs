@@ -20,20 +20,50 @@ use super::moto::Moto;
 use super::process::poll;
 use super::redis::RedisServer;
 
-const SHIM: &str = r#"
-import json, sys, urllib.request, urllib.error, redis
+/// What every shim script starts with: `Proxy`, a handler that replies and forwards a request
+/// to moto unchanged; the script defines `class H(Proxy)` and its arguments (`sys.argv`).
+const PROXY_PRELUDE: &str = r#"
+import urllib.request, urllib.error
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Proxy(BaseHTTPRequestHandler):
+    ctype = 'application/x-amz-json-1.1'
+
+    def reply(self, status, body, ctype=None):
+        self.send_response(status)
+        self.send_header('Content-Type', ctype or self.ctype)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def forward(self, body):
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'content-length')}
+        req = urllib.request.Request(sys.argv[1] + self.path, data=body, headers=headers, method='POST')
+        try:
+            with urllib.request.urlopen(req) as resp:
+                return resp.status, resp.read(), resp.headers.get('Content-Type', '')
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), e.headers.get('Content-Type', '')
+
+    def log_message(self, *a):
+        pass
+"#;
+
+/// What every shim script ends with: serve `H` on a loopback port written to the port file.
+const PROXY_SERVE: &str = r#"
+srv = ThreadingHTTPServer(('127.0.0.1', 0), H)
+open(sys.argv[6], 'w').write(str(srv.server_address[1]))
+srv.serve_forever()
+"#;
+
+const SHIM: &str = r#"
+import json, sys, redis
 moto, redis_port, user, pw, acls, port_file = sys.argv[1:7]
 acls = json.loads(acls)
 r = redis.Redis(host='127.0.0.1', port=int(redis_port), username=user, password=pw)
 
-class H(BaseHTTPRequestHandler):
-    def reply(self, status, body, ctype='application/x-amz-json-1.1'):
-        self.send_response(status)
-        self.send_header('Content-Type', ctype)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+class H(Proxy):
+    ctype = 'application/x-amz-json-1.1'
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
@@ -43,13 +73,7 @@ class H(BaseHTTPRequestHandler):
             out = [dict(Name=n, Status='active', UserNames=u, MinimumEngineVersion='6.2')
                    for n, u in acls.items() if name in (None, n)]
             return self.reply(200, json.dumps(dict(ACLs=out)).encode())
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'content-length')}
-        req = urllib.request.Request(moto + self.path, data=body, headers=headers, method='POST')
-        try:
-            with urllib.request.urlopen(req) as resp:
-                status, out, ctype = resp.status, resp.read(), resp.headers.get('Content-Type', '')
-        except urllib.error.HTTPError as e:
-            status, out, ctype = e.code, e.read(), e.headers.get('Content-Type', '')
+        status, out, ctype = self.forward(body)
         if action == 'UpdateUser' and status == 200:  # HARNESS: the nodes apply the change
             req = json.loads(body)
             mode = req.get('AuthenticationMode') or {}
@@ -58,13 +82,6 @@ class H(BaseHTTPRequestHandler):
                                   *['>' + p for p in mode.get('Passwords', [])])
                 print('applied UpdateUser', req['UserName'], len(mode['Passwords']), flush=True)
         self.reply(status, out, ctype)
-
-    def log_message(self, *a):
-        pass
-
-srv = ThreadingHTTPServer(('127.0.0.1', 0), H)
-open(port_file, 'w').write(str(srv.server_address[1]))
-srv.serve_forever()
 "#;
 
 /// A control-plane shim running (`python -c SCRIPT <moto> <redis port> <admin> <admin pw> <data>
@@ -143,7 +160,7 @@ impl ControlPlane {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(python_path())
             .arg("-c")
-            .arg(script)
+            .arg(format!("import sys\n{PROXY_PRELUDE}{script}{PROXY_SERVE}"))
             .arg(moto.endpoint())
             .arg(redis.plain_addr().port().to_string())
             .args([admin.0, admin.1])
@@ -186,9 +203,8 @@ impl Drop for ControlPlane {
 }
 
 const ELASTICACHE_SHIM: &str = r#"
-import json, sys, urllib.parse, urllib.request, urllib.error, redis
+import json, sys, urllib.parse, redis
 from xml.sax.saxutils import escape
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 moto, redis_port, user, pw, data, port_file = sys.argv[1:7]
 data = json.loads(data)
 groups, serverless, names = data['groups'], data['serverless'], data['names']
@@ -202,13 +218,8 @@ def xml(action, result):
     return ('<%sResponse xmlns="%s"><%sResult>%s</%sResult><ResponseMetadata><RequestId>shim'
             '</RequestId></ResponseMetadata></%sResponse>' % (action, NS, action, result, action, action)).encode()
 
-class H(BaseHTTPRequestHandler):
-    def reply(self, status, body, ctype='text/xml'):
-        self.send_response(status)
-        self.send_header('Content-Type', ctype)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+class H(Proxy):
+    ctype = 'text/xml'
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
@@ -238,37 +249,18 @@ class H(BaseHTTPRequestHandler):
             print('applied ModifyUser', uid, name, len(pws), flush=True)
             return self.reply(200, xml(action, '<UserId>%s</UserId><UserName>%s</UserName><Status>modifying</Status>'
                                        '<Engine>redis</Engine>' % (escape(uid), escape(name))))
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'content-length')}
-        req = urllib.request.Request(moto + self.path, data=body, headers=headers, method='POST')
-        try:
-            with urllib.request.urlopen(req) as resp:
-                status, out, ctype = resp.status, resp.read(), resp.headers.get('Content-Type', '')
-        except urllib.error.HTTPError as e:
-            status, out, ctype = e.code, e.read(), e.headers.get('Content-Type', '')
+        status, out, ctype = self.forward(body)
         print('forwarded', action, status, flush=True)
         self.reply(status, out, ctype)
-
-    def log_message(self, *a):
-        pass
-
-srv = ThreadingHTTPServer(('127.0.0.1', 0), H)
-open(port_file, 'w').write(str(srv.server_address[1]))
-srv.serve_forever()
 "#;
 
 const THROTTLING_SECRETS_SHIM: &str = r#"
-import json, sys, urllib.request, urllib.error
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import json, sys
 moto, _redis_port, _user, _pw, data, port_file = sys.argv[1:7]
 mode_file = json.loads(data)['mode_file']
 
-class H(BaseHTTPRequestHandler):
-    def reply(self, status, body, ctype='application/x-amz-json-1.1'):
-        self.send_response(status)
-        self.send_header('Content-Type', ctype)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+class H(Proxy):
+    ctype = 'application/x-amz-json-1.1'
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
@@ -281,22 +273,9 @@ class H(BaseHTTPRequestHandler):
                 print('throttled PutSecretValue', flush=True)
                 return self.reply(400, json.dumps({'__type': 'ThrottlingException',
                                                    'message': 'Rate exceeded'}).encode())
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'content-length')}
-        req = urllib.request.Request(moto + self.path, data=body, headers=headers, method='POST')
-        try:
-            with urllib.request.urlopen(req) as resp:
-                status, out, ctype = resp.status, resp.read(), resp.headers.get('Content-Type', '')
-        except urllib.error.HTTPError as e:
-            status, out, ctype = e.code, e.read(), e.headers.get('Content-Type', '')
+        status, out, ctype = self.forward(body)
         print('forwarded', action, status, flush=True)
         self.reply(status, out, ctype)
-
-    def log_message(self, *a):
-        pass
-
-srv = ThreadingHTTPServer(('127.0.0.1', 0), H)
-open(port_file, 'w').write(str(srv.server_address[1]))
-srv.serve_forever()
 "#;
 
 impl ControlPlane {
