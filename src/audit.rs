@@ -365,3 +365,32 @@ pub struct CommandSummary<'a> {
     /// `false` once pairing was given up (MONITOR, CLIENT REPLY, a reply nobody asked for).
     pub paired: bool,
 }
+
+/// A managed user's password changed (`trigger`: `schedule` or `admin`): the new version is
+/// AWSCURRENT of `secret`. Never the password.
+pub fn managed_rotated(db: &str, db_user: &str, secret: &str, version: &str, trigger: &str) {
+    tracing::info!(
+        target: "audit",
+        event = "managed.rotated",
+        db,
+        db_user,
+        secret,
+        version,
+        trigger,
+        "managed password rotated"
+    );
+}
+
+/// A rotation of a managed user failed; the password in use stays valid and it is retried.
+pub fn managed_rotation_failed(db: &str, db_user: &str, secret: &str, error: &str, trigger: &str) {
+    tracing::warn!(
+        target: "audit",
+        event = "managed.rotation_failed",
+        db,
+        db_user,
+        secret,
+        error,
+        trigger,
+        "managed password rotation failed"
+    );
+}

@@ -21,7 +21,9 @@ use crate::proxy::inspect::policy::CommandPolicy;
 
 pub use crate::config::PasswordSource;
 pub use database::{Auth, Database, Declaration, DeclaredRole};
-pub use password::{read as read_password, Password, SecretDirs, MAX_PASSWORD_FILE};
+pub use password::{
+    read as read_password, read_as as read_password_as, Password, SecretDirs, MAX_PASSWORD_FILE,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -125,8 +127,8 @@ impl Catalog {
             .iter()
             .map(|(name, db)| {
                 let mut db = Database::clone(db);
-                if let Auth::Password(p) = &db.auth {
-                    db.auth = Auth::Password(Password::read(&p.source, dirs));
+                if let Some(p) = db.auth.password_mut() {
+                    *p = p.reread(dirs);
                     log_unreadable(&db);
                 }
                 (name.clone(), Arc::new(db))
@@ -188,11 +190,19 @@ impl Catalog {
 
 /// Say once, when the catalog is built, that a database's password could not be read.
 fn log_unreadable(db: &Database) {
-    if let Auth::Password(p) = &db.auth {
-        if let Err(e) = p.value() {
-            tracing::error!(db.name = %db.name, key = e.field, error = %e.message,
-                "password unavailable: sessions to this database are refused until it can be \
-                 read (fix it, then `systemctl reload bastion`)");
+    if let Some(p) = db.auth.password() {
+        match (p.value(), &db.auth) {
+            (Ok(_), _) => {}
+            (Err(e), Auth::Managed(_)) => {
+                tracing::error!(db.name = %db.name, key = e.field, error = %e.message,
+                    "admin password unavailable: rotations of this database's managed users \
+                     fail until it can be read (fix it, then `systemctl reload bastion`)")
+            }
+            (Err(e), _) => {
+                tracing::error!(db.name = %db.name, key = e.field, error = %e.message,
+                    "password unavailable: sessions to this database are refused until it can \
+                     be read (fix it, then `systemctl reload bastion`)")
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::admin::{self, Admin};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::imds::ProcessEnv;
 use crate::catalog::{CatalogHandle, SecretDirs};
-use crate::config::{AuthConfig, Config};
+use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
 use crate::proxy::listener::{self, Bound, UnixSockets};
@@ -55,6 +55,8 @@ pub struct Daemon {
     // Held so the per-database sockets keep being served (dropping it stops them).
     _unix: Option<Arc<UnixSockets>>,
     admin_task: tokio::task::JoinHandle<()>,
+    /// Rotates managed users' passwords (`managed/runtime.rs`).
+    managed_task: tokio::task::JoinHandle<()>,
     /// The `[metrics]` endpoint, when configured.
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     admin: Arc<Admin>,
@@ -149,6 +151,9 @@ impl Daemon {
             Reply::Status(s) => (s.databases as usize, s.users as usize),
             _ => (0, 0),
         };
+        let managed = crate::managed::runtime::Runtime::new(shared.clone());
+        admin.set_managed(managed.clone());
+        let managed_task = tokio::spawn(managed.run());
         let admin_task = tokio::spawn(admin::server::serve(listener, admin.clone(), group));
         let metrics_task = metrics_endpoint.map(|endpoint| {
             let admin = admin.clone();
@@ -163,6 +168,7 @@ impl Daemon {
             reloader,
             _unix: unix,
             admin_task,
+            managed_task,
             metrics_task,
             admin,
             admin_socket,
@@ -203,6 +209,7 @@ impl Daemon {
         crate::systemd::stopping();
         drain(&self.shared).await;
         self.admin_task.abort();
+        self.managed_task.abort();
         if let Some(task) = &self.metrics_task {
             task.abort();
         }
@@ -410,8 +417,8 @@ pub fn open_store(config: &Config, dirs: &SecretDirs) -> anyhow::Result<Store> {
 
 fn import_config(store: &mut Store, config: &Config, dirs: &SecretDirs) -> anyhow::Result<()> {
     for (i, d) in config.seed.databases.iter().enumerate() {
-        if let AuthConfig::Password(source) = &d.auth {
-            crate::catalog::read_password(source, dirs)
+        if let Some((key, source)) = d.auth.secret_source() {
+            crate::catalog::read_password_as(key, &source, dirs)
                 .map_err(|e| anyhow::anyhow!("config: databases[{i}].{e}"))?;
         }
     }

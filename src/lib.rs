@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod files;
 pub mod identity;
+pub mod managed;
 pub mod metrics;
 pub mod proxy;
 pub mod rbac;

@@ -251,6 +251,7 @@ mod tests {
             legacy_auth,
             relay: Default::default(),
             allow_addresses: Vec::new(),
+            managed_users: Vec::new(),
         };
         let role = RoleConfig {
             name: "r".into(),

@@ -170,6 +170,123 @@ fn password_sources_outside_the_secrets_dir_are_refused_where_declared() {
     assert!(out.stdout().contains("PONG"), "{out}");
 }
 
+/// A self-hosted managed database's `admin_password_file` is a secret the daemon sends upstream
+/// (`AUTH admin_user <file>` before each `ACL SETUSER`): it keeps the rules of every password
+/// file. Declared through `import` (user-data takes it too) or `db add --auth managed` pointing at the CA key, `/proc/self/environ` or a symlink to the CA key, it is
+/// refused naming `auth.admin_password_file`, the path and the rule, and the host it names hears
+/// nothing.
+#[test]
+fn a_managed_admin_password_file_keeps_the_password_file_rules() {
+    let a = Admin::start();
+    let s = &a.stack;
+    let sink = Sink::start();
+    let secrets = s.secrets_dir();
+    let ca_key = s.state_dir().join("ca").join("ca.key");
+    assert!(ca_key.exists(), "{}", ca_key.display());
+    std::os::unix::fs::symlink(&ca_key, secrets.join("admin-link.pw")).expect("symlink");
+    let doc = s.secrets_dir().with_extension("managed.toml");
+    for (file, why) in [
+        (ca_key.clone(), "directly in the secrets directory"),
+        (
+            "/proc/self/environ".into(),
+            "directly in the secrets directory",
+        ),
+        (secrets.join("admin-link.pw"), "symbolic link"),
+    ] {
+        std::fs::write(
+            &doc,
+            format!(
+                "[[databases]]\nname = \"owned\"\naddress = \"{}\"\n\
+                 auth = {{ mode = \"managed\", engine = \"redis\", admin_user = \"adm\", \
+                 admin_password_file = {} }}\nmanaged_users = [\"app\"]\n",
+                sink.addr(),
+                toml::Value::String(file.display().to_string())
+            ),
+        )
+        .unwrap();
+        let import = a.cli(&["import", &doc.to_string_lossy()]);
+        // The same through `db add --auth managed`.
+        let sink_addr = sink.addr();
+        let path = file.to_string_lossy();
+        let add = a.cli(&[
+            "db",
+            "add",
+            "owned",
+            "--address",
+            &sink_addr,
+            "--auth",
+            "managed",
+            "--engine",
+            "redis",
+            "--admin-user",
+            "adm",
+            "--admin-password-file",
+            &path,
+            "--managed-users",
+            "app",
+        ]);
+        for out in [import, add] {
+            assert!(!out.status.success(), "accepted {}: {out}", file.display());
+            let err = out.stderr();
+            assert!(
+                err.contains("auth.admin_password_file")
+                    && err.contains(&*path)
+                    && err.contains(why),
+                "{}: {out}",
+                file.display()
+            );
+        }
+    }
+    assert!(!a.ok(&["db", "ls"]).contains("owned"));
+
+    // In the secrets directory it is accepted, and `secret rm` then refuses to take it away.
+    write_private(&secrets.join("admin.pw"), b"adm-pw");
+    std::fs::write(
+        &doc,
+        format!(
+            "[[databases]]\nname = \"owned\"\naddress = \"{}\"\n\
+             auth = {{ mode = \"managed\", engine = \"redis\", admin_user = \"adm\", \
+             admin_password_file = {} }}\nmanaged_users = [\"app\"]\n",
+            s.redis.plain_addr(),
+            toml::Value::String(secrets.join("admin.pw").display().to_string())
+        ),
+    )
+    .unwrap();
+    a.ok(&["import", &doc.to_string_lossy()]);
+    a.ok(&[
+        "db",
+        "add",
+        "owned2",
+        "--address",
+        &s.redis.plain_addr().to_string(),
+        "--auth",
+        "managed",
+        "--engine",
+        "valkey",
+        "--admin-user",
+        "adm",
+        "--admin-password-file",
+        &secrets.join("admin.pw").to_string_lossy(),
+        "--managed-users",
+        "app,reporting",
+        "--rotation-interval",
+        "5m",
+    ]);
+    let shown = a.ok(&["db", "show", "owned2"]);
+    assert!(shown.contains("managed"), "{shown}");
+    let out = a.cli(&["secret", "rm", "admin.pw"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr().contains("owned"), "{out}");
+
+    let got = sink.received();
+    assert!(got.is_empty(), "the sink received {} bytes", got.len());
+    let key = std::fs::read(&ca_key).unwrap();
+    assert!(!s
+        .bastion
+        .logs()
+        .contains(String::from_utf8_lossy(&key[40..80]).as_ref()));
+}
+
 /// The boot config's databases seed the store on its first start: one whose password source
 /// breaks the rules stops the start, naming the key, and nothing is imported.
 #[test]
@@ -194,14 +311,36 @@ fn the_config_is_refused_at_first_start_naming_the_key() {
             "databases[0].auth.password_env",
             "BASTION_",
         ),
+        (
+            "admin_password_file = \"/proc/self/environ\"".to_string(),
+            "databases[0].auth.admin_password_file",
+            "directly in the secrets directory",
+        ),
+        (
+            format!(
+                "admin_password_file = {}",
+                s(&dir.path().join("state/ca/ca.key"))
+            ),
+            "databases[0].auth.admin_password_file",
+            "directly in the secrets directory",
+        ),
     ] {
+        // A managed (self-hosted) database declares its admin's password file instead.
+        let (auth, tail) = if source.starts_with("admin_") {
+            (
+                format!("mode = \"managed\", engine = \"redis\", admin_user = \"adm\", {source}"),
+                "managed_users = [\"app\"]\n",
+            )
+        } else {
+            (format!("mode = \"password\", {source}"), "")
+        };
         let config = dir.path().join("bastion.toml");
         std::fs::write(
             &config,
             format!(
                 "state_dir = {state}\nsecrets_dir = {secrets}\n[listeners.unix]\ndirectory = {run}\n\
                  [[databases]]\nname = \"x\"\naddress = \"127.0.0.1:9\"\n\
-                 auth = {{ mode = \"password\", {source} }}\n",
+                 auth = {{ {auth} }}\n{tail}",
                 state = s(&dir.path().join("state")),
                 secrets = s(&secrets),
                 run = s(&dir.path().join("run")),

@@ -31,6 +31,8 @@ pub struct Admin {
     compaction: CompactionPolicy,
     /// Set by a mutation that left the log past `compaction`; taken by [`Admin::take_compaction`].
     compaction_due: AtomicBool,
+    /// The managed-user task, once the daemon started it.
+    managed: std::sync::OnceLock<Arc<crate::managed::runtime::Runtime>>,
     /// Where password files may be (`secrets_dir`, `$CREDENTIALS_DIRECTORY`).
     pub(super) secret_dirs: SecretDirs,
 }
@@ -69,8 +71,34 @@ impl Admin {
             listeners,
             compaction: CompactionPolicy::default(),
             compaction_due: AtomicBool::new(false),
+            managed: std::sync::OnceLock::new(),
             secret_dirs,
         }
+    }
+
+    /// The managed-user task `managed ls|rotate` talk to.
+    pub fn set_managed(&self, runtime: Arc<crate::managed::runtime::Runtime>) {
+        let _ = self.managed.set(runtime);
+    }
+
+    /// `bastion managed rotate`: runs on the blocking thread the request already has, as the
+    /// rotation's network calls need the runtime.
+    fn rotate_managed(
+        &self,
+        caller: &Caller,
+        database: &str,
+        user: &str,
+    ) -> Result<Reply, AdminError> {
+        let runtime = self
+            .managed
+            .get()
+            .ok_or_else(|| AdminError::Refused("no managed-user task runs".into()))?;
+        tracing::info!(uid = caller.uid, caller = %caller.name, db = database, db_user = user,
+            "admin: managed rotation requested");
+        tokio::runtime::Handle::current()
+            .block_on(runtime.rotate_now(database, user))
+            .map(Reply::Rotated)
+            .map_err(AdminError::Refused)
     }
 
     /// Read every database's password again (`SIGHUP`), under the store's lock so that no
@@ -166,6 +194,12 @@ impl Admin {
             Request::RevokeCert(serial) => self.revoke_cert(caller, &serial),
             Request::ListSessions => Ok(Reply::Sessions(self.shared.sessions.list())),
             Request::KillSession(id) => self.kill_session(caller, id).map(Reply::Killed),
+            Request::ListManaged => Ok(Reply::Managed(
+                self.managed.get().map(|m| m.list()).unwrap_or_default(),
+            )),
+            Request::RotateManaged { database, user } => {
+                self.rotate_managed(caller, &database, &user)
+            }
             Request::PutSecret {
                 name,
                 value,
@@ -397,12 +431,13 @@ fn check_database(record: &DatabaseRecord) -> Result<(), AdminError> {
 
 impl Admin {
     /// A database declared here (`db add`, `db add --replace`, `import`, user-data) is
-    /// refused unless its password can be read now, under the rules of `catalog/password.rs`
-    /// (in the secrets directory, private, small; a `BASTION_` variable). The error names the
-    /// key and the path, never the file's contents.
+    /// refused unless its password — or a self-hosted managed database's admin password — can
+    /// be read now, under the rules of `catalog/password.rs` (in the secrets directory, private,
+    /// small; a `BASTION_` variable). The error names the key and the path, never the file's
+    /// contents.
     fn check_password(&self, record: &DatabaseRecord) -> Result<(), AdminError> {
-        if let crate::config::AuthConfig::Password(source) = &DatabaseConfig::from(record).auth {
-            crate::catalog::read_password(source, &self.secret_dirs)
+        if let Some((key, source)) = DatabaseConfig::from(record).auth.secret_source() {
+            crate::catalog::read_password_as(key, &source, &self.secret_dirs)
                 .map_err(|e| AdminError::Refused(format!("databases.{}.{e}", record.name)))?;
         }
         Ok(())

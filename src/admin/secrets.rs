@@ -17,9 +17,9 @@ use super::handler::Admin;
 use super::wire::{AdminError, Reply, SecretInfo};
 use crate::audit;
 use crate::catalog::MAX_PASSWORD_FILE;
+use crate::config::{DatabaseConfig, PasswordSource};
 use crate::files::{self, Existing, FileError};
 use crate::secret::Secret;
-use crate::store::records::AuthRecord;
 
 /// The longest secret name.
 pub const MAX_SECRET_NAME: usize = 64;
@@ -184,17 +184,16 @@ impl Admin {
         Ok(out)
     }
 
-    /// The stored databases whose `password_file` is `path`.
+    /// The stored databases whose `password_file` (or managed `admin_password_file`) is `path`.
     fn secret_users(&self, path: &Path) -> Vec<String> {
         self.lock()
             .state()
             .databases()
-            .filter(|d| match &d.auth {
-                AuthRecord::Password {
-                    password_file: Some(file),
-                    ..
-                } => Path::new(file.as_str()) == path,
-                _ => false,
+            .filter(|d| {
+                matches!(
+                    DatabaseConfig::from(*d).auth.secret_source(),
+                    Some((_, PasswordSource::File(file))) if file == path
+                )
             })
             .map(|d| d.name.to_string())
             .collect()

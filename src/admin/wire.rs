@@ -56,6 +56,13 @@ pub enum Request {
     RevokeCert(String),
     ListSessions,
     KillSession(u64),
+    /// Managed users: their secret, last/next rotation and last error.
+    ListManaged,
+    /// Rotate one managed user's password now.
+    RotateManaged {
+        database: String,
+        user: String,
+    },
     /// Store a password file in `secrets_dir` (written by the daemon, 0600, never read back).
     PutSecret {
         name: String,
@@ -96,6 +103,8 @@ pub enum Reply {
     },
     Sessions(Vec<SessionInfo>),
     Killed(SessionInfo),
+    Managed(Vec<crate::managed::runtime::UserStatus>),
+    Rotated(crate::managed::runtime::UserStatus),
     /// A secret was written (`replaced`: an older one was there) or removed.
     SecretDone {
         name: String,

@@ -244,6 +244,11 @@ impl CredentialChain {
             .await
     }
 
+    /// The HTTPS client and service-client plumbing this chain's STS calls use.
+    pub fn sdk(&self) -> &Sdk {
+        &self.inner.sdk
+    }
+
     /// Where regions come from for databases that name none, and for STS (see
     /// [`crate::aws::region`]); shares the `imds` link's IMDS client.
     pub fn regions(&self) -> &Regions {

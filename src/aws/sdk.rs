@@ -79,7 +79,18 @@ impl Sdk {
         region: &str,
         credentials: impl ProvideCredentials + 'static,
     ) -> aws_sdk_sts::Client {
-        let config = aws_config::defaults(BehaviorVersion::latest())
+        aws_sdk_sts::Client::new(&self.service_config(region, credentials).await)
+    }
+
+    /// What a service client (STS, Secrets Manager, ElastiCache, MemoryDB) is built from:
+    /// our HTTP client and timeouts, `region`, `credentials`; endpoint overrides from the
+    /// environment and profile (`AWS_ENDPOINT_URL_<SERVICE>`), as in every AWS SDK.
+    pub async fn service_config(
+        &self,
+        region: &str,
+        credentials: impl ProvideCredentials + 'static,
+    ) -> aws_config::SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
             .http_client(self.http.clone())
             .timeout_config(timeouts())
             .retry_config(RetryConfig::standard().with_max_attempts(STS_MAX_ATTEMPTS))
@@ -89,8 +100,7 @@ impl Sdk {
             // hide a refresh.
             .identity_cache(IdentityCache::no_cache())
             .load()
-            .await;
-        aws_sdk_sts::Client::new(&config)
+            .await
     }
 }
 

@@ -52,6 +52,9 @@ pub enum Auth {
     Password(Password),
     /// No AUTH upstream.
     None,
+    /// A password the bastion generates, rotates and keeps in Secrets Manager
+    /// ([`crate::managed`]).
+    Managed(crate::managed::ManagedAuth),
 }
 
 impl Auth {
@@ -60,6 +63,26 @@ impl Auth {
             Auth::Iam { .. } => "iam",
             Auth::Password(_) => "password",
             Auth::None => "none",
+            Auth::Managed(_) => "managed",
+        }
+    }
+
+    /// The password this mode read from the machine when the catalog was built: a password
+    /// database's, a self-hosted managed database's admin's.
+    pub fn password(&self) -> Option<&Password> {
+        match self {
+            Auth::Password(p) => Some(p),
+            Auth::Managed(m) => m.admin_password(),
+            Auth::Iam { .. } | Auth::None => None,
+        }
+    }
+
+    /// [`Auth::password`], to replace with a new reading.
+    pub fn password_mut(&mut self) -> Option<&mut Password> {
+        match self {
+            Auth::Password(p) => Some(p),
+            Auth::Managed(m) => m.admin_password_mut(),
+            Auth::Iam { .. } | Auth::None => None,
         }
     }
 
@@ -91,6 +114,8 @@ pub trait Declaration {
     fn legacy_auth(&self) -> bool;
     fn relay(&self) -> RelayMode;
     fn allow_addresses(&self) -> Vec<ipnet::IpNet>;
+    /// `managed_users`: the users a self-hosted managed database's passwords are owned for.
+    fn managed_users(&self) -> Cow<'_, [String]>;
 }
 
 /// A declaration's `assume_role_arn` and the settings that go with it, as declared.
@@ -136,6 +161,9 @@ impl Declaration for DatabaseConfig {
     fn allow_addresses(&self) -> Vec<ipnet::IpNet> {
         self.allow_addresses.clone()
     }
+    fn managed_users(&self) -> Cow<'_, [String]> {
+        Cow::Borrowed(&self.managed_users)
+    }
 }
 
 impl Database {
@@ -166,14 +194,24 @@ impl Database {
             },
             AuthConfig::Password(source) => {
                 let kept = kept.and_then(|k| match &k.auth {
-                    Auth::Password(p) if p.source == *source && p.value().is_ok() => {
-                        Some(p.clone())
-                    }
+                    Auth::Password(p) => Some(p),
                     _ => None,
                 });
-                Auth::Password(kept.unwrap_or_else(|| Password::read(source, dirs)))
+                Auth::Password(Password::keep_or_read(source.key(), source, dirs, kept))
             }
             AuthConfig::None => Auth::None,
+            AuthConfig::Managed(table) => {
+                let kept = kept.and_then(|k| match &k.auth {
+                    Auth::Managed(m) => Some(m),
+                    _ => None,
+                });
+                Auth::Managed(crate::managed::ManagedAuth::from_declared(
+                    table,
+                    &declared.managed_users(),
+                    dirs,
+                    kept,
+                ))
+            }
         };
         let assume_role = declared.assume_role().map(|role| RoleSpec {
             arn: role.arn.to_string(),
@@ -253,6 +291,45 @@ mod tests {
             password(&Database::from_declared(&d, &dirs, Some(&gone))).unwrap(),
             "three"
         );
+    }
+
+    #[test]
+    fn a_managed_admin_password_is_a_password_file_under_the_same_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secrets = tmp.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        let dirs = SecretDirs::new(secrets.clone(), None);
+        let inside = secrets.join("adm.pw");
+        crate::files::write_durably(&inside, b"adm-pw\n", 0o600, Existing::Refuse).unwrap();
+        let outside = tmp.path().join("ca.key");
+        crate::files::write_durably(&outside, b"CA-KEY", 0o600, Existing::Refuse).unwrap();
+        let managed = |path: &std::path::Path| DatabaseConfig {
+            managed_users: vec!["app".into()],
+            ..declared(AuthConfig::Managed(crate::config::ManagedAuthConfig {
+                engine: Some(crate::config::SelfHostedEngine::Redis),
+                admin_user: Some("adm".into()),
+                admin_password_file: Some(path.to_path_buf()),
+                ..Default::default()
+            }))
+        };
+        let admin = |db: &Database| db.auth.password().expect("admin password").clone();
+        let db = Database::from_declared(&managed(&inside), &dirs, None);
+        assert_eq!(admin(&db).value().unwrap().expose(), "adm-pw");
+        for path in [outside.clone(), "/proc/self/environ".into()] {
+            let refused = Database::from_declared(&managed(&path), &dirs, Some(&db));
+            let e = admin(&refused).value().unwrap_err().clone();
+            assert_eq!(e.field, "auth.admin_password_file");
+            assert!(e.message.contains("directly in"), "{e}");
+            assert!(!e.message.contains("CA-KEY"), "{e}");
+        }
+        // Kept across builds like any password; a reload reads it again.
+        crate::files::write_durably(&inside, b"new", 0o600, Existing::Replace).unwrap();
+        let kept = Database::from_declared(&managed(&inside), &dirs, Some(&db));
+        assert_eq!(admin(&kept).value().unwrap().expose(), "adm-pw");
+        let mut reread = kept.clone();
+        let p = reread.auth.password_mut().unwrap();
+        *p = p.reread(&dirs);
+        assert_eq!(admin(&reread).value().unwrap().expose(), "new");
     }
 
     #[test]

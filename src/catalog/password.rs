@@ -10,6 +10,9 @@
 //!   zeroizing buffer ([`crate::files::read_private_in`]);
 //! - `password_env` names a variable starting with `BASTION_`.
 //!
+//! A self-hosted managed database's `admin_password_file` is such a file too (it is sent
+//! upstream as the admin's AUTH): [`read_as`] reads it under the same rules, naming its key.
+//!
 //! So an admin who may declare databases cannot make the daemon send its CA key, another
 //! file, or its environment to a host of their choosing. Errors name the key and the path or
 //! variable, never a byte of the file.
@@ -83,6 +86,8 @@ impl SecretDirs {
 #[derive(Debug, Clone)]
 pub struct Password {
     pub source: PasswordSource,
+    /// The key that declares it (`auth.password_file`, `auth.admin_password_file`, …).
+    key: &'static str,
     value: Result<Secret, DatabaseRuleError>,
 }
 
@@ -90,7 +95,7 @@ pub struct Password {
 /// the same file does not make a live session's database a different one.
 impl PartialEq for Password {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
+        self.source == other.source && self.key == other.key
     }
 }
 
@@ -99,9 +104,34 @@ impl Eq for Password {}
 impl Password {
     /// Read `source` now, under the rules (module docs).
     pub fn read(source: &PasswordSource, dirs: &SecretDirs) -> Password {
+        Password::read_as(source.key(), source, dirs)
+    }
+
+    /// Read `source`, declared under `key`, now, under the same rules.
+    pub fn read_as(key: &'static str, source: &PasswordSource, dirs: &SecretDirs) -> Password {
         Password {
             source: source.clone(),
-            value: read(source, dirs),
+            key,
+            value: read_as(key, source, dirs),
+        }
+    }
+
+    /// The same source read again (`SIGHUP`).
+    pub fn reread(&self, dirs: &SecretDirs) -> Password {
+        Password::read_as(self.key, &self.source, dirs)
+    }
+
+    /// `kept` if it is this declaration read successfully (a catalog build keeps the readings
+    /// of unchanged sources), else `key`'s `source` read now.
+    pub fn keep_or_read(
+        key: &'static str,
+        source: &PasswordSource,
+        dirs: &SecretDirs,
+        kept: Option<&Password>,
+    ) -> Password {
+        match kept {
+            Some(k) if k.key == key && k.source == *source && k.value.is_ok() => k.clone(),
+            _ => Password::read_as(key, source, dirs),
         }
     }
 
@@ -114,8 +144,18 @@ impl Password {
 /// Read the password `source` names, under the rules (module docs). The error's field is the
 /// declaring key (`auth.password_file` / `auth.password_env`).
 pub fn read(source: &PasswordSource, dirs: &SecretDirs) -> Result<Secret, DatabaseRuleError> {
+    read_as(source.key(), source, dirs)
+}
+
+/// [`read`] for a source declared under another key (a managed database's
+/// `auth.admin_password_file`): the same rules, the error names `key`.
+pub fn read_as(
+    key: &'static str,
+    source: &PasswordSource,
+    dirs: &SecretDirs,
+) -> Result<Secret, DatabaseRuleError> {
     let refuse = |message: String| DatabaseRuleError {
-        field: source.key(),
+        field: key,
         message,
     };
     match source {

@@ -33,6 +33,10 @@ pub enum AuthMode {
     Password,
     /// No AUTH upstream.
     None,
+    /// Passwords the bastion generates, rotates and keeps in Secrets Manager: an AWS cache
+    /// (--service, --target; users found by tag) or a self-hosted engine (--engine,
+    /// --admin-user, --admin-password-file, --managed-users).
+    Managed,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +106,28 @@ pub struct DbAddArgs {
     /// them by default (link-local, multicast…), comma-separated. Never the metadata endpoints.
     #[arg(long, value_delimiter = ',')]
     pub allow_addresses: Vec<ipnet::IpNet>,
+    /// Managed, self-hosted: `redis` or `valkey`.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::config::SelfHostedEngine>,
+    /// Managed, self-hosted: the ACL user the bastion changes passwords with.
+    #[arg(long)]
+    pub admin_user: Option<String>,
+    /// Managed, self-hosted: the admin user's password file, under the rules of
+    /// --password-file (directly in the secrets directory, private, small).
+    #[arg(long)]
+    pub admin_password_file: Option<PathBuf>,
+    /// Managed, self-hosted: the ACL users whose passwords the bastion owns, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub managed_users: Vec<String>,
+    /// Managed: first part of every secret name (default `bastion`).
+    #[arg(long)]
+    pub secret_prefix: Option<String>,
+    /// Managed: KMS key the secrets are encrypted with.
+    #[arg(long)]
+    pub kms_key_id: Option<String>,
+    /// Managed: how often each password changes (default 15m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub rotation_interval: Option<std::time::Duration>,
     /// Change an existing database instead of adding one.
     #[arg(long)]
     pub replace: bool,
@@ -173,6 +199,20 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
             _ => anyhow::bail!("--auth password needs --password-file or --password-env"),
         }),
         AuthMode::None => AuthConfig::None,
+        // The rules (one of service or engine, what each needs) are the config's, checked
+        // where the daemon takes the declaration.
+        AuthMode::Managed => AuthConfig::Managed(crate::config::ManagedAuthConfig {
+            service: a.service,
+            engine: a.engine,
+            region: a.region,
+            target: a.target,
+            serverless: a.serverless,
+            admin_user: a.admin_user,
+            admin_password_file: a.admin_password_file,
+            secret_prefix: a.secret_prefix,
+            kms_key_id: a.kms_key_id,
+            rotation_interval: a.rotation_interval,
+        }),
     };
     let tls =
         (a.tls || a.tls_ca_file.is_some() || a.tls_server_name.is_some()).then_some(UpstreamTls {
@@ -196,6 +236,7 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
             _ => crate::config::RelayMode::Guard,
         },
         allow_addresses: a.allow_addresses,
+        managed_users: a.managed_users,
     })
 }
 
@@ -215,6 +256,17 @@ fn auth_summary(auth: &AuthConfig) -> String {
         AuthConfig::Password(PasswordSource::File(p)) => format!("password (file {})", p.display()),
         AuthConfig::Password(PasswordSource::Env(e)) => format!("password (env {e})"),
         AuthConfig::None => "none".into(),
+        AuthConfig::Managed(m) => match (m.service, m.engine) {
+            (Some(service), _) => format!(
+                "managed ({} {})",
+                service.signing_name(),
+                m.target.as_deref().unwrap_or("-")
+            ),
+            _ => format!(
+                "managed (self-hosted, admin {})",
+                m.admin_user.as_deref().unwrap_or("-")
+            ),
+        },
     }
 }
 

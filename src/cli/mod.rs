@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod firstboot;
 pub mod iam_token;
 pub mod import;
+pub mod managed;
 pub mod role;
 pub mod secret;
 pub mod serve;
@@ -102,6 +103,13 @@ pub enum Command {
     Sessions {
         #[command(subcommand)]
         command: sessions::SessionsCommand,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Managed users (passwords the bastion rotates): list them, or rotate one now.
+    Managed {
+        #[command(subcommand)]
+        command: managed::ManagedCommand,
         #[command(flatten)]
         admin: admin::AdminArgs,
     },
@@ -230,6 +238,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export { admin } => import::export(&admin),
         Command::Console(args) => console::run(args),
         Command::Sessions { command, admin } => sessions::run(command, &admin),
+        Command::Managed { command, admin } => managed::run(command, &admin),
         Command::Secret { command, admin } => secret::run(command, &admin),
     }
 }

@@ -53,6 +53,10 @@ pub struct DatabaseConfig {
     /// refuses them by default (link-local, multicast…); never the metadata endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_addresses: Vec<ipnet::IpNet>,
+    /// `mode = "managed"` on a self-hosted engine: the ACL users whose passwords the bastion
+    /// owns and rotates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_users: Vec<String>,
 }
 
 /// A database's `relay` setting.
@@ -109,6 +113,7 @@ impl DatabaseConfig {
             legacy_auth: false,
             relay: RelayMode::Guard,
             allow_addresses: Vec::new(),
+            managed_users: Vec::new(),
         }
     }
 }
@@ -194,14 +199,33 @@ pub enum AuthConfig {
     Password(PasswordSource),
     /// No AUTH upstream (a local Redis without ACLs).
     None,
+    /// Passwords the bastion generates, rotates and keeps in Secrets Manager.
+    Managed(super::managed::ManagedAuthConfig),
 }
 
 impl AuthConfig {
+    /// The one secret this mode reads from the machine, and the key that declares it: a
+    /// password database's source, a self-hosted managed database's `admin_password_file`.
+    /// Both keep the same rules (`catalog/password.rs`), checked where they are declared.
+    pub fn secret_source(&self) -> Option<(&'static str, PasswordSource)> {
+        match self {
+            AuthConfig::Password(source) => Some((source.key(), source.clone())),
+            AuthConfig::Managed(m) => m.admin_password_file.as_ref().map(|path| {
+                (
+                    super::ADMIN_PASSWORD_FILE,
+                    PasswordSource::File(path.clone()),
+                )
+            }),
+            AuthConfig::Iam { .. } | AuthConfig::None => None,
+        }
+    }
+
     pub fn mode_name(&self) -> &'static str {
         match self {
             AuthConfig::Iam { .. } => "iam",
             AuthConfig::Password(_) => "password",
             AuthConfig::None => "none",
+            AuthConfig::Managed(_) => "managed",
         }
     }
 
@@ -211,7 +235,7 @@ impl AuthConfig {
     pub fn needs_db_user(&self) -> bool {
         match self {
             AuthConfig::Iam { .. } => true,
-            AuthConfig::Password(_) | AuthConfig::None => false,
+            AuthConfig::Password(_) | AuthConfig::None | AuthConfig::Managed(_) => false,
         }
     }
 
@@ -223,7 +247,7 @@ impl AuthConfig {
     pub fn needs_tls(&self) -> bool {
         match self {
             AuthConfig::Iam { .. } => true,
-            AuthConfig::Password(_) | AuthConfig::None => false,
+            AuthConfig::Password(_) | AuthConfig::None | AuthConfig::Managed(_) => false,
         }
     }
 }

@@ -21,6 +21,7 @@ mod de;
 mod fuzz;
 mod limits;
 mod listeners;
+mod managed;
 mod metrics;
 mod raw;
 mod rules;
@@ -46,6 +47,10 @@ pub use limits::{
 };
 use listeners::Listeners;
 pub use listeners::{TcpRouting, UnixListenerConfig};
+pub use managed::{
+    ManagedAuthConfig, SelfHostedEngine, ADMIN_PASSWORD_FILE, DEFAULT_ROTATION_INTERVAL,
+    DEFAULT_SECRET_PREFIX,
+};
 pub use metrics::MetricsConfig;
 pub use rules::{is_password_env, DatabaseRuleError, PASSWORD_ENV_PREFIX};
 

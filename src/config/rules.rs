@@ -1,7 +1,7 @@
 //! The rules one database must keep whoever declares it: the boot config, `bastion db add`,
 //! `bastion import`. The role rules are STS's ([`crate::aws::assume_role::check_role`]).
 
-use std::path::Component;
+use std::path::{Component, Path};
 
 use super::{AuthConfig, DatabaseConfig, PasswordSource};
 use crate::aws::region::is_region;
@@ -29,6 +29,28 @@ pub fn is_password_env(var: &str) -> bool {
     })
 }
 
+/// Where a secret file declared under `key` (`auth.password_file`, a managed database's
+/// `auth.admin_password_file`) may point: an absolute path without `..`. That it is directly in
+/// the secrets directory is checked where it is read ([`crate::catalog::SecretDirs`]).
+pub fn check_secret_file(key: &'static str, path: &Path) -> Result<(), DatabaseRuleError> {
+    let plain = path.is_absolute()
+        && path.file_name().is_some()
+        && path
+            .components()
+            .all(|c| !matches!(c, Component::ParentDir));
+    if plain {
+        return Ok(());
+    }
+    broken(
+        key,
+        format!(
+            "'{}' must be an absolute path without '..', naming a file directly in the secrets \
+             directory (secrets_dir) or systemd's $CREDENTIALS_DIRECTORY",
+            path.display()
+        ),
+    )
+}
+
 fn broken(field: &'static str, message: impl Into<String>) -> Result<(), DatabaseRuleError> {
     Err(DatabaseRuleError {
         field,
@@ -43,22 +65,7 @@ impl DatabaseConfig {
     pub fn check(&self) -> Result<(), DatabaseRuleError> {
         match &self.auth {
             AuthConfig::Password(PasswordSource::File(path)) => {
-                let plain = path.is_absolute()
-                    && path.file_name().is_some()
-                    && path
-                        .components()
-                        .all(|c| !matches!(c, Component::ParentDir));
-                if !plain {
-                    return broken(
-                        "auth.password_file",
-                        format!(
-                            "'{}' must be an absolute path without '..', naming a file directly \
-                             in the secrets directory (secrets_dir) or systemd's \
-                             $CREDENTIALS_DIRECTORY",
-                            path.display()
-                        ),
-                    );
-                }
+                check_secret_file("auth.password_file", path)?;
             }
             AuthConfig::Password(PasswordSource::Env(var)) => {
                 if !is_password_env(var) {
@@ -87,6 +94,14 @@ impl DatabaseConfig {
                 }
             }
             AuthConfig::None => {}
+            AuthConfig::Managed(managed) => {
+                if let Err((field, message)) = managed.check(&self.managed_users) {
+                    return broken(field, message);
+                }
+            }
+        }
+        if !self.managed_users.is_empty() && !matches!(self.auth, AuthConfig::Managed(_)) {
+            return broken("managed_users", "only applies with mode = \"managed\"");
         }
         if let Some(tls) = &self.tls {
             if tls.ca_file.as_ref().is_some_and(|p| !p.is_absolute()) {

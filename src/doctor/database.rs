@@ -91,6 +91,7 @@ pub async fn check(db: &Database, user: &ProbeUser, doctor: &Doctor) -> Vec<Chec
     let mut out = Vec::with_capacity(6);
     out.extend(super::region::check(db, doctor).await);
     out.extend(super::assume_role::check(db, doctor).await);
+    out.extend(super::managed::check(db, doctor).await);
     let skip_rest = |out: &mut Vec<CheckResult>, steps: &[&str], why: &str| {
         for step in steps {
             out.push(
@@ -505,6 +506,10 @@ fn rejection_fix(db: &Database, user: &ProbeUser) -> String {
         Auth::None => {
             "the upstream requires AUTH: set auth mode 'password' or 'iam' for this database".into()
         }
+        Auth::Managed(_) => format!(
+            "db-user '{db_user}' refused its managed password: check `bastion managed ls` for \
+             the last rotation's error, and that the user is on (ACL GETUSER {db_user})"
+        ),
     }
 }
 

@@ -127,6 +127,18 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
                 )?),
             },
             AuthConfig::None => AuthRecord::None,
+            AuthConfig::Managed(table) => AuthRecord::Managed {
+                settings: text(
+                    &at("auth"),
+                    "MAX_MANAGED_SETTINGS_LEN",
+                    Charset::Path,
+                    &ManagedSettings {
+                        auth: table.clone(),
+                        managed_users: c.managed_users.clone(),
+                    }
+                    .to_json(),
+                )?,
+            },
         };
         let record = DatabaseRecord {
             host: text(
@@ -162,6 +174,32 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
         };
         record.validate()?;
         Ok(record)
+    }
+}
+
+/// What a managed database's record keeps: its `auth` table and `managed_users`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManagedSettings {
+    pub auth: crate::config::ManagedAuthConfig,
+    #[serde(default)]
+    pub managed_users: Vec<String>,
+}
+
+impl ManagedSettings {
+    fn to_json(&self) -> String {
+        // Cannot fail: plain strings, options, a bool and a duration rendered as text.
+        serde_json::to_string(self).expect("managed settings serialize")
+    }
+
+    /// The settings a record holds, checked by the same rules as a declaration.
+    pub fn parse(json: &str) -> Result<ManagedSettings, String> {
+        let settings: ManagedSettings =
+            serde_json::from_str(json).map_err(|e| format!("managed settings: {e}"))?;
+        settings
+            .auth
+            .check(&settings.managed_users)
+            .map_err(|(field, message)| format!("{field}: {message}"))?;
+        Ok(settings)
     }
 }
 
@@ -206,6 +244,21 @@ impl Declaration for DatabaseRecord {
                 }
             }),
             AuthRecord::None => AuthConfig::None,
+            // A record is validated before it is written and after it is read, so its settings
+            // parse; the default (no service, no engine) would be refused by every rule check.
+            AuthRecord::Managed { settings } => AuthConfig::Managed(
+                ManagedSettings::parse(settings)
+                    .map(|m| m.auth)
+                    .unwrap_or_default(),
+            ),
+        })
+    }
+    fn managed_users(&self) -> Cow<'_, [String]> {
+        Cow::Owned(match &self.auth {
+            AuthRecord::Managed { settings } => ManagedSettings::parse(settings)
+                .map(|m| m.managed_users)
+                .unwrap_or_default(),
+            _ => Vec::new(),
         })
     }
     fn default_db_user(&self) -> Option<&str> {
@@ -257,6 +310,7 @@ impl From<&DatabaseRecord> for DatabaseConfig {
             legacy_auth: r.legacy_auth(),
             relay: r.relay(),
             allow_addresses: r.allow_addresses(),
+            managed_users: r.managed_users().into_owned(),
         }
     }
 }
@@ -412,6 +466,16 @@ allow_plaintext_auth = true
 name = "local"
 address = "127.0.0.1:6379"
 auth = { mode = "none" }
+[[databases]]
+name = "owned"
+address = "10.0.0.3:6379"
+auth = { mode = "managed", engine = "valkey", admin_user = "adm", admin_password_file = "/etc/bastion/adm.pw", secret_prefix = "corp/bastion", rotation_interval = "5m", kms_key_id = "alias/k" }
+managed_users = ["app", "reporting"]
+[[databases]]
+name = "ownedmem"
+address = "10.0.0.4:6379"
+tls = {}
+auth = { mode = "managed", service = "memorydb", region = "eu-west-1", target = "cl" }
 [[roles]]
 name = "ops"
 db_users = ["app-*", "admin"]
@@ -507,7 +571,7 @@ name = "bob"
             crate::catalog::Catalog::build(dbs, &roles, &users, &Default::default(), None).unwrap();
         assert_eq!(
             (catalog.databases().count(), roles.len(), users.len()),
-            (6, 2, 2)
+            (8, 2, 2)
         );
     }
 

@@ -34,6 +34,8 @@ pub enum RecordError {
     NotUtf8 { field: String },
     #[error("databases.{database}.auth: mode password needs exactly one of password_file or password_env")]
     PasswordSource { database: String },
+    #[error("databases.{database}.auth: {message}")]
+    Managed { database: String, message: String },
     #[error("{field}: not_after must be later than not_before")]
     Validity { field: String },
     #[error("{field}: no database named '{name}'")]

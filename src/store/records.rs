@@ -55,6 +55,8 @@ pub const MAX_ROLES: usize = 1024;
 pub const MAX_USERS: usize = 4096;
 /// Issued certificates (live, expired and revoked) in the store.
 pub const MAX_CERTIFICATES: usize = 65_536;
+/// Bytes of a managed database's settings (the `auth` table and `managed_users`, as JSON).
+pub const MAX_MANAGED_SETTINGS_LEN: usize = 8192;
 /// Managed database users (rotated secrets) in the store.
 pub const MAX_MANAGED_USERS: usize = 1024;
 
@@ -136,6 +138,12 @@ pub enum AuthRecord {
         password_env: Option<heapless::String<MAX_ENV_NAME_LEN>>,
     },
     None,
+    /// `mode = "managed"`: the `auth` table and `managed_users` as JSON
+    /// ([`crate::store::convert::ManagedSettings`]), checked on write and on read. No password:
+    /// those live in Secrets Manager and the admin's password file.
+    Managed {
+        settings: heapless::String<MAX_MANAGED_SETTINGS_LEN>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,6 +414,14 @@ impl Validate for DatabaseRecord {
                 }
             }
             AuthRecord::None => {}
+            AuthRecord::Managed { settings } => {
+                super::convert::ManagedSettings::parse(settings).map_err(|message| {
+                    RecordError::Managed {
+                        database: self.name.to_string(),
+                        message,
+                    }
+                })?;
+            }
         }
         Ok(())
     }

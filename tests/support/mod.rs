@@ -18,6 +18,10 @@
 //!   topology of the hop-limit tests, and a thread inside one.
 //! - [`logs`]: the library's tracing output captured in-process.
 //! - [`http_stub`]: a loopback HTTP server answering from a closure (ECS credentials, a refusing STS).
+//! - [`control_plane`]: MemoryDB and ElastiCache shims in front of moto (DescribeACLs;
+//!   DescribeUserGroups, DescribeServerlessCaches, ModifyUser — which moto lacks) and the
+//!   harnesses applying UpdateUser's / ModifyUser's passwords to a real redis-server ACL.
+//! - [`managed`]: `bastion managed …` and direct AUTH checks for the managed-user tests.
 //! - [`scrape`]: the `[metrics]` endpoint read with a real HTTP GET, its samples.
 //! - [`sts_shim`]: a shim for STS answering AssumeRole from a script (throttling, 5xx, success).
 //! - [`moto`]: `moto_server` from the venv (STS for AssumeRole / web identity), and the sessions
@@ -32,10 +36,12 @@ pub mod admin;
 pub mod bastion;
 pub mod certs;
 pub mod clients;
+pub mod control_plane;
 pub mod http_stub;
 pub mod iam_front;
 pub mod imds;
 pub mod logs;
+pub mod managed;
 pub mod moto;
 pub mod netns;
 pub mod process;

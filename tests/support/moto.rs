@@ -111,6 +111,44 @@ impl Moto {
         &self.recording
     }
 
+    /// Environment that points an AWS SDK at this moto (Secrets Manager, ElastiCache,
+    /// MemoryDB, STS) with moto's dummy credentials in `us-east-1`.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// Run a boto3 script (the venv's; moto depends on it) against this moto: `sm`, `ec` and
+    /// `mdb` are Secrets Manager, ElastiCache and MemoryDB clients; the script prints what the
+    /// test asserts on. Panics with its stderr if it fails.
+    #[track_caller]
+    pub fn boto3(&self, script: &str) -> String {
+        let prelude = format!(
+            "import boto3, json, sys\n\
+             _kw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', \
+             aws_secret_access_key='testing')\n\
+             sm = boto3.client('secretsmanager', **_kw)\n\
+             ec = boto3.client('elasticache', **_kw)\n\
+             mdb = boto3.client('memorydb', **_kw)\n",
+            self.endpoint()
+        );
+        let out = Command::new(python_path())
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .output()
+            .expect("run the venv's python");
+        assert!(
+            out.status.success(),
+            "boto3 script failed:\n{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Every session moto has issued so far.
     pub fn issued(&self) -> Vec<Issued> {
         issued_from(self.addr).unwrap_or_else(|e| panic!("moto data.json: {e}"))

@@ -37,12 +37,35 @@ pub const ACCOUNT_PLACEHOLDER: &str = "<ACCOUNT_ID>";
 pub const REGION_PLACEHOLDER: &str = "<REGION>";
 
 /// What the bastion does with its managed secrets.
-pub const SECRETS_ACTIONS: [&str; 5] = [
+pub const SECRETS_ACTIONS: [&str; 6] = [
     "secretsmanager:CreateSecret",
     "secretsmanager:DescribeSecret",
     "secretsmanager:GetSecretValue",
     "secretsmanager:PutSecretValue",
     "secretsmanager:TagResource",
+    "secretsmanager:UpdateSecretVersionStage",
+];
+
+/// What a managed MemoryDB database needs on its cluster, ACLs and users: discovery by tag
+/// and the password change (see [`crate::managed::cloud`]).
+pub const MEMORYDB_MANAGED_ACTIONS: [&str; 5] = [
+    "memorydb:DescribeClusters",
+    "memorydb:DescribeACLs",
+    "memorydb:DescribeUsers",
+    "memorydb:ListTags",
+    "memorydb:UpdateUser",
+];
+
+/// What a managed ElastiCache database needs on its replication group or serverless cache,
+/// user groups and users: discovery by tag within the cache's user groups and the password
+/// change (see [`crate::managed::cloud`]).
+pub const ELASTICACHE_MANAGED_ACTIONS: [&str; 6] = [
+    "elasticache:DescribeReplicationGroups",
+    "elasticache:DescribeServerlessCaches",
+    "elasticache:DescribeUserGroups",
+    "elasticache:DescribeUsers",
+    "elasticache:ListTagsForResource",
+    "elasticache:ModifyUser",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +246,61 @@ pub fn bootstrap_policy(
             }
         }
     }
+    // Managed databases: their secrets (own prefix, in their region) and, on MemoryDB, the
+    // control-plane calls of discovery and rotation.
+    for db in &config.seed.databases {
+        let AuthConfig::Managed(m) = &db.auth else {
+            continue;
+        };
+        let region = match (&m.region, instance_region) {
+            (Some(region), _) => region.as_str(),
+            (None, Ok(resolved)) => resolved.region.as_str(),
+            (None, Err(_)) => REGION_PLACEHOLDER,
+        };
+        let prefix = m
+            .secret_prefix
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_SECRET_PREFIX);
+        grant_to(
+            None,
+            "ManagedSecrets",
+            &SECRETS_ACTIONS,
+            format!("arn:aws:secretsmanager:{region}:{account}:secret:{prefix}/*"),
+        );
+        if let (Some(IamService::Memorydb), Some(target)) = (m.service, &m.target) {
+            for resource in [
+                format!("arn:aws:memorydb:{region}:{account}:cluster/{target}"),
+                format!("arn:aws:memorydb:{region}:{account}:acl/*"),
+                format!("arn:aws:memorydb:{region}:{account}:user/*"),
+            ] {
+                grant_to(
+                    None,
+                    "MemoryDBManagedUsers",
+                    &MEMORYDB_MANAGED_ACTIONS,
+                    resource,
+                );
+            }
+        }
+        if let (Some(IamService::Elasticache), Some(target)) = (m.service, &m.target) {
+            let cache = if m.serverless {
+                format!("arn:aws:elasticache:{region}:{account}:serverlesscache:{target}")
+            } else {
+                format!("arn:aws:elasticache:{region}:{account}:replicationgroup:{target}")
+            };
+            for resource in [
+                cache,
+                format!("arn:aws:elasticache:{region}:{account}:usergroup:*"),
+                format!("arn:aws:elasticache:{region}:{account}:user:*"),
+            ] {
+                grant_to(
+                    None,
+                    "ElastiCacheManagedUsers",
+                    &ELASTICACHE_MANAGED_ACTIONS,
+                    resource,
+                );
+            }
+        }
+    }
     if config.seed.databases.iter().any(|db| {
         matches!(
             db.auth,
@@ -366,6 +444,56 @@ db_names = ["rg"]
             .statement
             .iter()
             .all(|s| s.sid != "MemoryDBConnect"));
+    }
+
+    #[test]
+    fn managed_databases_get_their_secrets_and_control_plane_actions() {
+        let managed = format!(
+            "{CONFIG}\n[[databases]]\nname = \"owned\"\naddress = \"10.0.0.9:6379\"\n\
+             auth = {{ mode = \"managed\", engine = \"redis\", admin_user = \"a\", \
+             admin_password_file = \"/p\", region = \"eu-west-1\", secret_prefix = \"corp\" }}\n\
+             managed_users = [\"app\"]\n\
+             [[databases]]\nname = \"mem\"\naddress = \"10.0.0.8:6379\"\n\
+             auth = {{ mode = \"managed\", service = \"memorydb\", region = \"eu-west-1\", target = \"cl\" }}\n\
+             [[databases]]\nname = \"ecs\"\naddress = \"10.0.0.7:6379\"\ntls = {{}}\n\
+             auth = {{ mode = \"managed\", service = \"elasticache\", region = \"eu-west-1\", target = \"sc\", serverless = true }}\n"
+        );
+        let c = Config::parse(&managed, Path::new("t")).unwrap();
+        let b = bootstrap_policy(&c, "123456789012", Err("n/a")).unwrap();
+        let s = statement(&b.document, "ManagedSecrets");
+        assert!(s
+            .action
+            .iter()
+            .any(|a| a == "secretsmanager:UpdateSecretVersionStage"));
+        for r in [
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:corp/*",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:bastion/*",
+        ] {
+            assert!(
+                s.resource.iter().any(|x| x == r),
+                "{r} not in {:?}",
+                s.resource
+            );
+        }
+        let s = statement(&b.document, "MemoryDBManagedUsers");
+        assert_eq!(s.action, MEMORYDB_MANAGED_ACTIONS);
+        assert!(s
+            .resource
+            .iter()
+            .any(|x| x == "arn:aws:memorydb:eu-west-1:123456789012:cluster/cl"));
+        let s = statement(&b.document, "ElastiCacheManagedUsers");
+        assert_eq!(s.action, ELASTICACHE_MANAGED_ACTIONS);
+        for r in [
+            "arn:aws:elasticache:eu-west-1:123456789012:serverlesscache:sc",
+            "arn:aws:elasticache:eu-west-1:123456789012:usergroup:*",
+            "arn:aws:elasticache:eu-west-1:123456789012:user:*",
+        ] {
+            assert!(
+                s.resource.iter().any(|x| x == r),
+                "{r} not in {:?}",
+                s.resource
+            );
+        }
     }
 
     #[test]

@@ -292,7 +292,10 @@ mod tests {
 
     #[test]
     fn flag_values_come_from_value_enums() {
-        assert_eq!(words("db add x --auth "), ["iam ", "none ", "password "]);
+        assert_eq!(
+            words("db add x --auth "),
+            ["iam ", "managed ", "none ", "password "]
+        );
         assert_eq!(words("db add x --auth=p"), ["password "]);
         assert_eq!(
             completion().candidates("db add x --auth=p").0,

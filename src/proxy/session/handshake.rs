@@ -94,6 +94,7 @@ impl Refusal {
                 ),
                 UpstreamError::TlsConfig { db, .. }
                 | UpstreamError::Password { db, .. }
+                | UpstreamError::Managed { db, .. }
                 | UpstreamError::Credentials { db, .. }
                 | UpstreamError::AssumeRole { db, .. }
                 | UpstreamError::Token { db, .. }
@@ -355,7 +356,20 @@ async fn connect(
         drop(secret);
         let authenticating = StdInstant::now();
         let Authenticated { reply, extra } =
-            upstream::authenticate(&mut stream, db, db_user, &command).await?;
+            match upstream::authenticate(&mut stream, db, db_user, &command).await {
+                Err(refused @ AuthError::Rejected { .. }) => {
+                    upstream::managed_fallback(
+                        &mut stream,
+                        db,
+                        db_user,
+                        opening,
+                        &shared.credentials,
+                        refused,
+                    )
+                    .await?
+                }
+                other => other?,
+            };
         shared
             .metrics
             .upstream_authenticated(authenticating.elapsed());

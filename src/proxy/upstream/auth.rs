@@ -132,6 +132,11 @@ fn explain_rejection(db: &Database, db_user: Option<&str>, error: &str) -> Strin
             "upstream '{}' rejected the password for db-user '{user}' ({code})",
             db.name
         ),
+        Auth::Managed(_) => format!(
+            "upstream '{}' rejected the managed password of db-user '{user}' ({code}): see \
+             `bastion managed ls` for its last rotation",
+            db.name
+        ),
         Auth::None => format!(
             "upstream '{}' requires authentication ({code}) but its auth mode is 'none'",
             db.name

@@ -9,7 +9,7 @@ mod auth;
 mod secret;
 
 pub use auth::{authenticate, AuthError, Authenticated, MAX_REPLY};
-pub use secret::auth_secret;
+pub use secret::{auth_secret, managed_fallback};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,8 @@ pub enum UpstreamError {
     TlsConfig { db: String, message: String },
     #[error("upstream '{db}': password: {message}")]
     Password { db: String, message: String },
+    #[error("upstream '{db}': managed password: {message}")]
+    Managed { db: String, message: String },
     #[error("upstream '{db}': AWS credentials: {message}")]
     Credentials { db: String, message: String },
     /// The database's `assume_role_arn` could not be assumed (the message names the role and,

@@ -4,10 +4,13 @@
 //!
 //! Errors name the database and the source (file, variable); they never carry the secret.
 
-use super::UpstreamError;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{AuthError, Authenticated, UpstreamError};
 use crate::aws::credentials::CredentialChain;
 use crate::aws::iam::{self, IamAuth, IamTokenError};
 use crate::catalog::{Auth, Database};
+use crate::proxy::handshake::{auth_command, Opening};
 use crate::secret::Secret;
 
 /// The secret for `db_user` on `db` (`None`: a session with no db-user, see
@@ -25,6 +28,15 @@ pub async fn auth_secret(
     }
     match &db.auth {
         Auth::None => Ok(None),
+        Auth::Managed(managed) => {
+            crate::managed::session_password(db, managed, db_user, credentials)
+                .await
+                .map(Some)
+                .map_err(|e| UpstreamError::Managed {
+                    db: db.name.clone(),
+                    message: e.to_string(),
+                })
+        }
         Auth::Password(password) => match password.value() {
             Ok(secret) => Ok(Some(secret.clone())),
             Err(e) => Err(UpstreamError::Password {
@@ -70,6 +82,42 @@ pub async fn auth_secret(
                 })
         }
     }
+}
+
+/// After the upstream refused a managed database's AWSCURRENT: AWSCURRENT read afresh (another
+/// bastion rotated since our cache), then AWSPREVIOUS (the cloud applies a change with a
+/// delay), on the same connection. Any other database, or no password left: `refused`.
+pub async fn managed_fallback<S>(
+    stream: &mut S,
+    db: &Database,
+    db_user: Option<&str>,
+    opening: &Opening,
+    credentials: &CredentialChain,
+    refused: AuthError,
+) -> Result<Authenticated, AuthError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Auth::Managed(managed) = &db.auth else {
+        return Err(refused);
+    };
+    let Ok(candidates) =
+        crate::managed::fallback_passwords(db, managed, db_user, credentials).await
+    else {
+        return Err(refused);
+    };
+    let mut last = refused;
+    for password in candidates {
+        let Some(command) = auth_command(opening, db_user, Some(&password)) else {
+            break;
+        };
+        match super::authenticate(stream, db, db_user, &command).await {
+            Ok(done) => return Ok(done),
+            Err(e @ AuthError::Rejected { .. }) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 #[cfg(test)]

@@ -1,0 +1,149 @@
+//! Managed users of ElastiCache: discovered by tag among the users of the replication group's
+//! or serverless cache's user groups, rotated with ModifyUser `Passwords = [current, new]`,
+//! stored in Secrets Manager — against moto_server (users, tags, replication groups), with the
+//! shims and harness of `support::control_plane::ControlPlane::elasticache` (SHIM: DescribeUserGroups,
+//! DescribeServerlessCaches and ModifyUser, which moto 5.2 lacks; HARNESS: ModifyUser's
+//! passwords applied to a real redis-server, as ElastiCache applies them to its nodes).
+//!
+//! Replication group `rg` has user group `g1` (`app`, tagged `bastion.dev/managed=true`, and
+//! `off`, tagged `=false`); serverless cache `sc` has `g2` (`reporting`, tagged
+//! `teleport.dev/managed=yes`). `stray` is tagged managed but in no group of either: it is
+//! never discovered, rotated or modified. User ids differ from user names (`app-id` / `app`):
+//! ModifyUser takes the id, sessions AUTH with the name.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use support::bastion::Bastion;
+use support::control_plane::ControlPlane;
+use support::managed::{accepts, ls, managed, rotate_twice, session_as};
+use support::moto::Moto;
+use support::process::poll;
+use support::redis::{RedisOpts, RedisServer};
+use support::stack::current_user;
+
+const CP_PW: &str = "control-plane-pw-5c1e";
+const SECRET: &str = "bastion/elasticache/us-east-1/123456789012/user/app";
+
+#[test]
+fn tagged_elasticache_users_of_the_caches_groups_are_discovered_rotated_and_used() {
+    let redis = RedisServer::start(RedisOpts {
+        acl_lines: vec![
+            format!("control-plane on >{CP_PW} ~* &* +@all"),
+            "app on ~* &* +@all".into(),
+            "reporting on ~* &* +@all".into(),
+            "off on ~* &* +@all".into(),
+            "stray on >stray-password-0123456789 ~* &* +@all".into(),
+        ],
+        ..RedisOpts::default()
+    });
+    let moto = Moto::start();
+    moto.boto3(
+        r#"
+for uid, name, tags in [('app-id', 'app', [dict(Key='bastion.dev/managed', Value='true')]),
+                        ('rep-id', 'reporting', [dict(Key='teleport.dev/managed', Value='yes')]),
+                        ('off-id', 'off', [dict(Key='bastion.dev/managed', Value='false')]),
+                        ('stray-id', 'stray', [dict(Key='bastion.dev/managed', Value='true')])]:
+    ec.create_user(UserId=uid, UserName=name, Engine='redis', AccessString='on ~* &* +@all',
+        Passwords=['initial-password-0123456789'], Tags=tags)
+ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription='bastion test',
+    UserGroupIds=['g1'])
+"#,
+    );
+    let shim = ControlPlane::elasticache(
+        &moto,
+        &redis,
+        ("control-plane", CP_PW),
+        &[("g1", &["app-id", "off-id"]), ("g2", &["rep-id"])],
+        &[("sc", "g2")],
+        &[
+            ("app-id", "app"),
+            ("rep-id", "reporting"),
+            ("off-id", "off"),
+            ("stray-id", "stray"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = |v: &std::path::Path| toml::Value::String(v.to_string_lossy().into_owned()).to_string();
+    let state = dir.path().join("state");
+    let config = format!(
+        r#"state_dir = {state}
+[listeners.unix]
+directory = {sockets}
+
+[[databases]]
+name = "ec"
+address = "{plain}"
+auth = {{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h" }}
+
+[[databases]]
+name = "ecs"
+address = "{plain}"
+auth = {{ mode = "managed", service = "elasticache", region = "us-east-1", target = "sc", serverless = true, rotation_interval = "1h" }}
+
+[[roles]]
+name = "apps"
+db_users = ["app", "reporting", "stray"]
+db_names = ["ec", "ecs"]
+
+[[users]]
+name = "alice"
+roles = ["apps"]
+unix_user = "{me}"
+"#,
+        state = s(&state),
+        sockets = s(&dir.path().join("db")),
+        plain = redis.plain_addr(),
+        me = current_user(),
+    );
+    let mut env = moto.aws_env();
+    env.push(("AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bastion = Bastion::start_with_env(&config, &state, &env);
+
+    // Discovery and the first rotation of both managed users.
+    let users = poll(Duration::from_secs(40), || {
+        let v: Vec<Value> = serde_json::from_value(ls(&bastion)).unwrap();
+        (v.len() == 2 && v.iter().all(|u| u["version"].is_string())).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no discovery / first rotation: {:?}\n{}\n{}",
+            ls(&bastion),
+            shim.log(),
+            bastion.logs()
+        )
+    });
+    let by_user = |u: &str| users.iter().find(|x| x["user"] == u).cloned().unwrap();
+    assert_eq!(by_user("app")["database"], "ec");
+    assert_eq!(by_user("app")["source"], "tag:bastion.dev/managed");
+    assert_eq!(by_user("app")["secret"], SECRET);
+    assert_eq!(by_user("reporting")["database"], "ecs");
+    assert_eq!(by_user("reporting")["source"], "tag:teleport.dev/managed");
+    assert_eq!(session_as(&bastion, "ec", "app"), "True app");
+    assert_eq!(session_as(&bastion, "ecs", "reporting"), "True reporting");
+
+    let passwords = rotate_twice(&bastion, &redis, &moto, ("ec", "app", SECRET), || {
+        shim.log()
+    });
+    assert_eq!(passwords[0].len(), 128, "ElastiCache's maximum length");
+    // ModifyUser went to the user id with the current and the new password.
+    let log = shim.log();
+    assert!(log.contains("applied ModifyUser app-id app 2"), "{log}");
+    assert!(log.contains("answered DescribeUserGroups g2"), "{log}");
+
+    // Tagged but in neither cache's user groups: never modified, never managed here.
+    assert!(!log.contains("stray"), "{log}");
+    let out = managed(&bastion, &["rotate", "ec", "stray"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(accepts(&redis, "stray", "stray-password-0123456789"));
+    assert!(!session_as(&bastion, "ec", "stray").starts_with("True"));
+    // Tagged false, in the group: not managed either.
+    assert!(!shim.log().contains("applied ModifyUser off-id"));
+
+    let all: Vec<&str> = passwords.iter().map(String::as_str).collect();
+    bastion.assert_no_secrets(&all);
+}

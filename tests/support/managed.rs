@@ -1,0 +1,105 @@
+//! What the managed-user tests share: `bastion managed …` against a running daemon, and
+//! whether a password opens a user on the real server.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::bastion::{Bastion, BASTION_BIN};
+use super::clients::{python, Endpoint, REDIS_CLI};
+use super::moto::Moto;
+use super::process::{run, Out};
+use super::redis::RedisServer;
+
+/// `bastion managed ARGS --config <the daemon's config>`.
+pub fn managed(bastion: &Bastion, args: &[&str]) -> Out {
+    run(
+        Command::new(BASTION_BIN)
+            .arg("managed")
+            .args(args)
+            .arg("--config")
+            .arg(bastion.config_path()),
+        None,
+        Duration::from_secs(60),
+    )
+}
+
+/// `bastion managed ls --json`, parsed.
+pub fn ls(bastion: &Bastion) -> Value {
+    let out = managed(bastion, &["ls", "--json"]);
+    out.assert_success();
+    serde_json::from_str(&out.stdout()).unwrap()
+}
+
+/// `AUTH <user> <pw>` straight to the server's plaintext port: `true` when accepted.
+pub fn accepts(redis: &RedisServer, user: &str, pw: &str) -> bool {
+    let out = run(
+        Command::new(REDIS_CLI)
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(redis.plain_addr().port().to_string())
+            .args(["AUTH", user, pw]),
+        None,
+        Duration::from_secs(10),
+    );
+    out.stdout().trim() == "OK"
+}
+
+/// A session through the daemon's Unix socket for `db` as db-user `user` (redis-py):
+/// `"True <user>"` when it worked, else what it printed.
+pub fn session_as(bastion: &Bastion, db: &str, user: &str) -> String {
+    let ep = Endpoint::unix(bastion.socket_path(db));
+    let out = python(
+        &ep,
+        &format!(
+            "r = connect(username='{user}', password='ignored'); print(r.ping(), r.acl_whoami())"
+        ),
+    );
+    out.stdout().trim().to_string() + &out.stderr()
+}
+
+/// The AWSCURRENT password of `secret` in moto.
+pub fn current_password(moto: &Moto, secret: &str) -> String {
+    moto.boto3(&format!(
+        // By stage: moto's default version does not follow UpdateSecretVersionStage.
+        "print(sm.get_secret_value(SecretId='{secret}', VersionStage='AWSCURRENT')['SecretString'])"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// `bastion managed rotate DB USER` twice through a cloud control plane (`log`: its shim's),
+/// checking each time that the new and the previous password open `user` on the server, the
+/// one of two rotations ago does not, and a session works. Every password seen, oldest first.
+pub fn rotate_twice(
+    bastion: &Bastion,
+    redis: &RedisServer,
+    moto: &Moto,
+    (db, user, secret): (&str, &str, &str),
+    log: impl Fn() -> String,
+) -> Vec<String> {
+    let mut passwords = vec![current_password(moto, secret)];
+    for round in 1..=2 {
+        managed(bastion, &["rotate", db, user]).assert_success();
+        passwords.push(current_password(moto, secret));
+        let n = passwords.len();
+        assert!(
+            accepts(redis, user, &passwords[n - 1]),
+            "round {round}: {}",
+            log()
+        );
+        assert!(accepts(redis, user, &passwords[n - 2]), "round {round}");
+        if n >= 3 {
+            assert!(
+                !accepts(redis, user, &passwords[n - 3]),
+                "round {round}: two rotations old works"
+            );
+        }
+        assert_eq!(
+            session_as(bastion, db, user),
+            format!("True {user}"),
+            "round {round}"
+        );
+    }
+    passwords
+}
