@@ -32,7 +32,7 @@ use support::clients::{python, Endpoint};
 use support::control_plane::ControlPlane;
 use support::managed::{accepts, ls, managed};
 use support::moto::Moto;
-use support::process::poll;
+use support::process::{poll, run};
 use support::redis::{RedisOpts, RedisServer};
 use support::stack::current_user;
 
@@ -276,6 +276,40 @@ print(ok, bad)
         !out.status.success() && out.all().contains("not a managed user"),
         "{}",
         out.all()
+    );
+
+    // The metrics page counts the managed user, none failing, and when its password was made
+    // (as `managed ls` says); it names no database or user.
+    let status = run(
+        Command::new(BASTION_BIN)
+            .args(["status", "--json", "--config"])
+            .arg(bastion.config_path()),
+        None,
+        Duration::from_secs(60),
+    );
+    status.assert_success();
+    let status: Value = serde_json::from_str(&status.stdout()).unwrap();
+    let page = status["metrics"].as_str().unwrap().to_string();
+    let sample = |name: &str| {
+        page.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+    };
+    assert_eq!(sample("bastion_managed_users"), 1.0);
+    assert_eq!(sample("bastion_managed_users_failing"), 0.0);
+    assert_eq!(
+        sample("bastion_managed_oldest_rotation_timestamp_seconds"),
+        v[0]["last_rotation"].as_i64().unwrap() as f64
+    );
+    assert!(
+        !page.contains("app\"") && !page.contains("self\""),
+        "{page}"
     );
 }
 

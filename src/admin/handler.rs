@@ -345,6 +345,9 @@ impl Admin {
         if let Some((_, expiry)) = self.shared.credentials.cached() {
             metrics.set_credentials_expiry(expiry);
         }
+        if let Some(managed) = self.managed.get() {
+            metrics.set_managed(crate::metrics::ManagedFigures::of(&managed.list()));
+        }
         metrics.encode()
     }
 

@@ -46,6 +46,9 @@ pub struct Metrics {
     store_seq: Gauge<u64, AtomicU64>,
     store_log_bytes: Gauge<u64, AtomicU64>,
     store_records: Family<Records, Gauge<u64, AtomicU64>>,
+    managed_users: Gauge<u64, AtomicU64>,
+    managed_failing: Gauge<u64, AtomicU64>,
+    managed_oldest_rotation: Gauge<i64, AtomicI64>,
 }
 
 /// `reason`: the kind of a refusal (see [`Metrics::refused`]).
@@ -65,6 +68,32 @@ struct Flow {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Records {
     kind: &'static str,
+}
+
+/// Managed users' rotation state, summed over every managed database (no names: an operator
+/// alerts on failures and on a rotation older than twice the interval, then asks
+/// `bastion managed ls` which one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ManagedFigures {
+    pub users: u64,
+    /// Users whose last rotation (or discovery) attempt failed.
+    pub failing: u64,
+    /// Unix seconds of the oldest current password's creation (0: none known yet).
+    pub oldest_rotation: i64,
+}
+
+impl ManagedFigures {
+    pub fn of(users: &[crate::managed::runtime::UserStatus]) -> ManagedFigures {
+        ManagedFigures {
+            users: users.len() as u64,
+            failing: users.iter().filter(|u| u.last_error.is_some()).count() as u64,
+            oldest_rotation: users
+                .iter()
+                .filter_map(|u| u.last_rotation)
+                .min()
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// What the store holds, for the store gauges.
@@ -103,6 +132,9 @@ impl Metrics {
             store_seq: Gauge::default(),
             store_log_bytes: Gauge::default(),
             store_records: Family::default(),
+            managed_users: Gauge::default(),
+            managed_failing: Gauge::default(),
+            managed_oldest_rotation: Gauge::default(),
         };
         registry.register(
             "sessions_open",
@@ -141,6 +173,21 @@ impl Metrics {
             "Time from sending AUTH/HELLO upstream to its reply",
             Unit::Seconds,
             m.upstream_auth.clone(),
+        );
+        registry.register(
+            "managed_users",
+            "Managed users the bastion rotates passwords for",
+            m.managed_users.clone(),
+        );
+        registry.register(
+            "managed_users_failing",
+            "Managed users whose last rotation attempt failed (the old password stays valid)",
+            m.managed_failing.clone(),
+        );
+        registry.register(
+            "managed_oldest_rotation_timestamp_seconds",
+            "When the oldest current managed password was made (Unix time; 0: none yet)",
+            m.managed_oldest_rotation.clone(),
         );
         registry.register(
             "aws_credentials_expiry_timestamp_seconds",
@@ -222,6 +269,12 @@ impl Metrics {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         self.credentials_expiry.set(secs);
+    }
+
+    pub fn set_managed(&self, managed: ManagedFigures) {
+        self.managed_users.set(managed.users);
+        self.managed_failing.set(managed.failing);
+        self.managed_oldest_rotation.set(managed.oldest_rotation);
     }
 
     pub fn set_store(&self, store: StoreFigures) {
@@ -327,6 +380,23 @@ mod tests {
         has("bastion_store_log_bytes", 1000.0);
         drop(open);
         assert_eq!(sample(&m.encode(), "bastion_sessions_open"), Some(0.0));
+    }
+
+    #[test]
+    fn managed_figures_are_rendered_without_names() {
+        let m = Metrics::new();
+        m.set_managed(ManagedFigures {
+            users: 3,
+            failing: 1,
+            oldest_rotation: 1_800_000_000,
+        });
+        let text = m.encode();
+        assert_eq!(sample(&text, "bastion_managed_users"), Some(3.0));
+        assert_eq!(sample(&text, "bastion_managed_users_failing"), Some(1.0));
+        assert_eq!(
+            sample(&text, "bastion_managed_oldest_rotation_timestamp_seconds"),
+            Some(1.8e9)
+        );
     }
 
     #[test]
