@@ -18,60 +18,36 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod support;
 
 use bastion::proxy::inspect::policy::{self, CommandPolicy, Denied};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use redis_protocol::resp2::types::OwnedFrame;
+use support::redis::{RedisOpts, RedisServer};
 
 const GUARD: Duration = Duration::from_secs(30);
 const TABLE: &str = "src/proxy/inspect/policy/table.rs";
 const REGENERATE: &str = "BASTION_REGENERATE_COMMAND_TABLE";
 
+/// The suite's redis-server (`support::redis`), its `default` user on without a password so
+/// the tests may create ACL users; reached over its Unix socket.
 struct Redis {
-    child: Child,
-    _dir: tempfile::TempDir,
+    _server: RedisServer,
     socket: PathBuf,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Redis {
     fn start() -> Redis {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("redis.sock");
-        let child = Command::new("/usr/bin/redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--unixsocket",
-            ])
-            .arg(&socket)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/bin/redis-server");
-        let deadline = Instant::now() + GUARD;
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let server = RedisServer::start(RedisOpts {
+            default_nopass: true,
+            ..RedisOpts::default()
+        });
+        let socket = server.unix_path();
         Redis {
-            child,
-            _dir: dir,
+            _server: server,
             socket,
         }
     }

@@ -13,15 +13,10 @@
 
 mod support;
 
-use std::time::Duration;
-
-use serde_json::Value;
-
 use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
-use support::managed::{accepts, ls, managed, rotate_twice, session_as};
+use support::managed::{accepts, managed, rotate_twice, session_as, wait_first_rotations};
 use support::moto::Moto;
-use support::process::poll;
 use support::redis::{RedisOpts, RedisServer};
 use support::stack::current_user;
 
@@ -105,17 +100,8 @@ unix_user = "{me}"
     let bastion = Bastion::start_with_env(&config, &state, &env);
 
     // Discovery and the first rotation of both managed users.
-    let users = poll(Duration::from_secs(40), || {
-        let v: Vec<Value> = serde_json::from_value(ls(&bastion)).unwrap();
-        (v.len() == 2 && v.iter().all(|u| u["version"].is_string())).then_some(v)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no discovery / first rotation: {:?}\n{}\n{}",
-            ls(&bastion),
-            shim.log(),
-            bastion.logs()
-        )
+    let users = wait_first_rotations(&bastion, 2, || {
+        format!("{}\n{}", shim.log(), bastion.logs())
     });
     let by_user = |u: &str| users.iter().find(|x| x["user"] == u).cloned().unwrap();
     assert_eq!(by_user("app")["database"], "ec");

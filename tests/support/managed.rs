@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::bastion::{Bastion, BASTION_BIN};
 use super::clients::{python, Endpoint, REDIS_CLI};
 use super::moto::Moto;
-use super::process::{run, Out};
+use super::process::{poll, run, Out};
 use super::redis::RedisServer;
 
 /// `bastion managed ARGS --config <the daemon's config>`.
@@ -102,4 +102,24 @@ pub fn rotate_twice(
         );
     }
     passwords
+}
+
+/// Wait (up to 40 s) until `managed ls` shows `n` users, each with a current version: discovery
+/// and the first rotation done. `context` is added to the failure message (shim and daemon logs).
+pub fn wait_first_rotations(
+    bastion: &Bastion,
+    n: usize,
+    context: impl Fn() -> String,
+) -> Vec<Value> {
+    poll(Duration::from_secs(40), || {
+        let v: Vec<Value> = serde_json::from_value(ls(bastion)).unwrap();
+        (v.len() == n && v.iter().all(|u| u["version"].is_string())).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no discovery / first rotation: {:?}\n{}",
+            ls(bastion),
+            context()
+        )
+    })
 }
