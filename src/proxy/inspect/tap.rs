@@ -15,7 +15,9 @@
 //! or change a byte.
 //!
 //! The command policy hook: [`PolicyHook::check`] is asked about every command as it is
-//! named (no policy is wired yet: sessions use [`AllowAll`]). A denial is refused by the guard
+//! named, or — when [`PolicyHook::needs`] says the decision needs arguments — the guard holds
+//! the command back ([`Look::Hold`]) until they have arrived and [`PolicyHook::check_args`]
+//! decides (a command too large to hold is refused). A denial is refused by the guard
 //! in place — the upstream never sees the command; it answers the guard's refusal, an
 //! unknown-command error (so inside MULTI the transaction aborts, as for Redis' own ACL
 //! denials) — and the replies watch replaces that answer with `-NOPERM bastion: <reason>`.
@@ -30,52 +32,61 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::keys::Spec;
 use super::matcher::{Matched, Matcher};
+use super::policy::ArgsNeeded;
 use super::reply::{ReplyConfig, ReplyFramer, ReplyKind, Word};
 use crate::audit::{self, CommandFacts, CommandSummary, SessionFacts};
-use crate::proxy::guard::driver::{Look, Observer, Reauth};
+use crate::proxy::guard::driver::{Checked, Look, Observer, Reauth};
 use crate::proxy::guard::{Arg, Head, NAME_CAP};
 use crate::proxy::relay::{Counters, Edit, Watch};
 
 /// Where a command policy (ACL-style rules per role) plugs in: asked about every command of an
-/// inspect-mode session as soon as its name is known (`proxy/session.rs` passes [`AllowAll`]
-/// today). Arguments are not seen: a rule on keys would also need the guard to hold the command
-/// until its keys have passed.
+/// inspect-mode session as soon as its name is known, and about the arguments of those it
+/// needs them for, which the guard holds back until they have arrived.
 pub trait PolicyHook: Send + Sync {
     /// `Err(reason)`: refuse it; the client gets an error carrying `bastion: <reason>` in its
     /// place and the upstream never sees it. `name` is the client's bytes (at most
     /// [`NAME_CAP`]), `spec` Redis' entry for it, if it has one; `argc` counts the name.
+    /// Asked only when [`PolicyHook::needs`] is [`ArgsNeeded::None`].
     fn check(&self, name: &[u8], spec: Option<&'static Spec>, argc: u64) -> Result<(), String>;
+
+    /// How much of the command named `name` the decision needs.
+    fn needs(&self, name: &[u8]) -> ArgsNeeded {
+        let _ = name;
+        ArgsNeeded::None
+    }
+
+    /// The decision on a command [`PolicyHook::needs`] arguments for: `args` are its first
+    /// argument (none if it has none) or all of them, each whole.
+    fn check_args(&self, name: &[u8], args: &[Vec<u8>]) -> Result<(), String> {
+        let _ = (name, args);
+        Ok(())
+    }
 }
 
-/// A session's command policy (its roles' ACL-style rules, [`super::policy`]). Inspect mode
-/// decides when a command is named, before any of its bytes go upstream, and does not hold a
-/// command back for its arguments: a command whose decision needs them (a subcommand, or keys
-/// under a key-restricted policy) is refused — fail closed — unless the name alone allows it.
+/// A session's command policy (its roles' ACL-style rules, [`super::policy`]): decided by the
+/// name alone when that suffices, otherwise once the guard has held the command to the
+/// arguments the rules look at (a subcommand or first argument, or every argument when keys
+/// are restricted) — the same decision Redis' ACL makes.
 impl PolicyHook for super::policy::SessionPolicy {
-    fn check(&self, name: &[u8], spec: Option<&'static Spec>, _argc: u64) -> Result<(), String> {
-        use super::policy::ArgsNeeded;
-        let reason = |denied: super::policy::Denied| {
-            let text = denied.to_string();
-            text.strip_prefix("NOPERM bastion: ")
-                .unwrap_or(&text)
-                .to_string()
-        };
-        match self.args_needed(name) {
-            ArgsNeeded::None => self.check::<&[u8]>(name, &[]).map_err(reason),
-            needs => {
-                // Known to Redis (only its commands can need arguments): the table's name.
-                let command = spec.map_or("this command", |s| s.name);
-                let what = match needs {
-                    ArgsNeeded::All => "its keys",
-                    _ => "its subcommand",
-                };
-                Err(format!(
-                    "the role's command policy decides '{command}' by {what}, which inspect \
-                     mode does not hold back for checking; it is refused"
-                ))
-            }
-        }
+    fn check(&self, name: &[u8], _: Option<&'static Spec>, _argc: u64) -> Result<(), String> {
+        self.check::<&[u8]>(name, &[]).map_err(|d| reason(&d))
     }
+
+    fn needs(&self, name: &[u8]) -> ArgsNeeded {
+        self.args_needed(name)
+    }
+
+    fn check_args(&self, name: &[u8], args: &[Vec<u8>]) -> Result<(), String> {
+        self.check(name, args).map_err(|d| reason(&d))
+    }
+}
+
+/// A denial's text without the `NOPERM bastion: ` the reply puts back.
+fn reason(denied: &super::policy::Denied) -> String {
+    let text = denied.to_string();
+    text.strip_prefix("NOPERM bastion: ")
+        .unwrap_or(&text)
+        .to_string()
 }
 
 /// No command policy: everything the guard lets through goes on.
@@ -631,6 +642,18 @@ struct Current {
 }
 
 impl Current {
+    /// Denied by the command policy: refused in place, the client gets `-NOPERM` instead.
+    fn deny(&mut self, reason: &str) {
+        self.refused = true;
+        self.spec = None;
+        self.sub = None;
+        // Refused, it changes nothing: not MONITOR, not CLIENT REPLY.
+        self.lost = false;
+        self.sampled = false;
+        self.started = None;
+        self.replace = Some(noperm(reason));
+    }
+
     /// The argument index of the first key, once known.
     fn first_key_at(&self) -> Option<u64> {
         let spec = self.sub.or(self.spec)?;
@@ -721,13 +744,18 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
         };
         current.name[..usize::from(current.name_len)]
             .copy_from_slice(&name[..usize::from(current.name_len)]);
+        let mut hold = None;
         if !refused {
-            if let Err(reason) = self.policy.check(name, spec, head.argc) {
-                current.refused = true;
-                current.spec = None;
-                current.replace = Some(noperm(&reason));
-                self.current = Some(current);
-                return Look::Refuse { reason };
+            match self.policy.needs(name) {
+                ArgsNeeded::None => {
+                    if let Err(reason) = self.policy.check(name, spec, head.argc) {
+                        current.deny(&reason);
+                        self.current = Some(current);
+                        return Look::Refuse { reason };
+                    }
+                }
+                ArgsNeeded::First => hold = Some(false),
+                ArgsNeeded::All => hold = Some(true),
             }
             if self.sampled() {
                 current.sampled = true;
@@ -735,7 +763,9 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             }
         }
         // CLIENT's subcommand is always looked at: CLIENT REPLY OFF|SKIP ends the pairing.
-        let look = if current.wants_after(0) || spec.is_some_and(|s| s.name == "client") {
+        let look = if let Some(all) = hold {
+            Look::Hold { all }
+        } else if current.wants_after(0) || spec.is_some_and(|s| s.name == "client") {
             Look::Args
         } else {
             Look::Pass
@@ -774,6 +804,32 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             current.key.len = arg.len;
         }
         current.wants_after(i)
+    }
+
+    fn check(&mut self, held: Checked<'_>) -> Result<(), String> {
+        let Some(current) = self.current.as_mut() else {
+            return Ok(());
+        };
+        // The table's name, never the client's bytes (a name Redis does not know needs no
+        // arguments, so it is never held).
+        let command = current.spec.map_or("this command", |s| s.name);
+        let verdict = match held {
+            Checked::Args(args) => self
+                .policy
+                .check_args(&current.name[..usize::from(current.name_len)], args),
+            Checked::TooLarge { cap } => Err(format!(
+                "the role's command policy decides '{command}' by its arguments, and this one \
+                 is longer than the {cap} bytes inspect mode holds back to check them"
+            )),
+            Checked::TooManyInline { max } => Err(format!(
+                "the role's command policy decides '{command}' by its arguments, and this \
+                 inline one has more than {max}: send it as a RESP array"
+            )),
+        };
+        if let Err(reason) = &verdict {
+            current.deny(reason);
+        }
+        verdict
     }
 
     fn end(&mut self, end: u64) {
