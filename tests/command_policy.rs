@@ -953,3 +953,306 @@ fn rule_lists_are_accepted_as_redis_accepts_them() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(accepted.get() > 20, "{} lists accepted", accepted.get());
 }
+
+// ---- through a live inspect-mode session ----------------------------------------------------
+
+/// One request of a live session: sent as a RESP array, or as an inline line.
+struct Live {
+    argv: Vec<Vec<u8>>,
+    inline: bool,
+}
+
+fn live(words: &[&str]) -> Live {
+    Live {
+        argv: argv(words),
+        inline: false,
+    }
+}
+
+fn inline(words: &[&str]) -> Live {
+    Live {
+        argv: argv(words),
+        inline: true,
+    }
+}
+
+fn wire(req: &Live) -> Vec<u8> {
+    if req.inline {
+        let words: Vec<&[u8]> = req.argv.iter().map(Vec::as_slice).collect();
+        [&words.join(&b' ')[..], b"\r\n"].concat()
+    } else {
+        let args: Vec<&[u8]> = req.argv.iter().map(Vec::as_slice).collect();
+        support::raw::command(&args)
+    }
+}
+
+/// A command as MONITOR shows it: `"get" "app:1"` (printable arguments only).
+fn monitor_form(argv: &[Vec<u8>]) -> String {
+    argv.iter()
+        .map(|a| format!("\"{}\"", String::from_utf8_lossy(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether ACL DRYRUN lets Redis user `u` (given `rules`) run each command.
+fn dryrun_allows(conn: &mut Conn, rules: &str, reqs: &[Live]) -> Vec<bool> {
+    let mut setuser = argv(&[
+        "ACL",
+        "SETUSER",
+        "u",
+        "reset",
+        "on",
+        "nopass",
+        "allchannels",
+    ]);
+    setuser.extend(
+        rules
+            .split_ascii_whitespace()
+            .map(|r| r.as_bytes().to_vec()),
+    );
+    assert_eq!(text(&conn.pipeline(&[setuser]).remove(0)), "OK", "{rules}");
+    let dryruns: Vec<Vec<Vec<u8>>> = reqs
+        .iter()
+        .map(|r| [argv(&["ACL", "DRYRUN", "u"]), r.argv.clone()].concat())
+        .collect();
+    conn.pipeline(&dryruns)
+        .iter()
+        .zip(reqs)
+        .map(|(reply, r)| match verdict(reply) {
+            Verdict::Allowed => true,
+            Verdict::DeniedCommand(_) | Verdict::DeniedKey(_) => false,
+            Verdict::Error(e) => panic!("{:?}: DRYRUN refused: {e}", monitor_form(&r.argv)),
+        })
+        .collect()
+}
+
+fn is_noperm(reply: &[u8]) -> bool {
+    reply.starts_with(b"-NOPERM bastion: ")
+}
+
+/// Subcommand rules and key patterns decided by a live inspect-mode session — commands held
+/// until their subcommand or keys arrived — exactly as Redis' `ACL DRYRUN` decides them:
+/// pipelined mixes, inline commands, keys split across reads, denials in the middle of a
+/// pipeline (order kept), inside MULTI (EXECABORT). Redis (MONITOR) sees exactly the allowed
+/// commands, in order, and none of the denied ones; a key longer than the hold cap is refused
+/// with a clear error and never reaches Redis.
+#[test]
+fn a_live_inspect_session_decides_subcommands_and_keys_as_acl_dryrun() {
+    use support::admin::Admin;
+    use support::raw::Raw;
+    use support::stack::StackOpts;
+
+    let a = Admin::start_with(StackOpts {
+        inspect_db: true,
+        ..StackOpts::default()
+    });
+    let s = &a.stack;
+    let redis = Redis::start();
+    let mut conn = redis.connect();
+    let roles: [(&str, Option<&str>, Vec<Live>); 2] = [
+        (
+            "+ping +echo +get +config|get -config|set +object|encoding +client|id",
+            None,
+            vec![
+                live(&["CONFIG", "GET", "maxmemory"]),
+                live(&["CONFIG", "SET", "maxmemory", "0"]),
+                live(&["config", "resetstat"]),
+                live(&["OBJECT", "ENCODING", "k:a"]),
+                live(&["OBJECT", "FREQ", "k:a"]),
+                live(&["CLIENT", "ID"]),
+                live(&["CLIENT", "KILL", "ID", "999999"]),
+                live(&["GET", "k:a"]),
+                inline(&["config", "get", "maxmemory"]),
+                inline(&["CONFIG", "SET", "maxmemory", "0"]),
+                live(&["PING"]),
+            ],
+        ),
+        (
+            "+@read +@write -@dangerous +ping +echo +multi +exec",
+            Some("~app:* %R~ro:*"),
+            vec![
+                live(&["SET", "app:1", "v"]),
+                live(&["GET", "app:1"]),
+                live(&["SET", "other", "v"]),
+                live(&["SET", "ro:1", "v"]),
+                live(&["GET", "ro:1"]),
+                live(&["SET", "app:1", "w", "GET"]),
+                live(&["SET", "ro:1", "v", "GET"]),
+                live(&["MSET", "app:1", "v", "app:2", "v"]),
+                live(&["MSET", "app:1", "v", "other", "v"]),
+                live(&["EXISTS", "app:1", "other"]),
+                live(&["ZUNIONSTORE", "app:z", "2", "app:a", "ro:b"]),
+                live(&["ZUNIONSTORE", "ro:z", "2", "app:a", "app:b"]),
+                live(&["LMOVE", "ro:l", "app:l", "LEFT", "RIGHT"]),
+                live(&["DEL", "app:2"]),
+                inline(&["SET", "other", "v"]),
+                inline(&["GET", "app:1"]),
+                live(&["PING"]),
+            ],
+        ),
+    ];
+    rt().block_on(async {
+        let mut monitor = Raw::connect_tcp_only(s.redis.plain_addr()).await.unwrap();
+        let ok = monitor
+            .request_str(&["AUTH", "app", &s.upstream_password])
+            .await
+            .unwrap();
+        assert_eq!(ok, b"+OK\r\n");
+        assert_eq!(monitor.request_str(&["MONITOR"]).await.unwrap(), b"+OK\r\n");
+        let mut expected = Vec::new();
+        let mut never = Vec::new();
+        for (round, (commands, keys, reqs)) in roles.iter().enumerate() {
+            let mut role = vec![
+                "role",
+                "add",
+                "apps",
+                "--replace",
+                "--db-users",
+                "app",
+                "--db-names",
+                "*",
+                "--commands",
+                commands,
+            ];
+            if let Some(keys) = keys {
+                role.extend(["--keys", keys]);
+            }
+            a.ok(&role);
+            let rules = format!("{commands} {}", keys.unwrap_or("allkeys"));
+            let allows = dryrun_allows(&mut conn, &rules, reqs);
+            let mut c = Raw::connect(&s.unix("inspdb")).await.unwrap();
+            // Everything pipelined in one write.
+            let burst: Vec<u8> = reqs.iter().flat_map(wire).collect();
+            c.send(&burst).await.unwrap();
+            let replies = c.read_frames(reqs.len()).await.unwrap();
+            for ((req, reply), allowed) in reqs.iter().zip(&replies).zip(&allows) {
+                let form = monitor_form(&req.argv);
+                assert_eq!(
+                    !is_noperm(reply),
+                    *allowed,
+                    "rules [{rules}] {form}: bastion {}",
+                    String::from_utf8_lossy(reply)
+                );
+                if *allowed {
+                    expected.push(form.to_ascii_lowercase());
+                } else {
+                    never.push(form.to_ascii_lowercase());
+                }
+            }
+            // A key split across reads, allowed and denied, with a command behind each.
+            // (Keys of this round only: a command denied here may be allowed in another.)
+            let (allowed_key, denied_key) =
+                (format!("app:split{round}"), format!("other:split{round}"));
+            let split = [
+                live(&["SET", &allowed_key, "v"]),
+                live(&["PING"]),
+                live(&["SET", &denied_key, "v"]),
+                live(&["PING"]),
+            ];
+            let split_allows = dryrun_allows(&mut conn, &rules, &split);
+            let bytes: Vec<u8> = split.iter().flat_map(wire).collect();
+            for part in [&bytes[..16], &bytes[16..40], &bytes[40..]] {
+                c.send(part).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            let replies = c.read_frames(split.len()).await.unwrap();
+            for ((req, reply), allowed) in split.iter().zip(&replies).zip(&split_allows) {
+                let form = monitor_form(&req.argv).to_ascii_lowercase();
+                assert_eq!(!is_noperm(reply), *allowed, "split {form}");
+                if *allowed {
+                    expected.push(form);
+                } else {
+                    never.push(form);
+                }
+            }
+            if keys.is_some() {
+                // Inside MULTI a held denial aborts the transaction, as Redis' ACL makes it.
+                let tx = [
+                    command_bytes(&["MULTI"]),
+                    command_bytes(&["SET", "other", "in-multi"]),
+                    command_bytes(&["EXEC"]),
+                ]
+                .concat();
+                c.send(&tx).await.unwrap();
+                let replies = c.read_frames(3).await.unwrap().concat();
+                let text = String::from_utf8_lossy(&replies);
+                assert!(text.starts_with("+OK\r\n-NOPERM bastion: "), "{text}");
+                assert!(text.contains("-EXECABORT"), "{text}");
+                never.push("\"set\" \"other\" \"in-multi\"".into());
+                // A key longer than the hold cap: refused with a clear error, nothing of it
+                // upstream, the session goes on.
+                let key = [&b"app:"[..], &vec![b'x'; 70_000]].concat();
+                let over = [
+                    support::raw::command(&[b"SET", &key, b"v"]),
+                    command_bytes(&["ECHO", "after-over-cap"]),
+                ]
+                .concat();
+                c.send(&over).await.unwrap();
+                let replies = c.read_frames(2).await.unwrap();
+                let text = String::from_utf8_lossy(&replies[0]);
+                assert!(
+                    is_noperm(&replies[0]) && text.contains("65536 bytes"),
+                    "{text}"
+                );
+                assert_eq!(replies[1], b"$14\r\nafter-over-cap\r\n");
+            }
+            let marker = format!("end-of-{}", expected.len());
+            let echo = c.request_str(&["ECHO", &marker]).await.unwrap();
+            assert!(echo.ends_with(format!("{marker}\r\n").as_bytes()));
+            expected.push(format!("\"echo\" \"{marker}\""));
+        }
+        // What Redis ran, from the bastion's sessions: exactly the allowed commands, in order.
+        let last = expected.last().cloned().unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let frame = monitor.read_frame().await.unwrap();
+            let line = String::from_utf8_lossy(&frame).to_ascii_lowercase();
+            let Some((_, command)) = line.trim_end().split_once("] ") else {
+                panic!("monitor line {line}");
+            };
+            assert!(
+                !line.contains("xxxxxxxxxx"),
+                "the over-cap key reached Redis"
+            );
+            if command.starts_with("\"auth\"") || command.starts_with("\"hello\"") {
+                continue;
+            }
+            seen.push(command.to_string());
+            if command == last {
+                break;
+            }
+        }
+        // (Every denied command of a round is one no other round allows.)
+        for denied in &never {
+            assert!(
+                !seen.contains(denied) || expected.contains(denied),
+                "Redis ran denied {denied}"
+            );
+        }
+        let ran: Vec<&String> = seen
+            .iter()
+            .filter(|c| {
+                !c.starts_with("\"multi\"")
+                    && !c.starts_with("\"exec\"")
+                    && !c.starts_with("\"echo\" \"after")
+            })
+            .collect();
+        // MONITOR leaves out admin commands (CONFIG): their replies above were Redis' own.
+        let want: Vec<&String> = expected
+            .iter()
+            .filter(|c| !c.starts_with("\"config\""))
+            .collect();
+        assert_eq!(ran, want);
+    });
+}
+
+fn command_bytes(words: &[&str]) -> Vec<u8> {
+    support::raw::command_str(words)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

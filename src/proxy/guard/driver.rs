@@ -1114,9 +1114,7 @@ mod tests {
 
         fn check(&mut self, held: Checked<'_>) -> Result<(), String> {
             match (held, &self.name[..]) {
-                (Checked::Args([sub, ..]), b"config") if sub.eq_ignore_ascii_case(b"get") => {
-                    Ok(())
-                }
+                (Checked::Args([sub, ..]), b"config") if sub.eq_ignore_ascii_case(b"get") => Ok(()),
                 (Checked::Args([key, ..]), b"set") if key.starts_with(b"app:") => Ok(()),
                 (Checked::Args(_), _) => Err("denied by the test policy".into()),
                 (other, _) => Err(format!("unheld: {other:?}")),
@@ -1189,7 +1187,11 @@ mod tests {
         // Byte by byte, and cut inside the key, it is the same.
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(held_upstream_bytes(&bytes).await.0, want, "byte by byte");
-        for cut in [get.len() + 20, stream.len() / 2, stream.len() - get.len() - 3] {
+        for cut in [
+            get.len() + 20,
+            stream.len() / 2,
+            stream.len() - get.len() - 3,
+        ] {
             let (a, b) = stream.split_at(cut);
             assert_eq!(held_upstream_bytes(&[a, b]).await.0, want, "cut at {cut}");
         }
@@ -1210,7 +1212,10 @@ mod tests {
         let config = cmd(&[b"CONFIG", b"GET", &vec![b'p'; 200_000]]);
         let check = async {
             // The name and half the subcommand: nothing of it goes on yet.
-            client.write_all(&[&get[..], &config[..20]].concat()).await.unwrap();
+            client
+                .write_all(&[&get[..], &config[..20]].concat())
+                .await
+                .unwrap();
             let mut got = vec![0u8; get.len()];
             upstream.read_exact(&mut got).await.unwrap();
             assert_eq!(got, get);
@@ -1241,9 +1246,17 @@ mod tests {
         .concat();
         let (got, audit) = held_upstream_bytes(&[&stream]).await;
         let refusal = |got: &[u8]| refused(&format!("TooLarge {{ cap: {HOLD_CAP} }}"), got);
-        assert!(got.starts_with(&get) && got.ends_with(&get), "{}", got.len());
+        assert!(
+            got.starts_with(&get) && got.ends_with(&get),
+            "{}",
+            got.len()
+        );
         let middle = &got[get.len()..got.len() - get.len()];
-        assert!(middle.len() < 1000, "nothing of them went on: {}", middle.len());
+        assert!(
+            middle.len() < 1000,
+            "nothing of them went on: {}",
+            middle.len()
+        );
         assert!(refusal(middle), "{}", String::from_utf8_lossy(middle));
         assert_eq!(audit.len(), 2, "{audit:?}");
         // Split in any reads, the same.

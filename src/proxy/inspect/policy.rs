@@ -14,7 +14,10 @@
 //! rules end in `allcommands` (Redis would answer "unknown command" itself); a command whose
 //! keys cannot be found from its arguments (a malformed `numkeys`) is denied when keys are
 //! restricted (Redis finds no keys and lets the command fail); channel rules are not part of
-//! the policy (as `allchannels`); selectors `(…)` are not supported.
+//! the policy (as `allchannels`); selectors `(…)` are not supported. In inspect mode a command
+//! decided by its arguments is denied when it outgrows the bytes the guard holds back to check
+//! it (`guard::driver::HOLD_CAP`, 64 KiB: under a key-restricted role, a `SET` with a larger
+//! value), or is an inline command with more arguments than the framer keeps (32).
 //!
 //! Not seen here: commands a script runs (`EVAL`/`FCALL` → `redis.call`) — allowing
 //! `@scripting` allows whatever the db-user's own ACL allows; and a transaction: Redis refuses a
