@@ -8,10 +8,13 @@
 //! on its own), or `PFMERGE dest` without sources, which Redis 7.0 runs without checking the
 //! destination against the key patterns.
 //!
-//! It also holds the generator of the policy's embedded table
-//! (`src/proxy/inspect/policy/table.rs`): `COMMAND`, `ACL CAT` and `ACL CAT <category>` of the
-//! installed Redis, written as Rust. The test fails if the committed table differs; regenerate
-//! with `BASTION_REGENERATE_COMMAND_TABLE=1 cargo nextest run --test command_policy`.
+//! It also holds the generator of bastion's one command table
+//! (`src/proxy/inspect/policy/table.rs`, read by the policy and by the audit's key count):
+//! `COMMAND`, `ACL CAT` and `ACL CAT <category>` of the installed Redis, written as Rust. The
+//! test fails if the committed table differs; regenerate with
+//! `BASTION_REGENERATE_COMMAND_TABLE=1 cargo nextest run --test command_policy`. Key counts
+//! from it are compared with `COMMAND GETKEYS`, and decisions through a live inspect-mode
+//! session (commands held for their arguments) with `ACL DRYRUN`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -1255,4 +1258,104 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// The audit's key count and first key (`CommandSpec::key_count`) are what Redis' own
+/// `COMMAND GETKEYS` answers — keys found by keyword search (XREAD … STREAMS, GEORADIUS …
+/// STORE, MIGRATE … KEYS), by `numkeys` (ZUNION, EVAL, LMPOP), by a command's own finder
+/// (SORT … STORE), and the plain ranges; "Invalid arguments" (no keys found) counts none.
+#[test]
+fn key_counts_are_command_getkeys_own() {
+    let redis = Redis::start();
+    let mut conn = redis.connect();
+    let cases = commands(&[
+        &["GET", "k"],
+        &["MSET", "a", "1", "b", "2"],
+        &["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"],
+        &["XREAD", "STREAMS", "s1", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "s1",
+            "s2",
+            "s3",
+            ">",
+            ">",
+            ">",
+        ],
+        &[
+            "XREAD", "COUNT", "2", "BLOCK", "0", "STREAMS", "streams", "s2", "0", "0",
+        ],
+        &["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "dst"],
+        &["GEORADIUS", "g", "0", "0", "1", "km", "STOREDIST", "dst"],
+        &["GEORADIUS", "g", "0", "0", "1", "km"],
+        &["GEORADIUSBYMEMBER", "g", "m", "1", "km", "STORE", "dst"],
+        &["MIGRATE", "h", "1", "", "0", "5", "KEYS", "a", "b", "c"],
+        &[
+            "MIGRATE", "h", "1", "", "0", "5", "AUTH", "pw", "KEYS", "a", "b",
+        ],
+        &["MIGRATE", "h", "1", "k", "0", "5"],
+        &["ZUNION", "2", "a", "b"],
+        &["ZUNION", "2", "a", "b", "WEIGHTS", "1", "2"],
+        &["ZUNIONSTORE", "d", "2", "a", "b"],
+        &["ZINTERCARD", "3", "a", "b", "c", "LIMIT", "1"],
+        &["EVAL", "return 1", "2", "k1", "k2", "arg"],
+        &["EVAL", "return 1", "0"],
+        &["LMPOP", "2", "l1", "l2", "LEFT"],
+        &["BLMPOP", "0", "2", "l1", "l2", "LEFT"],
+        &["SORT", "k", "BY", "w_*", "STORE", "dst"],
+        &["SORT", "k", "LIMIT", "0", "1", "GET", "#"],
+        &["SORT_RO", "k", "BY", "w_*"],
+        &["SET", "k", "v", "GET"],
+        &["BITFIELD", "k", "GET", "u8", "0"],
+        &["OBJECT", "ENCODING", "k"],
+        &["XINFO", "STREAM", "s"],
+        &["MEMORY", "USAGE", "k"],
+        &["PING"],
+        &["BLPOP", "a", "b", "0"],
+        &["LCS", "a", "b"],
+    ]);
+    let getkeys: Vec<Vec<Vec<u8>>> = cases
+        .iter()
+        .map(|argv| [argv(&["COMMAND", "GETKEYS"]), argv.clone()].concat())
+        .collect();
+    for (argv, reply) in cases.iter().zip(conn.pipeline(&getkeys)) {
+        let theirs: Vec<Vec<u8>> = match &reply {
+            OwnedFrame::Array(keys) => keys
+                .iter()
+                .map(|k| match k {
+                    OwnedFrame::BulkString(b) => b.clone(),
+                    other => panic!("GETKEYS key {other:?}"),
+                })
+                .collect(),
+            // "The command has no key arguments", "Invalid arguments specified".
+            OwnedFrame::Error(_) => Vec::new(),
+            other => panic!("GETKEYS reply {other:?}"),
+        };
+        let spec = policy::lookup(&argv[0]).expect("known");
+        let spec = match argv.get(1) {
+            Some(sub) if !spec.subcommands.is_empty() => spec.subcommand(sub).expect("sub"),
+            _ => spec,
+        };
+        let ours = spec
+            .key_count(argv.len() as u64, |i| argv.get(i).map(Vec::as_slice))
+            .unwrap_or_default();
+        let show: Vec<String> = argv
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert_eq!(
+            ours.count,
+            theirs.len() as u64,
+            "{show:?}: Redis {theirs:?}"
+        );
+        assert_eq!(
+            ours.first.map(|at| argv[at].clone()),
+            theirs.first().cloned(),
+            "{show:?}: first key"
+        );
+    }
 }

@@ -8,20 +8,20 @@
 //! - [`matcher`]: pairs the two event streams in order (pipelining, RESP3 pushes, subscribe
 //!   confirmations, RESP2 pub/sub messages).
 //! - [`policy`]: a role's command policy (ACL-style rules), deciding per command as Redis'
-//!   own ACL would; its table of commands is generated from a real redis-server.
-//!
-//! - [`keys`] (with the generated `commands` table): where a command's keys are, as Redis'
-//!   `COMMAND` says, for the audit's key count and first key.
+//!   own ACL would; its table of commands (the only one: the audit reads it too) is generated
+//!   from a real redis-server.
+//! - [`keys`]: what the audit reads of that table — names, secret-bearing commands, and keys
+//!   counted as Redis' `COMMAND GETKEYS` finds them (key count and first key).
 //! - [`tap`]: the session's [`Inspection`], fed by the guard's observer hook (requests) and
 //!   the relay's watch hook (replies); counts, pairs and audits commands (`db.command`), and
-//!   asks the [`CommandPolicy`] hook about each.
+//!   asks the [`PolicyHook`] about each (holding, through the guard, a command the policy
+//!   decides by its arguments).
 //!
 //! Wired by `relay = "inspect"` (`proxy/session.rs`); nothing here moves bytes. What this
 //! module must never do:
 //! disagree with Redis about where a reply ends, hold or reorder bytes (it only observes them),
 //! buffer a payload, or panic on input from the upstream.
 
-mod commands;
 mod fuzz;
 pub mod keys;
 pub mod matcher;

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::keys::Spec;
+use super::keys::{Spec, AUDIT_ARGS};
 use super::matcher::{Matched, Matcher};
 use super::policy::ArgsNeeded;
 use super::reply::{ReplyConfig, ReplyFramer, ReplyKind, Word};
@@ -312,6 +312,8 @@ impl<'a> Inspection<'a> {
             sample_acc: 0.0,
             in_multi: false,
             next_reauth,
+            seen: zeroize::Zeroizing::new(Vec::new()),
+            seen_at: Vec::new(),
         }
     }
 
@@ -357,14 +359,12 @@ impl<'a> Inspection<'a> {
         if current.lost {
             book.lost = true;
         }
-        let spec = current.sub.or(current.spec);
-        let keys = spec.map_or(0, |s| s.keys(current.argc, current.numkeys).0);
         book.pending.push_back(Pending {
             seq,
             spec: current.spec,
             sub: current.sub,
             argc: current.argc,
-            keys,
+            keys: current.keys,
             key: current.key,
             started: current.started,
             protocol_error: false,
@@ -576,9 +576,8 @@ impl<'a> Inspection<'a> {
         let mut name = String::new();
         match (done.spec, done.sub) {
             _ if done.protocol_error => name.push('-'),
-            (Some(spec), Some(sub)) => {
-                let _ = write!(name, "{}|{}", spec.name, sub.name);
-            }
+            // The table names a subcommand `container|sub`.
+            (Some(_), Some(sub)) => name.push_str(sub.name),
             (Some(spec), None) => name.push_str(spec.name),
             (None, _) => name.push('?'),
         }
@@ -630,7 +629,10 @@ struct Current {
     refused: bool,
     spec: Option<&'static Spec>,
     sub: Option<&'static Spec>,
-    numkeys: Option<u64>,
+    /// Arguments wanted: those with index below this.
+    want: u64,
+    /// Sampled: its keys, as `COMMAND GETKEYS` counts them (at its end).
+    keys: u64,
     key: Key,
     started: Option<Instant>,
     /// Its replies cannot be paired (MONITOR, CLIENT REPLY).
@@ -654,33 +656,31 @@ impl Current {
         self.replace = Some(noperm(reason));
     }
 
-    /// The argument index of the first key, once known.
-    fn first_key_at(&self) -> Option<u64> {
-        let spec = self.sub.or(self.spec)?;
-        if spec.secret_bearing() || self.spec.is_some_and(Spec::secret_bearing) {
-            return None;
-        }
-        spec.keys(self.argc, self.numkeys).1
+    /// Which arguments to look at (`subbed`: a container's subcommand was looked at): a
+    /// container's subcommand always (CLIENT REPLY ends the pairing); of a sampled command,
+    /// those its keys are found by — up to the first key when `argc` alone places them, else
+    /// up to [`AUDIT_ARGS`].
+    fn set_want(&mut self, subbed: bool) {
+        self.want = match self.spec {
+            None => 0,
+            Some(spec) if spec.is_container() && !subbed => 2,
+            Some(_) if !self.sampled => 0,
+            Some(spec) => match self.sub.or((!spec.is_container()).then_some(spec)) {
+                None => 0,
+                Some(cmd) if cmd.keys_read_args() => {
+                    self.argc.saturating_sub(1).min(AUDIT_ARGS) + 1
+                }
+                Some(cmd) => cmd
+                    .key_count(self.argc, |_| None)
+                    .and_then(|k| k.first)
+                    .map_or(0, |at| at as u64 + 1),
+            },
+        };
     }
 
     /// Whether an argument after index `i` is still wanted.
     fn wants_after(&self, i: u64) -> bool {
-        let Some(spec) = self.spec else {
-            return false;
-        };
-        if spec.is_container() && self.sub.is_none() {
-            return i < 1;
-        }
-        if !self.sampled || !self.key.is_none() {
-            return false;
-        }
-        let spec = self.sub.unwrap_or(spec);
-        if let Some(k) = spec.keynum {
-            if self.numkeys.is_none() {
-                return i < u64::from(k.count_at);
-            }
-        }
-        self.first_key_at().is_some_and(|at| i < at)
+        i + 1 < self.want
     }
 }
 
@@ -696,6 +696,11 @@ pub struct RequestTap<'i, 'a, P> {
     in_multi: bool,
     /// When the upstream is to be authenticated again.
     next_reauth: Option<tokio::time::Instant>,
+    /// The current sampled command's arguments looked at, their first bytes (`seen_at`:
+    /// range in `seen`, full length), to find its keys at its end. Reused; zeroed after each
+    /// command (a secret-bearing command's are looked at too, never logged).
+    seen: zeroize::Zeroizing<Vec<u8>>,
+    seen_at: Vec<(usize, usize, u64)>,
 }
 
 impl<P> RequestTap<'_, '_, P> {
@@ -718,6 +723,40 @@ impl<P> RequestTap<'_, '_, P> {
     }
 }
 
+impl<P> RequestTap<'_, '_, P> {
+    /// A sampled command's keys, from the arguments looked at: its count, and its first key
+    /// unless it carries secrets.
+    fn find_keys(&self, current: &mut Current) {
+        let Some(cmd) = current.sub.or(current.spec.filter(|s| !s.is_container())) else {
+            return;
+        };
+        let seen = |i: usize| {
+            let &(from, to, _) = self.seen_at.get(i.checked_sub(1)?)?;
+            self.seen.get(from..to)
+        };
+        let found = cmd.key_count(current.argc, seen).unwrap_or_default();
+        current.keys = found.count;
+        if cmd.secret_bearing() {
+            return;
+        }
+        let Some(&(from, to, len)) = found
+            .first
+            .and_then(|at| self.seen_at.get(at.checked_sub(1)?))
+        else {
+            return;
+        };
+        let kept = to - from;
+        current.key.bytes[..kept].copy_from_slice(&self.seen[from..to]);
+        current.key.kept = kept as u8;
+        current.key.len = len;
+    }
+
+    fn forget_seen(&mut self) {
+        zeroize::Zeroize::zeroize(&mut *self.seen);
+        self.seen_at.clear();
+    }
+}
+
 impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
     fn chunk(&mut self) {
         self.fresh_read = true;
@@ -735,7 +774,8 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             refused,
             spec,
             sub: None,
-            numkeys: None,
+            want: 0,
+            keys: 0,
             key: Key::NONE,
             started: None,
             lost: spec.is_some_and(|s| s.name == "monitor"),
@@ -762,10 +802,11 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
                 current.started = Some(Instant::now());
             }
         }
-        // CLIENT's subcommand is always looked at: CLIENT REPLY OFF|SKIP ends the pairing.
+        self.forget_seen();
+        current.set_want(false);
         let look = if let Some(all) = hold {
             Look::Hold { all }
-        } else if current.wants_after(0) || spec.is_some_and(|s| s.name == "client") {
+        } else if current.wants_after(0) {
             Look::Args
         } else {
             Look::Pass
@@ -781,27 +822,19 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
         let i = arg.index;
         if i == 1 {
             if let Some(spec) = current.spec.filter(|s| s.is_container()) {
-                current.sub = spec.subcommand(arg.prefix());
-                if spec.name == "client" && current.sub.is_some_and(|s| s.name == "reply") {
+                current.sub = spec.subcommand_named(arg.prefix());
+                if current.sub.is_some_and(|s| s.name == "client|reply") {
                     current.lost = true;
                 }
+                current.set_want(true);
             }
         }
-        let spec = current.sub.or(current.spec);
-        if let Some(k) = spec.and_then(|s| s.keynum) {
-            if i == u64::from(k.count_at) {
-                current.numkeys = arg
-                    .value()
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse().ok());
-            }
-        }
-        if current.sampled && current.first_key_at() == Some(i) {
+        if current.sampled && i == self.seen_at.len() as u64 + 1 && i <= AUDIT_ARGS {
             let prefix = arg.prefix();
-            let kept = prefix.len().min(NAME_CAP);
-            current.key.bytes[..kept].copy_from_slice(&prefix[..kept]);
-            current.key.kept = kept as u8;
-            current.key.len = arg.len;
+            let prefix = &prefix[..prefix.len().min(NAME_CAP)];
+            let from = self.seen.len();
+            self.seen.extend_from_slice(prefix);
+            self.seen_at.push((from, self.seen.len(), arg.len));
         }
         current.wants_after(i)
     }
@@ -837,9 +870,10 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             return;
         };
         current.bytes = end.saturating_sub(current.start);
-        if !current.sampled {
-            current.key = Key::NONE;
+        if current.sampled {
+            self.find_keys(&mut current);
         }
+        self.forget_seen();
         if let Some(spec) = current.spec {
             match spec.name {
                 "multi" => self.in_multi = true,
