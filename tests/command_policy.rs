@@ -1318,9 +1318,39 @@ fn key_counts_are_command_getkeys_own() {
         &["BLPOP", "a", "b", "0"],
         &["LCS", "a", "b"],
     ]);
+    // And every command of the table, with arguments drawn from WORDS (keywords, counts, keys).
+    let mut cases = cases;
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n.max(1)
+    };
+    for c in policy::commands() {
+        let entries: Vec<(Vec<&str>, &policy::CommandSpec)> = if c.subcommands.is_empty() {
+            vec![(vec![c.name], c)]
+        } else {
+            c.subcommands
+                .iter()
+                .map(|s| (s.name.split('|').collect(), s))
+                .collect()
+        };
+        for (name, spec) in entries {
+            for _ in 0..8 {
+                let min = spec.arity.unsigned_abs() as usize;
+                let len = if spec.arity > 0 { min } else { min + next(8) };
+                let mut argv = argv(&name);
+                while argv.len() < len.max(name.len()) {
+                    argv.push(WORDS[next(WORDS.len())].as_bytes().to_vec());
+                }
+                cases.push(argv);
+            }
+        }
+    }
     let getkeys: Vec<Vec<Vec<u8>>> = cases
         .iter()
-        .map(|argv| [argv(&["COMMAND", "GETKEYS"]), argv.clone()].concat())
+        .map(|a| [argv(&["COMMAND", "GETKEYS"]), a.clone()].concat())
         .collect();
     for (argv, reply) in cases.iter().zip(conn.pipeline(&getkeys)) {
         let theirs: Vec<Vec<u8>> = match &reply {
