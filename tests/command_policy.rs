@@ -440,10 +440,10 @@ struct Tally {
     stricter: usize,
 }
 
-/// Give `rules` to Redis user `u`, ask both about every command, assert they agree.
-fn compare(conn: &mut Conn, rules: &str, commands: &[Vec<Vec<u8>>]) -> Tally {
-    let policy = CommandPolicy::parse(rules).unwrap_or_else(|e| panic!("{rules}: {e}"));
-    let mut setuser: Vec<Vec<u8>> = [
+/// `ACL SETUSER u reset on nopass allchannels <rules>`: the Redis user the bastion is compared
+/// with.
+fn set_user(rules: &str) -> Vec<Vec<u8>> {
+    let mut setuser = argv(&[
         "ACL",
         "SETUSER",
         "u",
@@ -451,16 +451,19 @@ fn compare(conn: &mut Conn, rules: &str, commands: &[Vec<Vec<u8>>]) -> Tally {
         "on",
         "nopass",
         "allchannels",
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect();
+    ]);
     setuser.extend(
         rules
             .split_ascii_whitespace()
             .map(|r| r.as_bytes().to_vec()),
     );
-    let reply = conn.pipeline(&[setuser]).remove(0);
+    setuser
+}
+
+/// Give `rules` to Redis user `u`, ask both about every command, assert they agree.
+fn compare(conn: &mut Conn, rules: &str, commands: &[Vec<Vec<u8>>]) -> Tally {
+    let policy = CommandPolicy::parse(rules).unwrap_or_else(|e| panic!("{rules}: {e}"));
+    let reply = conn.pipeline(&[set_user(rules)]).remove(0);
     assert_eq!(text(&reply), "OK", "Redis refused rules {rules}");
 
     let dryruns: Vec<Vec<Vec<u8>>> = commands
@@ -930,18 +933,8 @@ fn rule_lists_are_accepted_as_redis_accepts_them() {
     let accepted = std::cell::Cell::new(0);
     runner
         .run(&strategy, |tokens| {
-            let mut setuser = argv(&[
-                "ACL",
-                "SETUSER",
-                "u",
-                "reset",
-                "on",
-                "nopass",
-                "allchannels",
-            ]);
-            setuser.extend(argv(&tokens));
-            let reply = conn.borrow_mut().pipeline(&[setuser]).remove(0);
             let rules = tokens.join(" ");
+            let reply = conn.borrow_mut().pipeline(&[set_user(&rules)]).remove(0);
             let ours = CommandPolicy::parse(&rules);
             match (&reply, &ours) {
                 (OwnedFrame::SimpleString(_), Ok(_)) => {
@@ -999,21 +992,11 @@ fn monitor_form(argv: &[Vec<u8>]) -> String {
 
 /// Whether ACL DRYRUN lets Redis user `u` (given `rules`) run each command.
 fn dryrun_allows(conn: &mut Conn, rules: &str, reqs: &[Live]) -> Vec<bool> {
-    let mut setuser = argv(&[
-        "ACL",
-        "SETUSER",
-        "u",
-        "reset",
-        "on",
-        "nopass",
-        "allchannels",
-    ]);
-    setuser.extend(
-        rules
-            .split_ascii_whitespace()
-            .map(|r| r.as_bytes().to_vec()),
+    assert_eq!(
+        text(&conn.pipeline(&[set_user(rules)]).remove(0)),
+        "OK",
+        "{rules}"
     );
-    assert_eq!(text(&conn.pipeline(&[setuser]).remove(0)), "OK", "{rules}");
     let dryruns: Vec<Vec<Vec<u8>>> = reqs
         .iter()
         .map(|r| [argv(&["ACL", "DRYRUN", "u"]), r.argv.clone()].concat())
@@ -1094,7 +1077,7 @@ fn a_live_inspect_session_decides_subcommands_and_keys_as_acl_dryrun() {
             ],
         ),
     ];
-    rt().block_on(async {
+    support::process::rt().block_on(async {
         let mut monitor = Raw::connect_tcp_only(s.redis.plain_addr()).await.unwrap();
         let ok = monitor
             .request_str(&["AUTH", "app", &s.upstream_password])
@@ -1251,13 +1234,6 @@ fn a_live_inspect_session_decides_subcommands_and_keys_as_acl_dryrun() {
 
 fn command_bytes(words: &[&str]) -> Vec<u8> {
     support::raw::command_str(words)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// The audit's key count and first key (`CommandSpec::key_count`) are what Redis' own

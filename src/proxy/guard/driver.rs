@@ -913,12 +913,20 @@ mod tests {
 
     /// Run the guard over `chunks` (sent one by one, then EOF); what reached the upstream.
     async fn upstream_bytes(initial: &[u8], chunks: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
+        through(|policy| Guard::new(policy, initial.to_vec()), chunks).await
+    }
+
+    /// Run the guard `make` builds over `chunks` (then EOF): what reached the upstream, and
+    /// what was audited.
+    async fn through<O: Observer>(
+        make: impl FnOnce(&TestPolicy) -> Guard<&TestPolicy, O>,
+        chunks: &[&[u8]],
+    ) -> (Vec<u8>, Vec<String>) {
         let policy = policy();
         let (mut client, client_end) = duplex(1 << 20);
         let (upstream_end, mut upstream) = duplex(1 << 20);
         let moved = AtomicU64::new(0);
-        let guard = Guard::new(&policy, initial.to_vec());
-        let run = guard.run(client_end, upstream_end, &moved);
+        let run = make(&policy).run(client_end, upstream_end, &moved);
         let feed = async {
             for chunk in chunks {
                 client.write_all(chunk).await.unwrap();
@@ -1093,8 +1101,6 @@ mod tests {
     #[derive(Default)]
     struct HoldingObserver {
         name: Vec<u8>,
-        /// Arguments shown to `arg` (the audit's look).
-        seen: Arc<Mutex<Vec<Vec<u8>>>>,
     }
 
     impl Observer for HoldingObserver {
@@ -1107,8 +1113,8 @@ mod tests {
             }
         }
 
+        /// Like the audit: the first arguments only.
         fn arg(&mut self, arg: &Arg<'_>) -> bool {
-            self.seen.lock().unwrap().push(arg.prefix().to_vec());
             arg.index < 2
         }
 
@@ -1122,30 +1128,13 @@ mod tests {
         }
     }
 
-    use std::sync::Arc;
-
     /// [`upstream_bytes`] with a [`HoldingObserver`].
     async fn held_upstream_bytes(chunks: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
-        let policy = policy();
-        let (mut client, client_end) = duplex(1 << 20);
-        let (upstream_end, mut upstream) = duplex(1 << 20);
-        let moved = AtomicU64::new(0);
-        let guard = Guard::observed(&policy, Vec::new(), HoldingObserver::default());
-        let run = guard.run(client_end, upstream_end, &moved);
-        let feed = async {
-            for chunk in chunks {
-                client.write_all(chunk).await.unwrap();
-                tokio::task::yield_now().await;
-            }
-            client.shutdown().await.unwrap();
-            let mut got = Vec::new();
-            upstream.read_to_end(&mut got).await.unwrap();
-            got
-        };
-        let (ran, got) = tokio::join!(run, feed);
-        ran.expect("guard run");
-        let audit = policy.audit.lock().unwrap().clone();
-        (got, audit)
+        through(
+            |policy| Guard::observed(policy, Vec::new(), HoldingObserver::default()),
+            chunks,
+        )
+        .await
     }
 
     #[tokio::test]
