@@ -1125,21 +1125,27 @@ fn a_live_inspect_session_decides_subcommands_and_keys_as_acl_dryrun() {
                     never.push(form.to_ascii_lowercase());
                 }
             }
-            // A key split across reads, allowed and denied, with a command behind each.
-            // (Keys of this round only: a command denied here may be allowed in another.)
+            // Keys and subcommands split across reads (every 7 bytes), allowed and denied,
+            // multibulk and inline, with a command behind each. (Keys of this round only: a
+            // command denied here may be allowed in another.)
             let (allowed_key, denied_key) =
                 (format!("app:split{round}"), format!("other:split{round}"));
+            let inline_key = format!("app:inline{round}");
             let split = [
                 live(&["SET", &allowed_key, "v"]),
                 live(&["PING"]),
                 live(&["SET", &denied_key, "v"]),
                 live(&["PING"]),
+                inline(&["SET", &inline_key, "v"]),
+                inline(&["CONFIG", "SET", "maxmemory", "0"]),
+                live(&["CONFIG", "GET", "maxmemory"]),
+                live(&["PING"]),
             ];
             let split_allows = dryrun_allows(&mut conn, &rules, &split);
             let bytes: Vec<u8> = split.iter().flat_map(wire).collect();
-            for part in [&bytes[..16], &bytes[16..40], &bytes[40..]] {
+            for part in bytes.chunks(7) {
                 c.send(part).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let replies = c.read_frames(split.len()).await.unwrap();
             for ((req, reply), allowed) in split.iter().zip(&replies).zip(&split_allows) {
