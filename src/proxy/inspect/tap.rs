@@ -652,6 +652,7 @@ impl Current {
         // Refused, it changes nothing: not MONITOR, not CLIENT REPLY.
         self.lost = false;
         self.sampled = false;
+        self.want = 0;
         self.started = None;
         self.replace = Some(noperm(reason));
     }
