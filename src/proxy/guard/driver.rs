@@ -79,6 +79,10 @@ pub enum GuardEvent<'a> {
 /// the command's bytes (or what replaces them) are written upstream, so a reply can never
 /// arrive for a request the observer has not been told of. Guard mode observes nothing.
 pub trait Observer: Send {
+    /// `false` only for an observer that is told nothing ([`Unobserved`]): the guard may then
+    /// forward whole commands its rules pass without framing them event by event.
+    const WATCHES: bool = true;
+
     /// The commands of a new read follow.
     fn chunk(&mut self) {}
 
@@ -173,7 +177,9 @@ pub enum Look {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unobserved;
 
-impl Observer for Unobserved {}
+impl Observer for Unobserved {
+    const WATCHES: bool = false;
+}
 
 /// The command guard for one session: a [`Requests`] filter.
 pub struct Guard<P, O = Unobserved> {
@@ -401,6 +407,21 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
         self.direct = None;
         let mut pos = 0;
         loop {
+            if !O::WATCHES
+                && matches!(self.mode, Mode::Pending)
+                && self.pending.is_none()
+                && self.held.is_empty()
+            {
+                // Between commands, with no observer: whole commands the rules forward go on
+                // as one range, without an event each.
+                let skimmed = self
+                    .framer
+                    .skim(&chunk[pos..], |command| rules::forwards(command.name));
+                if skimmed > 0 {
+                    self.forward(chunk, pos..pos + skimmed);
+                    pos += skimmed;
+                }
+            }
             let opaque = self.framer.opaque_len().min((chunk.len() - pos) as u64) as usize;
             if opaque > 0 {
                 self.framer.skip(opaque as u64);

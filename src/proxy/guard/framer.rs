@@ -58,6 +58,8 @@
 //! stream is over: Redis replies that error (after the replies to the commands before it) and
 //! closes, and never runs a byte past it.
 
+use std::ops::Range;
+
 use zeroize::{Zeroize, Zeroizing};
 
 use super::splitargs::{Sink, Tokenizer};
@@ -214,6 +216,63 @@ pub fn keyword_eq(bytes: &[u8], keyword: &str) -> bool {
         None => bytes,
     };
     c_str.eq_ignore_ascii_case(keyword.as_bytes())
+}
+
+/// A whole command [`Framer::skim`] may consume: its stream offsets, argument count (name
+/// included) and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skimmed<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub argc: u64,
+    pub name: &'a [u8],
+}
+
+/// A whole multibulk command in canonical form at the start of `buf` (see [`Framer::skim`]):
+/// its argument count, the range of its name and its length. `None` for anything else.
+fn canonical_command(buf: &[u8], max_bulk: u64) -> Option<(u64, Range<usize>, usize)> {
+    let (argc, mut pos) = canonical_line(buf, b'*', MAX_MULTIBULK as u64)?;
+    if argc == 0 {
+        return None;
+    }
+    let mut name = 0..0;
+    for i in 0..argc {
+        let (len, header) = canonical_line(&buf[pos..], b'$', max_bulk)?;
+        let start = pos + header;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        // The two bytes after a payload are skipped unread, by Redis as by `advance`.
+        let next = end.checked_add(2)?;
+        if next > buf.len() {
+            return None;
+        }
+        if i == 0 {
+            if len == 0 || len as usize > NAME_CAP {
+                return None;
+            }
+            name = start..end;
+        }
+        pos = next;
+    }
+    Some((argc, name, pos))
+}
+
+/// `<marker><digits>\r\n` at the start of `buf`, the digits a number `string2ll` reads back the
+/// same (no sign, no leading zero) of at most `max`: the number and the line's length.
+fn canonical_line(buf: &[u8], marker: u8, max: u64) -> Option<(u64, usize)> {
+    if buf.first() != Some(&marker) {
+        return None;
+    }
+    let digits = buf[1..].iter().take(LONG_STR_SIZE).take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || (digits > 1 && buf[1] == b'0') {
+        return None;
+    }
+    let n = buf[1..=digits]
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    if n > max || buf.get(1 + digits..3 + digits)? != b"\r\n" {
+        return None;
+    }
+    Some((n, digits + 3))
 }
 
 /// The streaming framer for one connection's requests. See the module docs.
@@ -416,6 +475,42 @@ impl Framer {
             *trailer -= (n - from_left) as u8;
             self.offset += n;
         }
+    }
+
+    /// The fast path for a caller that needs no event for most commands (guard mode): from
+    /// between commands, consume whole multibulk commands written the way every client library
+    /// writes them — `*N\r\n`, then `$L\r\n`, `L` bytes and two more per argument, numbers
+    /// without sign or leading zero — for as long as `accept` takes each one (shown its name,
+    /// whole, and where it starts and ends). Stops at the first byte of anything else: a command
+    /// not complete in `input`, an inline command, filler, any header written another way, a
+    /// name longer than [`NAME_CAP`], a command `accept` refuses. Returns the bytes consumed;
+    /// `advance` then goes on from there.
+    ///
+    /// What it consumes is exactly what `advance` would frame as those commands (`Command`
+    /// with that name, then `End` at that end, no `Dead`), without the events: every header it
+    /// takes is one Redis reads as the same number, within the same limits. Only on an
+    /// authenticated connection (before authentication Redis applies smaller limits).
+    pub fn skim(&mut self, input: &[u8], mut accept: impl FnMut(&Skimmed<'_>) -> bool) -> usize {
+        if self.state != State::Idle || !self.config.authenticated {
+            return 0;
+        }
+        let mut pos = 0;
+        while let Some((argc, name, len)) =
+            canonical_command(&input[pos..], self.config.proto_max_bulk_len)
+        {
+            let skimmed = Skimmed {
+                start: self.offset + pos as u64,
+                end: self.offset + (pos + len) as u64,
+                argc,
+                name: &input[pos + name.start..pos + name.end],
+            };
+            if !accept(&skimmed) {
+                break;
+            }
+            pos += len;
+        }
+        self.offset += pos as u64;
+        pos
     }
 
     /// Consume `input` up to the next event (or all of it) and report that event. Returns

@@ -41,6 +41,54 @@ pub fn fuzz_framer(data: &[u8]) {
         whole,
         "cut at {cut}"
     );
+    // The guard's fast path frames the same commands, whole or cut.
+    let plain = without_offsets(&record(config, false, false, &[data]));
+    assert_eq!(record_skimming(config, &[data]), plain, "skimming");
+    assert_eq!(record_skimming(config, &[a, b]), plain, "skimming, cut at {cut}");
+}
+
+/// The events of `record`, without the offsets at which they came.
+pub(super) fn without_offsets(events: &[(u64, Rec)]) -> Vec<Rec> {
+    events.iter().map(|(_, rec)| rec.clone()).collect()
+}
+
+/// Frame `chunks` as the guard does without an observer: whole commands its rules forward
+/// taken by [`Framer::skim`] (recorded as the `Command` and `End` that `advance` would have
+/// reported), the rest by `advance`, opaque payloads moved with `skip`.
+pub(super) fn record_skimming(config: FramerConfig, chunks: &[&[u8]]) -> Vec<Rec> {
+    let mut framer = Framer::new(config);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        let mut rest: &[u8] = chunk;
+        loop {
+            let skimmed = framer.skim(rest, |command| {
+                if !super::rules::forwards(command.name) {
+                    return false;
+                }
+                out.push(Rec::Command {
+                    kind: Kind::Multibulk,
+                    start: command.start,
+                    argc: command.argc,
+                    name_len: command.name.len() as u64,
+                    name: command.name.to_vec(),
+                });
+                out.push(Rec::End { end: command.end });
+                true
+            });
+            rest = &rest[skimmed..];
+            let n = framer.opaque_len().min(rest.len() as u64);
+            framer.skip(n);
+            rest = &rest[n as usize..];
+            let step = framer.advance(rest);
+            rest = &rest[step.consumed..];
+            match step.event {
+                Some(event) => out.push(own(event)),
+                None if step.consumed == 0 => break,
+                None => {}
+            }
+        }
+    }
+    out
 }
 
 /// An event, owned, with the stream offset at which it was reported.

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::framer::FramerConfig;
-use super::fuzz::record;
+use super::fuzz::{record, record_skimming, without_offsets};
 
 /// Pieces that make ordinary and odd streams when concatenated.
 fn fragment() -> impl Strategy<Value = Vec<u8>> {
@@ -36,6 +36,16 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Limits small enough for random streams to reach them.
+fn small_limits(authenticated: bool) -> FramerConfig {
+    FramerConfig {
+        proto_max_bulk_len: 50,
+        authenticated,
+        inspect_bytes: 40,
+        hold_bytes: 0,
+    }
+}
+
 fn stream() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(fragment(), 0..12).prop_map(|f| f.concat())
 }
@@ -61,16 +71,63 @@ proptest! {
         inspect in any::<bool>(),
         authenticated in any::<bool>(),
     ) {
-        let config = FramerConfig {
-            proto_max_bulk_len: 50,
-            authenticated,
-            inspect_bytes: 40,
-            hold_bytes: 0,
-        };
+        let config = small_limits(authenticated);
         let whole = record(config, inspect, false, &[&data]);
         let chunks = split(&data, &cuts);
         let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         prop_assert_eq!(&record(config, inspect, false, &chunks), &whole);
         prop_assert_eq!(&record(config, inspect, true, &chunks), &whole);
     }
+
+    #[test]
+    fn skimming_frames_as_advance_does(
+        data in canonical_heavy_stream(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        authenticated in any::<bool>(),
+    ) {
+        let config = small_limits(authenticated);
+        let plain = without_offsets(&record(config, false, false, &[&data]));
+        prop_assert_eq!(&record_skimming(config, &[&data]), &plain);
+        let chunks = split(&data, &cuts);
+        let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        prop_assert_eq!(&record_skimming(config, &chunks), &plain);
+    }
+}
+
+/// Mostly whole canonical commands (some of them AUTH/HELLO/RESET, some with a NUL or an upper
+/// case name, some with numbers written another way), between the odd fragments above.
+fn canonical_heavy_stream() -> impl Strategy<Value = Vec<u8>> {
+    let name = prop_oneof![
+        Just(b"GET".to_vec()),
+        Just(b"set".to_vec()),
+        Just(b"AUTH".to_vec()),
+        Just(b"hello".to_vec()),
+        Just(b"Reset".to_vec()),
+        Just(b"GE\0T".to_vec()),
+        Just(Vec::new()),
+        proptest::collection::vec(any::<u8>(), 0..70),
+    ];
+    let header = prop_oneof![
+        8 => Just(String::new()),
+        1 => Just("0".to_string()),
+        1 => Just("+".to_string()),
+        1 => Just(" ".to_string()),
+    ];
+    let command = (
+        name,
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..4),
+        header,
+        any::<bool>(),
+    )
+        .prop_map(|(name, args, pad, odd_trailer)| {
+            let mut out = format!("*{pad}{}\r\n", args.len() + 1).into_bytes();
+            for arg in std::iter::once(&name).chain(&args) {
+                out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                out.extend_from_slice(arg);
+                out.extend_from_slice(if odd_trailer { b"XY" } else { b"\r\n" });
+            }
+            out
+        });
+    let piece = prop_oneof![6 => command, 1 => fragment()];
+    proptest::collection::vec(piece, 0..16).prop_map(|p| p.concat())
 }

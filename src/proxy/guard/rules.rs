@@ -88,6 +88,15 @@ pub fn on_name(head: &Head<'_>) -> Naming {
     Naming::Forward
 }
 
+/// Whether [`on_name`] forwards a command with this (whole) name: no NUL byte, and none of
+/// the held commands. For the framer's fast path ([`super::framer::Framer::skim`]).
+pub fn forwards(name: &[u8]) -> bool {
+    !name.contains(&0)
+        && [Guarded::Auth, Guarded::Hello, Guarded::Reset]
+            .iter()
+            .all(|guarded| !name.eq_ignore_ascii_case(guarded.name().as_bytes()))
+}
+
 /// One argument of a held command, as much as the framer kept (an AUTH's password among
 /// them: zeroized when dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
