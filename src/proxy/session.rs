@@ -16,6 +16,7 @@
 mod dial;
 mod grants;
 mod handshake;
+mod span;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
-use tracing::{field, Instrument};
+use tracing::field;
 
 use crate::audit::{self, SessionEnd, SessionFacts};
 use crate::config::RelayMode;
@@ -45,6 +46,7 @@ use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
 use crate::proxy::shared::Shared;
 use crate::proxy::upstream::UpstreamStream;
 use handshake::GuardStart;
+use span::{Quiet, SessionSpan};
 
 pub use grants::enforce_grants;
 pub use handshake::{Refusal, Step, Unidentified};
@@ -84,7 +86,9 @@ pub async fn serve_tls(
 ) {
     let id = shared.next_id();
     let span = session_span(id, &peer.to_string());
-    async move {
+    let quiet = Quiet::new(&span);
+    let relay_quiet = quiet.clone();
+    let work = async move {
         let handshake = shared.metrics.handshake();
         let session = shared
             .sessions
@@ -159,12 +163,11 @@ pub async fn serve_tls(
             who,
             db,
             facts,
-            (deadline, handshake),
+            (deadline, handshake, &relay_quiet),
         )
         .await;
-    }
-    .instrument(span)
-    .await
+    };
+    SessionSpan::new(quiet, work).await
 }
 
 /// A session that arrived on `<dir>/<db>.sock`.
@@ -180,7 +183,9 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
         Err(_) => "unknown-peer".to_string(),
     };
     let span = session_span(id, &client);
-    async move {
+    let quiet = Quiet::new(&span);
+    let relay_quiet = quiet.clone();
+    let work = async move {
         let handshake = shared.metrics.handshake();
         let session = shared
             .sessions
@@ -215,12 +220,11 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
             who,
             Ok(db),
             facts,
-            (deadline, handshake),
+            (deadline, handshake, &relay_quiet),
         )
         .await;
-    }
-    .instrument(span)
-    .await
+    };
+    SessionSpan::new(quiet, work).await
 }
 
 fn session_span(id: u64, client: &str) -> tracing::Span {
@@ -263,7 +267,7 @@ async fn run(
     who: Result<Identity, Refusal>,
     db: Result<String, Refusal>,
     facts: SessionFacts,
-    (deadline, handshake): (Instant, InFlight),
+    (deadline, handshake, quiet): (Instant, InFlight, &Quiet),
 ) {
     let mut ctx = Context::new(session, facts);
     // A session slot (`limits.max_sessions`) is taken only once the client is identified, so
@@ -306,6 +310,7 @@ async fn run(
     drop(handshake);
     let _open = shared.metrics.session_started();
     audit::session_start(&facts);
+    quiet.relay_started();
     let started = StdInstant::now();
     // The counters include the hand-off, so the audit counts the whole session: the client's
     // first command or pipelined bytes, and the upstream's AUTH/HELLO reply, too.
@@ -372,6 +377,7 @@ async fn run(
         }
         None => relay::relay_until(client, upstream, session.counters(), stop).await,
     };
+    let _span = quiet.relay_ended();
     let stopped = match stopped_by.get().copied() {
         Some("idle") => ("idle", "no byte moved for limits.idle_timeout".to_string()),
         _ => match session.stop_reason() {
