@@ -19,6 +19,11 @@
 //!   `DatabaseRecord::relay_passthrough` (bool) became `relay` ([`RelayRecord`]: guard,
 //!   passthrough, inspect); postcard encodes the first two variants as the bool's 0 and 1, so a
 //!   version-2 database decodes as a version-3 one unchanged. Version 1 goes through version 2.
+//! - Version 3 → 4: [`ManagedUserRecord`] gained `unmanaged_since` (when the user stopped being
+//!   managed, so its secret's grace period survives a restart); a version-3 record was a
+//!   managed one (`None`). Versions 1 and 2 go through version 3.
+//!
+//! [`ManagedUserRecord`]: super::records::ManagedUserRecord
 //!
 //! [`RelayRecord`]: super::records::RelayRecord
 
@@ -26,7 +31,7 @@ use std::borrow::Cow;
 
 use super::codec::{LogEntry, FORMAT_VERSION};
 use super::error::FileKind;
-use super::records::{DatabaseRecord, RoleRecord};
+use super::records::{DatabaseRecord, ManagedUserRecord, RoleRecord};
 use super::state::State;
 
 /// Turn a payload of `file` written by format `version` into the current format's bytes.
@@ -36,20 +41,24 @@ pub fn migrate(version: u32, file: FileKind, bytes: &[u8]) -> Result<Cow<'_, [u8
         v if v > FORMAT_VERSION => Err(format!(
             "version {v} is newer than this bastion's {FORMAT_VERSION}"
         )),
-        1 | 2 => {
-            let current = match (version, file) {
-                (1, FileKind::Snapshot) => {
-                    postcard::to_stdvec(&State::from(v2::State::from(decode::<v1::State>(bytes)?)))
-                }
-                (1, FileKind::Log) => postcard::to_stdvec(&LogEntry::from(v2::LogEntry::from(
-                    decode::<v1::LogEntry>(bytes)?,
-                ))),
-                (_, FileKind::Snapshot) => {
-                    postcard::to_stdvec(&State::from(decode::<v2::State>(bytes)?))
-                }
-                (_, FileKind::Log) => {
-                    postcard::to_stdvec(&LogEntry::from(decode::<v2::LogEntry>(bytes)?))
-                }
+        1..=3 => {
+            let v3_state = |bytes| -> Result<v3::State, String> {
+                Ok(match version {
+                    1 => v2::State::from(decode::<v1::State>(bytes)?).into(),
+                    2 => decode::<v2::State>(bytes)?.into(),
+                    _ => decode::<v3::State>(bytes)?,
+                })
+            };
+            let v3_entry = |bytes| -> Result<v3::LogEntry, String> {
+                Ok(match version {
+                    1 => v2::LogEntry::from(decode::<v1::LogEntry>(bytes)?).into(),
+                    2 => decode::<v2::LogEntry>(bytes)?.into(),
+                    _ => decode::<v3::LogEntry>(bytes)?,
+                })
+            };
+            let current = match file {
+                FileKind::Snapshot => postcard::to_stdvec(&State::from(v3_state(bytes)?)),
+                FileKind::Log => postcard::to_stdvec(&LogEntry::from(v3_entry(bytes)?)),
             };
             // Encoding into a Vec cannot fail for these types (the codec's own invariant).
             Ok(Cow::Owned(current.expect("postcard encodes store types")))
@@ -75,6 +84,7 @@ pub(super) mod v1 {
 
     use super::super::records::*;
     use super::v2::RoleRecord;
+    use super::v3::ManagedUserRecord;
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct DatabaseRecord {
@@ -127,6 +137,7 @@ pub(super) mod v2 {
     use serde::{Deserialize, Serialize};
 
     use super::super::records::*;
+    use super::v3::ManagedUserRecord;
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct RoleRecord {
@@ -168,6 +179,112 @@ pub(super) mod v2 {
     }
 }
 
+/// Format version 3, frozen: the types whose encoding differs from the current ones.
+pub(super) mod v3 {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::super::records::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ManagedUserRecord {
+        pub database: Name,
+        pub db_user: Pattern,
+        pub secret_arn: heapless::String<MAX_ARN_LEN>,
+        pub last_rotation: Option<UnixSeconds>,
+        pub generation: u64,
+    }
+
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Mutation {
+        PutDatabase(DatabaseRecord),
+        RemoveDatabase(Name),
+        PutRole(RoleRecord),
+        RemoveRole(Name),
+        PutUser(UserRecord),
+        RemoveUser(Name),
+        IssueCert(CertRecord),
+        RevokeCert { serial: Serial, at: UnixSeconds },
+        SetCa(CaRecord),
+        PutManagedUser(ManagedUserRecord),
+        RemoveManagedUser { database: Name, db_user: Pattern },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct LogEntry {
+        pub seq: u64,
+        pub mutation: Mutation,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct State {
+        pub databases: BTreeMap<Name, DatabaseRecord>,
+        pub roles: BTreeMap<Name, RoleRecord>,
+        pub users: BTreeMap<Name, UserRecord>,
+        pub certificates: BTreeMap<Serial, CertRecord>,
+        pub ca: Option<CaRecord>,
+        pub managed_users: BTreeMap<(Name, Pattern), ManagedUserRecord>,
+    }
+}
+
+impl From<v3::ManagedUserRecord> for ManagedUserRecord {
+    fn from(m: v3::ManagedUserRecord) -> Self {
+        ManagedUserRecord {
+            database: m.database,
+            db_user: m.db_user,
+            secret_arn: m.secret_arn,
+            last_rotation: m.last_rotation,
+            generation: m.generation,
+            unmanaged_since: None,
+        }
+    }
+}
+
+impl From<v3::LogEntry> for LogEntry {
+    fn from(e: v3::LogEntry) -> Self {
+        use super::records::Mutation as M;
+        use v3::Mutation as Old;
+        let mutation = match e.mutation {
+            Old::PutDatabase(d) => M::PutDatabase(d),
+            Old::RemoveDatabase(n) => M::RemoveDatabase(n),
+            Old::PutRole(r) => M::PutRole(r),
+            Old::RemoveRole(n) => M::RemoveRole(n),
+            Old::PutUser(u) => M::PutUser(u),
+            Old::RemoveUser(n) => M::RemoveUser(n),
+            Old::IssueCert(c) => M::IssueCert(c),
+            Old::RevokeCert { serial, at } => M::RevokeCert { serial, at },
+            Old::SetCa(c) => M::SetCa(c),
+            Old::PutManagedUser(m) => M::PutManagedUser(m.into()),
+            Old::RemoveManagedUser { database, db_user } => {
+                M::RemoveManagedUser { database, db_user }
+            }
+        };
+        LogEntry {
+            seq: e.seq,
+            mutation,
+        }
+    }
+}
+
+impl From<v3::State> for State {
+    fn from(s: v3::State) -> Self {
+        State {
+            databases: s.databases,
+            roles: s.roles,
+            users: s.users,
+            certificates: s.certificates,
+            ca: s.ca,
+            managed_users: s
+                .managed_users
+                .into_iter()
+                .map(|(k, m)| (k, m.into()))
+                .collect(),
+        }
+    }
+}
+
 impl From<v2::RoleRecord> for RoleRecord {
     fn from(r: v2::RoleRecord) -> Self {
         RoleRecord {
@@ -180,10 +297,10 @@ impl From<v2::RoleRecord> for RoleRecord {
     }
 }
 
-impl From<v2::LogEntry> for LogEntry {
+impl From<v2::LogEntry> for v3::LogEntry {
     fn from(e: v2::LogEntry) -> Self {
-        use super::records::Mutation as M;
         use v2::Mutation as Old;
+        use v3::Mutation as M;
         let mutation = match e.mutation {
             Old::PutDatabase(d) => M::PutDatabase(d),
             Old::RemoveDatabase(n) => M::RemoveDatabase(n),
@@ -199,16 +316,16 @@ impl From<v2::LogEntry> for LogEntry {
                 M::RemoveManagedUser { database, db_user }
             }
         };
-        LogEntry {
+        v3::LogEntry {
             seq: e.seq,
             mutation,
         }
     }
 }
 
-impl From<v2::State> for State {
+impl From<v2::State> for v3::State {
     fn from(s: v2::State) -> Self {
-        State {
+        v3::State {
             databases: s.databases,
             roles: s.roles.into_iter().map(|(n, r)| (n, r.into())).collect(),
             users: s.users,
@@ -423,6 +540,56 @@ mod tests {
         let bytes = postcard::to_stdvec(&old).unwrap();
         let entry: LogEntry = decode(&migrate(1, FileKind::Log, &bytes).unwrap()).unwrap();
         assert!(matches!(entry.mutation, Mutation::PutRole(r) if r.commands.is_none()));
+    }
+
+    #[test]
+    fn version_3_managed_users_decode_as_still_managed() {
+        let old = v3::ManagedUserRecord {
+            database: n("cache"),
+            db_user: crate::store::test_support::p("app"),
+            secret_arn: heapless::String::try_from("arn:aws:secretsmanager:us-east-1:1:secret:x")
+                .unwrap(),
+            last_rotation: Some(1_700_000_000),
+            generation: 2,
+        };
+        let entry = v3::LogEntry {
+            seq: 5,
+            mutation: v3::Mutation::PutManagedUser(old.clone()),
+        };
+        let bytes = postcard::to_stdvec(&entry).unwrap();
+        assert!(
+            decode::<LogEntry>(&bytes).is_err(),
+            "the migration is needed"
+        );
+        let entry: LogEntry = decode(&migrate(3, FileKind::Log, &bytes).unwrap()).unwrap();
+        let Mutation::PutManagedUser(m) = entry.mutation else {
+            panic!("{entry:?}")
+        };
+        assert_eq!((m.generation, m.unmanaged_since), (2, None));
+        assert_eq!(m.secret_arn, old.secret_arn);
+
+        let mut state = v3::State::default();
+        state.databases.insert(n("cache"), db("cache", 6379, 0));
+        state
+            .managed_users
+            .insert((old.database.clone(), old.db_user.clone()), old.clone());
+        let bytes = postcard::to_stdvec(&state).unwrap();
+        let state: State = decode(&migrate(3, FileKind::Snapshot, &bytes).unwrap()).unwrap();
+        let m: Vec<_> = state.managed_users().collect();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].unmanaged_since, None);
+        assert_eq!(m[0].last_rotation, Some(1_700_000_000));
+
+        // Versions 1 and 2 carry version 3's managed users through.
+        let v1 = v1::LogEntry {
+            seq: 6,
+            mutation: v1::Mutation::PutManagedUser(old),
+        };
+        let bytes = postcard::to_stdvec(&v1).unwrap();
+        let entry: LogEntry = decode(&migrate(1, FileKind::Log, &bytes).unwrap()).unwrap();
+        assert!(
+            matches!(entry.mutation, Mutation::PutManagedUser(m) if m.unmanaged_since.is_none())
+        );
     }
 
     /// A store written by format 1 on disk: it opens with every record, is rewritten in the

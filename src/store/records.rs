@@ -204,6 +204,10 @@ pub struct ManagedUserRecord {
     pub last_rotation: Option<UnixSeconds>,
     /// Bumped at every rotation.
     pub generation: u64,
+    /// When the bastion saw the user stop being managed (tag removed or false, dropped from
+    /// `managed_users`); its secret `secret_arn` is deleted `secret_grace_period` later.
+    /// `None`: managed.
+    pub unmanaged_since: Option<UnixSeconds>,
 }
 
 /// One change to the store: what the log holds, one per record.
