@@ -10,6 +10,10 @@
 //! `teleport.dev/managed=yes`). `stray` is tagged managed but in no group of either: it is
 //! never discovered, rotated or modified. User ids differ from user names (`app-id` / `app`):
 //! ModifyUser takes the id, sessions AUTH with the name.
+//!
+//! DescribeUsers is read page by page (SHIM: moto answers all users at once; the shim pages
+//! them, 2 a page, as the service pages them with `Marker`): a managed user on a later page is
+//! found, and users are never described one id at a time.
 
 mod support;
 
@@ -132,4 +136,87 @@ unix_user = "{me}"
 
     let all: Vec<&str> = passwords.iter().map(String::as_str).collect();
     bastion.assert_no_secrets(&all);
+}
+
+/// The cache's managed user is on the third page of DescribeUsers: discovery follows the
+/// `Marker` to it (one id at a time is never asked). SHIMS: DescribeUserGroups, ModifyUser and
+/// the paging of DescribeUsers; HARNESS: ModifyUser applied to a real redis-server.
+#[test]
+fn elasticache_users_are_described_page_by_page() {
+    let redis = RedisServer::start(RedisOpts {
+        acl_lines: vec![
+            format!("control-plane on >{CP_PW} ~* &* +@all"),
+            "late on ~* &* +@all".into(),
+        ],
+        ..RedisOpts::default()
+    });
+    let moto = Moto::start();
+    // moto's own `default` user first, then four fillers in no group, then `late`.
+    moto.boto3(
+        r#"
+for i in range(4):
+    ec.create_user(UserId='filler-%d' % i, UserName='filler-%d' % i, Engine='redis',
+        AccessString='on ~* &* +@all', Passwords=['initial-password-0123456789'],
+        Tags=[dict(Key='bastion.dev/managed', Value='true')])
+ec.create_user(UserId='late-id', UserName='late', Engine='redis', AccessString='on ~* &* +@all',
+    Passwords=['initial-password-0123456789'], Tags=[dict(Key='bastion.dev/managed', Value='true')])
+ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription='bastion test',
+    UserGroupIds=['g1'])
+"#,
+    );
+    let shim = ControlPlane::elasticache(
+        &moto,
+        &redis,
+        ("control-plane", CP_PW),
+        &[("g1", &["late-id"])],
+        &[],
+        &[("late-id", "late")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = |v: &std::path::Path| toml::Value::String(v.to_string_lossy().into_owned()).to_string();
+    let state = dir.path().join("state");
+    let config = format!(
+        r#"state_dir = {state}
+[listeners.unix]
+directory = {sockets}
+
+[[databases]]
+name = "ec"
+address = "{plain}"
+auth = {{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h" }}
+
+[[roles]]
+name = "apps"
+db_users = ["late"]
+db_names = ["ec"]
+
+[[users]]
+name = "alice"
+roles = ["apps"]
+unix_user = "{me}"
+"#,
+        state = s(&state),
+        sockets = s(&dir.path().join("db")),
+        plain = redis.plain_addr(),
+        me = current_user(),
+    );
+    let mut env = moto.aws_env();
+    env.push(("AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bastion = Bastion::start_with_env(&config, &state, &env);
+    let users = wait_first_rotations(&bastion, 1, || {
+        format!("{}\n{}", shim.log(), bastion.logs())
+    });
+    assert_eq!(users[0]["user"], "late");
+    assert_eq!(session_as(&bastion, "ec", "late"), "True late");
+    let log = shim.log();
+    for page in [
+        "paged DescribeUsers from 0 more",
+        "paged DescribeUsers from 4 last",
+    ] {
+        assert!(log.contains(page), "{page}: {log}");
+    }
+    // The fillers are tagged but in no group of the cache: never modified.
+    assert!(!log.contains("ModifyUser filler"), "{log}");
+    assert!(!log.contains("forwarded DescribeUsers"), "{log}");
 }

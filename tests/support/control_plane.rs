@@ -89,11 +89,14 @@ class H(Proxy):
 ///
 /// ElastiCache ([`ControlPlane::elasticache`], query protocol):
 /// - **Shims** (moto 5.2 lacks them): `DescribeUserGroups` and `DescribeServerlessCaches`,
-///   answered from the user groups and serverless caches the test gives; `ModifyUser`.
+///   answered from the user groups and serverless caches the test gives; `ModifyUser`; and
+///   `DescribeUsers` of all users paged as the service pages it (2 users a page, `Marker`;
+///   moto answers all at once), logged `paged DescribeUsers from <n> more|last`.
 /// - **Harness**: `ModifyUser`'s `Passwords` are applied to a real redis-server's ACL
 ///   (`ACL SETUSER <user name> resetpass >p1 >p2`), as ElastiCache applies them to its nodes.
 ///
-/// Every other action (DescribeReplicationGroups, DescribeUsers, ListTagsForResource) is moto's.
+/// Every other action (DescribeReplicationGroups, DescribeUsers of one user id,
+/// ListTagsForResource) is moto's.
 pub struct ControlPlane {
     child: Child,
     port: u16,
@@ -203,8 +206,9 @@ impl Drop for ControlPlane {
 }
 
 const ELASTICACHE_SHIM: &str = r#"
-import json, sys, urllib.parse, redis
+import json, re, sys, urllib.parse, redis
 from xml.sax.saxutils import escape
+USERS_PAGE = 2
 moto, redis_port, user, pw, data, port_file = sys.argv[1:7]
 data = json.loads(data)
 groups, serverless, names = data['groups'], data['serverless'], data['names']
@@ -241,6 +245,23 @@ class H(Proxy):
                           '<Engine>valkey</Engine><UserGroupId>%s</UserGroupId></member>' % (escape(n), escape(g))
                           for n, g in serverless.items() if want in (None, n))
             return self.reply(200, xml(action, '<ServerlessCaches>%s</ServerlessCaches>' % out))
+        if action == 'DescribeUsers' and 'UserId' not in form:
+            # SHIM: moto 5.2 answers every user at once; the service pages them (Marker).
+            status, out, ctype = self.forward(body)
+            if status != 200:
+                return self.reply(status, out, ctype)
+            ids = re.findall(r'<UserId>(.*?)</UserId>', out.decode())
+            start = int(form.get('Marker') or 0)
+            page = ids[start:start + USERS_PAGE]
+            found = ''
+            for uid in page:
+                one = self.forward(urllib.parse.urlencode(dict(
+                    Action='DescribeUsers', Version=form.get('Version', ''), UserId=uid)).encode())[1].decode()
+                found += one[one.index('<Users>') + 7:one.index('</Users>')]
+            more = start + USERS_PAGE < len(ids)
+            print('paged DescribeUsers from', start, 'more' if more else 'last', flush=True)
+            marker = '<Marker>%d</Marker>' % (start + USERS_PAGE) if more else ''
+            return self.reply(200, xml(action, '<Users>%s</Users>%s' % (found, marker)))
         if action == 'ModifyUser':  # SHIM: not in moto 5.2; HARNESS: the nodes apply it
             uid = form['UserId']
             pws = [v for k, v in sorted(form.items()) if k.startswith('Passwords.member.')]
