@@ -17,6 +17,8 @@
 //!   error and the current password still working.
 //! - The Secrets Manager under test refuses a ClientRequestToken reused with another value, as
 //!   AWS does (what the one-version-per-rotation rests on).
+//! - A client's mid-session `AUTH app x` (answered by the guard re-authenticating as `app`)
+//!   while AWSCURRENT is not applied on the server yet: AWSPREVIOUS is used, as at login.
 
 mod support;
 
@@ -505,4 +507,46 @@ fn throttled_secrets_manager_calls_are_retried_a_bounded_number_of_times() {
     assert!(rig.accepts(&rotated));
     assert_eq!(session_ping(&bastion), "True app");
     bastion.assert_no_secrets(&[&before, &rotated]);
+}
+
+/// AWSCURRENT is a password the server does not have yet (a rotation the engine has not applied:
+/// the cloud's delay), AWSPREVIOUS the one it has. A session logs in with AWSPREVIOUS, and its
+/// client's own `AUTH app x` mid-session — which the guard answers by authenticating upstream
+/// as `app` again — works too: it falls back as the login does instead of sending AWSCURRENT.
+#[test]
+fn a_mid_session_auth_falls_back_to_awsprevious_while_awscurrent_is_not_applied() {
+    let rig = rig();
+    let first = rig.start("applied", "1h");
+    wait_first_rotation(&first);
+    let applied = rig.current_password();
+    drop(first);
+    let unapplied = "not-yet-applied-0123456789abcdef";
+    // A new version: AWSCURRENT, the applied one AWSPREVIOUS.
+    rig.moto.boto3(&format!(
+        "sm.put_secret_value(SecretId='{SECRET}', SecretString='{unapplied}')"
+    ));
+    assert!(!rig.accepts(unapplied) && rig.accepts(&applied));
+    // A bastion whose cache holds the unapplied AWSCURRENT (not due: just made).
+    let bastion = rig.start("delayed", "1h");
+    wait_first_rotation(&bastion);
+    let mark = bastion.log_mark();
+    let ep = Endpoint::unix(bastion.socket_path("self"));
+    let out = python(
+        &ep,
+        "r = connect()\n\
+         print(r.acl_whoami())\n\
+         print(r.execute_command('AUTH', 'app', 'anything'))\n\
+         print(r.acl_whoami(), r.ping())",
+    );
+    assert_eq!(
+        out.stdout().trim(),
+        "app\nTrue\napp True",
+        "{}\n{}",
+        out.stderr(),
+        bastion.logs_since(mark)
+    );
+    bastion.expect_log_line(mark, &["command.rewritten", "re-authenticating"], &[]);
+    // Nothing was rotated meanwhile: the server still has only the applied password.
+    assert!(!rig.accepts(unapplied) && rig.accepts(&applied));
+    bastion.assert_no_secrets(&[unapplied, &applied]);
 }
