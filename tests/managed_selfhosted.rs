@@ -17,6 +17,9 @@
 //!   error and the current password still working.
 //! - The Secrets Manager under test refuses a ClientRequestToken reused with another value, as
 //!   AWS does (what the one-version-per-rotation rests on).
+//! - `bastion doctor` names the database and the missing right: an admin_user without
+//!   `acl|setuser` (ACL DRYRUN), a principal without secretsmanager:PutSecretValue (SHIM:
+//!   AccessDeniedException in front of moto, which allows everything).
 //! - A client's mid-session `AUTH app x` (answered by the guard re-authenticating as `app`)
 //!   while AWSCURRENT is not applied on the server yet: AWSPREVIOUS is used, as at login.
 
@@ -48,9 +51,14 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with("~* &* +@all")
+}
+
+/// [`rig`] with `bastion-admin`'s rights `admin_rules`.
+fn rig_with(admin_rules: &str) -> Rig {
     let redis = RedisServer::start(RedisOpts {
         acl_lines: vec![
-            format!("bastion-admin on >{ADMIN_PW} ~* &* +@all"),
+            format!("bastion-admin on >{ADMIN_PW} {admin_rules}"),
             // The operator creates the user with its rights and no password: the bastion owns it.
             "app on ~* &* +@all".into(),
         ],
@@ -549,4 +557,87 @@ fn a_mid_session_auth_falls_back_to_awsprevious_while_awscurrent_is_not_applied(
     // Nothing was rotated meanwhile: the server still has only the applied password.
     assert!(!rig.accepts(unapplied) && rig.accepts(&applied));
     bastion.assert_no_secrets(&[unapplied, &applied]);
+}
+
+/// `bastion doctor --json` for the daemon's config, with `env`; the parsed report.
+fn doctor(bastion: &Bastion, env: &[(&'static str, String)]) -> (support::process::Out, Value) {
+    let mut doctor = Command::new(BASTION_BIN);
+    doctor
+        .args(["doctor", "--json", "--config"])
+        .arg(bastion.config_path())
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in env {
+        doctor.env(k, v);
+    }
+    let out = run(&mut doctor, None, Duration::from_secs(60));
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (out, report)
+}
+
+fn check(report: &Value, name: &str) -> Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {report:#}"))
+        .clone()
+}
+
+/// An admin_user that may not run `ACL SETUSER`, and a principal denied PutSecretValue: each
+/// is a failed doctor check naming the database and the missing right — found without changing
+/// anything (ACL DRYRUN; PutSecretValue on a secret that does not exist). Granted, both pass.
+#[test]
+fn doctor_names_the_database_and_the_missing_write_rights() {
+    let rig = rig_with("~* &* +@all -acl|setuser");
+    let mode = rig.dir.path().join("deny");
+    std::fs::write(&mode, "deny").unwrap();
+    let shim = ControlPlane::throttling_secrets_manager(&rig.moto, &rig.redis, &mode);
+    let bastion = rig.start("doctor", "1h");
+    let mut env = rig.moto.aws_env();
+    env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", shim.endpoint()));
+    let acl_before = rig.redis.query(&["ACL", "LIST"]);
+
+    let (out, report) = doctor(&bastion, &env);
+    let admin = check(&report, "database:self:managed_admin");
+    assert_eq!(admin["status"], "fail", "{admin:#}");
+    let finding = admin["finding"].as_str().unwrap();
+    for word in ["'self'", "bastion-admin", "ACL SETUSER", "acl|setuser"] {
+        assert!(finding.contains(word), "{word}: {admin:#}");
+    }
+    let write = check(&report, "database:self:managed_write");
+    assert_eq!(write["status"], "fail", "{write:#}");
+    let finding = write["finding"].as_str().unwrap();
+    for word in [
+        "'self'",
+        "secretsmanager:PutSecretValue",
+        "AccessDeniedException",
+    ] {
+        assert!(finding.contains(word), "{word}: {write:#}");
+    }
+    assert!(
+        shim.log().contains("denied PutSecretValue"),
+        "{}",
+        shim.log()
+    );
+    // Nothing changed on the server or in Secrets Manager by the checks.
+    assert_eq!(rig.redis.query(&["ACL", "LIST"]), acl_before);
+    let names = rig
+        .moto
+        .boto3("print(json.dumps([s['Name'] for s in sm.list_secrets()['SecretList']]))");
+    assert!(!names.contains("doctor-probe"), "{names}");
+    assert!(
+        !out.all().contains(ADMIN_PW),
+        "the admin password in doctor's output"
+    );
+
+    // Granted: both pass.
+    rig.redis
+        .query(&["ACL", "SETUSER", "bastion-admin", "+acl|setuser"]);
+    std::fs::write(&mode, "0").unwrap();
+    let (_, report) = doctor(&bastion, &env);
+    for name in ["database:self:managed_admin", "database:self:managed_write"] {
+        let c = check(&report, name);
+        assert_eq!(c["status"], "ok", "{c:#}");
+    }
 }

@@ -194,6 +194,25 @@ impl SecretStore {
         }
     }
 
+    /// Whether the principal may PutSecretValue on `absent`, a secret name under the bastion's
+    /// prefix that does not exist (`bastion doctor`): IAM decides before the secret is looked
+    /// up, so `ResourceNotFoundException` means allowed — and nothing is written.
+    pub async fn may_put(&self, absent: &str) -> Result<(), ManagedError> {
+        let result = self
+            .client
+            .put_secret_value()
+            .secret_id(absent)
+            .secret_string("bastion-doctor-probe")
+            .send()
+            .await;
+        match result {
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+            // Only if the random name existed: allowed, though it wrote.
+            Ok(_) => Ok(()),
+            Err(e) => Err(call_failed("PutSecretValue", absent, &e)),
+        }
+    }
+
     /// Which version carries each stage.
     pub async fn stages(&self, name: &str) -> Result<HashMap<String, Vec<String>>, ManagedError> {
         let out = self
