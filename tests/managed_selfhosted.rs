@@ -17,6 +17,9 @@
 //!   error and the current password still working.
 //! - The Secrets Manager under test refuses a ClientRequestToken reused with another value, as
 //!   AWS does (what the one-version-per-rotation rests on).
+//! - Users dropped from `managed_users` (`db add --replace`): no longer rotated, their secret
+//!   deleted after `secret_grace_period`; `db rm` of the database while one waits for its
+//!   grace period works and leaves that secret.
 //! - `bastion doctor` names the database and the missing right: an admin_user without
 //!   `acl|setuser` (ACL DRYRUN), a principal without secretsmanager:PutSecretValue (SHIM:
 //!   AccessDeniedException in front of moto, which allows everything).
@@ -640,4 +643,101 @@ fn doctor_names_the_database_and_the_missing_write_rights() {
         let c = check(&report, name);
         assert_eq!(c["status"], "ok", "{c:#}");
     }
+}
+
+/// Whether secret `name` exists in moto.
+fn secret_exists(moto: &Moto, name: &str) -> bool {
+    moto.boto3(&format!(
+        "try:\n    sm.describe_secret(SecretId='{name}'); print('yes')\n\
+         except sm.exceptions.ResourceNotFoundException:\n    print('no')"
+    ))
+    .trim()
+        == "yes"
+}
+
+/// `managed_users` shrinks through the admin socket: the dropped user is not rotated any more
+/// and its secret goes after the grace period (`managed.secret_deleted`); the others stay.
+/// Then, with a user waiting for its grace period (a store record), `db rm` still works (the
+/// record goes with the database) and that secret is left in place.
+#[test]
+fn users_dropped_from_managed_users_lose_their_secret_after_the_grace_period() {
+    let rig = rig();
+    for user in ["reporting", "extra"] {
+        rig.redis
+            .query(&["ACL", "SETUSER", user, "on", "~*", "&*", "+@all"]);
+    }
+    let (config, state) = rig.config("drop", "1h");
+    let config = config
+        .replace(
+            r#"managed_users = ["app"]"#,
+            r#"managed_users = ["app", "reporting", "extra"]"#,
+        )
+        .replace(
+            r#"rotation_interval = "1h" }"#,
+            r#"rotation_interval = "1h", secret_grace_period = "3s" }"#,
+        );
+    let mut env = rig.moto.aws_env();
+    env.push(("AWS_REGION", "us-east-1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bastion = Bastion::start_with_env(&config, &state, &env);
+    poll(Duration::from_secs(30), || {
+        let v = ls(&bastion);
+        let all = v.as_array()?;
+        (all.len() == 3 && all.iter().all(|u| u["version"].is_string())).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no first rotations: {}", ls(&bastion)));
+    let secret = |u: &str| format!("bastion/redis/self/user/{u}");
+    let replace = |users: &str, grace: &str| {
+        let pw = rig.dir.path().join("secrets/admin.pw");
+        let out = run(
+            Command::new(BASTION_BIN)
+                .args(["db", "add", "self", "--replace", "--address"])
+                .arg(rig.redis.plain_addr().to_string())
+                .args([
+                    "--auth",
+                    "managed",
+                    "--engine",
+                    "redis",
+                    "--admin-user",
+                    "bastion-admin",
+                ])
+                .arg("--admin-password-file")
+                .arg(&pw)
+                .args(["--managed-users", users, "--rotation-interval", "1h"])
+                .args(["--secret-grace-period", grace, "--config"])
+                .arg(bastion.config_path()),
+            None,
+            Duration::from_secs(30),
+        );
+        out.assert_success();
+    };
+
+    let mark = bastion.log_mark();
+    replace("app,extra", "3s");
+    bastion.expect_log_line(mark, &["managed.unmanaged", "db_user=\"reporting\""], &[]);
+    let deleted = bastion.expect_log_line(
+        mark,
+        &["managed.secret_deleted", "db_user=\"reporting\""],
+        &[],
+    );
+    assert!(deleted.contains(&secret("reporting")), "{deleted}");
+    assert!(!secret_exists(&rig.moto, &secret("reporting")));
+    for user in ["app", "extra"] {
+        assert!(secret_exists(&rig.moto, &secret(user)), "{user}");
+    }
+
+    // `extra` waits for its (long) grace period: a store record of database `self`.
+    let mark = bastion.log_mark();
+    replace("app", "1h");
+    bastion.expect_log_line(mark, &["managed.unmanaged", "db_user=\"extra\""], &[]);
+    let out = run(
+        Command::new(BASTION_BIN)
+            .args(["db", "rm", "self", "--config"])
+            .arg(bastion.config_path()),
+        None,
+        Duration::from_secs(30),
+    );
+    out.assert_success();
+    assert!(secret_exists(&rig.moto, &secret("extra")));
+    assert!(secret_exists(&rig.moto, &secret("app")));
 }

@@ -6,9 +6,10 @@
 //! process: a restarted bastion, or another bastion of the fleet, sees the same due time, and
 //! a rotation another bastion just did is not repeated. One rotation at a time per process.
 //!
-//! Every discovery interval (at most `secret_grace_period`) the task also sweeps each managed
-//! database's own secrets ([`super::retire`]): a user no longer managed is recorded in the
-//! store through its one writer ([`Records`]), and its secret deleted after the grace period.
+//! Every discovery interval (at most `secret_grace_period`), and at once when who is managed
+//! changes, the task also sweeps each managed database's own secrets ([`super::retire`]): a user no
+//! longer managed is recorded in the store through its one writer ([`Records`]), and its secret
+//! deleted after the grace period.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -77,8 +78,8 @@ pub struct Runtime {
     shared: Arc<Shared>,
     /// The store (weak: the admin side holds this task).
     records: Weak<dyn Records>,
-    /// Per managed database: when its secrets were last swept.
-    swept: Mutex<HashMap<String, Instant>>,
+    /// Per managed database: when its secrets were last swept, and who was managed then.
+    swept: Mutex<HashMap<String, (Instant, HashSet<String>)>>,
     /// Per AWS database: when its users were last discovered, and the managed ones.
     discovered: Mutex<HashMap<String, (Instant, Vec<Discovered>)>>,
     status: Mutex<BTreeMap<(String, String), UserStatus>>,
@@ -172,21 +173,12 @@ impl Runtime {
         }
     }
 
-    /// Every `DISCOVERY_EVERY` (at most the rotation interval and the grace period): record
+    /// Every `DISCOVERY_EVERY` (at most the rotation interval and the grace period), and when
+    /// the managed users changed: record
     /// this database's users that stopped being managed, forget those managed again, delete
     /// the secrets whose grace period is over ([`retire::plan`]). Errors are logged; the next
     /// sweep tries again.
     async fn sweep(&self, catalog: &Catalog, db: &Database, m: &ManagedAuth) {
-        let every = DISCOVERY_EVERY
-            .min(m.rotation_interval)
-            .min(m.secret_grace_period);
-        {
-            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
-            if swept.get(&db.name).is_some_and(|at| at.elapsed() < every) {
-                return;
-            }
-            swept.insert(db.name.clone(), Instant::now());
-        }
         // Who uses a secret of this database's namespace now: on AWS a user's secret is shared
         // by every database of the same service and prefix, and each must have been
         // discovered by this process (an unknown list is not an empty one).
@@ -214,6 +206,20 @@ impl Runtime {
                 return;
             }
             managed.extend(self.users_of(other, om).into_iter().map(|(u, _)| u));
+        }
+        // Due every interval, and at once when who is managed changed.
+        let every = DISCOVERY_EVERY
+            .min(m.rotation_interval)
+            .min(m.secret_grace_period);
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = swept
+                .get(&db.name)
+                .is_some_and(|(at, last)| at.elapsed() < every && *last == managed);
+            if fresh {
+                return;
+            }
+            swept.insert(db.name.clone(), (Instant::now(), managed.clone()));
         }
         if let Err(e) = self.sweep_secrets(db, m, &managed).await {
             tracing::warn!(db = %db.name, error = %e,
