@@ -8,6 +8,9 @@
 //! managed, `off` (`bastion.dev/managed=false`) and `other` (untagged) are not. Sessions as
 //! `app` work before and after forced rotations, the password of two rotations ago is refused
 //! by the server, and the secret is `bastion/memorydb/us-east-1/<account>/user/app`.
+//!
+//! Also on this kind: Secrets Manager throttling during rotations (SHIM: ThrottlingException in
+//! front of moto) while a session opened before keeps running commands and new ones open.
 
 mod support;
 
@@ -17,7 +20,9 @@ use serde_json::Value;
 
 use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
-use support::managed::{ls, rotate_twice, session_as, wait_first_rotations};
+use support::managed::{
+    accepts, current_password, ls, managed, rotate_twice, session_as, wait_first_rotations,
+};
 use support::moto::Moto;
 use support::process::poll;
 use support::redis::{RedisOpts, RedisServer};
@@ -323,4 +328,93 @@ mdb.tag_resource(ResourceArn=arn, Tags=[dict(Key='bastion.dev/managed', Value='y
         "{}",
         bastion.logs()
     );
+}
+
+/// MemoryDB kind, Secrets Manager throttled (SHIM: PutSecretValue answered with
+/// ThrottlingException in front of moto; SHIM: DescribeACLs; HARNESS: UpdateUser applied to a
+/// real redis-server): twice, then through — the rotation succeeds; throughout — it fails after
+/// exactly 4 attempts naming ThrottlingException, and the current password stays. Meanwhile a
+/// session opened before the rotations runs commands without one failing, and new sessions
+/// open during and after them.
+#[test]
+fn memorydb_rotations_under_throttling_keep_sessions_working() {
+    let redis = RedisServer::start(RedisOpts {
+        acl_lines: vec![
+            format!("control-plane on >{CP_PW} ~* &* +@all"),
+            "app on ~* &* +@all".into(),
+        ],
+        ..RedisOpts::default()
+    });
+    let moto = Moto::start();
+    moto.boto3(
+        r#"
+mdb.create_cluster(ClusterName='cl', NodeType='db.t4g.small', ACLName='bastion-acl')
+mdb.create_user(UserName='app', AccessString='on ~* &* +@all',
+    AuthenticationMode=dict(Type='password', Passwords=['initial-password-0123456789']),
+    Tags=[dict(Key='bastion.dev/managed', Value='true')])
+"#,
+    );
+    let shim = ControlPlane::memorydb(
+        &moto,
+        &redis,
+        ("control-plane", CP_PW),
+        &[("bastion-acl", &["app"])],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mode = dir.path().join("throttle");
+    std::fs::write(&mode, "0").unwrap();
+    let throttle = ControlPlane::throttling_secrets_manager(&moto, &redis, &mode);
+    let (config, state) = config(&dir, &redis, r#"rotation_interval = "1h""#, "app");
+    let mut env = shim_env(&moto, &shim);
+    env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", throttle.endpoint()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bastion = Bastion::start_with_env(&config, &state, &env);
+    wait_first_rotations(&bastion, 1, || shim.log());
+    let throttled = || throttle.log().matches("throttled PutSecretValue").count();
+
+    // A session opened now runs commands through every rotation below (about 8 s).
+    let ep = support::clients::Endpoint::unix(bastion.socket_path("mem"));
+    let long = std::thread::spawn(move || {
+        support::clients::python(
+            &ep,
+            r#"
+import time
+r = connect(username='app', password='ignored')
+failures, n, end = 0, 0, time.time() + 8
+while time.time() < end:
+    try:
+        r.set('k', n); assert int(r.get('k')) == n
+    except Exception as e:
+        failures += 1
+    n += 1
+    time.sleep(0.02)
+print(failures, n > 50, r.acl_whoami())
+"#,
+        )
+    });
+
+    std::fs::write(&mode, "2").unwrap();
+    let before = current_password(&moto, SECRET);
+    managed(&bastion, &["rotate", "mem", "app"]).assert_success();
+    assert_eq!(throttled(), 2, "{}", throttle.log());
+    let rotated = current_password(&moto, SECRET);
+    assert_ne!(rotated, before);
+    assert!(accepts(&redis, "app", &rotated) && accepts(&redis, "app", &before));
+    assert_eq!(session_as(&bastion, "mem", "app"), "True app");
+
+    std::fs::write(&mode, "always").unwrap();
+    let out = managed(&bastion, &["rotate", "mem", "app"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr().contains("ThrottlingException"), "{out}");
+    assert_eq!(throttled(), 2 + 4, "{}", throttle.log());
+    assert_eq!(current_password(&moto, SECRET), rotated);
+    assert!(accepts(&redis, "app", &rotated));
+    assert_eq!(session_as(&bastion, "mem", "app"), "True app");
+
+    std::fs::write(&mode, "0").unwrap();
+    managed(&bastion, &["rotate", "mem", "app"]).assert_success();
+    assert_eq!(session_as(&bastion, "mem", "app"), "True app");
+    let out = long.join().unwrap();
+    assert_eq!(out.stdout().trim(), "0 True app", "{}", out.stderr());
+    bastion.assert_no_secrets(&[&before, &rotated]);
 }
