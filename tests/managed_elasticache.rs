@@ -19,26 +19,19 @@ mod support;
 
 use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
-use support::managed::{accepts, managed, rotate_twice, session_as, wait_first_rotations};
+use support::managed::{
+    accepts, cloud_config, cloud_redis, env_with, managed, rotate_twice, session_as,
+    wait_first_rotations,
+};
 use support::moto::Moto;
-use support::redis::{RedisOpts, RedisServer};
-use support::stack::current_user;
 
 const CP_PW: &str = "control-plane-pw-5c1e";
 const SECRET: &str = "bastion/elasticache/us-east-1/123456789012/user/app";
 
 #[test]
 fn tagged_elasticache_users_of_the_caches_groups_are_discovered_rotated_and_used() {
-    let redis = RedisServer::start(RedisOpts {
-        acl_lines: vec![
-            format!("control-plane on >{CP_PW} ~* &* +@all"),
-            "app on ~* &* +@all".into(),
-            "reporting on ~* &* +@all".into(),
-            "off on ~* &* +@all".into(),
-            "stray on >stray-password-0123456789 ~* &* +@all".into(),
-        ],
-        ..RedisOpts::default()
-    });
+    let redis = cloud_redis(CP_PW, &["app", "reporting", "off", "stray"]);
+    redis.query(&["ACL", "SETUSER", "stray", ">stray-password-0123456789"]);
     let moto = Moto::start();
     moto.boto3(
         r#"
@@ -66,40 +59,22 @@ ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription
         ],
     );
     let dir = tempfile::tempdir().unwrap();
-    let s = |v: &std::path::Path| toml::Value::String(v.to_string_lossy().into_owned()).to_string();
-    let state = dir.path().join("state");
-    let config = format!(
-        r#"state_dir = {state}
-[listeners.unix]
-directory = {sockets}
-
-[[databases]]
-name = "ec"
-address = "{plain}"
-auth = {{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h" }}
-
-[[databases]]
-name = "ecs"
-address = "{plain}"
-auth = {{ mode = "managed", service = "elasticache", region = "us-east-1", target = "sc", serverless = true, rotation_interval = "1h" }}
-
-[[roles]]
-name = "apps"
-db_users = ["app", "reporting", "stray"]
-db_names = ["ec", "ecs"]
-
-[[users]]
-name = "alice"
-roles = ["apps"]
-unix_user = "{me}"
-"#,
-        state = s(&state),
-        sockets = s(&dir.path().join("db")),
-        plain = redis.plain_addr(),
-        me = current_user(),
+    let (config, state) = cloud_config(
+        &dir,
+        &redis,
+        &[
+            (
+                "ec",
+                r#"service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h""#,
+            ),
+            (
+                "ecs",
+                r#"service = "elasticache", region = "us-east-1", target = "sc", serverless = true, rotation_interval = "1h""#,
+            ),
+        ],
+        &["app", "reporting", "stray"],
     );
-    let mut env = moto.aws_env();
-    env.push(("AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint()));
+    let env = env_with(&moto, "AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let bastion = Bastion::start_with_env(&config, &state, &env);
 
@@ -143,13 +118,7 @@ unix_user = "{me}"
 /// the paging of DescribeUsers; HARNESS: ModifyUser applied to a real redis-server.
 #[test]
 fn elasticache_users_are_described_page_by_page() {
-    let redis = RedisServer::start(RedisOpts {
-        acl_lines: vec![
-            format!("control-plane on >{CP_PW} ~* &* +@all"),
-            "late on ~* &* +@all".into(),
-        ],
-        ..RedisOpts::default()
-    });
+    let redis = cloud_redis(CP_PW, &["late"]);
     let moto = Moto::start();
     // moto's own `default` user first, then four fillers in no group, then `late`.
     moto.boto3(
@@ -173,35 +142,16 @@ ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription
         &[("late-id", "late")],
     );
     let dir = tempfile::tempdir().unwrap();
-    let s = |v: &std::path::Path| toml::Value::String(v.to_string_lossy().into_owned()).to_string();
-    let state = dir.path().join("state");
-    let config = format!(
-        r#"state_dir = {state}
-[listeners.unix]
-directory = {sockets}
-
-[[databases]]
-name = "ec"
-address = "{plain}"
-auth = {{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h" }}
-
-[[roles]]
-name = "apps"
-db_users = ["late"]
-db_names = ["ec"]
-
-[[users]]
-name = "alice"
-roles = ["apps"]
-unix_user = "{me}"
-"#,
-        state = s(&state),
-        sockets = s(&dir.path().join("db")),
-        plain = redis.plain_addr(),
-        me = current_user(),
+    let (config, state) = cloud_config(
+        &dir,
+        &redis,
+        &[(
+            "ec",
+            r#"service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h""#,
+        )],
+        &["late"],
     );
-    let mut env = moto.aws_env();
-    env.push(("AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint()));
+    let env = env_with(&moto, "AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let bastion = Bastion::start_with_env(&config, &state, &env);
     let users = wait_first_rotations(&bastion, 1, || {

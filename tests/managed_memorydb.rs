@@ -21,28 +21,19 @@ use serde_json::Value;
 use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
 use support::managed::{
-    accepts, current_password, ls, managed, rotate_twice, session_as, wait_first_rotations,
+    accepts, cloud_config, cloud_redis, current_password, env_with, ls, managed, rotate_twice,
+    session_as, wait_first_rotations,
 };
 use support::moto::Moto;
 use support::process::poll;
-use support::redis::{RedisOpts, RedisServer};
-use support::stack::current_user;
+use support::redis::RedisServer;
 
 const CP_PW: &str = "control-plane-pw-77aa";
 const SECRET: &str = "bastion/memorydb/us-east-1/123456789012/user/app";
 
 #[test]
 fn tagged_memorydb_users_are_discovered_rotated_and_used() {
-    let redis = RedisServer::start(RedisOpts {
-        acl_lines: vec![
-            format!("control-plane on >{CP_PW} ~* &* +@all"),
-            "app on ~* &* +@all".into(),
-            "legacy on ~* &* +@all".into(),
-            "off on ~* &* +@all".into(),
-            "other on ~* &* +@all".into(),
-        ],
-        ..RedisOpts::default()
-    });
+    let redis = cloud_redis(CP_PW, &["app", "legacy", "off", "other"]);
     let moto = Moto::start();
     moto.boto3(
         r#"
@@ -66,7 +57,7 @@ for name, tags in [('app', [dict(Key='bastion.dev/managed', Value='true')]),
         &dir,
         &redis,
         r#"rotation_interval = "1h""#,
-        "app, legacy, other",
+        &["app", "legacy", "other"],
     );
     let env = shim_env(&moto, &shim);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -133,45 +124,15 @@ fn config(
     dir: &tempfile::TempDir,
     redis: &RedisServer,
     auth_more: &str,
-    db_users: &str,
+    db_users: &[&str],
 ) -> (String, std::path::PathBuf) {
-    let s = |v: &std::path::Path| toml::Value::String(v.to_string_lossy().into_owned()).to_string();
-    let state = dir.path().join("state");
-    let quoted: Vec<String> = db_users.split(", ").map(|u| format!("\"{u}\"")).collect();
-    let config = format!(
-        r#"state_dir = {state}
-[listeners.unix]
-directory = {sockets}
-
-[[databases]]
-name = "mem"
-address = "{plain}"
-auth = {{ mode = "managed", service = "memorydb", region = "us-east-1", target = "cl", {auth_more} }}
-
-[[roles]]
-name = "apps"
-db_users = [{users}]
-db_names = ["mem"]
-
-[[users]]
-name = "alice"
-roles = ["apps"]
-unix_user = "{me}"
-"#,
-        state = s(&state),
-        sockets = s(&dir.path().join("db")),
-        plain = redis.plain_addr(),
-        users = quoted.join(", "),
-        me = current_user(),
-    );
-    (config, state)
+    let auth = format!(r#"service = "memorydb", region = "us-east-1", target = "cl", {auth_more}"#);
+    cloud_config(dir, redis, &[("mem", &auth)], db_users)
 }
 
 /// moto's environment with MemoryDB through the shim.
 fn shim_env(moto: &Moto, shim: &ControlPlane) -> Vec<(&'static str, String)> {
-    let mut env = moto.aws_env();
-    env.push(("AWS_ENDPOINT_URL_MEMORYDB", shim.endpoint()));
-    env
+    env_with(moto, "AWS_ENDPOINT_URL_MEMORYDB", shim.endpoint())
 }
 
 /// Whether secret `name` exists in moto.
@@ -204,16 +165,7 @@ fn current_version(moto: &Moto, name: &str) -> String {
 /// that the bastion did not tag (another's) is never deleted. (SHIM: DescribeACLs.)
 #[test]
 fn secrets_of_users_no_longer_managed_are_deleted_after_the_grace_period() {
-    let redis = RedisServer::start(RedisOpts {
-        acl_lines: vec![
-            format!("control-plane on >{CP_PW} ~* &* +@all"),
-            "app on ~* &* +@all".into(),
-            "gone on ~* &* +@all".into(),
-            "back on ~* &* +@all".into(),
-            "other on ~* &* +@all".into(),
-        ],
-        ..RedisOpts::default()
-    });
+    let redis = cloud_redis(CP_PW, &["app", "gone", "back", "other"]);
     let moto = Moto::start();
     let secret = |u: &str| format!("bastion/memorydb/us-east-1/123456789012/user/{u}");
     moto.boto3(&format!(
@@ -240,7 +192,7 @@ sm.create_secret(Name='{other}', SecretString='not-the-bastions-0123456789')
         &dir,
         &redis,
         &format!(r#"rotation_interval = "2s", secret_grace_period = "{grace}s""#),
-        "app, gone, back",
+        &["app", "gone", "back"],
     );
     let env = shim_env(&moto, &shim);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -338,13 +290,7 @@ mdb.tag_resource(ResourceArn=arn, Tags=[dict(Key='bastion.dev/managed', Value='y
 /// open during and after them.
 #[test]
 fn memorydb_rotations_under_throttling_keep_sessions_working() {
-    let redis = RedisServer::start(RedisOpts {
-        acl_lines: vec![
-            format!("control-plane on >{CP_PW} ~* &* +@all"),
-            "app on ~* &* +@all".into(),
-        ],
-        ..RedisOpts::default()
-    });
+    let redis = cloud_redis(CP_PW, &["app"]);
     let moto = Moto::start();
     moto.boto3(
         r#"
@@ -364,7 +310,7 @@ mdb.create_user(UserName='app', AccessString='on ~* &* +@all',
     let mode = dir.path().join("throttle");
     std::fs::write(&mode, "0").unwrap();
     let throttle = ControlPlane::throttling_secrets_manager(&moto, &redis, &mode);
-    let (config, state) = config(&dir, &redis, r#"rotation_interval = "1h""#, "app");
+    let (config, state) = config(&dir, &redis, r#"rotation_interval = "1h""#, &["app"]);
     let mut env = shim_env(&moto, &shim);
     env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", throttle.endpoint()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -65,8 +65,7 @@ pub struct ManagedAuthConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::de::de_opt_duration",
-        serialize_with = "ser_opt_duration"
+        with = "opt_duration"
     )]
     pub rotation_interval: Option<Duration>,
     /// How long the secret of a user that stopped being managed (tag removed or false, dropped
@@ -74,8 +73,7 @@ pub struct ManagedAuthConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::de::de_opt_duration",
-        serialize_with = "ser_opt_duration"
+        with = "opt_duration"
     )]
     pub secret_grace_period: Option<Duration>,
 }
@@ -84,10 +82,20 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.collect_str(&humantime::format_duration(*d)),
-        None => s.serialize_none(),
+/// An optional duration as the config writes it (`"15m"`), both ways.
+mod opt_duration {
+    use std::time::Duration;
+
+    pub(super) use super::super::de::de_opt_duration as deserialize;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use super::bastion::{Bastion, BASTION_BIN};
 use super::clients::{python, Endpoint, REDIS_CLI};
 use super::moto::Moto;
 use super::process::{poll, run, Out};
-use super::redis::RedisServer;
+use super::redis::{RedisOpts, RedisServer};
+use super::stack::current_user;
 
 /// `bastion managed ARGS --config <the daemon's config>`.
 pub fn managed(bastion: &Bastion, args: &[&str]) -> Out {
@@ -122,4 +123,61 @@ pub fn wait_first_rotations(
             context()
         )
     })
+}
+
+/// A redis-server with `control-plane` (password `cp_pw`, what a cloud harness applies
+/// passwords as) and each of `users` with every right and no password.
+pub fn cloud_redis(cp_pw: &str, users: &[&str]) -> RedisServer {
+    let mut acl_lines = vec![format!("control-plane on >{cp_pw} ~* &* +@all")];
+    acl_lines.extend(users.iter().map(|u| format!("{u} on ~* &* +@all")));
+    RedisServer::start(RedisOpts {
+        acl_lines,
+        ..RedisOpts::default()
+    })
+}
+
+/// A config with `databases` (name, the inner keys of its managed `auth` table) on `redis`'
+/// plaintext port, and `alice` (this Unix user) allowed `db_users` on all of them; and its
+/// state dir, in `dir`.
+pub fn cloud_config(
+    dir: &tempfile::TempDir,
+    redis: &RedisServer,
+    databases: &[(&str, &str)],
+    db_users: &[&str],
+) -> (String, std::path::PathBuf) {
+    let s = |v: &std::path::Path| toml::Value::String(v.to_string_lossy().into_owned()).to_string();
+    let quoted = |items: &mut dyn Iterator<Item = &str>| {
+        items
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let state = dir.path().join("state");
+    let mut config = format!(
+        "state_dir = {}\n[listeners.unix]\ndirectory = {}\n",
+        s(&state),
+        s(&dir.path().join("db"))
+    );
+    for (name, auth) in databases {
+        config += &format!(
+            "\n[[databases]]\nname = \"{name}\"\naddress = \"{}\"\n\
+             auth = {{ mode = \"managed\", {auth} }}\n",
+            redis.plain_addr()
+        );
+    }
+    config += &format!(
+        "\n[[roles]]\nname = \"apps\"\ndb_users = [{}]\ndb_names = [{}]\n\n\
+         [[users]]\nname = \"alice\"\nroles = [\"apps\"]\nunix_user = \"{}\"\n",
+        quoted(&mut db_users.iter().copied()),
+        quoted(&mut databases.iter().map(|(n, _)| *n)),
+        current_user()
+    );
+    (config, state)
+}
+
+/// moto's environment with one service's endpoint (`var`) through a shim.
+pub fn env_with(moto: &Moto, var: &'static str, endpoint: String) -> Vec<(&'static str, String)> {
+    let mut env = moto.aws_env();
+    env.push((var, endpoint));
+    env
 }
