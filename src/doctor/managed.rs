@@ -42,9 +42,10 @@ async fn read(db: &Database, m: &ManagedAuth, doctor: &Doctor) -> CheckResult {
         }
     };
     let fix = format!(
-        "allow the bastion's principal secretsmanager:CreateSecret, DescribeSecret, \
-         GetSecretValue, PutSecretValue, TagResource, UpdateSecretVersionStage on its \
-         secrets{discovery} (`bastion configure bootstrap --manual` prints the policy)"
+        "allow the bastion's principal secretsmanager:CreateSecret, DeleteSecret, \
+         DescribeSecret, GetSecretValue, PutSecretValue, TagResource, UpdateSecretVersionStage \
+         on its secrets and secretsmanager:ListSecrets{discovery} (`bastion configure \
+         bootstrap --manual` prints the policy)"
     );
     let chain = &doctor.credentials;
     let result = async {
