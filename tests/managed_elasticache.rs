@@ -14,6 +14,9 @@
 //! DescribeUsers is read page by page (SHIM: moto answers all users at once; the shim pages
 //! them, 2 a page, as the service pages them with `Marker`): a managed user on a later page is
 //! found, and users are never described one id at a time.
+//!
+//! Also on this kind: Secrets Manager throttling during rotations (SHIM: ThrottlingException in
+//! front of moto) while a session opened before keeps running commands and new ones open.
 
 mod support;
 
@@ -21,7 +24,7 @@ use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
 use support::managed::{
     accepts, cloud_config, cloud_redis, env_with, managed, rotate_twice, session_as,
-    wait_first_rotations,
+    throttled_rotations_keep_sessions, wait_first_rotations,
 };
 use support::moto::Moto;
 
@@ -169,4 +172,55 @@ ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription
     // The fillers are tagged but in no group of the cache: never modified.
     assert!(!log.contains("ModifyUser filler"), "{log}");
     assert!(!log.contains("forwarded DescribeUsers"), "{log}");
+}
+
+/// ElastiCache kind, Secrets Manager throttled during rotations, sessions running throughout
+/// ([`throttled_rotations_keep_sessions`]). SHIMS: ThrottlingException in front of moto's
+/// Secrets Manager; DescribeUserGroups, ModifyUser, DescribeUsers paging; HARNESS: ModifyUser
+/// applied to a real redis-server.
+#[test]
+fn elasticache_rotations_under_throttling_keep_sessions_working() {
+    let redis = cloud_redis(CP_PW, &["app"]);
+    let moto = Moto::start();
+    moto.boto3(
+        r#"
+ec.create_user(UserId='app-id', UserName='app', Engine='redis', AccessString='on ~* &* +@all',
+    Passwords=['initial-password-0123456789'], Tags=[dict(Key='bastion.dev/managed', Value='true')])
+ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription='bastion test',
+    UserGroupIds=['g1'])
+"#,
+    );
+    let shim = ControlPlane::elasticache(
+        &moto,
+        &redis,
+        ("control-plane", CP_PW),
+        &[("g1", &["app-id"])],
+        &[],
+        &[("app-id", "app")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mode = dir.path().join("throttle");
+    std::fs::write(&mode, "0").unwrap();
+    let throttle = ControlPlane::throttling_secrets_manager(&moto, &redis, &mode);
+    let (config, state) = cloud_config(
+        &dir,
+        &redis,
+        &[(
+            "ec",
+            r#"service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h""#,
+        )],
+        &["app"],
+    );
+    let mut env = env_with(&moto, "AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint());
+    env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", throttle.endpoint()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bastion = Bastion::start_with_env(&config, &state, &env);
+    wait_first_rotations(&bastion, 1, || shim.log());
+    throttled_rotations_keep_sessions(
+        &bastion,
+        &redis,
+        &moto,
+        (&throttle, &mode),
+        ("ec", "app", SECRET),
+    );
 }

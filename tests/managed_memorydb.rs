@@ -21,8 +21,8 @@ use serde_json::Value;
 use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
 use support::managed::{
-    accepts, cloud_config, cloud_redis, current_password, env_with, ls, managed, rotate_twice,
-    session_as, wait_first_rotations,
+    cloud_config, cloud_redis, env_with, ls, rotate_twice, session_as,
+    throttled_rotations_keep_sessions, wait_first_rotations,
 };
 use support::moto::Moto;
 use support::process::poll;
@@ -316,51 +316,11 @@ mdb.create_user(UserName='app', AccessString='on ~* &* +@all',
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let bastion = Bastion::start_with_env(&config, &state, &env);
     wait_first_rotations(&bastion, 1, || shim.log());
-    let throttled = || throttle.log().matches("throttled PutSecretValue").count();
-
-    // A session opened now runs commands through every rotation below (about 8 s).
-    let ep = support::clients::Endpoint::unix(bastion.socket_path("mem"));
-    let long = std::thread::spawn(move || {
-        support::clients::python(
-            &ep,
-            r#"
-import time
-r = connect(username='app', password='ignored')
-failures, n, end = 0, 0, time.time() + 8
-while time.time() < end:
-    try:
-        r.set('k', n); assert int(r.get('k')) == n
-    except Exception as e:
-        failures += 1
-    n += 1
-    time.sleep(0.02)
-print(failures, n > 50, r.acl_whoami())
-"#,
-        )
-    });
-
-    std::fs::write(&mode, "2").unwrap();
-    let before = current_password(&moto, SECRET);
-    managed(&bastion, &["rotate", "mem", "app"]).assert_success();
-    assert_eq!(throttled(), 2, "{}", throttle.log());
-    let rotated = current_password(&moto, SECRET);
-    assert_ne!(rotated, before);
-    assert!(accepts(&redis, "app", &rotated) && accepts(&redis, "app", &before));
-    assert_eq!(session_as(&bastion, "mem", "app"), "True app");
-
-    std::fs::write(&mode, "always").unwrap();
-    let out = managed(&bastion, &["rotate", "mem", "app"]);
-    assert!(!out.status.success(), "{out}");
-    assert!(out.stderr().contains("ThrottlingException"), "{out}");
-    assert_eq!(throttled(), 2 + 4, "{}", throttle.log());
-    assert_eq!(current_password(&moto, SECRET), rotated);
-    assert!(accepts(&redis, "app", &rotated));
-    assert_eq!(session_as(&bastion, "mem", "app"), "True app");
-
-    std::fs::write(&mode, "0").unwrap();
-    managed(&bastion, &["rotate", "mem", "app"]).assert_success();
-    assert_eq!(session_as(&bastion, "mem", "app"), "True app");
-    let out = long.join().unwrap();
-    assert_eq!(out.stdout().trim(), "0 True app", "{}", out.stderr());
-    bastion.assert_no_secrets(&[&before, &rotated]);
+    throttled_rotations_keep_sessions(
+        &bastion,
+        &redis,
+        &moto,
+        (&throttle, &mode),
+        ("mem", "app", SECRET),
+    );
 }

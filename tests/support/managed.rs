@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::bastion::{Bastion, BASTION_BIN};
 use super::clients::{python, Endpoint, REDIS_CLI};
+use super::control_plane::ControlPlane;
 use super::moto::Moto;
 use super::process::{poll, run, Out};
 use super::redis::{RedisOpts, RedisServer};
@@ -180,4 +181,68 @@ pub fn env_with(moto: &Moto, var: &'static str, endpoint: String) -> Vec<(&'stat
     let mut env = moto.aws_env();
     env.push((var, endpoint));
     env
+}
+
+/// Secrets Manager throttled in front of moto (`throttle`, with its `mode` file) while `user` of
+/// `db` is rotated (`bastion managed rotate`): throttled twice, then through — the rotation
+/// succeeds; throughout — it fails after exactly 4 attempts naming ThrottlingException, and
+/// the current password stays. Meanwhile a session opened before the rotations runs commands
+/// without one failing (about 8 s), and new sessions open during and after them.
+pub fn throttled_rotations_keep_sessions(
+    bastion: &Bastion,
+    redis: &RedisServer,
+    moto: &Moto,
+    (throttle, mode): (&ControlPlane, &std::path::Path),
+    (db, user, secret): (&str, &str, &str),
+) {
+    let throttled = || throttle.log().matches("throttled PutSecretValue").count();
+
+    // A session opened now runs commands through every rotation below (about 8 s).
+    let ep = Endpoint::unix(bastion.socket_path(db));
+    let script = format!(
+        r#"
+import time
+r = connect(username='{user}', password='ignored')
+failures, n, end = 0, 0, time.time() + 8
+while time.time() < end:
+    try:
+        r.set('k', n); assert int(r.get('k')) == n
+    except Exception as e:
+        failures += 1
+    n += 1
+    time.sleep(0.02)
+print(failures, n > 50, r.acl_whoami())
+"#
+    );
+    let long = std::thread::spawn(move || python(&ep, &script));
+
+    std::fs::write(mode, "2").unwrap();
+    let before = current_password(moto, secret);
+    managed(bastion, &["rotate", db, user]).assert_success();
+    assert_eq!(throttled(), 2, "{}", throttle.log());
+    let rotated = current_password(moto, secret);
+    assert_ne!(rotated, before);
+    assert!(accepts(redis, user, &rotated) && accepts(redis, user, &before));
+    assert_eq!(session_as(bastion, db, user), format!("True {user}"));
+
+    std::fs::write(mode, "always").unwrap();
+    let out = managed(bastion, &["rotate", db, user]);
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr().contains("ThrottlingException"), "{out}");
+    assert_eq!(throttled(), 2 + 4, "{}", throttle.log());
+    assert_eq!(current_password(moto, secret), rotated);
+    assert!(accepts(redis, user, &rotated));
+    assert_eq!(session_as(bastion, db, user), format!("True {user}"));
+
+    std::fs::write(mode, "0").unwrap();
+    managed(bastion, &["rotate", db, user]).assert_success();
+    assert_eq!(session_as(bastion, db, user), format!("True {user}"));
+    let out = long.join().unwrap();
+    assert_eq!(
+        out.stdout().trim(),
+        format!("0 True {user}"),
+        "{}",
+        out.stderr()
+    );
+    bastion.assert_no_secrets(&[&before, &rotated]);
 }
