@@ -23,10 +23,11 @@ mod support;
 use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
 use support::managed::{
-    accepts, cloud_config, cloud_redis, env_with, managed, rotate_twice, session_as,
-    throttled_rotations_keep_sessions, wait_first_rotations,
+    accepts, cloud_config, cloud_redis, env_with, ls, managed, rotate_twice, session_as,
+    throttle_shim, throttled_rotations_keep_sessions, wait_first_rotations,
 };
 use support::moto::Moto;
+use support::redis::RedisServer;
 
 const CP_PW: &str = "control-plane-pw-5c1e";
 const SECRET: &str = "bastion/elasticache/us-east-1/123456789012/user/app";
@@ -116,33 +117,41 @@ ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription
     bastion.assert_no_secrets(&all);
 }
 
-/// The cache's managed user is on the third page of DescribeUsers: discovery follows the
-/// `Marker` to it (one id at a time is never asked). SHIMS: DescribeUserGroups, ModifyUser and
-/// the paging of DescribeUsers; HARNESS: ModifyUser applied to a real redis-server.
-#[test]
-fn elasticache_users_are_described_page_by_page() {
-    let redis = cloud_redis(CP_PW, &["late"]);
+/// Replication group `rg` whose user group `g1` holds one user (id `<user>-id`, tagged
+/// managed), created after `fillers` users in no group (tagged too), with the ElastiCache shim;
+/// and the config of database `ec` on it.
+struct Rg {
+    redis: RedisServer,
+    moto: Moto,
+    shim: ControlPlane,
+    dir: tempfile::TempDir,
+    config: String,
+    state: std::path::PathBuf,
+}
+
+fn rg_with(user: &str, fillers: usize) -> Rg {
+    let redis = cloud_redis(CP_PW, &[user]);
     let moto = Moto::start();
-    // moto's own `default` user first, then four fillers in no group, then `late`.
-    moto.boto3(
+    moto.boto3(&format!(
         r#"
-for i in range(4):
+tags = [dict(Key='bastion.dev/managed', Value='true')]
+for i in range({fillers}):
     ec.create_user(UserId='filler-%d' % i, UserName='filler-%d' % i, Engine='redis',
-        AccessString='on ~* &* +@all', Passwords=['initial-password-0123456789'],
-        Tags=[dict(Key='bastion.dev/managed', Value='true')])
-ec.create_user(UserId='late-id', UserName='late', Engine='redis', AccessString='on ~* &* +@all',
-    Passwords=['initial-password-0123456789'], Tags=[dict(Key='bastion.dev/managed', Value='true')])
+        AccessString='on ~* &* +@all', Passwords=['initial-password-0123456789'], Tags=tags)
+ec.create_user(UserId='{user}-id', UserName='{user}', Engine='redis', AccessString='on ~* &* +@all',
+    Passwords=['initial-password-0123456789'], Tags=tags)
 ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription='bastion test',
     UserGroupIds=['g1'])
-"#,
-    );
+"#
+    ));
+    let id = format!("{user}-id");
     let shim = ControlPlane::elasticache(
         &moto,
         &redis,
         ("control-plane", CP_PW),
-        &[("g1", &["late-id"])],
+        &[("g1", &[id.as_str()])],
         &[],
-        &[("late-id", "late")],
+        &[(id.as_str(), user)],
     );
     let dir = tempfile::tempdir().unwrap();
     let (config, state) = cloud_config(
@@ -152,17 +161,47 @@ ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription
             "ec",
             r#"service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h""#,
         )],
-        &["late"],
+        &[user],
     );
-    let env = env_with(&moto, "AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let bastion = Bastion::start_with_env(&config, &state, &env);
-    let users = wait_first_rotations(&bastion, 1, || {
-        format!("{}\n{}", shim.log(), bastion.logs())
-    });
-    assert_eq!(users[0]["user"], "late");
+    Rg {
+        redis,
+        moto,
+        shim,
+        dir,
+        config,
+        state,
+    }
+}
+
+impl Rg {
+    /// The bastion, with `more` environment, after its first rotation.
+    fn start(&self, more: &[(&'static str, String)]) -> Bastion {
+        let mut env = env_with(
+            &self.moto,
+            "AWS_ENDPOINT_URL_ELASTICACHE",
+            self.shim.endpoint(),
+        );
+        env.extend(more.iter().cloned());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let bastion = Bastion::start_with_env(&self.config, &self.state, &env);
+        wait_first_rotations(&bastion, 1, || {
+            format!("{}\n{}", self.shim.log(), bastion.logs())
+        });
+        bastion
+    }
+}
+
+/// The cache's managed user is on the third page of DescribeUsers: discovery follows the
+/// `Marker` to it (one id at a time is never asked). SHIMS: DescribeUserGroups, ModifyUser and
+/// the paging of DescribeUsers; HARNESS: ModifyUser applied to a real redis-server.
+#[test]
+fn elasticache_users_are_described_page_by_page() {
+    // moto's own `default` user first, then four fillers in no group, then `late`.
+    let rg = rg_with("late", 4);
+    let bastion = rg.start(&[]);
+    assert_eq!(ls(&bastion)[0]["user"], "late");
     assert_eq!(session_as(&bastion, "ec", "late"), "True late");
-    let log = shim.log();
+    let log = rg.shim.log();
     for page in [
         "paged DescribeUsers from 0 more",
         "paged DescribeUsers from 4 last",
@@ -180,46 +219,13 @@ ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription
 /// applied to a real redis-server.
 #[test]
 fn elasticache_rotations_under_throttling_keep_sessions_working() {
-    let redis = cloud_redis(CP_PW, &["app"]);
-    let moto = Moto::start();
-    moto.boto3(
-        r#"
-ec.create_user(UserId='app-id', UserName='app', Engine='redis', AccessString='on ~* &* +@all',
-    Passwords=['initial-password-0123456789'], Tags=[dict(Key='bastion.dev/managed', Value='true')])
-ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription='bastion test',
-    UserGroupIds=['g1'])
-"#,
-    );
-    let shim = ControlPlane::elasticache(
-        &moto,
-        &redis,
-        ("control-plane", CP_PW),
-        &[("g1", &["app-id"])],
-        &[],
-        &[("app-id", "app")],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let mode = dir.path().join("throttle");
-    std::fs::write(&mode, "0").unwrap();
-    let throttle = ControlPlane::throttling_secrets_manager(&moto, &redis, &mode);
-    let (config, state) = cloud_config(
-        &dir,
-        &redis,
-        &[(
-            "ec",
-            r#"service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h""#,
-        )],
-        &["app"],
-    );
-    let mut env = env_with(&moto, "AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint());
-    env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", throttle.endpoint()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let bastion = Bastion::start_with_env(&config, &state, &env);
-    wait_first_rotations(&bastion, 1, || shim.log());
+    let rg = rg_with("app", 0);
+    let (throttle, mode) = throttle_shim(&rg.moto, &rg.redis, &rg.dir);
+    let bastion = rg.start(&[("AWS_ENDPOINT_URL_SECRETS_MANAGER", throttle.endpoint())]);
     throttled_rotations_keep_sessions(
         &bastion,
-        &redis,
-        &moto,
+        &rg.redis,
+        &rg.moto,
         (&throttle, &mode),
         ("ec", "app", SECRET),
     );

@@ -21,7 +21,7 @@ use serde_json::Value;
 use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
 use support::managed::{
-    cloud_config, cloud_redis, env_with, ls, rotate_twice, session_as,
+    cloud_config, cloud_redis, env_with, ls, rotate_twice, session_as, throttle_shim,
     throttled_rotations_keep_sessions, wait_first_rotations,
 };
 use support::moto::Moto;
@@ -307,9 +307,7 @@ mdb.create_user(UserName='app', AccessString='on ~* &* +@all',
         &[("bastion-acl", &["app"])],
     );
     let dir = tempfile::tempdir().unwrap();
-    let mode = dir.path().join("throttle");
-    std::fs::write(&mode, "0").unwrap();
-    let throttle = ControlPlane::throttling_secrets_manager(&moto, &redis, &mode);
+    let (throttle, mode) = throttle_shim(&moto, &redis, &dir);
     let (config, state) = config(&dir, &redis, r#"rotation_interval = "1h""#, &["app"]);
     let mut env = shim_env(&moto, &shim);
     env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", throttle.endpoint()));

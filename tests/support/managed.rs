@@ -246,3 +246,18 @@ print(failures, n > 50, r.acl_whoami())
     );
     bastion.assert_no_secrets(&[&before, &rotated]);
 }
+
+/// A Secrets Manager shim in front of `moto` throttling as its mode file (in `dir`) says —
+/// `0` (nothing) to begin with ([`ControlPlane::throttling_secrets_manager`]).
+pub fn throttle_shim(
+    moto: &Moto,
+    redis: &RedisServer,
+    dir: &tempfile::TempDir,
+) -> (ControlPlane, std::path::PathBuf) {
+    let mode = dir.path().join("throttle");
+    std::fs::write(&mode, "0").unwrap();
+    (
+        ControlPlane::throttling_secrets_manager(moto, redis, &mode),
+        mode,
+    )
+}
