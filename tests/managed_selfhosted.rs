@@ -21,8 +21,8 @@
 //!   deleted after `secret_grace_period`; `db rm` of the database while one waits for its
 //!   grace period works and leaves that secret.
 //! - `bastion doctor` names the database and the missing right: an admin_user without
-//!   `acl|setuser` (ACL DRYRUN), a principal without secretsmanager:PutSecretValue (SHIM:
-//!   AccessDeniedException in front of moto, which allows everything).
+//!   `acl|setuser` (ACL DRYRUN), a principal without secretsmanager:PutSecretValue and
+//!   ListSecrets (SHIM: AccessDeniedException in front of moto, which allows everything).
 //! - A client's mid-session `AUTH app x` (answered by the guard re-authenticating as `app`)
 //!   while AWSCURRENT is not applied on the server yet: AWSPREVIOUS is used, as at login.
 
@@ -614,6 +614,7 @@ fn doctor_names_the_database_and_the_missing_write_rights() {
     for word in [
         "'self'",
         "secretsmanager:PutSecretValue",
+        "secretsmanager:ListSecrets",
         "AccessDeniedException",
     ] {
         assert!(finding.contains(word), "{word}: {write:#}");

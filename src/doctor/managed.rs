@@ -4,7 +4,8 @@
 //!   secret in Secrets Manager (and, on AWS, discover the users by tag);
 //! - `database:<name>:managed_write`: whether it may write them — PutSecretValue on a secret
 //!   name under the database's prefix that does not exist: IAM answers before the secret is
-//!   looked up, so "not found" means allowed, and nothing is written;
+//!   looked up, so "not found" means allowed, and nothing is written — and list them
+//!   (ListSecrets, what the deletion of secrets of users no longer managed needs);
 //! - `database:<name>:managed_admin` (self-hosted): whether `admin_user` may run `ACL SETUSER`
 //!   on each managed user — `ACL DRYRUN` (Redis ≥ 7), which runs nothing.
 //!
@@ -95,34 +96,42 @@ async fn write(db: &Database, m: &ManagedAuth, doctor: &Doctor) -> CheckResult {
     let chain = &doctor.credentials;
     let result = async {
         let place = managed::place(&db.name, m, chain).await?;
-        let probe = format!(
-            "{}bastion-doctor-probe-{:016x}",
-            place.secret_name(&db.name, m, ""),
-            fastrand::u64(..)
-        );
-        SecretStore::connect(chain, &place.region)
-            .await?
-            .may_put(&probe)
-            .await?;
-        Ok::<_, managed::ManagedError>(place.secret_name(&db.name, m, "*"))
+        let prefix = place.secret_name(&db.name, m, "");
+        let probe = format!("{prefix}bastion-doctor-probe-{:016x}", fastrand::u64(..));
+        let store = SecretStore::connect(chain, &place.region).await?;
+        // Both asked, so one run names every missing action.
+        let denied: Vec<String> = [
+            store.may_put(&probe).await.err(),
+            // What the sweep of secrets of users no longer managed lists them with.
+            store.list_owned(&prefix, &db.name).await.err(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|e| e.to_string())
+        .collect();
+        Ok::<_, managed::ManagedError>((place.secret_name(&db.name, m, "*"), denied))
     }
     .await;
     match result {
-        Ok(secrets) => CheckResult::ok(
+        Ok((secrets, denied)) if denied.is_empty() => CheckResult::ok(
             name,
             format!(
                 "the bastion's principal may write {secrets} (secretsmanager:PutSecretValue, \
-                 checked on a secret that does not exist: nothing written)"
+                 checked on a secret that does not exist: nothing written) and list them \
+                 (secretsmanager:ListSecrets)"
             ),
+        ),
+        Ok((_, denied)) => CheckResult::fail(
+            name,
+            format!("database '{}': {}", db.name, denied.join("; ")),
+            "allow the bastion's principal secretsmanager:PutSecretValue on the database's \
+             secrets and secretsmanager:ListSecrets (and the other actions `bastion configure \
+             bootstrap --manual` prints)",
         ),
         Err(e) => CheckResult::fail(
             name,
-            format!(
-                "database '{}': secretsmanager:PutSecretValue on its secrets: {e}",
-                db.name
-            ),
-            "allow the bastion's principal secretsmanager:PutSecretValue (and the other actions \
-             `bastion configure bootstrap --manual` prints) on the database's secrets",
+            format!("database '{}': {e}", db.name),
+            "see the database's `managed` check",
         ),
     }
     .with("database", db.name.as_str())

@@ -286,13 +286,13 @@ class H(Proxy):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
         action = self.headers.get('X-Amz-Target', '').split('.')[-1]
-        if action == 'PutSecretValue':  # SHIM: throttle (or deny) as the file says
-            mode = open(mode_file).read().strip()
-            if mode == 'deny':
-                print('denied PutSecretValue', flush=True)
-                return self.reply(400, json.dumps({'__type': 'AccessDeniedException',
-                    'message': 'User: arn:aws:iam::123456789012:user/bastion is not authorized to '
-                               'perform: secretsmanager:PutSecretValue'}).encode())
+        mode = open(mode_file).read().strip()
+        if mode == 'deny' and action in ('PutSecretValue', 'ListSecrets'):  # SHIM: deny
+            print('denied', action, flush=True)
+            return self.reply(400, json.dumps({'__type': 'AccessDeniedException',
+                'message': 'User: arn:aws:iam::123456789012:user/bastion is not authorized to '
+                           'perform: secretsmanager:' + action}).encode())
+        if action == 'PutSecretValue':  # SHIM: throttle as the file says
             if mode == 'always' or (mode.isdigit() and int(mode) > 0):
                 if mode.isdigit():
                     open(mode_file, 'w').write(str(int(mode) - 1))
@@ -306,8 +306,9 @@ class H(Proxy):
 
 impl ControlPlane {
     /// Secrets Manager in front of `moto` answering PutSecretValue with `ThrottlingException`
-    /// as `mode_file` says: a number N (the next N calls, counted down) or `always`; or with
-    /// `AccessDeniedException` (`deny`: the principal lacks secretsmanager:PutSecretValue).
+    /// as `mode_file` says: a number N (the next N calls, counted down) or `always`; or
+    /// PutSecretValue and ListSecrets with `AccessDeniedException` (`deny`: the principal lacks
+    /// both).
     /// SHIM: moto never throttles and, by default, allows everything. For
     /// `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
     pub fn throttling_secrets_manager(
