@@ -7,9 +7,9 @@
 //! a rotation another bastion just did is not repeated. One rotation at a time per process.
 //!
 //! Every discovery interval (at most `secret_grace_period`), and at once when who is managed
-//! changes, the task also sweeps each managed database's own secrets ([`super::retire`]): a user no
-//! longer managed is recorded in the store through its one writer ([`Records`]), and its secret
-//! deleted after the grace period.
+//! changes, the task also sweeps each managed database's own secrets ([`super::retire`]): a
+//! user no longer managed is recorded in the store through its one writer ([`Records`]), and
+//! its secret deleted after the grace period.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -174,10 +174,9 @@ impl Runtime {
     }
 
     /// Every `DISCOVERY_EVERY` (at most the rotation interval and the grace period), and when
-    /// the managed users changed: record
-    /// this database's users that stopped being managed, forget those managed again, delete
-    /// the secrets whose grace period is over ([`retire::plan`]). Errors are logged; the next
-    /// sweep tries again.
+    /// the managed users changed: record this database's users that stopped being managed,
+    /// forget those managed again, delete the secrets whose grace period is over
+    /// ([`retire::plan`]). Errors are logged; the next sweep tries again.
     async fn sweep(&self, catalog: &Catalog, db: &Database, m: &ManagedAuth) {
         // Who uses a secret of this database's namespace now: on AWS a user's secret is shared
         // by every database of the same service and prefix, and each must have been
