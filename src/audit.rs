@@ -381,6 +381,32 @@ pub fn managed_rotated(db: &str, db_user: &str, secret: &str, version: &str, tri
     );
 }
 
+/// A user stopped being managed: its secret is deleted after `grace` unless it is managed again.
+pub fn managed_unmanaged(db: &str, db_user: &str, secret: &str, delete_after: i64) {
+    tracing::info!(
+        target: "audit",
+        event = "managed.unmanaged",
+        db,
+        db_user,
+        secret,
+        delete_after,
+        "managed user no longer managed; its secret is deleted after the grace period"
+    );
+}
+
+/// The secret of a user that stopped being managed, deleted after its grace period.
+pub fn managed_secret_deleted(db: &str, db_user: &str, secret: &str, unmanaged_since: i64) {
+    tracing::info!(
+        target: "audit",
+        event = "managed.secret_deleted",
+        db,
+        db_user,
+        secret,
+        unmanaged_since,
+        "secret of a no longer managed user deleted"
+    );
+}
+
 /// A rotation of a managed user failed; the password in use stays valid and it is retried.
 pub fn managed_rotation_failed(db: &str, db_user: &str, secret: &str, error: &str, trigger: &str) {
     tracing::warn!(

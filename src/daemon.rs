@@ -151,7 +151,9 @@ impl Daemon {
             Reply::Status(s) => (s.databases as usize, s.users as usize),
             _ => (0, 0),
         };
-        let managed = crate::managed::runtime::Runtime::new(shared.clone());
+        let records: std::sync::Weak<dyn crate::managed::runtime::Records> =
+            Arc::downgrade(&admin) as _;
+        let managed = crate::managed::runtime::Runtime::new(shared.clone(), records);
         admin.set_managed(managed.clone());
         let managed_task = tokio::spawn(managed.run());
         let admin_task = tokio::spawn(admin::server::serve(listener, admin.clone(), group));

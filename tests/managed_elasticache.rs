@@ -10,31 +10,32 @@
 //! `teleport.dev/managed=yes`). `stray` is tagged managed but in no group of either: it is
 //! never discovered, rotated or modified. User ids differ from user names (`app-id` / `app`):
 //! ModifyUser takes the id, sessions AUTH with the name.
+//!
+//! DescribeUsers is read page by page (SHIM: moto answers all users at once; the shim pages
+//! them, 2 a page, as the service pages them with `Marker`): a managed user on a later page is
+//! found, and users are never described one id at a time.
+//!
+//! Also on this kind: Secrets Manager throttling during rotations (SHIM: ThrottlingException in
+//! front of moto) while a session opened before keeps running commands and new ones open.
 
 mod support;
 
 use support::bastion::Bastion;
 use support::control_plane::ControlPlane;
-use support::managed::{accepts, managed, rotate_twice, session_as, wait_first_rotations};
+use support::managed::{
+    accepts, cloud_config, cloud_redis, env_with, ls, managed, rotate_twice, session_as,
+    throttle_shim, throttled_rotations_keep_sessions, wait_first_rotations,
+};
 use support::moto::Moto;
-use support::redis::{RedisOpts, RedisServer};
-use support::stack::current_user;
+use support::redis::RedisServer;
 
 const CP_PW: &str = "control-plane-pw-5c1e";
 const SECRET: &str = "bastion/elasticache/us-east-1/123456789012/user/app";
 
 #[test]
 fn tagged_elasticache_users_of_the_caches_groups_are_discovered_rotated_and_used() {
-    let redis = RedisServer::start(RedisOpts {
-        acl_lines: vec![
-            format!("control-plane on >{CP_PW} ~* &* +@all"),
-            "app on ~* &* +@all".into(),
-            "reporting on ~* &* +@all".into(),
-            "off on ~* &* +@all".into(),
-            "stray on >stray-password-0123456789 ~* &* +@all".into(),
-        ],
-        ..RedisOpts::default()
-    });
+    let redis = cloud_redis(CP_PW, &["app", "reporting", "off", "stray"]);
+    redis.query(&["ACL", "SETUSER", "stray", ">stray-password-0123456789"]);
     let moto = Moto::start();
     moto.boto3(
         r#"
@@ -62,40 +63,22 @@ ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription
         ],
     );
     let dir = tempfile::tempdir().unwrap();
-    let s = |v: &std::path::Path| toml::Value::String(v.to_string_lossy().into_owned()).to_string();
-    let state = dir.path().join("state");
-    let config = format!(
-        r#"state_dir = {state}
-[listeners.unix]
-directory = {sockets}
-
-[[databases]]
-name = "ec"
-address = "{plain}"
-auth = {{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h" }}
-
-[[databases]]
-name = "ecs"
-address = "{plain}"
-auth = {{ mode = "managed", service = "elasticache", region = "us-east-1", target = "sc", serverless = true, rotation_interval = "1h" }}
-
-[[roles]]
-name = "apps"
-db_users = ["app", "reporting", "stray"]
-db_names = ["ec", "ecs"]
-
-[[users]]
-name = "alice"
-roles = ["apps"]
-unix_user = "{me}"
-"#,
-        state = s(&state),
-        sockets = s(&dir.path().join("db")),
-        plain = redis.plain_addr(),
-        me = current_user(),
+    let (config, state) = cloud_config(
+        &dir,
+        &redis,
+        &[
+            (
+                "ec",
+                r#"service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h""#,
+            ),
+            (
+                "ecs",
+                r#"service = "elasticache", region = "us-east-1", target = "sc", serverless = true, rotation_interval = "1h""#,
+            ),
+        ],
+        &["app", "reporting", "stray"],
     );
-    let mut env = moto.aws_env();
-    env.push(("AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint()));
+    let env = env_with(&moto, "AWS_ENDPOINT_URL_ELASTICACHE", shim.endpoint());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let bastion = Bastion::start_with_env(&config, &state, &env);
 
@@ -132,4 +115,118 @@ unix_user = "{me}"
 
     let all: Vec<&str> = passwords.iter().map(String::as_str).collect();
     bastion.assert_no_secrets(&all);
+}
+
+/// Replication group `rg` whose user group `g1` holds one user (id `<user>-id`, tagged
+/// managed), created after `fillers` users in no group (tagged too), with the ElastiCache shim;
+/// and the config of database `ec` on it.
+struct Rg {
+    redis: RedisServer,
+    moto: Moto,
+    shim: ControlPlane,
+    dir: tempfile::TempDir,
+    config: String,
+    state: std::path::PathBuf,
+}
+
+fn rg_with(user: &str, fillers: usize) -> Rg {
+    let redis = cloud_redis(CP_PW, &[user]);
+    let moto = Moto::start();
+    moto.boto3(&format!(
+        r#"
+tags = [dict(Key='bastion.dev/managed', Value='true')]
+for i in range({fillers}):
+    ec.create_user(UserId='filler-%d' % i, UserName='filler-%d' % i, Engine='redis',
+        AccessString='on ~* &* +@all', Passwords=['initial-password-0123456789'], Tags=tags)
+ec.create_user(UserId='{user}-id', UserName='{user}', Engine='redis', AccessString='on ~* &* +@all',
+    Passwords=['initial-password-0123456789'], Tags=tags)
+ec.create_replication_group(ReplicationGroupId='rg', ReplicationGroupDescription='bastion test',
+    UserGroupIds=['g1'])
+"#
+    ));
+    let id = format!("{user}-id");
+    let shim = ControlPlane::elasticache(
+        &moto,
+        &redis,
+        ("control-plane", CP_PW),
+        &[("g1", &[id.as_str()])],
+        &[],
+        &[(id.as_str(), user)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (config, state) = cloud_config(
+        &dir,
+        &redis,
+        &[(
+            "ec",
+            r#"service = "elasticache", region = "us-east-1", target = "rg", rotation_interval = "1h""#,
+        )],
+        &[user],
+    );
+    Rg {
+        redis,
+        moto,
+        shim,
+        dir,
+        config,
+        state,
+    }
+}
+
+impl Rg {
+    /// The bastion, with `more` environment, after its first rotation.
+    fn start(&self, more: &[(&'static str, String)]) -> Bastion {
+        let mut env = env_with(
+            &self.moto,
+            "AWS_ENDPOINT_URL_ELASTICACHE",
+            self.shim.endpoint(),
+        );
+        env.extend(more.iter().cloned());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let bastion = Bastion::start_with_env(&self.config, &self.state, &env);
+        wait_first_rotations(&bastion, 1, || {
+            format!("{}\n{}", self.shim.log(), bastion.logs())
+        });
+        bastion
+    }
+}
+
+/// The cache's managed user is on the third page of DescribeUsers: discovery follows the
+/// `Marker` to it (one id at a time is never asked). SHIMS: DescribeUserGroups, ModifyUser and
+/// the paging of DescribeUsers; HARNESS: ModifyUser applied to a real redis-server.
+#[test]
+fn elasticache_users_are_described_page_by_page() {
+    // moto's own `default` user first, then four fillers in no group, then `late`.
+    let rg = rg_with("late", 4);
+    let bastion = rg.start(&[]);
+    assert_eq!(ls(&bastion)[0]["user"], "late");
+    assert_eq!(session_as(&bastion, "ec", "late"), "True late");
+    let log = rg.shim.log();
+    for page in [
+        "paged DescribeUsers from 0 more",
+        "paged DescribeUsers from 4 last",
+    ] {
+        assert!(log.contains(page), "{page}: {log}");
+    }
+    // The fillers are tagged but in no group of the cache: never modified.
+    assert!(!log.contains("ModifyUser filler"), "{log}");
+    assert!(!log.contains("forwarded DescribeUsers"), "{log}");
+}
+
+/// ElastiCache kind, Secrets Manager throttled during rotations, sessions running throughout
+/// ([`throttled_rotations_keep_sessions`]). SHIMS: ThrottlingException in front of moto's
+/// Secrets Manager; DescribeUserGroups, ModifyUser, DescribeUsers paging; HARNESS: ModifyUser
+/// applied to a real redis-server.
+#[test]
+fn elasticache_rotations_under_throttling_keep_sessions_working() {
+    let rg = rg_with("app", 0);
+    let (throttle, mode) = throttle_shim(&rg.moto, &rg.redis, &rg.dir);
+    let bastion = rg.start(&[("AWS_ENDPOINT_URL_SECRETS_MANAGER", throttle.endpoint())]);
+    throttled_rotations_keep_sessions(
+        &bastion,
+        &rg.redis,
+        &rg.moto,
+        (&throttle, &mode),
+        ("ec", "app", SECRET),
+    );
 }

@@ -17,6 +17,14 @@
 //!   error and the current password still working.
 //! - The Secrets Manager under test refuses a ClientRequestToken reused with another value, as
 //!   AWS does (what the one-version-per-rotation rests on).
+//! - Users dropped from `managed_users` (`db add --replace`): no longer rotated, their secret
+//!   deleted after `secret_grace_period`; `db rm` of the database while one waits for its
+//!   grace period works and leaves that secret.
+//! - `bastion doctor` names the database and the missing right: an admin_user without
+//!   `acl|setuser` (ACL DRYRUN), a principal without secretsmanager:PutSecretValue and
+//!   ListSecrets (SHIM: AccessDeniedException in front of moto, which allows everything).
+//! - A client's mid-session `AUTH app x` (answered by the guard re-authenticating as `app`)
+//!   while AWSCURRENT is not applied on the server yet: AWSPREVIOUS is used, as at login.
 
 mod support;
 
@@ -46,9 +54,14 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with("~* &* +@all")
+}
+
+/// [`rig`] with `bastion-admin`'s rights `admin_rules`.
+fn rig_with(admin_rules: &str) -> Rig {
     let redis = RedisServer::start(RedisOpts {
         acl_lines: vec![
-            format!("bastion-admin on >{ADMIN_PW} ~* &* +@all"),
+            format!("bastion-admin on >{ADMIN_PW} {admin_rules}"),
             // The operator creates the user with its rights and no password: the bastion owns it.
             "app on ~* &* +@all".into(),
         ],
@@ -505,4 +518,227 @@ fn throttled_secrets_manager_calls_are_retried_a_bounded_number_of_times() {
     assert!(rig.accepts(&rotated));
     assert_eq!(session_ping(&bastion), "True app");
     bastion.assert_no_secrets(&[&before, &rotated]);
+}
+
+/// AWSCURRENT is a password the server does not have yet (a rotation the engine has not applied:
+/// the cloud's delay), AWSPREVIOUS the one it has. A session logs in with AWSPREVIOUS, and its
+/// client's own `AUTH app x` mid-session — which the guard answers by authenticating upstream
+/// as `app` again — works too: it falls back as the login does instead of sending AWSCURRENT.
+#[test]
+fn a_mid_session_auth_falls_back_to_awsprevious_while_awscurrent_is_not_applied() {
+    let rig = rig();
+    let first = rig.start("applied", "1h");
+    wait_first_rotation(&first);
+    let applied = rig.current_password();
+    drop(first);
+    let unapplied = "not-yet-applied-0123456789abcdef";
+    // A new version: AWSCURRENT, the applied one AWSPREVIOUS.
+    rig.moto.boto3(&format!(
+        "sm.put_secret_value(SecretId='{SECRET}', SecretString='{unapplied}')"
+    ));
+    assert!(!rig.accepts(unapplied) && rig.accepts(&applied));
+    // A bastion whose cache holds the unapplied AWSCURRENT (not due: just made).
+    let bastion = rig.start("delayed", "1h");
+    wait_first_rotation(&bastion);
+    let mark = bastion.log_mark();
+    let ep = Endpoint::unix(bastion.socket_path("self"));
+    let out = python(
+        &ep,
+        "r = connect()\n\
+         print(r.acl_whoami())\n\
+         print(r.execute_command('AUTH', 'app', 'anything'))\n\
+         print(r.acl_whoami(), r.ping())",
+    );
+    assert_eq!(
+        out.stdout().trim(),
+        "app\nTrue\napp True",
+        "{}\n{}",
+        out.stderr(),
+        bastion.logs_since(mark)
+    );
+    bastion.expect_log_line(mark, &["command.rewritten", "re-authenticating"], &[]);
+    // Nothing was rotated meanwhile: the server still has only the applied password.
+    assert!(!rig.accepts(unapplied) && rig.accepts(&applied));
+    bastion.assert_no_secrets(&[unapplied, &applied]);
+}
+
+/// `bastion doctor --json` for the daemon's config, with `env`; the parsed report.
+fn doctor(bastion: &Bastion, env: &[(&'static str, String)]) -> (support::process::Out, Value) {
+    let mut doctor = Command::new(BASTION_BIN);
+    doctor
+        .args(["doctor", "--json", "--config"])
+        .arg(bastion.config_path())
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in env {
+        doctor.env(k, v);
+    }
+    let out = run(&mut doctor, None, Duration::from_secs(60));
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (out, report)
+}
+
+fn check(report: &Value, name: &str) -> Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {report:#}"))
+        .clone()
+}
+
+/// An admin_user that may not run `ACL SETUSER`, and a principal denied PutSecretValue: each
+/// is a failed doctor check naming the database and the missing right — found without changing
+/// anything (ACL DRYRUN; PutSecretValue on a secret that does not exist). Granted, both pass.
+#[test]
+fn doctor_names_the_database_and_the_missing_write_rights() {
+    let rig = rig_with("~* &* +@all -acl|setuser");
+    let mode = rig.dir.path().join("deny");
+    std::fs::write(&mode, "deny").unwrap();
+    let shim = ControlPlane::throttling_secrets_manager(&rig.moto, &rig.redis, &mode);
+    let bastion = rig.start("doctor", "1h");
+    let mut env = rig.moto.aws_env();
+    env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", shim.endpoint()));
+    let acl_before = rig.redis.query(&["ACL", "LIST"]);
+
+    let (out, report) = doctor(&bastion, &env);
+    let admin = check(&report, "database:self:managed_admin");
+    assert_eq!(admin["status"], "fail", "{admin:#}");
+    let finding = admin["finding"].as_str().unwrap();
+    for word in ["'self'", "bastion-admin", "ACL SETUSER", "acl|setuser"] {
+        assert!(finding.contains(word), "{word}: {admin:#}");
+    }
+    let write = check(&report, "database:self:managed_write");
+    assert_eq!(write["status"], "fail", "{write:#}");
+    let finding = write["finding"].as_str().unwrap();
+    for word in [
+        "'self'",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:ListSecrets",
+        "AccessDeniedException",
+    ] {
+        assert!(finding.contains(word), "{word}: {write:#}");
+    }
+    assert!(
+        shim.log().contains("denied PutSecretValue"),
+        "{}",
+        shim.log()
+    );
+    // Nothing changed on the server or in Secrets Manager by the checks.
+    assert_eq!(rig.redis.query(&["ACL", "LIST"]), acl_before);
+    let names = rig
+        .moto
+        .boto3("print(json.dumps([s['Name'] for s in sm.list_secrets()['SecretList']]))");
+    assert!(!names.contains("doctor-probe"), "{names}");
+    assert!(
+        !out.all().contains(ADMIN_PW),
+        "the admin password in doctor's output"
+    );
+
+    // Granted: both pass.
+    rig.redis
+        .query(&["ACL", "SETUSER", "bastion-admin", "+acl|setuser"]);
+    std::fs::write(&mode, "0").unwrap();
+    let (_, report) = doctor(&bastion, &env);
+    for name in ["database:self:managed_admin", "database:self:managed_write"] {
+        let c = check(&report, name);
+        assert_eq!(c["status"], "ok", "{c:#}");
+    }
+}
+
+/// Whether secret `name` exists in moto.
+fn secret_exists(moto: &Moto, name: &str) -> bool {
+    moto.boto3(&format!(
+        "try:\n    sm.describe_secret(SecretId='{name}'); print('yes')\n\
+         except sm.exceptions.ResourceNotFoundException:\n    print('no')"
+    ))
+    .trim()
+        == "yes"
+}
+
+/// `managed_users` shrinks through the admin socket: the dropped user is not rotated any more
+/// and its secret goes after the grace period (`managed.secret_deleted`); the others stay.
+/// Then, with a user waiting for its grace period (a store record), `db rm` still works (the
+/// record goes with the database) and that secret is left in place.
+#[test]
+fn users_dropped_from_managed_users_lose_their_secret_after_the_grace_period() {
+    let rig = rig();
+    for user in ["reporting", "extra"] {
+        rig.redis
+            .query(&["ACL", "SETUSER", user, "on", "~*", "&*", "+@all"]);
+    }
+    let (config, state) = rig.config("drop", "1h");
+    let config = config
+        .replace(
+            r#"managed_users = ["app"]"#,
+            r#"managed_users = ["app", "reporting", "extra"]"#,
+        )
+        .replace(
+            r#"rotation_interval = "1h" }"#,
+            r#"rotation_interval = "1h", secret_grace_period = "3s" }"#,
+        );
+    let mut env = rig.moto.aws_env();
+    env.push(("AWS_REGION", "us-east-1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bastion = Bastion::start_with_env(&config, &state, &env);
+    poll(Duration::from_secs(30), || {
+        let v = ls(&bastion);
+        let all = v.as_array()?;
+        (all.len() == 3 && all.iter().all(|u| u["version"].is_string())).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no first rotations: {}", ls(&bastion)));
+    let secret = |u: &str| format!("bastion/redis/self/user/{u}");
+    let replace = |users: &str, grace: &str| {
+        let pw = rig.dir.path().join("secrets/admin.pw");
+        let out = run(
+            Command::new(BASTION_BIN)
+                .args(["db", "add", "self", "--replace", "--address"])
+                .arg(rig.redis.plain_addr().to_string())
+                .args([
+                    "--auth",
+                    "managed",
+                    "--engine",
+                    "redis",
+                    "--admin-user",
+                    "bastion-admin",
+                ])
+                .arg("--admin-password-file")
+                .arg(&pw)
+                .args(["--managed-users", users, "--rotation-interval", "1h"])
+                .args(["--secret-grace-period", grace, "--config"])
+                .arg(bastion.config_path()),
+            None,
+            Duration::from_secs(30),
+        );
+        out.assert_success();
+    };
+
+    let mark = bastion.log_mark();
+    replace("app,extra", "3s");
+    bastion.expect_log_line(mark, &["managed.unmanaged", "db_user=\"reporting\""], &[]);
+    let deleted = bastion.expect_log_line(
+        mark,
+        &["managed.secret_deleted", "db_user=\"reporting\""],
+        &[],
+    );
+    assert!(deleted.contains(&secret("reporting")), "{deleted}");
+    assert!(!secret_exists(&rig.moto, &secret("reporting")));
+    for user in ["app", "extra"] {
+        assert!(secret_exists(&rig.moto, &secret(user)), "{user}");
+    }
+
+    // `extra` waits for its (long) grace period: a store record of database `self`.
+    let mark = bastion.log_mark();
+    replace("app", "1h");
+    bastion.expect_log_line(mark, &["managed.unmanaged", "db_user=\"extra\""], &[]);
+    let out = run(
+        Command::new(BASTION_BIN)
+            .args(["db", "rm", "self", "--config"])
+            .arg(bastion.config_path()),
+        None,
+        Duration::from_secs(30),
+    );
+    out.assert_success();
+    assert!(secret_exists(&rig.moto, &secret("extra")));
+    assert!(secret_exists(&rig.moto, &secret("app")));
 }

@@ -16,8 +16,11 @@ use crate::metrics::StoreFigures;
 use crate::proxy::listener::UnixSockets;
 use crate::proxy::shared::Shared;
 use crate::store::compaction::CompactionPolicy;
-use crate::store::records::{DatabaseRecord, SerialHex};
+use crate::store::records::{DatabaseRecord, ManagedUserRecord, SerialHex};
 use crate::store::{Mutation, State, Store, StoreError};
+
+/// The `caller` of the store changes the managed-user task makes.
+pub const MANAGED_CALLER: &str = "managed";
 
 /// The daemon's side of the admin socket.
 pub struct Admin {
@@ -99,6 +102,26 @@ impl Admin {
             .block_on(runtime.rotate_now(database, user))
             .map(Reply::Rotated)
             .map_err(AdminError::Refused)
+    }
+
+    /// The managed-user records of `database` (users whose secret awaits deletion).
+    pub fn managed_records(&self, database: &str) -> Vec<ManagedUserRecord> {
+        self.lock()
+            .state()
+            .managed_users()
+            .filter(|r| r.database.as_str() == database)
+            .cloned()
+            .collect()
+    }
+
+    /// Write managed-user records for the managed-user task, through [`Admin::mutate`] like
+    /// every change of the store (checked, fsynced, audited with `caller="managed"`).
+    pub fn write_managed(&self, mutations: Vec<Mutation>) -> Result<(), AdminError> {
+        let caller = Caller {
+            uid: nix::unistd::geteuid().as_raw(),
+            name: MANAGED_CALLER.to_string(),
+        };
+        self.mutate(&caller, "managed", mutations).map(drop)
     }
 
     /// Read every database's password again (`SIGHUP`), under the store's lock so that no
@@ -220,6 +243,28 @@ impl Admin {
         mutations: Vec<Mutation>,
     ) -> Result<u64, AdminError> {
         let mut store = self.lock();
+        // A database removed takes the managed-user records of its users with it (they only
+        // time the deletion of secrets of users no longer managed: `managed/runtime.rs`).
+        let mutations: Vec<Mutation> = mutations
+            .into_iter()
+            .flat_map(|m| {
+                let mut with = Vec::new();
+                if let Mutation::RemoveDatabase(name) = &m {
+                    with.extend(
+                        store
+                            .state()
+                            .managed_users()
+                            .filter(|r| r.database == *name)
+                            .map(|r| Mutation::RemoveManagedUser {
+                                database: r.database.clone(),
+                                db_user: r.db_user.clone(),
+                            }),
+                    );
+                }
+                with.push(m);
+                with
+            })
+            .collect();
         let mut next = store.state().clone();
         for m in &mutations {
             next.apply(m)
@@ -472,5 +517,15 @@ fn describe(m: &Mutation) -> (&'static str, String) {
         Mutation::RemoveManagedUser { database, db_user } => {
             ("managed_user.remove", format!("{database}/{db_user}"))
         }
+    }
+}
+
+impl crate::managed::runtime::Records for Admin {
+    fn managed_records(&self, database: &str) -> Vec<ManagedUserRecord> {
+        Admin::managed_records(self, database)
+    }
+
+    fn write_managed(&self, mutations: Vec<Mutation>) -> Result<(), String> {
+        Admin::write_managed(self, mutations).map_err(|e| e.to_string())
     }
 }

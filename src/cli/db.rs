@@ -128,6 +128,10 @@ pub struct DbAddArgs {
     /// Managed: how often each password changes (default 15m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub rotation_interval: Option<std::time::Duration>,
+    /// Managed: how long the secret of a user that stopped being managed is kept before it is
+    /// deleted (default 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub secret_grace_period: Option<std::time::Duration>,
     /// Change an existing database instead of adding one.
     #[arg(long)]
     pub replace: bool,
@@ -212,6 +216,7 @@ fn database_config(a: DbAddArgs) -> anyhow::Result<DatabaseConfig> {
             secret_prefix: a.secret_prefix,
             kms_key_id: a.kms_key_id,
             rotation_interval: a.rotation_interval,
+            secret_grace_period: a.secret_grace_period,
         }),
     };
     let tls =

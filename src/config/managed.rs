@@ -14,6 +14,9 @@ use super::IamService;
 
 /// Default `rotation_interval`.
 pub const DEFAULT_ROTATION_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Default `secret_grace_period`: how long the secret of a user that stopped being managed is
+/// kept before the bastion deletes it.
+pub const DEFAULT_SECRET_GRACE_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default `secret_prefix`.
 pub const DEFAULT_SECRET_PREFIX: &str = "bastion";
 
@@ -62,20 +65,37 @@ pub struct ManagedAuthConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "super::de::de_opt_duration",
-        serialize_with = "ser_opt_duration"
+        with = "opt_duration"
     )]
     pub rotation_interval: Option<Duration>,
+    /// How long the secret of a user that stopped being managed (tag removed or false, dropped
+    /// from `managed_users`) is kept before the bastion deletes it; default 7 days.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    pub secret_grace_period: Option<Duration>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
-fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.collect_str(&humantime::format_duration(*d)),
-        None => s.serialize_none(),
+/// An optional duration as the config writes it (`"15m"`), both ways.
+mod opt_duration {
+    use std::time::Duration;
+
+    pub(super) use super::super::de::de_opt_duration as deserialize;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
     }
 }
 
@@ -167,6 +187,12 @@ impl ManagedAuthConfig {
         {
             return bad("auth.rotation_interval", "must be at least 1s".into());
         }
+        if self
+            .secret_grace_period
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return bad("auth.secret_grace_period", "must be at least 1s".into());
+        }
         for user in managed_users {
             let ok = !user.is_empty()
                 && user.len() <= 64
@@ -214,11 +240,19 @@ mod tests {
             Some(std::time::Duration::from_secs(120))
         );
         assert_eq!(c.seed.databases[0].managed_users, ["app"]);
-        parse(
-            r#"{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg" }"#,
+        assert_eq!(m.secret_grace_period, None);
+        let c = parse(
+            r#"{ mode = "managed", service = "elasticache", region = "us-east-1", target = "rg", secret_grace_period = "2d" }"#,
             "",
         )
         .unwrap();
+        let AuthConfig::Managed(m) = &c.seed.databases[0].auth else {
+            panic!()
+        };
+        assert_eq!(
+            m.secret_grace_period,
+            Some(std::time::Duration::from_secs(2 * 86400))
+        );
     }
 
     #[test]
@@ -263,6 +297,11 @@ mod tests {
                 r#"{ mode = "managed", engine = "redis", admin_user = "a", admin_password_file = "/p", secret_prefix = "sp ace" }"#,
                 r#"managed_users = ["app"]"#,
                 "auth.secret_prefix",
+            ),
+            (
+                r#"{ mode = "managed", service = "memorydb", target = "c", secret_grace_period = "0s" }"#,
+                "",
+                "auth.secret_grace_period",
             ),
             (
                 r#"{ mode = "password", password_file = "/p" }"#,

@@ -49,7 +49,7 @@ use listeners::Listeners;
 pub use listeners::{TcpRouting, UnixListenerConfig};
 pub use managed::{
     ManagedAuthConfig, SelfHostedEngine, ADMIN_PASSWORD_FILE, DEFAULT_ROTATION_INTERVAL,
-    DEFAULT_SECRET_PREFIX,
+    DEFAULT_SECRET_GRACE_PERIOD, DEFAULT_SECRET_PREFIX,
 };
 pub use metrics::MetricsConfig;
 pub use rules::{is_password_env, DatabaseRuleError, PASSWORD_ENV_PREFIX};

@@ -7,7 +7,7 @@
 //! in [`run`] — a plain function rather than a trait object, because every check needs the same
 //! inputs ([`Doctor`] and the config) and nothing picks checks at run time.
 //!
-//! Check names are stable (`credentials`, `imds`, `database:<name>:region|assume_role|managed|dns|tcp|tls|auth`): scripts
+//! Check names are stable (`credentials`, `imds`, `database:<name>:region|assume_role|managed|managed_write|managed_admin|dns|tcp|tls|auth`): scripts
 //! key on them in the `--json` form documented in the README.
 //!
 //! What this module must never do: put a password, token or secret key into a finding (secrets

@@ -7,8 +7,9 @@
 //!   with DescribeUsers and its tags with ListTags; a rotation is UpdateUser with
 //!   `Passwords = [current, new]`.
 //! - ElastiCache: the user groups of the replication group (DescribeReplicationGroups) or of the
-//!   serverless cache (DescribeServerlessCaches) list their user ids (DescribeUserGroups), each
-//!   read with DescribeUsers and its tags with ListTagsForResource; a rotation is ModifyUser
+//!   serverless cache (DescribeServerlessCaches) list their user ids (DescribeUserGroups); the
+//!   users are read with DescribeUsers, every page (Marker), keeping those ids only, and each
+//!   one's tags with ListTagsForResource; a rotation is ModifyUser
 //!   with `Passwords = [current, new]` on the user id. Only a user of those groups is ever
 //!   modified: a rotation finds the user among them again first.
 //!
@@ -259,24 +260,24 @@ impl CloudUsers {
                 }
             }
         }
+        // Every page of DescribeUsers (Marker), keeping the users of those groups only.
+        let mut users: Vec<(String, String, String)> = Vec::new();
+        let mut pages = client.describe_users().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.failed("DescribeUsers", &e))?;
+            for user in page.users() {
+                let (Some(id), Some(name), Some(arn)) =
+                    (user.user_id(), user.user_name(), user.arn())
+                else {
+                    continue;
+                };
+                if ids.iter().any(|i| i == id) && !users.iter().any(|(i, _, _)| i == id) {
+                    users.push((id.to_string(), name.to_string(), arn.to_string()));
+                }
+            }
+        }
         let mut found = Vec::new();
-        for id in ids {
-            let users = client
-                .describe_users()
-                .user_id(&id)
-                .send()
-                .await
-                .map_err(|e| self.failed("DescribeUsers", &e))?;
-            let Some(user) = users
-                .users()
-                .iter()
-                .find(|u| u.user_id() == Some(id.as_str()))
-            else {
-                continue;
-            };
-            let (Some(name), Some(arn)) = (user.user_name(), user.arn()) else {
-                continue;
-            };
+        for (id, name, arn) in users {
             let tags = client
                 .list_tags_for_resource()
                 .resource_name(arn)
@@ -285,7 +286,7 @@ impl CloudUsers {
                 .map_err(|e| self.failed("ListTagsForResource", &e))?;
             if let Some(tag) = managed_tag(tags.tag_list().iter().map(|t| (t.key(), t.value()))) {
                 found.push(Discovered {
-                    user: name.to_string(),
+                    user: name,
                     id,
                     tag: tag.to_string(),
                 });

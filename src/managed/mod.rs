@@ -8,6 +8,7 @@
 //!   fleet of bastions.
 //! - [`redis`]: self-hosted Redis/Valkey (`ACL SETUSER` through `admin_user`).
 //! - [`runtime`]: the daemon's rotation task, `bastion managed ls|rotate`, audit events.
+//! - [`retire`]: secrets of users no longer managed, deleted after `secret_grace_period`.
 //! - Sessions authenticate with [`session_password`] (AWSCURRENT, cached briefly) and, when
 //!   the engine refuses it, [`fallback_passwords`] (AWSCURRENT afresh, then AWSPREVIOUS: the
 //!   cloud applies changes with a delay).
@@ -18,6 +19,7 @@
 pub mod cloud;
 pub mod password;
 pub mod redis;
+pub mod retire;
 pub mod rotation;
 pub mod runtime;
 pub mod secrets;
@@ -30,7 +32,7 @@ use crate::aws::credentials::CredentialChain;
 use crate::catalog::{Database, Password, PasswordSource, SecretDirs};
 use crate::config::{
     IamService, ManagedAuthConfig, SelfHostedEngine, ADMIN_PASSWORD_FILE,
-    DEFAULT_ROTATION_INTERVAL, DEFAULT_SECRET_PREFIX,
+    DEFAULT_ROTATION_INTERVAL, DEFAULT_SECRET_GRACE_PERIOD, DEFAULT_SECRET_PREFIX,
 };
 use crate::secret::Secret;
 
@@ -43,6 +45,8 @@ pub struct ManagedAuth {
     pub secret_prefix: String,
     pub kms_key_id: Option<String>,
     pub rotation_interval: Duration,
+    /// How long the secret of a user that stopped being managed is kept ([`runtime`]'s sweep).
+    pub secret_grace_period: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +119,7 @@ impl ManagedAuth {
                 .unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into()),
             kms_key_id: c.kms_key_id.clone(),
             rotation_interval: c.rotation_interval.unwrap_or(DEFAULT_ROTATION_INTERVAL),
+            secret_grace_period: c.secret_grace_period.unwrap_or(DEFAULT_SECRET_GRACE_PERIOD),
         }
     }
 

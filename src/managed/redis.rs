@@ -90,6 +90,58 @@ impl AclAdmin<'_> {
     }
 }
 
+/// What `ACL DRYRUN` says of the admin user running `ACL SETUSER` (`bastion doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetuserRight {
+    Allowed,
+    /// Redis' reason, e.g. "This user has no permissions to run the 'acl|setuser' command".
+    Denied(String),
+    /// Not known: the server refused `ACL DRYRUN` itself (its error code), or has none (< 7).
+    Unknown(String),
+}
+
+impl AclAdmin<'_> {
+    /// Whether `admin_user` may run `ACL SETUSER <user>`: `ACL DRYRUN` (Redis ≥ 7) as the admin
+    /// user, which runs nothing and changes nothing.
+    pub async fn may_setuser(&self, user: &str) -> Result<SetuserRight, ManagedError> {
+        let mut stream = self.session().await?;
+        let admin = self.admin_user.as_bytes();
+        let command = encode_command(&[
+            b"ACL",
+            b"DRYRUN",
+            admin,
+            b"ACL",
+            b"SETUSER",
+            user.as_bytes(),
+        ]);
+        match upstream::authenticate(&mut stream, self.database, Some(self.admin_user), &command)
+            .await
+        {
+            Ok(done) if done.reply.starts_with(b"+OK") => Ok(SetuserRight::Allowed),
+            // A bulk string: why not. Redis' own words, without control characters.
+            Ok(done) => {
+                let text = String::from_utf8_lossy(&done.reply);
+                let reason = text
+                    .split_once("\r\n")
+                    .map_or(&*text, |(_, rest)| rest)
+                    .trim_end()
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect();
+                Ok(SetuserRight::Denied(reason))
+            }
+            Err(AuthError::Rejected { code, .. }) => Ok(SetuserRight::Unknown(format!(
+                "ACL DRYRUN refused with {code} (it needs Redis 7 and +acl|dryrun)"
+            ))),
+            Err(e) => Err(ManagedError::Admin {
+                database: self.database.name.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
 impl Apply for AclAdmin<'_> {
     async fn apply(
         &self,

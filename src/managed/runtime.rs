@@ -5,20 +5,28 @@
 //! The schedule comes from Secrets Manager (AWSCURRENT's creation time), not from this
 //! process: a restarted bastion, or another bastion of the fleet, sees the same due time, and
 //! a rotation another bastion just did is not repeated. One rotation at a time per process.
+//!
+//! Every discovery interval (at most `secret_grace_period`), and at once when who is managed
+//! changes, the task also sweeps each managed database's own secrets ([`super::retire`]): a
+//! user no longer managed is recorded in the store through its one writer ([`Records`]), and
+//! its secret deleted after the grace period.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::cloud::{CloudUsers, Discovered};
 use super::redis::AclAdmin;
+use super::retire::{self, Step};
 use super::rotation::{Outcome, Rotation};
 use super::secrets::{NewSecret, SecretStore};
 use super::{ManagedAuth, ManagedError, ManagedKind};
-use crate::catalog::{Auth, Database};
+use crate::catalog::{Auth, Catalog, Database};
 use crate::proxy::shared::Shared;
+use crate::store::records::{self, ManagedUserRecord};
+use crate::store::Mutation;
 
 /// How often the task looks for due rotations.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -57,8 +65,21 @@ impl Trigger {
     }
 }
 
+/// The store, as the managed-user task uses it: read its records, write through the store's one
+/// writer (the admin side, `admin/handler.rs`), so every change is checked, fsynced and audited.
+pub trait Records: Send + Sync {
+    /// The managed-user records of `database`.
+    fn managed_records(&self, database: &str) -> Vec<ManagedUserRecord>;
+    /// Apply `mutations` (managed-user records only) as one change.
+    fn write_managed(&self, mutations: Vec<Mutation>) -> Result<(), String>;
+}
+
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// The store (weak: the admin side holds this task).
+    records: Weak<dyn Records>,
+    /// Per managed database: when its secrets were last swept, and who was managed then.
+    swept: Mutex<HashMap<String, (Instant, HashSet<String>)>>,
     /// Per AWS database: when its users were last discovered, and the managed ones.
     discovered: Mutex<HashMap<String, (Instant, Vec<Discovered>)>>,
     status: Mutex<BTreeMap<(String, String), UserStatus>>,
@@ -67,9 +88,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(shared: Arc<Shared>) -> Arc<Runtime> {
+    pub fn new(shared: Arc<Shared>, records: Weak<dyn Records>) -> Arc<Runtime> {
         Arc::new(Runtime {
             shared,
+            records,
+            swept: Mutex::new(HashMap::new()),
             status: Mutex::new(BTreeMap::new()),
             discovered: Mutex::new(HashMap::new()),
             rotating: tokio::sync::Mutex::new(()),
@@ -146,7 +169,147 @@ impl Runtime {
                     self.rotate_user(db, m, &user, Trigger::Schedule).await;
                 }
             }
+            self.sweep(&catalog, db, m).await;
         }
+    }
+
+    /// Every `DISCOVERY_EVERY` (at most the rotation interval and the grace period), and when
+    /// the managed users changed: record this database's users that stopped being managed,
+    /// forget those managed again, delete the secrets whose grace period is over
+    /// ([`retire::plan`]). Errors are logged; the next sweep tries again.
+    async fn sweep(&self, catalog: &Catalog, db: &Database, m: &ManagedAuth) {
+        // Who uses a secret of this database's namespace now: on AWS a user's secret is shared
+        // by every database of the same service and prefix, and each must have been
+        // discovered by this process (an unknown list is not an empty one).
+        let mut managed: HashSet<String> = HashSet::new();
+        for other in catalog.databases() {
+            let Auth::Managed(om) = &other.auth else {
+                continue;
+            };
+            let shares = match (&m.kind, &om.kind) {
+                (ManagedKind::Aws { service, .. }, ManagedKind::Aws { service: os, .. }) => {
+                    service == os && m.secret_prefix == om.secret_prefix
+                }
+                _ => other.name == db.name,
+            };
+            if !shares {
+                continue;
+            }
+            if matches!(om.kind, ManagedKind::Aws { .. })
+                && !self
+                    .discovered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&other.name)
+            {
+                return;
+            }
+            managed.extend(self.users_of(other, om).into_iter().map(|(u, _)| u));
+        }
+        // Due every interval, and at once when who is managed changed.
+        let every = DISCOVERY_EVERY
+            .min(m.rotation_interval)
+            .min(m.secret_grace_period);
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = swept
+                .get(&db.name)
+                .is_some_and(|(at, last)| at.elapsed() < every && *last == managed);
+            if fresh {
+                return;
+            }
+            swept.insert(db.name.clone(), (Instant::now(), managed.clone()));
+        }
+        if let Err(e) = self.sweep_secrets(db, m, &managed).await {
+            tracing::warn!(db = %db.name, error = %e,
+                "managed: sweeping the secrets of users no longer managed failed; trying again later");
+        }
+    }
+
+    async fn sweep_secrets(
+        &self,
+        db: &Database,
+        m: &ManagedAuth,
+        managed: &HashSet<String>,
+    ) -> Result<(), String> {
+        let chain = &self.shared.credentials;
+        let place = super::place(&db.name, m, chain)
+            .await
+            .map_err(|e| e.to_string())?;
+        let store = SecretStore::connect(chain, &place.region)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name_of = |user: &str| place.secret_name(&db.name, m, user);
+        let owned = store
+            .list_owned(&name_of(""), &db.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let records = self.read_records(&db.name).await?;
+        let now = unix(SystemTime::now());
+        let steps = retire::plan(
+            &owned,
+            name_of,
+            |u| managed.contains(u),
+            &records,
+            now,
+            m.secret_grace_period,
+        );
+        for step in steps {
+            match step {
+                Step::Mark { user, arn } => {
+                    let record = ManagedUserRecord {
+                        database: records::name("managed_user.database", &db.name)
+                            .map_err(|e| e.to_string())?,
+                        db_user: records::pattern("managed_user.db_user", &user)
+                            .map_err(|e| e.to_string())?,
+                        secret_arn: records::text(
+                            "managed_user.secret_arn",
+                            "MAX_ARN_LEN",
+                            records::Charset::Token,
+                            &arn,
+                        )
+                        .map_err(|e| e.to_string())?,
+                        last_rotation: None,
+                        generation: 0,
+                        unmanaged_since: Some(now),
+                    };
+                    self.write(vec![Mutation::PutManagedUser(record)]).await?;
+                    let after = now.saturating_add(m.secret_grace_period.as_secs() as i64);
+                    audit::managed_unmanaged(&db.name, &user, &name_of(&user), after);
+                }
+                Step::Unmark { user } | Step::Forget { user } => {
+                    tracing::info!(db = %db.name, db_user = %user,
+                        "managed: user managed again, or its secret gone; its deletion is off");
+                    self.write(vec![remove(&db.name, &user)?]).await?;
+                }
+                Step::Delete {
+                    user,
+                    arn,
+                    name,
+                    since,
+                } => {
+                    store.delete(&arn).await.map_err(|e| e.to_string())?;
+                    audit::managed_secret_deleted(&db.name, &user, &name, since);
+                    self.write(vec![remove(&db.name, &user)?]).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_records(&self, database: &str) -> Result<Vec<ManagedUserRecord>, String> {
+        let records = self.records.upgrade().ok_or("the store is closed")?;
+        let database = database.to_string();
+        tokio::task::spawn_blocking(move || records.managed_records(&database))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn write(&self, mutations: Vec<Mutation>) -> Result<(), String> {
+        let records = self.records.upgrade().ok_or("the store is closed")?;
+        tokio::task::spawn_blocking(move || records.write_managed(mutations))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     async fn rotate_user(
@@ -320,6 +483,13 @@ impl Runtime {
 }
 
 use crate::audit;
+
+fn remove(database: &str, user: &str) -> Result<Mutation, String> {
+    Ok(Mutation::RemoveManagedUser {
+        database: records::name("managed_user.database", database).map_err(|e| e.to_string())?,
+        db_user: records::pattern("managed_user.db_user", user).map_err(|e| e.to_string())?,
+    })
+}
 
 fn blank(database: &str, user: &str, source: &str) -> UserStatus {
     UserStatus {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_config::retry::RetryConfig;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_secretsmanager::types::Tag;
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 
 use super::ManagedError;
 use crate::aws::credentials::CredentialChain;
@@ -29,6 +29,8 @@ pub const PREVIOUS_STAGE: &str = "AWSPREVIOUS";
 pub const TAG_MANAGED_BY: &str = "bastion.dev/managed-by";
 pub const TAG_DATABASE: &str = "bastion.dev/database";
 pub const TAG_USER: &str = "bastion.dev/db-user";
+/// The value of [`TAG_MANAGED_BY`] on the bastion's own secrets.
+pub const MANAGED_BY: &str = "bastion";
 
 /// Attempts per call: throttling and 5xx are retried with exponential backoff and jitter
 /// (the SDK's standard mode) until this many.
@@ -53,6 +55,15 @@ pub struct Stages {
 #[derive(Clone, Debug)]
 pub struct SecretStore {
     client: aws_sdk_secretsmanager::Client,
+}
+
+/// A secret the bastion tagged as its own, as ListSecrets shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub arn: String,
+    pub name: String,
+    /// Its [`TAG_USER`].
+    pub user: String,
 }
 
 /// What the secret's creation carries besides its name.
@@ -137,7 +148,7 @@ impl SecretStore {
                 new.user, new.database
             ))
             .set_kms_key_id(new.kms_key_id.map(str::to_string))
-            .tags(tag(TAG_MANAGED_BY, "bastion"))
+            .tags(tag(TAG_MANAGED_BY, MANAGED_BY))
             .tags(tag(TAG_DATABASE, new.database))
             .tags(tag(TAG_USER, new.user))
             .send()
@@ -180,6 +191,25 @@ impl SecretStore {
                 }
             }
             Err(e) => Err(call_failed("PutSecretValue", name, &e)),
+        }
+    }
+
+    /// Whether the principal may PutSecretValue on `absent`, a secret name under the bastion's
+    /// prefix that does not exist (`bastion doctor`): IAM decides before the secret is looked
+    /// up, so `ResourceNotFoundException` means allowed — and nothing is written.
+    pub async fn may_put(&self, absent: &str) -> Result<(), ManagedError> {
+        let result = self
+            .client
+            .put_secret_value()
+            .secret_id(absent)
+            .secret_string("bastion-doctor-probe")
+            .send()
+            .await;
+        match result {
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+            // Only if the random name existed: allowed, though it wrote.
+            Ok(_) => Ok(()),
+            Err(e) => Err(call_failed("PutSecretValue", absent, &e)),
         }
     }
 
@@ -230,19 +260,67 @@ impl SecretStore {
         }
     }
 
-    /// Delete `name` at once (a user that stopped being managed, after its grace period).
-    pub async fn delete(&self, name: &str) -> Result<(), ManagedError> {
+    /// The secrets whose names start with `name_prefix` and that the bastion tagged as its own
+    /// for `database`: [`TAG_MANAGED_BY`] = `bastion`, [`TAG_DATABASE`] = `database` and a
+    /// [`TAG_USER`] (ListSecrets, every page). A secret of that name someone else made, or
+    /// tagged otherwise, is not listed.
+    pub async fn list_owned(
+        &self,
+        name_prefix: &str,
+        database: &str,
+    ) -> Result<Vec<Owned>, ManagedError> {
+        let filter = |key, value: &str| Filter::builder().key(key).values(value).build();
+        let mut owned = Vec::new();
+        let mut pages = self
+            .client
+            .list_secrets()
+            .filters(filter(FilterNameStringType::Name, name_prefix))
+            .filters(filter(FilterNameStringType::TagKey, TAG_MANAGED_BY))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| call_failed("ListSecrets", name_prefix, &e))?;
+            for entry in page.secret_list() {
+                let tag = |key: &str| {
+                    entry
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                };
+                let ours =
+                    tag(TAG_MANAGED_BY) == Some(MANAGED_BY) && tag(TAG_DATABASE) == Some(database);
+                let (Some(user), Some(arn), Some(name)) =
+                    (tag(TAG_USER), entry.arn(), entry.name())
+                else {
+                    continue;
+                };
+                if ours && name.starts_with(name_prefix) {
+                    owned.push(Owned {
+                        arn: arn.to_string(),
+                        name: name.to_string(),
+                        user: user.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(owned)
+    }
+
+    /// Delete the secret `arn` at once (a user that stopped being managed, after its grace
+    /// period). By ARN: a secret made again under the same name is another one, not deleted.
+    pub async fn delete(&self, arn: &str) -> Result<(), ManagedError> {
         match self
             .client
             .delete_secret()
-            .secret_id(name)
+            .secret_id(arn)
             .force_delete_without_recovery(true)
             .send()
             .await
         {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(call_failed("DeleteSecret", name, &e)),
+            Err(e) => Err(call_failed("DeleteSecret", arn, &e)),
         }
     }
 }

@@ -334,6 +334,8 @@ async fn run(
                 database: &database,
                 db_user: db_user.as_deref(),
                 credentials: &shared.credentials,
+                connector: &shared.connector,
+                check_timeout: shared.limits().handshake_timeout,
                 facts: &facts,
             };
             if database.relay == RelayMode::Inspect {

@@ -14,7 +14,7 @@ use super::error::FrameProblem;
 use super::records::Mutation;
 
 /// The current on-disk format version, in both files' headers.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Bytes in a file header.
 pub const HEADER_LEN: usize = 32;
 /// Bytes in front of each frame's payload (length + CRC).

@@ -15,8 +15,8 @@ use super::records::*;
 use super::state::State;
 use crate::catalog::{Declaration, DeclaredRole};
 use crate::config::{
-    AuthConfig, DatabaseConfig, IamService, PasswordSource, RelayMode, RoleConfig, UpstreamAddr,
-    UpstreamTls, UserConfig,
+    AuthConfig, DatabaseConfig, IamService, ManagedAuthConfig, PasswordSource, RelayMode,
+    RoleConfig, SelfHostedEngine, UpstreamAddr, UpstreamTls, UserConfig,
 };
 
 impl State {
@@ -127,18 +127,9 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
                 )?),
             },
             AuthConfig::None => AuthRecord::None,
-            AuthConfig::Managed(table) => AuthRecord::Managed {
-                settings: text(
-                    &at("auth"),
-                    "MAX_MANAGED_SETTINGS_LEN",
-                    Charset::Path,
-                    &ManagedSettings {
-                        auth: table.clone(),
-                        managed_users: c.managed_users.clone(),
-                    }
-                    .to_json(),
-                )?,
-            },
+            AuthConfig::Managed(table) => {
+                AuthRecord::Managed(managed_record(table, &c.managed_users, &at)?)
+            }
         };
         let record = DatabaseRecord {
             host: text(
@@ -177,30 +168,82 @@ impl TryFrom<&DatabaseConfig> for DatabaseRecord {
     }
 }
 
-/// What a managed database's record keeps: its `auth` table and `managed_users`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ManagedSettings {
-    pub auth: crate::config::ManagedAuthConfig,
-    #[serde(default)]
-    pub managed_users: Vec<String>,
+/// A managed database's `auth` table and `managed_users` as the record keeps them; `at` names a
+/// field of the database.
+pub(super) fn managed_record(
+    table: &ManagedAuthConfig,
+    users: &[String],
+    at: &dyn Fn(&str) -> String,
+) -> Result<ManagedAuthRecord, RecordError> {
+    fn token<const N: usize>(
+        field: String,
+        value: &Option<String>,
+        bound: &'static str,
+    ) -> Result<Option<heapless::String<N>>, RecordError> {
+        value
+            .as_deref()
+            .map(|v| text(&field, bound, Charset::Token, v))
+            .transpose()
+    }
+    let millis = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+    Ok(ManagedAuthRecord {
+        service: table.service.map(Into::into),
+        engine: table.engine.map(|e| match e {
+            SelfHostedEngine::Redis => EngineRecord::Redis,
+            SelfHostedEngine::Valkey => EngineRecord::Valkey,
+        }),
+        region: token(at("auth.region"), &table.region, "MAX_REGION_LEN")?,
+        target: token(at("auth.target"), &table.target, "MAX_TARGET_LEN")?,
+        serverless: table.serverless,
+        admin_user: table
+            .admin_user
+            .as_deref()
+            .map(|u| pattern(&at("auth.admin_user"), u))
+            .transpose()?,
+        admin_password_file: table
+            .admin_password_file
+            .as_deref()
+            .map(|p| path(&at("auth.admin_password_file"), p))
+            .transpose()?,
+        secret_prefix: token(
+            at("auth.secret_prefix"),
+            &table.secret_prefix,
+            "MAX_SECRET_PREFIX_LEN",
+        )?,
+        kms_key_id: token(at("auth.kms_key_id"), &table.kms_key_id, "MAX_ARN_LEN")?,
+        rotation_interval_ms: millis(table.rotation_interval),
+        secret_grace_period_ms: millis(table.secret_grace_period),
+        managed_users: list(
+            &at("managed_users"),
+            "MAX_MANAGED_USERS_PER_DB",
+            users.iter().map(|u| pattern(&at("managed_users"), u)),
+        )?,
+    })
 }
 
-impl ManagedSettings {
-    fn to_json(&self) -> String {
-        // Cannot fail: plain strings, options, a bool and a duration rendered as text.
-        serde_json::to_string(self).expect("managed settings serialize")
-    }
-
-    /// The settings a record holds, checked by the same rules as a declaration.
-    pub fn parse(json: &str) -> Result<ManagedSettings, String> {
-        let settings: ManagedSettings =
-            serde_json::from_str(json).map_err(|e| format!("managed settings: {e}"))?;
-        settings
-            .auth
-            .check(&settings.managed_users)
-            .map_err(|(field, message)| format!("{field}: {message}"))?;
-        Ok(settings)
-    }
+/// The `auth` table and `managed_users` a record's managed settings declare.
+pub fn managed_config(m: &ManagedAuthRecord) -> (ManagedAuthConfig, Vec<String>) {
+    let string = |s: &Option<_>| s.as_ref().map(|s: &heapless::String<_>| s.to_string());
+    let duration = |ms: Option<u64>| ms.map(std::time::Duration::from_millis);
+    (
+        ManagedAuthConfig {
+            service: m.service.map(Into::into),
+            engine: m.engine.map(|e| match e {
+                EngineRecord::Redis => SelfHostedEngine::Redis,
+                EngineRecord::Valkey => SelfHostedEngine::Valkey,
+            }),
+            region: m.region.as_deref().map(str::to_string),
+            target: m.target.as_deref().map(str::to_string),
+            serverless: m.serverless,
+            admin_user: m.admin_user.as_deref().map(str::to_string),
+            admin_password_file: m.admin_password_file.as_deref().map(PathBuf::from),
+            secret_prefix: string(&m.secret_prefix),
+            kms_key_id: m.kms_key_id.as_deref().map(str::to_string),
+            rotation_interval: duration(m.rotation_interval_ms),
+            secret_grace_period: duration(m.secret_grace_period_ms),
+        },
+        m.managed_users.iter().map(|u| u.to_string()).collect(),
+    )
 }
 
 impl Declaration for DatabaseRecord {
@@ -244,20 +287,12 @@ impl Declaration for DatabaseRecord {
                 }
             }),
             AuthRecord::None => AuthConfig::None,
-            // A record is validated before it is written and after it is read, so its settings
-            // parse; the default (no service, no engine) would be refused by every rule check.
-            AuthRecord::Managed { settings } => AuthConfig::Managed(
-                ManagedSettings::parse(settings)
-                    .map(|m| m.auth)
-                    .unwrap_or_default(),
-            ),
+            AuthRecord::Managed(m) => AuthConfig::Managed(managed_config(m).0),
         })
     }
     fn managed_users(&self) -> Cow<'_, [String]> {
         Cow::Owned(match &self.auth {
-            AuthRecord::Managed { settings } => ManagedSettings::parse(settings)
-                .map(|m| m.managed_users)
-                .unwrap_or_default(),
+            AuthRecord::Managed(m) => managed_config(m).1,
             _ => Vec::new(),
         })
     }

@@ -55,8 +55,10 @@ pub const MAX_ROLES: usize = 1024;
 pub const MAX_USERS: usize = 4096;
 /// Issued certificates (live, expired and revoked) in the store.
 pub const MAX_CERTIFICATES: usize = 65_536;
-/// Bytes of a managed database's settings (the `auth` table and `managed_users`, as JSON).
-pub const MAX_MANAGED_SETTINGS_LEN: usize = 8192;
+/// `managed_users` of one managed database.
+pub const MAX_MANAGED_USERS_PER_DB: usize = 128;
+/// Bytes in a managed database's `secret_prefix` (its own rule allows 128).
+pub const MAX_SECRET_PREFIX_LEN: usize = 128;
 /// Managed database users (rotated secrets) in the store.
 pub const MAX_MANAGED_USERS: usize = 1024;
 
@@ -138,12 +140,37 @@ pub enum AuthRecord {
         password_env: Option<heapless::String<MAX_ENV_NAME_LEN>>,
     },
     None,
-    /// `mode = "managed"`: the `auth` table and `managed_users` as JSON
-    /// ([`crate::store::convert::ManagedSettings`]), checked on write and on read. No password:
-    /// those live in Secrets Manager and the admin's password file.
-    Managed {
-        settings: heapless::String<MAX_MANAGED_SETTINGS_LEN>,
-    },
+    /// `mode = "managed"`: the `auth` table and `managed_users`, checked on write and on read
+    /// by the rules of a declaration. No password: those live in Secrets Manager and the
+    /// admin's password file. (Format 3 kept these as a JSON string.)
+    Managed(ManagedAuthRecord),
+}
+
+/// A managed database's settings ([`crate::config::ManagedAuthConfig`] and `managed_users`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedAuthRecord {
+    /// AWS: the cache's service (with `target`); `None`: self-hosted (with `engine`).
+    pub service: Option<IamServiceRecord>,
+    pub engine: Option<EngineRecord>,
+    pub region: Option<heapless::String<MAX_REGION_LEN>>,
+    pub target: Option<heapless::String<MAX_TARGET_LEN>>,
+    pub serverless: bool,
+    pub admin_user: Option<Pattern>,
+    pub admin_password_file: Option<PathText>,
+    pub secret_prefix: Option<heapless::String<MAX_SECRET_PREFIX_LEN>>,
+    pub kms_key_id: Option<heapless::String<MAX_ARN_LEN>>,
+    /// Milliseconds.
+    pub rotation_interval_ms: Option<u64>,
+    /// Milliseconds.
+    pub secret_grace_period_ms: Option<u64>,
+    pub managed_users: heapless::Vec<Pattern, MAX_MANAGED_USERS_PER_DB>,
+}
+
+/// A self-hosted managed database's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EngineRecord {
+    Redis,
+    Valkey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +231,10 @@ pub struct ManagedUserRecord {
     pub last_rotation: Option<UnixSeconds>,
     /// Bumped at every rotation.
     pub generation: u64,
+    /// When the bastion saw the user stop being managed (tag removed or false, dropped from
+    /// `managed_users`); its secret `secret_arn` is deleted `secret_grace_period` later.
+    /// `None`: managed.
+    pub unmanaged_since: Option<UnixSeconds>,
 }
 
 /// One change to the store: what the log holds, one per record.
@@ -414,13 +445,38 @@ impl Validate for DatabaseRecord {
                 }
             }
             AuthRecord::None => {}
-            AuthRecord::Managed { settings } => {
-                super::convert::ManagedSettings::parse(settings).map_err(|message| {
-                    RecordError::Managed {
-                        database: self.name.to_string(),
-                        message,
+            AuthRecord::Managed(m) => {
+                let texts = [
+                    ("auth.region", Charset::Token, m.region.as_deref()),
+                    ("auth.target", Charset::Token, m.target.as_deref()),
+                    ("auth.admin_user", Charset::Token, m.admin_user.as_deref()),
+                    (
+                        "auth.admin_password_file",
+                        Charset::Path,
+                        m.admin_password_file.as_deref(),
+                    ),
+                    (
+                        "auth.secret_prefix",
+                        Charset::Token,
+                        m.secret_prefix.as_deref(),
+                    ),
+                    ("auth.kms_key_id", Charset::Token, m.kms_key_id.as_deref()),
+                ];
+                for (field, charset, value) in texts {
+                    if let Some(value) = value {
+                        check_text(&at(field), charset, value)?;
                     }
-                })?;
+                }
+                for user in &m.managed_users {
+                    check_text(&at("managed_users"), Charset::Token, user)?;
+                }
+                // The rules of a declaration (`config/managed.rs`), on the typed settings.
+                let (auth, users) = super::convert::managed_config(m);
+                auth.check(&users)
+                    .map_err(|(field, message)| RecordError::Managed {
+                        database: self.name.to_string(),
+                        message: format!("{field}: {message}"),
+                    })?;
             }
         }
         Ok(())

@@ -105,6 +105,7 @@ pub fn managed(database: &str, db_user: &str, generation: u64) -> ManagedUserRec
         .unwrap(),
         last_rotation: (generation > 0).then_some(1_700_000_000 + generation as i64),
         generation,
+        unmanaged_since: (generation % 2 == 1).then_some(1_700_000_100),
     }
 }
 

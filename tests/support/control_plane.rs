@@ -89,11 +89,14 @@ class H(Proxy):
 ///
 /// ElastiCache ([`ControlPlane::elasticache`], query protocol):
 /// - **Shims** (moto 5.2 lacks them): `DescribeUserGroups` and `DescribeServerlessCaches`,
-///   answered from the user groups and serverless caches the test gives; `ModifyUser`.
+///   answered from the user groups and serverless caches the test gives; `ModifyUser`; and
+///   `DescribeUsers` of all users paged as the service pages it (2 users a page, `Marker`;
+///   moto answers all at once), logged `paged DescribeUsers from <n> more|last`.
 /// - **Harness**: `ModifyUser`'s `Passwords` are applied to a real redis-server's ACL
 ///   (`ACL SETUSER <user name> resetpass >p1 >p2`), as ElastiCache applies them to its nodes.
 ///
-/// Every other action (DescribeReplicationGroups, DescribeUsers, ListTagsForResource) is moto's.
+/// Every other action (DescribeReplicationGroups, DescribeUsers of one user id,
+/// ListTagsForResource) is moto's.
 pub struct ControlPlane {
     child: Child,
     port: u16,
@@ -203,8 +206,9 @@ impl Drop for ControlPlane {
 }
 
 const ELASTICACHE_SHIM: &str = r#"
-import json, sys, urllib.parse, redis
+import json, re, sys, urllib.parse, redis
 from xml.sax.saxutils import escape
+USERS_PAGE = 2
 moto, redis_port, user, pw, data, port_file = sys.argv[1:7]
 data = json.loads(data)
 groups, serverless, names = data['groups'], data['serverless'], data['names']
@@ -241,6 +245,23 @@ class H(Proxy):
                           '<Engine>valkey</Engine><UserGroupId>%s</UserGroupId></member>' % (escape(n), escape(g))
                           for n, g in serverless.items() if want in (None, n))
             return self.reply(200, xml(action, '<ServerlessCaches>%s</ServerlessCaches>' % out))
+        if action == 'DescribeUsers' and 'UserId' not in form:
+            # SHIM: moto 5.2 answers every user at once; the service pages them (Marker).
+            status, out, ctype = self.forward(body)
+            if status != 200:
+                return self.reply(status, out, ctype)
+            ids = re.findall(r'<UserId>(.*?)</UserId>', out.decode())
+            start = int(form.get('Marker') or 0)
+            page = ids[start:start + USERS_PAGE]
+            found = ''
+            for uid in page:
+                one = self.forward(urllib.parse.urlencode(dict(
+                    Action='DescribeUsers', Version=form.get('Version', ''), UserId=uid)).encode())[1].decode()
+                found += one[one.index('<Users>') + 7:one.index('</Users>')]
+            more = start + USERS_PAGE < len(ids)
+            print('paged DescribeUsers from', start, 'more' if more else 'last', flush=True)
+            marker = '<Marker>%d</Marker>' % (start + USERS_PAGE) if more else ''
+            return self.reply(200, xml(action, '<Users>%s</Users>%s' % (found, marker)))
         if action == 'ModifyUser':  # SHIM: not in moto 5.2; HARNESS: the nodes apply it
             uid = form['UserId']
             pws = [v for k, v in sorted(form.items()) if k.startswith('Passwords.member.')]
@@ -265,8 +286,13 @@ class H(Proxy):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
         action = self.headers.get('X-Amz-Target', '').split('.')[-1]
+        mode = open(mode_file).read().strip()
+        if mode == 'deny' and action in ('PutSecretValue', 'ListSecrets'):  # SHIM: deny
+            print('denied', action, flush=True)
+            return self.reply(400, json.dumps({'__type': 'AccessDeniedException',
+                'message': 'User: arn:aws:iam::123456789012:user/bastion is not authorized to '
+                           'perform: secretsmanager:' + action}).encode())
         if action == 'PutSecretValue':  # SHIM: throttle as the file says
-            mode = open(mode_file).read().strip()
             if mode == 'always' or (mode.isdigit() and int(mode) > 0):
                 if mode.isdigit():
                     open(mode_file, 'w').write(str(int(mode) - 1))
@@ -280,8 +306,11 @@ class H(Proxy):
 
 impl ControlPlane {
     /// Secrets Manager in front of `moto` answering PutSecretValue with `ThrottlingException`
-    /// as `mode_file` says: a number N (the next N calls, counted down) or `always`. SHIM: moto
-    /// never throttles. For `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
+    /// as `mode_file` says: a number N (the next N calls, counted down) or `always`; or
+    /// PutSecretValue and ListSecrets with `AccessDeniedException` (`deny`: the principal lacks
+    /// both).
+    /// SHIM: moto never throttles and, by default, allows everything. For
+    /// `AWS_ENDPOINT_URL_SECRETS_MANAGER`.
     pub fn throttling_secrets_manager(
         moto: &Moto,
         redis: &RedisServer,

@@ -37,14 +37,20 @@ pub const ACCOUNT_PLACEHOLDER: &str = "<ACCOUNT_ID>";
 pub const REGION_PLACEHOLDER: &str = "<REGION>";
 
 /// What the bastion does with its managed secrets.
-pub const SECRETS_ACTIONS: [&str; 6] = [
+pub const SECRETS_ACTIONS: [&str; 7] = [
     "secretsmanager:CreateSecret",
+    "secretsmanager:DeleteSecret",
     "secretsmanager:DescribeSecret",
     "secretsmanager:GetSecretValue",
     "secretsmanager:PutSecretValue",
     "secretsmanager:TagResource",
     "secretsmanager:UpdateSecretVersionStage",
 ];
+
+/// What a managed database needs on every secret (the action takes no resource): finding its
+/// own secrets by tag, to delete those of users no longer managed (see
+/// [`crate::managed::retire`]).
+pub const SECRETS_LIST_ACTIONS: [&str; 1] = ["secretsmanager:ListSecrets"];
 
 /// What a managed MemoryDB database needs on its cluster, ACLs and users: discovery by tag
 /// and the password change (see [`crate::managed::cloud`]).
@@ -267,6 +273,12 @@ pub fn bootstrap_policy(
             &SECRETS_ACTIONS,
             format!("arn:aws:secretsmanager:{region}:{account}:secret:{prefix}/*"),
         );
+        grant_to(
+            None,
+            "ManagedSecretsList",
+            &SECRETS_LIST_ACTIONS,
+            "*".to_string(),
+        );
         if let (Some(IamService::Memorydb), Some(target)) = (m.service, &m.target) {
             for resource in [
                 format!("arn:aws:memorydb:{region}:{account}:cluster/{target}"),
@@ -443,7 +455,7 @@ db_names = ["rg"]
             .document
             .statement
             .iter()
-            .all(|s| s.sid != "MemoryDBConnect"));
+            .all(|s| s.sid != "MemoryDBConnect" && s.sid != "ManagedSecretsList"));
     }
 
     #[test]
@@ -461,10 +473,16 @@ db_names = ["rg"]
         let c = Config::parse(&managed, Path::new("t")).unwrap();
         let b = bootstrap_policy(&c, "123456789012", Err("n/a")).unwrap();
         let s = statement(&b.document, "ManagedSecrets");
-        assert!(s
-            .action
-            .iter()
-            .any(|a| a == "secretsmanager:UpdateSecretVersionStage"));
+        for action in [
+            "secretsmanager:UpdateSecretVersionStage",
+            "secretsmanager:DeleteSecret",
+        ] {
+            assert!(s.action.iter().any(|a| a == action), "{action}");
+        }
+        // Secrets of users no longer managed are found by tag: ListSecrets takes no resource.
+        let list = statement(&b.document, "ManagedSecretsList");
+        assert_eq!(list.action, ["secretsmanager:ListSecrets"]);
+        assert_eq!(list.resource, ["*"]);
         for r in [
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:corp/*",
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:bastion/*",

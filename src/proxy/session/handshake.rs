@@ -355,21 +355,15 @@ async fn connect(
         };
         drop(secret);
         let authenticating = StdInstant::now();
-        let Authenticated { reply, extra } =
-            match upstream::authenticate(&mut stream, db, db_user, &command).await {
-                Err(refused @ AuthError::Rejected { .. }) => {
-                    upstream::managed_fallback(
-                        &mut stream,
-                        db,
-                        db_user,
-                        opening,
-                        &shared.credentials,
-                        refused,
-                    )
-                    .await?
-                }
-                other => other?,
-            };
+        let (Authenticated { reply, extra }, _) = upstream::login(
+            &mut stream,
+            db,
+            db_user,
+            opening,
+            &shared.credentials,
+            &command,
+        )
+        .await?;
         shared
             .metrics
             .upstream_authenticated(authenticating.elapsed());

@@ -9,7 +9,7 @@ mod auth;
 mod secret;
 
 pub use auth::{authenticate, AuthError, Authenticated, MAX_REPLY};
-pub use secret::{auth_secret, managed_fallback};
+pub use secret::{auth_secret, login};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

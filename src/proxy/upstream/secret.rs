@@ -84,17 +84,44 @@ pub async fn auth_secret(
     }
 }
 
+/// The one login: send `command` (the AUTH/HELLO of `opening` with the session's secret) and
+/// read its reply; a managed database's refused AWSCURRENT is followed by [`managed_fallback`]
+/// on the same connection. Returns the reply and, when the fallback's password was the one
+/// accepted, that password (`None`: `command`'s was). Sessions' first login and the guard's
+/// re-AUTH check (`guard/session_policy.rs`) both log in here.
+pub async fn login<S>(
+    stream: &mut S,
+    db: &Database,
+    db_user: Option<&str>,
+    opening: &Opening,
+    credentials: &CredentialChain,
+    command: &[u8],
+) -> Result<(Authenticated, Option<Secret>), AuthError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match super::authenticate(stream, db, db_user, command).await {
+        Err(refused @ AuthError::Rejected { .. }) => {
+            managed_fallback(stream, db, db_user, opening, credentials, refused)
+                .await
+                .map(|(done, password)| (done, Some(password)))
+        }
+        other => other.map(|done| (done, None)),
+    }
+}
+
 /// After the upstream refused a managed database's AWSCURRENT: AWSCURRENT read afresh (another
 /// bastion rotated since our cache), then AWSPREVIOUS (the cloud applies a change with a
-/// delay), on the same connection. Any other database, or no password left: `refused`.
-pub async fn managed_fallback<S>(
+/// delay), on the same connection; the reply and the password accepted. Any other database,
+/// or no password left: `refused`.
+async fn managed_fallback<S>(
     stream: &mut S,
     db: &Database,
     db_user: Option<&str>,
     opening: &Opening,
     credentials: &CredentialChain,
     refused: AuthError,
-) -> Result<Authenticated, AuthError>
+) -> Result<(Authenticated, Secret), AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -112,7 +139,7 @@ where
             break;
         };
         match super::authenticate(stream, db, db_user, &command).await {
-            Ok(done) => return Ok(done),
+            Ok(done) => return Ok((done, password)),
             Err(e @ AuthError::Rejected { .. }) => last = e,
             Err(e) => return Err(e),
         }
