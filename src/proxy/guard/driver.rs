@@ -48,6 +48,46 @@ pub trait Policy: Send + Sync {
 
     /// Audit what the guard did to one command.
     fn audit(&self, event: GuardEvent<'_>);
+
+    /// Inspect mode, a RESP2 subscriber (which cannot run AUTH): a fresh upstream connection,
+    /// authenticated as the session's db-user and subscribed by `plan` (its confirmations
+    /// swallowed), staged to take the current connection's place — not used before
+    /// [`Policy::switch_over`].
+    fn resubscribe(
+        &self,
+        plan: &Resubscribe,
+    ) -> impl Future<Output = Result<(), MoveError>> + Send {
+        let _ = plan;
+        async {
+            Err(MoveError::NotSent(
+                "this session cannot move upstream".into(),
+            ))
+        }
+    }
+
+    /// The staged connection takes the requests from the next write on (the old connection's
+    /// replies still come first: the replies watch says when they are over).
+    fn switch_over(&self) {}
+}
+
+/// How a RESP2 subscriber's new upstream connection is subscribed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resubscribe {
+    /// `SUBSCRIBE` / `PSUBSCRIBE` / `SSUBSCRIBE` commands, encoded.
+    pub commands: Vec<u8>,
+    /// The confirmations they get (one per channel or pattern).
+    pub confirmations: u64,
+}
+
+/// Why no connection could be staged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveError {
+    /// Nothing was tried (no secret to authenticate with): try again later, as for an AUTH
+    /// that could not be made.
+    NotSent(String),
+    /// The dial, the AUTH or the subscriptions failed: the session ends, as when the upstream
+    /// refuses a re-AUTH.
+    Failed(String),
 }
 
 /// What the guard did, for the audit.
@@ -106,6 +146,13 @@ pub trait Observer: Send {
     fn reauth(&mut self, outcome: Reauth<'_>) {
         let _ = outcome;
     }
+
+    /// At a due re-AUTH, between commands: `Some` when the connection is a RESP2 subscriber
+    /// (which cannot run AUTH) at an otherwise quiet point and its subscriptions are known —
+    /// it is to move to a fresh connection subscribed by the plan.
+    fn resubscribe(&mut self) -> Option<Resubscribe> {
+        None
+    }
 }
 
 /// What became of a due re-AUTH.
@@ -117,7 +164,21 @@ pub enum Reauth<'a> {
     NotQuiet,
     /// No command could be made (no token): the reason, for the audit.
     Failed(&'a str),
+    /// A RESP2 subscriber's move begins: a new connection is being made and subscribed (the
+    /// old one's messages go on meanwhile).
+    Moving,
+    /// The new connection confirmed every subscription: [`MARKER`] is written on the old one
+    /// next (its reply is the bastion's and ends that connection's replies), then the new one
+    /// takes the requests.
+    Moved,
+    /// The move failed: the reason, for the audit; the session ends.
+    MoveFailed(&'a str),
 }
+
+/// What ends the old connection's replies when a subscriber moves: a `PING`, which a
+/// subscribed RESP2 connection answers in order with `*2 pong ""` after every message
+/// published before it; later ones reach the new connection.
+pub const MARKER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// What an [`Observer`] wants of a command just named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -555,6 +616,11 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
         sink: &mut Upstream<'_, W>,
     ) -> Result<(), RelayError> {
         let between = matches!(self.mode, Mode::Pending) && self.held.is_empty();
+        if between {
+            if let Some(plan) = self.observer.resubscribe() {
+                return self.move_upstream(plan, sink).await;
+            }
+        }
         if !(between && self.observer.quiet()) {
             self.observer.reauth(Reauth::NotQuiet);
             return Ok(());
@@ -567,6 +633,37 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
             Err(reason) => {
                 self.observer.reauth(Reauth::Failed(&reason));
                 Ok(())
+            }
+        }
+    }
+
+    /// Move a RESP2 subscriber to a fresh connection holding its subscriptions. The client's
+    /// requests wait meanwhile (nothing of theirs is read), the old connection's messages go on.
+    async fn move_upstream<W: AsyncWrite + Unpin>(
+        &mut self,
+        plan: Resubscribe,
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        self.observer.reauth(Reauth::Moving);
+        match Box::pin(self.policy.resubscribe(&plan)).await {
+            Ok(()) => {
+                self.observer.reauth(Reauth::Moved);
+                sink.write(MARKER).await?;
+                self.policy.switch_over();
+                Ok(())
+            }
+            Err(MoveError::NotSent(reason)) => {
+                self.observer.reauth(Reauth::Failed(&reason));
+                Ok(())
+            }
+            Err(MoveError::Failed(reason)) => {
+                self.observer.reauth(Reauth::MoveFailed(&reason));
+                Err(RelayError::Write {
+                    side: Side::Upstream,
+                    source: io::Error::other(format!(
+                        "could not move the subscriber to a new connection: {reason}"
+                    )),
+                })
             }
         }
     }

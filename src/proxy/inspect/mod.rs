@@ -15,6 +15,9 @@
 //! - [`tap`]: the session's [`Inspection`], fed by the guard's observer hook (requests) and
 //!   the relay's watch hook (replies); counts, pairs and audits commands (`db.command`), and
 //!   asks the [`CommandPolicy`] hook about each.
+//! - [`seam`]: a RESP2 subscriber's move to a fresh connection at a due re-AUTH (it cannot run
+//!   AUTH): its subscriptions, the new connection's confirmations, and the seam where the old
+//!   connection's messages end and the new one's begin (repeats dropped).
 //!
 //! Wired by `relay = "inspect"` (`proxy/session.rs`); nothing here moves bytes. What this
 //! module must never do:
@@ -27,6 +30,7 @@ pub mod keys;
 pub mod matcher;
 pub mod policy;
 pub mod reply;
+pub mod seam;
 pub mod tap;
 
 #[cfg(test)]
