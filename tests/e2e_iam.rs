@@ -591,10 +591,7 @@ async fn resp2_subscriber_moves_to_fresh_connections_losing_and_repeating_nothin
     use std::time::Duration;
     use support::raw::Raw;
 
-    let r = pubsub_rig();
-    let mut sub = Raw::connect(&Endpoint::unix(r.bastion.socket_path("iamdb")))
-        .await
-        .expect("connect");
+    let (r, mut sub) = pubsub_rig().await;
     subscribe_ch_and_news(&mut sub).await;
     let publisher = tokio::spawn(publish_for(r.redis.plain_addr(), Duration::from_secs(8)));
     let (n, plain, pattern) = read_messages(&mut sub, publisher, true).await;
@@ -626,10 +623,7 @@ async fn subscribe_commands_across_moves_get_redis_exact_replies() {
     use std::time::Duration;
     use support::raw::{command_str, show, Raw};
 
-    let r = pubsub_rig();
-    let mut sub = Raw::connect(&Endpoint::unix(r.bastion.socket_path("iamdb")))
-        .await
-        .expect("connect");
+    let (r, mut sub) = pubsub_rig().await;
     let mut direct = Raw::connect_tcp_only(r.redis.plain_addr())
         .await
         .expect("connect to redis");
@@ -703,10 +697,7 @@ async fn a_refused_move_ends_the_subscribers_session_with_an_audit_event() {
     use std::time::Duration;
     use support::raw::Raw;
 
-    let r = pubsub_rig();
-    let mut sub = Raw::connect(&Endpoint::unix(r.bastion.socket_path("iamdb")))
-        .await
-        .expect("connect");
+    let (r, mut sub) = pubsub_rig().await;
     subscribe_ch_and_news(&mut sub).await;
     let mark = r.bastion.log_mark();
     r.front.refuse_new_connections(true);
@@ -729,10 +720,7 @@ async fn a_resp3_subscriber_is_reauthenticated_in_place() {
     use std::time::Duration;
     use support::raw::Raw;
 
-    let r = pubsub_rig();
-    let mut sub = Raw::connect(&Endpoint::unix(r.bastion.socket_path("iamdb")))
-        .await
-        .expect("connect");
+    let (r, mut sub) = pubsub_rig().await;
     let hello = sub.request_str(&["HELLO", "3"]).await.unwrap();
     assert!(hello.starts_with(b"%"), "{hello:?}");
     sub.send(&support::raw::command_str(&["SUBSCRIBE", "ch"]))
@@ -797,15 +785,20 @@ async fn read_messages(
     }
 }
 
-/// Inspect mode, `reauth_interval` 1 s, connections cut 3 s after their last AUTH.
-fn pubsub_rig() -> Rig {
-    rig_with(RigOpts {
+/// Inspect mode, `reauth_interval` 1 s, connections cut 3 s after their last AUTH; a client
+/// connected to it.
+async fn pubsub_rig() -> (Rig, support::raw::Raw) {
+    let r = rig_with(RigOpts {
         relay: "inspect",
         limits: "reauth_interval = \"1s\"",
         connection_limit: Some(std::time::Duration::from_secs(3)),
         rust_log: "info",
         ..RigOpts::default()
-    })
+    });
+    let sub = support::raw::Raw::connect(&Endpoint::unix(r.bastion.socket_path("iamdb")))
+        .await
+        .expect("connect");
+    (r, sub)
 }
 
 async fn subscribe_ch_and_news(c: &mut support::raw::Raw) {

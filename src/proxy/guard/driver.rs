@@ -9,6 +9,10 @@
 //! read, so pipelined commands are never reordered and never held back longer than the rule for
 //! the command before them needs (its end, or a fresh IAM token for a re-AUTH).
 //!
+//! In inspect mode a due re-AUTH of a RESP2 subscriber (which cannot run AUTH) is a move
+//! instead ([`Policy::resubscribe`]): the client's requests wait while a new connection is made,
+//! a [`MARKER`] ends the old one's replies, and the new one takes the requests.
+//!
 //! What it must never do: forward a byte of a command before it is named, forward any byte of a
 //! held command (the client's password), write to the client (replies are the relay's, in
 //! order), or log what it moves.

@@ -21,8 +21,10 @@
 //!
 //! Wired by `relay = "inspect"` (`proxy/session.rs`); nothing here moves bytes. What this
 //! module must never do:
-//! disagree with Redis about where a reply ends, hold or reorder bytes (it only observes them),
-//! buffer a payload, or panic on input from the upstream.
+//! disagree with Redis about where a reply ends, hold or reorder bytes (it only observes them;
+//! the exception is a RESP2 subscriber's move, where each reply is held to its end at the seam,
+//! up to `seam::HOLD_CAP` bytes), buffer a payload otherwise, or panic on input from the
+//! upstream.
 
 mod commands;
 mod fuzz;

@@ -35,8 +35,10 @@
 //! on its own (a slot migration). The new connection is `AUTH`ed as RESP2; a `CLIENT SETNAME`
 //! or `CLIENT TRACKING` of the old connection is not carried over.
 //!
-//! What it must never do: hold a message longer than it takes to judge it, or keep a payload
-//! (only 64-bit keyed hashes of the frames, keys random per session).
+//! What it must never do: hold a message longer than it takes to judge it, or more than
+//! [`HOLD_CAP`] bytes of one (a longer one goes on as it comes, and is delivered even if it
+//! repeats one), or remember a payload (only 64-bit keyed hashes of the frames, keys random
+//! per session).
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{BTreeSet, VecDeque};
@@ -54,6 +56,9 @@ use crate::proxy::handshake::upstream::encode_command;
 pub const NAMES_CAP: usize = 1 << 20;
 /// Messages of the old connection remembered for the seam (the newest).
 const TAIL_CAP: usize = 1 << 16;
+/// Bytes of one reply held at the seam; a longer one goes on to the client as it comes (it
+/// cannot be the marker; on the new connection it is delivered even if it repeats one).
+const HOLD_CAP: usize = 1 << 20;
 
 /// A subscribe-family command on its way: its kind and the names it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +242,8 @@ pub(super) struct Seam {
     held: Vec<u8>,
     /// …and what the client gets of the current read so far.
     pub out: Vec<u8>,
+    /// The reply in progress outgrew [`HOLD_CAP`]: its bytes went on unheld.
+    spilled: bool,
 }
 
 enum Phase {
@@ -263,6 +270,7 @@ impl Seam {
             phase: Phase::Recording,
             held: Vec::new(),
             out: Vec::new(),
+            spilled: false,
             tail: VecDeque::new(),
         }
     }
@@ -280,7 +288,14 @@ impl Seam {
     /// Bytes of the reply in progress.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.hashing.write(bytes);
-        if self.holding() {
+        if !self.holding() {
+            return;
+        }
+        if self.spilled || self.held.len() + bytes.len() > HOLD_CAP {
+            self.spilled = true;
+            self.out.append(&mut self.held);
+            self.out.extend_from_slice(bytes);
+        } else {
             self.held.extend_from_slice(bytes);
         }
     }
@@ -306,17 +321,24 @@ impl Seam {
     /// The held reply goes to the client.
     pub fn release(&mut self) {
         self.out.append(&mut self.held);
+        self.spilled = false;
     }
 
-    /// The held reply is dropped.
+    /// The held reply is dropped — unless it outgrew the hold and went on already (then the
+    /// rest goes on too: a repeat gets through rather than half a message).
     pub fn discard(&mut self) {
-        self.held.clear();
+        if self.spilled {
+            self.release();
+        } else {
+            self.held.clear();
+        }
     }
 
     /// The marker's reply came: the old connection is over (nothing after it goes to the
     /// client), the new one's replies follow. `false`: none of them can be a repeat.
     pub fn old_done(&mut self) -> bool {
         self.held.clear();
+        self.spilled = false;
         self.hashing = self.keys.build_hasher();
         self.phase = Phase::Filtering {
             candidates: Vec::new(),
@@ -428,6 +450,23 @@ mod tests {
         long.arg(None);
         subs.confirmed(&long, 0);
         assert!(subs.plan((2, 0, 0)).is_none(), "a name not seen whole");
+    }
+
+    #[test]
+    fn a_reply_longer_than_the_hold_goes_on_and_is_never_cut_in_half() {
+        let mut seam = seam_with_tail(&[]);
+        let big = vec![b'x'; HOLD_CAP / 2 + 1];
+        seam.feed(&big);
+        assert!(seam.out.is_empty(), "held");
+        seam.feed(&big);
+        assert_eq!(seam.out.len(), 2 * big.len(), "spilled: passed on");
+        seam.feed(b"end");
+        seam.discard();
+        assert_eq!(seam.out.len(), 2 * big.len() + 3, "the rest follows");
+        seam.out.clear();
+        seam.feed(b"small");
+        seam.discard();
+        assert!(seam.out.is_empty(), "a small repeat is dropped whole");
     }
 
     #[tokio::test]

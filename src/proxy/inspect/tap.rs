@@ -1293,6 +1293,24 @@ mod move_tests {
     use super::tests::{feed, settings, through};
     use super::*;
 
+    fn reauthing() -> AuditSettings {
+        AuditSettings {
+            reauth: Some(std::time::Duration::from_secs(1)),
+            ..settings(0.0)
+        }
+    }
+
+    /// The session's hooks, subscribed to `ch`.
+    fn subscribed<'i, 'a>(
+        inspection: &'i Inspection<'a>,
+    ) -> (RequestTap<'i, 'a, AllowAll>, ReplyTap<'i, 'a>) {
+        let mut tap = inspection.requests(&AllowAll);
+        let mut watch = inspection.replies();
+        feed(&mut tap, b"SUBSCRIBE ch\r\n");
+        through(&mut watch, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+        (tap, watch)
+    }
+
     fn message(ch: &str, payload: &str) -> Vec<u8> {
         format!(
             "*3\r\n$7\r\nmessage\r\n${}\r\n{ch}\r\n${}\r\n{payload}\r\n",
@@ -1316,16 +1334,9 @@ mod move_tests {
         let new = [&m[3][..], &m[4], &m[5], &m[6], unsubscribed].concat();
         for cut in 0..=new.len() {
             let handover = Handover::default();
-            let settings = AuditSettings {
-                reauth: Some(std::time::Duration::from_secs(1)),
-                ..settings(0.0)
-            };
             let inspection =
-                Inspection::new(&facts, &counters, &budget, settings).with_handover(&handover);
-            let mut tap = inspection.requests(&AllowAll);
-            let mut watch = inspection.replies();
-            feed(&mut tap, b"SUBSCRIBE ch\r\n");
-            through(&mut watch, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+                Inspection::new(&facts, &counters, &budget, reauthing()).with_handover(&handover);
+            let (mut tap, mut watch) = subscribed(&inspection);
             let plan = tap.resubscribe().expect("a plan");
             assert_eq!(plan.commands, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n");
             assert_eq!(plan.confirmations, 1);
@@ -1355,16 +1366,9 @@ mod move_tests {
         let counters = Counters::default();
         let budget = AuditBudget::default();
         let handover = Handover::default();
-        let settings = AuditSettings {
-            reauth: Some(std::time::Duration::from_secs(1)),
-            ..settings(0.0)
-        };
         let inspection =
-            Inspection::new(&facts, &counters, &budget, settings).with_handover(&handover);
-        let mut tap = inspection.requests(&AllowAll);
-        let mut watch = inspection.replies();
-        feed(&mut tap, b"SUBSCRIBE ch\r\n");
-        through(&mut watch, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+            Inspection::new(&facts, &counters, &budget, reauthing()).with_handover(&handover);
+        let (mut tap, mut watch) = subscribed(&inspection);
         for round in 0..3 {
             let m: Vec<Vec<u8>> = (0..3)
                 .map(|i| message("ch", &format!("r{round}m{i}")))

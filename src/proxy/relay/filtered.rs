@@ -91,20 +91,13 @@ async fn copy_inspected<F: Requests, V: Watch>(
         current: Box::new(upstream_write),
         handover,
     };
-    Direction::ClientToUpstream.trace_start(Path::Copy);
-    super::drive(
-        requests.run(
-            client_read,
-            upstream_write,
-            counters.for_direction(Direction::ClientToUpstream),
-        ),
-        copy::watched(
-            Direction::UpstreamToClient,
-            upstream_read,
-            client_write,
-            counters.for_direction(Direction::UpstreamToClient),
-            watch,
-        ),
+    let client = (client_read, client_write);
+    drive_copied(
+        client,
+        (upstream_read, upstream_write),
+        counters,
+        requests,
+        watch,
     )
     .await
 }
@@ -119,25 +112,41 @@ async fn move_filtered<F: Requests>(
     match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
             Ok(plan) => plan.run_filtered(counters, requests).await,
-            Err((client, upstream)) => {
-                copy_filtered(client, upstream, counters, requests, copy::Unwatched).await
-            }
+            Err((client, upstream)) => copy_filtered(client, upstream, counters, requests).await,
         },
-        Path::Copy => copy_filtered(client, upstream, counters, requests, copy::Unwatched).await,
+        Path::Copy => copy_filtered(client, upstream, counters, requests).await,
     }
 }
 
-/// Both legs through user space: the filter on one direction, the copy (shown to `watch`) on
-/// the other.
-async fn copy_filtered<F: Requests, V: Watch>(
+/// Both legs through user space: the filter on one direction, the copy on the other.
+async fn copy_filtered<F: Requests>(
     client: Leg,
     upstream: Leg,
     counters: &Counters,
     requests: F,
-    watch: V,
 ) -> Result<Side, RelayError> {
-    let (client_read, client_write) = tokio::io::split(copy::into_stream(client));
-    let (upstream_read, upstream_write) = tokio::io::split(copy::into_stream(upstream));
+    let client = tokio::io::split(copy::into_stream(client));
+    let upstream = tokio::io::split(copy::into_stream(upstream));
+    drive_copied(client, upstream, counters, requests, copy::Unwatched).await
+}
+
+/// The filter from the client's read half to the upstream's write half, the copy (shown to
+/// `watch`) from the upstream's read half to the client's write half.
+async fn drive_copied<F, V, CR, CW, UR, UW>(
+    (client_read, client_write): (CR, CW),
+    (upstream_read, upstream_write): (UR, UW),
+    counters: &Counters,
+    requests: F,
+    watch: V,
+) -> Result<Side, RelayError>
+where
+    F: Requests,
+    V: Watch,
+    CR: AsyncRead + Unpin + Send,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin + Send,
+{
     Direction::ClientToUpstream.trace_start(Path::Copy);
     super::drive(
         requests.run(
