@@ -615,6 +615,80 @@ async fn resp2_subscriber_moves_to_fresh_connections_losing_and_repeating_nothin
     r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
 }
 
+/// The same with redis-py (RESP2) as the subscriber, to a channel, a pattern and a shard
+/// channel (`SSUBSCRIBE`, one command each on the new connection).
+#[tokio::test]
+async fn a_redis_py_subscriber_keeps_every_message_across_moves() {
+    use std::time::Duration;
+
+    let (r, _idle) = pubsub_rig().await;
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    let script = r#"
+import json, time
+r = connect()
+p = r.pubsub()
+p.subscribe("ch")
+p.psubscribe("news.*")
+p.ssubscribe("sch")
+got = {"message": [], "pmessage": [], "smessage": []}
+start = last = time.time()
+while time.time() - start < 40:
+    m = p.get_message(timeout=0.5)
+    now = time.time()
+    if m is None:
+        if now - start > 9 and now - last > 2:
+            break
+        continue
+    last = now
+    if m["type"] in got:
+        got[m["type"]].append(m["data"].decode())
+print(json.dumps(got))
+"#;
+    let py = tokio::task::spawn_blocking(move || support::clients::python(&ep, script));
+    // Publish once the subscriber holds all three (its upstream connection, seen by Redis).
+    let redis = r.redis.plain_addr();
+    let mut admin = support::raw::Raw::connect_tcp_only(redis).await.unwrap();
+    admin
+        .request_str(&["AUTH", "app", REAL_PASSWORD])
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while admin
+        .request_str(&["PUBSUB", "SHARDNUMSUB", "sch"])
+        .await
+        .unwrap()
+        != b"*2\r\n$3\r\nsch\r\n:1\r\n"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis-py never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n = tokio::spawn(publish_for(redis, Duration::from_secs(8)))
+        .await
+        .unwrap();
+    let out = py.await.unwrap();
+    out.assert_success();
+    let text = out.stdout();
+    let want = |p: &str| {
+        let list: Vec<String> = (0..n).map(|i| format!("\"{p}{i}\"")).collect();
+        format!("[{}]", list.join(", "))
+    };
+    for (kind, p) in [("message", "m"), ("pmessage", "n"), ("smessage", "s")] {
+        let key = format!("\"{kind}\": {}", want(p));
+        assert!(
+            text.contains(&key),
+            "{kind}: lost, repeated or reordered messages: {text}"
+        );
+    }
+    let tokens = r.front.tokens();
+    assert!(
+        tokens.iter().filter(|t| t.opening).count() >= 4,
+        "{tokens:?}"
+    );
+}
+
 /// Client UNSUBSCRIBE / SUBSCRIBE / PING during and after the moves get exactly the replies
 /// Redis gives a connection that never moved (compared byte for byte with one straight to
 /// Redis), and a subscriber that unsubscribed from everything is re-authenticated in place.
@@ -818,8 +892,8 @@ async fn subscribe_ch_and_news(c: &mut support::raw::Raw) {
     );
 }
 
-/// Publish `m<i>` on `ch` and `n<i>` on `news.x`, i = 0, 1, …, straight to Redis for `run`;
-/// how many of each.
+/// Publish `m<i>` on `ch`, `n<i>` on `news.x` and (SPUBLISH) `s<i>` on `sch`, i = 0, 1, …,
+/// straight to Redis for `run`; how many of each.
 async fn publish_for(redis: std::net::SocketAddr, run: std::time::Duration) -> usize {
     let mut p = support::raw::Raw::connect_tcp_only(redis)
         .await
@@ -837,6 +911,9 @@ async fn publish_for(redis: std::net::SocketAddr, run: std::time::Duration) -> u
             .await
             .unwrap();
         p.request_str(&["PUBLISH", "news.x", &format!("n{n}")])
+            .await
+            .unwrap();
+        p.request_str(&["SPUBLISH", "sch", &format!("s{n}")])
             .await
             .unwrap();
         n += 1;

@@ -970,6 +970,101 @@ mod tests {
         assert!(got.is_empty());
     }
 
+    /// A subscriber's move, in the guard: the new connection is asked for and staged, the
+    /// marker goes on the old connection, then the switch — and only then the client's next
+    /// command; a failed move ends the requests direction with an error naming it.
+    #[tokio::test]
+    async fn a_move_sends_the_marker_before_the_switch_and_a_failed_one_ends_the_session() {
+        #[derive(Clone, Default)]
+        struct Log(std::sync::Arc<Mutex<Vec<String>>>);
+        impl Log {
+            fn push(&self, event: impl Into<String>) {
+                self.0.lock().unwrap().push(event.into());
+            }
+        }
+        struct Mover {
+            log: Log,
+            fail: bool,
+        }
+        impl Policy for Mover {
+            fn db_user(&self) -> Option<&str> {
+                Some("app")
+            }
+            async fn reauth(&self) -> Result<Zeroizing<Vec<u8>>, String> {
+                Ok(Zeroizing::new(REAUTH.to_vec()))
+            }
+            fn audit(&self, _: GuardEvent<'_>) {}
+            async fn resubscribe(&self, plan: &Resubscribe) -> Result<(), MoveError> {
+                self.log.push(format!("resubscribe {}", plan.confirmations));
+                if self.fail {
+                    return Err(MoveError::Failed("refused".into()));
+                }
+                Ok(())
+            }
+            fn switch_over(&self) {
+                self.log.push("switch");
+            }
+        }
+        struct Subscriber {
+            log: Log,
+            due: Option<tokio::time::Instant>,
+        }
+        impl Observer for Subscriber {
+            fn reauth_due(&self) -> Option<tokio::time::Instant> {
+                self.due
+            }
+            fn resubscribe(&mut self) -> Option<Resubscribe> {
+                Some(Resubscribe {
+                    commands: Vec::new(),
+                    confirmations: 2,
+                })
+            }
+            fn reauth(&mut self, outcome: Reauth<'_>) {
+                self.log.push(format!("{outcome:?}"));
+                self.due = None;
+            }
+        }
+        for fail in [false, true] {
+            let log = Log::default();
+            let policy = Mover {
+                log: log.clone(),
+                fail,
+            };
+            let observer = Subscriber {
+                log: log.clone(),
+                due: Some(tokio::time::Instant::now()),
+            };
+            let (mut client, client_end) = duplex(1 << 16);
+            let (upstream_end, mut upstream) = duplex(1 << 16);
+            let moved = AtomicU64::new(0);
+            let run =
+                Guard::observed(policy, Vec::new(), observer).run(client_end, upstream_end, &moved);
+            let feed = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = client.write_all(b"PING\r\n").await;
+                drop(client);
+                let mut got = Vec::new();
+                let _ = upstream.read_to_end(&mut got).await;
+                got
+            };
+            let (ran, got) = tokio::join!(run, feed);
+            let log = log.0.lock().unwrap().clone();
+            if fail {
+                let err = ran.unwrap_err().to_string();
+                assert!(
+                    err.contains("could not move") && err.contains("refused"),
+                    "{err}"
+                );
+                assert_eq!(log, ["Moving", "resubscribe 2", "MoveFailed(\"refused\")"]);
+                assert!(got.is_empty(), "{got:?}");
+            } else {
+                ran.unwrap();
+                assert_eq!(log, ["Moving", "resubscribe 2", "Moved", "switch"]);
+                assert_eq!(got, [MARKER, b"PING\r\n"].concat());
+            }
+        }
+    }
+
     /// Any split of a stream into reads sends the upstream the same bytes as the whole stream:
     /// the hold / forward / copy-free bookkeeping never depends on where reads end.
     mod splits {

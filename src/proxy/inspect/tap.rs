@@ -441,7 +441,9 @@ impl<'a> Inspection<'a> {
         let book = self.book();
         let quiet = !book.lost
             && book.pending.is_empty()
-            && book.seam.is_none()
+            // A seam still judging the last move's messages (none came since) is over by
+            // now: the repeats it waits for arrive right after a move, not an interval later.
+            && book.seam.as_ref().is_none_or(Seam::filtering)
             && book
                 .framer
                 .as_ref()
@@ -1379,6 +1381,11 @@ mod move_tests {
             tap.reauth(Reauth::Moved);
             let old = [&m[1][..], b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"].concat();
             assert_eq!(through(&mut watch, &old), m[1]);
+            if round == 1 {
+                // No message on the new connection before the next move: that one still
+                // happens, and ends this seam.
+                continue;
+            }
             let new = [&m[1][..], &m[2]].concat();
             assert_eq!(through(&mut watch, &new), m[2], "round {round}");
         }
