@@ -33,7 +33,11 @@
 //! the connection is cut at the service's limit) when a name was longer than the guard keeps
 //! whole, or they grew past [`NAMES_CAP`] bytes, or the server unsubscribed a shard channel
 //! on its own (a slot migration). The new connection is `AUTH`ed as RESP2; a `CLIENT SETNAME`
-//! or `CLIENT TRACKING` of the old connection is not carried over.
+//! or `CLIENT TRACKING` of the old connection is not carried over. A shard channel is
+//! re-subscribed on the node the database's address reaches: if that is not the node owning
+//! its slot (a cluster's configuration endpoint resolving elsewhere), the `SSUBSCRIBE` is
+//! refused with `MOVED` and the move fails, ending the session. A seam still waiting for the
+//! new connection's first message when the next move starts is simply ended by it.
 //!
 //! What it must never do: hold a message longer than it takes to judge it, or more than
 //! [`HOLD_CAP`] bytes of one (a longer one goes on as it comes, and is delivered even if it

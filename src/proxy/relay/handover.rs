@@ -17,6 +17,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
@@ -32,6 +33,9 @@ type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 #[derive(Default)]
 pub struct Handover {
     slot: Mutex<Slot>,
+    /// Something is due for a direction: the lock is taken only then (every read and write of
+    /// an inspect-mode session looks here).
+    due: AtomicBool,
 }
 
 #[derive(Default)]
@@ -67,6 +71,7 @@ impl Handover {
         if let Some((reader, writer)) = slot.staged.take() {
             slot.writer_due = Some(writer);
             slot.reader_waiting = Some(reader);
+            self.due.store(true, Ordering::Release);
         }
     }
 
@@ -75,14 +80,34 @@ impl Handover {
     pub fn old_done(&self) {
         let mut slot = self.slot();
         slot.reader_due = slot.reader_waiting.take();
+        self.due.store(true, Ordering::Release);
     }
 
     fn take_writer(&self) -> Option<Writer> {
-        self.slot().writer_due.take()
+        if !self.due.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut slot = self.slot();
+        let writer = slot.writer_due.take();
+        self.settle(&slot);
+        writer
     }
 
     fn take_reader(&self) -> Option<Reader> {
-        self.slot().reader_due.take()
+        if !self.due.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut slot = self.slot();
+        let reader = slot.reader_due.take();
+        self.settle(&slot);
+        reader
+    }
+
+    /// Nothing left for either direction: back to the lock-free check.
+    fn settle(&self, slot: &Slot) {
+        if slot.writer_due.is_none() && slot.reader_due.is_none() {
+            self.due.store(false, Ordering::Release);
+        }
     }
 }
 
