@@ -606,7 +606,7 @@ impl<'a> Inspection<'a> {
                     } else {
                         seam.release();
                     }
-                    if settled {
+                    if settled || !book.matcher.subscribed() {
                         // Nothing later can be a repeat: the seam is over.
                         edits.push(Edit {
                             range: 0..pos,
@@ -1359,6 +1359,9 @@ mod move_tests {
             let want = &new[m[3].len()..];
             assert_eq!(out, want, "new connection read cut at {cut}");
             assert_eq!(inspection.counts().3, false, "paired");
+            // Unsubscribed from everything: the seam is over, AUTH works in place again.
+            assert!(inspection.book().seam.is_none(), "cut at {cut}");
+            assert!(tap.quiet());
         }
     }
 
