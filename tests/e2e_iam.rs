@@ -589,7 +589,6 @@ async fn inspect_mode_reauthenticates_before_the_connection_limit() {
 #[tokio::test]
 async fn resp2_subscriber_moves_to_fresh_connections_losing_and_repeating_nothing() {
     use std::time::Duration;
-    use support::raw::Raw;
 
     let (r, mut sub) = pubsub_rig().await;
     subscribe_ch_and_news(&mut sub).await;
@@ -769,7 +768,6 @@ async fn subscribe_commands_across_moves_get_redis_exact_replies() {
 #[tokio::test]
 async fn a_refused_move_ends_the_subscribers_session_with_an_audit_event() {
     use std::time::Duration;
-    use support::raw::Raw;
 
     let (r, mut sub) = pubsub_rig().await;
     subscribe_ch_and_news(&mut sub).await;
@@ -792,7 +790,6 @@ async fn a_refused_move_ends_the_subscribers_session_with_an_audit_event() {
 #[tokio::test]
 async fn a_resp3_subscriber_is_reauthenticated_in_place() {
     use std::time::Duration;
-    use support::raw::Raw;
 
     let (r, mut sub) = pubsub_rig().await;
     let hello = sub.request_str(&["HELLO", "3"]).await.unwrap();
