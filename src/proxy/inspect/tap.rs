@@ -1358,7 +1358,7 @@ mod move_tests {
             // m3 was the old connection's; m4 came after its marker there, so it is new.
             let want = &new[m[3].len()..];
             assert_eq!(out, want, "new connection read cut at {cut}");
-            assert_eq!(inspection.counts().3, false, "paired");
+            assert!(!inspection.counts().3, "paired");
             // Unsubscribed from everything: the seam is over, AUTH works in place again.
             assert!(inspection.book().seam.is_none(), "cut at {cut}");
             assert!(tap.quiet());
