@@ -903,18 +903,32 @@ async fn publish_for(redis: std::net::SocketAddr, run: std::time::Duration) -> u
     );
     let end = tokio::time::Instant::now() + run;
     let mut n = 0;
+    // Bursts of pipelined publishes: messages arrive faster than a move takes, so some are
+    // delivered on both connections at the seam.
+    const BURST: usize = 16;
     while tokio::time::Instant::now() < end {
-        p.request_str(&["PUBLISH", "ch", &format!("m{n}")])
-            .await
-            .unwrap();
-        p.request_str(&["PUBLISH", "news.x", &format!("n{n}")])
-            .await
-            .unwrap();
-        p.request_str(&["SPUBLISH", "sch", &format!("s{n}")])
-            .await
-            .unwrap();
-        n += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let mut burst = Vec::new();
+        for i in n..n + BURST {
+            burst.extend(support::raw::command_str(&[
+                "PUBLISH",
+                "ch",
+                &format!("m{i}"),
+            ]));
+            burst.extend(support::raw::command_str(&[
+                "PUBLISH",
+                "news.x",
+                &format!("n{i}"),
+            ]));
+            burst.extend(support::raw::command_str(&[
+                "SPUBLISH",
+                "sch",
+                &format!("s{i}"),
+            ]));
+        }
+        p.send(&burst).await.unwrap();
+        p.read_frames(3 * BURST).await.unwrap();
+        n += BURST;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     n
 }
