@@ -327,6 +327,7 @@ impl<'a> Inspection<'a> {
             sample_acc: 0.0,
             in_multi: false,
             next_reauth,
+            unmovable_audited: false,
         }
     }
 
@@ -435,9 +436,9 @@ impl<'a> Inspection<'a> {
             && (book.resp3 || !book.matcher.subscribed())
     }
 
-    /// At an otherwise quiet point, a RESP2 subscriber whose subscriptions are known: how to
-    /// subscribe its new connection.
-    fn resubscribe_plan(&self) -> Option<Resubscribe> {
+    /// At an otherwise quiet point, a RESP2 subscriber: how to subscribe its new connection
+    /// (`Ok(None)`: not such a point; `Err`: its subscriptions are not known).
+    fn resubscribe_plan(&self) -> Result<Option<Resubscribe>, &'static str> {
         let book = self.book();
         let quiet = !book.lost
             && book.pending.is_empty()
@@ -449,9 +450,16 @@ impl<'a> Inspection<'a> {
                 .as_ref()
                 .is_some_and(|f| f.offset() == book.boundary);
         if !quiet || book.resp3 || !book.matcher.subscribed() || self.handover.is_none() {
-            return None;
+            return Ok(None);
         }
-        book.subscriptions.plan(book.matcher.counts())
+        match book.subscriptions.plan(book.matcher.counts()) {
+            Some(plan) => Ok(Some(plan)),
+            None => Err(
+                "a RESP2 subscriber cannot run AUTH and its subscriptions are not known (a \
+                 name longer than 4 KiB, more than 1 MiB of names, or a subscription the \
+                 server ended): it is not moved to a fresh connection",
+            ),
+        }
     }
 
     fn protocol_error(&self) {
@@ -639,6 +647,10 @@ impl<'a> Inspection<'a> {
                         if matches!(reply.kind, ReplyKind::Array | ReplyKind::Push) {
                             book.subscriptions.confirmed(request, front.confirmed);
                             front.confirmed += 1;
+                            if !book.matcher.subscribed() {
+                                // Nothing subscribed: nothing unknown either.
+                                book.subscriptions = Subscriptions::default();
+                            }
                         }
                     }
                     if last {
@@ -830,6 +842,8 @@ pub struct RequestTap<'i, 'a, P> {
     in_multi: bool,
     /// When the upstream is to be authenticated again.
     next_reauth: Option<tokio::time::Instant>,
+    /// A RESP2 subscriber that could not be moved (its subscriptions not known) was audited.
+    unmovable_audited: bool,
 }
 
 impl<P> RequestTap<'_, '_, P> {
@@ -1028,7 +1042,17 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
         if self.current.is_some() || self.in_multi {
             return None;
         }
-        self.inspection.resubscribe_plan()
+        match self.inspection.resubscribe_plan() {
+            Ok(plan) => plan,
+            Err(reason) => {
+                // Tried again at every retry (the subscriptions may become known, e.g. by
+                // an UNSUBSCRIBE of everything); said once.
+                if !std::mem::replace(&mut self.unmovable_audited, true) {
+                    audit::session_reauth(self.inspection.facts, "not_sent", reason);
+                }
+                None
+            }
+        }
     }
 }
 
@@ -1363,6 +1387,33 @@ mod move_tests {
             assert!(inspection.book().seam.is_none(), "cut at {cut}");
             assert!(tap.quiet());
         }
+    }
+
+    #[test]
+    fn a_subscriber_with_a_name_not_kept_whole_is_not_moved() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let handover = Handover::default();
+        let inspection =
+            Inspection::new(&facts, &counters, &budget, reauthing()).with_handover(&handover);
+        let mut tap = inspection.requests(&AllowAll);
+        let mut watch = inspection.replies();
+        let long = "c".repeat(5000);
+        feed(&mut tap, format!("SUBSCRIBE {long}\r\n").as_bytes());
+        let confirmed = format!("*3\r\n$9\r\nsubscribe\r\n$5000\r\n{long}\r\n:1\r\n");
+        through(&mut watch, confirmed.as_bytes());
+        assert!(tap.resubscribe().is_none());
+        assert!(tap.unmovable_audited);
+        // Unsubscribed from it: AUTH works in place again.
+        feed(&mut tap, b"UNSUBSCRIBE\r\n");
+        let gone = format!("*3\r\n$11\r\nunsubscribe\r\n$5000\r\n{long}\r\n:0\r\n");
+        through(&mut watch, gone.as_bytes());
+        assert!(tap.quiet());
+        // Subscribed again to names it keeps: it can move.
+        feed(&mut tap, b"SUBSCRIBE ch\r\n");
+        through(&mut watch, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+        assert!(tap.resubscribe().is_some());
     }
 
     #[tokio::test]
