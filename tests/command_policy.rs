@@ -8,10 +8,13 @@
 //! on its own), or `PFMERGE dest` without sources, which Redis 7.0 runs without checking the
 //! destination against the key patterns.
 //!
-//! It also holds the generator of the policy's embedded table
-//! (`src/proxy/inspect/policy/table.rs`): `COMMAND`, `ACL CAT` and `ACL CAT <category>` of the
-//! installed Redis, written as Rust. The test fails if the committed table differs; regenerate
-//! with `BASTION_REGENERATE_COMMAND_TABLE=1 cargo nextest run --test command_policy`.
+//! It also holds the generator of bastion's one command table
+//! (`src/proxy/inspect/policy/table.rs`, read by the policy and by the audit's key count):
+//! `COMMAND`, `ACL CAT` and `ACL CAT <category>` of the installed Redis, written as Rust. The
+//! test fails if the committed table differs; regenerate with
+//! `BASTION_REGENERATE_COMMAND_TABLE=1 cargo nextest run --test command_policy`. Key counts
+//! from it are compared with `COMMAND GETKEYS`, and decisions through a live inspect-mode
+//! session (commands held for their arguments) with `ACL DRYRUN`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -437,10 +440,10 @@ struct Tally {
     stricter: usize,
 }
 
-/// Give `rules` to Redis user `u`, ask both about every command, assert they agree.
-fn compare(conn: &mut Conn, rules: &str, commands: &[Vec<Vec<u8>>]) -> Tally {
-    let policy = CommandPolicy::parse(rules).unwrap_or_else(|e| panic!("{rules}: {e}"));
-    let mut setuser: Vec<Vec<u8>> = [
+/// `ACL SETUSER u reset on nopass allchannels <rules>`: the Redis user the bastion is compared
+/// with.
+fn set_user(rules: &str) -> Vec<Vec<u8>> {
+    let mut setuser = argv(&[
         "ACL",
         "SETUSER",
         "u",
@@ -448,16 +451,19 @@ fn compare(conn: &mut Conn, rules: &str, commands: &[Vec<Vec<u8>>]) -> Tally {
         "on",
         "nopass",
         "allchannels",
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect();
+    ]);
     setuser.extend(
         rules
             .split_ascii_whitespace()
             .map(|r| r.as_bytes().to_vec()),
     );
-    let reply = conn.pipeline(&[setuser]).remove(0);
+    setuser
+}
+
+/// Give `rules` to Redis user `u`, ask both about every command, assert they agree.
+fn compare(conn: &mut Conn, rules: &str, commands: &[Vec<Vec<u8>>]) -> Tally {
+    let policy = CommandPolicy::parse(rules).unwrap_or_else(|e| panic!("{rules}: {e}"));
+    let reply = conn.pipeline(&[set_user(rules)]).remove(0);
     assert_eq!(text(&reply), "OK", "Redis refused rules {rules}");
 
     let dryruns: Vec<Vec<Vec<u8>>> = commands
@@ -927,18 +933,8 @@ fn rule_lists_are_accepted_as_redis_accepts_them() {
     let accepted = std::cell::Cell::new(0);
     runner
         .run(&strategy, |tokens| {
-            let mut setuser = argv(&[
-                "ACL",
-                "SETUSER",
-                "u",
-                "reset",
-                "on",
-                "nopass",
-                "allchannels",
-            ]);
-            setuser.extend(argv(&tokens));
-            let reply = conn.borrow_mut().pipeline(&[setuser]).remove(0);
             let rules = tokens.join(" ");
+            let reply = conn.borrow_mut().pipeline(&[set_user(&rules)]).remove(0);
             let ours = CommandPolicy::parse(&rules);
             match (&reply, &ours) {
                 (OwnedFrame::SimpleString(_), Ok(_)) => {
@@ -952,4 +948,426 @@ fn rule_lists_are_accepted_as_redis_accepts_them() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(accepted.get() > 20, "{} lists accepted", accepted.get());
+}
+
+// ---- through a live inspect-mode session ----------------------------------------------------
+
+/// One request of a live session: sent as a RESP array, or as an inline line.
+struct Live {
+    argv: Vec<Vec<u8>>,
+    inline: bool,
+}
+
+fn live(words: &[&str]) -> Live {
+    Live {
+        argv: argv(words),
+        inline: false,
+    }
+}
+
+fn inline(words: &[&str]) -> Live {
+    Live {
+        argv: argv(words),
+        inline: true,
+    }
+}
+
+fn wire(req: &Live) -> Vec<u8> {
+    if req.inline {
+        let words: Vec<&[u8]> = req.argv.iter().map(Vec::as_slice).collect();
+        [&words.join(&b' ')[..], b"\r\n"].concat()
+    } else {
+        let args: Vec<&[u8]> = req.argv.iter().map(Vec::as_slice).collect();
+        support::raw::command(&args)
+    }
+}
+
+/// A command as MONITOR shows it: `"get" "app:1"` (printable arguments only).
+fn monitor_form(argv: &[Vec<u8>]) -> String {
+    argv.iter()
+        .map(|a| format!("\"{}\"", String::from_utf8_lossy(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether ACL DRYRUN lets Redis user `u` (given `rules`) run each command.
+fn dryrun_allows(conn: &mut Conn, rules: &str, reqs: &[Live]) -> Vec<bool> {
+    assert_eq!(
+        text(&conn.pipeline(&[set_user(rules)]).remove(0)),
+        "OK",
+        "{rules}"
+    );
+    let dryruns: Vec<Vec<Vec<u8>>> = reqs
+        .iter()
+        .map(|r| [argv(&["ACL", "DRYRUN", "u"]), r.argv.clone()].concat())
+        .collect();
+    conn.pipeline(&dryruns)
+        .iter()
+        .zip(reqs)
+        .map(|(reply, r)| match verdict(reply) {
+            Verdict::Allowed => true,
+            Verdict::DeniedCommand(_) | Verdict::DeniedKey(_) => false,
+            Verdict::Error(e) => panic!("{:?}: DRYRUN refused: {e}", monitor_form(&r.argv)),
+        })
+        .collect()
+}
+
+fn is_noperm(reply: &[u8]) -> bool {
+    reply.starts_with(b"-NOPERM bastion: ")
+}
+
+/// Subcommand rules and key patterns decided by a live inspect-mode session — commands held
+/// until their subcommand or keys arrived — exactly as Redis' `ACL DRYRUN` decides them:
+/// pipelined mixes, inline commands, keys split across reads, denials in the middle of a
+/// pipeline (order kept), inside MULTI (EXECABORT). Redis (MONITOR) sees exactly the allowed
+/// commands, in order, and none of the denied ones; a key longer than the hold cap is refused
+/// with a clear error and never reaches Redis.
+#[test]
+fn a_live_inspect_session_decides_subcommands_and_keys_as_acl_dryrun() {
+    use support::admin::Admin;
+    use support::raw::Raw;
+    use support::stack::StackOpts;
+
+    let a = Admin::start_with(StackOpts {
+        inspect_db: true,
+        ..StackOpts::default()
+    });
+    let s = &a.stack;
+    let redis = Redis::start();
+    let mut conn = redis.connect();
+    let roles: [(&str, Option<&str>, Vec<Live>); 2] = [
+        (
+            "+ping +echo +get +config|get -config|set +object|encoding +client|id",
+            None,
+            vec![
+                live(&["CONFIG", "GET", "maxmemory"]),
+                live(&["CONFIG", "SET", "maxmemory", "0"]),
+                live(&["config", "resetstat"]),
+                live(&["OBJECT", "ENCODING", "k:a"]),
+                live(&["OBJECT", "FREQ", "k:a"]),
+                live(&["CLIENT", "ID"]),
+                live(&["CLIENT", "KILL", "ID", "999999"]),
+                live(&["GET", "k:a"]),
+                inline(&["config", "get", "maxmemory"]),
+                inline(&["CONFIG", "SET", "maxmemory", "0"]),
+                live(&["PING"]),
+            ],
+        ),
+        (
+            "+@read +@write -@dangerous +ping +echo +multi +exec",
+            Some("~app:* %R~ro:*"),
+            vec![
+                live(&["SET", "app:1", "v"]),
+                live(&["GET", "app:1"]),
+                live(&["SET", "other", "v"]),
+                live(&["SET", "ro:1", "v"]),
+                live(&["GET", "ro:1"]),
+                live(&["SET", "app:1", "w", "GET"]),
+                live(&["SET", "ro:1", "v", "GET"]),
+                live(&["MSET", "app:1", "v", "app:2", "v"]),
+                live(&["MSET", "app:1", "v", "other", "v"]),
+                live(&["EXISTS", "app:1", "other"]),
+                live(&["ZUNIONSTORE", "app:z", "2", "app:a", "ro:b"]),
+                live(&["ZUNIONSTORE", "ro:z", "2", "app:a", "app:b"]),
+                live(&["LMOVE", "ro:l", "app:l", "LEFT", "RIGHT"]),
+                live(&["DEL", "app:2"]),
+                inline(&["SET", "other", "v"]),
+                inline(&["GET", "app:1"]),
+                live(&["PING"]),
+            ],
+        ),
+    ];
+    support::process::rt().block_on(async {
+        let mut monitor = Raw::connect_tcp_only(s.redis.plain_addr()).await.unwrap();
+        let ok = monitor
+            .request_str(&["AUTH", "app", &s.upstream_password])
+            .await
+            .unwrap();
+        assert_eq!(ok, b"+OK\r\n");
+        assert_eq!(monitor.request_str(&["MONITOR"]).await.unwrap(), b"+OK\r\n");
+        let mut expected = Vec::new();
+        let mut never = Vec::new();
+        for (round, (commands, keys, reqs)) in roles.iter().enumerate() {
+            let mut role = vec![
+                "role",
+                "add",
+                "apps",
+                "--replace",
+                "--db-users",
+                "app",
+                "--db-names",
+                "*",
+                "--commands",
+                commands,
+            ];
+            if let Some(keys) = keys {
+                role.extend(["--keys", keys]);
+            }
+            a.ok(&role);
+            let rules = format!("{commands} {}", keys.unwrap_or("allkeys"));
+            let allows = dryrun_allows(&mut conn, &rules, reqs);
+            let mut c = Raw::connect(&s.unix("inspdb")).await.unwrap();
+            // Everything pipelined in one write.
+            let burst: Vec<u8> = reqs.iter().flat_map(wire).collect();
+            c.send(&burst).await.unwrap();
+            let replies = c.read_frames(reqs.len()).await.unwrap();
+            for ((req, reply), allowed) in reqs.iter().zip(&replies).zip(&allows) {
+                let form = monitor_form(&req.argv);
+                assert_eq!(
+                    !is_noperm(reply),
+                    *allowed,
+                    "rules [{rules}] {form}: bastion {}",
+                    String::from_utf8_lossy(reply)
+                );
+                if *allowed {
+                    expected.push(form.to_ascii_lowercase());
+                } else {
+                    never.push(form.to_ascii_lowercase());
+                }
+            }
+            // Keys and subcommands split across reads (every 7 bytes), allowed and denied,
+            // multibulk and inline, with a command behind each. (Keys of this round only: a
+            // command denied here may be allowed in another.)
+            let (allowed_key, denied_key) =
+                (format!("app:split{round}"), format!("other:split{round}"));
+            let inline_key = format!("app:inline{round}");
+            let split = [
+                live(&["SET", &allowed_key, "v"]),
+                live(&["PING"]),
+                live(&["SET", &denied_key, "v"]),
+                live(&["PING"]),
+                inline(&["SET", &inline_key, "v"]),
+                inline(&["CONFIG", "SET", "maxmemory", "0"]),
+                live(&["CONFIG", "GET", "maxmemory"]),
+                live(&["PING"]),
+            ];
+            let split_allows = dryrun_allows(&mut conn, &rules, &split);
+            let bytes: Vec<u8> = split.iter().flat_map(wire).collect();
+            for part in bytes.chunks(7) {
+                c.send(part).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let replies = c.read_frames(split.len()).await.unwrap();
+            for ((req, reply), allowed) in split.iter().zip(&replies).zip(&split_allows) {
+                let form = monitor_form(&req.argv).to_ascii_lowercase();
+                assert_eq!(!is_noperm(reply), *allowed, "split {form}");
+                if *allowed {
+                    expected.push(form);
+                } else {
+                    never.push(form);
+                }
+            }
+            if keys.is_some() {
+                // Inside MULTI a held denial aborts the transaction, as Redis' ACL makes it.
+                let tx = [
+                    command_bytes(&["MULTI"]),
+                    command_bytes(&["SET", "other", "in-multi"]),
+                    command_bytes(&["EXEC"]),
+                ]
+                .concat();
+                c.send(&tx).await.unwrap();
+                let replies = c.read_frames(3).await.unwrap().concat();
+                let text = String::from_utf8_lossy(&replies);
+                assert!(text.starts_with("+OK\r\n-NOPERM bastion: "), "{text}");
+                assert!(text.contains("-EXECABORT"), "{text}");
+                never.push("\"set\" \"other\" \"in-multi\"".into());
+                // A key longer than the hold cap: refused with a clear error, nothing of it
+                // upstream, the session goes on.
+                let key = [&b"app:"[..], &vec![b'x'; 70_000]].concat();
+                let over = [
+                    support::raw::command(&[b"SET", &key, b"v"]),
+                    command_bytes(&["ECHO", "after-over-cap"]),
+                ]
+                .concat();
+                c.send(&over).await.unwrap();
+                let replies = c.read_frames(2).await.unwrap();
+                let text = String::from_utf8_lossy(&replies[0]);
+                assert!(
+                    is_noperm(&replies[0]) && text.contains("65536 bytes"),
+                    "{text}"
+                );
+                assert_eq!(replies[1], b"$14\r\nafter-over-cap\r\n");
+            }
+            let marker = format!("end-of-{}", expected.len());
+            let echo = c.request_str(&["ECHO", &marker]).await.unwrap();
+            assert!(echo.ends_with(format!("{marker}\r\n").as_bytes()));
+            expected.push(format!("\"echo\" \"{marker}\""));
+        }
+        // What Redis ran, from the bastion's sessions: exactly the allowed commands, in order.
+        let last = expected.last().cloned().unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let frame = monitor.read_frame().await.unwrap();
+            let line = String::from_utf8_lossy(&frame).to_ascii_lowercase();
+            let Some((_, command)) = line.trim_end().split_once("] ") else {
+                panic!("monitor line {line}");
+            };
+            assert!(
+                !line.contains("xxxxxxxxxx"),
+                "the over-cap key reached Redis"
+            );
+            if command.starts_with("\"auth\"") || command.starts_with("\"hello\"") {
+                continue;
+            }
+            seen.push(command.to_string());
+            if command == last {
+                break;
+            }
+        }
+        // (Every denied command of a round is one no other round allows.)
+        for denied in &never {
+            assert!(
+                !seen.contains(denied) || expected.contains(denied),
+                "Redis ran denied {denied}"
+            );
+        }
+        let ran: Vec<&String> = seen
+            .iter()
+            .filter(|c| {
+                !c.starts_with("\"multi\"")
+                    && !c.starts_with("\"exec\"")
+                    && !c.starts_with("\"echo\" \"after")
+            })
+            .collect();
+        // MONITOR leaves out admin commands (CONFIG): their replies above were Redis' own.
+        let want: Vec<&String> = expected
+            .iter()
+            .filter(|c| !c.starts_with("\"config\""))
+            .collect();
+        assert_eq!(ran, want);
+    });
+}
+
+fn command_bytes(words: &[&str]) -> Vec<u8> {
+    support::raw::command_str(words)
+}
+
+/// The audit's key count and first key (`CommandSpec::key_count`) are what Redis' own
+/// `COMMAND GETKEYS` answers — keys found by keyword search (XREAD … STREAMS, GEORADIUS …
+/// STORE, MIGRATE … KEYS), by `numkeys` (ZUNION, EVAL, LMPOP), by a command's own finder
+/// (SORT … STORE), and the plain ranges; "Invalid arguments" (no keys found) counts none.
+#[test]
+fn key_counts_are_command_getkeys_own() {
+    let redis = Redis::start();
+    let mut conn = redis.connect();
+    let cases = commands(&[
+        &["GET", "k"],
+        &["MSET", "a", "1", "b", "2"],
+        &["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"],
+        &["XREAD", "STREAMS", "s1", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "s1",
+            "s2",
+            "s3",
+            ">",
+            ">",
+            ">",
+        ],
+        &[
+            "XREAD", "COUNT", "2", "BLOCK", "0", "STREAMS", "streams", "s2", "0", "0",
+        ],
+        &["GEORADIUS", "g", "0", "0", "1", "km", "STORE", "dst"],
+        &["GEORADIUS", "g", "0", "0", "1", "km", "STOREDIST", "dst"],
+        &["GEORADIUS", "g", "0", "0", "1", "km"],
+        &["GEORADIUSBYMEMBER", "g", "m", "1", "km", "STORE", "dst"],
+        &["MIGRATE", "h", "1", "", "0", "5", "KEYS", "a", "b", "c"],
+        &[
+            "MIGRATE", "h", "1", "", "0", "5", "AUTH", "pw", "KEYS", "a", "b",
+        ],
+        &["MIGRATE", "h", "1", "k", "0", "5"],
+        &["ZUNION", "2", "a", "b"],
+        &["ZUNION", "2", "a", "b", "WEIGHTS", "1", "2"],
+        &["ZUNIONSTORE", "d", "2", "a", "b"],
+        &["ZINTERCARD", "3", "a", "b", "c", "LIMIT", "1"],
+        &["EVAL", "return 1", "2", "k1", "k2", "arg"],
+        &["EVAL", "return 1", "0"],
+        &["LMPOP", "2", "l1", "l2", "LEFT"],
+        &["BLMPOP", "0", "2", "l1", "l2", "LEFT"],
+        &["SORT", "k", "BY", "w_*", "STORE", "dst"],
+        &["SORT", "k", "LIMIT", "0", "1", "GET", "#"],
+        &["SORT_RO", "k", "BY", "w_*"],
+        &["SET", "k", "v", "GET"],
+        &["BITFIELD", "k", "GET", "u8", "0"],
+        &["OBJECT", "ENCODING", "k"],
+        &["XINFO", "STREAM", "s"],
+        &["MEMORY", "USAGE", "k"],
+        &["PING"],
+        &["BLPOP", "a", "b", "0"],
+        &["LCS", "a", "b"],
+    ]);
+    // And every command of the table, with arguments drawn from WORDS (keywords, counts, keys).
+    let mut cases = cases;
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n.max(1)
+    };
+    for c in policy::commands() {
+        let entries: Vec<(Vec<&str>, &policy::CommandSpec)> = if c.subcommands.is_empty() {
+            vec![(vec![c.name], c)]
+        } else {
+            c.subcommands
+                .iter()
+                .map(|s| (s.name.split('|').collect(), s))
+                .collect()
+        };
+        for (name, spec) in entries {
+            for _ in 0..8 {
+                let min = spec.arity.unsigned_abs() as usize;
+                let len = if spec.arity > 0 { min } else { min + next(8) };
+                let mut argv = argv(&name);
+                while argv.len() < len.max(name.len()) {
+                    argv.push(WORDS[next(WORDS.len())].as_bytes().to_vec());
+                }
+                cases.push(argv);
+            }
+        }
+    }
+    let getkeys: Vec<Vec<Vec<u8>>> = cases
+        .iter()
+        .map(|a| [argv(&["COMMAND", "GETKEYS"]), a.clone()].concat())
+        .collect();
+    for (argv, reply) in cases.iter().zip(conn.pipeline(&getkeys)) {
+        let theirs: Vec<Vec<u8>> = match &reply {
+            OwnedFrame::Array(keys) => keys
+                .iter()
+                .map(|k| match k {
+                    OwnedFrame::BulkString(b) => b.clone(),
+                    other => panic!("GETKEYS key {other:?}"),
+                })
+                .collect(),
+            // "The command has no key arguments", "Invalid arguments specified".
+            OwnedFrame::Error(_) => Vec::new(),
+            other => panic!("GETKEYS reply {other:?}"),
+        };
+        let spec = policy::lookup(&argv[0]).expect("known");
+        let spec = match argv.get(1) {
+            Some(sub) if !spec.subcommands.is_empty() => spec.subcommand(sub).expect("sub"),
+            _ => spec,
+        };
+        let ours = spec
+            .key_count(argv.len() as u64, |i| argv.get(i).map(Vec::as_slice))
+            .unwrap_or_default();
+        let show: Vec<String> = argv
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert_eq!(
+            ours.count,
+            theirs.len() as u64,
+            "{show:?}: Redis {theirs:?}"
+        );
+        assert_eq!(
+            ours.first.map(|at| argv[at].clone()),
+            theirs.first().cloned(),
+            "{show:?}: first key"
+        );
+    }
 }

@@ -578,7 +578,7 @@ fn a_command_policy_is_enforced_in_inspect_mode_and_refused_elsewhere() {
         for (args, why) in [
             (&["SET", "i:s", "after"][..], "'set'"),
             (&["FLUSHALL"][..], "'flushall'"),
-            (&["CONFIG", "SET", "maxmemory", "1"][..], "'config'"),
+            (&["CONFIG", "SET", "maxmemory", "1"][..], "'config|set'"),
         ] {
             let got = c.request_str(args).await.unwrap();
             let text = String::from_utf8_lossy(&got);
@@ -629,4 +629,55 @@ fn a_command_policy_is_enforced_in_inspect_mode_and_refused_elsewhere() {
     // Denials are audited; no value the client sent is in the log.
     let logs = s.bastion.logs();
     assert!(!logs.contains("in-multi") && !logs.contains("via-guard"));
+}
+
+/// The `db.command` audit counts keys as Redis' `COMMAND GETKEYS` does, keys found by keyword
+/// (`XREAD … STREAMS`, `GEORADIUS … STORE`) and by `numkeys` (`ZUNION`) included, and names
+/// the first; MIGRATE's keys after `KEYS` are counted, its arguments still never logged.
+#[test]
+fn keys_found_by_keyword_or_numkeys_are_counted_in_the_audit() {
+    let s = stack("");
+    rt().block_on(async {
+        let mut c = Raw::connect(&s.unix("inspdb")).await.unwrap();
+        let requests = [
+            command_str(&[
+                "XREAD", "COUNT", "1", "STREAMS", "i:x1", "i:x2", "i:x3", "0", "0", "0",
+            ]),
+            command_str(&["GEORADIUS", "i:geo", "0", "0", "1", "km", "STORE", "i:dst"]),
+            command_str(&["ZUNION", "2", "i:za", "i:zb", "WEIGHTS", "1", "2"]),
+            command_str(&[
+                "MIGRATE",
+                "127.0.0.1",
+                "1",
+                "",
+                "0",
+                "100",
+                "KEYS",
+                "i:m1",
+                "i:m2",
+                "i:m3",
+                "i:m4",
+            ]),
+            command_str(&["PING"]),
+        ];
+        let got = exchange(&mut c, &requests.concat(), requests.len()).await;
+        assert!(got.ends_with(b"+PONG\r\n"), "{}", show(&got));
+    });
+    for (command, keys, first) in [
+        ("xread", 3, "\"i:x1\""),
+        ("georadius", 2, "\"i:geo\""),
+        ("zunion", 2, "\"i:za\""),
+        ("migrate", 4, "\"-\""),
+    ] {
+        s.bastion.expect_log_line(
+            0,
+            &[
+                "db.command",
+                &format!("command=\"{command}\""),
+                &format!("keys={keys} "),
+                &format!("first_key={first}"),
+            ],
+            &[],
+        );
+    }
 }

@@ -9,13 +9,21 @@
 //! read, so pipelined commands are never reordered and never held back longer than the rule for
 //! the command before them needs (its end, or a fresh IAM token for a re-AUTH).
 //!
+//! Inspect mode adds one more hold: a command the session's command policy decides by its
+//! arguments (a subcommand, a first argument, keys under a key-restricted role: the observer's
+//! [`Look::Hold`]) is held from its first byte until the arguments the policy needs have
+//! arrived — the first one, or all of them — and then either goes on (its held bytes first, in
+//! order, the rest streamed) or is refused in place. Only that command waits: the ones before
+//! it went on already, the ones after it are framed behind it in stream order. At most
+//! [`HOLD_CAP`] bytes are held; a command that needs more is refused.
+//!
 //! In inspect mode a due re-AUTH of a RESP2 subscriber (which cannot run AUTH) is a move
 //! instead ([`Policy::resubscribe`]): the client's requests wait while a new connection is made,
 //! a [`MARKER`] ends the old one's replies, and the new one takes the requests.
 //!
-//! What it must never do: forward a byte of a command before it is named, forward any byte of a
-//! held command (the client's password), write to the client (replies are the relay's, in
-//! order), or log what it moves.
+//! What it must never do: forward a byte of a command before it is named (or, held for its
+//! arguments, before it is allowed), forward any byte of a held command (the client's
+//! password), write to the client (replies are the relay's, in order), or log what it moves.
 
 use std::future::Future;
 use std::io;
@@ -36,6 +44,13 @@ const INSPECT_BYTES: usize = 4096;
 /// The most bytes a command can have before it is named (count line, name header line, name
 /// prefix — or one inline line); older held bytes are skipped filler (`*0`, empty lines).
 const PRE_NAME_MAX: usize = 2 * (PROTO_INLINE_MAX_SIZE as usize + 2) + NAME_CAP;
+/// The most bytes of one command inspect mode holds back while the command policy waits for
+/// its arguments (its header, name and arguments up to the last one the policy needs — for a
+/// key-restricted role that is every argument, values included). A command still undecided
+/// past it is refused (`Checked::TooLarge`) rather than buffered without bound: a 1 GB key
+/// sent to a key-restricted role costs the bastion 64 KiB, not 1 GB. Redis' own inline limit
+/// is the same size, and keys and subcommands are far shorter.
+pub const HOLD_CAP: usize = 64 * 1024;
 /// After a protocol error, how long the client's leftovers are discarded while Redis answers
 /// and closes, before the upstream is half-closed regardless.
 const DEAD_GRACE: Duration = Duration::from_secs(5);
@@ -145,6 +160,14 @@ pub trait Observer: Send {
         false
     }
 
+    /// A command held by [`Look::Hold`] has the arguments the decision needs (or cannot be
+    /// held). `Err(reason)` refuses it in place, as [`Look::Refuse`] does; a [`Checked`] other
+    /// than `Args` is always refused (its `Err` gives the reason).
+    fn check(&mut self, held: Checked<'_>) -> Result<(), String> {
+        let _ = held;
+        Ok(())
+    }
+
     /// What became of a due re-AUTH. Called before [`Reauth::Sent`]'s bytes are written, so
     /// the reply side knows to swallow its reply.
     fn reauth(&mut self, outcome: Reauth<'_>) {
@@ -184,6 +207,17 @@ pub enum Reauth<'a> {
 /// published before it; later ones reach the new connection.
 pub const MARKER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
+/// What a command held by [`Look::Hold`] brings to [`Observer::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked<'a> {
+    /// Its arguments, each whole: the first one (or none, if it has none), or all of them.
+    Args(&'a [Vec<u8>]),
+    /// The command outgrew `cap` bytes before the decision could be made.
+    TooLarge { cap: usize },
+    /// An inline command with more arguments than the framer keeps (`max`).
+    TooManyInline { max: usize },
+}
+
 /// What an [`Observer`] wants of a command just named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Look {
@@ -194,6 +228,10 @@ pub enum Look {
     /// Refuse it (a command policy's denial): dropped to its end, the upstream never sees it
     /// and answers a refusal carrying `reason` in its place.
     Refuse { reason: String },
+    /// Hold its bytes back until its first argument (`all`: every argument) has arrived, then
+    /// ask [`Observer::check`]. Its arguments are also shown to [`Observer::arg`], as for
+    /// `Args`, until that returns `false`.
+    Hold { all: bool },
 }
 
 /// Guard mode: nothing observed.
@@ -205,6 +243,8 @@ impl Observer for Unobserved {}
 /// The command guard for one session: a [`Requests`] filter.
 pub struct Guard<P, O = Unobserved> {
     policy: P,
+    /// Bytes a command may be held for its arguments ([`Look::Hold`]): 0 in guard mode.
+    hold_bytes: usize,
     /// Client bytes read before the relay (behind the opening frame), framed first.
     initial: Vec<u8>,
     observer: O,
@@ -212,7 +252,12 @@ pub struct Guard<P, O = Unobserved> {
 
 impl<P: Policy> Guard<P> {
     pub fn new(policy: P, initial: Vec<u8>) -> Guard<P> {
-        Guard::observed(policy, initial, Unobserved)
+        Guard {
+            policy,
+            hold_bytes: 0,
+            initial,
+            observer: Unobserved,
+        }
     }
 }
 
@@ -221,6 +266,7 @@ impl<P: Policy, O: Observer> Guard<P, O> {
     pub fn observed(policy: P, initial: Vec<u8>, observer: O) -> Guard<P, O> {
         Guard {
             policy,
+            hold_bytes: HOLD_CAP,
             initial,
             observer,
         }
@@ -240,10 +286,11 @@ impl<P: Policy, O: Observer> Requests for Guard<P, O> {
     {
         let Guard {
             policy,
+            hold_bytes,
             initial,
             observer,
         } = self;
-        let mut state = State::new(&policy, observer);
+        let mut state = State::new(&policy, observer, hold_bytes);
         let mut sink = Upstream {
             writer: &mut upstream,
             moved,
@@ -317,6 +364,25 @@ enum Mode {
     Hold(Held),
     /// Dropped to its end, then refused: its name (escaped), why.
     Refuse { command: String, reason: String },
+    /// Held (bytes kept) until the policy has the arguments it needs (inspect mode).
+    Check(Box<Check>),
+}
+
+/// A command held for its arguments ([`Look::Hold`]).
+#[derive(Debug)]
+struct Check {
+    /// Its name, escaped (for the audit of a refusal).
+    command: String,
+    /// Every argument needed, not only the first.
+    all: bool,
+    argc: u64,
+    /// Its bytes so far, from its first: at most [`HOLD_CAP`].
+    bytes: Vec<u8>,
+    args: Vec<Vec<u8>>,
+    /// No argument came cut short (past the framer's hold budget).
+    whole: bool,
+    /// The observer still wants to see its arguments.
+    observing: bool,
 }
 
 /// The framing state of one session's requests.
@@ -345,18 +411,30 @@ enum Owned {
         start: u64,
         naming: Naming,
         args: bool,
+        check: Option<Box<Check>>,
     },
     Arg(HeldArg),
+    /// An argument of a command held for the policy; `more`: the observer wants the next.
+    CheckArg {
+        index: u64,
+        value: Option<Vec<u8>>,
+        more: bool,
+    },
     /// An argument the observer saw; `more`: it wants the next one.
     Seen {
         more: bool,
     },
-    End,
+    /// The command's end; `told`: the observer was told already (not for a command held for
+    /// the policy, which is decided first).
+    End {
+        end: u64,
+        told: bool,
+    },
     Dead(ProtocolError),
 }
 
 impl<'p, P: Policy, O: Observer> State<'p, P, O> {
-    fn new(policy: &'p P, observer: O) -> Self {
+    fn new(policy: &'p P, observer: O, hold_bytes: usize) -> Self {
         State {
             policy,
             observer,
@@ -365,6 +443,7 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
                 // password): Redis applies no pre-authentication limits.
                 authenticated: true,
                 inspect_bytes: INSPECT_BYTES,
+                hold_bytes,
                 ..FramerConfig::default()
             }),
             mode: Mode::Pending,
@@ -397,6 +476,10 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
             let consumed = step.consumed;
             let observer = &mut self.observer;
             let held = matches!(self.mode, Mode::Hold(_));
+            let checking = match &self.mode {
+                Mode::Check(check) => Some(check.observing),
+                _ => None,
+            };
             let event = step.event.map(|event| match event {
                 Event::Command(head) => {
                     let naming = rules::on_name(&head);
@@ -409,14 +492,35 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
                                 reason,
                             },
                             args: false,
+                            check: None,
+                        },
+                        (Look::Hold { all }, Naming::Forward) => Owned::Command {
+                            start: head.start,
+                            naming: Naming::Forward,
+                            args: false,
+                            check: Some(Box::new(Check {
+                                command: head.name().escape_ascii().to_string(),
+                                all,
+                                argc: head.argc,
+                                bytes: Vec::new(),
+                                args: Vec::new(),
+                                whole: true,
+                                observing: true,
+                            })),
                         },
                         (look, naming) => Owned::Command {
                             start: head.start,
                             args: look == Look::Args && matches!(naming, Naming::Forward),
                             naming,
+                            check: None,
                         },
                     }
                 }
+                Event::Arg(arg) if checking.is_some() => Owned::CheckArg {
+                    index: arg.index,
+                    value: arg.value().map(<[u8]>::to_vec),
+                    more: checking == Some(true) && observer.arg(&arg),
+                },
                 Event::Arg(arg) if !held => Owned::Seen {
                     more: observer.arg(&arg),
                 },
@@ -425,8 +529,11 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
                     whole: arg.value().is_some(),
                 }),
                 Event::End { end } => {
-                    observer.end(end);
-                    Owned::End
+                    let told = checking.is_none();
+                    if told {
+                        observer.end(end);
+                    }
+                    Owned::End { end, told }
                 }
                 Event::Dead { error, .. } => {
                     observer.protocol_error();
@@ -439,7 +546,11 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
             pos += consumed;
             if matches!(
                 (&event, &self.mode),
-                (Some(Owned::Dead(_)), _) | (Some(Owned::End), Mode::Hold(_) | Mode::Refuse { .. })
+                (Some(Owned::Dead(_)), _)
+                    | (
+                        Some(Owned::End { .. }),
+                        Mode::Hold(_) | Mode::Refuse { .. } | Mode::Check(_)
+                    )
             ) {
                 // The event adds bytes of its own: they go after what is due already.
                 self.materialize(chunk);
@@ -451,10 +562,25 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
                     start,
                     naming,
                     args,
+                    check,
                 }) => {
-                    self.named(chunk, start, naming);
+                    self.named(chunk, start, naming, check);
                     if args {
                         self.framer.inspect();
+                    }
+                }
+                Some(Owned::CheckArg { index, value, more }) => {
+                    if let Mode::Check(check) = &mut self.mode {
+                        check.observing = more;
+                        match value {
+                            Some(value) => check.args.push(value),
+                            None => check.whole = false,
+                        }
+                        if !check.all && index == 1 {
+                            // The rest of the command streams behind its held bytes.
+                            self.materialize(chunk);
+                            self.decide_held();
+                        }
                     }
                 }
                 Some(Owned::Seen { more: false }) => self.framer.uninspect(),
@@ -464,7 +590,13 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
                         held.args.push(arg);
                     }
                 }
-                Some(Owned::End) => self.end(sink).await?,
+                Some(Owned::End { end, told }) => {
+                    if !told {
+                        self.decide_held();
+                        self.observer.end(end);
+                    }
+                    self.end(sink).await?
+                }
                 Some(Owned::Dead(error)) => {
                     self.dead(error);
                     self.flush(chunk, sink).await?;
@@ -524,7 +656,68 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
                 }
             },
             Mode::Forward => self.forward(chunk, range),
+            Mode::Check(ref mut check) => {
+                check.bytes.extend_from_slice(&chunk[range]);
+                self.check_cap();
+            }
             Mode::Hold(_) | Mode::Refuse { .. } => {}
+        }
+    }
+
+    /// A held command past [`HOLD_CAP`] is refused before it holds more.
+    fn check_cap(&mut self) {
+        if matches!(&self.mode, Mode::Check(check) if check.bytes.len() > HOLD_CAP) {
+            if let Mode::Check(check) = &mut self.mode {
+                // Not the policy's: the decision comes without them.
+                check.bytes = Vec::new();
+                check.whole = false;
+            }
+            self.decide_held();
+        }
+    }
+
+    /// Decide a command held for its arguments ([`Mode::Check`]): allowed, its held bytes are
+    /// due (after whatever is due already: the caller materialized the chunk's forwarded
+    /// range) and the rest of it is forwarded; refused, it is dropped to its end.
+    fn decide_held(&mut self) {
+        let Mode::Check(check) = std::mem::replace(&mut self.mode, Mode::Pending) else {
+            return;
+        };
+        let wanted = if check.all {
+            check.argc.saturating_sub(1)
+        } else {
+            check.argc.saturating_sub(1).min(1)
+        };
+        let held = if !check.whole {
+            Checked::TooLarge { cap: HOLD_CAP }
+        } else if (check.args.len() as u64) < wanted {
+            Checked::TooManyInline {
+                max: super::framer::INLINE_ARG_SLOTS,
+            }
+        } else {
+            Checked::Args(&check.args)
+        };
+        let verdict = self.observer.check(held);
+        let verdict = match (held, verdict) {
+            (Checked::Args(_), verdict) => verdict,
+            (_, Err(reason)) => Err(reason),
+            (_, Ok(())) => Err("the command is too large to check against the policy".into()),
+        };
+        match verdict {
+            Ok(()) => {
+                self.out.extend_from_slice(&check.bytes);
+                if !check.observing {
+                    self.framer.uninspect();
+                }
+                self.mode = Mode::Forward;
+            }
+            Err(reason) => {
+                self.framer.uninspect();
+                self.mode = Mode::Refuse {
+                    command: check.command,
+                    reason,
+                };
+            }
         }
     }
 
@@ -550,9 +743,33 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
         }
     }
 
-    fn named(&mut self, chunk: &[u8], start: u64, naming: Naming) {
+    fn named(&mut self, chunk: &[u8], start: u64, naming: Naming, check: Option<Box<Check>>) {
         // Bytes before `start` are filler Redis skips (`*0`, empty lines).
         let pending = self.pending.take();
+        if let (Naming::Forward, Some(mut check)) = (&naming, check) {
+            // Held for the policy: its own bytes so far are kept, not forwarded.
+            if self.held.is_empty() {
+                if let Some(range) = pending {
+                    let skip = usize::try_from(start.saturating_sub(self.pending_start))
+                        .unwrap_or(usize::MAX)
+                        .min(range.len());
+                    check
+                        .bytes
+                        .extend_from_slice(&chunk[range.start + skip..range.end]);
+                }
+            } else {
+                let from =
+                    usize::try_from(start.saturating_sub(self.held_start)).unwrap_or(usize::MAX);
+                check
+                    .bytes
+                    .extend_from_slice(self.held.get(from..).unwrap_or_default());
+            }
+            self.held.clear();
+            self.framer.hold();
+            self.mode = Mode::Check(check);
+            self.check_cap();
+            return;
+        }
         if matches!(naming, Naming::Forward) {
             if self.held.is_empty() {
                 if let Some(range) = pending {
@@ -590,6 +807,8 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
     ) -> Result<(), RelayError> {
         match std::mem::replace(&mut self.mode, Mode::Pending) {
             Mode::Pending | Mode::Forward => Ok(()),
+            // Decided before the observer was told of its end.
+            Mode::Check(_) => Ok(()),
             Mode::Refuse { command, reason } => {
                 self.refuse(&command, &reason);
                 Ok(())
@@ -795,12 +1014,20 @@ mod tests {
 
     /// Run the guard over `chunks` (sent one by one, then EOF); what reached the upstream.
     async fn upstream_bytes(initial: &[u8], chunks: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
+        through(|policy| Guard::new(policy, initial.to_vec()), chunks).await
+    }
+
+    /// Run the guard `make` builds over `chunks` (then EOF): what reached the upstream, and
+    /// what was audited.
+    async fn through<O: Observer>(
+        make: impl FnOnce(&TestPolicy) -> Guard<&TestPolicy, O>,
+        chunks: &[&[u8]],
+    ) -> (Vec<u8>, Vec<String>) {
         let policy = policy();
         let (mut client, client_end) = duplex(1 << 20);
         let (upstream_end, mut upstream) = duplex(1 << 20);
         let moved = AtomicU64::new(0);
-        let guard = Guard::new(&policy, initial.to_vec());
-        let run = guard.run(client_end, upstream_end, &moved);
+        let run = make(&policy).run(client_end, upstream_end, &moved);
         let feed = async {
             for chunk in chunks {
                 client.write_all(chunk).await.unwrap();
@@ -1065,6 +1292,163 @@ mod tests {
         }
     }
 
+    /// Inspect mode's policy hold, as a session policy would ask for it: `CONFIG` decided by
+    /// its subcommand (only `GET`), `SET` by its key (`app:*`), everything else by name.
+    #[derive(Default)]
+    struct HoldingObserver {
+        name: Vec<u8>,
+    }
+
+    impl Observer for HoldingObserver {
+        fn command(&mut self, head: &Head<'_>, _refused: bool) -> Look {
+            self.name = head.name().to_ascii_lowercase();
+            match &self.name[..] {
+                b"config" => Look::Hold { all: false },
+                b"set" => Look::Hold { all: true },
+                _ => Look::Pass,
+            }
+        }
+
+        /// Like the audit: the first arguments only.
+        fn arg(&mut self, arg: &Arg<'_>) -> bool {
+            arg.index < 2
+        }
+
+        fn check(&mut self, held: Checked<'_>) -> Result<(), String> {
+            match (held, &self.name[..]) {
+                (Checked::Args([sub, ..]), b"config") if sub.eq_ignore_ascii_case(b"get") => Ok(()),
+                (Checked::Args([key, ..]), b"set") if key.starts_with(b"app:") => Ok(()),
+                (Checked::Args(_), _) => Err("denied by the test policy".into()),
+                (other, _) => Err(format!("unheld: {other:?}")),
+            }
+        }
+    }
+
+    /// [`upstream_bytes`] with a [`HoldingObserver`].
+    async fn held_upstream_bytes(chunks: &[&[u8]]) -> (Vec<u8>, Vec<String>) {
+        through(
+            |policy| Guard::observed(policy, Vec::new(), HoldingObserver::default()),
+            chunks,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_command_held_for_its_arguments_goes_on_whole_or_is_refused_in_place() {
+        let get = cmd(&[b"GET", b"k"]);
+        let config_get = cmd(&[b"CONFIG", b"GET", b"maxmemory"]);
+        let set_ok = cmd(&[b"SET", b"app:1", &vec![b'v'; 5000]]);
+        let stream = [
+            get.clone(),
+            cmd(&[b"CONFIG", b"SET", b"maxmemory", b"1"]),
+            config_get.clone(),
+            b"config get maxmemory\r\n".to_vec(),
+            set_ok.clone(),
+            cmd(&[b"SET", b"other", b"v"]),
+            b"SET other v\r\n".to_vec(),
+            b"set app:2 v\r\n".to_vec(),
+            cmd(&[b"CONFIG"]),
+            get.clone(),
+        ]
+        .concat();
+        let (whole, audit) = held_upstream_bytes(&[&stream]).await;
+        let refusal = rules::refusal("denied by the test policy");
+        let want = [
+            &get[..],
+            &refusal,
+            &config_get,
+            b"config get maxmemory\r\n",
+            &set_ok,
+            &refusal,
+            &refusal,
+            b"set app:2 v\r\n",
+            &refusal,
+            &get,
+        ]
+        .concat();
+        assert_eq!(whole, want);
+        assert_eq!(audit.len(), 4, "{audit:?}");
+        assert!(audit.iter().all(|a| a.contains("Refused")), "{audit:?}");
+        // Byte by byte, and cut inside the key, it is the same.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(held_upstream_bytes(&bytes).await.0, want, "byte by byte");
+        for cut in [
+            get.len() + 20,
+            stream.len() / 2,
+            stream.len() - get.len() - 3,
+        ] {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(held_upstream_bytes(&[a, b]).await.0, want, "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_command_goes_upstream_only_once_decided_and_its_rest_streams() {
+        let policy = policy();
+        let (mut client, client_end) = duplex(1 << 20);
+        let (upstream_end, mut upstream) = duplex(1 << 20);
+        let moved = AtomicU64::new(0);
+        let run = Guard::observed(&policy, Vec::new(), HoldingObserver::default()).run(
+            client_end,
+            upstream_end,
+            &moved,
+        );
+        let get = cmd(&[b"GET", b"k"]);
+        let config = cmd(&[b"CONFIG", b"GET", &vec![b'p'; 200_000]]);
+        let check = async {
+            // The name and half the subcommand: nothing of it goes on yet.
+            client
+                .write_all(&[&get[..], &config[..20]].concat())
+                .await
+                .unwrap();
+            let mut got = vec![0u8; get.len()];
+            upstream.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, get);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(moved.load(Ordering::Relaxed), get.len() as u64, "held");
+            // The subcommand completes it: the held bytes and what follows stream on before
+            // the client sent the rest.
+            client.write_all(&config[20..100_000]).await.unwrap();
+            let mut got = vec![0u8; 100_000 - 20];
+            upstream.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, &config[..100_000 - 20]);
+            drop(client);
+        };
+        let (ran, ()) = tokio::join!(run, check);
+        ran.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_command_too_large_to_hold_is_refused_not_buffered() {
+        let get = cmd(&[b"GET", b"k"]);
+        let huge_key = vec![b'k'; 3 * HOLD_CAP];
+        let stream = [
+            get.clone(),
+            cmd(&[b"SET", &huge_key, b"v"]),
+            cmd(&[b"SET", b"app:1", &vec![b'v'; HOLD_CAP]]),
+            get.clone(),
+        ]
+        .concat();
+        let (got, audit) = held_upstream_bytes(&[&stream]).await;
+        let refusal = |got: &[u8]| refused(&format!("TooLarge {{ cap: {HOLD_CAP} }}"), got);
+        assert!(
+            got.starts_with(&get) && got.ends_with(&get),
+            "{}",
+            got.len()
+        );
+        let middle = &got[get.len()..got.len() - get.len()];
+        assert!(
+            middle.len() < 1000,
+            "nothing of them went on: {}",
+            middle.len()
+        );
+        assert!(refusal(middle), "{}", String::from_utf8_lossy(middle));
+        assert_eq!(audit.len(), 2, "{audit:?}");
+        // Split in any reads, the same.
+        let bytes: Vec<&[u8]> = stream.chunks(1000).collect();
+        assert_eq!(held_upstream_bytes(&bytes).await.0, got);
+    }
+
     /// Any split of a stream into reads sends the upstream the same bytes as the whole stream:
     /// the hold / forward / copy-free bookkeeping never depends on where reads end.
     mod splits {
@@ -1084,6 +1468,12 @@ mod tests {
                 2 => "[a-zA-Z\"' ]{0,20}\n".prop_map(String::into_bytes),
                 1 => Just(b"*0\r\n\r\n".to_vec()),
                 1 => proptest::collection::vec(any::<u8>(), 0..6),
+                // Held for the policy (with a `HoldingObserver`): allowed, denied, too large.
+                1 => Just(cmd(&[b"CONFIG", b"GET", b"x"])),
+                1 => Just(cmd(&[b"CONFIG", b"SET", b"x", b"y"])),
+                1 => Just(b"set app:1 v\n".to_vec()),
+                1 => Just(cmd(&[b"SET", b"other", b"v"])),
+                1 => Just(cmd(&[b"SET", b"app:2", &vec![b'v'; HOLD_CAP]])),
             ]
         }
 
@@ -1107,6 +1497,10 @@ mod tests {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 let (whole, split) = rt.block_on(async {
                     (upstream_bytes(&[], &[&stream]).await.0, upstream_bytes(&[], &chunks).await.0)
+                });
+                prop_assert_eq!(whole, split);
+                let (whole, split) = rt.block_on(async {
+                    (held_upstream_bytes(&[&stream]).await.0, held_upstream_bytes(&chunks).await.0)
                 });
                 prop_assert_eq!(whole, split);
             }

@@ -100,6 +100,11 @@ pub struct FramerConfig {
     /// Per command, how many bytes of arguments longer than [`NAME_CAP`] are kept whole for
     /// [`Framer::inspect`]; beyond it such arguments show only their first `NAME_CAP` bytes.
     pub inspect_bytes: usize,
+    /// Per command the caller holds back for its arguments ([`Framer::hold`]), how many bytes
+    /// of arguments are kept whole instead (at least `inspect_bytes`). Inline lines are split
+    /// before the caller can ask, so their arguments are kept whole up to this many bytes
+    /// always. 0: no command is held (guard mode).
+    pub hold_bytes: usize,
 }
 
 impl Default for FramerConfig {
@@ -108,6 +113,7 @@ impl Default for FramerConfig {
             proto_max_bulk_len: PROTO_MAX_BULK_LEN,
             authenticated: true,
             inspect_bytes: 1024,
+            hold_bytes: 0,
         }
     }
 }
@@ -283,8 +289,10 @@ struct Current {
     /// Arguments fully read so far (the name is argument 0).
     done: u64,
     inspect: bool,
-    /// Bytes of `inspect_bytes` spent on arguments longer than `NAME_CAP`.
+    /// Bytes of `budget` spent on arguments longer than `NAME_CAP`…
     spent: usize,
+    /// …of `inspect_bytes`, or `hold_bytes` once held.
+    budget: usize,
 }
 
 /// An inline argument kept for inspection: its bytes in `args[off..off + kept]`.
@@ -296,12 +304,23 @@ struct Slot {
 }
 
 impl Framer {
-    /// Give `args` its whole capacity before its first byte: the budget for whole arguments
-    /// plus every inline slot's prefix.
-    fn reserve_args(&mut self) {
+    /// Room in `args` for `more` bytes. Its first capacity is the default budget for whole
+    /// arguments plus every inline slot's prefix; a held command's larger budget grows it into
+    /// a new buffer, the old one zeroed as it is dropped (a plain `reserve` would leave a copy
+    /// behind), and `begin` gives that back once the command is done.
+    fn reserve_args(&mut self, more: usize) {
+        let base = self.config.inspect_bytes + INLINE_ARG_SLOTS * NAME_CAP;
         if self.args.capacity() == 0 {
-            self.args
-                .reserve_exact(self.config.inspect_bytes + INLINE_ARG_SLOTS * NAME_CAP);
+            self.args.reserve_exact(base);
+        }
+        let needed = self.args.len() + more;
+        if needed > self.args.capacity() {
+            let bound = self.cmd.budget + INLINE_ARG_SLOTS * NAME_CAP;
+            let capacity = needed.max((2 * self.args.capacity()).min(bound));
+            let mut grown = Zeroizing::new(Vec::with_capacity(capacity));
+            grown.extend_from_slice(&self.args);
+            // The old buffer is zeroized (whole capacity) as it drops.
+            self.args = grown;
         }
     }
 
@@ -324,6 +343,7 @@ impl Framer {
                 done: 0,
                 inspect: false,
                 spent: 0,
+                budget: config.inspect_bytes,
             },
             name: [0; NAME_CAP],
             // Reserved on the first kept argument, at the budget plus inline prefixes.
@@ -352,6 +372,14 @@ impl Framer {
     /// [`Event::Command`]; later calls report only the arguments not yet passed).
     pub fn inspect(&mut self) {
         self.cmd.inspect = true;
+    }
+
+    /// Ask for the current command's arguments as [`Event::Arg`]s, like [`Framer::inspect`],
+    /// kept whole up to [`FramerConfig::hold_bytes`]: the caller holds the command back until
+    /// it has the arguments it needs to decide on it.
+    pub fn hold(&mut self) {
+        self.cmd.inspect = true;
+        self.cmd.budget = self.cmd.budget.max(self.config.hold_bytes);
     }
 
     /// Stop reporting the current command's arguments: those not yet begun are opaque again
@@ -427,20 +455,29 @@ impl Framer {
 
     /// Start a request at `first`, Redis' choice of syntax.
     fn begin(&mut self, first: u8) {
+        let kind = if first == b'*' {
+            Kind::Multibulk
+        } else {
+            Kind::Inline
+        };
         self.cmd = Current {
-            kind: if first == b'*' {
-                Kind::Multibulk
-            } else {
-                Kind::Inline
-            },
+            kind,
             start: self.offset,
             argc: 0,
             name_len: 0,
             done: 0,
             inspect: false,
             spent: 0,
+            budget: match kind {
+                Kind::Multibulk => self.config.inspect_bytes,
+                Kind::Inline => self.config.inspect_bytes.max(self.config.hold_bytes),
+            },
         };
         self.wipe_args();
+        if self.args.capacity() > self.config.inspect_bytes + INLINE_ARG_SLOTS * NAME_CAP {
+            // A held command's larger buffer (wiped above) is not kept for the session.
+            self.args = Zeroizing::new(Vec::new());
+        }
         self.state = match self.cmd.kind {
             Kind::Multibulk => State::Header {
                 count: true,
@@ -608,7 +645,7 @@ impl Framer {
             }
         } else if self.cmd.inspect {
             self.wipe_args();
-            let budget = self.config.inspect_bytes.saturating_sub(self.cmd.spent);
+            let budget = self.cmd.budget.saturating_sub(self.cmd.spent);
             if short <= NAME_CAP {
                 Capture::Arg { until: short }
             } else if short <= budget {
@@ -650,7 +687,7 @@ impl Framer {
                         self.name[kept..kept + take].copy_from_slice(&input[..take]);
                     }
                     _ => {
-                        self.reserve_args();
+                        self.reserve_args(take);
                         self.args.extend_from_slice(&input[..take]);
                     }
                 }
@@ -873,7 +910,7 @@ impl Sink for InlineSink<'_> {
             f.cmd.name_len += 1;
             return;
         }
-        let budget = f.config.inspect_bytes.saturating_sub(f.cmd.spent) as u64;
+        let budget = f.cmd.budget.saturating_sub(f.cmd.spent) as u64;
         let Some(slot) = f.slot_mut(f.cmd.argc) else {
             return;
         };
@@ -881,7 +918,7 @@ impl Sink for InlineSink<'_> {
         let whole = slot.kept as u64 + 1 == slot.len;
         if slot.len <= NAME_CAP as u64 || (whole && slot.len <= budget) {
             slot.kept += 1;
-            f.reserve_args();
+            f.reserve_args(1);
             f.args.push(b);
         } else if slot.kept > NAME_CAP {
             // Outgrew the budget: keep only its prefix.

@@ -13,6 +13,7 @@ const FUZZ_CONFIG: FramerConfig = FramerConfig {
     proto_max_bulk_len: 1000,
     authenticated: true,
     inspect_bytes: 100,
+    hold_bytes: 300,
 };
 
 /// Fuzz the framer: never panics, split-invariant, events well ordered.
@@ -95,7 +96,12 @@ pub(super) fn record(
             };
             let rec = own(event);
             if inspect && matches!(rec, Rec::Command { .. }) {
-                framer.inspect();
+                // Every other command held (its larger budget), at a split-independent offset.
+                if framer.offset() % 2 == 0 {
+                    framer.hold();
+                } else {
+                    framer.inspect();
+                }
             }
             out.push((framer.offset(), rec));
         }

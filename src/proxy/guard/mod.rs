@@ -9,7 +9,9 @@
 //! - [`rules`]: what becomes of AUTH, HELLO … AUTH, RESET and protocol errors (and why the
 //!   upstream, not the bastion, answers each of them).
 //! - [`driver`]: the [`Guard`], which runs a session's requests direction through the framer
-//!   and the rules as a relay filter, taking a small [`Policy`] from the session.
+//!   and the rules as a relay filter, taking a small [`Policy`] from the session; in inspect
+//!   mode it also holds a command the command policy decides by its arguments until they
+//!   arrived (at most [`driver::HOLD_CAP`] bytes).
 //!
 //! What this module must never do: disagree with Redis about the command boundaries or names
 //! (a guard that does can be walked past: it sees a harmless command while Redis runs AUTH),

@@ -65,6 +65,7 @@ proptest! {
             proto_max_bulk_len: 50,
             authenticated,
             inspect_bytes: 40,
+            hold_bytes: 0,
         };
         let whole = record(config, inspect, false, &[&data]);
         let chunks = split(&data, &cuts);

@@ -8,13 +8,14 @@
 //! - [`matcher`]: pairs the two event streams in order (pipelining, RESP3 pushes, subscribe
 //!   confirmations, RESP2 pub/sub messages).
 //! - [`policy`]: a role's command policy (ACL-style rules), deciding per command as Redis'
-//!   own ACL would; its table of commands is generated from a real redis-server.
-//!
-//! - [`keys`] (with the generated `commands` table): where a command's keys are, as Redis'
-//!   `COMMAND` says, for the audit's key count and first key.
+//!   own ACL would; its table of commands (the only one: the audit reads it too) is generated
+//!   from a real redis-server.
+//! - [`keys`]: what the audit reads of that table — names, secret-bearing commands, and keys
+//!   counted as Redis' `COMMAND GETKEYS` finds them (key count and first key).
 //! - [`tap`]: the session's [`Inspection`], fed by the guard's observer hook (requests) and
 //!   the relay's watch hook (replies); counts, pairs and audits commands (`db.command`), and
-//!   asks the [`CommandPolicy`] hook about each.
+//!   asks the [`PolicyHook`] about each (holding, through the guard, a command the policy
+//!   decides by its arguments).
 //! - [`seam`]: a RESP2 subscriber's move to a fresh connection at a due re-AUTH (it cannot run
 //!   AUTH): its subscriptions, the new connection's confirmations, and the seam where the old
 //!   connection's messages end and the new one's begin (repeats dropped).
@@ -26,7 +27,6 @@
 //! up to `seam::HOLD_CAP` bytes), buffer a payload otherwise, or panic on input from the
 //! upstream.
 
-mod commands;
 mod fuzz;
 pub mod keys;
 pub mod matcher;

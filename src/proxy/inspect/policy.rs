@@ -14,7 +14,10 @@
 //! rules end in `allcommands` (Redis would answer "unknown command" itself); a command whose
 //! keys cannot be found from its arguments (a malformed `numkeys`) is denied when keys are
 //! restricted (Redis finds no keys and lets the command fail); channel rules are not part of
-//! the policy (as `allchannels`); selectors `(…)` are not supported.
+//! the policy (as `allchannels`); selectors `(…)` are not supported. In inspect mode a command
+//! decided by its arguments is denied when it outgrows the bytes the guard holds back to check
+//! it (`guard::driver::HOLD_CAP`, 64 KiB: under a key-restricted role, a `SET` with a larger
+//! value), or is an inline command with more arguments than the framer keeps (32).
 //!
 //! Not seen here: commands a script runs (`EVAL`/`FCALL` → `redis.call`) — allowing
 //! `@scripting` allows whatever the db-user's own ACL allows; and a transaction: Redis refuses a
@@ -35,6 +38,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use fuzz::fuzz_policy;
+pub use keys::KeyCount;
 
 /// Longest rule text a role may hold (`commands` or `keys`); checked by the config and store.
 pub const MAX_RULES_LEN: usize = 1024;
@@ -137,6 +141,41 @@ pub fn table_version() -> &'static str {
 /// Look up a command by name, ASCII case-insensitively.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     find(table::COMMANDS, name, b"")
+}
+
+impl CommandSpec {
+    /// Its subcommand named `sub` (any case): `config` + `get` → `config|get`.
+    pub fn subcommand(&'static self, sub: &[u8]) -> Option<&'static CommandSpec> {
+        lookup_sub(self, sub)
+    }
+
+    /// The keys of a call with `argc` arguments (the name included) as Redis' `COMMAND
+    /// GETKEYS` finds them: how many, and where the first is. `arg(i)` gives argument `i`
+    /// (1 = the first after the name), `None` where it is not at hand (taken as empty: only
+    /// keyword searches, `numkeys` and a few commands' own finders read arguments, and a
+    /// prefix of a long argument serves them). `None`: Redis finds no keys either way
+    /// ("Invalid arguments" for `COMMAND GETKEYS`).
+    pub fn key_count<'a>(
+        &self,
+        argc: u64,
+        arg: impl Fn(usize) -> Option<&'a [u8]> + Copy,
+    ) -> Option<KeyCount> {
+        if !keys::has_keys(self) {
+            return Some(KeyCount::default());
+        }
+        keys::walk(self, usize::try_from(argc).unwrap_or(usize::MAX), arg)
+    }
+
+    /// Whether [`CommandSpec::key_count`] reads arguments at all (a keyword search, a
+    /// `numkeys`, a command's own finder); if not, `argc` alone places its keys.
+    pub fn keys_read_args(&self) -> bool {
+        keys::FINDERS.contains(&self.name)
+            || self.key_specs.iter().any(|s| {
+                s.flags & (key_flags::INCOMPLETE | key_flags::VARIABLE_FLAGS) != 0
+                    || !matches!(s.begin, BeginSearch::Index(_))
+                    || !matches!(s.find, FindKeys::Range { .. })
+            })
+    }
 }
 
 /// Look up `parent|sub` among `parent`'s subcommands.

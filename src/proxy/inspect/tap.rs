@@ -15,7 +15,9 @@
 //! or change a byte.
 //!
 //! The command policy hook: [`PolicyHook::check`] is asked about every command as it is
-//! named (no policy is wired yet: sessions use [`AllowAll`]). A denial is refused by the guard
+//! named, or — when [`PolicyHook::needs`] says the decision needs arguments — the guard holds
+//! the command back ([`Look::Hold`]) until they have arrived and [`PolicyHook::check_args`]
+//! decides (a command too large to hold is refused). A denial is refused by the guard
 //! in place — the upstream never sees the command; it answers the guard's refusal, an
 //! unknown-command error (so inside MULTI the transaction aborts, as for Redis' own ACL
 //! denials) — and the replies watch replaces that answer with `-NOPERM bastion: <reason>`.
@@ -33,55 +35,64 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::keys::Spec;
+use super::keys::{Spec, AUDIT_ARGS};
 use super::matcher::{sub_command, Matched, Matcher};
+use super::policy::ArgsNeeded;
 use super::reply::{ReplyConfig, ReplyFramer, ReplyKind, Word};
 use super::seam::{Seam, SubRequest, Subscriptions};
 use crate::audit::{self, CommandFacts, CommandSummary, SessionFacts};
-use crate::proxy::guard::driver::{Look, Observer, Reauth, Resubscribe};
+use crate::proxy::guard::driver::{Checked, Look, Observer, Reauth, Resubscribe};
 use crate::proxy::guard::{keyword_eq, Arg, Head, NAME_CAP};
 use crate::proxy::relay::{Counters, Edit, Handover, Watch};
 
 /// Where a command policy (ACL-style rules per role) plugs in: asked about every command of an
-/// inspect-mode session as soon as its name is known (`proxy/session.rs` passes [`AllowAll`]
-/// today). Arguments are not seen: a rule on keys would also need the guard to hold the command
-/// until its keys have passed.
+/// inspect-mode session as soon as its name is known, and about the arguments of those it
+/// needs them for, which the guard holds back until they have arrived.
 pub trait PolicyHook: Send + Sync {
     /// `Err(reason)`: refuse it; the client gets an error carrying `bastion: <reason>` in its
     /// place and the upstream never sees it. `name` is the client's bytes (at most
     /// [`NAME_CAP`]), `spec` Redis' entry for it, if it has one; `argc` counts the name.
+    /// Asked only when [`PolicyHook::needs`] is [`ArgsNeeded::None`].
     fn check(&self, name: &[u8], spec: Option<&'static Spec>, argc: u64) -> Result<(), String>;
+
+    /// How much of the command named `name` the decision needs.
+    fn needs(&self, name: &[u8]) -> ArgsNeeded {
+        let _ = name;
+        ArgsNeeded::None
+    }
+
+    /// The decision on a command [`PolicyHook::needs`] arguments for: `args` are its first
+    /// argument (none if it has none) or all of them, each whole.
+    fn check_args(&self, name: &[u8], args: &[Vec<u8>]) -> Result<(), String> {
+        let _ = (name, args);
+        Ok(())
+    }
 }
 
-/// A session's command policy (its roles' ACL-style rules, [`super::policy`]). Inspect mode
-/// decides when a command is named, before any of its bytes go upstream, and does not hold a
-/// command back for its arguments: a command whose decision needs them (a subcommand, or keys
-/// under a key-restricted policy) is refused — fail closed — unless the name alone allows it.
+/// A session's command policy (its roles' ACL-style rules, [`super::policy`]): decided by the
+/// name alone when that suffices, otherwise once the guard has held the command to the
+/// arguments the rules look at (a subcommand or first argument, or every argument when keys
+/// are restricted) — the same decision Redis' ACL makes.
 impl PolicyHook for super::policy::SessionPolicy {
-    fn check(&self, name: &[u8], spec: Option<&'static Spec>, _argc: u64) -> Result<(), String> {
-        use super::policy::ArgsNeeded;
-        let reason = |denied: super::policy::Denied| {
-            let text = denied.to_string();
-            text.strip_prefix("NOPERM bastion: ")
-                .unwrap_or(&text)
-                .to_string()
-        };
-        match self.args_needed(name) {
-            ArgsNeeded::None => self.check::<&[u8]>(name, &[]).map_err(reason),
-            needs => {
-                // Known to Redis (only its commands can need arguments): the table's name.
-                let command = spec.map_or("this command", |s| s.name);
-                let what = match needs {
-                    ArgsNeeded::All => "its keys",
-                    _ => "its subcommand",
-                };
-                Err(format!(
-                    "the role's command policy decides '{command}' by {what}, which inspect \
-                     mode does not hold back for checking; it is refused"
-                ))
-            }
-        }
+    fn check(&self, name: &[u8], _: Option<&'static Spec>, _argc: u64) -> Result<(), String> {
+        self.check::<&[u8]>(name, &[]).map_err(|d| reason(&d))
     }
+
+    fn needs(&self, name: &[u8]) -> ArgsNeeded {
+        self.args_needed(name)
+    }
+
+    fn check_args(&self, name: &[u8], args: &[Vec<u8>]) -> Result<(), String> {
+        self.check(name, args).map_err(|d| reason(&d))
+    }
+}
+
+/// A denial's text without the `NOPERM bastion: ` the reply puts back.
+fn reason(denied: &super::policy::Denied) -> String {
+    let text = denied.to_string();
+    text.strip_prefix("NOPERM bastion: ")
+        .unwrap_or(&text)
+        .to_string()
 }
 
 /// No command policy: everything the guard lets through goes on.
@@ -327,6 +338,8 @@ impl<'a> Inspection<'a> {
             sample_acc: 0.0,
             in_multi: false,
             next_reauth,
+            seen: zeroize::Zeroizing::new(Vec::new()),
+            seen_at: Vec::new(),
             unmovable_audited: false,
         }
     }
@@ -373,14 +386,12 @@ impl<'a> Inspection<'a> {
         if current.lost {
             book.lost = true;
         }
-        let spec = current.sub.or(current.spec);
-        let keys = spec.map_or(0, |s| s.keys(current.argc, current.numkeys).0);
         book.pending.push_back(Pending {
             seq,
             spec: current.spec,
             sub: current.sub,
             argc: current.argc,
-            keys,
+            keys: current.keys,
             key: current.key,
             started: current.started,
             protocol_error: false,
@@ -732,9 +743,8 @@ impl<'a> Inspection<'a> {
         let mut name = String::new();
         match (done.spec, done.sub) {
             _ if done.protocol_error => name.push('-'),
-            (Some(spec), Some(sub)) => {
-                let _ = write!(name, "{}|{}", spec.name, sub.name);
-            }
+            // The table names a subcommand `container|sub`.
+            (Some(_), Some(sub)) => name.push_str(sub.name),
             (Some(spec), None) => name.push_str(spec.name),
             (None, _) => name.push('?'),
         }
@@ -786,7 +796,10 @@ struct Current {
     refused: bool,
     spec: Option<&'static Spec>,
     sub: Option<&'static Spec>,
-    numkeys: Option<u64>,
+    /// Arguments wanted: those with index below this.
+    want: u64,
+    /// Sampled: its keys, as `COMMAND GETKEYS` counts them (at its end).
+    keys: u64,
     key: Key,
     started: Option<Instant>,
     /// Its replies cannot be paired (MONITOR, CLIENT REPLY).
@@ -800,33 +813,44 @@ struct Current {
 }
 
 impl Current {
-    /// The argument index of the first key, once known.
-    fn first_key_at(&self) -> Option<u64> {
-        let spec = self.sub.or(self.spec)?;
-        if spec.secret_bearing() || self.spec.is_some_and(Spec::secret_bearing) {
-            return None;
-        }
-        spec.keys(self.argc, self.numkeys).1
+    /// Denied by the command policy: refused in place, the client gets `-NOPERM` instead.
+    fn deny(&mut self, reason: &str) {
+        self.refused = true;
+        self.spec = None;
+        self.sub = None;
+        // Refused, it changes nothing: not MONITOR, not CLIENT REPLY.
+        self.lost = false;
+        self.sampled = false;
+        self.want = 0;
+        self.started = None;
+        self.replace = Some(noperm(reason));
+    }
+
+    /// Which arguments to look at (`subbed`: a container's subcommand was looked at): a
+    /// container's subcommand always (CLIENT REPLY ends the pairing); of a sampled command,
+    /// those its keys are found by — up to the first key when `argc` alone places them, else
+    /// up to [`AUDIT_ARGS`].
+    fn set_want(&mut self, subbed: bool) {
+        self.want = match self.spec {
+            None => 0,
+            Some(spec) if spec.is_container() && !subbed => 2,
+            Some(_) if !self.sampled => 0,
+            Some(spec) => match self.sub.or((!spec.is_container()).then_some(spec)) {
+                None => 0,
+                Some(cmd) if cmd.keys_read_args() => {
+                    self.argc.saturating_sub(1).min(AUDIT_ARGS) + 1
+                }
+                Some(cmd) => cmd
+                    .key_count(self.argc, |_| None)
+                    .and_then(|k| k.first)
+                    .map_or(0, |at| at as u64 + 1),
+            },
+        };
     }
 
     /// Whether an argument after index `i` is still wanted.
     fn wants_after(&self, i: u64) -> bool {
-        let Some(spec) = self.spec else {
-            return false;
-        };
-        if spec.is_container() && self.sub.is_none() {
-            return i < 1;
-        }
-        if !self.sampled || !self.key.is_none() {
-            return false;
-        }
-        let spec = self.sub.unwrap_or(spec);
-        if let Some(k) = spec.keynum {
-            if self.numkeys.is_none() {
-                return i < u64::from(k.count_at);
-            }
-        }
-        self.first_key_at().is_some_and(|at| i < at)
+        i + 1 < self.want
     }
 }
 
@@ -842,6 +866,11 @@ pub struct RequestTap<'i, 'a, P> {
     in_multi: bool,
     /// When the upstream is to be authenticated again.
     next_reauth: Option<tokio::time::Instant>,
+    /// The current sampled command's arguments looked at, their first bytes (`seen_at`:
+    /// range in `seen`, full length), to find its keys at its end. Reused; zeroed after each
+    /// command (a secret-bearing command's are looked at too, never logged).
+    seen: zeroize::Zeroizing<Vec<u8>>,
+    seen_at: Vec<(usize, usize, u64)>,
     /// A RESP2 subscriber that could not be moved (its subscriptions not known) was audited.
     unmovable_audited: bool,
 }
@@ -866,6 +895,40 @@ impl<P> RequestTap<'_, '_, P> {
     }
 }
 
+impl<P> RequestTap<'_, '_, P> {
+    /// A sampled command's keys, from the arguments looked at: its count, and its first key
+    /// unless it carries secrets.
+    fn find_keys(&self, current: &mut Current) {
+        let Some(cmd) = current.sub.or(current.spec.filter(|s| !s.is_container())) else {
+            return;
+        };
+        let seen = |i: usize| {
+            let &(from, to, _) = self.seen_at.get(i.checked_sub(1)?)?;
+            self.seen.get(from..to)
+        };
+        let found = cmd.key_count(current.argc, seen).unwrap_or_default();
+        current.keys = found.count;
+        if cmd.secret_bearing() {
+            return;
+        }
+        let Some(&(from, to, len)) = found
+            .first
+            .and_then(|at| self.seen_at.get(at.checked_sub(1)?))
+        else {
+            return;
+        };
+        let kept = to - from;
+        current.key.bytes[..kept].copy_from_slice(&self.seen[from..to]);
+        current.key.kept = kept as u8;
+        current.key.len = len;
+    }
+
+    fn forget_seen(&mut self) {
+        zeroize::Zeroize::zeroize(&mut *self.seen);
+        self.seen_at.clear();
+    }
+}
+
 impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
     fn chunk(&mut self) {
         self.fresh_read = true;
@@ -883,7 +946,8 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             refused,
             spec,
             sub: None,
-            numkeys: None,
+            want: 0,
+            keys: 0,
             key: Key::NONE,
             started: None,
             lost: spec.is_some_and(|s| s.name == "monitor"),
@@ -893,29 +957,34 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
         };
         current.name[..usize::from(current.name_len)]
             .copy_from_slice(&name[..usize::from(current.name_len)]);
+        let mut hold = None;
         if !refused {
-            if let Err(reason) = self.policy.check(name, spec, head.argc) {
-                current.refused = true;
-                current.spec = None;
-                current.replace = Some(noperm(&reason));
-                self.current = Some(current);
-                return Look::Refuse { reason };
+            match self.policy.needs(name) {
+                ArgsNeeded::None => {
+                    if let Err(reason) = self.policy.check(name, spec, head.argc) {
+                        current.deny(&reason);
+                        self.current = Some(current);
+                        return Look::Refuse { reason };
+                    }
+                }
+                ArgsNeeded::First => hold = Some(false),
+                ArgsNeeded::All => hold = Some(true),
             }
             if self.sampled() {
                 current.sampled = true;
                 current.started = Some(Instant::now());
             }
         }
+        self.forget_seen();
+        current.set_want(false);
         // The subscribe family's names are followed (a RESP2 subscriber's move needs them).
         if !refused {
             current.subs = sub_command(|w| keyword_eq(name, w))
                 .map(|(channels, on)| SubRequest::new(channels, on));
         }
-        // CLIENT's subcommand is always looked at: CLIENT REPLY OFF|SKIP ends the pairing.
-        let look = if current.wants_after(0)
-            || current.subs.is_some()
-            || spec.is_some_and(|s| s.name == "client")
-        {
+        let look = if let Some(all) = hold {
+            Look::Hold { all }
+        } else if current.wants_after(0) || current.subs.is_some() {
             Look::Args
         } else {
             Look::Pass
@@ -931,32 +1000,50 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
         let i = arg.index;
         if i == 1 {
             if let Some(spec) = current.spec.filter(|s| s.is_container()) {
-                current.sub = spec.subcommand(arg.prefix());
-                if spec.name == "client" && current.sub.is_some_and(|s| s.name == "reply") {
+                current.sub = spec.subcommand_named(arg.prefix());
+                if current.sub.is_some_and(|s| s.name == "client|reply") {
                     current.lost = true;
                 }
-            }
-        }
-        let spec = current.sub.or(current.spec);
-        if let Some(k) = spec.and_then(|s| s.keynum) {
-            if i == u64::from(k.count_at) {
-                current.numkeys = arg
-                    .value()
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse().ok());
+                current.set_want(true);
             }
         }
         if let Some(subs) = current.subs.as_mut().filter(|_| i >= 1) {
             subs.arg(arg.value());
         }
-        if current.sampled && current.first_key_at() == Some(i) {
+        if current.sampled && i == self.seen_at.len() as u64 + 1 && i <= AUDIT_ARGS {
             let prefix = arg.prefix();
-            let kept = prefix.len().min(NAME_CAP);
-            current.key.bytes[..kept].copy_from_slice(&prefix[..kept]);
-            current.key.kept = kept as u8;
-            current.key.len = arg.len;
+            let prefix = &prefix[..prefix.len().min(NAME_CAP)];
+            let from = self.seen.len();
+            self.seen.extend_from_slice(prefix);
+            self.seen_at.push((from, self.seen.len(), arg.len));
         }
         current.wants_after(i) || current.subs.is_some()
+    }
+
+    fn check(&mut self, held: Checked<'_>) -> Result<(), String> {
+        let Some(current) = self.current.as_mut() else {
+            return Ok(());
+        };
+        // The table's name, never the client's bytes (a name Redis does not know needs no
+        // arguments, so it is never held).
+        let command = current.spec.map_or("this command", |s| s.name);
+        let verdict = match held {
+            Checked::Args(args) => self
+                .policy
+                .check_args(&current.name[..usize::from(current.name_len)], args),
+            Checked::TooLarge { cap } => Err(format!(
+                "the role's command policy decides '{command}' by its arguments, and this one \
+                 is longer than the {cap} bytes inspect mode holds back to check them"
+            )),
+            Checked::TooManyInline { max } => Err(format!(
+                "the role's command policy decides '{command}' by its arguments, and this \
+                 inline one has more than {max}: send it as a RESP array"
+            )),
+        };
+        if let Err(reason) = &verdict {
+            current.deny(reason);
+        }
+        verdict
     }
 
     fn end(&mut self, end: u64) {
@@ -964,9 +1051,10 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             return;
         };
         current.bytes = end.saturating_sub(current.start);
-        if !current.sampled {
-            current.key = Key::NONE;
+        if current.sampled {
+            self.find_keys(&mut current);
         }
+        self.forget_seen();
         if let Some(spec) = current.spec {
             match spec.name {
                 "multi" => self.in_multi = true,

@@ -23,19 +23,61 @@ pub(super) fn has_keys(cmd: &CommandSpec) -> bool {
     cmd.key_specs.iter().any(|s| s.flags & NOT_KEY == 0)
 }
 
+/// Where found keys go: a list (the policy checks each) or a count (the audit).
+pub(super) trait Keys: Default {
+    fn push(&mut self, key: Key);
+}
+
+impl Keys for Vec<Key> {
+    fn push(&mut self, key: Key) {
+        Vec::push(self, key);
+    }
+}
+
+/// How many keys a call has and the position of the first, in the order Redis' `COMMAND
+/// GETKEYS` lists them — without a list as long as the call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCount {
+    pub count: u64,
+    /// Argument index of the first key (1 = the first after the name).
+    pub first: Option<usize>,
+}
+
+impl Keys for KeyCount {
+    fn push(&mut self, key: Key) {
+        self.count += 1;
+        self.first.get_or_insert(key.position);
+    }
+}
+
 /// The keys of `cmd` called with `args` (after the name), or `None` if they cannot be found.
 pub(super) fn find<A: AsRef<[u8]>>(cmd: &CommandSpec, args: &[A]) -> Option<Vec<Key>> {
+    walk(cmd, args.len() + 1, |i| args.get(i - 1).map(AsRef::as_ref))
+}
+
+/// `getKeysFromCommandWithSpecs` for a call of `argc` arguments (the name included), reading
+/// argument `i` (1 = the first after the name) through `arg`: `None` where it is not at hand
+/// (taken as empty). Arguments are read only by keyword searches, `numkeys` and the finders.
+pub(super) fn walk<'a, K: Keys>(
+    cmd: &CommandSpec,
+    argc: usize,
+    arg: impl Fn(usize) -> Option<&'a [u8]> + Copy,
+) -> Option<K> {
     let has_varflags = cmd.key_specs.iter().any(|s| s.flags & VARIABLE_FLAGS != 0);
     if !has_varflags {
-        if let Some(keys) = from_specs(cmd.key_specs, args) {
+        if let Some(keys) = from_specs(cmd.key_specs, argc, arg) {
             return Some(keys);
         }
     }
-    let arg = |i: usize| args.get(i - 1).map(AsRef::as_ref);
-    let argc = args.len() + 1;
     // With too few arguments (Redis refuses the arity before its ACL) a finder may name a
     // position past the end: there is no key there.
-    let within = |keys: Vec<Key>| keys.into_iter().filter(|k| k.position < argc).collect();
+    let within = |keys: Vec<Key>| {
+        let mut found = K::default();
+        keys.into_iter()
+            .filter(|k| k.position < argc)
+            .for_each(|k| found.push(k));
+        found
+    };
     let keys = match cmd.name {
         name if !FINDERS.contains(&name) => None,
         "set" => Some(set_keys(argc, arg)),
@@ -65,15 +107,20 @@ pub(super) fn perms_of(flags: u16) -> u8 {
 }
 
 /// `getKeysUsingKeySpecs` without partial results: `None` where Redis returns -1.
-fn from_specs<A: AsRef<[u8]>>(specs: &[KeySpec], args: &[A]) -> Option<Vec<Key>> {
-    let argc = args.len() as i64 + 1;
+fn from_specs<'a, K: Keys>(
+    specs: &[KeySpec],
+    argc: usize,
+    get: impl Fn(usize) -> Option<&'a [u8]>,
+) -> Option<K> {
+    let argc = argc as i64;
     let arg = |i: i64| -> &[u8] {
-        usize::try_from(i - 1)
+        usize::try_from(i)
             .ok()
-            .and_then(|i| args.get(i))
-            .map_or(&[], AsRef::as_ref)
+            .filter(|&i| i >= 1)
+            .and_then(&get)
+            .unwrap_or_default()
     };
-    let mut keys = Vec::new();
+    let mut keys = K::default();
     for spec in specs {
         if spec.flags & NOT_KEY != 0 {
             continue;
@@ -140,7 +187,7 @@ fn from_specs<A: AsRef<[u8]>>(specs: &[KeySpec], args: &[A]) -> Option<Vec<Key>>
                     // Redis: an invalid spec, so the command's finder decides, and every
                     // keynum finder (`genericGetKeys` and kin) finds no key at all for 0 —
                     // not even a destination found by an earlier spec. `EVAL s 0` runs.
-                    return Some(Vec::new());
+                    return Some(K::default());
                 }
                 first += i64::from(firstkey);
                 (first.checked_add(numkeys)? - 1, i64::from(keystep))
