@@ -1407,6 +1407,22 @@ mod move_tests {
     use super::tests::{feed, settings, through};
     use super::*;
 
+    /// What a moving session's inspection borrows.
+    #[derive(Default)]
+    struct Parts {
+        facts: SessionFacts,
+        counters: Counters,
+        budget: AuditBudget,
+        handover: Handover,
+    }
+
+    impl Parts {
+        fn inspection(&self) -> Inspection<'_> {
+            Inspection::new(&self.facts, &self.counters, &self.budget, reauthing())
+                .with_handover(&self.handover)
+        }
+    }
+
     fn reauthing() -> AuditSettings {
         AuditSettings {
             reauth: Some(std::time::Duration::from_secs(1)),
@@ -1439,17 +1455,13 @@ mod move_tests {
     /// are dropped, and after the seam the session can move again.
     #[tokio::test]
     async fn a_moved_subscribers_seam_drops_the_marker_and_the_repeats() {
-        let facts = SessionFacts::default();
-        let counters = Counters::default();
-        let budget = AuditBudget::default();
         let m: Vec<Vec<u8>> = (0..7).map(|i| message("ch", &format!("m{i}"))).collect();
         let old_tail = [&m[2][..], &m[3], b"*2\r\n$4\r\npong\r\n$0\r\n\r\n", &m[4]].concat();
         let unsubscribed = b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n";
         let new = [&m[3][..], &m[4], &m[5], &m[6], unsubscribed].concat();
         for cut in 0..=new.len() {
-            let handover = Handover::default();
-            let inspection =
-                Inspection::new(&facts, &counters, &budget, reauthing()).with_handover(&handover);
+            let parts = Parts::default();
+            let inspection = parts.inspection();
             let (mut tap, mut watch) = subscribed(&inspection);
             let plan = tap.resubscribe().expect("a plan");
             assert_eq!(plan.commands, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n");
@@ -1479,12 +1491,8 @@ mod move_tests {
 
     #[test]
     fn a_subscriber_with_a_name_not_kept_whole_is_not_moved() {
-        let facts = SessionFacts::default();
-        let counters = Counters::default();
-        let budget = AuditBudget::default();
-        let handover = Handover::default();
-        let inspection =
-            Inspection::new(&facts, &counters, &budget, reauthing()).with_handover(&handover);
+        let parts = Parts::default();
+        let inspection = parts.inspection();
         let mut tap = inspection.requests(&AllowAll);
         let mut watch = inspection.replies();
         let long = "c".repeat(5000);
@@ -1506,12 +1514,8 @@ mod move_tests {
 
     #[tokio::test]
     async fn after_the_seam_the_session_can_move_again() {
-        let facts = SessionFacts::default();
-        let counters = Counters::default();
-        let budget = AuditBudget::default();
-        let handover = Handover::default();
-        let inspection =
-            Inspection::new(&facts, &counters, &budget, reauthing()).with_handover(&handover);
+        let parts = Parts::default();
+        let inspection = parts.inspection();
         let (mut tap, mut watch) = subscribed(&inspection);
         for round in 0..3 {
             let m: Vec<Vec<u8>> = (0..3)
