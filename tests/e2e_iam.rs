@@ -20,7 +20,7 @@ const SECRET_KEY: &str = "bastion/test/secret/key/0123456789abcdefgh";
 const REAL_PASSWORD: &str = "real-redis-password-7c1e";
 
 struct Rig {
-    _redis: RedisServer,
+    redis: RedisServer,
     front: IamFront,
     bastion: Bastion,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
@@ -162,7 +162,7 @@ unix_user = "{me}"
     env.extend(o.env.iter().copied());
     let bastion = Bastion::start_with_env(&config, state.path(), &env);
     Rig {
-        _redis: redis,
+        redis,
         front,
         bastion,
         _dirs: (state, home),
@@ -580,4 +580,384 @@ async fn inspect_mode_reauthenticates_before_the_connection_limit() {
         c.request_str(&["PING"]).await.is_err(),
         "guard mode outlived the limit"
     );
+}
+
+/// Issue 12, item 4: a RESP2 connection in subscribe mode cannot run AUTH, so the bastion moves
+/// the session to a fresh authenticated upstream connection holding the same subscriptions.
+/// Through several of the front's (shortened) connection limits a steady publisher's numbered
+/// messages on a channel and on a pattern all reach the subscriber once, in order.
+#[tokio::test]
+async fn resp2_subscriber_moves_to_fresh_connections_losing_and_repeating_nothing() {
+    use std::time::Duration;
+
+    let (r, mut sub) = pubsub_rig().await;
+    subscribe_ch_and_news(&mut sub).await;
+    let publisher = tokio::spawn(publish_for(r.redis.plain_addr(), Duration::from_secs(8)));
+    let (n, plain, pattern) = read_messages(&mut sub, publisher, true).await;
+    assert!(n > 100, "the publisher was too slow: {n}");
+    let want = |p: &str| (0..n).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    assert_eq!(first_difference(&plain, &want("m")), None, "channel ch");
+    assert_eq!(
+        first_difference(&pattern, &want("n")),
+        None,
+        "pattern news.*"
+    );
+    // It moved: fresh connections, each opened with a fresh token (no AUTH on the old one).
+    let tokens = r.front.tokens();
+    assert!(
+        tokens.iter().filter(|t| t.opening).count() >= 4,
+        "{tokens:?}"
+    );
+    assert!(tokens.iter().all(|t| t.opening), "{tokens:?}");
+    let logs = r.bastion.logs();
+    assert!(logs.contains("session.reauth"), "no audit of the moves");
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
+}
+
+/// The same with redis-py (RESP2) as the subscriber, to a channel, a pattern and a shard
+/// channel (`SSUBSCRIBE`, one command each on the new connection).
+#[tokio::test]
+async fn a_redis_py_subscriber_keeps_every_message_across_moves() {
+    use std::time::Duration;
+
+    let (r, _idle) = pubsub_rig().await;
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    let script = r#"
+import json, time
+r = connect()
+p = r.pubsub()
+p.subscribe("ch")
+p.psubscribe("news.*")
+p.ssubscribe("sch")
+got = {"message": [], "pmessage": [], "smessage": []}
+start = last = time.time()
+while time.time() - start < 40:
+    m = p.get_message(timeout=0.5)
+    now = time.time()
+    if m is None:
+        if now - start > 9 and now - last > 2:
+            break
+        continue
+    last = now
+    if m["type"] in got:
+        got[m["type"]].append(m["data"].decode())
+print(json.dumps(got))
+"#;
+    let py = tokio::task::spawn_blocking(move || support::clients::python(&ep, script));
+    // Publish once the subscriber holds all three (its upstream connection, seen by Redis).
+    let redis = r.redis.plain_addr();
+    let mut admin = support::raw::Raw::connect_tcp_only(redis).await.unwrap();
+    admin
+        .request_str(&["AUTH", "app", REAL_PASSWORD])
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while admin
+        .request_str(&["PUBSUB", "SHARDNUMSUB", "sch"])
+        .await
+        .unwrap()
+        != b"*2\r\n$3\r\nsch\r\n:1\r\n"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis-py never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n = tokio::spawn(publish_for(redis, Duration::from_secs(8)))
+        .await
+        .unwrap();
+    let out = py.await.unwrap();
+    out.assert_success();
+    let text = out.stdout();
+    let want = |p: &str| {
+        let list: Vec<String> = (0..n).map(|i| format!("\"{p}{i}\"")).collect();
+        format!("[{}]", list.join(", "))
+    };
+    for (kind, p) in [("message", "m"), ("pmessage", "n"), ("smessage", "s")] {
+        let key = format!("\"{kind}\": {}", want(p));
+        assert!(
+            text.contains(&key),
+            "{kind}: lost, repeated or reordered messages: {text}"
+        );
+    }
+    let tokens = r.front.tokens();
+    assert!(
+        tokens.iter().filter(|t| t.opening).count() >= 4,
+        "{tokens:?}"
+    );
+}
+
+/// Client UNSUBSCRIBE / SUBSCRIBE / PING during and after the moves get exactly the replies
+/// Redis gives a connection that never moved (compared byte for byte with one straight to
+/// Redis), and a subscriber that unsubscribed from everything is re-authenticated in place.
+#[tokio::test]
+async fn subscribe_commands_across_moves_get_redis_exact_replies() {
+    use std::time::Duration;
+    use support::raw::{command_str, show, Raw};
+
+    let (r, mut sub) = pubsub_rig().await;
+    let mut direct = Raw::connect_tcp_only(r.redis.plain_addr())
+        .await
+        .expect("connect to redis");
+    assert_eq!(
+        direct
+            .request_str(&["AUTH", "app", REAL_PASSWORD])
+            .await
+            .unwrap(),
+        b"+OK\r\n"
+    );
+    subscribe_ch_and_news(&mut sub).await;
+    subscribe_ch_and_news(&mut direct).await;
+    let same = |what: &str, a: Vec<u8>, b: Vec<u8>| {
+        assert_eq!(a, b, "{what}: bastion {} / redis {}", show(&a), show(&b));
+    };
+    // 50 rounds, 120 ms apart: across three or four moves (reauth_interval 1 s).
+    for round in 0..50 {
+        // (command, its replies: one per channel for the subscribe family)
+        for (cmd, n) in [
+            (vec!["UNSUBSCRIBE", "ch"], 1),
+            (vec!["PING"], 1),
+            (vec!["SUBSCRIBE", "ch", "other"], 2),
+            (vec!["UNSUBSCRIBE", "other"], 1),
+        ] {
+            sub.send(&command_str(&cmd)).await.unwrap();
+            direct.send(&command_str(&cmd)).await.unwrap();
+            let a = sub.read_frames(n).await.expect("the bastion's reply");
+            let b = direct.read_frames(n).await.expect("redis' reply");
+            same(&format!("round {round}: {cmd:?}"), a.concat(), b.concat());
+        }
+        // A pipeline, written at once.
+        let pipeline = [
+            command_str(&["PUNSUBSCRIBE", "news.*"]),
+            command_str(&["PSUBSCRIBE", "news.*"]),
+            command_str(&["PING", "x"]),
+        ]
+        .concat();
+        sub.send(&pipeline).await.unwrap();
+        direct.send(&pipeline).await.unwrap();
+        same(
+            &format!("round {round}: pipeline"),
+            sub.read_frames(3).await.unwrap().concat(),
+            direct.read_frames(3).await.unwrap().concat(),
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    // Out of subscribe mode (argless forms: one confirmation per subscription).
+    for cmd in [vec!["UNSUBSCRIBE"], vec!["PUNSUBSCRIBE"]] {
+        let a = sub.request_str(&cmd).await.unwrap();
+        let b = direct.request_str(&cmd).await.unwrap();
+        same(&format!("{cmd:?}"), a, b);
+    }
+    // A plain session now: re-authenticated in place, past the connection limit.
+    for i in 0..4 {
+        let reply = sub.request_str(&["ECHO", &format!("e{i}")]).await.unwrap();
+        assert_eq!(reply, format!("$2\r\ne{i}\r\n").as_bytes());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let tokens = r.front.tokens();
+    assert!(
+        tokens.iter().filter(|t| t.opening).count() >= 4,
+        "{tokens:?}"
+    );
+    assert!(tokens.iter().any(|t| !t.opening), "{tokens:?}");
+}
+
+/// A move whose new connection is refused ends the session, audited as a failed re-AUTH (as
+/// when the upstream refuses the AUTH itself).
+#[tokio::test]
+async fn a_refused_move_ends_the_subscribers_session_with_an_audit_event() {
+    use std::time::Duration;
+
+    let (r, mut sub) = pubsub_rig().await;
+    subscribe_ch_and_news(&mut sub).await;
+    let mark = r.bastion.log_mark();
+    r.front.refuse_new_connections(true);
+    let rest = sub
+        .read_until_closed(Duration::from_secs(10))
+        .await
+        .expect("the session outlived a refused move");
+    assert!(rest.is_empty(), "{rest:?}");
+    let line = r
+        .bastion
+        .expect_log_line(mark, &["session.reauth", "failed"], &[]);
+    assert!(line.contains("app"), "{line}");
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
+}
+
+/// A RESP3 (`HELLO 3`) subscriber can run AUTH in subscribe mode: it keeps its connection and
+/// is re-authenticated in place, its messages uninterrupted.
+#[tokio::test]
+async fn a_resp3_subscriber_is_reauthenticated_in_place() {
+    use std::time::Duration;
+
+    let (r, mut sub) = pubsub_rig().await;
+    let hello = sub.request_str(&["HELLO", "3"]).await.unwrap();
+    assert!(hello.starts_with(b"%"), "{hello:?}");
+    sub.send(&support::raw::command_str(&["SUBSCRIBE", "ch"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.read_frame().await.unwrap(),
+        b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+    );
+    let publisher = tokio::spawn(publish_for(r.redis.plain_addr(), Duration::from_secs(5)));
+    let (n, got, _) = read_messages(&mut sub, publisher, false).await;
+    let want: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    assert_eq!(first_difference(&got, &want), None);
+    let tokens = r.front.tokens();
+    assert_eq!(tokens.iter().filter(|t| t.opening).count(), 1, "{tokens:?}");
+    assert!(
+        tokens.iter().filter(|t| !t.opening).count() >= 3,
+        "{tokens:?}"
+    );
+}
+
+/// Read `sub`'s messages until the publisher ended and its last ones arrived: how many it
+/// published, the payloads on `ch` and (`pattern`) those matching `news.*`.
+async fn read_messages(
+    sub: &mut support::raw::Raw,
+    publisher: tokio::task::JoinHandle<usize>,
+    pattern: bool,
+) -> (usize, Vec<String>, Vec<String>) {
+    tokio::pin!(publisher);
+    let (mut plain, mut matched) = (Vec::new(), Vec::new());
+    let mut published = None;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(n) = published {
+            let last = |got: &Vec<String>, p: &str| got.last() == Some(&format!("{p}{}", n - 1));
+            if last(&plain, "m") && (!pattern || last(&matched, "n")) {
+                return (n, plain, matched);
+            }
+        }
+        tokio::select! {
+            frame = sub.read_frame() => {
+                let frame = frame.expect("the subscriber's connection was cut");
+                match elements(&frame).as_slice() {
+                    [kind, ch, payload] if kind == "message" && ch == "ch" => {
+                        plain.push(payload.clone())
+                    }
+                    [kind, pat, ch, payload]
+                        if kind == "pmessage" && pat == "news.*" && ch == "news.x" =>
+                    {
+                        matched.push(payload.clone())
+                    }
+                    other => panic!("not a message: {other:?}"),
+                }
+            }
+            n = &mut publisher, if published.is_none() => {
+                published = Some(n.expect("publisher"))
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                panic!("messages missing: {} / {}", plain.len(), matched.len())
+            }
+        }
+    }
+}
+
+/// Inspect mode, `reauth_interval` 1 s, connections cut 3 s after their last AUTH; a client
+/// connected to it.
+async fn pubsub_rig() -> (Rig, support::raw::Raw) {
+    let r = rig_with(RigOpts {
+        relay: "inspect",
+        limits: "reauth_interval = \"1s\"",
+        connection_limit: Some(std::time::Duration::from_secs(3)),
+        rust_log: "info",
+        ..RigOpts::default()
+    });
+    let sub = support::raw::Raw::connect(&Endpoint::unix(r.bastion.socket_path("iamdb")))
+        .await
+        .expect("connect");
+    (r, sub)
+}
+
+async fn subscribe_ch_and_news(c: &mut support::raw::Raw) {
+    c.send(&support::raw::command_str(&["SUBSCRIBE", "ch"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.read_frame().await.unwrap(),
+        b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+    );
+    c.send(&support::raw::command_str(&["PSUBSCRIBE", "news.*"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.read_frame().await.unwrap(),
+        b"*3\r\n$10\r\npsubscribe\r\n$6\r\nnews.*\r\n:2\r\n"
+    );
+}
+
+/// Publish `m<i>` on `ch`, `n<i>` on `news.x` and (SPUBLISH) `s<i>` on `sch`, i = 0, 1, …,
+/// straight to Redis for `run`; how many of each.
+async fn publish_for(redis: std::net::SocketAddr, run: std::time::Duration) -> usize {
+    let mut p = support::raw::Raw::connect_tcp_only(redis)
+        .await
+        .expect("publisher");
+    assert_eq!(
+        p.request_str(&["AUTH", "app", REAL_PASSWORD])
+            .await
+            .unwrap(),
+        b"+OK\r\n"
+    );
+    let end = tokio::time::Instant::now() + run;
+    let mut n = 0;
+    // Bursts of pipelined publishes: messages arrive faster than a move takes, so some are
+    // delivered on both connections at the seam.
+    const BURST: usize = 16;
+    while tokio::time::Instant::now() < end {
+        let mut burst = Vec::new();
+        for i in n..n + BURST {
+            burst.extend(support::raw::command_str(&[
+                "PUBLISH",
+                "ch",
+                &format!("m{i}"),
+            ]));
+            burst.extend(support::raw::command_str(&[
+                "PUBLISH",
+                "news.x",
+                &format!("n{i}"),
+            ]));
+            burst.extend(support::raw::command_str(&[
+                "SPUBLISH",
+                "sch",
+                &format!("s{i}"),
+            ]));
+        }
+        p.send(&burst).await.unwrap();
+        p.read_frames(3 * BURST).await.unwrap();
+        n += BURST;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    n
+}
+
+/// The elements of a flat array or push of bulk strings (integers as their digits).
+fn elements(frame: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(frame);
+    let mut lines = text.split("\r\n").skip(1);
+    let mut out = Vec::new();
+    while let Some(line) = lines.next() {
+        if line.starts_with('$') {
+            out.push(lines.next().unwrap_or_default().to_string());
+        } else if let Some(int) = line.strip_prefix(':') {
+            out.push(int.to_string());
+        }
+    }
+    out
+}
+
+/// Where `got` first differs from `want` (a lost, repeated or reordered message), with context.
+fn first_difference(got: &[String], want: &[String]) -> Option<String> {
+    let at = got.iter().zip(want).position(|(g, w)| g != w);
+    match at {
+        None if got.len() == want.len() => None,
+        None => Some(format!("{} messages, {} published", got.len(), want.len())),
+        Some(i) => Some(format!(
+            "at {i}: got {:?}, want {:?}",
+            &got[i.saturating_sub(2)..(i + 3).min(got.len())],
+            &want[i.saturating_sub(2)..(i + 3).min(want.len())]
+        )),
+    }
 }

@@ -16,6 +16,7 @@
 mod dial;
 mod grants;
 mod handshake;
+mod resubscribe;
 mod span;
 
 use std::net::SocketAddr;
@@ -351,7 +352,10 @@ async fn run(
                     resp3,
                 };
                 let counters = session.counters();
-                let inspection = Inspection::new(&facts, counters, &shared.command_audit, settings);
+                // A RESP2 subscriber's move to a fresh connection goes through here.
+                let handover = relay::Handover::default();
+                let inspection = Inspection::new(&facts, counters, &shared.command_audit, settings)
+                    .with_handover(&handover);
                 // The roles' command policy (unrestricted: every command, as before).
                 let rules = crate::rbac::command_policy(
                     &shared.catalog.snapshot(),
@@ -359,14 +363,19 @@ async fn run(
                     &database,
                     db_user.as_deref(),
                 );
+                let policy = resubscribe::InspectPolicy {
+                    session: policy,
+                    shared,
+                    handover: &handover,
+                };
                 let requests = Guard::observed(policy, pipelined, inspection.requests(&rules));
                 let outcome = relay::relay_inspected_until(
                     client,
                     upstream,
                     counters,
                     stop,
-                    requests,
-                    inspection.replies(),
+                    (requests, inspection.replies()),
+                    &handover,
                 )
                 .await;
                 inspection.summary();

@@ -157,6 +157,7 @@ pub struct IamFront {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Verdict>>>,
     tokens: Arc<Mutex<Vec<SeenToken>>>,
+    closed_to_new: Arc<std::sync::atomic::AtomicBool>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -171,11 +172,13 @@ impl IamFront {
         let addr = listener.local_addr().expect("front address");
         let log = Arc::new(Mutex::new(Vec::new()));
         let tokens = Arc::new(Mutex::new(Vec::new()));
+        let closed_to_new = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let state = Arc::new(State {
             config,
             log: log.clone(),
             tokens: tokens.clone(),
+            closed_to_new: closed_to_new.clone(),
         });
         let thread = std::thread::Builder::new()
             .name("iam-front".into())
@@ -202,6 +205,7 @@ impl IamFront {
             addr,
             log,
             tokens,
+            closed_to_new,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
@@ -219,6 +223,13 @@ impl IamFront {
     /// The most recent verification.
     pub fn last_verdict(&self) -> Option<Verdict> {
         self.log.lock().expect("verdict log").last().cloned()
+    }
+
+    /// From now on (`true`) new connections get `-WRONGPASS` for their opening AUTH and are
+    /// closed, as if the service refused the token; connections already open go on.
+    pub fn refuse_new_connections(&self, refuse: bool) {
+        self.closed_to_new
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every token checked so far (opening and re-authentication), oldest first.
@@ -242,6 +253,7 @@ struct State {
     config: IamFrontConfig,
     log: Arc<Mutex<Vec<Verdict>>>,
     tokens: Arc<Mutex<Vec<SeenToken>>>,
+    closed_to_new: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl State {
@@ -303,9 +315,12 @@ async fn handle(state: Arc<State>, mut client: TcpStream) {
             .await;
         return;
     };
+    let refused = state
+        .closed_to_new
+        .load(std::sync::atomic::Ordering::SeqCst);
     let password = match state.check(&auth, true) {
-        Ok(password) => password,
-        Err(_) => {
+        Ok(password) if !refused => password,
+        _ => {
             let _ = client.write_all(WRONGPASS.as_bytes()).await;
             return;
         }

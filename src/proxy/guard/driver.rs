@@ -17,6 +17,10 @@
 //! it went on already, the ones after it are framed behind it in stream order. At most
 //! [`HOLD_CAP`] bytes are held; a command that needs more is refused.
 //!
+//! In inspect mode a due re-AUTH of a RESP2 subscriber (which cannot run AUTH) is a move
+//! instead ([`Policy::resubscribe`]): the client's requests wait while a new connection is made,
+//! a [`MARKER`] ends the old one's replies, and the new one takes the requests.
+//!
 //! What it must never do: forward a byte of a command before it is named (or, held for its
 //! arguments, before it is allowed), forward any byte of a held command (the client's
 //! password), write to the client (replies are the relay's, in order), or log what it moves.
@@ -63,6 +67,46 @@ pub trait Policy: Send + Sync {
 
     /// Audit what the guard did to one command.
     fn audit(&self, event: GuardEvent<'_>);
+
+    /// Inspect mode, a RESP2 subscriber (which cannot run AUTH): a fresh upstream connection,
+    /// authenticated as the session's db-user and subscribed by `plan` (its confirmations
+    /// swallowed), staged to take the current connection's place — not used before
+    /// [`Policy::switch_over`].
+    fn resubscribe(
+        &self,
+        plan: &Resubscribe,
+    ) -> impl Future<Output = Result<(), MoveError>> + Send {
+        let _ = plan;
+        async {
+            Err(MoveError::NotSent(
+                "this session cannot move upstream".into(),
+            ))
+        }
+    }
+
+    /// The staged connection takes the requests from the next write on (the old connection's
+    /// replies still come first: the replies watch says when they are over).
+    fn switch_over(&self) {}
+}
+
+/// How a RESP2 subscriber's new upstream connection is subscribed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resubscribe {
+    /// `SUBSCRIBE` / `PSUBSCRIBE` / `SSUBSCRIBE` commands, encoded.
+    pub commands: Vec<u8>,
+    /// The confirmations they get (one per channel or pattern).
+    pub confirmations: u64,
+}
+
+/// Why no connection could be staged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveError {
+    /// Nothing was tried (no secret to authenticate with): try again later, as for an AUTH
+    /// that could not be made.
+    NotSent(String),
+    /// The dial, the AUTH or the subscriptions failed: the session ends, as when the upstream
+    /// refuses a re-AUTH.
+    Failed(String),
 }
 
 /// What the guard did, for the audit.
@@ -133,6 +177,13 @@ pub trait Observer: Send {
     fn reauth(&mut self, outcome: Reauth<'_>) {
         let _ = outcome;
     }
+
+    /// At a due re-AUTH, between commands: `Some` when the connection is a RESP2 subscriber
+    /// (which cannot run AUTH) at an otherwise quiet point and its subscriptions are known —
+    /// it is to move to a fresh connection subscribed by the plan.
+    fn resubscribe(&mut self) -> Option<Resubscribe> {
+        None
+    }
 }
 
 /// What became of a due re-AUTH.
@@ -144,7 +195,21 @@ pub enum Reauth<'a> {
     NotQuiet,
     /// No command could be made (no token): the reason, for the audit.
     Failed(&'a str),
+    /// A RESP2 subscriber's move begins: a new connection is being made and subscribed (the
+    /// old one's messages go on meanwhile).
+    Moving,
+    /// The new connection confirmed every subscription: [`MARKER`] is written on the old one
+    /// next (its reply is the bastion's and ends that connection's replies), then the new one
+    /// takes the requests.
+    Moved,
+    /// The move failed: the reason, for the audit; the session ends.
+    MoveFailed(&'a str),
 }
+
+/// What ends the old connection's replies when a subscriber moves: a `PING`, which a
+/// subscribed RESP2 connection answers in order with `*2 pong ""` after every message
+/// published before it; later ones reach the new connection.
+pub const MARKER: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// What a command held by [`Look::Hold`] brings to [`Observer::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -795,6 +860,11 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
         sink: &mut Upstream<'_, W>,
     ) -> Result<(), RelayError> {
         let between = matches!(self.mode, Mode::Pending) && self.held.is_empty();
+        if between {
+            if let Some(plan) = self.observer.resubscribe() {
+                return self.move_upstream(plan, sink).await;
+            }
+        }
         if !(between && self.observer.quiet()) {
             self.observer.reauth(Reauth::NotQuiet);
             return Ok(());
@@ -807,6 +877,37 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
             Err(reason) => {
                 self.observer.reauth(Reauth::Failed(&reason));
                 Ok(())
+            }
+        }
+    }
+
+    /// Move a RESP2 subscriber to a fresh connection holding its subscriptions. The client's
+    /// requests wait meanwhile (nothing of theirs is read), the old connection's messages go on.
+    async fn move_upstream<W: AsyncWrite + Unpin>(
+        &mut self,
+        plan: Resubscribe,
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        self.observer.reauth(Reauth::Moving);
+        match Box::pin(self.policy.resubscribe(&plan)).await {
+            Ok(()) => {
+                self.observer.reauth(Reauth::Moved);
+                sink.write(MARKER).await?;
+                self.policy.switch_over();
+                Ok(())
+            }
+            Err(MoveError::NotSent(reason)) => {
+                self.observer.reauth(Reauth::Failed(&reason));
+                Ok(())
+            }
+            Err(MoveError::Failed(reason)) => {
+                self.observer.reauth(Reauth::MoveFailed(&reason));
+                Err(RelayError::Write {
+                    side: Side::Upstream,
+                    source: io::Error::other(format!(
+                        "could not move the subscriber to a new connection: {reason}"
+                    )),
+                })
             }
         }
     }
@@ -1115,6 +1216,101 @@ mod tests {
         // An AUTH cut short by EOF: nothing of it goes on.
         let got = check_splits(b"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$8\r\nCLIENTPW").await;
         assert!(got.is_empty());
+    }
+
+    /// A subscriber's move, in the guard: the new connection is asked for and staged, the
+    /// marker goes on the old connection, then the switch — and only then the client's next
+    /// command; a failed move ends the requests direction with an error naming it.
+    #[tokio::test]
+    async fn a_move_sends_the_marker_before_the_switch_and_a_failed_one_ends_the_session() {
+        #[derive(Clone, Default)]
+        struct Log(std::sync::Arc<Mutex<Vec<String>>>);
+        impl Log {
+            fn push(&self, event: impl Into<String>) {
+                self.0.lock().unwrap().push(event.into());
+            }
+        }
+        struct Mover {
+            log: Log,
+            fail: bool,
+        }
+        impl Policy for Mover {
+            fn db_user(&self) -> Option<&str> {
+                Some("app")
+            }
+            async fn reauth(&self) -> Result<Zeroizing<Vec<u8>>, String> {
+                Ok(Zeroizing::new(REAUTH.to_vec()))
+            }
+            fn audit(&self, _: GuardEvent<'_>) {}
+            async fn resubscribe(&self, plan: &Resubscribe) -> Result<(), MoveError> {
+                self.log.push(format!("resubscribe {}", plan.confirmations));
+                if self.fail {
+                    return Err(MoveError::Failed("refused".into()));
+                }
+                Ok(())
+            }
+            fn switch_over(&self) {
+                self.log.push("switch");
+            }
+        }
+        struct Subscriber {
+            log: Log,
+            due: Option<tokio::time::Instant>,
+        }
+        impl Observer for Subscriber {
+            fn reauth_due(&self) -> Option<tokio::time::Instant> {
+                self.due
+            }
+            fn resubscribe(&mut self) -> Option<Resubscribe> {
+                Some(Resubscribe {
+                    commands: Vec::new(),
+                    confirmations: 2,
+                })
+            }
+            fn reauth(&mut self, outcome: Reauth<'_>) {
+                self.log.push(format!("{outcome:?}"));
+                self.due = None;
+            }
+        }
+        for fail in [false, true] {
+            let log = Log::default();
+            let policy = Mover {
+                log: log.clone(),
+                fail,
+            };
+            let observer = Subscriber {
+                log: log.clone(),
+                due: Some(tokio::time::Instant::now()),
+            };
+            let (mut client, client_end) = duplex(1 << 16);
+            let (upstream_end, mut upstream) = duplex(1 << 16);
+            let moved = AtomicU64::new(0);
+            let run =
+                Guard::observed(policy, Vec::new(), observer).run(client_end, upstream_end, &moved);
+            let feed = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = client.write_all(b"PING\r\n").await;
+                drop(client);
+                let mut got = Vec::new();
+                let _ = upstream.read_to_end(&mut got).await;
+                got
+            };
+            let (ran, got) = tokio::join!(run, feed);
+            let log = log.0.lock().unwrap().clone();
+            if fail {
+                let err = ran.unwrap_err().to_string();
+                assert!(
+                    err.contains("could not move") && err.contains("refused"),
+                    "{err}"
+                );
+                assert_eq!(log, ["Moving", "resubscribe 2", "MoveFailed(\"refused\")"]);
+                assert!(got.is_empty(), "{got:?}");
+            } else {
+                ran.unwrap();
+                assert_eq!(log, ["Moving", "resubscribe 2", "Moved", "switch"]);
+                assert_eq!(got, [MARKER, b"PING\r\n"].concat());
+            }
+        }
     }
 
     /// Inspect mode's policy hold, as a session policy would ask for it: `CONFIG` decided by

@@ -46,7 +46,7 @@ pub enum Matched {
 
 /// Which subscriptions a subscribe-family command is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Channels {
+pub enum Channels {
     Plain,
     Pattern,
     Shard,
@@ -115,6 +115,11 @@ impl Matcher {
     /// Requests still waiting for (some of) their replies.
     pub fn outstanding(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Subscriptions Redis confirmed: (channels, patterns, shard channels).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.plain, self.pattern, self.shard)
     }
 
     /// Whether the connection has subscriptions (RESP2: only subscribe commands and PING).
@@ -225,7 +230,7 @@ impl Matcher {
 
 /// The subscribe-family command (or confirmation, which carries the command's name) that `is`
 /// matches.
-fn sub_command(is: impl Fn(&str) -> bool) -> Option<(Channels, bool)> {
+pub(super) fn sub_command(is: impl Fn(&str) -> bool) -> Option<(Channels, bool)> {
     SUB_NAMES
         .iter()
         .find(|(name, _)| is(name))

@@ -16,17 +16,23 @@
 //!   the relay's watch hook (replies); counts, pairs and audits commands (`db.command`), and
 //!   asks the [`PolicyHook`] about each (holding, through the guard, a command the policy
 //!   decides by its arguments).
+//! - [`seam`]: a RESP2 subscriber's move to a fresh connection at a due re-AUTH (it cannot run
+//!   AUTH): its subscriptions, the new connection's confirmations, and the seam where the old
+//!   connection's messages end and the new one's begin (repeats dropped).
 //!
 //! Wired by `relay = "inspect"` (`proxy/session.rs`); nothing here moves bytes. What this
 //! module must never do:
-//! disagree with Redis about where a reply ends, hold or reorder bytes (it only observes them),
-//! buffer a payload, or panic on input from the upstream.
+//! disagree with Redis about where a reply ends, hold or reorder bytes (it only observes them;
+//! the exception is a RESP2 subscriber's move, where each reply is held to its end at the seam,
+//! up to `seam::HOLD_CAP` bytes), buffer a payload otherwise, or panic on input from the
+//! upstream.
 
 mod fuzz;
 pub mod keys;
 pub mod matcher;
 pub mod policy;
 pub mod reply;
+pub mod seam;
 pub mod tap;
 
 #[cfg(test)]

@@ -22,6 +22,11 @@
 //! unknown-command error (so inside MULTI the transaction aborts, as for Redis' own ACL
 //! denials) — and the replies watch replaces that answer with `-NOPERM bastion: <reason>`.
 //! The bastion's own re-AUTH is the other reply the watch owns: it is cut out.
+//!
+//! A RESP2 subscriber cannot run AUTH: at a due re-AUTH it is moved to a fresh connection
+//! ([`super::seam`]). The tap follows its subscriptions, plans the new connection's, and at the
+//! seam holds each reply to its end (the old connection's marker reply is cut out, the new
+//! connection's messages that repeat the old one's are dropped) — the one time it holds bytes.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -31,13 +36,14 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::keys::{Spec, AUDIT_ARGS};
-use super::matcher::{Matched, Matcher};
+use super::matcher::{sub_command, Matched, Matcher};
 use super::policy::ArgsNeeded;
 use super::reply::{ReplyConfig, ReplyFramer, ReplyKind, Word};
+use super::seam::{Seam, SubRequest, Subscriptions};
 use crate::audit::{self, CommandFacts, CommandSummary, SessionFacts};
-use crate::proxy::guard::driver::{Checked, Look, Observer, Reauth};
-use crate::proxy::guard::{Arg, Head, NAME_CAP};
-use crate::proxy::relay::{Counters, Edit, Watch};
+use crate::proxy::guard::driver::{Checked, Look, Observer, Reauth, Resubscribe};
+use crate::proxy::guard::{keyword_eq, Arg, Head, NAME_CAP};
+use crate::proxy::relay::{Counters, Edit, Handover, Watch};
 
 /// Where a command policy (ACL-style rules per role) plugs in: asked about every command of an
 /// inspect-mode session as soon as its name is known, and about the arguments of those it
@@ -159,6 +165,8 @@ pub struct Inspection<'a> {
     counters: &'a Counters,
     budget: &'a AuditBudget,
     settings: AuditSettings,
+    /// Where a moved subscriber's new connection is handed to the relay.
+    handover: Option<&'a Handover>,
 }
 
 /// A command's first key, as much as is kept of it.
@@ -188,6 +196,9 @@ enum Cut {
     /// A command the policy denied: the upstream's answer to the guard's refusal is replaced
     /// by this `-NOPERM bastion: …` line.
     Replace(Box<[u8]>),
+    /// The marker ending a moved subscriber's old connection (`guard::driver::MARKER`): cut
+    /// out, and nothing of that connection after it goes to the client.
+    Marker,
 }
 
 /// A request waiting for its reply (parallel to the matcher's queue).
@@ -208,6 +219,10 @@ struct Pending {
     /// The first reply's kind and error code.
     kind: Option<ReplyKind>,
     code: Option<Word>,
+    /// A subscribe-family command: the names its confirmations are about…
+    subs: Option<SubRequest>,
+    /// …and how many came back.
+    confirmed: u64,
 }
 
 #[derive(Default)]
@@ -229,6 +244,10 @@ struct Book {
     boundary: u64,
     /// Inside a reply that is being cut out (it began in an earlier read).
     cutting: bool,
+    /// What the session is subscribed to (for a RESP2 subscriber's move).
+    subscriptions: Subscriptions,
+    /// A subscriber's move in progress.
+    seam: Option<Seam>,
 }
 
 const KINDS: usize = 14;
@@ -290,7 +309,14 @@ impl<'a> Inspection<'a> {
             counters,
             budget,
             settings,
+            handover: None,
         }
+    }
+
+    /// A RESP2 subscriber may be moved to a fresh connection through `handover` (the relay's).
+    pub fn with_handover(mut self, handover: &'a Handover) -> Inspection<'a> {
+        self.handover = Some(handover);
+        self
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -314,6 +340,7 @@ impl<'a> Inspection<'a> {
             next_reauth,
             seen: zeroize::Zeroizing::new(Vec::new()),
             seen_at: Vec::new(),
+            unmovable_audited: false,
         }
     }
 
@@ -373,27 +400,36 @@ impl<'a> Inspection<'a> {
             bytes_reply: 0,
             kind: None,
             code: None,
+            subs: current.subs.take(),
+            confirmed: 0,
         });
     }
 
     /// The bastion's own AUTH is due upstream: its one reply is not the client's.
     fn reauth_sent(&self) {
+        self.own_request(b"AUTH", 3, Cut::Reauth);
+    }
+
+    /// A command of the bastion's own is due upstream: its one reply is `cut`.
+    fn own_request(&self, name: &[u8], argc: u64, cut: Cut) {
         let mut book = self.book();
-        let seq = book.matcher.request(b"AUTH", 3);
+        let seq = book.matcher.request(name, argc);
         book.pending.push_back(Pending {
             seq,
             spec: None,
             sub: None,
-            argc: 3,
+            argc,
             keys: 0,
             key: Key::NONE,
             started: None,
             protocol_error: false,
-            cut: Some(Cut::Reauth),
+            cut: Some(cut),
             bytes_request: 0,
             bytes_reply: 0,
             kind: None,
             code: None,
+            subs: None,
+            confirmed: 0,
         });
     }
 
@@ -409,6 +445,32 @@ impl<'a> Inspection<'a> {
                 .as_ref()
                 .is_some_and(|f| f.offset() == book.boundary)
             && (book.resp3 || !book.matcher.subscribed())
+    }
+
+    /// At an otherwise quiet point, a RESP2 subscriber: how to subscribe its new connection
+    /// (`Ok(None)`: not such a point; `Err`: its subscriptions are not known).
+    fn resubscribe_plan(&self) -> Result<Option<Resubscribe>, &'static str> {
+        let book = self.book();
+        let quiet = !book.lost
+            && book.pending.is_empty()
+            // A seam still judging the last move's messages (none came since) is over by
+            // now: the repeats it waits for arrive right after a move, not an interval later.
+            && book.seam.as_ref().is_none_or(Seam::filtering)
+            && book
+                .framer
+                .as_ref()
+                .is_some_and(|f| f.offset() == book.boundary);
+        if !quiet || book.resp3 || !book.matcher.subscribed() || self.handover.is_none() {
+            return Ok(None);
+        }
+        match book.subscriptions.plan(book.matcher.counts()) {
+            Some(plan) => Ok(Some(plan)),
+            None => Err(
+                "a RESP2 subscriber cannot run AUTH and its subscriptions are not known (a \
+                 name longer than 4 KiB, more than 1 MiB of names, or a subscription the \
+                 server ended): it is not moved to a fresh connection",
+            ),
+        }
     }
 
     fn protocol_error(&self) {
@@ -428,11 +490,14 @@ impl<'a> Inspection<'a> {
             bytes_reply: 0,
             kind: None,
             code: None,
+            subs: None,
+            confirmed: 0,
         });
     }
 
     /// Frame a read of replies and pair each with its request; the replies the bastion owns
-    /// (a re-AUTH's, a refusal's) go into `edits`.
+    /// (a re-AUTH's, a refusal's, a move's marker) go into `edits`. During a subscriber's move
+    /// ([`Seam::holding`]) the read's bytes are replaced by what the seam lets through.
     fn replies_read(&self, bytes: &[u8], edits: &mut Vec<Edit>) -> io::Result<()> {
         let mut book = self.book();
         let book = &mut *book;
@@ -443,16 +508,24 @@ impl<'a> Inspection<'a> {
         let mut answered = 0;
         // Where the reply being cut out starts in this read.
         let mut cut_start = book.cutting.then_some(0);
+        let mut holding = book.seam.as_ref().is_some_and(Seam::holding);
+        // The marker's reply ended the old connection.
+        let mut flipped = false;
         loop {
             // A reply the bastion owns starts here: the next one that is not a push.
-            if cut_start.is_none()
-                && book.pending.front().is_some_and(|p| p.cut.is_some())
+            if !holding
+                && cut_start.is_none()
+                && book
+                    .pending
+                    .front()
+                    .is_some_and(|p| matches!(p.cut, Some(Cut::Reauth | Cut::Replace(_))))
                 && framer.offset() == book.boundary
                 && bytes.get(pos).is_some_and(|&b| b != b'>')
             {
                 book.cutting = true;
                 cut_start = Some(pos);
             }
+            let from = pos;
             let opaque = framer.opaque_len().min((bytes.len() - pos) as u64);
             if opaque > 0 {
                 framer.skip(opaque);
@@ -467,6 +540,9 @@ impl<'a> Inspection<'a> {
                 }
             };
             pos += step.consumed;
+            if let Some(seam) = book.seam.as_mut() {
+                seam.feed(&bytes[from..pos]);
+            }
             let Some(reply) = step.reply else {
                 if step.consumed == 0 {
                     break;
@@ -474,9 +550,18 @@ impl<'a> Inspection<'a> {
                 continue;
             };
             book.boundary = reply.end;
+            let hash = book.seam.as_mut().map(Seam::reply_done);
             let matched = book.matcher.reply(&reply);
+            if let Matched::Reply { seq, .. } = matched {
+                let marker = |p: &Pending| p.seq == seq && matches!(p.cut, Some(Cut::Marker));
+                if book.pending.front().is_some_and(marker) {
+                    book.pending.pop_front();
+                    flipped = true;
+                    break;
+                }
+            }
             let owned = match matched {
-                Matched::Reply { seq, .. } if book.cutting => book
+                Matched::Reply { seq, .. } if book.cutting || holding => book
                     .pending
                     .front()
                     .is_some_and(|p| p.cut.is_some() && p.seq == seq),
@@ -488,22 +573,32 @@ impl<'a> Inspection<'a> {
                 let Some(done) = book.pending.pop_front() else {
                     continue;
                 };
+                let seam = book.seam.as_mut().filter(|_| holding);
                 if let Some(Cut::Replace(line)) = done.cut {
                     // The client's command, refused: counted like Redis' own NOPERM.
-                    edits.push(Edit {
-                        range: start..pos,
-                        with: line.into_vec(),
-                    });
+                    match seam {
+                        Some(seam) => {
+                            seam.discard();
+                            seam.out.extend_from_slice(&line);
+                        }
+                        None => edits.push(Edit {
+                            range: start..pos,
+                            with: line.into_vec(),
+                        }),
+                    }
                     answered += 1;
                     book.commands += 1;
                     book.errors += 1;
                     book.by_kind[kind_index(ReplyKind::Error)] += 1;
                     continue;
                 }
-                edits.push(Edit {
-                    range: start..pos,
-                    with: Vec::new(),
-                });
+                match seam {
+                    Some(seam) => seam.discard(),
+                    None => edits.push(Edit {
+                        range: start..pos,
+                        with: Vec::new(),
+                    }),
+                }
                 if matches!(reply.kind, ReplyKind::Error | ReplyKind::BulkError) {
                     let code = reply.code.map(|w| w.as_bytes().escape_ascii().to_string());
                     let reason = format!(
@@ -515,6 +610,36 @@ impl<'a> Inspection<'a> {
                 }
                 audit::session_reauth(self.facts, "ok", "-");
                 continue;
+            }
+            if let (Some(seam), Some(hash)) = (book.seam.as_mut(), hash) {
+                let message = matched == Matched::Message;
+                if seam.filtering() {
+                    // The new connection: a message the old one delivered is dropped.
+                    let (repeat, settled) = if message {
+                        seam.judge(hash)
+                    } else {
+                        (false, false)
+                    };
+                    if repeat {
+                        seam.discard();
+                    } else {
+                        seam.release();
+                    }
+                    if settled || !book.matcher.subscribed() {
+                        // Nothing later can be a repeat: the seam is over.
+                        edits.push(Edit {
+                            range: 0..pos,
+                            with: std::mem::take(&mut seam.out),
+                        });
+                        book.seam = None;
+                        holding = false;
+                    }
+                } else {
+                    if message {
+                        seam.record(hash);
+                    }
+                    seam.release();
+                }
             }
             match matched {
                 Matched::Reply { seq, last } => {
@@ -528,6 +653,16 @@ impl<'a> Inspection<'a> {
                     if front.kind.is_none() {
                         front.kind = Some(reply.kind);
                         front.code = reply.code;
+                    }
+                    if let Some(request) = front.subs.as_ref() {
+                        if matches!(reply.kind, ReplyKind::Array | ReplyKind::Push) {
+                            book.subscriptions.confirmed(request, front.confirmed);
+                            front.confirmed += 1;
+                            if !book.matcher.subscribed() {
+                                // Nothing subscribed: nothing unknown either.
+                                book.subscriptions = Subscriptions::default();
+                            }
+                        }
                     }
                     if last {
                         if let Some(done) = book.pending.pop_front() {
@@ -560,7 +695,16 @@ impl<'a> Inspection<'a> {
                 Matched::Unexpected => book.lost = true,
             }
         }
-        if let Some(start) = cut_start {
+        if flipped {
+            self.old_connection_done(book, bytes.len(), edits);
+        } else if holding {
+            if let Some(seam) = book.seam.as_mut() {
+                edits.push(Edit {
+                    range: 0..bytes.len(),
+                    with: std::mem::take(&mut seam.out),
+                });
+            }
+        } else if let Some(start) = cut_start {
             edits.push(Edit {
                 range: start..bytes.len(),
                 with: Vec::new(),
@@ -570,6 +714,29 @@ impl<'a> Inspection<'a> {
             self.counters.commands_answered(answered);
         }
         Ok(())
+    }
+
+    /// A moved subscriber's marker reply came: the old connection's replies are over (what it
+    /// sent after the marker, in this read of `len` bytes, is not the client's); the new
+    /// connection's follow, framed afresh.
+    fn old_connection_done(&self, book: &mut Book, len: usize, edits: &mut Vec<Edit>) {
+        let Some(seam) = book.seam.as_mut() else {
+            return;
+        };
+        edits.push(Edit {
+            range: 0..len,
+            with: std::mem::take(&mut seam.out),
+        });
+        if !seam.old_done() {
+            book.seam = None;
+        }
+        book.framer = Some(ReplyFramer::new(ReplyConfig::default()));
+        book.boundary = 0;
+        book.cutting = false;
+        if let Some(handover) = self.handover {
+            handover.old_done();
+        }
+        audit::session_reauth(self.facts, "ok", "moved to a new connection");
     }
 
     fn audit(&self, done: &Pending, kind: ReplyKind) {
@@ -641,6 +808,8 @@ struct Current {
     sampled: bool,
     /// Denied by the command policy: the reply the client gets instead.
     replace: Option<Box<[u8]>>,
+    /// A subscribe-family command: the names it carries.
+    subs: Option<SubRequest>,
 }
 
 impl Current {
@@ -702,6 +871,8 @@ pub struct RequestTap<'i, 'a, P> {
     /// command (a secret-bearing command's are looked at too, never logged).
     seen: zeroize::Zeroizing<Vec<u8>>,
     seen_at: Vec<(usize, usize, u64)>,
+    /// A RESP2 subscriber that could not be moved (its subscriptions not known) was audited.
+    unmovable_audited: bool,
 }
 
 impl<P> RequestTap<'_, '_, P> {
@@ -782,6 +953,7 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             lost: spec.is_some_and(|s| s.name == "monitor"),
             sampled: false,
             replace: None,
+            subs: None,
         };
         current.name[..usize::from(current.name_len)]
             .copy_from_slice(&name[..usize::from(current.name_len)]);
@@ -805,9 +977,14 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
         }
         self.forget_seen();
         current.set_want(false);
+        // The subscribe family's names are followed (a RESP2 subscriber's move needs them).
+        if !refused {
+            current.subs = sub_command(|w| keyword_eq(name, w))
+                .map(|(channels, on)| SubRequest::new(channels, on));
+        }
         let look = if let Some(all) = hold {
             Look::Hold { all }
-        } else if current.wants_after(0) {
+        } else if current.wants_after(0) || current.subs.is_some() {
             Look::Args
         } else {
             Look::Pass
@@ -830,6 +1007,9 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
                 current.set_want(true);
             }
         }
+        if let Some(subs) = current.subs.as_mut().filter(|_| i >= 1) {
+            subs.arg(arg.value());
+        }
         if current.sampled && i == self.seen_at.len() as u64 + 1 && i <= AUDIT_ARGS {
             let prefix = arg.prefix();
             let prefix = &prefix[..prefix.len().min(NAME_CAP)];
@@ -837,7 +1017,7 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             self.seen.extend_from_slice(prefix);
             self.seen_at.push((from, self.seen.len(), arg.len));
         }
-        current.wants_after(i)
+        current.wants_after(i) || current.subs.is_some()
     }
 
     fn check(&mut self, held: Checked<'_>) -> Result<(), String> {
@@ -918,10 +1098,49 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
             }
             Reauth::NotQuiet => now + REAUTH_RETRY.min(every),
             Reauth::Failed(reason) => {
+                self.inspection.book().seam = None;
                 audit::session_reauth(self.inspection.facts, "not_sent", reason);
                 now + every.min(std::time::Duration::from_secs(60))
             }
+            Reauth::Moving => {
+                self.inspection.book().seam = Some(Seam::new());
+                return;
+            }
+            Reauth::Moved => {
+                let mut book = self.inspection.book();
+                if let Some(seam) = book.seam.as_mut() {
+                    seam.marker_sent();
+                }
+                drop(book);
+                self.inspection.own_request(b"PING", 1, Cut::Marker);
+                self.inspection
+                    .counters
+                    .reauth_at(unix_now() + every.as_secs() as i64);
+                now + every
+            }
+            Reauth::MoveFailed(reason) => {
+                self.inspection.book().seam = None;
+                audit::session_reauth(self.inspection.facts, "failed", reason);
+                return;
+            }
         });
+    }
+
+    fn resubscribe(&mut self) -> Option<Resubscribe> {
+        if self.current.is_some() || self.in_multi {
+            return None;
+        }
+        match self.inspection.resubscribe_plan() {
+            Ok(plan) => plan,
+            Err(reason) => {
+                // Tried again at every retry (the subscriptions may become known, e.g. by
+                // an UNSUBSCRIBE of everything); said once.
+                if !std::mem::replace(&mut self.unmovable_audited, true) {
+                    audit::session_reauth(self.inspection.facts, "not_sent", reason);
+                }
+                None
+            }
+        }
     }
 }
 
@@ -969,7 +1188,7 @@ mod tests {
     use crate::proxy::guard::{Event, Framer, FramerConfig};
 
     /// Frame `requests` as the guard does and tell `tap` of each command, as the guard would.
-    fn feed<P: PolicyHook>(tap: &mut RequestTap<'_, '_, P>, requests: &[u8]) {
+    pub(super) fn feed<P: PolicyHook>(tap: &mut RequestTap<'_, '_, P>, requests: &[u8]) {
         let mut framer = Framer::new(FramerConfig::default());
         let mut rest = requests;
         tap.chunk();
@@ -1000,7 +1219,7 @@ mod tests {
     }
 
     /// What the relay writes of `part` after `watch` saw it.
-    fn through(watch: &mut ReplyTap<'_, '_>, part: &[u8]) -> Vec<u8> {
+    pub(super) fn through(watch: &mut ReplyTap<'_, '_>, part: &[u8]) -> Vec<u8> {
         let mut edits = Vec::new();
         watch.chunk(part, &mut edits).unwrap();
         let mut out = Vec::new();
@@ -1014,7 +1233,7 @@ mod tests {
         out
     }
 
-    fn settings(sample: f64) -> AuditSettings {
+    pub(super) fn settings(sample: f64) -> AuditSettings {
         AuditSettings {
             sample,
             rate: 1000,
@@ -1180,5 +1399,142 @@ mod tests {
                 reason: "flushall is not allowed".into()
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod move_tests {
+    use super::tests::{feed, settings, through};
+    use super::*;
+
+    /// What a moving session's inspection borrows.
+    #[derive(Default)]
+    struct Parts {
+        facts: SessionFacts,
+        counters: Counters,
+        budget: AuditBudget,
+        handover: Handover,
+    }
+
+    impl Parts {
+        fn inspection(&self) -> Inspection<'_> {
+            Inspection::new(&self.facts, &self.counters, &self.budget, reauthing())
+                .with_handover(&self.handover)
+        }
+    }
+
+    fn reauthing() -> AuditSettings {
+        AuditSettings {
+            reauth: Some(std::time::Duration::from_secs(1)),
+            ..settings(0.0)
+        }
+    }
+
+    /// The session's hooks, subscribed to `ch`.
+    fn subscribed<'i, 'a>(
+        inspection: &'i Inspection<'a>,
+    ) -> (RequestTap<'i, 'a, AllowAll>, ReplyTap<'i, 'a>) {
+        let mut tap = inspection.requests(&AllowAll);
+        let mut watch = inspection.replies();
+        feed(&mut tap, b"SUBSCRIBE ch\r\n");
+        through(&mut watch, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+        (tap, watch)
+    }
+
+    fn message(ch: &str, payload: &str) -> Vec<u8> {
+        format!(
+            "*3\r\n$7\r\nmessage\r\n${}\r\n{ch}\r\n${}\r\n{payload}\r\n",
+            ch.len(),
+            payload.len()
+        )
+        .into_bytes()
+    }
+
+    /// A RESP2 subscriber's move, whatever the reads: the old connection's messages pass until
+    /// the marker's reply (cut out, with what follows it), the new connection's repeats of them
+    /// are dropped, and after the seam the session can move again.
+    #[tokio::test]
+    async fn a_moved_subscribers_seam_drops_the_marker_and_the_repeats() {
+        let m: Vec<Vec<u8>> = (0..7).map(|i| message("ch", &format!("m{i}"))).collect();
+        let old_tail = [&m[2][..], &m[3], b"*2\r\n$4\r\npong\r\n$0\r\n\r\n", &m[4]].concat();
+        let unsubscribed = b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n";
+        let new = [&m[3][..], &m[4], &m[5], &m[6], unsubscribed].concat();
+        for cut in 0..=new.len() {
+            let parts = Parts::default();
+            let inspection = parts.inspection();
+            let (mut tap, mut watch) = subscribed(&inspection);
+            let plan = tap.resubscribe().expect("a plan");
+            assert_eq!(plan.commands, b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n");
+            assert_eq!(plan.confirmations, 1);
+            tap.reauth(Reauth::Moving);
+            let before = [&m[0][..], &m[1]].concat();
+            assert_eq!(through(&mut watch, &before), before);
+            tap.reauth(Reauth::Moved);
+            assert!(tap.resubscribe().is_none(), "moving");
+            // m2 and m3 arrive after the marker was sent; m4 after its reply is the new one's.
+            let mut out = through(&mut watch, &old_tail[..m[2].len() + 5]);
+            out.extend(through(&mut watch, &old_tail[m[2].len() + 5..]));
+            assert_eq!(out, [&m[2][..], &m[3]].concat());
+            // The client unsubscribes on the new connection meanwhile.
+            feed(&mut tap, b"UNSUBSCRIBE ch\r\n");
+            let mut out = through(&mut watch, &new[..cut]);
+            out.extend(through(&mut watch, &new[cut..]));
+            // m3 was the old connection's; m4 came after its marker there, so it is new.
+            let want = &new[m[3].len()..];
+            assert_eq!(out, want, "new connection read cut at {cut}");
+            assert!(!inspection.counts().3, "paired");
+            // Unsubscribed from everything: the seam is over, AUTH works in place again.
+            assert!(inspection.book().seam.is_none(), "cut at {cut}");
+            assert!(tap.quiet());
+        }
+    }
+
+    #[test]
+    fn a_subscriber_with_a_name_not_kept_whole_is_not_moved() {
+        let parts = Parts::default();
+        let inspection = parts.inspection();
+        let mut tap = inspection.requests(&AllowAll);
+        let mut watch = inspection.replies();
+        let long = "c".repeat(5000);
+        feed(&mut tap, format!("SUBSCRIBE {long}\r\n").as_bytes());
+        let confirmed = format!("*3\r\n$9\r\nsubscribe\r\n$5000\r\n{long}\r\n:1\r\n");
+        through(&mut watch, confirmed.as_bytes());
+        assert!(tap.resubscribe().is_none());
+        assert!(tap.unmovable_audited);
+        // Unsubscribed from it: AUTH works in place again.
+        feed(&mut tap, b"UNSUBSCRIBE\r\n");
+        let gone = format!("*3\r\n$11\r\nunsubscribe\r\n$5000\r\n{long}\r\n:0\r\n");
+        through(&mut watch, gone.as_bytes());
+        assert!(tap.quiet());
+        // Subscribed again to names it keeps: it can move.
+        feed(&mut tap, b"SUBSCRIBE ch\r\n");
+        through(&mut watch, b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+        assert!(tap.resubscribe().is_some());
+    }
+
+    #[tokio::test]
+    async fn after_the_seam_the_session_can_move_again() {
+        let parts = Parts::default();
+        let inspection = parts.inspection();
+        let (mut tap, mut watch) = subscribed(&inspection);
+        for round in 0..3 {
+            let m: Vec<Vec<u8>> = (0..3)
+                .map(|i| message("ch", &format!("r{round}m{i}")))
+                .collect();
+            tap.resubscribe().expect("a plan");
+            tap.reauth(Reauth::Moving);
+            through(&mut watch, &m[0]);
+            tap.reauth(Reauth::Moved);
+            let old = [&m[1][..], b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"].concat();
+            assert_eq!(through(&mut watch, &old), m[1]);
+            if round == 1 {
+                // No message on the new connection before the next move: that one still
+                // happens, and ends this seam.
+                continue;
+            }
+            let new = [&m[1][..], &m[2]].concat();
+            assert_eq!(through(&mut watch, &new), m[2], "round {round}");
+        }
+        assert!(tap.resubscribe().is_some());
     }
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicU64;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::handover::{Handover, SwitchRead, SwitchWrite};
 use super::{
     copy, select_path, splice, Counters, Direction, Leg, Outcome, Path, RelayError, Side, Watch,
 };
@@ -51,39 +52,54 @@ pub async fn relay_filtered_until<F: Requests>(
 }
 
 /// Inspect mode: [`relay_filtered_until`] with the replies shown to `watch` on their way (so
-/// both directions go through user space, reported as [`Path::Copy`]).
+/// both directions go through user space, reported as [`Path::Copy`]), and the upstream leg
+/// swappable through `handover` (a RESP2 subscriber moved to a fresh connection: `handover.rs`).
+/// Both legs are always driven as streams here, plain sockets too: the old upstream
+/// connection must close when the relay lets go of it, not when the session ends.
 pub async fn relay_inspected_until<F: Requests, V: Watch>(
     client: Leg,
     upstream: Leg,
     counters: &Counters,
     stop: impl Future<Output = ()>,
-    requests: F,
-    watch: V,
+    (requests, watch): (F, V),
+    handover: &Handover,
 ) -> Outcome {
     let path = select_path(&client, &upstream);
-    let moved = move_inspected(path, client, upstream, counters, requests, watch);
+    let moved = copy_inspected(client, upstream, counters, requests, watch, handover);
     let mut outcome = super::until(path, moved, counters, stop).await;
     outcome.client_to_upstream_path = Path::Copy;
     outcome.upstream_to_client_path = Path::Copy;
     outcome
 }
 
-async fn move_inspected<F: Requests, V: Watch>(
-    path: Path,
+/// [`copy_filtered`] with the upstream's halves behind the handover's switches.
+async fn copy_inspected<F: Requests, V: Watch>(
     client: Leg,
     upstream: Leg,
     counters: &Counters,
     requests: F,
     watch: V,
+    handover: &Handover,
 ) -> Result<Side, RelayError> {
-    let plan = match path {
-        Path::Splice => splice::Plan::new(client, upstream),
-        Path::Copy => Err((client, upstream)),
+    let (client_read, client_write) = tokio::io::split(copy::into_stream(client));
+    let (upstream_read, upstream_write) = tokio::io::split(copy::into_stream(upstream));
+    let upstream_read = SwitchRead {
+        current: Box::new(upstream_read),
+        handover,
     };
-    match plan {
-        Ok(plan) => plan.run_inspected(counters, requests, watch).await,
-        Err((client, upstream)) => copy_filtered(client, upstream, counters, requests, watch).await,
-    }
+    let upstream_write = SwitchWrite {
+        current: Box::new(upstream_write),
+        handover,
+    };
+    let client = (client_read, client_write);
+    drive_copied(
+        client,
+        (upstream_read, upstream_write),
+        counters,
+        requests,
+        watch,
+    )
+    .await
 }
 
 async fn move_filtered<F: Requests>(
@@ -96,25 +112,41 @@ async fn move_filtered<F: Requests>(
     match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
             Ok(plan) => plan.run_filtered(counters, requests).await,
-            Err((client, upstream)) => {
-                copy_filtered(client, upstream, counters, requests, copy::Unwatched).await
-            }
+            Err((client, upstream)) => copy_filtered(client, upstream, counters, requests).await,
         },
-        Path::Copy => copy_filtered(client, upstream, counters, requests, copy::Unwatched).await,
+        Path::Copy => copy_filtered(client, upstream, counters, requests).await,
     }
 }
 
-/// Both legs through user space: the filter on one direction, the copy (shown to `watch`) on
-/// the other.
-async fn copy_filtered<F: Requests, V: Watch>(
+/// Both legs through user space: the filter on one direction, the copy on the other.
+async fn copy_filtered<F: Requests>(
     client: Leg,
     upstream: Leg,
     counters: &Counters,
     requests: F,
-    watch: V,
 ) -> Result<Side, RelayError> {
-    let (client_read, client_write) = tokio::io::split(copy::into_stream(client));
-    let (upstream_read, upstream_write) = tokio::io::split(copy::into_stream(upstream));
+    let client = tokio::io::split(copy::into_stream(client));
+    let upstream = tokio::io::split(copy::into_stream(upstream));
+    drive_copied(client, upstream, counters, requests, copy::Unwatched).await
+}
+
+/// The filter from the client's read half to the upstream's write half, the copy (shown to
+/// `watch`) from the upstream's read half to the client's write half.
+async fn drive_copied<F, V, CR, CW, UR, UW>(
+    (client_read, client_write): (CR, CW),
+    (upstream_read, upstream_write): (UR, UW),
+    counters: &Counters,
+    requests: F,
+    watch: V,
+) -> Result<Side, RelayError>
+where
+    F: Requests,
+    V: Watch,
+    CR: AsyncRead + Unpin + Send,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin + Send,
+{
     Direction::ClientToUpstream.trace_start(Path::Copy);
     super::drive(
         requests.run(

@@ -26,6 +26,7 @@
 
 mod copy;
 mod filtered;
+mod handover;
 mod pipe;
 mod pool;
 mod socket;
@@ -45,6 +46,7 @@ use crate::proxy::ktls::KtlsSocket;
 
 pub use copy::{read_pooled, Chunk, Edit, Watch};
 pub use filtered::{relay_filtered_until, relay_inspected_until, Requests};
+pub use handover::Handover;
 
 /// Anything the copy path can drive (TLS streams).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}

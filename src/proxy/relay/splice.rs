@@ -26,7 +26,7 @@ use tokio::io::Interest;
 
 use super::pool::{Buffer, PipeGuard};
 use super::socket::{Socket, SocketIo, SocketRef};
-use super::{drive, Counters, Direction, Leg, Path, RelayError, Requests, Side, Watch};
+use super::{drive, Counters, Direction, Leg, Path, RelayError, Requests, Side};
 use crate::proxy::ktls::Control;
 
 /// The most one copied burst reads; a read that fills it switches the direction to splice.
@@ -79,35 +79,6 @@ impl Plan {
                 counters.for_direction(Direction::ClientToUpstream),
             ),
             direction(Direction::UpstreamToClient, upstream, client, counters),
-        )
-        .await
-    }
-}
-
-impl Plan {
-    /// Inspect mode: `requests` on the requests direction, the replies copied through user
-    /// space (never spliced: every byte is shown to `watch`).
-    pub(super) async fn run_inspected<F: Requests, V: Watch>(
-        self,
-        counters: &Counters,
-        requests: F,
-        watch: V,
-    ) -> Result<Side, RelayError> {
-        let (client, upstream) = (self.client.as_ref(), self.upstream.as_ref());
-        Direction::ClientToUpstream.trace_start(Path::Copy);
-        drive(
-            requests.run(
-                SocketIo(client),
-                SocketIo(upstream),
-                counters.for_direction(Direction::ClientToUpstream),
-            ),
-            super::copy::watched(
-                Direction::UpstreamToClient,
-                SocketIo(upstream),
-                SocketIo(client),
-                counters.for_direction(Direction::UpstreamToClient),
-                watch,
-            ),
         )
         .await
     }

@@ -310,12 +310,12 @@ fn authorize<'c>(
 }
 
 /// An upstream connection after our AUTH/HELLO (if one was needed).
-struct Opened {
-    upstream: UpstreamStream,
+pub(super) struct Opened {
+    pub(super) upstream: UpstreamStream,
     /// The upstream's raw reply to our AUTH/HELLO, if one was sent.
     reply: Option<Vec<u8>>,
     /// Bytes the upstream sent after that reply (normally none).
-    extra: Vec<u8>,
+    pub(super) extra: Vec<u8>,
 }
 
 /// Fetch the secret (while the early dial goes on), connect unless that dial is to the granted
@@ -333,49 +333,86 @@ async fn connect(
         let secret = early
             .alongside(upstream::auth_secret(db, db_user, &shared.credentials))
             .await?;
-        let mut stream = match early.take(db).await {
+        let stream = match early.take(db).await {
             Some(dialed) => dialed?,
-            None => {
-                let connecting = StdInstant::now();
-                let stream = shared
-                    .connector
-                    .connect(db, shared.limits().upstream_connect_timeout)
-                    .await?;
-                shared.metrics.upstream_connected(connecting.elapsed());
-                stream
-            }
+            None => dial(shared, db).await?,
         };
-        tracing::debug!(tls = db.tls.is_some(), "upstream connected");
-        let Some(command) = auth_command(opening, db_user, secret.as_ref()) else {
-            return Ok(Opened {
-                upstream: stream,
-                reply: None,
-                extra: Vec::new(),
-            });
-        };
-        drop(secret);
-        let authenticating = StdInstant::now();
-        let (Authenticated { reply, extra }, _) = upstream::login(
-            &mut stream,
-            db,
-            db_user,
-            opening,
-            &shared.credentials,
-            &command,
-        )
-        .await?;
-        shared
-            .metrics
-            .upstream_authenticated(authenticating.elapsed());
-        Ok(Opened {
-            upstream: stream,
-            reply: Some(reply),
-            extra,
-        })
+        authenticate(shared, stream, db, db_user, opening, secret).await
     };
     timeout_at(deadline, open)
         .await
         .unwrap_or(Err(Refusal::Timeout(Step::Upstream)))
+}
+
+/// A fresh upstream connection for a session already relaying — a RESP2 subscriber moved off
+/// a connection it cannot re-authenticate (`resubscribe.rs`): the same dial and AUTH as
+/// [`connect`] with `secret` (fetched by the caller), sent as `AUTH [db-user] <secret>` (RESP2,
+/// like the in-place re-AUTH), within `limits.handshake_timeout`.
+pub(super) async fn redial(
+    shared: &Shared,
+    db: &Database,
+    db_user: Option<&str>,
+    secret: Option<crate::secret::Secret>,
+) -> Result<Opened, Refusal> {
+    let opening = Opening::Auth { db_user: None };
+    let open = async {
+        let stream = dial(shared, db).await?;
+        authenticate(shared, stream, db, db_user, &opening, secret).await
+    };
+    let deadline = Instant::now() + shared.limits().handshake_timeout;
+    timeout_at(deadline, open)
+        .await
+        .unwrap_or(Err(Refusal::Timeout(Step::Upstream)))
+}
+
+/// TCP (+ TLS) to the database, timed into the metrics.
+async fn dial(shared: &Shared, db: &Database) -> Result<UpstreamStream, UpstreamError> {
+    let connecting = StdInstant::now();
+    let stream = shared
+        .connector
+        .connect(db, shared.limits().upstream_connect_timeout)
+        .await?;
+    shared.metrics.upstream_connected(connecting.elapsed());
+    Ok(stream)
+}
+
+/// Our AUTH/HELLO for `opening` on a new connection (none without a secret), a managed
+/// database's fallback secrets tried on refusal.
+async fn authenticate(
+    shared: &Shared,
+    mut stream: UpstreamStream,
+    db: &Database,
+    db_user: Option<&str>,
+    opening: &Opening,
+    secret: Option<crate::secret::Secret>,
+) -> Result<Opened, Refusal> {
+    tracing::debug!(tls = db.tls.is_some(), "upstream connected");
+    let Some(command) = auth_command(opening, db_user, secret.as_ref()) else {
+        return Ok(Opened {
+            upstream: stream,
+            reply: None,
+            extra: Vec::new(),
+        });
+    };
+    drop(secret);
+    let authenticating = StdInstant::now();
+    let (Authenticated { reply, extra }, _) = upstream::login(
+        &mut stream,
+        db,
+        db_user,
+        opening,
+        &shared.credentials,
+        &command,
+    )
+    .await?;
+    shared
+        .metrics
+        .upstream_authenticated(authenticating.elapsed());
+    Ok(Opened {
+        upstream: stream,
+        reply: Some(reply),
+        extra,
+    })
 }
 
 /// Give the client the upstream's reply to its AUTH/HELLO (nothing if it opened with another
