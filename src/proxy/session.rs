@@ -318,6 +318,7 @@ async fn run(
     let stopped_by = std::sync::OnceLock::new();
     let stop = async {
         let by = tokio::select! {
+            biased;
             () = session.stopped() => "stopped",
             () = idle(session.counters(), shared.limits().idle_timeout) => "idle",
         };

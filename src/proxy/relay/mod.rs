@@ -28,6 +28,7 @@ mod copy;
 mod filtered;
 mod handover;
 mod pipe;
+mod on_wake;
 mod pool;
 mod socket;
 mod splice;
@@ -123,8 +124,8 @@ pub async fn relay(client: Leg, upstream: Leg) -> Outcome {
 /// [`relay`], counting into `counters` (which a caller may read while the relay runs), and
 /// ending early — both legs closed, [`Closed::Stopped`] — when `stop` resolves.
 ///
-/// `stop` is polled after the relay on each wake-up (`biased`), so on the hot path it costs one
-/// poll of an already registered future.
+/// `stop` is polled only after its own waker fired ([`on_wake::OnWake`]), so on the hot path it
+/// costs an atomic swap per wake-up.
 pub async fn relay_until(
     client: Leg,
     upstream: Leg,
@@ -144,6 +145,8 @@ async fn until(
     counters: &Counters,
     stop: impl Future<Output = ()>,
 ) -> Outcome {
+    // `stop` waits for hours beside a relay woken twice per request: polled only when it woke.
+    let stop = on_wake::OnWake::new(stop);
     let closed = tokio::select! {
         biased;
         ended = moved => closed_by(ended),
@@ -428,7 +431,9 @@ where
     B: Future<Output = Result<(), RelayError>>,
 {
     tokio::pin!(client_to_upstream, upstream_to_client);
+    // Biased: both are polled on every wake anyway; a fixed order spares the random draw.
     let first = tokio::select! {
+        biased;
         done = &mut client_to_upstream => { done?; Side::Client }
         done = &mut upstream_to_client => { done?; Side::Upstream }
     };

@@ -10,6 +10,7 @@
 //! Must never hand out a pipe with bytes in it: only a direction that drained its pipe returns
 //! it ([`PipeGuard::release`]); one dropped mid-burst (an error, a stopped session) is closed.
 
+use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -27,6 +28,14 @@ const MAX_IDLE_BUFFERS: usize = 64;
 const MAX_IDLE_PIPES: usize = 32;
 
 static BUFFERS: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// One idle buffer per thread, in front of [`BUFFERS`]: a burst almost always takes and
+    /// returns its buffer within one poll on one worker thread, so most bursts need no lock
+    /// (two per request otherwise, the largest part of a small request's pool cost). At most
+    /// one buffer per thread that ever relayed; freed when the thread ends.
+    static LOCAL_BUFFER: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+}
 static PIPES: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
 
 /// A copy buffer on loan from the pool; back to the pool on drop.
@@ -39,7 +48,9 @@ impl<'a> Buffer<'a> {
     /// A buffer of [`BUFFER_SIZE`] bytes (contents unspecified): a pooled one, or a new one.
     /// `held` (a session's gauge) counts it while it is out.
     pub(super) fn take(held: Option<&'a AtomicU32>) -> Buffer<'a> {
-        let pooled = lock(&BUFFERS).pop();
+        let pooled = LOCAL_BUFFER
+            .with(Cell::take)
+            .or_else(|| lock(&BUFFERS).pop());
         let bytes = pooled.unwrap_or_else(|| vec![0u8; BUFFER_SIZE].into_boxed_slice());
         if let Some(held) = held {
             held.fetch_add(1, Ordering::Relaxed);
@@ -70,9 +81,12 @@ impl Drop for Buffer<'_> {
             held.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(bytes) = self.bytes.take() {
-            let mut idle = lock(&BUFFERS);
-            if idle.len() < MAX_IDLE_BUFFERS {
-                idle.push(bytes);
+            // The thread's slot takes it; one already there goes to the shared pool.
+            if let Some(spare) = LOCAL_BUFFER.with(|slot| slot.replace(Some(bytes))) {
+                let mut idle = lock(&BUFFERS);
+                if idle.len() < MAX_IDLE_BUFFERS {
+                    idle.push(spare);
+                }
             }
         }
     }
