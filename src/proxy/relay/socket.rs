@@ -220,10 +220,14 @@ impl AsyncWrite for SocketIo<'_> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // Write first: tokio remembers the socket's readiness (a write it knows cannot
+        // succeed fails at once, without a syscall), so readiness is polled only after a
+        // write would block — not before every write.
         loop {
-            ready!(self.0.poll_write_ready(cx))?;
             match self.0.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.0.poll_write_ready(cx))?;
+                }
                 done => return Poll::Ready(done),
             }
         }
