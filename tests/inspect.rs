@@ -681,3 +681,133 @@ fn keys_found_by_keyword_or_numkeys_are_counted_in_the_audit() {
         );
     }
 }
+
+/// A RESP2 subscriber whose role denies `PING` (a command Redis allows in subscribe mode)
+/// sends it again and again while a publisher's numbered messages flow: every message arrives
+/// exactly once and in order, and each PING gets exactly one `-NOPERM bastion: …` line, a
+/// frame of its own — the shape a real Redis ACL user denied `PING` gets — never cut out of
+/// (or in place of) a message.
+#[test]
+fn a_denied_command_of_a_resp2_subscriber_never_cuts_a_message() {
+    const MESSAGES: usize = 400;
+    const PINGS: usize = 80;
+    let a = admin("");
+    let s = &a.stack;
+    a.ok(&[
+        "role",
+        "add",
+        "apps",
+        "--replace",
+        "--db-users",
+        "app",
+        "--db-names",
+        "*",
+        "--commands",
+        "+@all -ping",
+    ]);
+    /// What a frame is: a message (its payload), a NOPERM line, or anything else.
+    fn classify(frames: &[Vec<u8>]) -> (Vec<String>, usize, Vec<String>) {
+        let (mut messages, mut noperms, mut other) = (Vec::new(), 0, Vec::new());
+        for f in frames {
+            let text = String::from_utf8_lossy(f).into_owned();
+            if let Some(rest) = text.strip_prefix("*3\r\n$7\r\nmessage\r\n$4\r\ni:dc\r\n") {
+                messages.push(rest.to_string());
+            } else if text.starts_with("-NOPERM ")
+                && text.ends_with("\r\n")
+                && text.lines().count() == 1
+            {
+                noperms += 1;
+            } else {
+                other.push(text);
+            }
+        }
+        (messages, noperms, other)
+    }
+    rt().block_on(async {
+        let run = |mut c: Raw, mut publisher: Raw| async move {
+            let got = exchange(&mut c, &command_str(&["SUBSCRIBE", "i:dc"]), 1).await;
+            assert!(
+                got.starts_with(b"*3\r\n$9\r\nsubscribe\r\n"),
+                "{}",
+                show(&got)
+            );
+            let publish = async {
+                for k in 0..MESSAGES {
+                    let n = format!("{k:06}");
+                    let got = publisher
+                        .request_str(&["PUBLISH", "i:dc", &n])
+                        .await
+                        .unwrap();
+                    assert_eq!(got, b":1\r\n");
+                    if k % 8 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            };
+            let ping = async {
+                for _ in 0..PINGS {
+                    c.send(&command_str(&["PING"])).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            tokio::join!(publish, ping);
+            c.send(&command_str(&["UNSUBSCRIBE", "i:dc"]))
+                .await
+                .unwrap();
+            let mut frames = Vec::new();
+            loop {
+                let f = tokio::time::timeout(Duration::from_secs(30), c.read_frame())
+                    .await
+                    .expect("frames in time")
+                    .expect("frame");
+                if f.starts_with(b"*3\r\n$11\r\nunsubscribe\r\n") {
+                    break;
+                }
+                frames.push(f);
+            }
+            frames
+        };
+        // Redis' own answer: an ACL user denied PING gets one NOPERM line per PING.
+        let mut d = direct(s).await;
+        let got = d
+            .request_str(&[
+                "ACL",
+                "SETUSER",
+                "i:noping",
+                "reset",
+                "on",
+                ">i-noping-pw",
+                "~*",
+                "&*",
+                "+@all",
+                "-ping",
+            ])
+            .await
+            .unwrap();
+        assert_eq!(got, b"+OK\r\n");
+        let mut own = Raw::connect_tcp_only(s.redis.plain_addr()).await.unwrap();
+        let ok = own
+            .request_str(&["AUTH", "i:noping", "i-noping-pw"])
+            .await
+            .unwrap();
+        assert_eq!(ok, b"+OK\r\n");
+        let want: Vec<String> = (0..MESSAGES).map(|k| format!("$6\r\n{k:06}\r\n")).collect();
+        let (messages, noperms, other) = classify(&run(own, direct(s).await).await);
+        assert!(other.is_empty(), "direct: {other:?}");
+        assert_eq!((messages == want, noperms), (true, PINGS), "direct");
+
+        for via in [Via::Unix, Via::Mtls] {
+            let c = Raw::connect(&s.endpoint(via, "inspdb")).await.unwrap();
+            let frames = run(c, direct(s).await).await;
+            let (messages, noperms, other) = classify(&frames);
+            assert!(other.is_empty(), "{via:?}: unexpected frames {other:?}");
+            let missing: Vec<_> = want.iter().filter(|m| !messages.contains(m)).collect();
+            assert!(missing.is_empty(), "{via:?}: messages lost: {missing:?}");
+            assert_eq!(messages, want, "{via:?}: messages out of order or repeated");
+            assert_eq!(noperms, PINGS, "{via:?}: one NOPERM per denied PING");
+            for f in frames.iter().filter(|f| f.starts_with(b"-")) {
+                assert!(f.starts_with(b"-NOPERM bastion: "), "{via:?}: {}", show(f));
+            }
+        }
+    });
+}

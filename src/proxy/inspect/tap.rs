@@ -1371,6 +1371,63 @@ mod tests {
         }
     }
 
+    /// A RESP2 subscriber's denied PING: the messages around the refusal's answer, in any
+    /// reads, reach the client whole and in order; only the refusal's answer is replaced. And
+    /// the same in RESP3, where the messages are pushes.
+    #[test]
+    fn a_denial_never_cuts_a_pubsub_message_or_push() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let confirm = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n".as_slice();
+        let m1 = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nm1\r\n".as_slice();
+        let m2 = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nm2\r\n".as_slice();
+        let p1 = b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nm1\r\n".as_slice();
+        let p2 = b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nm2\r\n".as_slice();
+        let pconfirm = b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n".as_slice();
+        let refusal =
+            b"-ERR unknown command 'bastion: ping is not allowed', with args beginning with: \r\n";
+        let noperm = b"-NOPERM bastion: ping is not allowed\r\n".as_slice();
+        let cases = [(false, confirm, m1, m2), (true, pconfirm, p1, p2)];
+        for (resp3, confirm, m1, m2) in cases {
+            // Two denied PINGs: messages before, between and after their answers.
+            let stream = [confirm, m1, m1, refusal, m2, refusal, m2].concat();
+            let want = [confirm, m1, m1, noperm, m2, noperm, m2].concat();
+            for a in 0..=stream.len() {
+                for b in (a..=stream.len()).step_by(5) {
+                    let settings = AuditSettings {
+                        resp3,
+                        ..settings(1.0)
+                    };
+                    let inspection = Inspection::new(&facts, &counters, &budget, settings);
+                    let mut tap = inspection.requests(&NoPing);
+                    feed(&mut tap, b"SUBSCRIBE ch\r\nPING\r\nPING\r\n");
+                    let mut watch = inspection.replies();
+                    let mut out = Vec::new();
+                    for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                        out.extend(through(&mut watch, part));
+                    }
+                    assert_eq!(
+                        String::from_utf8_lossy(&out),
+                        String::from_utf8_lossy(&want),
+                        "resp3={resp3}, reads cut at {a} and {b}"
+                    );
+                    assert_eq!(inspection.counts(), (3, 2, 4, false), "resp3={resp3}");
+                }
+            }
+        }
+    }
+
+    struct NoPing;
+    impl PolicyHook for NoPing {
+        fn check(&self, _: &[u8], spec: Option<&'static Spec>, _: u64) -> Result<(), String> {
+            match spec {
+                Some(s) if s.name == "ping" => Err("ping is not allowed".into()),
+                _ => Ok(()),
+            }
+        }
+    }
+
     struct NoFlush;
     impl PolicyHook for NoFlush {
         fn check(&self, _: &[u8], spec: Option<&'static Spec>, _: u64) -> Result<(), String> {
