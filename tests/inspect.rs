@@ -32,6 +32,22 @@ fn admin(extra_limits: &str) -> Admin {
     })
 }
 
+/// The stack's role `apps` (db-user `app` on every database) with the command policy `rules`.
+fn allow_commands(a: &Admin, rules: &str) {
+    a.ok(&[
+        "role",
+        "add",
+        "apps",
+        "--replace",
+        "--db-users",
+        "app",
+        "--db-names",
+        "*",
+        "--commands",
+        rules,
+    ]);
+}
+
 /// A direct connection to Redis, authenticated as `app` (what the bastion does).
 async fn direct(s: &Stack) -> Raw {
     let mut c = Raw::connect_tcp_only(s.redis.plain_addr())
@@ -555,18 +571,7 @@ fn monitor_and_client_reply_off_pass_unpaired() {
 fn a_command_policy_is_enforced_in_inspect_mode_and_refused_elsewhere() {
     let a = admin("");
     let s = &a.stack;
-    a.ok(&[
-        "role",
-        "add",
-        "apps",
-        "--replace",
-        "--db-users",
-        "app",
-        "--db-names",
-        "*",
-        "--commands",
-        "+@read +ping +multi +exec",
-    ]);
+    allow_commands(&a, "+@read +ping +multi +exec");
     rt().block_on(async {
         reset(s).await;
         let mut d = direct(s).await;
@@ -680,4 +685,133 @@ fn keys_found_by_keyword_or_numkeys_are_counted_in_the_audit() {
             &[],
         );
     }
+}
+
+/// A RESP2 subscriber whose role denies `PING` (a command Redis allows in subscribe mode)
+/// sends it again and again while a publisher's numbered messages flow: every message arrives
+/// exactly once and in order, and each PING gets exactly one `-NOPERM bastion: …` line, a
+/// frame of its own — the shape a real Redis ACL user denied `PING` gets — never cut out of
+/// (or in place of) a message. The same for a RESP3 subscriber, whose messages are pushes.
+#[test]
+fn a_denied_command_of_a_subscriber_never_cuts_a_message() {
+    const MESSAGES: usize = 400;
+    const PINGS: usize = 80;
+    let a = admin("");
+    let s = &a.stack;
+    allow_commands(&a, "+@all -ping");
+    /// What a frame is: a message (its payload), a NOPERM line, or anything else.
+    fn classify(frames: &[Vec<u8>]) -> (Vec<String>, usize, Vec<String>) {
+        let (mut messages, mut noperms, mut other) = (Vec::new(), 0, Vec::new());
+        for f in frames {
+            let text = String::from_utf8_lossy(f).into_owned();
+            let rest = text
+                .strip_prefix("*3\r\n$7\r\nmessage\r\n$4\r\ni:dc\r\n")
+                .or_else(|| text.strip_prefix(">3\r\n$7\r\nmessage\r\n$4\r\ni:dc\r\n"));
+            if let Some(rest) = rest {
+                messages.push(rest.to_string());
+            } else if text.starts_with("-NOPERM ")
+                && text.ends_with("\r\n")
+                && text.lines().count() == 1
+            {
+                noperms += 1;
+            } else {
+                other.push(text);
+            }
+        }
+        (messages, noperms, other)
+    }
+    rt().block_on(async {
+        let run = |mut c: Raw, mut publisher: Raw, resp3: bool| async move {
+            if resp3 {
+                let hello = exchange(&mut c, &command_str(&["HELLO", "3"]), 1).await;
+                assert!(hello.starts_with(b"%"), "{}", show(&hello));
+            }
+            let got = exchange(&mut c, &command_str(&["SUBSCRIBE", "i:dc"]), 1).await;
+            assert!(
+                got[1..].starts_with(b"3\r\n$9\r\nsubscribe\r\n"),
+                "{}",
+                show(&got)
+            );
+            let publish = async {
+                for k in 0..MESSAGES {
+                    let n = format!("{k:06}");
+                    let got = publisher
+                        .request_str(&["PUBLISH", "i:dc", &n])
+                        .await
+                        .unwrap();
+                    assert_eq!(got, b":1\r\n");
+                    if k % 8 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            };
+            let ping = async {
+                for _ in 0..PINGS {
+                    c.send(&command_str(&["PING"])).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            tokio::join!(publish, ping);
+            c.send(&command_str(&["UNSUBSCRIBE", "i:dc"]))
+                .await
+                .unwrap();
+            let mut frames = Vec::new();
+            loop {
+                let f = tokio::time::timeout(Duration::from_secs(30), c.read_frame())
+                    .await
+                    .expect("frames in time")
+                    .expect("frame");
+                if f[1..].starts_with(b"3\r\n$11\r\nunsubscribe\r\n") {
+                    break;
+                }
+                frames.push(f);
+            }
+            frames
+        };
+        // Redis' own answer: an ACL user denied PING gets one NOPERM line per PING.
+        let mut d = direct(s).await;
+        let got = d
+            .request_str(&[
+                "ACL",
+                "SETUSER",
+                "i:noping",
+                "reset",
+                "on",
+                ">i-noping-pw",
+                "~*",
+                "&*",
+                "+@all",
+                "-ping",
+            ])
+            .await
+            .unwrap();
+        assert_eq!(got, b"+OK\r\n");
+        let want: Vec<String> = (0..MESSAGES).map(|k| format!("$6\r\n{k:06}\r\n")).collect();
+        for resp3 in [false, true] {
+            let mut own = Raw::connect_tcp_only(s.redis.plain_addr()).await.unwrap();
+            let ok = own
+                .request_str(&["AUTH", "i:noping", "i-noping-pw"])
+                .await
+                .unwrap();
+            assert_eq!(ok, b"+OK\r\n");
+            let (messages, noperms, other) = classify(&run(own, direct(s).await, resp3).await);
+            assert!(other.is_empty(), "direct, resp3={resp3}: {other:?}");
+            assert_eq!((messages == want, noperms), (true, PINGS), "direct");
+
+            for via in [Via::Unix, Via::Mtls] {
+                let c = Raw::connect(&s.endpoint(via, "inspdb")).await.unwrap();
+                let frames = run(c, direct(s).await, resp3).await;
+                let (messages, noperms, other) = classify(&frames);
+                let at = format!("{via:?}, resp3={resp3}");
+                assert!(other.is_empty(), "{at}: unexpected frames {other:?}");
+                let missing: Vec<_> = want.iter().filter(|m| !messages.contains(m)).collect();
+                assert!(missing.is_empty(), "{at}: messages lost: {missing:?}");
+                assert_eq!(messages, want, "{at}: messages out of order or repeated");
+                assert_eq!(noperms, PINGS, "{at}: one NOPERM per denied PING");
+                for f in frames.iter().filter(|f| f.starts_with(b"-")) {
+                    assert!(f.starts_with(b"-NOPERM bastion: "), "{at}: {}", show(f));
+                }
+            }
+        }
+    });
 }

@@ -262,7 +262,11 @@ fn canonical_line(buf: &[u8], marker: u8, max: u64) -> Option<(u64, usize)> {
     if buf.first() != Some(&marker) {
         return None;
     }
-    let digits = buf[1..].iter().take(LONG_STR_SIZE).take_while(|b| b.is_ascii_digit()).count();
+    let digits = buf[1..]
+        .iter()
+        .take(LONG_STR_SIZE)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     if digits == 0 || digits > 19 || (digits > 1 && buf[1] == b'0') {
         return None;
     }

@@ -44,7 +44,11 @@ pub fn fuzz_framer(data: &[u8]) {
     // The guard's fast path frames the same commands, whole or cut.
     let plain = without_offsets(&record(config, false, false, &[data]));
     assert_eq!(record_skimming(config, &[data]), plain, "skimming");
-    assert_eq!(record_skimming(config, &[a, b]), plain, "skimming, cut at {cut}");
+    assert_eq!(
+        record_skimming(config, &[a, b]),
+        plain,
+        "skimming, cut at {cut}"
+    );
 }
 
 /// The events of `record`, without the offsets at which they came.

@@ -22,6 +22,9 @@
 //! unknown-command error (so inside MULTI the transaction aborts, as for Redis' own ACL
 //! denials) — and the replies watch replaces that answer with `-NOPERM bastion: <reason>`.
 //! The bastion's own re-AUTH is the other reply the watch owns: it is cut out.
+//! Both are one-line replies (`+`/`-`): a cut starts only at such a line once every request
+//! before the owned one is answered, so a RESP3 push or a RESP2 subscriber's message that
+//! arrives first passes whole; a line that then answers something else is out of step.
 //!
 //! A RESP2 subscriber cannot run AUTH: at a due re-AUTH it is moved to a fresh connection
 //! ([`super::seam`]). The tap follows its subscriptions, plans the new connection's, and at the
@@ -506,13 +509,18 @@ impl<'a> Inspection<'a> {
         };
         let mut pos = 0;
         let mut answered = 0;
-        // Where the reply being cut out starts in this read.
+        // Where the reply being cut out starts in this read; `carried`: it began in an
+        // earlier read, whose bytes are already withheld.
         let mut cut_start = book.cutting.then_some(0);
+        let mut carried = book.cutting;
         let mut holding = book.seam.as_ref().is_some_and(Seam::holding);
         // The marker's reply ended the old connection.
         let mut flipped = false;
         loop {
-            // A reply the bastion owns starts here: the next one that is not a push.
+            // A reply the bastion owns starts here: once every request before it is answered,
+            // the next one-line reply (`+`/`-`). Its reply is always one: the re-AUTH's `+OK`
+            // or error, the upstream's error for a refusal. What may come first is never one:
+            // a RESP3 push (`>`), a RESP2 subscriber's message or unasked unsubscribe (`*`).
             if !holding
                 && cut_start.is_none()
                 && book
@@ -520,7 +528,7 @@ impl<'a> Inspection<'a> {
                     .front()
                     .is_some_and(|p| matches!(p.cut, Some(Cut::Reauth | Cut::Replace(_))))
                 && framer.offset() == book.boundary
-                && bytes.get(pos).is_some_and(|&b| b != b'>')
+                && bytes.get(pos).is_some_and(|&b| b == b'+' || b == b'-')
             {
                 book.cutting = true;
                 cut_start = Some(pos);
@@ -567,8 +575,24 @@ impl<'a> Inspection<'a> {
                     .is_some_and(|p| p.cut.is_some() && p.seq == seq),
                 _ => false,
             };
+            if book.cutting && !owned {
+                // A line that answers another request: the upstream is out of step. Withheld
+                // within this read, it passes; withheld since an earlier read, it is lost.
+                if carried {
+                    book.framer = None;
+                    book.lost = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "upstream reply out of step: the line held back as the bastion's own \
+                         reply answers a client command",
+                    ));
+                }
+                book.cutting = false;
+                cut_start = None;
+            }
             if owned {
                 book.cutting = false;
+                carried = false;
                 let start = cut_start.take().unwrap_or(0);
                 let Some(done) = book.pending.pop_front() else {
                     continue;
@@ -1358,7 +1382,7 @@ mod tests {
         for a in 0..=stream.len() {
             for b in (a..=stream.len()).step_by(7) {
                 let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
-                let mut tap = inspection.requests(&NoFlush);
+                let mut tap = inspection.requests(&Deny("flushall"));
                 feed(&mut tap, b"GET k\r\nFLUSHALL\r\nGET k\r\n");
                 let mut watch = inspection.replies();
                 let mut out = Vec::new();
@@ -1371,11 +1395,59 @@ mod tests {
         }
     }
 
-    struct NoFlush;
-    impl PolicyHook for NoFlush {
+    /// A RESP2 subscriber's denied PING: the messages around the refusal's answer, in any
+    /// reads, reach the client whole and in order; only the refusal's answer is replaced. And
+    /// the same in RESP3, where the messages are pushes.
+    #[test]
+    fn a_denial_never_cuts_a_pubsub_message_or_push() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let confirm = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n".as_slice();
+        let m1 = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nm1\r\n".as_slice();
+        let m2 = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nm2\r\n".as_slice();
+        let p1 = b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nm1\r\n".as_slice();
+        let p2 = b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nm2\r\n".as_slice();
+        let pconfirm = b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n".as_slice();
+        let refusal =
+            b"-ERR unknown command 'bastion: ping is not allowed', with args beginning with: \r\n";
+        let noperm = b"-NOPERM bastion: ping is not allowed\r\n".as_slice();
+        let cases = [(false, confirm, m1, m2), (true, pconfirm, p1, p2)];
+        for (resp3, confirm, m1, m2) in cases {
+            // Two denied PINGs: messages before, between and after their answers.
+            let stream = [confirm, m1, m1, refusal, m2, refusal, m2].concat();
+            let want = [confirm, m1, m1, noperm, m2, noperm, m2].concat();
+            for a in 0..=stream.len() {
+                for b in (a..=stream.len()).step_by(5) {
+                    let settings = AuditSettings {
+                        resp3,
+                        ..settings(1.0)
+                    };
+                    let inspection = Inspection::new(&facts, &counters, &budget, settings);
+                    let mut tap = inspection.requests(&Deny("ping"));
+                    feed(&mut tap, b"SUBSCRIBE ch\r\nPING\r\nPING\r\n");
+                    let mut watch = inspection.replies();
+                    let mut out = Vec::new();
+                    for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                        out.extend(through(&mut watch, part));
+                    }
+                    assert_eq!(
+                        String::from_utf8_lossy(&out),
+                        String::from_utf8_lossy(&want),
+                        "resp3={resp3}, reads cut at {a} and {b}"
+                    );
+                    assert_eq!(inspection.counts(), (3, 2, 4, false), "resp3={resp3}");
+                }
+            }
+        }
+    }
+
+    /// Denies the one command it names.
+    struct Deny(&'static str);
+    impl PolicyHook for Deny {
         fn check(&self, _: &[u8], spec: Option<&'static Spec>, _: u64) -> Result<(), String> {
             match spec {
-                Some(s) if s.name == "flushall" => Err("flushall is not allowed".into()),
+                Some(s) if s.name == self.0 => Err(format!("{} is not allowed", self.0)),
                 _ => Ok(()),
             }
         }
@@ -1387,7 +1459,7 @@ mod tests {
         let counters = Counters::default();
         let budget = AuditBudget::default();
         let inspection = Inspection::new(&facts, &counters, &budget, settings(1.0));
-        let mut tap = inspection.requests(&NoFlush);
+        let mut tap = inspection.requests(&Deny("flushall"));
         let mut framer = Framer::new(FramerConfig::default());
         let step = framer.advance(b"FLUSHALL\r\n");
         let Some(Event::Command(head)) = step.event else {
