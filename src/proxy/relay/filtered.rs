@@ -10,6 +10,7 @@
 //! which ends the session like any relay error.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::AtomicU64;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -44,7 +45,7 @@ pub async fn relay_filtered_until<F: Requests>(
     requests: F,
 ) -> Outcome {
     let path = select_path(&client, &upstream);
-    let moved = move_filtered(path, client, upstream, counters, requests);
+    let moved = pin!(move_filtered(path, client, upstream, counters, requests));
     let mut outcome = super::until(path, moved, counters, stop).await;
     outcome.client_to_upstream_path = Path::Copy;
     outcome
@@ -61,7 +62,9 @@ pub async fn relay_inspected_until<F: Requests, V: Watch>(
     watch: V,
 ) -> Outcome {
     let path = select_path(&client, &upstream);
-    let moved = move_inspected(path, client, upstream, counters, requests, watch);
+    let moved = pin!(move_inspected(
+        path, client, upstream, counters, requests, watch
+    ));
     let mut outcome = super::until(path, moved, counters, stop).await;
     outcome.client_to_upstream_path = Path::Copy;
     outcome.upstream_to_client_path = Path::Copy;
@@ -82,7 +85,9 @@ async fn move_inspected<F: Requests, V: Watch>(
     };
     match plan {
         Ok(plan) => plan.run_inspected(counters, requests, watch).await,
-        Err((client, upstream)) => copy_filtered(client, upstream, counters, requests, watch).await,
+        Err((client, upstream)) => {
+            Box::pin(copy_filtered(client, upstream, counters, requests, watch)).await
+        }
     }
 }
 
@@ -97,10 +102,27 @@ async fn move_filtered<F: Requests>(
         Path::Splice => match splice::Plan::new(client, upstream) {
             Ok(plan) => plan.run_filtered(counters, requests).await,
             Err((client, upstream)) => {
-                copy_filtered(client, upstream, counters, requests, copy::Unwatched).await
+                Box::pin(copy_filtered(
+                    client,
+                    upstream,
+                    counters,
+                    requests,
+                    copy::Unwatched,
+                ))
+                .await
             }
         },
-        Path::Copy => copy_filtered(client, upstream, counters, requests, copy::Unwatched).await,
+        // Boxed (here and above): see `super::move_bytes`.
+        Path::Copy => {
+            Box::pin(copy_filtered(
+                client,
+                upstream,
+                counters,
+                requests,
+                copy::Unwatched,
+            ))
+            .await
+        }
     }
 }
 
@@ -116,21 +138,19 @@ async fn copy_filtered<F: Requests, V: Watch>(
     let (client_read, client_write) = tokio::io::split(copy::into_stream(client));
     let (upstream_read, upstream_write) = tokio::io::split(copy::into_stream(upstream));
     Direction::ClientToUpstream.trace_start(Path::Copy);
-    super::drive(
-        requests.run(
-            client_read,
-            upstream_write,
-            counters.for_direction(Direction::ClientToUpstream),
-        ),
-        copy::watched(
-            Direction::UpstreamToClient,
-            upstream_read,
-            client_write,
-            counters.for_direction(Direction::UpstreamToClient),
-            watch,
-        ),
-    )
-    .await
+    let up = pin!(requests.run(
+        client_read,
+        upstream_write,
+        counters.for_direction(Direction::ClientToUpstream),
+    ));
+    let down = pin!(copy::watched(
+        Direction::UpstreamToClient,
+        upstream_read,
+        client_write,
+        counters.for_direction(Direction::UpstreamToClient),
+        watch,
+    ));
+    super::drive(up, down).await
 }
 
 #[cfg(test)]
