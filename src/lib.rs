@@ -5,6 +5,10 @@
 //! (the opening's RESP) authenticates upstream with `aws` tokens or passwords → `proxy::relay`
 //! (the only byte mover) splices or copies until either side closes.
 #![forbid(unsafe_code)]
+// The session task boxes its handshake future (an idle session then holds only the relay's
+// state); proving that box `Send` walks the whole handshake (AWS SDK futures included) and
+// needs more than the default 128 levels.
+#![recursion_limit = "256"]
 
 pub mod address_policy;
 pub mod admin;
