@@ -128,10 +128,14 @@ pub async fn serve_tls(
             }
             Some(Some(Ok(Ok(tls)))) => tls,
         };
+        let ktls::Accepted {
+            stream,
+            server_name,
+            peer_certificate,
+        } = tls;
         // Identified by its certificate (or refused below): no longer pre-authentication.
         drop(pending);
-        let cert = tls
-            .peer_certificate
+        let cert = peer_certificate
             .as_ref()
             .ok_or(Unidentified::NoCertificate)
             .and_then(|cert| Ok(identity::tls::cert_identity(cert)?));
@@ -149,16 +153,18 @@ pub async fn serve_tls(
                 }),
             })
             .map_err(Refusal::from);
-        let db = pick_database(&spec, tls.server_name.as_deref());
+        let db = pick_database(&spec, server_name.as_deref());
         tracing::debug!(
-            sni = tls.server_name.as_deref().unwrap_or("-"),
-            tls = tls.stream.mode().name(),
+            sni = server_name.as_deref().unwrap_or("-"),
+            tls = stream.mode().name(),
             "TLS handshake done"
         );
+        // Not kept for the session's life (a live local would be, until `run` returns).
+        drop((peer_certificate, server_name));
         run(
             &shared,
             &session,
-            Either::Left(tls.stream),
+            Either::Left(stream),
             who,
             db,
             facts,
