@@ -98,32 +98,22 @@ async fn move_filtered<F: Requests>(
     counters: &Counters,
     requests: F,
 ) -> Result<Side, RelayError> {
-    match path {
+    let (client, upstream) = match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
-            Ok(plan) => plan.run_filtered(counters, requests).await,
-            Err((client, upstream)) => {
-                Box::pin(copy_filtered(
-                    client,
-                    upstream,
-                    counters,
-                    requests,
-                    copy::Unwatched,
-                ))
-                .await
-            }
+            Ok(plan) => return plan.run_filtered(counters, requests).await,
+            Err(legs) => legs,
         },
-        // Boxed (here and above): see `super::move_bytes`.
-        Path::Copy => {
-            Box::pin(copy_filtered(
-                client,
-                upstream,
-                counters,
-                requests,
-                copy::Unwatched,
-            ))
-            .await
-        }
-    }
+        Path::Copy => (client, upstream),
+    };
+    // Boxed: see `super::move_bytes`.
+    Box::pin(copy_filtered(
+        client,
+        upstream,
+        counters,
+        requests,
+        copy::Unwatched,
+    ))
+    .await
 }
 
 /// Both legs through user space: the filter on one direction, the copy (shown to `watch`) on
