@@ -331,6 +331,8 @@ async fn run(
         };
         let _ = stopped_by.set(by);
     };
+    // Each mode's relay below is boxed (once per session): the task then holds the state of
+    // the mode this session runs, not of the largest one.
     let outcome = match ready.guard {
         // `relay = "guard"`: the requests go through the command guard, replies as before.
         Some(GuardStart {
