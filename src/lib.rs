@@ -6,7 +6,7 @@
 //! (the only byte mover) splices or copies until either side closes.
 #![forbid(unsafe_code)]
 // A session's future (handshake, dial, relay, AWS SDK calls) is deep enough that proving it `Send`
-// for `tokio::spawn` needs more than the default 128 levels.
+// for `tokio::spawn` (and the box its handshake is in) needs more than the default 128 levels.
 #![recursion_limit = "256"]
 
 pub mod address_policy;

@@ -432,6 +432,10 @@ impl AsyncRead for KtlsSocket {
             let n = early.len().min(buf.remaining());
             buf.put_slice(&early[..n]);
             early.drain(..n);
+            if early.is_empty() {
+                // Read once, never refilled: give its memory back rather than keep it idle.
+                *early = Vec::new();
+            }
             return Poll::Ready(Ok(()));
         }
         loop {

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::ops::Deref;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
@@ -31,21 +31,19 @@ pub(super) async fn run(
     // of one poll, and a TLS stream has to be shared because reading may also write (alerts).
     let (client_read, client_write) = tokio::io::split(into_stream(client));
     let (upstream_read, upstream_write) = tokio::io::split(into_stream(upstream));
-    drive(
-        direction(
-            Direction::ClientToUpstream,
-            client_read,
-            upstream_write,
-            counters.for_direction(Direction::ClientToUpstream),
-        ),
-        direction(
-            Direction::UpstreamToClient,
-            upstream_read,
-            client_write,
-            counters.for_direction(Direction::UpstreamToClient),
-        ),
-    )
-    .await
+    let up = pin!(direction(
+        Direction::ClientToUpstream,
+        client_read,
+        upstream_write,
+        counters.for_direction(Direction::ClientToUpstream),
+    ));
+    let down = pin!(direction(
+        Direction::UpstreamToClient,
+        upstream_read,
+        client_write,
+        counters.for_direction(Direction::UpstreamToClient),
+    ));
+    drive(up, down).await
 }
 
 pub(super) fn into_stream(leg: Leg) -> Box<dyn Stream> {

@@ -10,6 +10,7 @@
 //! which ends the session like any relay error.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::AtomicU64;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -45,7 +46,7 @@ pub async fn relay_filtered_until<F: Requests>(
     requests: F,
 ) -> Outcome {
     let path = select_path(&client, &upstream);
-    let moved = move_filtered(path, client, upstream, counters, requests);
+    let moved = pin!(move_filtered(path, client, upstream, counters, requests));
     let mut outcome = super::until(path, moved, counters, stop).await;
     outcome.client_to_upstream_path = Path::Copy;
     outcome
@@ -65,7 +66,9 @@ pub async fn relay_inspected_until<F: Requests, V: Watch>(
     handover: &Handover,
 ) -> Outcome {
     let path = select_path(&client, &upstream);
-    let moved = copy_inspected(client, upstream, counters, requests, watch, handover);
+    let moved = pin!(copy_inspected(
+        client, upstream, counters, requests, watch, handover
+    ));
     let mut outcome = super::until(path, moved, counters, stop).await;
     outcome.client_to_upstream_path = Path::Copy;
     outcome.upstream_to_client_path = Path::Copy;
@@ -109,13 +112,15 @@ async fn move_filtered<F: Requests>(
     counters: &Counters,
     requests: F,
 ) -> Result<Side, RelayError> {
-    match path {
+    let (client, upstream) = match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
-            Ok(plan) => plan.run_filtered(counters, requests).await,
-            Err((client, upstream)) => copy_filtered(client, upstream, counters, requests).await,
+            Ok(plan) => return plan.run_filtered(counters, requests).await,
+            Err(legs) => legs,
         },
-        Path::Copy => copy_filtered(client, upstream, counters, requests).await,
-    }
+        Path::Copy => (client, upstream),
+    };
+    // Boxed: see `super::move_bytes`.
+    Box::pin(copy_filtered(client, upstream, counters, requests)).await
 }
 
 /// Both legs through user space: the filter on one direction, the copy on the other.
@@ -148,21 +153,19 @@ where
     UW: AsyncWrite + Unpin + Send,
 {
     Direction::ClientToUpstream.trace_start(Path::Copy);
-    super::drive(
-        requests.run(
-            client_read,
-            upstream_write,
-            counters.for_direction(Direction::ClientToUpstream),
-        ),
-        copy::watched(
-            Direction::UpstreamToClient,
-            upstream_read,
-            client_write,
-            counters.for_direction(Direction::UpstreamToClient),
-            watch,
-        ),
-    )
-    .await
+    let up = pin!(requests.run(
+        client_read,
+        upstream_write,
+        counters.for_direction(Direction::ClientToUpstream),
+    ));
+    let down = pin!(copy::watched(
+        Direction::UpstreamToClient,
+        upstream_read,
+        client_write,
+        counters.for_direction(Direction::UpstreamToClient),
+        watch,
+    ));
+    super::drive(up, down).await
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ mod testutil;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -133,7 +134,7 @@ pub async fn relay_until(
     stop: impl Future<Output = ()>,
 ) -> Outcome {
     let path = select_path(&client, &upstream);
-    let moved = move_bytes(path, client, upstream, counters);
+    let moved = pin!(move_bytes(path, client, upstream, counters));
     until(path, moved, counters, stop).await
 }
 
@@ -141,7 +142,7 @@ pub async fn relay_until(
 /// path a direction reports [`Path::Splice`] if it spliced any bytes, else [`Path::Copy`].
 async fn until(
     path: Path,
-    moved: impl Future<Output = Result<Side, RelayError>>,
+    moved: Pin<&mut impl Future<Output = Result<Side, RelayError>>>,
     counters: &Counters,
     stop: impl Future<Output = ()>,
 ) -> Outcome {
@@ -174,12 +175,14 @@ async fn move_bytes(
     upstream: Leg,
     counters: &Counters,
 ) -> Result<Side, RelayError> {
+    // Each path's future is boxed, so a session's allocation is the size of the path it takes,
+    // not of the largest one (an idle session holds this state for its whole life).
     match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
-            Ok(plan) => plan.run(counters).await,
-            Err((client, upstream)) => copy::run(client, upstream, counters).await,
+            Ok(plan) => Box::pin(plan.run(counters)).await,
+            Err((client, upstream)) => Box::pin(copy::run(client, upstream, counters)).await,
         },
-        Path::Copy => copy::run(client, upstream, counters).await,
+        Path::Copy => Box::pin(copy::run(client, upstream, counters)).await,
     }
 }
 
@@ -425,12 +428,18 @@ impl Counters {
 ///
 /// Returns the side whose EOF came first once both directions are done, or the first error — at
 /// which point the other direction is dropped mid-flight (the caller then closes both legs).
-async fn drive<A, B>(client_to_upstream: A, upstream_to_client: B) -> Result<Side, RelayError>
+///
+/// The directions are pinned by the caller (`std::pin::pin!`) and borrowed here: taken by value,
+/// each would be stored twice in the session's future (once as an argument, once pinned), and
+/// an idle session holds that future for its whole life.
+async fn drive<A, B>(
+    mut client_to_upstream: Pin<&mut A>,
+    mut upstream_to_client: Pin<&mut B>,
+) -> Result<Side, RelayError>
 where
     A: Future<Output = Result<(), RelayError>>,
     B: Future<Output = Result<(), RelayError>>,
 {
-    tokio::pin!(client_to_upstream, upstream_to_client);
     // Biased: both are polled on every wake anyway; a fixed order spares the random draw.
     let first = tokio::select! {
         biased;

@@ -20,6 +20,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::pin::pin;
 
 use nix::fcntl::{splice, SpliceFFlags};
 use tokio::io::Interest;
@@ -56,11 +57,19 @@ impl Plan {
     /// fails. Both sockets close when this returns.
     pub(super) async fn run(self, counters: &Counters) -> Result<Side, RelayError> {
         let (client, upstream) = (self.client.as_ref(), self.upstream.as_ref());
-        drive(
-            direction(Direction::ClientToUpstream, client, upstream, counters),
-            direction(Direction::UpstreamToClient, upstream, client, counters),
-        )
-        .await
+        let up = pin!(direction(
+            Direction::ClientToUpstream,
+            client,
+            upstream,
+            counters
+        ));
+        let down = pin!(direction(
+            Direction::UpstreamToClient,
+            upstream,
+            client,
+            counters
+        ));
+        drive(up, down).await
     }
 
     /// Run `requests` (client → upstream, reading and writing the sockets through readiness)
@@ -72,15 +81,18 @@ impl Plan {
     ) -> Result<Side, RelayError> {
         let (client, upstream) = (self.client.as_ref(), self.upstream.as_ref());
         Direction::ClientToUpstream.trace_start(Path::Copy);
-        drive(
-            requests.run(
-                SocketIo(client),
-                SocketIo(upstream),
-                counters.for_direction(Direction::ClientToUpstream),
-            ),
-            direction(Direction::UpstreamToClient, upstream, client, counters),
-        )
-        .await
+        let up = pin!(requests.run(
+            SocketIo(client),
+            SocketIo(upstream),
+            counters.for_direction(Direction::ClientToUpstream),
+        ));
+        let down = pin!(direction(
+            Direction::UpstreamToClient,
+            upstream,
+            client,
+            counters
+        ));
+        drive(up, down).await
     }
 }
 
