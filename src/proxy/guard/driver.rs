@@ -17,6 +17,10 @@
 //! it went on already, the ones after it are framed behind it in stream order. At most
 //! [`HOLD_CAP`] bytes are held; a command that needs more is refused.
 //!
+//! A due re-AUTH (inspect mode) goes at a command end the observer calls quiet — within a read
+//! too, after the read's bytes before it — or, when the client's read would wait, between reads;
+//! a client whose bytes are always ready is not passed over.
+//!
 //! In inspect mode a due re-AUTH of a RESP2 subscriber (which cannot run AUTH) is a move
 //! instead ([`Policy::resubscribe`]): the client's requests wait while a new connection is made,
 //! a [`MARKER`] ends the old one's replies, and the new one takes the requests.
