@@ -582,6 +582,105 @@ async fn inspect_mode_reauthenticates_before_the_connection_limit() {
     );
 }
 
+/// Issue 12: a client that never pauses — a writer always ahead of its reader, so some reply
+/// is always outstanding and the client's next bytes are always ready — is authenticated
+/// again all the same (between two of its commands, the AUTH's reply cut out by position):
+/// through several of the front's (shortened) connection limits every `INCR` is answered, in
+/// order, counting up with no gap, and the session is not cut.
+#[tokio::test]
+async fn a_client_that_never_pauses_is_reauthenticated_between_its_commands() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let r = rig_with(RigOpts {
+        relay: "inspect",
+        limits: "reauth_interval = \"1s\"",
+        connection_limit: Some(Duration::from_secs(3)),
+        rust_log: "info",
+        ..RigOpts::default()
+    });
+    let stream = tokio::net::UnixStream::connect(r.bastion.socket_path("iamdb"))
+        .await
+        .expect("connect");
+    let (mut rx, mut tx) = stream.into_split();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let batch = support::raw::command_str(&["INCR", "pipe:n"]).repeat(32);
+    let writer = tokio::spawn({
+        let (stop, sent) = (stop.clone(), sent.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                tx.write_all(&batch).await?;
+                sent.fetch_add(32, Ordering::Relaxed);
+            }
+            Ok::<_, std::io::Error>(tx)
+        }
+    });
+    let stopper = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    // Every reply is `:<n>\r\n`, n counting up from 1; read until the writer has stopped and
+    // every command it sent is answered.
+    let mut next = 1u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut have = Vec::new();
+    loop {
+        if stop.load(Ordering::Relaxed)
+            && next > sent.load(Ordering::Relaxed)
+            && writer.is_finished()
+        {
+            break;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), rx.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no reply for 5 s after :{}", next - 1))
+            .unwrap_or_else(|e| panic!("session cut after :{}: {e}", next - 1));
+        assert!(
+            n > 0,
+            "session closed after :{} of {} sent",
+            next - 1,
+            sent.load(Ordering::Relaxed)
+        );
+        have.extend_from_slice(&buf[..n]);
+        let mut at = 0;
+        while let Some(end) = have[at..].windows(2).position(|w| w == b"\r\n") {
+            let line = &have[at..at + end];
+            let want = format!(":{next}");
+            assert_eq!(
+                String::from_utf8_lossy(line),
+                want,
+                "reply {next} out of order or not the client's"
+            );
+            next += 1;
+            at += end + 2;
+        }
+        have.drain(..at);
+    }
+    stopper.await.unwrap();
+    let tx = writer.await.unwrap().expect("writer");
+    drop(tx);
+    let answered = next - 1;
+    assert!(answered > 1000, "the client was too slow: {answered}");
+    let tokens = r.front.tokens();
+    let reauths = tokens.iter().filter(|t| !t.opening).count();
+    assert!(reauths >= 4, "{reauths} re-AUTHs in 8 s: {tokens:?}");
+    assert!(
+        r.front
+            .verdicts()
+            .iter()
+            .all(|v| v.outcome == Outcome::Accepted),
+        "{:?}",
+        r.front.verdicts()
+    );
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
+}
+
 /// Issue 12, item 4: a RESP2 connection in subscribe mode cannot run AUTH, so the bastion moves
 /// the session to a fresh authenticated upstream connection holding the same subscriptions.
 /// Through several of the front's (shortened) connection limits a steady publisher's numbered

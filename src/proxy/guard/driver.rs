@@ -17,6 +17,10 @@
 //! it went on already, the ones after it are framed behind it in stream order. At most
 //! [`HOLD_CAP`] bytes are held; a command that needs more is refused.
 //!
+//! A due re-AUTH (inspect mode) goes at a command end the observer calls quiet — within a read
+//! too, after the read's bytes before it — or, when the client's read would wait, between reads;
+//! a client whose bytes are always ready is not passed over.
+//!
 //! In inspect mode a due re-AUTH of a RESP2 subscriber (which cannot run AUTH) is a move
 //! instead ([`Policy::resubscribe`]): the client's requests wait while a new connection is made,
 //! a [`MARKER`] ends the old one's replies, and the new one takes the requests.
@@ -150,16 +154,17 @@ pub trait Observer: Send {
     /// A protocol error instead of the rest of the stream (Redis answers one error).
     fn protocol_error(&mut self) {}
 
-    /// When the upstream connection should be authenticated again (`None`: never). At that
-    /// time, if the guard is between commands, it asks [`Observer::quiet`] and, if so, sends
-    /// [`Policy::reauth`] upstream.
+    /// When the upstream connection should be authenticated again (`None`: never). From that
+    /// time, at each command end (and when the client's read would wait), the guard asks
+    /// [`Observer::quiet`] and, if so, sends [`Policy::reauth`] upstream.
     fn reauth_due(&self) -> Option<tokio::time::Instant> {
         None
     }
 
-    /// Whether a command of the bastion's own may go upstream now without the client seeing
-    /// its reply or its effect: no reply outstanding (so no blocking command waiting), not
-    /// inside MULTI, not a RESP2 subscribed connection (which cannot run AUTH).
+    /// Whether a command of the bastion's own may go upstream now, between two commands,
+    /// without the client seeing its reply or its effect: replies may be outstanding (its own
+    /// is cut by position), but not a blocking command's; not inside MULTI, not a RESP2
+    /// subscribed connection (which cannot run AUTH), not once replies cannot be paired.
     fn quiet(&self) -> bool {
         false
     }
@@ -471,6 +476,13 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
     ) -> Result<Flow, RelayError> {
         self.direct = None;
         let mut pos = 0;
+        // A due re-AUTH goes at the first command end of this read where the upstream allows
+        // one: a client that never pauses still gets it (the timer in `run` is reached only
+        // when a read would wait). One clock read per read, and only once it is due.
+        let mut reauth_due = self
+            .observer
+            .reauth_due()
+            .is_some_and(|due| due <= tokio::time::Instant::now());
         loop {
             if !O::WATCHES
                 && matches!(self.mode, Mode::Pending)
@@ -616,7 +628,12 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
                         self.decide_held();
                         self.observer.end(end);
                     }
-                    self.end(sink).await?
+                    self.end(sink).await?;
+                    if reauth_due && self.between() && self.observer.quiet() {
+                        reauth_due = false;
+                        self.materialize(chunk);
+                        self.reauth_inline(sink).await?;
+                    }
                 }
                 Some(Owned::Dead(error)) => {
                     self.dead(error);
@@ -852,6 +869,32 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
         }
     }
 
+    /// Between two commands: nothing of the next one read yet.
+    fn between(&self) -> bool {
+        matches!(self.mode, Mode::Pending) && self.held.is_empty() && self.pending.is_none()
+    }
+
+    /// A due re-AUTH at a command end inside a read (the observer said the point allows
+    /// one): what is due of the read so far goes first, then the AUTH, so its reply comes in
+    /// its place among the pipeline's. Not sent (no token): put off, as at the timer.
+    async fn reauth_inline<W: AsyncWrite + Unpin>(
+        &mut self,
+        sink: &mut Upstream<'_, W>,
+    ) -> Result<(), RelayError> {
+        match Box::pin(self.policy.reauth()).await {
+            Ok(auth) => {
+                self.observer.reauth(Reauth::Sent);
+                sink.write(&self.out).await?;
+                self.out.clear();
+                sink.write(&auth).await
+            }
+            Err(reason) => {
+                self.observer.reauth(Reauth::Failed(&reason));
+                Ok(())
+            }
+        }
+    }
+
     /// A re-AUTH is due: sent if the guard is between commands and the observer says the
     /// upstream is at a quiet point, else put off. The secret goes straight from its zeroized
     /// buffer to the upstream.
@@ -859,7 +902,7 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
         &mut self,
         sink: &mut Upstream<'_, W>,
     ) -> Result<(), RelayError> {
-        let between = matches!(self.mode, Mode::Pending) && self.held.is_empty();
+        let between = self.between();
         if between {
             if let Some(plan) = self.observer.resubscribe() {
                 return self.move_upstream(plan, sink).await;
@@ -1101,6 +1144,50 @@ mod tests {
             "as initial bytes"
         );
         whole
+    }
+
+    /// A due re-AUTH goes at the first command end inside a read where the observer allows
+    /// one — the client's bytes always ready, its pipeline never empty — after the commands
+    /// before it and before the rest, whatever the reads; once, until due again.
+    #[tokio::test]
+    async fn a_due_reauth_goes_between_pipelined_commands_of_a_read() {
+        struct Busy {
+            due: Option<tokio::time::Instant>,
+            ends: u32,
+        }
+        impl Observer for Busy {
+            fn end(&mut self, _: u64) {
+                self.ends += 1;
+            }
+            fn reauth_due(&self) -> Option<tokio::time::Instant> {
+                self.due
+            }
+            // Quiet from the second command on (the first, say, a blocking one answered).
+            fn quiet(&self) -> bool {
+                self.ends >= 2
+            }
+            fn reauth(&mut self, outcome: Reauth<'_>) {
+                // Put off (at the timer, between reads): still due.
+                if outcome == Reauth::Sent {
+                    self.due = None;
+                }
+            }
+        }
+        let (a, b, c) = (b"GET a\r\n", b"GET b\r\n", b"GET c\r\n");
+        let stream = [&a[..], b, c].concat();
+        let want = [&a[..], b, REAUTH, c].concat();
+        for cut in 0..=stream.len() {
+            let observer = Busy {
+                due: Some(tokio::time::Instant::now()),
+                ends: 0,
+            };
+            let (got, _) = through(
+                |policy| Guard::observed(policy, Vec::new(), observer),
+                &[&stream[..cut], &stream[cut..]],
+            )
+            .await;
+            assert_eq!(got, want, "read cut at {cut}");
+        }
     }
 
     #[tokio::test]

@@ -45,6 +45,14 @@ impl CommandSpec {
         self.name.split('|').next().unwrap_or(self.name)
     }
 
+    /// In the table's `@blocking` category (BLPOP, XREAD, …; not WAIT, which blocks too).
+    pub fn blocking(&self) -> bool {
+        policy::categories()
+            .iter()
+            .position(|&c| c == "blocking")
+            .is_some_and(|bit| self.categories & (1 << bit) != 0)
+    }
+
     pub fn secret_bearing(&self) -> bool {
         SECRET_BEARING.contains(&self.base_name())
     }

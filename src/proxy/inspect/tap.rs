@@ -436,18 +436,22 @@ impl<'a> Inspection<'a> {
         });
     }
 
-    /// No reply outstanding, and AUTH allowed (RESP3, or not subscribed). Never once pairing
+    /// An AUTH of the bastion's may follow the requests sent so far: replies may be
+    /// outstanding (its reply is cut by position, once every request before it is answered),
+    /// but no blocking one — the AUTH would wait behind it, and goes after its reply instead —
+    /// and AUTH allowed (RESP3, or neither subscribed nor subscribing). Never once pairing
     /// was given up: after MONITOR or CLIENT REPLY OFF the AUTH's reply could not be told
-    /// from the client's.
+    /// from the client's; never during a subscriber's move.
     fn replies_quiet(&self) -> bool {
         let book = self.book();
         !book.lost
-            && book.pending.is_empty()
-            && book
-                .framer
-                .as_ref()
-                .is_some_and(|f| f.offset() == book.boundary)
+            && book.framer.is_some()
+            && book.seam.is_none()
             && (book.resp3 || !book.matcher.subscribed())
+            && !book
+                .pending
+                .iter()
+                .any(|p| blocks(p) || (!book.resp3 && p.subs.is_some()))
     }
 
     /// At an otherwise quiet point, a RESP2 subscriber: how to subscribe its new connection
@@ -1168,6 +1172,16 @@ impl<P: PolicyHook> Observer for RequestTap<'_, '_, P> {
     }
 }
 
+/// Whether a request may keep its reply waiting: the command table's `@blocking` commands
+/// (BLPOP, BLMOVE, BZPOPMIN, XREAD(GROUP), …: with or without BLOCK, to be safe), WAIT, and
+/// a client command the table does not know (WAITAOF of a newer server, a module's).
+fn blocks(p: &Pending) -> bool {
+    match p.spec {
+        Some(s) => s.blocking() || s.name == "wait" || p.sub.is_some_and(Spec::blocking),
+        None => p.cut.is_none() && !p.protocol_error,
+    }
+}
+
 /// `-NOPERM bastion: <reason>` as one RESP error line (CR and LF can't be in it).
 fn noperm(reason: &str) -> Box<[u8]> {
     let mut line = b"-NOPERM bastion: ".to_vec();
@@ -1320,6 +1334,78 @@ mod tests {
                 assert_eq!(inspection.counts(), (1, 0, 1, false));
             }
         }
+    }
+
+    /// A re-AUTH between pipelined GETs whose replies are outstanding: its `+OK` comes in its
+    /// place among theirs and is cut by position, whatever the reads — never a neighbour's
+    /// reply, even one that is itself `+OK`-like (a status reply before it).
+    #[tokio::test]
+    async fn a_reauth_between_pipelined_commands_is_cut_by_position() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let before = b"+OK\r\n$1\r\na\r\n".as_slice();
+        let after = b"$1\r\nb\r\n+OK\r\n".as_slice();
+        let stream = [before, b"+OK\r\n", after].concat();
+        let want = [before, after].concat();
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let settings = AuditSettings {
+                    reauth: Some(std::time::Duration::from_secs(1)),
+                    ..settings(1.0)
+                };
+                let inspection = Inspection::new(&facts, &counters, &budget, settings);
+                let mut tap = inspection.requests(&AllowAll);
+                feed(&mut tap, b"SET a a\r\nGET a\r\n");
+                assert!(tap.quiet(), "replies outstanding, none blocking");
+                tap.reauth(Reauth::Sent);
+                feed(&mut tap, b"GET b\r\nSET c c\r\n");
+                let mut watch = inspection.replies();
+                let mut out = Vec::new();
+                for part in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    out.extend(through(&mut watch, part));
+                }
+                assert_eq!(out, want, "reads cut at {a} and {b}");
+                assert_eq!(inspection.counts(), (4, 0, 0, false));
+            }
+        }
+    }
+
+    /// No re-AUTH behind a blocking command until its reply (the AUTH would wait with it),
+    /// inside MULTI, or on a RESP2 connection subscribing; after them, one may go again.
+    #[tokio::test]
+    async fn no_reauth_behind_a_blocking_command_inside_multi_or_subscribing() {
+        let facts = SessionFacts::default();
+        let counters = Counters::default();
+        let budget = AuditBudget::default();
+        let settings = AuditSettings {
+            reauth: Some(std::time::Duration::from_secs(1)),
+            ..settings(0.0)
+        };
+        for blocking in [
+            "BLPOP q 0\r\n",
+            "BZPOPMIN z 0\r\n",
+            "BLMOVE a b LEFT RIGHT 0\r\n",
+            "XREAD BLOCK 0 STREAMS s $\r\n",
+            "WAIT 1 0\r\n",
+            "WAITAOF 1 0 0\r\n",
+        ] {
+            let inspection = Inspection::new(&facts, &counters, &budget, settings);
+            let mut tap = inspection.requests(&AllowAll);
+            feed(&mut tap, blocking.as_bytes());
+            feed(&mut tap, b"GET k\r\n");
+            assert!(!tap.quiet(), "{blocking} outstanding");
+            through(&mut inspection.replies(), b"*-1\r\n");
+            assert!(tap.quiet(), "{blocking} answered");
+        }
+        let inspection = Inspection::new(&facts, &counters, &budget, settings);
+        let mut tap = inspection.requests(&AllowAll);
+        feed(&mut tap, b"MULTI\r\nSET k v\r\n");
+        assert!(!tap.quiet(), "inside MULTI");
+        feed(&mut tap, b"EXEC\r\n");
+        assert!(tap.quiet(), "after EXEC, its replies outstanding");
+        feed(&mut tap, b"SUBSCRIBE ch\r\n");
+        assert!(!tap.quiet(), "a RESP2 SUBSCRIBE outstanding");
     }
 
     #[test]
