@@ -307,7 +307,7 @@ async fn run(
                 Err(handshake::Stop::Gone) => None,
             }
         });
-    let ready = match session.unless_stopped(work).await {
+    let mut ready = match session.unless_stopped(work).await {
         None => return audit_stopped(shared, session, &ctx.facts),
         Some(None) => return,
         Some(Some(ready)) => ready,
@@ -323,7 +323,8 @@ async fn run(
     };
     session.relaying(&path.to_string(), tls, ready.relay.name());
     drop(handshake);
-    let _open = shared.metrics.session_started();
+    // Counted open since before the hand-off (`handshake::run`); closed when the relay ends.
+    let _open = ready.open.take();
     audit::session_start(&facts);
     quiet.relay_started();
     let started = StdInstant::now();

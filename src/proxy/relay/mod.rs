@@ -27,8 +27,8 @@
 mod copy;
 mod filtered;
 mod handover;
-mod pipe;
 mod on_wake;
+mod pipe;
 mod pool;
 mod socket;
 mod splice;
@@ -40,6 +40,7 @@ use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::Poll;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
@@ -440,12 +441,32 @@ where
     A: Future<Output = Result<(), RelayError>>,
     B: Future<Output = Result<(), RelayError>>,
 {
-    // Biased: both are polled on every wake anyway; a fixed order spares the random draw.
-    let first = tokio::select! {
-        biased;
-        done = &mut client_to_upstream => { done?; Side::Client }
-        done = &mut upstream_to_client => { done?; Side::Upstream }
-    };
+    // The directions take turns at being polled first. Each runs until its socket would block
+    // or tokio's cooperative budget for this poll is spent, so with a fixed order a client that
+    // floods requests would spend the budget on every poll and hold its own replies back (seen
+    // as seconds of reply latency); `select!`'s random order costs a random draw per poll.
+    let mut requests_first = false;
+    let first = std::future::poll_fn(|cx| {
+        requests_first = !requests_first;
+        for requests in [requests_first, !requests_first] {
+            let polled = if requests {
+                client_to_upstream
+                    .as_mut()
+                    .poll(cx)
+                    .map_ok(|()| Side::Client)
+            } else {
+                upstream_to_client
+                    .as_mut()
+                    .poll(cx)
+                    .map_ok(|()| Side::Upstream)
+            };
+            if polled.is_ready() {
+                return polled;
+            }
+        }
+        Poll::Pending
+    })
+    .await?;
     match first {
         Side::Client => upstream_to_client.await?,
         Side::Upstream => client_to_upstream.await?,

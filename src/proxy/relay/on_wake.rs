@@ -70,8 +70,11 @@ impl<F: Future> Future for OnWake<F> {
         {
             // A new task waker (the first poll, or the future moved task): store it before
             // deciding, so a wake from now on reaches it.
-            *this.flag.task.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(cx.waker().clone());
+            *this
+                .flag
+                .task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
             this.task = Some(cx.waker().clone());
             this.flag.woken.store(true, Ordering::SeqCst);
         }

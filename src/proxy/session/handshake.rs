@@ -177,6 +177,9 @@ pub struct Ready {
     /// Bytes the hand-off wrote upstream (pipelined client bytes) and to the client (replies).
     pub handed_up: u64,
     pub handed_down: u64,
+    /// The session's place in `bastion_sessions_open` (taken before the hand-off), held for the
+    /// relay.
+    pub open: Option<crate::metrics::InFlight>,
 }
 
 /// The command guard's share of a session.
@@ -206,7 +209,12 @@ pub async fn run(
     let catalog = shared.catalog.snapshot();
     let granted = authorize(&catalog, ctx, who, db, &parsed.opening)?;
     let opened = connect(shared, &granted, &parsed.opening, early, deadline).await?;
-    hand_off(client, opened, &granted, &parsed, buf, deadline).await
+    // Counted open before the hand-off gives the client its first reply: a client that has
+    // its answer is always among `bastion_sessions_open`.
+    let open = shared.metrics.session_started();
+    let mut ready = hand_off(client, opened, &granted, &parsed, buf, deadline).await?;
+    ready.open = Some(open);
+    Ok(ready)
 }
 
 /// Read until the opening frame is classified (AUTH, HELLO or another command).
@@ -481,6 +489,7 @@ async fn hand_off(
         relay: granted.database.relay,
         handed_up,
         handed_down: (client_reply.as_ref().map_or(0, Vec::len) + extra.len()) as u64,
+        open: None,
     })
 }
 
