@@ -85,30 +85,12 @@ fn a_role_that_stops_allowing_the_database_or_db_user_ends_the_session() {
     let mut env = rt.block_on(open(&a.stack.unix("envdb")));
     let mark = a.stack.bastion.log_mark();
     // The role no longer reaches plaindb; envdb is still allowed.
-    a.ok(&[
-        "role",
-        "add",
-        "apps",
-        "--replace",
-        "--db-users",
-        APP,
-        "--db-names",
-        "envdb,tlsdb",
-    ]);
+    a.replace_role("apps", APP, "envdb,tlsdb", None, None);
     assert_ended(&a, &rt, &mut plain, mark, "plaindb");
     assert_alive(&rt, &mut env);
     // Now the db-user goes.
     let mark = a.stack.bastion.log_mark();
-    a.ok(&[
-        "role",
-        "add",
-        "apps",
-        "--replace",
-        "--db-users",
-        "other",
-        "--db-names",
-        "*",
-    ]);
+    a.replace_role("apps", "other", "*", None, None);
     assert_ended(&a, &rt, &mut env, mark, "app");
 }
 

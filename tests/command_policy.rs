@@ -1088,22 +1088,7 @@ fn a_live_inspect_session_decides_subcommands_and_keys_as_acl_dryrun() {
         let mut expected = Vec::new();
         let mut never = Vec::new();
         for (round, (commands, keys, reqs)) in roles.iter().enumerate() {
-            let mut role = vec![
-                "role",
-                "add",
-                "apps",
-                "--replace",
-                "--db-users",
-                "app",
-                "--db-names",
-                "*",
-                "--commands",
-                commands,
-            ];
-            if let Some(keys) = keys {
-                role.extend(["--keys", keys]);
-            }
-            a.ok(&role);
+            a.replace_role("apps", "app", "*", Some(commands), *keys);
             let rules = format!("{commands} {}", keys.unwrap_or("allkeys"));
             let allows = dryrun_allows(&mut conn, &rules, reqs);
             let mut c = Raw::connect(&s.unix("inspdb")).await.unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::admin::Admin;
 use support::clients::{python, redis_benchmark};
 use support::raw::{command, command_str, show, Raw};
-use support::stack::{Stack, StackOpts, Via};
+use support::stack::{Stack, StackOpts, Via, APP};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -30,22 +30,6 @@ fn admin(extra_limits: &str) -> Admin {
         extra_limits: extra_limits.to_string(),
         ..StackOpts::default()
     })
-}
-
-/// The stack's role `apps` (db-user `app` on every database) with the command policy `rules`.
-fn allow_commands(a: &Admin, rules: &str) {
-    a.ok(&[
-        "role",
-        "add",
-        "apps",
-        "--replace",
-        "--db-users",
-        "app",
-        "--db-names",
-        "*",
-        "--commands",
-        rules,
-    ]);
 }
 
 /// A direct connection to Redis, authenticated as `app` (what the bastion does).
@@ -571,7 +555,8 @@ fn monitor_and_client_reply_off_pass_unpaired() {
 fn a_command_policy_is_enforced_in_inspect_mode_and_refused_elsewhere() {
     let a = admin("");
     let s = &a.stack;
-    allow_commands(&a, "+@read +ping +multi +exec");
+    // The stack's role `apps` (db-user `app` on every database), now with a command policy.
+    a.replace_role("apps", APP, "*", Some("+@read +ping +multi +exec"), None);
     rt().block_on(async {
         reset(s).await;
         let mut d = direct(s).await;
@@ -698,7 +683,7 @@ fn a_denied_command_of_a_subscriber_never_cuts_a_message() {
     const PINGS: usize = 80;
     let a = admin("");
     let s = &a.stack;
-    allow_commands(&a, "+@all -ping");
+    a.replace_role("apps", APP, "*", Some("+@all -ping"), None);
     /// What a frame is: a message (its payload), a NOPERM line, or anything else.
     fn classify(frames: &[Vec<u8>]) -> (Vec<String>, usize, Vec<String>) {
         let (mut messages, mut noperms, mut other) = (Vec::new(), 0, Vec::new());

@@ -61,6 +61,37 @@ impl Admin {
         out.stdout()
     }
 
+    /// `role add NAME --replace --db-users DB_USERS --db-names DB_NAMES`, with `--commands` and
+    /// `--keys` where given: redefines a role (the stack's `apps`, say) while sessions may be
+    /// live. The test fails if the verb does.
+    #[track_caller]
+    pub fn replace_role(
+        &self,
+        name: &str,
+        db_users: &str,
+        db_names: &str,
+        commands: Option<&str>,
+        keys: Option<&str>,
+    ) -> String {
+        let mut args = vec![
+            "role",
+            "add",
+            name,
+            "--replace",
+            "--db-users",
+            db_users,
+            "--db-names",
+            db_names,
+        ];
+        if let Some(commands) = commands {
+            args.extend(["--commands", commands]);
+        }
+        if let Some(keys) = keys {
+            args.extend(["--keys", keys]);
+        }
+        self.ok(&args)
+    }
+
     /// `bastion ARGS --socket S` as `nobody`, with the socket opened to everyone so that the
     /// refusal can only come from the peer-credential check. Needs root (setpriv).
     pub fn cli_as_nobody(&self, args: &[&str]) -> Out {
