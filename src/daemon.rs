@@ -57,6 +57,8 @@ pub struct Daemon {
     admin_task: tokio::task::JoinHandle<()>,
     /// Rotates managed users' passwords (`managed/runtime.rs`).
     managed_task: tokio::task::JoinHandle<()>,
+    /// Dials upstream connections ahead (`proxy/upstream/warm.rs`).
+    warm_task: tokio::task::JoinHandle<()>,
     /// The `[metrics]` endpoint, when configured.
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     admin: Arc<Admin>,
@@ -156,6 +158,7 @@ impl Daemon {
         let managed = crate::managed::runtime::Runtime::new(shared.clone(), records);
         admin.set_managed(managed.clone());
         let managed_task = tokio::spawn(managed.run());
+        let warm_task = tokio::spawn(crate::proxy::upstream::warm::run(shared.clone()));
         let admin_task = tokio::spawn(admin::server::serve(listener, admin.clone(), group));
         let metrics_task = metrics_endpoint.map(|endpoint| {
             let admin = admin.clone();
@@ -171,6 +174,7 @@ impl Daemon {
             _unix: unix,
             admin_task,
             managed_task,
+            warm_task,
             metrics_task,
             admin,
             admin_socket,
@@ -209,6 +213,9 @@ impl Daemon {
             unix.stop_accepting();
         }
         crate::systemd::stopping();
+        // No new session will take them: the warm connections close now, not at exit.
+        self.warm_task.abort();
+        self.shared.warm.clear();
         drain(&self.shared).await;
         self.admin_task.abort();
         self.managed_task.abort();

@@ -109,21 +109,11 @@ fn removing_or_repointing_the_database_ends_its_sessions() {
     // Re-pointed: same name, another address (the same server's TLS port, so it still works
     // for new sessions — the old session must not silently keep the old definition).
     let mark = a.stack.bastion.log_mark();
-    let pw = a.password_file();
-    a.ok(&[
-        "db",
-        "add",
+    a.add_password_db(
         "envdb",
-        "--replace",
-        "--address",
         &a.stack.redis.plain_addr().to_string(),
-        "--auth",
-        "password",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--default-db-user",
-        APP,
-    ]);
+        &["--replace"],
+    );
     assert_ended(&a, &rt, &mut env, mark, "envdb");
     assert_alive(&rt, &mut tls);
 }

@@ -32,22 +32,9 @@ fn a_caller_with_another_uid_is_refused() {
 #[test]
 fn added_database_role_and_user_serve_new_sessions_at_once() {
     let a = Admin::start();
-    let pw = a.password_file();
     let mark = a.stack.bastion.log_mark();
     let plain = a.stack.redis.plain_addr().to_string();
-    a.ok(&[
-        "db",
-        "add",
-        "newdb",
-        "--address",
-        &plain,
-        "--auth",
-        "password",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--default-db-user",
-        APP,
-    ]);
+    a.add_password_db("newdb", &plain, &[]);
     a.ok(&[
         "role",
         "add",
@@ -379,21 +366,8 @@ fn status_reports_listeners_sessions_and_store() {
 #[test]
 fn the_store_outlives_the_daemon() {
     let mut a = Admin::start();
-    let pw = a.password_file();
     let plain = a.stack.redis.plain_addr().to_string();
-    a.ok(&[
-        "db",
-        "add",
-        "kept",
-        "--address",
-        &plain,
-        "--auth",
-        "password",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--default-db-user",
-        APP,
-    ]);
+    a.add_password_db("kept", &plain, &[]);
     // The config's own declarations are not imported again, so a removal sticks too.
     a.ok(&["db", "rm", "downdb"]);
     a.stack.bastion.stop();

@@ -9,6 +9,10 @@
 //!
 //! And what must not change: no dial for a user no role lets reach the database; a session
 //! that ends in its handshake (timeout, kill) takes its half-made upstream connection with it.
+//!
+//! The tests that watch a session's own dial turn warm connections off (`warm_connections =
+//! 0`, see `warm_upstream.rs`): with them, a session after the first takes a connection dialed
+//! ahead instead.
 
 mod support;
 
@@ -20,32 +24,17 @@ use std::time::{Duration, Instant};
 use support::clients::Endpoint;
 use support::process::poll;
 use support::raw::{command_str, frame_len, show, Raw};
-use support::redis::RedisServer;
+use support::redis::{client_id, RedisServer};
 use support::stack::{Stack, StackOpts, APP};
 
-/// Upstream connections that have sent no command: the bastion's, dialed and not yet used.
-fn idle_dialed(redis: &RedisServer) -> Vec<String> {
-    redis
-        .query(&["CLIENT", "LIST"])
-        .lines()
-        .filter(|l| l.contains(" cmd=NULL ") && l.contains(" user=default "))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The `id=` of a `CLIENT LIST` line.
-fn client_id(line: &str) -> String {
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix("id="))
-        .expect("id= in CLIENT LIST")
-        .to_string()
-}
+/// Sessions dial for themselves (no connection dialed ahead).
+const NO_WARM: &str = "warm_connections = 0";
 
 /// Wait until exactly one upstream connection waits unused; its `CLIENT LIST` id.
 #[track_caller]
 fn one_early_connection(redis: &RedisServer) -> String {
     let found = poll(Duration::from_secs(20), || {
-        match idle_dialed(redis).as_slice() {
+        match redis.unused_connections().as_slice() {
             [one] => Some(client_id(one)),
             _ => None,
         }
@@ -58,22 +47,15 @@ fn one_early_connection(redis: &RedisServer) -> String {
     })
 }
 
-/// The `CLIENT LIST` line of connection `id` (`None`: closed).
-fn client_line(redis: &RedisServer, id: &str) -> Option<String> {
-    let needle = format!("id={id} ");
-    redis
-        .query(&["CLIENT", "LIST"])
-        .lines()
-        .find(|l| l.starts_with(&needle))
-        .map(str::to_string)
-}
-
 /// Both listener kinds, a plaintext and a TLS upstream with password AUTH: the upstream
 /// connection exists before the client sends a byte, and it is the one the session then uses
 /// (authenticated as the granted db-user when the first command arrives).
 #[tokio::test]
 async fn the_upstream_is_dialed_before_the_clients_first_byte() {
-    let s = Stack::start();
+    let s = Stack::start_with(StackOpts {
+        extra_limits: NO_WARM.into(),
+        ..StackOpts::default()
+    });
     for (via, ep) in [
         ("unix", s.unix("plaindb")),
         ("mtls", s.mtls("plaindb")),
@@ -81,7 +63,7 @@ async fn the_upstream_is_dialed_before_the_clients_first_byte() {
         ("mtls", s.mtls("tlsdb")),
     ] {
         let redis = &s.redis;
-        assert!(idle_dialed(redis).is_empty(), "{via}: left over");
+        assert!(redis.unused_connections().is_empty(), "{via}: left over");
         let mut client = Raw::connect(&ep).await.expect("connect");
         let id = one_early_connection(redis);
         let reply = client.request_str(&["ACL", "WHOAMI"]).await.unwrap();
@@ -91,11 +73,13 @@ async fn the_upstream_is_dialed_before_the_clients_first_byte() {
             "{via}: {}",
             show(&reply)
         );
-        let line = client_line(redis, &id).expect("the early connection is the session's");
+        let line = redis
+            .client_line(&id)
+            .expect("the early connection is the session's");
         assert!(line.contains(&format!(" user={APP} ")), "{via}: {line}");
         drop(client);
         poll(Duration::from_secs(20), || {
-            client_line(redis, &id).is_none().then_some(())
+            redis.client_line(&id).is_none().then_some(())
         })
         .expect("the session's upstream connection closes with it");
     }
@@ -146,6 +130,7 @@ async fn no_dial_for_a_user_the_roles_refuse() {
 async fn a_session_ending_in_its_handshake_drops_its_early_connection() {
     let s = Stack::start_with(StackOpts {
         handshake_timeout: "2s".into(),
+        extra_limits: NO_WARM.into(),
         ..StackOpts::default()
     });
     let mark = s.bastion.log_mark();
@@ -159,7 +144,7 @@ async fn a_session_ending_in_its_handshake_drops_its_early_connection() {
     );
     s.bastion.expect_denied(mark, &["handshake timeout"]);
     poll(Duration::from_secs(20), || {
-        client_line(&s.redis, &id).is_none().then_some(())
+        s.redis.client_line(&id).is_none().then_some(())
     })
     .expect("the early connection is closed with the refused session");
 }

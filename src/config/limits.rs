@@ -22,6 +22,12 @@ pub const DEFAULT_MAX_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 /// Default bound on those from one source address.
 pub const DEFAULT_MAX_HANDSHAKES_PER_SOURCE: usize = 64;
+/// Default number of warm (dialed, unused) upstream connections per database in use.
+pub const DEFAULT_WARM_CONNECTIONS: usize = 2;
+/// The most warm connections per database a config may ask for.
+pub const MAX_WARM_CONNECTIONS: usize = 64;
+/// Default time a database stays warm after its last session (and a warm connection lives).
+pub const DEFAULT_WARM_IDLE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +76,14 @@ pub struct Limits {
     /// ElastiCache / MemoryDB close an IAM connection at 12 hours.
     #[serde(default = "default_reauth_interval", deserialize_with = "de_duration")]
     pub reauth_interval: Duration,
+    /// Upstream connections dialed ahead, per database a session reached in the last
+    /// `warm_idle` (0: none; every session dials its own). Never authenticated, never reused.
+    #[serde(default = "default_warm_connections")]
+    pub warm_connections: usize,
+    /// How long a database stays warm after its last session, and the most a warm connection
+    /// waits before it is closed.
+    #[serde(default = "default_warm_idle", deserialize_with = "de_duration")]
+    pub warm_idle: Duration,
 }
 
 /// Default re-AUTH interval: an hour inside the 12-hour limit of IAM connections.
@@ -107,6 +121,8 @@ impl Default for Limits {
             command_audit_sample: DEFAULT_COMMAND_AUDIT_SAMPLE,
             command_audit_rate: DEFAULT_COMMAND_AUDIT_RATE,
             reauth_interval: DEFAULT_REAUTH_INTERVAL,
+            warm_connections: DEFAULT_WARM_CONNECTIONS,
+            warm_idle: DEFAULT_WARM_IDLE,
         }
     }
 }
@@ -128,6 +144,12 @@ fn default_drain_timeout() -> Duration {
 }
 fn default_max_cert_ttl() -> Duration {
     DEFAULT_MAX_CERT_TTL
+}
+fn default_warm_connections() -> usize {
+    DEFAULT_WARM_CONNECTIONS
+}
+fn default_warm_idle() -> Duration {
+    DEFAULT_WARM_IDLE
 }
 fn default_max_handshakes() -> usize {
     DEFAULT_MAX_HANDSHAKES

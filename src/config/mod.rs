@@ -43,7 +43,8 @@ pub use fuzz::fuzz_config;
 pub use limits::{
     Limits, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CERT_TTL,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_SOURCE, DEFAULT_MAX_HANDSHAKE_BYTES,
-    DEFAULT_MAX_SESSIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+    DEFAULT_MAX_SESSIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT, DEFAULT_WARM_CONNECTIONS,
+    DEFAULT_WARM_IDLE, MAX_WARM_CONNECTIONS,
 };
 use listeners::Listeners;
 pub use listeners::{TcpRouting, UnixListenerConfig};
@@ -322,6 +323,37 @@ unix_user = "alice"
             .unwrap_err()
             .to_string();
         assert!(e.contains("databases[1].name"), "{e}");
+    }
+
+    #[test]
+    fn warm_connection_limits_are_bounded_naming_the_key() {
+        let config = Config::parse(SAMPLE, Path::new("t.toml")).expect("sample");
+        assert_eq!(
+            config.live.limits.warm_connections,
+            DEFAULT_WARM_CONNECTIONS
+        );
+        for (limits, key) in [
+            ("warm_idle = \"500ms\"", "limits.warm_idle"),
+            ("warm_connections = 65", "limits.warm_connections"),
+        ] {
+            let text = SAMPLE.replace("[limits]\n", &format!("[limits]\n{limits}\n"));
+            let e = Config::parse(&text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{limits}: {e}");
+        }
+        let text = SAMPLE.replace(
+            "[limits]\n",
+            "[limits]\nwarm_connections = 0\nwarm_idle = \"5m\"\n",
+        );
+        let limits = Config::parse(&text, Path::new("t.toml"))
+            .expect("off")
+            .live
+            .limits;
+        assert_eq!(
+            (limits.warm_connections, limits.warm_idle.as_secs()),
+            (0, 300)
+        );
     }
 
     #[test]

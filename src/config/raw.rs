@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{
     check_name, AdminConfig, Boot, Config, ConfigError, DatabaseConfig, ImdsConfig, Limits,
     Listeners, Live, MetricsConfig, RoleConfig, Seed, TcpRouting, UserConfig,
-    DEFAULT_IMDS_TOKEN_TTL,
+    DEFAULT_IMDS_TOKEN_TTL, MAX_WARM_CONNECTIONS,
 };
 
 /// The whole file as written.
@@ -111,6 +111,18 @@ impl RawConfig {
             return Err(ConfigError::invalid(
                 "limits.reauth_interval",
                 "must be at least 1s",
+            ));
+        }
+        if self.limits.warm_idle < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "limits.warm_idle",
+                "must be at least 1s",
+            ));
+        }
+        if self.limits.warm_connections > MAX_WARM_CONNECTIONS {
+            return Err(ConfigError::invalid(
+                "limits.warm_connections",
+                format!("must be at most {MAX_WARM_CONNECTIONS}"),
             ));
         }
         if !(0.0..=1.0).contains(&self.limits.command_audit_sample) {

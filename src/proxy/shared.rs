@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::proxy::admission::{Admission, RefusalLog};
 use crate::proxy::registry::Registry;
 use crate::proxy::slots::SessionSlots;
-use crate::proxy::upstream::Connector;
+use crate::proxy::upstream::{Connector, WarmPool};
 
 /// Refusals of unidentified connections logged one by one per interval; the rest are counted.
 const REFUSAL_BURST: u32 = 20;
@@ -28,6 +28,8 @@ pub struct Shared {
     limits: ArcSwap<Limits>,
     pub credentials: CredentialChain,
     pub connector: Connector,
+    /// Upstream connections dialed ahead for the databases in use (`upstream/warm.rs`).
+    pub warm: WarmPool,
     /// One slot per identified session (`limits.max_sessions`); shared by every listener.
     pub slots: SessionSlots,
     /// TCP connections still in their handshake (`limits.max_handshakes`, per source too).
@@ -55,6 +57,7 @@ impl Shared {
             limits: ArcSwap::from_pointee(limits),
             credentials,
             connector: Connector::new(),
+            warm: WarmPool::default(),
             instance_id: std::sync::OnceLock::new(),
             sessions: Arc::new(Registry::default()),
             metrics: Metrics::new(),

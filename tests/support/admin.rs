@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::bastion::BASTION_BIN;
 use super::certs::write_private;
 use super::process::{run, Out};
-use super::stack::{Stack, StackOpts};
+use super::stack::{Stack, StackOpts, APP};
 
 pub const NOBODY: u32 = 65534;
 
@@ -109,6 +109,25 @@ impl Admin {
             None,
             Duration::from_secs(60),
         )
+    }
+
+    /// `db add NAME --address ADDRESS [MORE…] --auth password` with the stack's upstream
+    /// password and `app` as the default db-user; `more` such as `--replace` (re-point a
+    /// database while sessions may be live) or `--tls-ca-file`. The test fails if the verb does.
+    #[track_caller]
+    pub fn add_password_db(&self, name: &str, address: &str, more: &[&str]) -> String {
+        let pw = self.password_file();
+        let mut args = vec!["db", "add", name, "--address", address];
+        args.extend(more);
+        args.extend([
+            "--auth",
+            "password",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--default-db-user",
+            APP,
+        ]);
+        self.ok(&args)
     }
 
     /// A file with the upstream password in the stack's `secrets_dir`.

@@ -198,6 +198,25 @@ impl RedisServer {
         out.stdout().trim_end_matches('\n').to_string()
     }
 
+    /// The `CLIENT LIST` lines of connections that have sent no command (`cmd=NULL`, still the
+    /// unauthenticated `default` user): a bastion's dialed and not yet used ones.
+    pub fn unused_connections(&self) -> Vec<String> {
+        self.query(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| l.contains(" cmd=NULL ") && l.contains(" user=default "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The `CLIENT LIST` line of connection `id` (`None`: closed).
+    pub fn client_line(&self, id: &str) -> Option<String> {
+        let needle = format!("id={id} ");
+        self.query(&["CLIENT", "LIST"])
+            .lines()
+            .find(|l| l.starts_with(&needle))
+            .map(str::to_string)
+    }
+
     /// A command over TLS with redis-cli `--tls --cacert` (no client certificate), as the admin user.
     pub fn cli_tls(&self, args: &[&str]) -> Out {
         run(
@@ -399,4 +418,13 @@ fn config_text(
         c.push_str(&format!("user {line}\n"));
     }
     c
+}
+
+/// The `id=` of a `CLIENT LIST` / `CLIENT INFO` line.
+#[track_caller]
+pub fn client_id(line: &str) -> String {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("id="))
+        .unwrap_or_else(|| panic!("no id= in {line}"))
+        .to_string()
 }

@@ -59,7 +59,15 @@ impl<'a> EarlyDial<'a> {
             return EarlyDial::Skipped;
         };
         let database = database.clone();
-        let timeout = shared.limits().upstream_connect_timeout;
+        let limits = shared.limits();
+        if let Some(warm) = shared.warm.take(&database, &limits) {
+            tracing::debug!("took a warm upstream connection at identity");
+            return EarlyDial::Done {
+                database,
+                result: Ok(warm),
+            };
+        }
+        let timeout = limits.upstream_connect_timeout;
         let target = database.clone();
         tracing::debug!("dialing upstream at identity");
         EarlyDial::Dialing {

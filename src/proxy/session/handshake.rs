@@ -343,7 +343,11 @@ async fn connect(
             .await?;
         let stream = match early.take(db).await {
             Some(dialed) => dialed?,
-            None => dial(shared, db).await?,
+            // No early dial (or one to an older definition): a warm connection, else a dial.
+            None => match shared.warm.take(db, &shared.limits()) {
+                Some(warm) => warm,
+                None => dial(shared, db).await?,
+            },
         };
         authenticate(shared, stream, db, db_user, opening, secret).await
     };

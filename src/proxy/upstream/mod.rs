@@ -7,9 +7,11 @@
 
 mod auth;
 mod secret;
+pub mod warm;
 
 pub use auth::{authenticate, AuthError, Authenticated, MAX_REPLY};
 pub use secret::{auth_secret, login};
+pub use warm::WarmPool;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

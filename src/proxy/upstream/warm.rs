@@ -1,0 +1,396 @@
+//! Warm upstream connections: for each database a session reached in the last
+//! `limits.warm_idle`, up to `limits.warm_connections` TCP (+ TLS) connections dialed ahead of
+//! the next client, so its first command goes upstream without waiting for a dial (set-up
+//! latency, issue 13: on a TLS upstream that is a whole TLS handshake).
+//!
+//! One owner per step: sessions only [`WarmPool::take`]; the [`run`] task alone dials, tops up
+//! and sweeps. A taken connection is the session's, like one it dialed itself: AUTH/HELLO, the
+//! relay and the close are the session's.
+//!
+//! What it must never do:
+//! - hand one connection to two sessions, or a used one to any: a connection is put in once,
+//!   right after its dial, and taken out once; nothing is ever returned to the pool (a used
+//!   connection carries a db-user, a selected db, subscriptions — another session's state);
+//! - authenticate: warm connections have sent nothing (AUTH waits for a session's grant);
+//! - hand out a connection to another definition of the database (an address, TLS setting or
+//!   auth changed by a reload or `db set`), or one the upstream closed while it waited
+//!   ([`alive`]): such are dropped and the session dials;
+//! - dial for a database no session reached: a database is warmed only after a session of a
+//!   user whose roles reach it took (or asked for) a connection, and the connector's address
+//!   policy applies to every warm dial as to any other;
+//! - keep connections for a database nobody uses: after `warm_idle` without a session its
+//!   connections are closed and it is forgotten; an upstream that refuses dials is retried at
+//!   most once per [`RETRY_AFTER`].
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::Notify;
+
+use super::UpstreamStream;
+use crate::catalog::{Catalog, Database};
+use crate::config::Limits;
+use crate::proxy::shared::Shared;
+
+/// After a failed warm dial, the database is not dialed ahead again for this long (sessions
+/// still dial for themselves).
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The warm connections of every database in use.
+#[derive(Default)]
+pub struct WarmPool {
+    state: Mutex<HashMap<String, Warm>>,
+    /// Wakes [`run`]: a connection was taken (or wanted and missing).
+    wanted: Notify,
+}
+
+/// One database's warm connections.
+struct Warm {
+    /// The definition they were dialed for.
+    database: Arc<Database>,
+    /// Ready connections and when each was dialed, oldest first.
+    ready: VecDeque<(UpstreamStream, Instant)>,
+    /// Dials under way for this definition.
+    dialing: usize,
+    /// The last time a session asked for a connection.
+    wanted: Instant,
+    /// No warm dial before this (after a failed one).
+    retry_at: Option<Instant>,
+}
+
+impl Warm {
+    fn new(database: Arc<Database>, now: Instant) -> Warm {
+        Warm {
+            database,
+            ready: VecDeque::new(),
+            dialing: 0,
+            wanted: now,
+            retry_at: None,
+        }
+    }
+}
+
+impl WarmPool {
+    /// A warm connection to exactly `database` if one is ready and still open (the freshest),
+    /// and a note that the database is in use: the warmer tops it up either way.
+    pub fn take(&self, database: &Arc<Database>, limits: &Limits) -> Option<UpstreamStream> {
+        if limits.warm_connections == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let found = {
+            let mut state = lock(&self.state);
+            let warm = state
+                .entry(database.name.clone())
+                .or_insert_with(|| Warm::new(database.clone(), now));
+            if *warm.database != **database {
+                // Redefined: what is warm goes to the old definition. Dropped (closed) here;
+                // dials still under way for it are refused by `put`.
+                *warm = Warm::new(database.clone(), now);
+            }
+            warm.wanted = now;
+            let mut found = None;
+            while let Some((mut stream, dialed)) = warm.ready.pop_back() {
+                if now.duration_since(dialed) < limits.warm_idle && alive(&mut stream) {
+                    found = Some(stream);
+                    break;
+                }
+            }
+            found
+        };
+        self.wanted.notify_one();
+        found
+    }
+
+    /// Put a connection dialed for `database` in, if that is still the definition wanted and
+    /// there is room; else it is dropped (closed).
+    fn put(&self, database: &Arc<Database>, stream: UpstreamStream, limits: &Limits) {
+        let mut state = lock(&self.state);
+        let Some(warm) = state.get_mut(&database.name) else {
+            return;
+        };
+        if *warm.database != **database {
+            return;
+        }
+        warm.dialing = warm.dialing.saturating_sub(1);
+        if warm.ready.len() < limits.warm_connections {
+            warm.ready.push_back((stream, Instant::now()));
+        }
+    }
+
+    /// A warm dial for `database` failed: no other before [`RETRY_AFTER`].
+    fn failed(&self, database: &Arc<Database>, now: Instant) {
+        let mut state = lock(&self.state);
+        if let Some(warm) = state.get_mut(&database.name) {
+            if *warm.database == **database {
+                warm.dialing = warm.dialing.saturating_sub(1);
+                warm.retry_at = Some(now + RETRY_AFTER);
+            }
+        }
+    }
+
+    /// Sweep, then say what to dial: connections older than `warm_idle` are closed; databases
+    /// no session wanted for `warm_idle`, or that `catalog` no longer defines that way, are
+    /// forgotten (their connections closed); every other one is topped up to
+    /// `warm_connections`, counting dials under way.
+    fn plan(&self, catalog: &Catalog, limits: &Limits, now: Instant) -> Vec<Arc<Database>> {
+        let mut state = lock(&self.state);
+        state.retain(|name, warm| {
+            let current = catalog
+                .database(name)
+                .is_some_and(|db| **db == *warm.database);
+            current
+                && limits.warm_connections > 0
+                && now.duration_since(warm.wanted) < limits.warm_idle
+        });
+        let mut dial = Vec::new();
+        for warm in state.values_mut() {
+            warm.ready
+                .retain(|(_, dialed)| now.duration_since(*dialed) < limits.warm_idle);
+            if warm.retry_at.is_some_and(|at| now < at) {
+                continue;
+            }
+            let have = warm.ready.len() + warm.dialing;
+            for _ in have..limits.warm_connections {
+                warm.dialing += 1;
+                dial.push(warm.database.clone());
+            }
+        }
+        dial
+    }
+
+    /// Ready warm connections, all databases.
+    pub fn ready(&self) -> usize {
+        lock(&self.state).values().map(|w| w.ready.len()).sum()
+    }
+
+    /// Close every warm connection and forget every database (shutdown).
+    pub fn clear(&self) {
+        lock(&self.state).clear();
+    }
+}
+
+/// The warmer: wakes when a session took (or missed) a connection and at least every quarter
+/// of `warm_idle`; sweeps and dials what [`WarmPool::plan`] says, each dial a task of its own
+/// bounded by `limits.upstream_connect_timeout`.
+pub async fn run(shared: Arc<Shared>) {
+    loop {
+        let limits = shared.limits();
+        let tick =
+            (limits.warm_idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
+        tokio::select! {
+            () = shared.warm.wanted.notified() => {}
+            () = tokio::time::sleep(tick) => {}
+        }
+        let limits = shared.limits();
+        let catalog = shared.catalog.snapshot();
+        for database in shared.warm.plan(&catalog, &limits, Instant::now()) {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let limits = shared.limits();
+                let connecting = Instant::now();
+                match shared
+                    .connector
+                    .connect(&database, limits.upstream_connect_timeout)
+                    .await
+                {
+                    Ok(stream) => {
+                        shared.metrics.upstream_connected(connecting.elapsed());
+                        shared.warm.put(&database, stream, &limits);
+                    }
+                    Err(e) => {
+                        tracing::debug!(db = %database.name, error = %e, "warm upstream dial failed");
+                        shared.warm.failed(&database, Instant::now());
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Whether a connection that has sent nothing is still open and quiet: one read polled without
+/// waiting. Pending: open, nothing to read (a TLS stream handles a late session ticket in the
+/// same poll). EOF, an error, or bytes the upstream sent unasked: not to be used.
+fn alive(stream: &mut UpstreamStream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoned only by a panic between whole assignments; the map is still whole.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::either::Either;
+
+    use super::*;
+    use crate::catalog::SecretDirs;
+    use crate::config::Config;
+
+    /// Databases `a` (and `b`) with auth mode none at these loopback ports.
+    fn catalog_at(a: u16, b: Option<u16>) -> Catalog {
+        let mut text = format!(
+            "state_dir = \"/tmp/unused\"\n[listeners.unix]\ndirectory = \"/tmp/unused\"\n\
+             [[databases]]\nname = \"a\"\naddress = \"127.0.0.1:{a}\"\nauth = {{ mode = \"none\" }}\n"
+        );
+        if let Some(b) = b {
+            text += &format!(
+                "[[databases]]\nname = \"b\"\naddress = \"127.0.0.1:{b}\"\nauth = {{ mode = \"none\" }}\n"
+            );
+        }
+        let config = Config::parse(&text, Path::new("test.toml")).expect("config");
+        let dirs = SecretDirs::new("/nonexistent".into(), None);
+        Catalog::from_config(&config, &dirs).expect("catalog")
+    }
+
+    async fn dial(listener: &TcpListener) -> (UpstreamStream, TcpStream) {
+        let addr = listener.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (Either::Left(ours.unwrap()), theirs.unwrap().0)
+    }
+
+    fn local_port(stream: &UpstreamStream) -> u16 {
+        match stream {
+            Either::Left(tcp) => tcp.local_addr().unwrap().port(),
+            Either::Right(_) => unreachable!("plaintext in these tests"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_connection_is_handed_out_once_and_only_to_its_definition() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let catalog = catalog_at(port, None);
+        let db = catalog.database("a").unwrap().clone();
+        let (pool, limits) = (WarmPool::default(), Limits::default());
+
+        assert!(pool.take(&db, &limits).is_none(), "nothing dialed yet");
+        let now = Instant::now();
+        assert_eq!(pool.plan(&catalog, &limits, now).len(), 2, "wanted: top up");
+        assert!(
+            pool.plan(&catalog, &limits, now).is_empty(),
+            "dials under way count"
+        );
+        let mut peers = Vec::new();
+        let mut ports = HashSet::new();
+        for _ in 0..3 {
+            let (ours, theirs) = dial(&listener).await;
+            ports.insert(local_port(&ours));
+            pool.put(&db, ours, &limits);
+            peers.push(theirs);
+        }
+        assert_eq!(pool.ready(), 2, "never more than warm_connections");
+        let first = pool.take(&db, &limits).expect("warm");
+        let second = pool.take(&db, &limits).expect("warm");
+        assert_ne!(local_port(&first), local_port(&second));
+        assert!(pool.take(&db, &limits).is_none(), "each one once");
+
+        // Re-pointed: what was warmed for the old definition is dropped, never handed out.
+        let (ours, theirs) = dial(&listener).await;
+        pool.put(&db, ours, &limits);
+        peers.push(theirs);
+        let moved = catalog_at(port + 1, None);
+        let redefined = moved.database("a").unwrap().clone();
+        assert!(pool.take(&redefined, &limits).is_none());
+        assert_eq!(pool.ready(), 0, "the old definition's connection is closed");
+        let (late, theirs) = dial(&listener).await;
+        pool.put(&db, late, &limits);
+        peers.push(theirs);
+        assert_eq!(
+            pool.ready(),
+            0,
+            "a late dial for the old definition is refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn closed_or_old_connections_are_not_handed_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let catalog = catalog_at(listener.local_addr().unwrap().port(), None);
+        let db = catalog.database("a").unwrap().clone();
+        let pool = WarmPool::default();
+        let limits = Limits {
+            warm_idle: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        assert!(pool.take(&db, &limits).is_none());
+        let (ours, theirs) = dial(&listener).await;
+        pool.put(&db, ours, &limits);
+        drop(theirs);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(pool.take(&db, &limits).is_none(), "closed by the upstream");
+
+        let (ours, theirs) = dial(&listener).await;
+        pool.put(&db, ours, &limits);
+        let (talkative, mut chatty) = dial(&listener).await;
+        pool.put(&db, talkative, &limits);
+        tokio::io::AsyncWriteExt::write_all(&mut chatty, b"+unasked\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let open = pool.take(&db, &limits).expect("the quiet one");
+        drop((open, theirs));
+
+        let (ours, _theirs) = dial(&listener).await;
+        pool.put(&db, ours, &limits);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(pool.take(&db, &limits).is_none(), "older than warm_idle");
+    }
+
+    #[tokio::test]
+    async fn only_databases_in_use_are_dialed() {
+        let catalog = catalog_at(1, Some(2));
+        let (a, b) = (
+            catalog.database("a").unwrap().clone(),
+            catalog.database("b").unwrap().clone(),
+        );
+        let pool = WarmPool::default();
+        let limits = Limits::default();
+        let now = Instant::now();
+        assert!(
+            pool.plan(&catalog, &limits, now).is_empty(),
+            "nothing used yet"
+        );
+        assert!(pool.take(&a, &limits).is_none());
+        let plan = pool.plan(&catalog, &limits, now);
+        assert!(
+            plan.iter().all(|d| d.name == "a") && plan.len() == 2,
+            "{plan:?}"
+        );
+
+        // A failed dial: not again before RETRY_AFTER.
+        pool.failed(&a, now);
+        pool.failed(&a, now);
+        assert!(pool.plan(&catalog, &limits, now).is_empty());
+        assert_eq!(pool.plan(&catalog, &limits, now + RETRY_AFTER).len(), 2);
+
+        // Unused for warm_idle: forgotten.
+        let later = now + limits.warm_idle + Duration::from_secs(1);
+        assert!(pool.plan(&catalog, &limits, later).is_empty());
+        assert!(lock(&pool.state).is_empty());
+
+        // No longer in the catalog, or warm connections off: forgotten, nothing dialed.
+        assert!(pool.take(&b, &limits).is_none());
+        let without_b = catalog.without_databases(&["b"]);
+        assert!(pool.plan(&without_b, &limits, Instant::now()).is_empty());
+        assert!(lock(&pool.state).is_empty());
+        let off = Limits {
+            warm_connections: 0,
+            ..Limits::default()
+        };
+        assert!(pool.take(&a, &off).is_none());
+        assert!(pool.plan(&catalog, &off, Instant::now()).is_empty());
+    }
+}
