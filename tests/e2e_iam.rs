@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use support::bastion::Bastion;
 use support::clients::{redis_cli, Endpoint};
 use support::iam_front::{IamFront, IamFrontConfig, Outcome, Rejection};
+use support::process::poll;
 use support::redis::{RedisOpts, RedisServer};
 use support::stack::current_user;
 
@@ -59,6 +60,8 @@ struct RigOpts<'a> {
     limits: &'a str,
     /// The front's `connection_limit`.
     connection_limit: Option<std::time::Duration>,
+    /// `limits.warm_connections` (0: each session authenticates its own connection).
+    warm: usize,
 }
 
 impl Default for RigOpts<'_> {
@@ -76,6 +79,7 @@ impl Default for RigOpts<'_> {
             relay: "guard",
             limits: "",
             connection_limit: None,
+            warm: 0,
         }
     }
 }
@@ -113,6 +117,9 @@ fn rig_with(o: RigOpts) -> Rig {
 state_dir = "{state}"
 [limits]
 handshake_timeout = "10s"
+# These tests count the tokens a session's own opening and re-AUTHs mint: no connections
+# authenticated ahead (`warm_connections_get_their_own_tokens` turns them on).
+warm_connections = {warm}
 {limits}
 [listeners.unix]
 directory = "{sock}"
@@ -140,6 +147,7 @@ unix_user = "{me}"
         me = current_user(),
         limits = o.limits,
         relay = o.relay,
+        warm = o.warm,
     );
     let home_str = home.path().display().to_string();
     let missing = home.path().join("none").display().to_string();
@@ -1059,4 +1067,48 @@ fn first_difference(got: &[String], want: &[String]) -> Option<String> {
             &want[i.saturating_sub(2)..(i + 3).min(want.len())]
         )),
     }
+}
+
+/// Connections authenticated ahead (`limits.warm_connections`) log in with tokens of their own,
+/// signed like a session's, for the granted db-user: after a first session the front sees two
+/// more opening logins before any client asks, and the next sessions run on those connections
+/// as `app` without a token of their own at their opening.
+#[tokio::test]
+async fn warm_connections_get_their_own_tokens() {
+    use support::raw::Raw;
+
+    let r = rig_with(RigOpts {
+        warm: 2,
+        ..RigOpts::default()
+    });
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    let whoami = || async {
+        let mut c = Raw::connect(&ep).await.expect("connect");
+        c.request_str(&["ACL", "WHOAMI"]).await.unwrap()
+    };
+    assert_eq!(whoami().await, b"$3\r\napp\r\n");
+    let openings = || r.front.tokens().iter().filter(|t| t.opening).count();
+    let warm = poll(std::time::Duration::from_secs(20), || {
+        (openings() == 3).then_some(())
+    });
+    assert!(warm.is_some(), "{:?}", r.front.tokens());
+    assert!(
+        r.front
+            .tokens()
+            .iter()
+            .all(|t| t.user == "app" && t.signed_at.is_some()),
+        "{:?}",
+        r.front.tokens()
+    );
+    // The next session takes one of them: its opening sends no token (the refill does).
+    assert_eq!(whoami().await, b"$3\r\napp\r\n");
+    let refilled = poll(std::time::Duration::from_secs(20), || {
+        (openings() >= 4).then_some(())
+    });
+    assert!(refilled.is_some(), "{:?}", r.front.tokens());
+    // A token of the session's own would be a fifth (it comes before its reply; the refill
+    // after it): give a straggler time to show.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(openings(), 4, "{:?}", r.front.tokens());
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
 }

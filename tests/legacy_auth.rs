@@ -40,6 +40,9 @@ fn rig() -> Rig {
     let config = format!(
         r#"state_dir = {state}
 secrets_dir = {secrets}
+# What Redis receives is counted below: each session's own AUTH/HELLO only.
+[limits]
+warm_connections = 0
 [listeners.unix]
 directory = {sockets}
 

@@ -1,12 +1,13 @@
-//! Warm upstream connections (issue 13, set-up): for a database in use the bastion keeps
-//! `limits.warm_connections` connections dialed ahead, so a new session's first command does
-//! not wait for a TCP + TLS dial.
+//! Warm upstream connections (issue 13, set-up): for a database and db-user in use the bastion
+//! keeps `limits.warm_connections` connections dialed and authenticated ahead, so a new
+//! session's first command waits for neither a TCP + TLS dial nor an AUTH.
 //!
 //! Tried as an attacker would: a warm connection must never carry a previous session's state
-//! (each serves exactly one session, and has run no command before it), never be one the
-//! upstream already closed, never go to an old definition of a re-pointed database, and the
-//! bastion must not keep connections to a database nobody uses. Redis' own `CLIENT LIST` /
-//! `CLIENT INFO` tell which connection a session got.
+//! (each serves exactly one session, and has run nothing but the bastion's AUTH before it),
+//! never be authenticated as another db-user than the session's, never be one the upstream
+//! already closed, never go to an old definition of a re-pointed database, and the bastion must
+//! not keep connections to a database nobody uses. Redis' own `CLIENT LIST` / `CLIENT INFO`
+//! tell which connection a session got.
 
 mod support;
 
@@ -20,12 +21,28 @@ use support::raw::{show, Raw};
 use support::redis::{client_id, RedisServer};
 use support::stack::{Stack, StackOpts, APP};
 
-/// Wait until `n` dialed-and-unused connections wait on `redis`; their ids.
+/// `CLIENT LIST` lines of warm connections: dialed and not used by a session yet — their last
+/// command the bastion's AUTH (as `user`), or none at all (auth mode `none`, `user` default).
+fn warm_lines(redis: &RedisServer, user: &str) -> Vec<String> {
+    let list = redis.query(&["CLIENT", "LIST"]);
+    list.lines()
+        .filter(|l| l.contains(&format!(" user={user} ")))
+        .filter(|l| l.contains(" cmd=auth ") || l.contains(" cmd=NULL "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Wait until `n` warm connections authenticated as `app` wait on `redis`; their ids.
 #[track_caller]
 fn warm(redis: &RedisServer, n: usize) -> Vec<String> {
+    warm_as(redis, APP, n)
+}
+
+#[track_caller]
+fn warm_as(redis: &RedisServer, user: &str, n: usize) -> Vec<String> {
     poll(Duration::from_secs(20), || {
-        let unused = redis.unused_connections();
-        (unused.len() == n).then(|| unused.iter().map(|l| client_id(l)).collect())
+        let ready = warm_lines(redis, user);
+        (ready.len() == n).then(|| ready.iter().map(|l| client_id(l)).collect())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -48,9 +65,9 @@ async fn client_info(ep: &Endpoint) -> (Raw, String) {
 }
 
 /// After a first session the database is warm; each later session gets one of the warm
-/// connections, each exactly once, and finds it fresh: its first command upstream was the
-/// bastion's AUTH, db 0, no name — whatever the session before it did to its own connection
-/// (SELECT, CLIENT SETNAME) is not there, because that connection closed with it.
+/// connections, each exactly once, and finds it fresh: authenticated as its db-user by the
+/// bastion and nothing else, db 0, no name — whatever the session before it did to its own
+/// connection (SELECT, CLIENT SETNAME) is not there, because that connection closed with it.
 #[test]
 fn each_warm_connection_serves_one_session_and_ran_nothing_before_it() {
     let s = Stack::start();
@@ -130,8 +147,8 @@ fn a_repointed_database_never_gets_a_connection_warmed_for_its_old_address() {
     // Unused connections to one of Redis' ports.
     let on_port = |port: u16| {
         let laddr = format!(" laddr=127.0.0.1:{port} ");
-        let unused = a.stack.redis.unused_connections();
-        unused.iter().filter(|l| l.contains(&laddr)).count()
+        let ready = warm_lines(&a.stack.redis, APP);
+        ready.iter().filter(|l| l.contains(&laddr)).count()
     };
     let ep = a.stack.unix("envdb");
     let (c, info) = rt.block_on(client_info(&ep));
@@ -183,7 +200,7 @@ fn a_database_nobody_uses_keeps_no_warm_connections() {
         assert_eq!(c.request_str(&["PING"]).await.unwrap(), b"+PONG\r\n");
     });
     poll(Duration::from_secs(20), || {
-        s.redis.unused_connections().is_empty().then_some(())
+        warm_lines(&s.redis, APP).is_empty().then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -207,3 +224,72 @@ fn a_database_nobody_uses_keeps_no_warm_connections() {
         "the bastion kept dialing an unused database"
     );
 }
+
+/// Connections are authenticated ahead per db-user: a session granted `other` never gets one
+/// authenticated as `app` (it would run as `app` without any AUTH of its own), and the other
+/// way round; a HELLO opening on a connection authenticated ahead goes without its AUTH part
+/// and still gets Redis' own reply (RESP3, the name set).
+#[test]
+fn a_connection_authenticated_ahead_serves_only_its_own_db_user() {
+    let s = Stack::start_with(StackOpts {
+        db_users: vec![APP.into(), OTHER.into()],
+        extra_upstream_users: vec![OTHER.into()],
+        ..StackOpts::default()
+    });
+    let rt = rt();
+    let ep = s.unix("plaindb");
+    let whoami = |opening: Vec<&str>| {
+        rt.block_on(async {
+            let mut c = Raw::connect(&ep).await.expect("connect");
+            let reply = c.request_str(&opening).await.expect("opening");
+            assert!(
+                reply.starts_with(b"+OK") || reply.starts_with(b"%"),
+                "{}",
+                show(&reply)
+            );
+            let who = c.request_str(&["ACL", "WHOAMI"]).await.expect("WHOAMI");
+            let info = c.request_str(&["CLIENT", "INFO"]).await.expect("INFO");
+            (
+                String::from_utf8_lossy(&who).to_string(),
+                String::from_utf8_lossy(&reply).to_string(),
+                String::from_utf8_lossy(&info).to_string(),
+            )
+        })
+    };
+    let (who, _, _) = whoami(vec!["AUTH", APP, "x"]);
+    assert!(who.contains(APP), "{who}");
+    let apps = warm_as(&s.redis, APP, 2);
+    for round in 0..2 {
+        let (who, _, info) = whoami(vec!["AUTH", OTHER, "x"]);
+        assert!(who.contains(OTHER), "round {round}: {who}");
+        assert!(
+            !apps.contains(&client_id(&info)),
+            "round {round}: got app's connection: {info}"
+        );
+        warm_as(&s.redis, OTHER, 2);
+    }
+    let ready = warm_as(&s.redis, APP, 2);
+    let (who, hello, info) = whoami(vec![
+        "HELLO",
+        "3",
+        "AUTH",
+        APP,
+        "x",
+        "SETNAME",
+        "warm-hello",
+    ]);
+    assert!(who.contains(APP), "{who}");
+    assert!(
+        ready.contains(&client_id(&info)),
+        "not a warm connection: {info}"
+    );
+    assert!(hello.contains("proto") && hello.contains(":3"), "{hello}");
+    assert!(
+        info.contains(" name=warm-hello ") && info.contains(" resp=3"),
+        "{info}"
+    );
+    s.assert_no_secrets_in_logs();
+}
+
+/// The second db-user of the test above.
+const OTHER: &str = "other";

@@ -76,8 +76,9 @@ pub struct Limits {
     /// ElastiCache / MemoryDB close an IAM connection at 12 hours.
     #[serde(default = "default_reauth_interval", deserialize_with = "de_duration")]
     pub reauth_interval: Duration,
-    /// Upstream connections dialed ahead, per database a session reached in the last
-    /// `warm_idle` (0: none; every session dials its own). Never authenticated, never reused.
+    /// Upstream connections dialed and authenticated ahead, per database and db-user a session
+    /// was granted in the last `warm_idle` (0: none; every session dials its own). Each serves
+    /// one session; a used connection is never reused.
     #[serde(default = "default_warm_connections")]
     pub warm_connections: usize,
     /// How long a database stays warm after its last session, and the most a warm connection

@@ -420,11 +420,11 @@ fn config_text(
     c
 }
 
-/// The `id=` of a `CLIENT LIST` / `CLIENT INFO` line.
+/// The `id=` of a `CLIENT LIST` / `CLIENT INFO` line (also as a RESP3 verbatim string).
 #[track_caller]
 pub fn client_id(line: &str) -> String {
     line.split_whitespace()
-        .find_map(|f| f.strip_prefix("id="))
+        .find_map(|f| f.trim_start_matches("txt:").strip_prefix("id="))
         .unwrap_or_else(|| panic!("no id= in {line}"))
         .to_string()
 }

@@ -60,12 +60,19 @@ impl<'a> EarlyDial<'a> {
         };
         let database = database.clone();
         let limits = shared.limits();
-        if let Some(warm) = shared.warm.take(&database, &limits) {
-            tracing::debug!("took a warm upstream connection at identity");
-            return EarlyDial::Done {
-                database,
-                result: Ok(warm),
-            };
+        if !database.authenticates() {
+            // Nothing to authenticate: any warm connection to the database will do.
+            if let Some(warm) = shared.warm.take(&database, None, None, &limits) {
+                tracing::debug!("took a warm upstream connection at identity");
+                return EarlyDial::Done {
+                    database,
+                    result: Ok(warm),
+                };
+            }
+        } else if shared.warm.has_authenticated(&database) {
+            // Connections authenticated ahead wait for a db-user: the grant decides which one
+            // (`handshake::connect`); a dial now would most likely be dropped.
+            return EarlyDial::Skipped;
         }
         let timeout = limits.upstream_connect_timeout;
         let target = database.clone();

@@ -341,13 +341,29 @@ async fn connect(
         let secret = early
             .alongside(upstream::auth_secret(db, db_user, &shared.credentials))
             .await?;
+        if db.authenticates() {
+            let proof = shared.warm.proof(db, secret.as_ref());
+            if let Some(warm) = shared.warm.take(db, db_user, proof, &shared.limits()) {
+                // Authenticated ahead as exactly this db-user, with this password: no AUTH;
+                // a HELLO goes without its AUTH part. A connection dialed at identity is
+                // dropped.
+                drop((early, secret));
+                return authenticate(shared, warm, db, db_user, opening, None).await;
+            }
+        }
         let stream = match early.take(db).await {
             Some(dialed) => dialed?,
-            // No early dial (or one to an older definition): a warm connection, else a dial.
-            None => match shared.warm.take(db, &shared.limits()) {
-                Some(warm) => warm,
-                None => dial(shared, db).await?,
-            },
+            // No early dial (or one to an older definition): a warm connection (one that
+            // needs no AUTH: those that do were looked for above), else a dial.
+            None => {
+                let warm = (!db.authenticates())
+                    .then(|| shared.warm.take(db, None, None, &shared.limits()))
+                    .flatten();
+                match warm {
+                    Some(warm) => warm,
+                    None => dial(shared, db).await?,
+                }
+            }
         };
         authenticate(shared, stream, db, db_user, opening, secret).await
     };

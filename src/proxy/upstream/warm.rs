@@ -1,23 +1,32 @@
-//! Warm upstream connections: for each database a session reached in the last
-//! `limits.warm_idle`, up to `limits.warm_connections` TCP (+ TLS) connections dialed ahead of
-//! the next client, so its first command goes upstream without waiting for a dial (set-up
-//! latency, issue 13: on a TLS upstream that is a whole TLS handshake).
+//! Warm upstream connections: for each database and db-user a session was granted in the last
+//! `limits.warm_idle`, up to `limits.warm_connections` TCP (+ TLS) connections dialed — and,
+//! for a database that authenticates, authenticated as that db-user — ahead of the next client,
+//! so its first command goes upstream without waiting for a dial and an AUTH (set-up latency,
+//! issue 13: on a TLS upstream that is a TLS handshake and a round trip more).
 //!
-//! One owner per step: sessions only [`WarmPool::take`]; the [`run`] task alone dials, tops up
-//! and sweeps. A taken connection is the session's, like one it dialed itself: AUTH/HELLO, the
-//! relay and the close are the session's.
+//! One owner per step: sessions only [`WarmPool::take`]; the [`run`] task alone dials,
+//! authenticates (with the one login, `upstream::login`), tops up and sweeps. A taken
+//! connection is the session's, like one it dialed itself: its HELLO (without AUTH), the relay
+//! and the close are the session's.
 //!
 //! What it must never do:
 //! - hand one connection to two sessions, or a used one to any: a connection is put in once,
-//!   right after its dial, and taken out once; nothing is ever returned to the pool (a used
-//!   connection carries a db-user, a selected db, subscriptions — another session's state);
-//! - authenticate: warm connections have sent nothing (AUTH waits for a session's grant);
+//!   right after its dial (and AUTH), and taken out once; nothing is ever returned to the pool
+//!   (a used connection carries a selected db, a name, subscriptions — another session's state);
+//! - hand a connection authenticated as one db-user to a session granted another: connections
+//!   are kept per (database, db-user), the db-user being the one a session was granted (the
+//!   grant decides, never the pool); a database with auth mode `none` sends no AUTH at all;
+//! - hand out a connection authenticated with a password that is no longer the database's: each
+//!   remembers a keyed fingerprint ([`Proof`]) of the password it logged in with, and a session
+//!   takes it only if the password it would send now (a `secret set`, a reload, a managed
+//!   rotation) has the same one (IAM tokens differ every time: there the definition decides);
 //! - hand out a connection to another definition of the database (an address, TLS setting or
 //!   auth changed by a reload or `db set`), or one the upstream closed while it waited
 //!   ([`alive`]): such are dropped and the session dials;
-//! - dial for a database no session reached: a database is warmed only after a session of a
-//!   user whose roles reach it took (or asked for) a connection, and the connector's address
-//!   policy applies to every warm dial as to any other;
+//! - dial for a database no session reached, or authenticate as a db-user no session was
+//!   granted: a (database, db-user) is warmed only after a session granted it asked for a
+//!   connection (a database with auth mode `none` also at identity, under the early dial's
+//!   `rbac::may_connect` rule), and the connector's address policy applies to every warm dial;
 //! - keep connections for a database nobody uses: after `warm_idle` without a session its
 //!   connections are closed and it is forgotten; an upstream that refuses dials is retried at
 //!   most once per [`RETRY_AFTER`].
@@ -32,28 +41,44 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 
 use super::UpstreamStream;
-use crate::catalog::{Catalog, Database};
+use crate::catalog::{Auth, Catalog, Database};
 use crate::config::Limits;
+use crate::proxy::handshake::auth_command;
+use crate::proxy::handshake::client::Opening;
 use crate::proxy::shared::Shared;
+use crate::secret::Secret;
 
 /// After a failed warm dial, the database is not dialed ahead again for this long (sessions
 /// still dial for themselves).
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// Whose connections: a database (by name) and the db-user they are authenticated as (`None`
+/// for a database that does not authenticate, or a session with no db-user).
+type Key = (String, Option<String>);
+
+/// A keyed fingerprint of the password a connection logged in with (`None`: no password — auth
+/// mode `none`, or an IAM token). Keyed with this process's random SipHash keys: it never leaves
+/// memory and tells only whether two passwords are the same.
+pub type Proof = Option<u64>;
+
 /// The warm connections of every database in use.
 #[derive(Default)]
 pub struct WarmPool {
-    state: Mutex<HashMap<String, Warm>>,
+    state: Mutex<HashMap<Key, Warm>>,
+    /// The key of every [`Proof`].
+    keys: std::hash::RandomState,
     /// Wakes [`run`]: a connection was taken (or wanted and missing).
     wanted: Notify,
 }
 
-/// One database's warm connections.
+/// One database's warm connections for one db-user.
 struct Warm {
     /// The definition they were dialed for.
     database: Arc<Database>,
-    /// Ready connections and when each was dialed, oldest first.
-    ready: VecDeque<(UpstreamStream, Instant)>,
+    /// The db-user they are authenticated as.
+    db_user: Option<String>,
+    /// Ready connections, when each was dialed and the password it logged in with, oldest first.
+    ready: VecDeque<(UpstreamStream, Instant, Proof)>,
     /// Dials under way for this definition.
     dialing: usize,
     /// The last time a session asked for a connection.
@@ -63,9 +88,10 @@ struct Warm {
 }
 
 impl Warm {
-    fn new(database: Arc<Database>, now: Instant) -> Warm {
+    fn new(database: Arc<Database>, db_user: Option<String>, now: Instant) -> Warm {
         Warm {
             database,
+            db_user,
             ready: VecDeque::new(),
             dialing: 0,
             wanted: now,
@@ -75,27 +101,47 @@ impl Warm {
 }
 
 impl WarmPool {
-    /// A warm connection to exactly `database` if one is ready and still open (the freshest),
-    /// and a note that the database is in use: the warmer tops it up either way.
-    pub fn take(&self, database: &Arc<Database>, limits: &Limits) -> Option<UpstreamStream> {
+    /// The [`Proof`] of `secret`, the secret a session of `database` would send now.
+    pub fn proof(&self, database: &Database, secret: Option<&Secret>) -> Proof {
+        if matches!(database.auth, Auth::Iam { .. }) {
+            return None;
+        }
+        secret.map(|s| std::hash::BuildHasher::hash_one(&self.keys, s.expose()))
+    }
+
+    /// A warm connection to exactly `database`, authenticated as `db_user` with the password
+    /// whose proof is `proof` when the database authenticates, if one is ready and still open
+    /// (the freshest); and a note that they are in use: the warmer tops them up either way.
+    pub fn take(
+        &self,
+        database: &Arc<Database>,
+        db_user: Option<&str>,
+        proof: Proof,
+        limits: &Limits,
+    ) -> Option<UpstreamStream> {
         if limits.warm_connections == 0 {
             return None;
         }
         let now = Instant::now();
+        let key = key(database, db_user);
         let found = {
             let mut state = lock(&self.state);
             let warm = state
-                .entry(database.name.clone())
-                .or_insert_with(|| Warm::new(database.clone(), now));
+                .entry(key.clone())
+                .or_insert_with(|| Warm::new(database.clone(), key.1.clone(), now));
             if *warm.database != **database {
                 // Redefined: what is warm goes to the old definition. Dropped (closed) here;
                 // dials still under way for it are refused by `put`.
-                *warm = Warm::new(database.clone(), now);
+                *warm = Warm::new(database.clone(), key.1, now);
             }
             warm.wanted = now;
             let mut found = None;
-            while let Some((mut stream, dialed)) = warm.ready.pop_back() {
-                if now.duration_since(dialed) < limits.warm_idle && alive(&mut stream) {
+            while let Some((mut stream, dialed, logged_in)) = warm.ready.pop_back() {
+                // Older, or logged in with a password no longer the database's: closed here.
+                if now.duration_since(dialed) < limits.warm_idle
+                    && logged_in == proof
+                    && alive(&mut stream)
+                {
                     found = Some(stream);
                     break;
                 }
@@ -106,11 +152,26 @@ impl WarmPool {
         found
     }
 
-    /// Put a connection dialed for `database` in, if that is still the definition wanted and
-    /// there is room; else it is dropped (closed).
-    fn put(&self, database: &Arc<Database>, stream: UpstreamStream, limits: &Limits) {
+    /// Whether a database that authenticates has connections ready for some db-user (a session
+    /// not yet granted then waits for its grant rather than dialing at identity).
+    pub fn has_authenticated(&self, database: &Database) -> bool {
+        let state = lock(&self.state);
+        state.values().any(|w| {
+            w.database.name == database.name && *w.database == *database && !w.ready.is_empty()
+        })
+    }
+
+    /// Put a connection dialed (and authenticated) for `database` and `db_user` in, if that is
+    /// still the definition wanted and there is room; else it is dropped (closed).
+    fn put(
+        &self,
+        database: &Arc<Database>,
+        db_user: Option<&str>,
+        (stream, proof): (UpstreamStream, Proof),
+        limits: &Limits,
+    ) {
         let mut state = lock(&self.state);
-        let Some(warm) = state.get_mut(&database.name) else {
+        let Some(warm) = state.get_mut(&key(database, db_user)) else {
             return;
         };
         if *warm.database != **database {
@@ -118,14 +179,15 @@ impl WarmPool {
         }
         warm.dialing = warm.dialing.saturating_sub(1);
         if warm.ready.len() < limits.warm_connections {
-            warm.ready.push_back((stream, Instant::now()));
+            warm.ready.push_back((stream, Instant::now(), proof));
         }
     }
 
-    /// A warm dial for `database` failed: no other before [`RETRY_AFTER`].
-    fn failed(&self, database: &Arc<Database>, now: Instant) {
+    /// A warm dial (or its AUTH) for `database` and `db_user` failed: no other before
+    /// [`RETRY_AFTER`].
+    fn failed(&self, database: &Arc<Database>, db_user: Option<&str>, now: Instant) {
         let mut state = lock(&self.state);
-        if let Some(warm) = state.get_mut(&database.name) {
+        if let Some(warm) = state.get_mut(&key(database, db_user)) {
             if *warm.database == **database {
                 warm.dialing = warm.dialing.saturating_sub(1);
                 warm.retry_at = Some(now + RETRY_AFTER);
@@ -137,9 +199,9 @@ impl WarmPool {
     /// no session wanted for `warm_idle`, or that `catalog` no longer defines that way, are
     /// forgotten (their connections closed); every other one is topped up to
     /// `warm_connections`, counting dials under way.
-    fn plan(&self, catalog: &Catalog, limits: &Limits, now: Instant) -> Vec<Arc<Database>> {
+    fn plan(&self, catalog: &Catalog, limits: &Limits, now: Instant) -> Vec<Dial> {
         let mut state = lock(&self.state);
-        state.retain(|name, warm| {
+        state.retain(|(name, _), warm| {
             let current = catalog
                 .database(name)
                 .is_some_and(|db| **db == *warm.database);
@@ -150,14 +212,14 @@ impl WarmPool {
         let mut dial = Vec::new();
         for warm in state.values_mut() {
             warm.ready
-                .retain(|(_, dialed)| now.duration_since(*dialed) < limits.warm_idle);
+                .retain(|(_, dialed, _)| now.duration_since(*dialed) < limits.warm_idle);
             if warm.retry_at.is_some_and(|at| now < at) {
                 continue;
             }
             let have = warm.ready.len() + warm.dialing;
             for _ in have..limits.warm_connections {
                 warm.dialing += 1;
-                dial.push(warm.database.clone());
+                dial.push((warm.database.clone(), warm.db_user.clone()));
             }
         }
         dial
@@ -174,9 +236,18 @@ impl WarmPool {
     }
 }
 
+/// A connection to make: to this database, authenticated as this db-user.
+type Dial = (Arc<Database>, Option<String>);
+
+/// The pool's key for `database` and a session's `db_user`.
+fn key(database: &Database, db_user: Option<&str>) -> Key {
+    let db_user = database.authenticates().then_some(db_user).flatten();
+    (database.name.clone(), db_user.map(str::to_string))
+}
+
 /// The warmer: wakes when a session took (or missed) a connection and at least every quarter
-/// of `warm_idle`; sweeps and dials what [`WarmPool::plan`] says, each dial a task of its own
-/// bounded by `limits.upstream_connect_timeout`.
+/// of `warm_idle`; sweeps and dials what [`WarmPool::plan`] says, each dial (and AUTH) a task
+/// of its own bounded by `limits.upstream_connect_timeout` (`handshake_timeout` for the AUTH).
 pub async fn run(shared: Arc<Shared>) {
     loop {
         let limits = shared.limits();
@@ -188,23 +259,16 @@ pub async fn run(shared: Arc<Shared>) {
         }
         let limits = shared.limits();
         let catalog = shared.catalog.snapshot();
-        for database in shared.warm.plan(&catalog, &limits, Instant::now()) {
+        for (database, db_user) in shared.warm.plan(&catalog, &limits, Instant::now()) {
             let shared = shared.clone();
             tokio::spawn(async move {
                 let limits = shared.limits();
-                let connecting = Instant::now();
-                match shared
-                    .connector
-                    .connect(&database, limits.upstream_connect_timeout)
-                    .await
-                {
-                    Ok(stream) => {
-                        shared.metrics.upstream_connected(connecting.elapsed());
-                        shared.warm.put(&database, stream, &limits);
-                    }
+                let db_user = db_user.as_deref();
+                match warm_up(&shared, &database, db_user, &limits).await {
+                    Ok(stream) => shared.warm.put(&database, db_user, stream, &limits),
                     Err(e) => {
-                        tracing::debug!(db = %database.name, error = %e, "warm upstream dial failed");
-                        shared.warm.failed(&database, Instant::now());
+                        tracing::debug!(db = %database.name, error = %e, "warm upstream connection failed");
+                        shared.warm.failed(&database, db_user, Instant::now());
                     }
                 }
             });
@@ -212,8 +276,66 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Whether a connection that has sent nothing is still open and quiet: one read polled without
-/// waiting. Pending: open, nothing to read (a TLS stream handles a late session ticket in the
+/// Dial `database` and, if it authenticates, log in as `db_user` (`AUTH [db-user] <secret>`,
+/// the session's own secret and login, a managed database's fallbacks included); with the
+/// [`Proof`] of the password that was accepted. A reply followed by more bytes is not a
+/// connection to keep. The error names no secret.
+async fn warm_up(
+    shared: &Shared,
+    database: &Database,
+    db_user: Option<&str>,
+    limits: &Limits,
+) -> Result<(UpstreamStream, Proof), String> {
+    let connecting = Instant::now();
+    let mut stream = shared
+        .connector
+        .connect(database, limits.upstream_connect_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.metrics.upstream_connected(connecting.elapsed());
+    if !database.authenticates() {
+        return Ok((stream, None));
+    }
+    let login = async {
+        let secret = super::auth_secret(database, db_user, &shared.credentials)
+            .await
+            .map_err(|e| e.to_string())?;
+        let opening = Opening::Auth { db_user: None };
+        let command = auth_command(&opening, db_user, secret.as_ref())
+            .ok_or("no secret to authenticate with")?;
+        let authenticating = Instant::now();
+        let (done, fallback) = super::login(
+            &mut stream,
+            database,
+            db_user,
+            &opening,
+            &shared.credentials,
+            &command,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if !done.extra.is_empty() {
+            return Err("the upstream sent more than the AUTH reply".to_string());
+        }
+        shared
+            .metrics
+            .upstream_authenticated(authenticating.elapsed());
+        // A managed database's AWSPREVIOUS, when that is what the upstream took.
+        Ok::<_, String>(
+            shared
+                .warm
+                .proof(database, fallback.as_ref().or(secret.as_ref())),
+        )
+    };
+    let proof = tokio::time::timeout(limits.handshake_timeout, login)
+        .await
+        .map_err(|_| "AUTH timed out".to_string())??;
+    Ok((stream, proof))
+}
+
+/// Whether a connection that has sent nothing since its dial (or its AUTH, whose reply was
+/// read) is still open and quiet: one read polled without waiting. Pending: open, nothing to
+/// read (a TLS stream handles a late session ticket in the
 /// same poll). EOF, an error, or bytes the upstream sent unasked: not to be used.
 fn alive(stream: &mut UpstreamStream) -> bool {
     let mut byte = [0u8; 1];
@@ -276,7 +398,10 @@ mod tests {
         let db = catalog.database("a").unwrap().clone();
         let (pool, limits) = (WarmPool::default(), Limits::default());
 
-        assert!(pool.take(&db, &limits).is_none(), "nothing dialed yet");
+        assert!(
+            pool.take(&db, None, None, &limits).is_none(),
+            "nothing dialed yet"
+        );
         let now = Instant::now();
         assert_eq!(pool.plan(&catalog, &limits, now).len(), 2, "wanted: top up");
         assert!(
@@ -288,25 +413,28 @@ mod tests {
         for _ in 0..3 {
             let (ours, theirs) = dial(&listener).await;
             ports.insert(local_port(&ours));
-            pool.put(&db, ours, &limits);
+            pool.put(&db, None, (ours, None), &limits);
             peers.push(theirs);
         }
         assert_eq!(pool.ready(), 2, "never more than warm_connections");
-        let first = pool.take(&db, &limits).expect("warm");
-        let second = pool.take(&db, &limits).expect("warm");
+        let first = pool.take(&db, None, None, &limits).expect("warm");
+        let second = pool.take(&db, None, None, &limits).expect("warm");
         assert_ne!(local_port(&first), local_port(&second));
-        assert!(pool.take(&db, &limits).is_none(), "each one once");
+        assert!(
+            pool.take(&db, None, None, &limits).is_none(),
+            "each one once"
+        );
 
         // Re-pointed: what was warmed for the old definition is dropped, never handed out.
         let (ours, theirs) = dial(&listener).await;
-        pool.put(&db, ours, &limits);
+        pool.put(&db, None, (ours, None), &limits);
         peers.push(theirs);
         let moved = catalog_at(port + 1, None);
         let redefined = moved.database("a").unwrap().clone();
-        assert!(pool.take(&redefined, &limits).is_none());
+        assert!(pool.take(&redefined, None, None, &limits).is_none());
         assert_eq!(pool.ready(), 0, "the old definition's connection is closed");
         let (late, theirs) = dial(&listener).await;
-        pool.put(&db, late, &limits);
+        pool.put(&db, None, (late, None), &limits);
         peers.push(theirs);
         assert_eq!(
             pool.ready(),
@@ -325,28 +453,49 @@ mod tests {
             warm_idle: Duration::from_millis(200),
             ..Limits::default()
         };
-        assert!(pool.take(&db, &limits).is_none());
+        assert!(pool.take(&db, None, None, &limits).is_none());
         let (ours, theirs) = dial(&listener).await;
-        pool.put(&db, ours, &limits);
+        pool.put(&db, None, (ours, None), &limits);
         drop(theirs);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(pool.take(&db, &limits).is_none(), "closed by the upstream");
+        assert!(
+            pool.take(&db, None, None, &limits).is_none(),
+            "closed by the upstream"
+        );
 
         let (ours, theirs) = dial(&listener).await;
-        pool.put(&db, ours, &limits);
+        pool.put(&db, None, (ours, None), &limits);
         let (talkative, mut chatty) = dial(&listener).await;
-        pool.put(&db, talkative, &limits);
+        pool.put(&db, None, (talkative, None), &limits);
         tokio::io::AsyncWriteExt::write_all(&mut chatty, b"+unasked\r\n")
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let open = pool.take(&db, &limits).expect("the quiet one");
+        let open = pool.take(&db, None, None, &limits).expect("the quiet one");
         drop((open, theirs));
 
         let (ours, _theirs) = dial(&listener).await;
-        pool.put(&db, ours, &limits);
+        pool.put(&db, None, (ours, None), &limits);
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(pool.take(&db, &limits).is_none(), "older than warm_idle");
+        assert!(
+            pool.take(&db, None, None, &limits).is_none(),
+            "older than warm_idle"
+        );
+
+        // Logged in with a password that is no longer the one a session would send.
+        let limits = Limits::default();
+        let (old, new) = (Secret::new("old"), Secret::new("new"));
+        let (ours, _theirs) = dial(&listener).await;
+        pool.put(&db, None, (ours, pool.proof(&db, Some(&old))), &limits);
+        let now_sent = pool.proof(&db, Some(&new));
+        assert_ne!(now_sent, pool.proof(&db, Some(&old)));
+        assert!(
+            pool.take(&db, None, now_sent, &limits).is_none(),
+            "old password"
+        );
+        let (ours, _theirs) = dial(&listener).await;
+        pool.put(&db, None, (ours, pool.proof(&db, Some(&new))), &limits);
+        assert!(pool.take(&db, None, now_sent, &limits).is_some());
     }
 
     #[tokio::test]
@@ -363,16 +512,16 @@ mod tests {
             pool.plan(&catalog, &limits, now).is_empty(),
             "nothing used yet"
         );
-        assert!(pool.take(&a, &limits).is_none());
+        assert!(pool.take(&a, None, None, &limits).is_none());
         let plan = pool.plan(&catalog, &limits, now);
         assert!(
-            plan.iter().all(|d| d.name == "a") && plan.len() == 2,
+            plan.iter().all(|(d, _)| d.name == "a") && plan.len() == 2,
             "{plan:?}"
         );
 
         // A failed dial: not again before RETRY_AFTER.
-        pool.failed(&a, now);
-        pool.failed(&a, now);
+        pool.failed(&a, None, now);
+        pool.failed(&a, None, now);
         assert!(pool.plan(&catalog, &limits, now).is_empty());
         assert_eq!(pool.plan(&catalog, &limits, now + RETRY_AFTER).len(), 2);
 
@@ -382,7 +531,7 @@ mod tests {
         assert!(lock(&pool.state).is_empty());
 
         // No longer in the catalog, or warm connections off: forgotten, nothing dialed.
-        assert!(pool.take(&b, &limits).is_none());
+        assert!(pool.take(&b, None, None, &limits).is_none());
         let without_b = catalog.without_databases(&["b"]);
         assert!(pool.plan(&without_b, &limits, Instant::now()).is_empty());
         assert!(lock(&pool.state).is_empty());
@@ -390,7 +539,7 @@ mod tests {
             warm_connections: 0,
             ..Limits::default()
         };
-        assert!(pool.take(&a, &off).is_none());
+        assert!(pool.take(&a, None, None, &off).is_none());
         assert!(pool.plan(&catalog, &off, Instant::now()).is_empty());
     }
 }
