@@ -254,17 +254,15 @@ impl Report<'_> {
         for row in &s.rows {
             let id = row.id;
             let (p50, p90) = (s.median_of(id, false), s.median_of(id, true));
-            let refs: Vec<String> = row
-                .errors
-                .iter()
-                .map(|e| notes.add(format!("{} set-up: {e}", id.name())))
-                .collect();
-            let note = if refs.is_empty() {
+            // One note per row, with every error of its rounds.
+            let note = if row.errors.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", refs.join(","))
+                let text = format!("{} set-up: {}", id.name(), row.errors.join("; "));
+                format!(" ({})", notes.add(text))
             };
-            let us = |v: Option<f64>| v.map_or(format!("n/a{note}"), |v| format!("{v:.0}"));
+            let us =
+                |v: Option<f64>, note: &str| v.map_or(format!("n/a{note}"), |v| format!("{v:.0}"));
             let o = &row.order;
             let order = if o.tries == 0 {
                 "n/a".to_string()
@@ -275,8 +273,8 @@ impl Report<'_> {
                 out,
                 "{:<NAME_W$}{:>10}{:>10}{:>12}{:>12}{:>16}{:>10}",
                 id.name(),
-                us(p50),
-                us(p90),
+                us(p50, &note),
+                us(p90, ""),
                 ratio(p50, s.median_of(id.haproxy(), false)),
                 ratio(p50, s.median_of(id.direct(), false)),
                 order,

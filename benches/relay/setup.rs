@@ -53,6 +53,9 @@ const LIMIT: Duration = Duration::from_secs(5);
 /// XREADGROUP's `BLOCK`, ms: longer than any delay, shorter than [`LIMIT`].
 const BLOCK_MS: &str = "2000";
 
+/// Ordering tries that may fail per target and round before the rest of its tries are skipped.
+const FAILED_TRIES: usize = 2;
+
 /// What [`run`] measured.
 pub(crate) struct Setup {
     /// New connections per target per round (`--setup`; 0: nothing was measured).
@@ -204,6 +207,14 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, targets: &[Target]) -> Setup {
             }
             let before = row.order.clone();
             for t in 0..opts.order_tries {
+                // A broken target would spend the hang guard on every try.
+                if row.order.failed - before.failed == FAILED_TRIES {
+                    row.errors.push(format!(
+                        "round {}: ordering: stopped after {FAILED_TRIES} failed tries",
+                        round + 1
+                    ));
+                    break;
+                }
                 let key = format!("relay-bench:order:{name}:{round}:{t}");
                 let outcome = match &mut e_conn {
                     Some(e) => runtime.block_on(order_once(dialer, e, &key, opts.order_delay)),
