@@ -5,7 +5,9 @@
 //! `redis-benchmark` against every target in interleaved rounds (each round runs every target once
 //! per workload, in a rotated order) and prints the median ops/s per target and the ratios that
 //! matter: bastion / direct Redis and bastion / HAProxy on the same transport. Before the rounds,
-//! [`idle`] measures the user and kernel memory each target holds per idle session.
+//! [`idle`] measures the user and kernel memory each target holds per idle session; after them,
+//! [`churn`] the connection rate with upstream auth and [`setup`] one new connection's set-up time
+//! and whether its first command reaches Redis in the order it was sent.
 //!
 //! It never asserts on time. The machine is shared and noisy, so the output is numbers for a human
 //! (or a CI log) to compare, measured side by side in one process. A target that cannot start or
@@ -15,7 +17,8 @@
 //!
 //! This file: options, workloads, targets and the rounds. [`testbed`] starts what is measured
 //! (Redis and the bastion through the integration tests' fixtures in `tests/support/`, HAProxy
-//! itself); [`idle`] opens the idle sessions; [`report`] prints the tables.
+//! itself); [`idle`] opens the idle sessions; [`report`] prints the tables, [`results`] writes
+//! them as JSON and the README block.
 
 // The integration tests' fixtures. Cargo builds this `harness = false` target with `cfg(test)`
 // but without the test harness, so the fixtures' own `#[cfg(test)]` modules compile with their
@@ -29,6 +32,7 @@ mod churn;
 mod idle;
 mod report;
 mod results;
+mod setup;
 mod startup;
 mod testbed;
 
@@ -95,6 +99,7 @@ fn main() {
         print!("{}", churn.render());
         return;
     }
+    let setup = setup::run(&opts, &bed, &targets);
     let startup = match &bed.redis {
         Ok(redis) => startup::measure(&tmp.path().join("startup"), redis.plain_addr(), opts.starts),
         Err(e) => startup::Startup::failed(e.clone()),
@@ -109,6 +114,7 @@ fn main() {
         bastion: bed.bastion_summary(),
         haproxy_hwm: bed.haproxy_memory(),
         churn: &churn,
+        setup: &setup,
         startup: &startup,
         binary: &binary,
         elapsed: started.elapsed(),
@@ -136,6 +142,11 @@ const USAGE: &str = "usage: cargo bench --bench relay [-- OPTIONS]
                   bastion-tls-pass (direct-tcp always runs)
   --idle N        idle sessions per target for the memory table (default 2000; 0: skip); all stay
                   open until every target is measured, so N is cut to fit the fd limit
+  --setup N       new connections per target per round timed from connect() to the first PING's
+                  reply (default 300; 0: skip the set-up table and the ordering trial)
+  --order-tries N ordering tries per target per round: XREADGROUP on a new connection through the
+                  target vs DEL on an established one to Redis (default 20; 0: skip)
+  --order-delay MS  how long after the new connection is made the DEL is sent (default 1)
   --keep          keep the temp dir (configs, redis/haproxy/bastion logs) and print its path
   --starts N      bastion starts timed for exec -> READY=1 (default 5, after one cold start)
   --results DIR   where relay-<UTC>.json, latest.json and latest.png go (default benches/results)
@@ -151,6 +162,9 @@ struct Options {
     timeout: Duration,
     only: Option<Vec<TargetId>>,
     idle: usize,
+    setup: usize,
+    order_tries: usize,
+    order_delay: Duration,
     keep: bool,
     churn_auth: bool,
     starts: usize,
@@ -167,6 +181,9 @@ impl Options {
             timeout: Duration::from_secs(60),
             only: None,
             idle: 2_000,
+            setup: 300,
+            order_tries: 20,
+            order_delay: Duration::from_millis(1),
             keep: false,
             churn_auth: false,
             starts: 5,
@@ -211,6 +228,15 @@ impl Options {
                     opts.only = Some(ids);
                 }
                 "--idle" => opts.idle = value("--idle")?.parse().context("--idle")?,
+                "--setup" => opts.setup = value("--setup")?.parse().context("--setup")?,
+                "--order-tries" => {
+                    opts.order_tries = value("--order-tries")?.parse().context("--order-tries")?;
+                }
+                "--order-delay" => {
+                    let ms: f64 = value("--order-delay")?.parse().context("--order-delay")?;
+                    opts.order_delay = Duration::try_from_secs_f64(ms / 1e3)
+                        .context("--order-delay must be a number of milliseconds, 0 or more")?;
+                }
                 "--keep" => opts.keep = true,
                 "--churn-auth" => opts.churn_auth = true,
                 "--starts" => opts.starts = value("--starts")?.parse().context("--starts")?,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::churn::Churn;
 use crate::idle::IdleResults;
+use crate::setup::Setup;
 use crate::startup::{BinarySize, Startup};
 use crate::testbed::{BastionSummary, Memory, TestBed};
 use crate::{Options, Results, Target, TargetId, RATIOS, WORKLOADS};
@@ -20,6 +21,7 @@ pub(crate) struct Report<'a> {
     pub(crate) bastion: Option<BastionSummary>,
     pub(crate) haproxy_hwm: Option<Memory>,
     pub(crate) churn: &'a Churn,
+    pub(crate) setup: &'a Setup,
     pub(crate) startup: &'a Startup,
     pub(crate) binary: &'a BinarySize,
     pub(crate) elapsed: Duration,
@@ -123,6 +125,7 @@ impl Report<'_> {
 
         self.idle_section(&mut out, &mut notes);
         out.push_str(&self.churn.render());
+        self.setup_section(&mut out, &mut notes);
         self.startup_section(&mut out);
         out.push('\n');
         self.bastion_section(&mut out);
@@ -213,6 +216,81 @@ impl Report<'_> {
         let _ = writeln!(
             out,
             "user RSS: the target process (direct: redis-server); kernel: SUnreclaim, system-wide"
+        );
+    }
+
+    /// Connection set-up latency and the ordering trial ([`crate::setup`]).
+    fn setup_section(&self, out: &mut String, notes: &mut Notes) {
+        let s = self.setup;
+        if let Some(why) = &s.failed {
+            let _ = writeln!(out, "\nconnection set-up: n/a ({why})");
+            return;
+        }
+        if s.rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\nconnection set-up: connect() to the first PING's reply, one connection at a time, \
+             {} per target per round; median over {} rounds of each round's p50 / p90",
+            s.connections, s.rounds
+        );
+        let _ = writeln!(
+            out,
+            "ordering: XREADGROUP BLOCK on a new connection through the target, DEL {} ms later on \
+             an established one straight to Redis; {} tries per target per round",
+            s.delay.as_secs_f64() * 1e3,
+            s.tries
+        );
+        let _ = writeln!(
+            out,
+            "{:<NAME_W$}{:>10}{:>10}{:>12}{:>12}{:>16}{:>10}",
+            "target", "p50 µs", "p90 µs", "p50/haproxy", "p50/direct", "new conn first", "unknown"
+        );
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        for row in &s.rows {
+            let id = row.id;
+            let (p50, p90) = (s.median_of(id, false), s.median_of(id, true));
+            // One note per row, with every error of its rounds.
+            let note = if row.errors.is_empty() {
+                String::new()
+            } else {
+                let text = format!("{} set-up: {}", id.name(), row.errors.join("; "));
+                format!(" ({})", notes.add(text))
+            };
+            let us =
+                |v: Option<f64>, note: &str| v.map_or(format!("n/a{note}"), |v| format!("{v:.0}"));
+            let o = &row.order;
+            let order = if o.tries == 0 {
+                "n/a".to_string()
+            } else {
+                format!("{}/{}", o.new_first, o.tries)
+            };
+            let _ = writeln!(
+                out,
+                "{:<NAME_W$}{:>10}{:>10}{:>12}{:>12}{:>16}{:>10}",
+                id.name(),
+                us(p50, &note),
+                us(p90, ""),
+                ratio(p50, s.median_of(id.haproxy(), false)),
+                ratio(p50, s.median_of(id.direct(), false)),
+                order,
+                o.unknown
+            );
+            if p50.is_some() && !note.is_empty() {
+                let _ = writeln!(out, "{:<NAME_W$}  not every run or try succeeded{note}", "");
+            }
+            for reply in &o.unknown_replies {
+                let _ = writeln!(out, "{:<NAME_W$}  unknown reply: {reply}", "");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "new conn first: its XREADGROUP reached Redis before the DEL (-UNBLOCKED); \
+             otherwise -NOGROUP (DEL first)"
         );
     }
 

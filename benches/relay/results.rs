@@ -110,6 +110,33 @@ pub(crate) fn to_json(
             })
         })
         .collect();
+    let setup = report.setup;
+    let setup_rows: Vec<Value> = setup
+        .rows
+        .iter()
+        .map(|r| {
+            let (p50, p90) = (setup.median_of(r.id, false), setup.median_of(r.id, true));
+            let o = &r.order;
+            json!({
+                "target": r.id.name(),
+                "p50_us": r.p50_us,
+                "p90_us": r.p90_us,
+                "median_p50_us": p50,
+                "median_p90_us": p90,
+                "p50_ratio_to_direct": ratio(p50, setup.median_of(r.id.direct(), false)),
+                "p50_ratio_to_haproxy": ratio(p50, setup.median_of(r.id.haproxy(), false)),
+                "order": {
+                    "tries": o.tries,
+                    "new_first": o.new_first,
+                    "established_first": o.established_first,
+                    "unknown": o.unknown,
+                    "unknown_replies": o.unknown_replies,
+                    "failed": o.failed,
+                },
+                "errors": r.errors,
+            })
+        })
+        .collect();
     let idle: Vec<Value> = report
         .idle
         .iter()
@@ -146,6 +173,9 @@ pub(crate) fn to_json(
             "scale": opts.scale,
             "timeout_s": opts.timeout.as_secs(),
             "idle_sessions": opts.idle,
+            "setup": opts.setup,
+            "order_tries": opts.order_tries,
+            "order_delay_ms": opts.order_delay.as_secs_f64() * 1e3,
             "starts": opts.starts,
         },
         "machine": machine(load_before, load_after),
@@ -158,6 +188,13 @@ pub(crate) fn to_json(
             "requests": churn.requests,
             "rows": churn_rows,
             "error": churn.failed,
+        },
+        "setup": {
+            "connections_per_round": setup.connections,
+            "order_tries_per_round": setup.tries,
+            "order_delay_ms": setup.delay.as_secs_f64() * 1e3,
+            "rows": setup_rows,
+            "error": setup.failed,
         },
         "idle": idle,
         "startup": {
@@ -380,6 +417,38 @@ pub(crate) fn readme_block(json: &Value, source: &str, chart: Option<&str>) -> S
         haproxy.map_or("n/a".into(), crate::report::human),
         churn_median("direct-unix").map_or("n/a".into(), crate::report::human),
     ));
+
+    let setup = &json["setup"];
+    let setup_rows = setup["rows"].as_array().filter(|rows| !rows.is_empty());
+    if let Some(rows) = setup_rows {
+        out.push_str(&format!(
+            "\nConnection set-up, one new connection at a time ({} per target per round): \
+             `connect()` to the first `PING`'s reply, µs (medians of each round's percentile); \
+             and how often a blocking `XREADGROUP` sent on a new connection reached Redis before a \
+             `DEL` sent {} ms later on an established one (a ratio above 1: slower set-up than the \
+             baseline):\n\n\
+             | target | p50 µs | p90 µs | p50 ÷ HAProxy | p50 ÷ direct | XREADGROUP first |\n\
+             |---|---|---|---|---|---|\n",
+            setup["connections_per_round"],
+            setup["order_delay_ms"].as_f64().unwrap_or(f64::NAN),
+        ));
+        for r in rows {
+            let us = |k: &str| r[k].as_f64().map_or("n/a".into(), |v| format!("{v:.0}"));
+            let order = &r["order"];
+            let first = match (order["new_first"].as_u64(), order["tries"].as_u64()) {
+                (Some(n), Some(t)) if t > 0 => format!("{n}/{t}"),
+                _ => "n/a".into(),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {first} |\n",
+                r["target"].as_str().unwrap_or("?"),
+                us("median_p50_us"),
+                us("median_p90_us"),
+                cell(r["p50_ratio_to_haproxy"].as_f64()),
+                cell(r["p50_ratio_to_direct"].as_f64()),
+            ));
+        }
+    }
 
     let sessions = json["idle"]
         .as_array()

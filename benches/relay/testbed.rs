@@ -93,18 +93,22 @@ impl TestBed {
         TargetId::ALL
             .into_iter()
             .filter(|id| opts.wants(*id))
-            .map(|id| {
-                let endpoint = self.endpoint(id).and_then(|e| {
-                    preflight(&e)
-                        .map(|()| e)
-                        .map_err(|err| format!("{}: preflight: {err:#}", id.name()))
-                });
-                if let Err(e) = &endpoint {
-                    eprintln!("relay bench: {} is n/a: {e}", id.name());
-                }
-                Target { id, endpoint }
-            })
+            .map(|id| self.target(id))
             .collect()
+    }
+
+    /// One target, checked with [`preflight`]: `Err` (and a line on stderr) if it cannot be
+    /// measured.
+    pub(crate) fn target(&self, id: TargetId) -> Target {
+        let endpoint = self.endpoint(id).and_then(|e| {
+            preflight(&e)
+                .map(|()| e)
+                .map_err(|err| format!("{}: preflight: {err:#}", id.name()))
+        });
+        if let Err(e) = &endpoint {
+            eprintln!("relay bench: {} is n/a: {e}", id.name());
+        }
+        Target { id, endpoint }
     }
 
     fn endpoint(&self, id: TargetId) -> Result<Endpoint, String> {

@@ -56,22 +56,9 @@ impl Raw {
     async fn connect_checking(ep: &Endpoint, check_name: bool) -> io::Result<Raw> {
         let mut server_cert = None;
         let stream: Box<dyn Io> = match ep {
-            Endpoint::Tls {
-                addr,
-                sni,
-                ca,
-                identity,
-            } => {
-                let connector = tls_connector(
-                    ca,
-                    identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-                    check_name,
-                )?;
-                let name = match sni {
-                    Some(s) => ServerName::try_from(s.clone()).map_err(io::Error::other)?,
-                    // No SNI: rustls sends none for an IP address.
-                    None => ServerName::IpAddress(addr.ip().into()),
-                };
+            Endpoint::Tls { addr, .. } => {
+                let (connector, name) =
+                    tls_client(ep, check_name)?.expect("a TLS endpoint has a TLS client side");
                 let tcp = TcpStream::connect(addr).await?;
                 tcp.set_nodelay(true)?;
                 let tls = timeout(READ_LIMIT, connector.connect(name, tcp))
@@ -278,6 +265,35 @@ fn frame_end(buf: &[u8], pos: usize) -> Result<Option<usize>, String> {
             show(&buf[pos..buf.len().min(pos + 80)])
         )),
     }
+}
+
+/// The client side of a TLS endpoint, built once for any number of connections: its connector
+/// ([`tls_connector`]) and the server name to send (an endpoint without SNI gets its IP address,
+/// for which rustls sends no SNI). `None` for a Unix or plain TCP endpoint.
+pub fn tls_client(
+    ep: &Endpoint,
+    check_name: bool,
+) -> io::Result<Option<(TlsConnector, ServerName<'static>)>> {
+    let Endpoint::Tls {
+        addr,
+        sni,
+        ca,
+        identity,
+    } = ep
+    else {
+        return Ok(None);
+    };
+    let connector = tls_connector(
+        ca,
+        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        check_name,
+    )?;
+    let name = match sni {
+        Some(s) => ServerName::try_from(s.clone())
+            .map_err(|e| io::Error::other(format!("SNI '{s}': {e}")))?,
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    Ok(Some((connector, name)))
 }
 
 /// A rustls client config (ring provider) trusting `ca`, optionally presenting a certificate;
