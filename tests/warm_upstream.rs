@@ -161,6 +161,12 @@ fn a_repointed_database_never_gets_a_connection_warmed_for_its_old_address() {
         (on_port(old_port) == 2).then_some(())
     })
     .expect("envdb warm on its first address");
+    // The metrics page (here through `bastion status`) counts them.
+    let status = a.ok(&["status"]);
+    assert!(
+        status.contains("bastion_upstream_warm_connections 2"),
+        "{status}"
+    );
 
     // Re-pointed to the same server's TLS port.
     let ca = a.stack.redis.ca_pem_path();

@@ -393,6 +393,7 @@ impl Admin {
         if let Some(managed) = self.managed.get() {
             metrics.set_managed(crate::metrics::ManagedFigures::of(&managed.list()));
         }
+        metrics.set_upstream_warm(self.shared.warm.ready());
         metrics.encode()
     }
 

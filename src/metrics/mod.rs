@@ -49,6 +49,7 @@ pub struct Metrics {
     managed_users: Gauge<u64, AtomicU64>,
     managed_failing: Gauge<u64, AtomicU64>,
     managed_oldest_rotation: Gauge<i64, AtomicI64>,
+    upstream_warm: Gauge<u64, AtomicU64>,
 }
 
 /// `reason`: the kind of a refusal (see [`Metrics::refused`]).
@@ -135,6 +136,7 @@ impl Metrics {
             managed_users: Gauge::default(),
             managed_failing: Gauge::default(),
             managed_oldest_rotation: Gauge::default(),
+            upstream_warm: Gauge::default(),
         };
         registry.register(
             "sessions_open",
@@ -188,6 +190,11 @@ impl Metrics {
             "managed_oldest_rotation_timestamp_seconds",
             "When the oldest current managed password was made (Unix time; 0: none yet)",
             m.managed_oldest_rotation.clone(),
+        );
+        registry.register(
+            "upstream_warm_connections",
+            "Upstream connections dialed (and authenticated) ahead, ready for a session",
+            m.upstream_warm.clone(),
         );
         registry.register(
             "aws_credentials_expiry_timestamp_seconds",
@@ -275,6 +282,11 @@ impl Metrics {
         self.managed_users.set(managed.users);
         self.managed_failing.set(managed.failing);
         self.managed_oldest_rotation.set(managed.oldest_rotation);
+    }
+
+    /// Warm upstream connections ready now (`proxy/upstream/warm.rs`).
+    pub fn set_upstream_warm(&self, ready: usize) {
+        self.upstream_warm.set(ready as u64);
     }
 
     pub fn set_store(&self, store: StoreFigures) {
@@ -396,6 +408,15 @@ mod tests {
         assert_eq!(
             sample(&text, "bastion_managed_oldest_rotation_timestamp_seconds"),
             Some(1.8e9)
+        );
+        assert_eq!(
+            sample(&text, "bastion_upstream_warm_connections"),
+            Some(0.0)
+        );
+        m.set_upstream_warm(2);
+        assert_eq!(
+            sample(&m.encode(), "bastion_upstream_warm_connections"),
+            Some(2.0)
         );
     }
 
