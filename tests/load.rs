@@ -155,7 +155,9 @@ fn ten_thousand_sessions_held_with_traffic() {
         assert_eq!(
             value(&page, "bastion_sessions_open"),
             (total_sessions + 1) as f64,
-            "{page}"
+            "{} sessions failed to open, the first: {}\n{page}",
+            stats.errors.load(Ordering::Relaxed),
+            stats.first_error()
         );
         assert_eq!(total(&page, "bastion_sessions_refused_total"), 0.0, "{page}");
 
