@@ -27,6 +27,16 @@ struct Rig {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
+/// Every login the front judged was accepted.
+#[track_caller]
+fn assert_all_accepted(front: &IamFront) {
+    let verdicts = front.verdicts();
+    assert!(
+        verdicts.iter().all(|v| v.outcome == Outcome::Accepted),
+        "{verdicts:?}"
+    );
+}
+
 /// Redis with user `app`, a front expecting `expect_*`, and a bastion signing for `signs_*`.
 fn rig(service: &'static str, serverless: bool, expect_region: &str, signs_region: &str) -> Rig {
     rig_with(RigOpts {
@@ -324,14 +334,7 @@ fn sessions_survive_an_imds_outage_with_expired_credentials() {
     let out = redis_cli(&ep, &["ACL", "WHOAMI"]);
     assert_eq!(out.stdout().trim(), "app", "{out:?}");
     bastion.expect_log_line(mark, &["static stability"], &[]);
-    assert!(
-        front
-            .verdicts()
-            .iter()
-            .all(|v| v.outcome == Outcome::Accepted),
-        "{:?}",
-        front.verdicts()
-    );
+    assert_all_accepted(front);
     bastion.assert_no_secrets(&[IMDS_SECRET, SESSION_TOKEN, REAL_PASSWORD]);
 }
 
@@ -564,14 +567,7 @@ async fn inspect_mode_reauthenticates_before_the_connection_limit() {
     // Fresh tokens: signed later as time goes on, not the opening one replayed.
     let first = tokens[0].signed_at;
     assert!(reauths.last().unwrap().signed_at > first, "{tokens:?}");
-    assert!(
-        r.front
-            .verdicts()
-            .iter()
-            .all(|v| v.outcome == Outcome::Accepted),
-        "{:?}",
-        r.front.verdicts()
-    );
+    assert_all_accepted(&r.front);
     r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
 
     // The control: guard mode sends no re-AUTH, and the front cuts the session.
@@ -678,14 +674,7 @@ async fn a_client_that_never_pauses_is_reauthenticated_between_its_commands() {
     let tokens = r.front.tokens();
     let reauths = tokens.iter().filter(|t| !t.opening).count();
     assert!(reauths >= 4, "{reauths} re-AUTHs in 8 s: {tokens:?}");
-    assert!(
-        r.front
-            .verdicts()
-            .iter()
-            .all(|v| v.outcome == Outcome::Accepted),
-        "{:?}",
-        r.front.verdicts()
-    );
+    assert_all_accepted(&r.front);
     r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
 }
 
