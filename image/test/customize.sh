@@ -15,6 +15,9 @@ chmod 0600 "$root/etc/bastion/secrets/local.pw"
 cat >>"$root/etc/redis/redis.conf" <<CONF
 
 # image/test: only the ACL user the bastion authenticates as.
+# benches/appliance_idle.rs holds 3 × 10,000 clients here (direct, and the bastion's upstream
+# legs of its Unix and mTLS sessions); the unit's LimitNOFILE is 65535.
+maxclients 40000
 user default off
 user app on >$password ~* &* +@all
 CONF

@@ -2,6 +2,7 @@
 //!
 //! - [`redis`]: a real `redis-server` (plaintext + TLS port + Unix socket, ACL users) in a temp dir.
 //! - [`admin`]: a stack with a reachable admin socket, and the admin verbs run against it.
+//! - [`appliance`]: the boot test's image (built or reused) and its boot in qemu (TCG).
 //! - [`bastion`]: the `bastion` binary under test, its logs, and `bastion cert issue`.
 //! - [`clients`]: `redis-cli`, `redis-benchmark` and redis-py, all reaching an [`clients::Endpoint`].
 //! - [`raw`]: byte-level TLS / Unix / TCP clients and a RESP framer, for exact-bytes assertions.
@@ -33,6 +34,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod appliance;
 pub mod bastion;
 pub mod certs;
 pub mod clients;
