@@ -251,6 +251,56 @@ fn own_auth_is_answered_in_order_and_its_password_never_goes_upstream() {
     s.assert_no_secrets_in_logs();
 }
 
+/// A large argument goes through the guard without being looked at — on plain legs (Unix
+/// client, plaintext upstream) by splice, the session's `path_client_to_upstream` says so — but
+/// never a byte past it: an AUTH sent in the same write right after a 1 MB value is still
+/// framed and refused, and the value arrives whole. Each way the bypass could overreach (a
+/// splice past the value's end) would put `AUTH default x` upstream unframed, and the session
+/// would become `default`.
+#[test]
+fn a_large_value_is_spliced_but_what_follows_it_is_still_guarded() {
+    let s = stack(None);
+    let value: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for (via, path) in [(Via::Unix, "splice"), (Via::Mtls, "copy")] {
+        let ep = s.endpoint(via, "plaindb");
+        let mark = s.bastion.log_mark();
+        rt().block_on(async {
+            let mut c = Raw::connect(&ep).await.expect("connect");
+            let pipeline = [
+                command(&[b"SET", b"big", &value]),
+                b"AUTH default x\r\n".to_vec(),
+                command(&[b"SET", b"big2", &value]),
+                command_str(&["AUTH", "default", "x"]),
+                command_str(&["ACL", "WHOAMI"]),
+                command_str(&["STRLEN", "big"]),
+            ]
+            .concat();
+            c.send(&pipeline).await.expect("send pipeline");
+            let r = c.read_frames(6).await.expect("replies");
+            assert_eq!(r[0], b"+OK\r\n", "{via:?}: {}", show(&r[0]));
+            assert!(is_guard_refusal(&r[1]), "{via:?}: {}", show(&r[1]));
+            assert_eq!(r[2], b"+OK\r\n", "{via:?}: {}", show(&r[2]));
+            assert!(is_guard_refusal(&r[3]), "{via:?}: {}", show(&r[3]));
+            assert_eq!(r[4], APP_BULK, "{via:?}: {}", show(&r[4]));
+            assert_eq!(r[5], b":1000000\r\n", "{via:?}: {}", show(&r[5]));
+            for key in ["big", "big2"] {
+                let got = c.request_str(&["GET", key]).await.expect("GET");
+                let mut want = format!("${}\r\n", value.len()).into_bytes();
+                want.extend_from_slice(&value);
+                want.extend_from_slice(b"\r\n");
+                assert!(got == want, "{via:?}: {key} came back different");
+            }
+        });
+        let end = s
+            .bastion
+            .expect_log_line(mark, &["session.end", "plaindb"], &[]);
+        assert!(
+            end.contains(&format!("path_client_to_upstream=\"{path}\"")),
+            "{via:?}: {end}"
+        );
+    }
+}
+
 /// A protocol error gets Redis' own reply after the replies to the commands before it, then
 /// the connection closes — the same bytes as from Redis directly.
 #[test]

@@ -4,7 +4,9 @@
 //! Per read chunk: opaque payload bytes are passed on without being looked at; every other byte
 //! belongs to the command being framed and is held until that command is named. Then it is
 //! either forwarded (with everything after it, as it arrives — a 10 MB value is never buffered
-//! whole) or, for AUTH / HELLO / RESET and names with a NUL, dropped to its end and replaced by
+//! whole; on plain legs the rest of a large argument is not even read: the relay's [`Bypass`]
+//! splices exactly its bytes, and framing resumes after them) or, for AUTH / HELLO / RESET and
+//! names with a NUL, dropped to its end and replaced by
 //! what the rules say. Everything due upstream is written, in stream order, before the next
 //! read, so pipelined commands are never reordered and never held back longer than the rule for
 //! the command before them needs (its end, or a fresh IAM token for a re-AUTH).
@@ -41,7 +43,7 @@ use zeroize::Zeroizing;
 use super::framer::{Arg, Event, Framer, FramerConfig, Head, NAME_CAP, PROTO_INLINE_MAX_SIZE};
 use super::rules::{self, Guarded, Held, HeldArg, Naming, Verdict};
 use super::ProtocolError;
-use crate::proxy::relay::{read_pooled, RelayError, Requests, Side};
+use crate::proxy::relay::{read_pooled, Bypass, Passed, RelayError, Requests, Side};
 
 /// Per held command, bytes of long arguments kept whole (an IAM token is ~1.5 KB).
 const INSPECT_BYTES: usize = 4096;
@@ -55,6 +57,12 @@ const PRE_NAME_MAX: usize = 2 * (PROTO_INLINE_MAX_SIZE as usize + 2) + NAME_CAP;
 /// sent to a key-restricted role costs the bastion 64 KiB, not 1 GB. Redis' own inline limit
 /// is the same size, and keys and subcommands are far shorter.
 pub const HOLD_CAP: usize = 64 * 1024;
+/// The least of a large argument's remaining bytes worth a [`Bypass`] instead of reads and
+/// writes through the 64 KiB read buffer. Measured on a Unix client → TCP upstream (kernel 6.1,
+/// SET through the guard, 5 rounds each): splicing the rest of a 100 kB value (≈ 36 kB after
+/// the first read) cost 10 % more system CPU than copying it; for 1 MB values splicing cost
+/// 10 % less. Below this, copy.
+const BYPASS_MIN: u64 = 256 * 1024;
 /// After a protocol error, how long the client's leftovers are discarded while Redis answers
 /// and closes, before the upstream is half-closed regardless.
 const DEAD_GRACE: Duration = Duration::from_secs(5);
@@ -285,15 +293,17 @@ impl<P: Policy, O: Observer> Guard<P, O> {
 }
 
 impl<P: Policy, O: Observer> Requests for Guard<P, O> {
-    async fn run<R, W>(
+    async fn run<R, W, B>(
         self,
         mut client: R,
         mut upstream: W,
+        bypass: &B,
         moved: &AtomicU64,
     ) -> Result<(), RelayError>
     where
         R: AsyncRead + Unpin + Send,
         W: AsyncWrite + Unpin + Send,
+        B: Bypass,
     {
         let Guard {
             policy,
@@ -310,6 +320,20 @@ impl<P: Policy, O: Observer> Requests for Guard<P, O> {
         let mut flow = state.feed(&initial, &mut sink).await?;
         drop(initial);
         while flow == Flow::Open {
+            // The rest of a large argument of a forwarded command: nothing in it is looked at,
+            // so on plain legs it goes by splice, never more than the argument's own bytes
+            // (what follows it is framed as usual). Everything before it was written by `feed`.
+            let unseen = state.unseen();
+            if unseen >= BYPASS_MIN {
+                match bypass.pass(unseen).await? {
+                    Passed::Moved(n) => {
+                        state.framer.skip(n);
+                        continue;
+                    }
+                    Passed::Eof => return sink.shutdown().await,
+                    Passed::Unavailable => {}
+                }
+            }
             // A pooled buffer, held only while a read's bytes are framed and written: an idle
             // session holds none. (A read that loses the race with a due re-AUTH has read
             // nothing: `read_pooled` takes its bytes in one poll.)
@@ -652,6 +676,21 @@ impl<'p, P: Policy, O: Observer> State<'p, P, O> {
         }
         self.flush(chunk, sink).await?;
         Ok(Flow::Open)
+    }
+
+    /// How many of the client's next bytes may go upstream unread (a [`Bypass`]): the rest of
+    /// an argument of a forwarded command, once everything before it is written. Guard mode
+    /// only: an observer may want to see arguments.
+    fn unseen(&self) -> u64 {
+        let forwarding = matches!(self.mode, Mode::Forward)
+            && self.pending.is_none()
+            && self.held.is_empty()
+            && self.out.is_empty()
+            && self.direct.is_none();
+        if O::WATCHES || !forwarding {
+            return 0;
+        }
+        self.framer.opaque_len()
     }
 
     /// Write what is due: the chunk's forwarded range as it is (no copy), or `out`.
@@ -1047,6 +1086,7 @@ mod tests {
 
     use super::*;
     use crate::proxy::handshake::upstream::encode_command;
+    use crate::proxy::relay::NoBypass;
 
     const REAUTH: &[u8] = b"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$6\r\nSECRET\r\n";
 
@@ -1091,7 +1131,7 @@ mod tests {
         let (mut client, client_end) = duplex(1 << 20);
         let (upstream_end, mut upstream) = duplex(1 << 20);
         let moved = AtomicU64::new(0);
-        let run = make(&policy).run(client_end, upstream_end, &moved);
+        let run = make(&policy).run(client_end, upstream_end, &NoBypass, &moved);
         let feed = async {
             for chunk in chunks {
                 client.write_all(chunk).await.unwrap();
@@ -1269,7 +1309,7 @@ mod tests {
         let (mut client, client_end) = duplex(1 << 20);
         let (upstream_end, mut upstream) = duplex(1 << 20);
         let moved = AtomicU64::new(0);
-        let run = Guard::new(&policy, Vec::new()).run(client_end, upstream_end, &moved);
+        let run = Guard::new(&policy, Vec::new()).run(client_end, upstream_end, &NoBypass, &moved);
         let check = async {
             client.write_all(&set[..100_000]).await.unwrap();
             let mut got = vec![0u8; 100_000];
@@ -1372,8 +1412,12 @@ mod tests {
             let (mut client, client_end) = duplex(1 << 16);
             let (upstream_end, mut upstream) = duplex(1 << 16);
             let moved = AtomicU64::new(0);
-            let run =
-                Guard::observed(policy, Vec::new(), observer).run(client_end, upstream_end, &moved);
+            let run = Guard::observed(policy, Vec::new(), observer).run(
+                client_end,
+                upstream_end,
+                &NoBypass,
+                &moved,
+            );
             let feed = async {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let _ = client.write_all(b"PING\r\n").await;
@@ -1499,6 +1543,7 @@ mod tests {
         let run = Guard::observed(&policy, Vec::new(), HoldingObserver::default()).run(
             client_end,
             upstream_end,
+            &NoBypass,
             &moved,
         );
         let get = cmd(&[b"GET", b"k"]);

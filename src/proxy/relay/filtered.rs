@@ -24,20 +24,54 @@ use super::{
 pub trait Requests {
     /// Move the client's requests to the upstream until the client's EOF (then shut the
     /// upstream writer down) or a failure, adding the bytes written upstream to `moved`.
-    fn run<R, W>(
+    /// Bytes the filter need not see may go by `bypass` instead (counted by it).
+    fn run<R, W, B>(
         self,
         client: R,
         upstream: W,
+        bypass: &B,
         moved: &AtomicU64,
     ) -> impl Future<Output = Result<(), RelayError>> + Send
     where
         R: AsyncRead + Unpin + Send,
-        W: AsyncWrite + Unpin + Send;
+        W: AsyncWrite + Unpin + Send,
+        B: Bypass;
+}
+
+/// How a filter moves a stretch of the client's stream it need not look at (the rest of a
+/// large argument it forwards): on plain socket legs by `splice(2)`, the bytes never entering
+/// user space (`splice.rs`). The filter must have written everything due before it, and must
+/// never pass more than belongs to the stretch: what follows is framed as usual.
+pub trait Bypass: Sync {
+    /// Move at most `max` bytes of the client's stream to the upstream, waiting until the
+    /// client has some.
+    fn pass(&self, max: u64) -> impl Future<Output = Result<Passed, RelayError>> + Send;
+}
+
+/// What a [`Bypass::pass`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passed {
+    /// This many bytes (at least one) went upstream.
+    Moved(u64),
+    /// The client sent EOF; nothing was moved.
+    Eof,
+    /// No bypass here (TLS in user space) or not now (no pipe): read the bytes instead.
+    Unavailable,
+}
+
+/// Legs without a bypass: every byte goes through the filter's reads.
+pub struct NoBypass;
+
+impl Bypass for NoBypass {
+    async fn pass(&self, _max: u64) -> Result<Passed, RelayError> {
+        Ok(Passed::Unavailable)
+    }
 }
 
 /// [`super::relay_until`] with the requests direction run by `requests`. The outcome reports
-/// that direction as [`Path::Copy`] (it passes through user space) and the replies as the path
-/// they took (on plain legs: spliced when bulk, copied when small).
+/// each direction as the path its bytes took: on plain legs the replies are spliced when bulk,
+/// copied when small, and the requests are spliced where the filter let large arguments by
+/// ([`Bypass`]), else copied.
 pub async fn relay_filtered_until<F: Requests>(
     client: Leg,
     upstream: Leg,
@@ -47,9 +81,7 @@ pub async fn relay_filtered_until<F: Requests>(
 ) -> Outcome {
     let path = select_path(&client, &upstream);
     let moved = pin!(move_filtered(path, client, upstream, counters, requests));
-    let mut outcome = super::until(path, moved, counters, stop).await;
-    outcome.client_to_upstream_path = Path::Copy;
-    outcome
+    super::until(path, moved, counters, stop).await
 }
 
 /// Inspect mode: [`relay_filtered_until`] with the replies shown to `watch` on their way (so
@@ -156,6 +188,7 @@ where
     let up = pin!(requests.run(
         client_read,
         upstream_write,
+        &NoBypass,
         counters.for_direction(Direction::ClientToUpstream),
     ));
     let down = pin!(copy::watched(
@@ -181,15 +214,17 @@ mod tests {
     struct Upper;
 
     impl Requests for Upper {
-        async fn run<R, W>(
+        async fn run<R, W, B>(
             self,
             mut client: R,
             mut upstream: W,
+            _bypass: &B,
             moved: &AtomicU64,
         ) -> Result<(), RelayError>
         where
             R: AsyncRead + Unpin + Send,
             W: AsyncWrite + Unpin + Send,
+            B: Bypass,
         {
             let mut buf = [0u8; 1024];
             loop {
@@ -220,6 +255,128 @@ mod tests {
                 moved.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             }
         }
+    }
+
+    /// A filter that upper-cases what it reads itself, but lets the `pass` bytes after the
+    /// first `head` go by the bypass: proves a bypass moves at most what it is asked, in order
+    /// with what the filter writes, and that the filter reads everything when there is none.
+    struct UpperAround {
+        head: usize,
+        pass: u64,
+    }
+
+    impl Requests for UpperAround {
+        async fn run<R, W, B>(
+            self,
+            mut client: R,
+            mut upstream: W,
+            bypass: &B,
+            moved: &AtomicU64,
+        ) -> Result<(), RelayError>
+        where
+            R: AsyncRead + Unpin + Send,
+            W: AsyncWrite + Unpin + Send,
+            B: Bypass,
+        {
+            let read_error = |source| RelayError::Read {
+                side: Side::Client,
+                source,
+            };
+            let write_error = |source| RelayError::Write {
+                side: Side::Upstream,
+                source,
+            };
+            let mut head = vec![0u8; self.head];
+            client.read_exact(&mut head).await.map_err(read_error)?;
+            head.make_ascii_uppercase();
+            upstream.write_all(&head).await.map_err(write_error)?;
+            moved.fetch_add(head.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let mut left = self.pass;
+            while left > 0 {
+                match bypass.pass(left).await? {
+                    Passed::Moved(n) => {
+                        assert!(
+                            n <= left,
+                            "the bypass moved {n} of the {left} bytes it was given"
+                        );
+                        left -= n;
+                    }
+                    Passed::Eof | Passed::Unavailable => break,
+                }
+            }
+            Upper.run(client, upstream, &NoBypass, moved).await
+        }
+    }
+
+    /// `abcd`, 100,000 `x`, `tail` through [`UpperAround`] passing the `x`s: what the upstream
+    /// got, and the outcome.
+    async fn around(
+        client: Leg,
+        upstream: Leg,
+        mut c: impl AsyncReadExt + AsyncWriteExt + Unpin,
+        mut u: impl AsyncReadExt + AsyncWriteExt + Unpin,
+    ) -> (Vec<u8>, Outcome, u64) {
+        let counters = Counters::default();
+        let filter = UpperAround {
+            head: 4,
+            pass: 100_000,
+        };
+        let relay =
+            relay_filtered_until(client, upstream, &counters, std::future::pending(), filter);
+        let peers = async {
+            let mut sent = b"abcd".to_vec();
+            sent.extend(std::iter::repeat_n(b'x', 100_000));
+            sent.extend_from_slice(b"tail");
+            c.write_all(&sent).await.unwrap();
+            c.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            u.read_to_end(&mut got).await.unwrap();
+            u.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).await.unwrap();
+            got
+        };
+        let (outcome, got) = timeout(HANG_GUARD, async { tokio::join!(relay, peers) })
+            .await
+            .expect("hang guard");
+        (got, outcome, counters.spliced().0)
+    }
+
+    /// `ABCD`, 100,000 `middle`, `TAIL`, in that order.
+    fn assert_arrived(got: &[u8], middle: u8) {
+        let mut want = b"ABCD".to_vec();
+        want.extend(std::iter::repeat_n(middle, 100_000));
+        want.extend_from_slice(b"TAIL");
+        assert!(
+            got == want.as_slice(),
+            "the upstream got {} bytes, not the {} expected in order",
+            got.len(),
+            want.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_legs_splice_what_the_filter_lets_by_and_no_byte_more() {
+        let (client, c) = unix_pair();
+        let (upstream, u) = tcp_pair().await;
+        let (got, outcome, spliced) = around(Leg::Unix(client), Leg::Tcp(upstream), c, u).await;
+        // The bypassed stretch arrives as sent, between the filter's upper-cased bytes.
+        assert_arrived(&got, b'x');
+        assert_eq!(spliced, 100_000);
+        assert_eq!(outcome.client_to_upstream_path, Path::Splice);
+        assert_eq!(outcome.client_to_upstream, 100_008);
+    }
+
+    #[tokio::test]
+    async fn a_tls_leg_has_no_bypass_and_the_filter_reads_everything() {
+        let (client, c) = tls_pair().await;
+        let (upstream, u) = tcp_pair().await;
+        let (got, outcome, spliced) =
+            around(Leg::Tls(Box::new(client)), Leg::Tcp(upstream), c, u).await;
+        // Everything went through the filter, upper-cased.
+        assert_arrived(&got, b'X');
+        assert_eq!(spliced, 0);
+        assert_eq!(outcome.client_to_upstream_path, Path::Copy);
     }
 
     async fn exchange(

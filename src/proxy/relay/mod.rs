@@ -12,7 +12,7 @@
 //! Buffers and pipes come from a process-wide bounded pool (`pool.rs`) for the length of one
 //! burst: an idle session holds neither. A session may hand its requests direction to a filter
 //! instead (`filtered.rs`, the command guard): the relay then moves only the replies, by the same
-//! path.
+//! path, and on plain legs splices the large arguments the filter lets by unread (`Bypass`).
 //!
 //! Both directions run concurrently in the calling task. A half-close (EOF) on one side is
 //! propagated as `shutdown(Write)` on the other and the opposite direction keeps running, so a
@@ -48,7 +48,9 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::proxy::ktls::KtlsSocket;
 
 pub use copy::{read_pooled, Chunk, Edit, Watch};
-pub use filtered::{relay_filtered_until, relay_inspected_until, Requests};
+pub use filtered::{
+    relay_filtered_until, relay_inspected_until, Bypass, NoBypass, Passed, Requests,
+};
 pub use handover::Handover;
 
 /// Anything the copy path can drive (TLS streams).

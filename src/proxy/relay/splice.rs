@@ -25,6 +25,7 @@ use std::pin::pin;
 use nix::fcntl::{splice, SpliceFFlags};
 use tokio::io::Interest;
 
+use super::filtered::{Bypass, Passed};
 use super::pool::{Buffer, PipeGuard};
 use super::socket::{Socket, SocketIo, SocketRef};
 use super::{drive, Counters, Direction, Leg, Path, RelayError, Requests, Side};
@@ -73,7 +74,8 @@ impl Plan {
     }
 
     /// Run `requests` (client → upstream, reading and writing the sockets through readiness)
-    /// beside the replies, moved as in [`Plan::run`], until both are done or one fails.
+    /// beside the replies, moved as in [`Plan::run`], until both are done or one fails. The
+    /// filter may splice stretches it need not see ([`SpliceBypass`]).
     pub(super) async fn run_filtered<F: Requests>(
         self,
         counters: &Counters,
@@ -81,9 +83,15 @@ impl Plan {
     ) -> Result<Side, RelayError> {
         let (client, upstream) = (self.client.as_ref(), self.upstream.as_ref());
         Direction::ClientToUpstream.trace_start(Path::Copy);
+        let bypass = SpliceBypass {
+            client,
+            upstream,
+            counters,
+        };
         let up = pin!(requests.run(
             SocketIo(client),
             SocketIo(upstream),
+            &bypass,
             counters.for_direction(Direction::ClientToUpstream),
         ));
         let down = pin!(direction(
@@ -93,6 +101,42 @@ impl Plan {
             counters
         ));
         drive(up, down).await
+    }
+}
+
+/// A filter's [`Bypass`] on plain legs: the client's next bytes, at most as many as the filter
+/// says it need not see, go socket → pipe → socket, counted as spliced.
+struct SpliceBypass<'a> {
+    client: SocketRef<'a>,
+    upstream: SocketRef<'a>,
+    counters: &'a Counters,
+}
+
+impl Bypass for SpliceBypass<'_> {
+    async fn pass(&self, max: u64) -> Result<Passed, RelayError> {
+        let direction = Direction::ClientToUpstream;
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        if max == 0 {
+            return Ok(Passed::Unavailable);
+        }
+        loop {
+            self.client
+                .readable()
+                .await
+                .map_err(|e| direction.read_error(e))?;
+            let Ok(pipe) = PipeGuard::take(self.counters.held()) else {
+                // No pipe (fd or memory limits): the filter reads these bytes itself.
+                return Ok(Passed::Unavailable);
+            };
+            match splice_burst(direction, self.client, self.upstream, pipe, max).await? {
+                Burst::Nothing => {}
+                Burst::Eof => return Ok(Passed::Eof),
+                Burst::Moved(n) => {
+                    self.counters.moved(direction, n as u64, true);
+                    return Ok(Passed::Moved(n as u64));
+                }
+            }
+        }
     }
 }
 
@@ -133,7 +177,7 @@ async fn direction(
         let burst = match mode {
             Mode::Copy => copy_burst(direction, source, destination, counters).await?,
             Mode::Splice => match PipeGuard::take(counters.held()) {
-                Ok(pipe) => splice_burst(direction, source, destination, pipe).await?,
+                Ok(pipe) => splice_burst(direction, source, destination, pipe, usize::MAX).await?,
                 // No pipe (fd or memory limits): this burst goes through user space instead.
                 Err(error) => {
                     if !pipe_failed {
@@ -187,7 +231,7 @@ async fn copy_burst(
     Ok(Burst::Moved(n))
 }
 
-/// One spliced burst: `source` socket → `pipe` → `destination` socket.
+/// One spliced burst of at most `max` bytes: `source` socket → `pipe` → `destination` socket.
 ///
 /// The invariant that makes tokio readiness correct: **we only splice socket → pipe when the pipe
 /// is empty** (it comes from the pool only drained). `EAGAIN` from socket → pipe can mean "socket
@@ -203,10 +247,11 @@ async fn splice_burst(
     source: SocketRef<'_>,
     destination: SocketRef<'_>,
     pipe: PipeGuard<'_>,
+    max: usize,
 ) -> Result<Burst, RelayError> {
     // Plain `try_io`, not `try_read_drained`: a short splice does not prove the socket empty
     // (the pipe also fills by slots — one per socket buffer — not only by bytes).
-    let capacity = pipe.capacity();
+    let capacity = pipe.capacity().min(max);
     let filled = source.try_io(Interest::READABLE, || {
         splice_io(source.as_fd(), pipe.write_end(), capacity)
     });
