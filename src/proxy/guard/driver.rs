@@ -6,10 +6,10 @@
 //! either forwarded (with everything after it, as it arrives — a 10 MB value is never buffered
 //! whole; on plain legs the rest of a large argument is not even read: the relay's [`Bypass`]
 //! splices exactly its bytes, and framing resumes after them) or, for AUTH / HELLO / RESET and
-//! names with a NUL, dropped to its end and replaced by
-//! what the rules say. Everything due upstream is written, in stream order, before the next
-//! read, so pipelined commands are never reordered and never held back longer than the rule for
-//! the command before them needs (its end, or a fresh IAM token for a re-AUTH).
+//! names with a NUL, dropped to its end and replaced by what the rules say. Everything due
+//! upstream is written, in stream order, before the next read, so pipelined commands are never
+//! reordered and never held back longer than the rule for the command before them needs (its
+//! end, or a fresh IAM token for a re-AUTH).
 //!
 //! Inspect mode adds one more hold: a command the session's command policy decides by its
 //! arguments (a subcommand, a first argument, keys under a key-restricted role: the observer's
@@ -61,7 +61,7 @@ pub const HOLD_CAP: usize = 64 * 1024;
 /// writes through the 64 KiB read buffer. Measured on a Unix client → TCP upstream (kernel 6.1,
 /// SET through the guard, 5 rounds each): splicing the rest of a 100 kB value (≈ 36 kB after
 /// the first read) cost 10 % more system CPU than copying it; for 1 MB values splicing cost
-/// 10 % less. Below this, copy.
+/// 6–10 % less. Below this, copy.
 const BYPASS_MIN: u64 = 256 * 1024;
 /// After a protocol error, how long the client's leftovers are discarded while Redis answers
 /// and closes, before the upstream is half-closed regardless.
