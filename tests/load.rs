@@ -42,7 +42,7 @@ const SPARE_FDS: u64 = 600;
 const HOLD: Duration = Duration::from_secs(60);
 /// Each session reads its key back this often (spread over the interval).
 const EVERY: Duration = Duration::from_secs(15);
-/// Connections being opened at once.
+/// Sessions being opened at once (connect to first reply).
 const OPENING: usize = 64;
 /// Descriptors wanted: the daemon holds two per session plus its own.
 const NOFILE: u64 = 65_536;
@@ -139,9 +139,11 @@ fn ten_thousand_sessions_held_with_traffic() {
                 let client = opener.open(transport, id);
                 let (stats, stop, ready) = (stats.clone(), stop.clone(), ready_tx.clone());
                 tasks.push(tokio::spawn(async move {
+                    // The permit is held until the session's first reply: a Unix connect
+                    // returns once queued, before the daemon accepts, so releasing it there let
+                    // a loaded daemon's accept queue overflow (connect: EAGAIN, seen in CI).
                     let client = client.await;
-                    drop(permit);
-                    session(client, id, stats, stop, ready).await
+                    session(client, id, stats, stop, ready, permit).await
                 }));
             }
             for _ in 0..per_transport {
@@ -347,6 +349,7 @@ async fn session(
     stats: Arc<Stats>,
     stop: Arc<tokio::sync::Notify>,
     ready: tokio::sync::mpsc::Sender<()>,
+    opening: tokio::sync::OwnedSemaphorePermit,
 ) {
     let stopped = stop.notified();
     tokio::pin!(stopped);
@@ -365,6 +368,7 @@ async fn session(
     {
         stats.error(e);
     }
+    drop(opening);
     let _ = ready.send(()).await;
     drop(ready);
     let get = resp(&["GET", &key]);
