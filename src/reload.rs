@@ -395,7 +395,7 @@ fn live_changes(old: &Live, new: &Live) -> Vec<Change> {
         handshake_timeout, upstream_connect_timeout, max_handshake_bytes, max_sessions,
         max_handshakes, max_handshakes_per_source, idle_timeout, max_session_age, drain_timeout,
         max_cert_ttl, command_audit_sample, command_audit_rate, reauth_interval,
-        warm_connections, warm_idle,
+        warm_connections, reuse_connections, warm_idle,
     }));
     changes
 }

@@ -72,6 +72,8 @@ struct RigOpts<'a> {
     connection_limit: Option<std::time::Duration>,
     /// `limits.warm_connections` (0: each session authenticates its own connection).
     warm: usize,
+    /// `limits.reuse_connections` (used connections kept for the next session).
+    reuse: usize,
 }
 
 impl Default for RigOpts<'_> {
@@ -90,6 +92,7 @@ impl Default for RigOpts<'_> {
             limits: "",
             connection_limit: None,
             warm: 0,
+            reuse: 0,
         }
     }
 }
@@ -128,8 +131,10 @@ state_dir = "{state}"
 [limits]
 handshake_timeout = "10s"
 # These tests count the tokens a session's own opening and re-AUTHs mint: no connections
-# authenticated ahead (`warm_connections_get_their_own_tokens` turns them on).
+# authenticated ahead (`warm_connections_get_their_own_tokens` turns them on), none reused
+# unless a test says so (`reuse`).
 warm_connections = {warm}
+reuse_connections = {reuse}
 {limits}
 [listeners.unix]
 directory = "{sock}"
@@ -158,6 +163,7 @@ unix_user = "{me}"
         limits = o.limits,
         relay = o.relay,
         warm = o.warm,
+        reuse = o.reuse,
     );
     let home_str = home.path().display().to_string();
     let missing = home.path().join("none").display().to_string();

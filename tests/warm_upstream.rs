@@ -3,7 +3,8 @@
 //! session's first command waits for neither a TCP + TLS dial nor an AUTH.
 //!
 //! Tried as an attacker would: a warm connection must never carry a previous session's state
-//! (each serves exactly one session, and has run nothing but the bastion's AUTH before it),
+//! (with `limits.reuse_connections = 0` each serves exactly one session, and has run nothing
+//! but the bastion's AUTH before it; reuse and its cleaning are `tests/reuse_upstream.rs`'s),
 //! never be authenticated as another db-user than the session's, never be one the upstream
 //! already closed, never go to an old definition of a re-pointed database, and the bastion must
 //! not keep connections to a database nobody uses. Redis' own `CLIENT LIST` / `CLIENT INFO`
@@ -64,13 +65,16 @@ async fn client_info(ep: &Endpoint) -> (Raw, String) {
     (c, text)
 }
 
-/// After a first session the database is warm; each later session gets one of the warm
-/// connections, each exactly once, and finds it fresh: authenticated as its db-user by the
-/// bastion and nothing else, db 0, no name — whatever the session before it did to its own
-/// connection (SELECT, CLIENT SETNAME) is not there, because that connection closed with it.
+/// With reuse off: after a first session the database is warm; each later session gets one of
+/// the warm connections, each exactly once, and finds it fresh: authenticated as its db-user
+/// by the bastion and nothing else, db 0, no name — whatever the session before it did to its
+/// own connection (SELECT, CLIENT SETNAME) is not there, because that connection closed with it.
 #[test]
 fn each_warm_connection_serves_one_session_and_ran_nothing_before_it() {
-    let s = Stack::start();
+    let s = Stack::start_with(StackOpts {
+        extra_limits: "reuse_connections = 0".into(),
+        ..StackOpts::default()
+    });
     let rt = rt();
     let ep = s.unix("plaindb");
     rt.block_on(async {
@@ -119,7 +123,11 @@ fn each_warm_connection_serves_one_session_and_ran_nothing_before_it() {
 fn a_warm_connection_the_upstream_closed_is_not_handed_out() {
     let rt = rt();
     for db in ["plaindb", "tlsdb"] {
-        let s = Stack::start();
+        // Reuse off: the first session's connection would make a third one ready.
+        let s = Stack::start_with(StackOpts {
+            extra_limits: "reuse_connections = 0".into(),
+            ..StackOpts::default()
+        });
         let ep = s.unix(db);
         rt.block_on(async {
             let mut first = Raw::connect(&ep).await.expect("connect");
@@ -140,7 +148,11 @@ fn a_warm_connection_the_upstream_closed_is_not_handed_out() {
 /// connections are closed.
 #[test]
 fn a_repointed_database_never_gets_a_connection_warmed_for_its_old_address() {
-    let a = Admin::start();
+    // Reuse off: the warm connections counted are those dialed ahead.
+    let a = Admin::start_with(StackOpts {
+        extra_limits: "reuse_connections = 0".into(),
+        ..StackOpts::default()
+    });
     let rt = rt();
     let old_port = a.stack.redis.plain_addr().port();
     let tls = a.stack.redis.tls_addr();
@@ -237,9 +249,12 @@ fn a_database_nobody_uses_keeps_no_warm_connections() {
 /// and still gets Redis' own reply (RESP3, the name set).
 #[test]
 fn a_connection_authenticated_ahead_serves_only_its_own_db_user() {
+    // Reuse off: these counts are of connections dialed ahead (`tests/reuse_upstream.rs` keeps
+    // reused ones to their db-user).
     let s = Stack::start_with(StackOpts {
         db_users: vec![APP.into(), OTHER.into()],
         extra_upstream_users: vec![OTHER.into()],
+        extra_limits: "reuse_connections = 0".into(),
         ..StackOpts::default()
     });
     let rt = rt();

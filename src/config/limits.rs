@@ -27,6 +27,10 @@ pub const DEFAULT_WARM_CONNECTIONS: usize = 2;
 /// The most warm connections per database a config may ask for.
 pub const MAX_WARM_CONNECTIONS: usize = 64;
 /// Default time a database stays warm after its last session (and a warm connection lives).
+/// Default `limits.reuse_connections`.
+pub const DEFAULT_REUSE_CONNECTIONS: usize = 256;
+/// The most `limits.reuse_connections` may say (per database and db-user).
+pub const MAX_REUSE_CONNECTIONS: usize = 1024;
 pub const DEFAULT_WARM_IDLE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -77,10 +81,16 @@ pub struct Limits {
     #[serde(default = "default_reauth_interval", deserialize_with = "de_duration")]
     pub reauth_interval: Duration,
     /// Upstream connections dialed and authenticated ahead, per database and db-user a session
-    /// was granted in the last `warm_idle` (0: none; every session dials its own). Each serves
-    /// one session; a used connection is never reused.
+    /// was granted in the last `warm_idle` (0: none; every session dials its own, and no connection
+    /// is reused). Each serves one session at a time.
     #[serde(default = "default_warm_connections")]
     pub warm_connections: usize,
+    /// How many upstream connections per database and db-user may wait for the next session
+    /// after a session ended cleanly (`proxy/upstream/warm.rs`: a Unix client gone between two
+    /// commands, guard mode, plaintext upstream; `RESET`, a nonce `ECHO` and a fresh AUTH first).
+    /// 0: a used connection is always closed.
+    #[serde(default = "default_reuse_connections")]
+    pub reuse_connections: usize,
     /// How long a database stays warm after its last session, and the most a warm connection
     /// waits before it is closed.
     #[serde(default = "default_warm_idle", deserialize_with = "de_duration")]
@@ -123,6 +133,7 @@ impl Default for Limits {
             command_audit_rate: DEFAULT_COMMAND_AUDIT_RATE,
             reauth_interval: DEFAULT_REAUTH_INTERVAL,
             warm_connections: DEFAULT_WARM_CONNECTIONS,
+            reuse_connections: DEFAULT_REUSE_CONNECTIONS,
             warm_idle: DEFAULT_WARM_IDLE,
         }
     }
@@ -148,6 +159,9 @@ fn default_max_cert_ttl() -> Duration {
 }
 fn default_warm_connections() -> usize {
     DEFAULT_WARM_CONNECTIONS
+}
+fn default_reuse_connections() -> usize {
+    DEFAULT_REUSE_CONNECTIONS
 }
 fn default_warm_idle() -> Duration {
     DEFAULT_WARM_IDLE

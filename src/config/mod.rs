@@ -43,8 +43,8 @@ pub use fuzz::fuzz_config;
 pub use limits::{
     Limits, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CERT_TTL,
     DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_SOURCE, DEFAULT_MAX_HANDSHAKE_BYTES,
-    DEFAULT_MAX_SESSIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT, DEFAULT_WARM_CONNECTIONS,
-    DEFAULT_WARM_IDLE, MAX_WARM_CONNECTIONS,
+    DEFAULT_MAX_SESSIONS, DEFAULT_REUSE_CONNECTIONS, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+    DEFAULT_WARM_CONNECTIONS, DEFAULT_WARM_IDLE, MAX_REUSE_CONNECTIONS, MAX_WARM_CONNECTIONS,
 };
 use listeners::Listeners;
 pub use listeners::{TcpRouting, UnixListenerConfig};
@@ -335,6 +335,7 @@ unix_user = "alice"
         for (limits, key) in [
             ("warm_idle = \"500ms\"", "limits.warm_idle"),
             ("warm_connections = 65", "limits.warm_connections"),
+            ("reuse_connections = 1025", "limits.reuse_connections"),
         ] {
             let text = SAMPLE.replace("[limits]\n", &format!("[limits]\n{limits}\n"));
             let e = Config::parse(&text, Path::new("t.toml"))

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{
     check_name, AdminConfig, Boot, Config, ConfigError, DatabaseConfig, ImdsConfig, Limits,
     Listeners, Live, MetricsConfig, RoleConfig, Seed, TcpRouting, UserConfig,
-    DEFAULT_IMDS_TOKEN_TTL, MAX_WARM_CONNECTIONS,
+    DEFAULT_IMDS_TOKEN_TTL, MAX_REUSE_CONNECTIONS, MAX_WARM_CONNECTIONS,
 };
 
 /// The whole file as written.
@@ -123,6 +123,12 @@ impl RawConfig {
             return Err(ConfigError::invalid(
                 "limits.warm_connections",
                 format!("must be at most {MAX_WARM_CONNECTIONS}"),
+            ));
+        }
+        if self.limits.reuse_connections > MAX_REUSE_CONNECTIONS {
+            return Err(ConfigError::invalid(
+                "limits.reuse_connections",
+                format!("must be at most {MAX_REUSE_CONNECTIONS}"),
             ));
         }
         if !(0.0..=1.0).contains(&self.limits.command_audit_sample) {

@@ -47,7 +47,7 @@ use crate::proxy::ktls::{self, Tls, TlsMode};
 use crate::proxy::registry::{Grant, Registered, StopReason, Transport};
 use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
 use crate::proxy::shared::Shared;
-use crate::proxy::upstream::UpstreamStream;
+use crate::proxy::upstream::{warm, UpstreamStream};
 use handshake::GuardStart;
 use span::{Quiet, SessionSpan};
 
@@ -223,7 +223,7 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
                 None => Err(Unidentified::UnboundUid(c.uid).into()),
             },
         };
-        run(
+        let kept = run(
             &shared,
             &session,
             Either::Right(stream),
@@ -233,6 +233,16 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
             (deadline, handshake, &relay_quiet),
         )
         .await;
+        // The session is over (no longer listed); its upstream connection may serve another.
+        drop(session);
+        if let Some(Kept {
+            database,
+            db_user,
+            stream,
+        }) = kept
+        {
+            warm::reuse(&shared, &database, db_user.as_deref(), stream).await;
+        }
     };
     SessionSpan::new(quiet, work).await
 }
@@ -278,7 +288,7 @@ async fn run(
     db: Result<String, Refusal>,
     facts: SessionFacts,
     (deadline, handshake, quiet): (Instant, InFlight, &Quiet),
-) {
+) -> Option<Kept> {
     let mut ctx = Context::new(session, facts);
     // A session slot (`limits.max_sessions`) is taken only once the client is identified, so
     // connections that never say who they are cannot lock identified ones out.
@@ -288,7 +298,8 @@ async fn run(
             Some(slot) => Some(slot),
             None => {
                 let refusal = Refusal::SessionLimit;
-                return Box::pin(refuse(shared, &mut client, &ctx.facts, &refusal)).await;
+                Box::pin(refuse(shared, &mut client, &ctx.facts, &refusal)).await;
+                return None;
             }
         },
     };
@@ -308,8 +319,11 @@ async fn run(
             }
         });
     let mut ready = match session.unless_stopped(work).await {
-        None => return audit_stopped(shared, session, &ctx.facts),
-        Some(None) => return,
+        None => {
+            audit_stopped(shared, session, &ctx.facts);
+            return None;
+        }
+        Some(None) => return None,
         Some(Some(ready)) => ready,
     };
     let facts = ctx.facts;
@@ -341,6 +355,7 @@ async fn run(
     };
     // Each mode's relay below is boxed (once per session): the task then holds the state of
     // the mode this session runs, not of the largest one.
+    let mut kept = None;
     let outcome = match ready.guard {
         // `relay = "guard"`: the requests go through the command guard, replies as before.
         Some(GuardStart {
@@ -401,10 +416,30 @@ async fn run(
             } else {
                 let requests = Guard::new(policy, pipelined);
                 let counters = session.counters();
-                Box::pin(relay::relay_filtered_until(
-                    client, upstream, counters, stop, requests,
+                // A Unix client that leaves between two commands may leave its plaintext
+                // upstream connection to the warm pool, which cleans it for the next session
+                // of this database and db-user (`upstream/warm.rs`).
+                let limits = shared.limits();
+                let reclaim = relay::Reclaim::default();
+                let reuse = limits.reuse_connections > 0 && limits.warm_connections > 0;
+                let outcome = Box::pin(relay::relay_filtered_until(
+                    client,
+                    upstream,
+                    counters,
+                    stop,
+                    (requests, reuse.then_some(&reclaim)),
                 ))
-                .await
+                .await;
+                if let Some(stream) = reclaim.take() {
+                    if outcome.closed == Closed::By(Side::Client) {
+                        kept = Some(Kept {
+                            database: database.clone(),
+                            db_user: db_user.clone(),
+                            stream,
+                        });
+                    }
+                }
+                outcome
             }
         }
         None => {
@@ -430,6 +465,15 @@ async fn run(
     let end = ended(&outcome, started.elapsed(), (stopped.0, &stopped.1), tls);
     shared.metrics.session_ended(&end);
     audit::session_end(&facts, &end);
+    kept
+}
+
+/// An upstream connection a session left open for reuse (`relay::Reclaim`), for the warm pool
+/// to clean once the session is over (`upstream::warm::reuse`).
+struct Kept {
+    database: Arc<crate::catalog::Database>,
+    db_user: Option<String>,
+    stream: tokio::net::TcpStream,
 }
 
 /// The `session.end` facts of a relay `outcome`; `stopped` is who ended a session the bastion
@@ -720,7 +764,7 @@ mod tests {
                           c: &'static relay::Counters,
                           d: std::future::Pending<()>,
                           e: Guard<SessionPolicy<'static>>| {
-                relay::relay_filtered_until(a, b, c, d, e)
+                relay::relay_filtered_until(a, b, c, d, (e, None))
             });
         assert!(guarded <= 4 * 1024, "guard relay future is {guarded} bytes");
     }

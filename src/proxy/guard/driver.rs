@@ -349,7 +349,15 @@ impl<P: Policy, O: Observer> Requests for Guard<P, O> {
                 },
             };
             let chunk = match read {
-                Ok(chunk) if chunk.is_empty() => return sink.shutdown().await,
+                // The client's EOF. Between two commands, with the client gone for good, the
+                // relay may keep the upstream connection for another session (the warm pool
+                // cleans it first); else the EOF goes upstream, as a direct client's would.
+                Ok(chunk) if chunk.is_empty() => {
+                    if state.between() && state.out.is_empty() && bypass.keep_upstream() {
+                        return Ok(());
+                    }
+                    return sink.shutdown().await;
+                }
                 Ok(chunk) => chunk,
                 // A TLS peer closing without close_notify is a close (see relay/copy.rs).
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return sink.shutdown().await,

@@ -43,7 +43,7 @@ pub(super) async fn run(
         client_write,
         counters.for_direction(Direction::UpstreamToClient),
     ));
-    drive(up, down).await
+    drive(up, down, &|| false).await
 }
 
 pub(super) fn into_stream(leg: Leg) -> Box<dyn Stream> {

@@ -46,6 +46,33 @@ pub trait Bypass: Sync {
     /// Move at most `max` bytes of the client's stream to the upstream, waiting until the
     /// client has some.
     fn pass(&self, max: u64) -> impl Future<Output = Result<Passed, RelayError>> + Send;
+
+    /// The client sent EOF between two commands, everything before it written upstream: may
+    /// the filter leave the upstream connection open (not half-closed) for the relay to hand
+    /// back through its [`Reclaim`] instead of finishing the session's replies? Yes only where
+    /// the relay was given a `Reclaim`, the upstream is a plaintext TCP socket and the client
+    /// is gone for good (a Unix client that closed its socket, so no reply is wanted). The
+    /// filter must then return without writing another byte.
+    fn keep_upstream(&self) -> bool {
+        false
+    }
+}
+
+/// Where the relay hands back a plaintext TCP upstream connection a filter kept
+/// ([`Bypass::keep_upstream`]), for the warm pool to clean and reuse (`upstream/warm.rs`).
+/// Set only when the relay ended with the client's EOF first.
+#[derive(Debug, Default)]
+pub struct Reclaim(std::sync::Mutex<Option<tokio::net::TcpStream>>);
+
+impl Reclaim {
+    /// The kept connection, if the relay left one.
+    pub fn take(&self) -> Option<tokio::net::TcpStream> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub(super) fn put(&self, stream: tokio::net::TcpStream) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+    }
 }
 
 /// What a [`Bypass::pass`] did.
@@ -71,16 +98,19 @@ impl Bypass for NoBypass {
 /// [`super::relay_until`] with the requests direction run by `requests`. The outcome reports
 /// each direction as the path its bytes took: on plain legs the replies are spliced when bulk,
 /// copied when small, and the requests are spliced where the filter let large arguments by
-/// ([`Bypass`]), else copied.
+/// ([`Bypass`]), else copied. With `reclaim`, a plain TCP upstream the filter kept at a Unix
+/// client's final EOF ([`Bypass::keep_upstream`]) is left there, open, instead of closed.
 pub async fn relay_filtered_until<F: Requests>(
     client: Leg,
     upstream: Leg,
     counters: &Counters,
     stop: impl Future<Output = ()>,
-    requests: F,
+    (requests, reclaim): (F, Option<&Reclaim>),
 ) -> Outcome {
     let path = select_path(&client, &upstream);
-    let moved = pin!(move_filtered(path, client, upstream, counters, requests));
+    let moved = pin!(move_filtered(
+        path, client, upstream, counters, requests, reclaim
+    ));
     super::until(path, moved, counters, stop).await
 }
 
@@ -143,10 +173,11 @@ async fn move_filtered<F: Requests>(
     upstream: Leg,
     counters: &Counters,
     requests: F,
+    reclaim: Option<&Reclaim>,
 ) -> Result<Side, RelayError> {
     let (client, upstream) = match path {
         Path::Splice => match splice::Plan::new(client, upstream) {
-            Ok(plan) => return plan.run_filtered(counters, requests).await,
+            Ok(plan) => return plan.run_filtered(counters, requests, reclaim).await,
             Err(legs) => legs,
         },
         Path::Copy => (client, upstream),
@@ -198,7 +229,7 @@ where
         counters.for_direction(Direction::UpstreamToClient),
         watch,
     ));
-    super::drive(up, down).await
+    super::drive(up, down, &|| false).await
 }
 
 #[cfg(test)]
@@ -321,8 +352,13 @@ mod tests {
             head: 4,
             pass: 100_000,
         };
-        let relay =
-            relay_filtered_until(client, upstream, &counters, std::future::pending(), filter);
+        let relay = relay_filtered_until(
+            client,
+            upstream,
+            &counters,
+            std::future::pending(),
+            (filter, None),
+        );
         let peers = async {
             let mut sent = b"abcd".to_vec();
             sent.extend(std::iter::repeat_n(b'x', 100_000));
@@ -386,8 +422,13 @@ mod tests {
         mut u: impl AsyncReadExt + AsyncWriteExt + Unpin,
     ) -> Outcome {
         let counters = Counters::default();
-        let relay =
-            relay_filtered_until(client, upstream, &counters, std::future::pending(), Upper);
+        let relay = relay_filtered_until(
+            client,
+            upstream,
+            &counters,
+            std::future::pending(),
+            (Upper, None),
+        );
         let peers = async {
             c.write_all(b"ping\r\n").await.unwrap();
             c.flush().await.unwrap();

@@ -49,7 +49,7 @@ use crate::proxy::ktls::KtlsSocket;
 
 pub use copy::{read_pooled, Chunk, Edit, Watch};
 pub use filtered::{
-    relay_filtered_until, relay_inspected_until, Bypass, NoBypass, Passed, Requests,
+    relay_filtered_until, relay_inspected_until, Bypass, NoBypass, Passed, Reclaim, Requests,
 };
 pub use handover::Handover;
 
@@ -435,9 +435,14 @@ impl Counters {
 /// The directions are pinned by the caller (`std::pin::pin!`) and borrowed here: taken by value,
 /// each would be stored twice in the session's future (once as an argument, once pinned), and
 /// an idle session holds that future for its whole life.
+///
+/// `kept` is asked once, when the requests direction ends first: `true` (its filter kept the
+/// upstream connection for reuse, the client being gone) returns at once, the replies direction
+/// dropped mid-flight like on an error — nobody is left to read them.
 async fn drive<A, B>(
     mut client_to_upstream: Pin<&mut A>,
     mut upstream_to_client: Pin<&mut B>,
+    kept: &(dyn Fn() -> bool + Sync),
 ) -> Result<Side, RelayError>
 where
     A: Future<Output = Result<(), RelayError>>,
@@ -470,6 +475,7 @@ where
     })
     .await?;
     match first {
+        Side::Client if kept() => {}
         Side::Client => upstream_to_client.await?,
         Side::Upstream => client_to_upstream.await?,
     }

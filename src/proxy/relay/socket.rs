@@ -142,6 +142,21 @@ impl SocketRef<'_> {
             .map_err(io::Error::from)
     }
 
+    /// A Unix client that closed its socket, not only its sending half: nobody is left to read
+    /// a reply (`POLLHUP`: both directions shut). One `poll(2)` that does not wait. TCP (and
+    /// kTLS) peers: never — a FIN says only that the peer sends no more.
+    pub(super) fn peer_gone(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let SocketRef::Unix(_) = self else {
+            return false;
+        };
+        let mut fds = [PollFd::new(self.as_fd(), PollFlags::empty())];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+    }
+
     /// After a failed splice from this socket: if it is a kTLS socket and the failure means a
     /// non-data record (TLS 1.3 NewSessionTicket, KeyUpdate, an alert) is at the head of its
     /// queue, take and handle that record.

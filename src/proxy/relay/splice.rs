@@ -21,11 +21,12 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{splice, SpliceFFlags};
 use tokio::io::Interest;
 
-use super::filtered::{Bypass, Passed};
+use super::filtered::{Bypass, Passed, Reclaim};
 use super::pool::{Buffer, PipeGuard};
 use super::socket::{Socket, SocketIo, SocketRef};
 use super::{drive, Counters, Direction, Leg, Path, RelayError, Requests, Side};
@@ -70,37 +71,51 @@ impl Plan {
             client,
             counters
         ));
-        drive(up, down).await
+        drive(up, down, &|| false).await
     }
 
     /// Run `requests` (client → upstream, reading and writing the sockets through readiness)
     /// beside the replies, moved as in [`Plan::run`], until both are done or one fails. The
-    /// filter may splice stretches it need not see ([`SpliceBypass`]).
+    /// filter may splice stretches it need not see ([`SpliceBypass`]), and with `reclaim` keep
+    /// a TCP upstream at a Unix client's final EOF: the replies direction is then dropped and
+    /// the upstream socket, open, left in `reclaim`.
     pub(super) async fn run_filtered<F: Requests>(
         self,
         counters: &Counters,
         requests: F,
+        reclaim: Option<&Reclaim>,
     ) -> Result<Side, RelayError> {
-        let (client, upstream) = (self.client.as_ref(), self.upstream.as_ref());
-        Direction::ClientToUpstream.trace_start(Path::Copy);
-        let bypass = SpliceBypass {
-            client,
-            upstream,
-            counters,
+        let kept = AtomicBool::new(false);
+        let first = {
+            let (client, upstream) = (self.client.as_ref(), self.upstream.as_ref());
+            Direction::ClientToUpstream.trace_start(Path::Copy);
+            let bypass = SpliceBypass {
+                client,
+                upstream,
+                counters,
+                reclaim: reclaim.is_some(),
+                kept: &kept,
+            };
+            let up = pin!(requests.run(
+                SocketIo(client),
+                SocketIo(upstream),
+                &bypass,
+                counters.for_direction(Direction::ClientToUpstream),
+            ));
+            let down = pin!(direction(
+                Direction::UpstreamToClient,
+                upstream,
+                client,
+                counters
+            ));
+            drive(up, down, &|| kept.load(Ordering::Relaxed)).await?
         };
-        let up = pin!(requests.run(
-            SocketIo(client),
-            SocketIo(upstream),
-            &bypass,
-            counters.for_direction(Direction::ClientToUpstream),
-        ));
-        let down = pin!(direction(
-            Direction::UpstreamToClient,
-            upstream,
-            client,
-            counters
-        ));
-        drive(up, down).await
+        if first == Side::Client && kept.load(Ordering::Relaxed) {
+            if let (Some(reclaim), Socket::Tcp(tcp)) = (reclaim, self.upstream) {
+                reclaim.put(tcp);
+            }
+        }
+        Ok(first)
     }
 }
 
@@ -110,6 +125,10 @@ struct SpliceBypass<'a> {
     client: SocketRef<'a>,
     upstream: SocketRef<'a>,
     counters: &'a Counters,
+    /// The relay was given somewhere to leave a kept upstream.
+    reclaim: bool,
+    /// The filter kept the upstream ([`Bypass::keep_upstream`] said yes).
+    kept: &'a AtomicBool,
 }
 
 impl Bypass for SpliceBypass<'_> {
@@ -137,6 +156,15 @@ impl Bypass for SpliceBypass<'_> {
                 }
             }
         }
+    }
+
+    fn keep_upstream(&self) -> bool {
+        let keep =
+            self.reclaim && matches!(self.upstream, SocketRef::Tcp(_)) && self.client.peer_gone();
+        if keep {
+            self.kept.store(true, Ordering::Relaxed);
+        }
+        keep
     }
 }
 

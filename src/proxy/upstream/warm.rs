@@ -4,15 +4,22 @@
 //! so its first command goes upstream without waiting for a dial and an AUTH (set-up latency,
 //! issue 13: on a TLS upstream that is a TLS handshake and a round trip more).
 //!
-//! One owner per step: sessions only [`WarmPool::take`]; the [`run`] task alone dials,
-//! authenticates (with the one login, `upstream::login`), tops up and sweeps. A taken
-//! connection is the session's, like one it dialed itself: its HELLO (without AUTH), the relay
-//! and the close are the session's.
+//! And reuse: a session whose Unix client left between two commands (guard mode, plaintext
+//! upstream: `relay::Reclaim`) gives its connection back through [`reuse`], which cleans it
+//! ([`clean`]: `RESET`, a nonce-named command whose exact answer proves the stream's end, then
+//! a fresh AUTH) before it joins the ready ones — connection churn then costs the upstream no
+//! new connection (issue 13).
+//!
+//! One owner per step: sessions only [`WarmPool::take`] and hand back to [`reuse`]; this module
+//! alone dials, cleans, authenticates (with the one login, `upstream::login`, in [`log_in`]),
+//! tops up and sweeps. A taken connection is the session's, like one it dialed itself: its
+//! HELLO (without AUTH), the relay and the close are the session's.
 //!
 //! What it must never do:
-//! - hand one connection to two sessions, or a used one to any: a connection is put in once,
-//!   right after its dial (and AUTH), and taken out once; nothing is ever returned to the pool
-//!   (a used connection carries a selected db, a name, subscriptions — another session's state);
+//! - hand one connection to two sessions at once, or a used one to any before [`clean`]
+//!   proved it at a command boundary with nothing of the old session left (a used connection
+//!   carries a selected db, a name, subscriptions, unread replies — another session's state),
+//!   or send a secret to a connection not so proven;
 //! - hand a connection authenticated as one db-user to a session granted another: connections
 //!   are kept per (database, db-user), the db-user being the one a session was granted (the
 //!   grant decides, never the pool); a database with auth mode `none` sends no AUTH at all;
@@ -37,7 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::UpstreamStream;
@@ -77,10 +85,15 @@ struct Warm {
     database: Arc<Database>,
     /// The db-user they are authenticated as.
     db_user: Option<String>,
-    /// Ready connections, when each was dialed and the password it logged in with, oldest first.
+    /// Ready connections, when each was dialed (or cleaned after a session) and the password it
+    /// logged in with, oldest first.
     ready: VecDeque<(UpstreamStream, Instant, Proof)>,
     /// Dials under way for this definition.
     dialing: usize,
+    /// Connections sessions gave back, being cleaned ([`reuse`]).
+    cleaning: usize,
+    /// No connection given back is taken before this (after a cleaning failed).
+    reuse_retry_at: Option<Instant>,
     /// The last time a session asked for a connection.
     wanted: Instant,
     /// No warm dial before this (after a failed one).
@@ -94,8 +107,10 @@ impl Warm {
             db_user,
             ready: VecDeque::new(),
             dialing: 0,
+            cleaning: 0,
             wanted: now,
             retry_at: None,
+            reuse_retry_at: None,
         }
     }
 }
@@ -170,29 +185,79 @@ impl WarmPool {
         (stream, proof): (UpstreamStream, Proof),
         limits: &Limits,
     ) {
+        self.current(database, db_user, |warm| {
+            warm.dialing = warm.dialing.saturating_sub(1);
+            if warm.ready.len() < limits.warm_connections {
+                warm.ready.push_back((stream, Instant::now(), proof));
+            }
+        });
+    }
+
+    /// Run `f` on the warm connections of `database` (this definition) for `db_user`, if the
+    /// pool still keeps them.
+    fn current<T>(
+        &self,
+        database: &Arc<Database>,
+        db_user: Option<&str>,
+        f: impl FnOnce(&mut Warm) -> T,
+    ) -> Option<T> {
         let mut state = lock(&self.state);
-        let Some(warm) = state.get_mut(&key(database, db_user)) else {
-            return;
-        };
-        if *warm.database != **database {
-            return;
+        let warm = state.get_mut(&key(database, db_user))?;
+        (*warm.database == **database).then(|| f(warm))
+    }
+
+    /// Room for a connection a session of `database` granted `db_user` gives back ([`reuse`]):
+    /// counted as being cleaned if there is. None when reuse is off, the definition changed, a
+    /// cleaning failed lately, or `limits.reuse_connections` are ready or being cleaned.
+    fn admit(&self, database: &Arc<Database>, db_user: Option<&str>, limits: &Limits) -> bool {
+        if limits.reuse_connections == 0 || limits.warm_connections == 0 {
+            return false;
         }
-        warm.dialing = warm.dialing.saturating_sub(1);
-        if warm.ready.len() < limits.warm_connections {
-            warm.ready.push_back((stream, Instant::now(), proof));
-        }
+        let now = Instant::now();
+        let room = limits.reuse_connections.max(limits.warm_connections);
+        self.current(database, db_user, |warm| {
+            let admit = warm.reuse_retry_at.is_none_or(|at| now >= at)
+                && warm.ready.len() + warm.cleaning < room;
+            warm.cleaning += usize::from(admit);
+            admit
+        })
+        .unwrap_or(false)
+    }
+
+    /// A connection given back came out of [`clean`]: ready if it is clean, the definition
+    /// still the wanted one and there is room; else closed, and after a failure nothing is
+    /// taken back for [`RETRY_AFTER`] (an upstream without `RESET` costs one try).
+    fn cleaned(
+        &self,
+        database: &Arc<Database>,
+        db_user: Option<&str>,
+        result: Result<(UpstreamStream, Proof), String>,
+        limits: &Limits,
+    ) {
+        let room = limits.reuse_connections.max(limits.warm_connections);
+        self.current(database, db_user, |warm| {
+            warm.cleaning = warm.cleaning.saturating_sub(1);
+            match result {
+                Ok((stream, proof)) => {
+                    if warm.ready.len() < room {
+                        warm.ready.push_back((stream, Instant::now(), proof));
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(db = %database.name, %error, "a used upstream connection was not clean: closed");
+                    warm.reuse_retry_at = Some(Instant::now() + RETRY_AFTER);
+                }
+            }
+        });
     }
 
     /// A warm dial (or its AUTH) for `database` and `db_user` failed: no other before
     /// [`RETRY_AFTER`].
     fn failed(&self, database: &Arc<Database>, db_user: Option<&str>, now: Instant) {
-        let mut state = lock(&self.state);
-        if let Some(warm) = state.get_mut(&key(database, db_user)) {
-            if *warm.database == **database {
-                warm.dialing = warm.dialing.saturating_sub(1);
-                warm.retry_at = Some(now + RETRY_AFTER);
-            }
-        }
+        self.current(database, db_user, |warm| {
+            warm.dialing = warm.dialing.saturating_sub(1);
+            warm.retry_at = Some(now + RETRY_AFTER);
+        });
     }
 
     /// Sweep, then say what to dial: connections older than `warm_idle` are closed; databases
@@ -216,7 +281,8 @@ impl WarmPool {
             if warm.retry_at.is_some_and(|at| now < at) {
                 continue;
             }
-            let have = warm.ready.len() + warm.dialing;
+            // Connections being cleaned will be ready soon: no dial for them.
+            let have = warm.ready.len() + warm.dialing + warm.cleaning;
             for _ in have..limits.warm_connections {
                 warm.dialing += 1;
                 dial.push((warm.database.clone(), warm.db_user.clone()));
@@ -276,10 +342,27 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Dial `database` and, if it authenticates, log in as `db_user` (`AUTH [db-user] <secret>`,
-/// the session's own secret and login, a managed database's fallbacks included); with the
-/// [`Proof`] of the password that was accepted. A reply followed by more bytes is not a
-/// connection to keep. The error names no secret.
+/// Take back the upstream connection a session of `database` granted `db_user` used, the
+/// session having ended between two commands with its client gone (`relay::Reclaim`): if
+/// there is room ([`WarmPool::admit`]) it is cleaned ([`clean`]: `RESET`, the nonce, a fresh
+/// AUTH) and put with the ready ones; else, or if the cleaning fails, closed. Run by the
+/// session's task after the session ended (deregistered, its slot free), within
+/// `limits.handshake_timeout` (twice: the RESET, the AUTH).
+pub async fn reuse(
+    shared: &Shared,
+    database: &Arc<Database>,
+    db_user: Option<&str>,
+    stream: TcpStream,
+) {
+    let limits = shared.limits();
+    if !shared.warm.admit(database, db_user, &limits) {
+        return;
+    }
+    let result = clean(shared, database, db_user, stream, &limits).await;
+    shared.warm.cleaned(database, db_user, result, &limits);
+}
+
+/// Dial `database` and, if it authenticates, log in as `db_user` ([`log_in`]).
 async fn warm_up(
     shared: &Shared,
     database: &Database,
@@ -293,8 +376,23 @@ async fn warm_up(
         .await
         .map_err(|e| e.to_string())?;
     shared.metrics.upstream_connected(connecting.elapsed());
+    let proof = log_in(shared, &mut stream, database, db_user, limits).await?;
+    Ok((stream, proof))
+}
+
+/// If `database` authenticates, log in as `db_user` (`AUTH [db-user] <secret>`, the session's
+/// own secret and login, a managed database's fallbacks included): the [`Proof`] of the
+/// password that was accepted. A reply followed by more bytes is not a connection to keep.
+/// Within `limits.handshake_timeout`; the error names no secret.
+async fn log_in(
+    shared: &Shared,
+    stream: &mut UpstreamStream,
+    database: &Database,
+    db_user: Option<&str>,
+    limits: &Limits,
+) -> Result<Proof, String> {
     if !database.authenticates() {
-        return Ok((stream, None));
+        return Ok(None);
     }
     let login = async {
         let secret = super::auth_secret(database, db_user, &shared.credentials)
@@ -305,7 +403,7 @@ async fn warm_up(
             .ok_or("no secret to authenticate with")?;
         let authenticating = Instant::now();
         let (done, fallback) = super::login(
-            &mut stream,
+            stream,
             database,
             db_user,
             &opening,
@@ -327,10 +425,130 @@ async fn warm_up(
                 .proof(database, fallback.as_ref().or(secret.as_ref())),
         )
     };
-    let proof = tokio::time::timeout(limits.handshake_timeout, login)
+    tokio::time::timeout(limits.handshake_timeout, login)
         .await
-        .map_err(|_| "AUTH timed out".to_string())??;
+        .map_err(|_| "AUTH timed out".to_string())?
+}
+
+/// The most reply bytes [`clean`] reads past (a session's unread replies) before it gives up
+/// on a connection.
+const CLEAN_MAX_BYTES: u64 = 4 << 20;
+
+/// Make a connection a session used as good as a new one, or fail (the caller closes it).
+///
+/// The session ended between two commands (the guard framed every byte it sent), so what the
+/// upstream still has of it is whole commands and their replies. `RESET` ends everything a
+/// connection carries (a transaction, WATCHes, subscriptions, MONITOR, tracking, the selected
+/// db, the name, RESP3, READONLY, CLIENT REPLY OFF, the login). Right behind it goes a command
+/// no server has, named after a fresh random nonce: Redis answers an unknown command, naming
+/// it, even to a connection not logged in (the one reply that echoes the caller's bytes before
+/// AUTH). So the stream ends, exactly, with `+RESET` and an error line holding the nonce: every
+/// byte before is the old session's (discarded unread, at most [`CLEAN_MAX_BYTES`]), and
+/// nothing may follow. Nobody else can write the nonce, and in a command left unfinished our
+/// bytes could only come back inside a bulk reply, never as those two lines. A command still
+/// blocked (BLPOP), a script, or an upstream without `RESET` never answers: the connection is
+/// closed at `limits.handshake_timeout`. Only then is the login sent, as on a fresh connection
+/// ([`log_in`]): no secret goes to a connection not proven clean and at a command boundary.
+/// (Each cleaning counts one `ERR` in the upstream's `INFO errorstats`.)
+async fn clean(
+    shared: &Shared,
+    database: &Database,
+    db_user: Option<&str>,
+    mut stream: TcpStream,
+    limits: &Limits,
+) -> Result<(UpstreamStream, Proof), String> {
+    let nonce = nonce()?;
+    let marker = format!("bastion-clean-{nonce}");
+    let request = format!(
+        "*1\r\n$5\r\nRESET\r\n*1\r\n${}\r\n{marker}\r\n",
+        marker.len()
+    );
+    let reset = async {
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("sending RESET: {e}"))?;
+        read_through(&mut stream, nonce.as_bytes(), CLEAN_MAX_BYTES).await
+    };
+    tokio::time::timeout(limits.handshake_timeout, reset)
+        .await
+        .map_err(|_| "no RESET reply in time (a blocked command, or no RESET)".to_string())??;
+    let mut stream = tokio_util::either::Either::Left(stream);
+    let proof = log_in(shared, &mut stream, database, db_user, limits).await?;
     Ok((stream, proof))
+}
+
+/// 32 hex digits from the system's random source.
+fn nonce() -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no random bytes for the RESET nonce".to_string())?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// How many of the stream's last bytes [`read_through`] keeps to look at: the `+RESET` line
+/// and the error line (Redis cuts the command name at 128 bytes).
+const CLEAN_WINDOW: usize = 1024;
+
+/// Read `stream` until it ends with `+RESET` and an error line holding `nonce`
+/// ([`reset_answered`]), reading at most `max` bytes. An error on EOF, on too many bytes, or
+/// once the nonce came in any other shape (bytes after it, no `+RESET` before it).
+async fn read_through<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    nonce: &[u8],
+    max: u64,
+) -> Result<(), String> {
+    let mut window: Vec<u8> = Vec::with_capacity(2 * CLEAN_WINDOW);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("reading the RESET reply: {e}"))?;
+        if n == 0 {
+            return Err("the upstream closed the connection".to_string());
+        }
+        total += n as u64;
+        if total > max {
+            return Err(format!("more than {max} bytes before the RESET reply"));
+        }
+        window.extend_from_slice(&buf[..n]);
+        if window.len() > CLEAN_WINDOW {
+            window.drain(..window.len() - CLEAN_WINDOW);
+        }
+        match reset_answered(&window, nonce) {
+            Some(true) => return Ok(()),
+            Some(false) => return Err("the RESET reply is not the end of the stream".to_string()),
+            None => {}
+        }
+    }
+}
+
+/// Whether the stream's last bytes `window` end with the answer to `RESET` and the nonce's
+/// unknown command: `Some(true)` if they end exactly with `+RESET\r\n`, then one line that
+/// starts with `-` and holds `nonce`, then `\r\n`; `Some(false)` if the nonce is there in any
+/// other shape; `None` while it is not there yet (or its line is not finished).
+fn reset_answered(window: &[u8], nonce: &[u8]) -> Option<bool> {
+    let at = window.windows(nonce.len()).rposition(|w| w == nonce)?;
+    let rest = &window[at + nonce.len()..];
+    let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+    if line_end + 2 != rest.len() {
+        return Some(false);
+    }
+    let before = &window[..at];
+    let line_start = before
+        .windows(2)
+        .rposition(|w| w == b"\r\n")
+        .map_or(0, |i| i + 2);
+    let reset = b"+RESET\r\n";
+    let ok = before[line_start..].starts_with(b"-")
+        && !before[line_start..].contains(&b'\n')
+        && before[..line_start].ends_with(reset)
+        && (line_start == reset.len() || before[..line_start - reset.len()].ends_with(b"\n"));
+    Some(ok)
 }
 
 /// Whether a connection that has sent nothing since its dial (or its AUTH, whose reply was
@@ -541,5 +759,80 @@ mod tests {
         };
         assert!(pool.take(&a, None, None, &off).is_none());
         assert!(pool.plan(&catalog, &off, Instant::now()).is_empty());
+    }
+
+    const NONCE: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn answer() -> Vec<u8> {
+        let mut a = b"+RESET\r\n-ERR unknown command 'bastion-clean-".to_vec();
+        a.extend_from_slice(NONCE);
+        a.extend_from_slice(b"', with args beginning with: \r\n");
+        a
+    }
+
+    #[test]
+    fn the_reset_answer_counts_only_as_the_last_two_lines() {
+        let answer = answer();
+        assert_eq!(reset_answered(&answer, NONCE), Some(true), "alone");
+        let old = [b"$3\r\nold\r\n:1\r\n".to_vec(), answer.clone()].concat();
+        assert_eq!(reset_answered(&old, NONCE), Some(true), "after old replies");
+        assert_eq!(
+            reset_answered(&answer[..answer.len() - 1], NONCE),
+            None,
+            "line not finished"
+        );
+        assert_eq!(reset_answered(b"$3\r\nold\r\n+RESET\r\n", NONCE), None);
+        let after = [answer.clone(), b"+PONG\r\n".to_vec()].concat();
+        assert_eq!(reset_answered(&after, NONCE), Some(false), "bytes after it");
+        // The nonce echoed back inside a bulk reply (our request absorbed by a command left
+        // unfinished): never the answer.
+        let mut echoed = b"$57\r\n*1\r\n$5\r\nRESET\r\n*1\r\n$46\r\nbastion-clean-".to_vec();
+        echoed.extend_from_slice(NONCE);
+        echoed.extend_from_slice(b"\r\n");
+        assert_eq!(reset_answered(&echoed, NONCE), Some(false), "echoed");
+        // A status `+RESET` a script returned, then the nonce not in an error line.
+        let mut forged = b"+RESET\r\n+".to_vec();
+        forged.extend_from_slice(NONCE);
+        forged.extend_from_slice(b"\r\n");
+        assert_eq!(reset_answered(&forged, NONCE), Some(false), "not an error");
+        // `+RESET` glued to the end of another line is not a RESET reply.
+        let glued = [b"$5\r\nab".to_vec(), answer.clone()].concat();
+        assert_eq!(reset_answered(&glued, NONCE), Some(false), "glued");
+        assert_eq!(reset_answered(b"", NONCE), None);
+    }
+
+    #[tokio::test]
+    async fn reading_through_stops_exactly_at_the_answer_and_bounds_the_rest() {
+        use tokio::io::AsyncWriteExt;
+        // Megabytes of replies nobody read, in small writes, then the answer.
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            let mut chunk = vec![b'v'; 100_000];
+            chunk.extend_from_slice(b"\r\n");
+            for _ in 0..30 {
+                theirs.write_all(&chunk).await.unwrap();
+            }
+            theirs.write_all(&answer()).await.unwrap();
+            theirs
+        });
+        assert_eq!(read_through(&mut ours, NONCE, 4 << 20).await, Ok(()));
+        drop(writer.await.unwrap());
+        // Over the limit: refused before the answer.
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let chunk = vec![b'v'; 100_000];
+            for _ in 0..30 {
+                if theirs.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            let _ = theirs.write_all(&answer()).await;
+        });
+        let e = read_through(&mut ours, NONCE, 1 << 20).await.unwrap_err();
+        assert!(e.contains("more than"), "{e}");
+        // Closed before it.
+        let (mut ours, theirs) = tokio::io::duplex(1024);
+        drop(theirs);
+        assert!(read_through(&mut ours, NONCE, 4 << 20).await.is_err());
     }
 }
