@@ -634,7 +634,9 @@ async fn refuse(
     // Lingering close: closing with unread input makes the kernel send RST, which can destroy
     // the error reply before the client reads it. Drain (bounded) until the client closes too.
     let drain = async {
-        let mut sink = [0u8; 16 * 1024];
+        // On the heap: an array here would size every session's handshake future (moved, so
+        // copied, once per session when it is boxed), refused or not.
+        let mut sink = vec![0u8; 16 * 1024];
         let mut left = LINGER_BYTES;
         while left > 0 {
             match client.read(&mut sink).await {

@@ -485,7 +485,12 @@ fn nonce() -> Result<String, String> {
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| "no random bytes for the RESET nonce".to_string())?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        use std::fmt::Write;
+        let _ = write!(hex, "{b:02x}");
+    }
+    Ok(hex)
 }
 
 /// How many of the stream's last bytes [`read_through`] keeps to look at: the `+RESET` line
@@ -501,11 +506,13 @@ async fn read_through<S: AsyncRead + Unpin>(
     max: u64,
 ) -> Result<(), String> {
     let mut window: Vec<u8> = Vec::with_capacity(2 * CLEAN_WINDOW);
-    let mut buf = vec![0u8; 16 * 1024];
+    // Filled by `read_buf` (never zeroed): normally one read of a few dozen bytes.
+    let mut buf = Vec::with_capacity(16 * 1024);
     let mut total = 0u64;
     loop {
+        buf.clear();
         let n = stream
-            .read(&mut buf)
+            .read_buf(&mut buf)
             .await
             .map_err(|e| format!("reading the RESET reply: {e}"))?;
         if n == 0 {
