@@ -213,6 +213,33 @@ fn a_session_that_leaves_a_blocked_command_has_its_connection_closed() {
     assert_eq!(s.redis.query(&["LLEN", "blocked-queue"]), "1");
 }
 
+/// A session that leaves `CLIENT REPLY SKIP` behind would have Redis swallow the `+RESET`
+/// reply (RESET clears SKIP for the command after it, not for itself): without that line the
+/// cleaning cannot prove the stream's end, so the connection is closed, never reused.
+#[test]
+fn a_session_that_leaves_reply_skip_has_its_connection_closed() {
+    let s = Stack::start();
+    let rt = rt();
+    let ep = s.unix("plaindb");
+    let id = rt.block_on(async {
+        let (mut a, id, _) = session(&ep).await;
+        a.send(&support::raw::command_str(&["CLIENT", "REPLY", "SKIP"]))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(a);
+        id
+    });
+    closed(&s.redis, &id, "left CLIENT REPLY SKIP");
+    rt.block_on(async {
+        for _ in 0..5 {
+            let (mut c, got, _) = session(&ep).await;
+            assert_ne!(got, id);
+            assert_eq!(c.request_str(&["PING"]).await.unwrap(), b"+PONG\r\n");
+        }
+    });
+}
+
 /// Replies a session never read (3 MB of pipelined GETs, then gone) are read past, never
 /// delivered: the session that gets the connection next sees only its own replies.
 #[test]
