@@ -50,6 +50,13 @@ pub struct Metrics {
     managed_failing: Gauge<u64, AtomicU64>,
     managed_oldest_rotation: Gauge<i64, AtomicI64>,
     upstream_warm: Gauge<u64, AtomicU64>,
+    upstream_reuse: Family<Reuse, Counter>,
+}
+
+/// `outcome` of a used upstream connection given back (see [`Metrics::upstream_reuse`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reuse {
+    outcome: &'static str,
 }
 
 /// `reason`: the kind of a refusal (see [`Metrics::refused`]).
@@ -125,6 +132,7 @@ impl Metrics {
             sessions_open: Gauge::default(),
             sessions_started: Counter::default(),
             sessions_refused: Family::default(),
+            upstream_reuse: Family::default(),
             handshakes_in_flight: Gauge::default(),
             relay_bytes: Family::default(),
             upstream_connect: latency(),
@@ -195,6 +203,12 @@ impl Metrics {
             "upstream_warm_connections",
             "Upstream connections dialed (and authenticated) ahead, ready for a session",
             m.upstream_warm.clone(),
+        );
+        registry.register(
+            "upstream_reuse",
+            "Used upstream connections given back after a session: kept (cleaned, logged in \
+             again), not_clean (closed: the cleaning failed) or no_room (closed)",
+            m.upstream_reuse.clone(),
         );
         registry.register(
             "aws_credentials_expiry_timestamp_seconds",
@@ -268,6 +282,12 @@ impl Metrics {
 
     pub fn upstream_authenticated(&self, took: Duration) {
         self.upstream_auth.observe(took.as_secs_f64());
+    }
+
+    /// A used upstream connection was given back for reuse; `outcome` is `kept`, `not_clean`
+    /// or `no_room` (`proxy/upstream/warm.rs`).
+    pub fn upstream_reuse(&self, outcome: &'static str) {
+        self.upstream_reuse.get_or_create(&Reuse { outcome }).inc();
     }
 
     /// The expiry of the credentials last loaded (`None`: none, or they never expire).
@@ -365,6 +385,9 @@ mod tests {
         m.upstream_connected(Duration::from_millis(3));
         m.upstream_authenticated(Duration::from_millis(1));
         m.session_ended(&end(10, 32));
+        m.upstream_reuse("kept");
+        m.upstream_reuse("kept");
+        m.upstream_reuse("not_clean");
         m.set_store(StoreFigures {
             seq: 7,
             log_bytes: 1000,
@@ -376,6 +399,8 @@ mod tests {
         let has = |name: &str, v: f64| assert_eq!(sample(&page, name), Some(v), "{name}\n{page}");
         has("bastion_handshakes_in_flight", 0.0);
         has("bastion_sessions_open", 1.0);
+        has("bastion_upstream_reuse_total{outcome=\"kept\"}", 2.0);
+        has("bastion_upstream_reuse_total{outcome=\"not_clean\"}", 1.0);
         has("bastion_sessions_started_total", 1.0);
         has("bastion_sessions_refused_total{reason=\"denied\"}", 2.0);
         has(

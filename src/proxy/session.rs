@@ -241,7 +241,9 @@ pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, pat
             stream,
         }) = kept
         {
-            warm::reuse(&shared, &database, db_user.as_deref(), stream).await;
+            // Boxed: inline, the cleaning's state (a login's buffers) would size every
+            // session's task for its whole life, reused or not.
+            Box::pin(warm::reuse(&shared, &database, db_user.as_deref(), stream)).await;
         }
     };
     SessionSpan::new(quiet, work).await

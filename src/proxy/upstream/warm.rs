@@ -356,9 +356,13 @@ pub async fn reuse(
 ) {
     let limits = shared.limits();
     if !shared.warm.admit(database, db_user, &limits) {
+        shared.metrics.upstream_reuse("no_room");
         return;
     }
     let result = clean(shared, database, db_user, stream, &limits).await;
+    shared
+        .metrics
+        .upstream_reuse(if result.is_ok() { "kept" } else { "not_clean" });
     shared.warm.cleaned(database, db_user, result, &limits);
 }
 
