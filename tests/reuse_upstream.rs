@@ -66,6 +66,16 @@ async fn until_reused(ep: &Endpoint, leave: &[Vec<u8>], read: Option<usize>) -> 
     panic!("40 sessions, no connection reused")
 }
 
+/// A session that sends `bytes`, waits for the guard to have read them, and closes: the id
+/// of the upstream connection it was on.
+async fn leave_after(ep: &Endpoint, bytes: &[u8]) -> String {
+    let (mut a, id, _) = session(ep).await;
+    a.send(bytes).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(a);
+    id
+}
+
 /// Connection `id` is closed within 30 s (the cleaning gives up after `handshake_timeout`).
 #[track_caller]
 fn closed(redis: &RedisServer, id: &str, why: &str) {
@@ -164,14 +174,7 @@ fn a_session_that_leaves_mid_command_never_passes_its_connection_on() {
         b"SET leak ".to_vec(),
     ];
     for partial in partials {
-        let id = rt.block_on(async {
-            let (mut a, id, _) = session(&ep).await;
-            a.send(&partial).await.unwrap();
-            // Let the guard read the partial command before the EOF.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            drop(a);
-            id
-        });
+        let id = rt.block_on(leave_after(&ep, &partial));
         closed(&s.redis, &id, "left mid-command");
         assert_eq!(
             s.redis.query(&["EXISTS", "leak"]),
@@ -199,15 +202,8 @@ fn a_session_that_leaves_a_blocked_command_has_its_connection_closed() {
     });
     let rt = rt();
     let ep = s.unix("plaindb");
-    let id = rt.block_on(async {
-        let (mut a, id, _) = session(&ep).await;
-        a.send(&support::raw::command_str(&["BLPOP", "blocked-queue", "0"]))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        drop(a);
-        id
-    });
+    let command = support::raw::command_str(&["BLPOP", "blocked-queue", "0"]);
+    let id = rt.block_on(leave_after(&ep, &command));
     closed(&s.redis, &id, "left blocked");
     assert_eq!(s.redis.query(&["LPUSH", "blocked-queue", "x"]), "1");
     assert_eq!(s.redis.query(&["LLEN", "blocked-queue"]), "1");
@@ -221,15 +217,8 @@ fn a_session_that_leaves_reply_skip_has_its_connection_closed() {
     let s = Stack::start();
     let rt = rt();
     let ep = s.unix("plaindb");
-    let id = rt.block_on(async {
-        let (mut a, id, _) = session(&ep).await;
-        a.send(&support::raw::command_str(&["CLIENT", "REPLY", "SKIP"]))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        drop(a);
-        id
-    });
+    let command = support::raw::command_str(&["CLIENT", "REPLY", "SKIP"]);
+    let id = rt.block_on(leave_after(&ep, &command));
     closed(&s.redis, &id, "left CLIENT REPLY SKIP");
     rt.block_on(async {
         for _ in 0..5 {
