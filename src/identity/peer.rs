@@ -1,6 +1,8 @@
 //! Unix-socket peer credentials (SO_PEERCRED) — the SSH-forwarding identity.
 
-use tokio::net::UnixStream;
+use std::os::fd::AsFd;
+
+use nix::sys::socket::{getsockopt, sockopt};
 
 /// The kernel's view of who is on the other end of a Unix socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,11 +13,11 @@ pub struct PeerCred {
 }
 
 /// Ask the kernel (SO_PEERCRED): the credentials the peer had when it called connect(2).
-pub fn peer_cred(stream: &UnixStream) -> std::io::Result<PeerCred> {
-    let cred = stream.peer_cred()?;
+pub fn peer_cred(stream: &impl AsFd) -> std::io::Result<PeerCred> {
+    let cred = getsockopt(stream, sockopt::PeerCredentials)?;
     Ok(PeerCred {
         uid: cred.uid(),
         gid: cred.gid(),
-        pid: cred.pid(),
+        pid: Some(cred.pid()),
     })
 }

@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, TcpRouting, UnixListenerConfig};
+use crate::proxy::relay::UnixAcceptor;
 use crate::proxy::session::{self, TlsListenerSpec};
 use crate::proxy::shared::Shared;
 
@@ -183,9 +184,17 @@ pub async fn run(
 
 /// The accept loop of one `<dir>/<db>.sock`.
 async fn accept_unix(listener: UnixListener, db: String, path: PathBuf, shared: Arc<Shared>) {
+    // Accepted connections are registered for reads only (`relay::UnixSocket`).
+    let listener = match UnixAcceptor::new(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot accept on the Unix socket");
+            return;
+        }
+    };
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;

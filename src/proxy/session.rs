@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -45,7 +45,7 @@ use crate::proxy::handshake::{error_reply, protocol_error_reply};
 use crate::proxy::inspect::{AuditSettings, Inspection};
 use crate::proxy::ktls::{self, Tls, TlsMode};
 use crate::proxy::registry::{Grant, Registered, StopReason, Transport};
-use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side};
+use crate::proxy::relay::{self, Closed, Leg, Outcome, Path, Side, UnixSocket};
 use crate::proxy::shared::Shared;
 use crate::proxy::upstream::{warm, UpstreamStream};
 use handshake::GuardStart;
@@ -181,7 +181,7 @@ pub async fn serve_tls(
 }
 
 /// A session that arrived on `<dir>/<db>.sock`.
-pub async fn serve_unix(shared: Arc<Shared>, stream: UnixStream, db: String, path: PathBuf) {
+pub async fn serve_unix(shared: Arc<Shared>, stream: UnixSocket, db: String, path: PathBuf) {
     let id = shared.next_id();
     let cred = identity::peer::peer_cred(&stream);
     let client = match &cred {
@@ -661,7 +661,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 
 /// The client side of a session before it becomes a relay [`Leg`]: mTLS (records in the
 /// kernel or in rustls) or a Unix socket.
-type ClientStream = Either<Tls<TlsStream<TcpStream>>, UnixStream>;
+type ClientStream = Either<Tls<TlsStream<TcpStream>>, UnixSocket>;
 
 fn client_leg(stream: ClientStream) -> Leg {
     match stream {

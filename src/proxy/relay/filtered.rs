@@ -237,7 +237,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::time::timeout;
 
-    use super::super::testutil::{tcp_pair, tls_pair, unix_pair, HANG_GUARD};
+    use super::super::testutil::{tcp_pair, tls_pair, unix_leg, unix_pair, HANG_GUARD};
     use super::*;
 
     /// A filter that upper-cases what it forwards: proves the requests go through it while the
@@ -395,7 +395,7 @@ mod tests {
     async fn plain_legs_splice_what_the_filter_lets_by_and_no_byte_more() {
         let (client, c) = unix_pair();
         let (upstream, u) = tcp_pair().await;
-        let (got, outcome, spliced) = around(Leg::Unix(client), Leg::Tcp(upstream), c, u).await;
+        let (got, outcome, spliced) = around(unix_leg(client), Leg::Tcp(upstream), c, u).await;
         // The bypassed stretch arrives as sent, between the filter's upper-cased bytes.
         assert_arrived(&got, b'x');
         assert_eq!(spliced, 100_000);
@@ -459,7 +459,7 @@ mod tests {
     async fn plain_legs_filter_requests_and_pass_replies_untouched() {
         let (client, c) = unix_pair();
         let (upstream, u) = tcp_pair().await;
-        let outcome = exchange(Leg::Unix(client), Leg::Tcp(upstream), c, u).await;
+        let outcome = exchange(unix_leg(client), Leg::Tcp(upstream), c, u).await;
         assert_eq!(outcome.client_to_upstream_path, Path::Copy);
         // A 7-byte reply is copied; bulk replies splice (splice.rs tests).
         assert_eq!(outcome.upstream_to_client_path, Path::Copy);

@@ -34,6 +34,7 @@ mod socket;
 mod splice;
 #[cfg(test)]
 mod testutil;
+mod unix;
 
 use std::fmt;
 use std::future::Future;
@@ -43,7 +44,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
 use crate::proxy::ktls::KtlsSocket;
 
@@ -52,6 +53,7 @@ pub use filtered::{
     relay_filtered_until, relay_inspected_until, Bypass, NoBypass, Passed, Reclaim, Requests,
 };
 pub use handover::Handover;
+pub use unix::{UnixAcceptor, UnixSocket};
 
 /// Anything the copy path can drive (TLS streams).
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -61,8 +63,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 pub enum Leg {
     /// A plaintext TCP socket: eligible for splice.
     Tcp(TcpStream),
-    /// A plaintext Unix stream socket: eligible for splice.
-    Unix(UnixStream),
+    /// A plaintext Unix stream socket (read readiness registered, write on demand: `unix.rs`):
+    /// eligible for splice.
+    Unix(UnixSocket),
     /// A TCP socket with kernel TLS (`proxy/ktls`): plaintext to us, eligible for splice; its
     /// non-data records are handed to `ktls` when a read or splice meets one.
     Ktls(KtlsSocket),
@@ -484,7 +487,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::testutil::{tcp_pair, unix_pair};
+    use super::testutil::{tcp_pair, unix_leg, unix_pair};
     use super::*;
 
     #[tokio::test]
@@ -493,9 +496,9 @@ mod tests {
         let (b, _b) = unix_pair();
         let (c, _c) = tcp_pair().await;
         let tls = Leg::Tls(Box::new(c));
-        assert_eq!(select_path(&Leg::Tcp(a), &Leg::Unix(b)), Path::Splice);
+        assert_eq!(select_path(&Leg::Tcp(a), &unix_leg(b)), Path::Splice);
         let (d, _d) = unix_pair();
-        assert_eq!(select_path(&tls, &Leg::Unix(d)), Path::Copy);
+        assert_eq!(select_path(&tls, &unix_leg(d)), Path::Copy);
         let (e, _e) = tcp_pair().await;
         assert_eq!(select_path(&Leg::Tcp(e), &tls), Path::Copy);
     }
@@ -509,7 +512,7 @@ mod tests {
         assert_send(&spliced);
         let (c, _c) = tcp_pair().await;
         let (d, _d) = unix_pair();
-        let copied = relay(Leg::Tls(Box::new(c)), Leg::Unix(d));
+        let copied = relay(Leg::Tls(Box::new(c)), unix_leg(d));
         assert_send(&copied);
     }
 

@@ -13,15 +13,16 @@ use std::task::{ready, Context, Poll};
 
 use nix::sys::socket::Shutdown;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
+use super::unix::UnixSocket;
 use super::Leg;
 use crate::proxy::ktls::{is_control_record, Control, KtlsSocket};
 
 /// A plain socket leg, owned for the session.
 pub(super) enum Socket {
     Tcp(TcpStream),
-    Unix(UnixStream),
+    Unix(UnixSocket),
     Ktls(KtlsSocket),
 }
 
@@ -56,7 +57,7 @@ impl Socket {
 #[derive(Clone, Copy)]
 pub(super) enum SocketRef<'a> {
     Tcp(&'a TcpStream),
-    Unix(&'a UnixStream),
+    Unix(&'a UnixSocket),
     Ktls(&'a KtlsSocket),
 }
 
@@ -65,7 +66,7 @@ impl SocketRef<'_> {
         match self {
             SocketRef::Tcp(stream) => stream.readable().await,
             SocketRef::Ktls(socket) => socket.tcp().readable().await,
-            SocketRef::Unix(stream) => stream.readable().await,
+            SocketRef::Unix(socket) => socket.readable().await,
         }
     }
 
@@ -73,11 +74,13 @@ impl SocketRef<'_> {
         match self {
             SocketRef::Tcp(stream) => stream.writable().await,
             SocketRef::Ktls(socket) => socket.tcp().writable().await,
-            SocketRef::Unix(stream) => stream.writable().await,
+            SocketRef::Unix(socket) => socket.writable().await,
         }
     }
 
-    /// Run `op`; if it fails with `WouldBlock`, tokio clears `interest` readiness.
+    /// Run `op`; if it fails with `WouldBlock`, tokio clears `interest` readiness. (A Unix
+    /// client's writes are not registered until one would block: `op` runs directly, and the
+    /// `writable()` that follows a `WouldBlock` waits for the next write-space signal.)
     pub(super) fn try_io<R>(
         &self,
         interest: Interest,
@@ -86,7 +89,8 @@ impl SocketRef<'_> {
         match self {
             SocketRef::Tcp(stream) => stream.try_io(interest, op),
             SocketRef::Ktls(socket) => socket.tcp().try_io(interest, op),
-            SocketRef::Unix(stream) => stream.try_io(interest, op),
+            SocketRef::Unix(_) if interest == Interest::WRITABLE => op(),
+            SocketRef::Unix(socket) => socket.try_read_io(op),
         }
     }
 
@@ -171,7 +175,7 @@ impl SocketRef<'_> {
         match self {
             SocketRef::Tcp(stream) => stream.poll_read_ready(cx),
             SocketRef::Ktls(socket) => socket.tcp().poll_read_ready(cx),
-            SocketRef::Unix(stream) => stream.poll_read_ready(cx),
+            SocketRef::Unix(socket) => socket.poll_read_ready(cx),
         }
     }
 
@@ -179,7 +183,7 @@ impl SocketRef<'_> {
         match self {
             SocketRef::Tcp(stream) => stream.poll_write_ready(cx),
             SocketRef::Ktls(socket) => socket.tcp().poll_write_ready(cx),
-            SocketRef::Unix(stream) => stream.poll_write_ready(cx),
+            SocketRef::Unix(socket) => socket.poll_write_ready(cx),
         }
     }
 
@@ -188,7 +192,7 @@ impl SocketRef<'_> {
         match self {
             SocketRef::Tcp(stream) => stream.try_write(buf),
             SocketRef::Ktls(socket) => socket.tcp().try_write(buf),
-            SocketRef::Unix(stream) => stream.try_write(buf),
+            SocketRef::Unix(socket) => socket.try_write(buf),
         }
     }
 }
@@ -198,7 +202,7 @@ impl AsFd for SocketRef<'_> {
         match self {
             SocketRef::Tcp(stream) => stream.as_fd(),
             SocketRef::Ktls(socket) => socket.tcp().as_fd(),
-            SocketRef::Unix(stream) => stream.as_fd(),
+            SocketRef::Unix(socket) => socket.as_fd(),
         }
     }
 }

@@ -381,7 +381,7 @@ mod tests {
 
     use super::super::testutil::{
         half_close_exchange, receive_all, relay_both_ways, send_pattern, small_buffer_tcp_pair,
-        tcp_pair, unix_pair, HANG_GUARD,
+        tcp_pair, unix_leg, unix_pair, HANG_GUARD,
     };
     use super::super::{pool, relay, relay_until, Closed, Counters, Leg, Outcome, Path, Side};
     use super::COPY_READ;
@@ -398,7 +398,7 @@ mod tests {
         let (client_leg, client) = unix_pair();
         let (upstream_leg, upstream) = tcp_pair().await;
         let outcome = relay_both_ways(
-            Leg::Unix(client_leg),
+            unix_leg(client_leg),
             Leg::Tcp(upstream_leg),
             client,
             upstream,
@@ -424,7 +424,7 @@ mod tests {
         const PAUSE: Duration = Duration::from_millis(1);
         let (client_leg, client) = unix_pair();
         let (upstream_leg, upstream) = small_buffer_tcp_pair(16 * 1024, 16 * 1024).await;
-        let session = tokio::spawn(relay(Leg::Unix(client_leg), Leg::Tcp(upstream_leg)));
+        let session = tokio::spawn(relay(unix_leg(client_leg), Leg::Tcp(upstream_leg)));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
 
@@ -471,7 +471,7 @@ mod tests {
         let client = connected.expect("connect unix");
         let client_leg = accepted.expect("accept unix").0;
         let (upstream_leg, upstream) = tcp_pair().await;
-        let session = tokio::spawn(relay(Leg::Unix(client_leg), Leg::Tcp(upstream_leg)));
+        let session = tokio::spawn(relay(unix_leg(client_leg), Leg::Tcp(upstream_leg)));
 
         let (request, reply) = timeout(HANG_GUARD, half_close_exchange(client, upstream))
             .await
@@ -489,7 +489,7 @@ mod tests {
     async fn upstream_reset_while_client_idles_ends_the_session() {
         let (client_leg, mut client) = unix_pair();
         let (upstream_leg, mut upstream) = tcp_pair().await;
-        let session = tokio::spawn(relay(Leg::Unix(client_leg), Leg::Tcp(upstream_leg)));
+        let session = tokio::spawn(relay(unix_leg(client_leg), Leg::Tcp(upstream_leg)));
 
         // Prove the session is live, then reset the upstream while the client is only reading.
         upstream.write_all(b"+OK\r\n").await.expect("upstream send");
@@ -598,7 +598,7 @@ mod tests {
         let counters = Counters::default();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let relay = relay_until(
-            Leg::Unix(client_leg),
+            unix_leg(client_leg),
             Leg::Tcp(upstream_leg),
             &counters,
             async {

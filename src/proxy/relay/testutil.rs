@@ -241,3 +241,8 @@ where
     );
     (request.len() as u64, reply.len() as u64)
 }
+
+/// The relay's end of a Unix pair as a leg (registered as an accepted client is).
+pub(super) fn unix_leg(stream: UnixStream) -> super::Leg {
+    super::Leg::Unix(super::UnixSocket::from_tokio(stream).expect("register the Unix leg"))
+}
