@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use nix::sys::socket::Shutdown;
+use nix::sys::socket::{MsgFlags, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -131,8 +131,11 @@ impl SocketRef<'_> {
             return socket.try_read(buf);
         }
         let len = buf.len();
+        // `recv(2)`, not `read(2)`: the same bytes without the file layer's work per call
+        // (position lock, access notification), as HAProxy reads its sockets.
         self.try_read_drained(len, || {
-            nix::unistd::read(self.as_fd(), buf).map_err(io::Error::from)
+            nix::sys::socket::recv(self.as_fd().as_raw_fd(), buf, MsgFlags::empty())
+                .map_err(io::Error::from)
         })
     }
 

@@ -102,9 +102,12 @@ impl UnixSocket {
         std::future::poll_fn(|cx| self.poll_write_ready(cx)).await
     }
 
-    /// One non-blocking `write(2)`.
+    /// One non-blocking `send(2)` (not `write(2)`: no file-layer work per call; and a client
+    /// gone raises `EPIPE`, never `SIGPIPE`).
     pub(super) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        nix::unistd::write(self, buf).map_err(io::Error::from)
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.as_fd());
+        nix::sys::socket::send(fd, buf, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+            .map_err(io::Error::from)
     }
 
     fn writer(&self) -> io::Result<&AsyncFd<OwnedFd>> {
