@@ -52,6 +52,17 @@ impl Sink {
     }
 }
 
+/// A path a test creates beside the stack's temp dirs (named after the secrets dir, so outside
+/// it): removed when the test ends, passed or failed, instead of left in /tmp.
+struct Beside(std::path::PathBuf);
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn password_sources_outside_the_secrets_dir_are_refused_where_declared() {
     let a = Admin::start();
@@ -66,6 +77,7 @@ fn password_sources_outside_the_secrets_dir_are_refused_where_declared() {
     std::os::unix::fs::symlink(&ca_key, secrets.join("link.pw")).expect("symlink");
     let evil_dir = format!("{}-evil", secrets.display());
     std::fs::create_dir_all(&evil_dir).expect("evil dir");
+    let _evil_dir = Beside(evil_dir.clone().into());
     let evil = write_private(&Path::new(&evil_dir).join("pw"), b"evil");
     let readable = write_private(&secrets.join("readable.pw"), b"pw");
     std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -141,6 +153,7 @@ fn password_sources_outside_the_secrets_dir_are_refused_where_declared() {
     }
     // The same through `import` (the path user-data takes too).
     let doc = s.secrets_dir().with_extension("import.toml");
+    let _doc = Beside(doc.clone());
     std::fs::write(
         &doc,
         format!(
@@ -185,6 +198,7 @@ fn a_managed_admin_password_file_keeps_the_password_file_rules() {
     assert!(ca_key.exists(), "{}", ca_key.display());
     std::os::unix::fs::symlink(&ca_key, secrets.join("admin-link.pw")).expect("symlink");
     let doc = s.secrets_dir().with_extension("managed.toml");
+    let _doc = Beside(doc.clone());
     for (file, why) in [
         (ca_key.clone(), "directly in the secrets directory"),
         (
