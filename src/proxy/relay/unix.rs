@@ -9,7 +9,7 @@
 //! does this: writes go straight to the socket, and only one that would block registers write
 //! interest, on a duplicate of the descriptor, kept for the rest of the session.
 //!
-//! Accepted with [`UnixSocket::accept`] straight into this registration: one `accept4` and one
+//! Accepted with [`UnixAcceptor::accept`] straight into this registration: one `accept4` and one
 //! `epoll_ctl`, as tokio's own accept.
 
 use std::io;
@@ -54,12 +54,7 @@ pub struct UnixSocket {
 }
 
 impl UnixSocket {
-    /// A connected socket, switched to non-blocking. Must run inside the runtime.
-    pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixSocket> {
-        stream.set_nonblocking(true)?;
-        UnixSocket::registered(stream)
-    }
-
+    /// `stream` must already be non-blocking. Must run inside the runtime.
     fn registered(stream: std::os::unix::net::UnixStream) -> io::Result<UnixSocket> {
         Ok(UnixSocket {
             read: register(stream, Interest::READABLE)?,
@@ -67,10 +62,12 @@ impl UnixSocket {
         })
     }
 
-    /// A tokio stream re-registered for read readiness only (tests and socket pairs; accepted
-    /// connections come from [`UnixAcceptor::accept`] without the extra `epoll_ctl`).
-    pub fn from_tokio(stream: tokio::net::UnixStream) -> io::Result<UnixSocket> {
-        UnixSocket::from_std(stream.into_std()?)
+    /// A tokio stream (a test's socket pair) re-registered for read readiness only; accepted
+    /// connections come from [`UnixAcceptor::accept`] without the extra `epoll_ctl`s.
+    #[cfg(test)]
+    pub(super) fn from_tokio(stream: tokio::net::UnixStream) -> io::Result<UnixSocket> {
+        // `into_std` leaves the socket non-blocking.
+        UnixSocket::registered(stream.into_std()?)
     }
 
     pub(super) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
