@@ -1,8 +1,8 @@
-//! The copy path: a leg is TLS terminated in user space, so each direction reads into a 64 KiB
-//! buffer and writes it out. Plaintext legs paired with a TLS leg are just another
-//! `AsyncRead + AsyncWrite` here. The buffer is taken from the pool only for a read that has
-//! bytes to give ([`read_pooled`]) and goes back once they are written, so an idle session holds
-//! none.
+//! The copy path: a leg is TLS terminated in user space, so each direction reads into a pooled
+//! buffer (`pool::BUFFER_SIZE`) and writes it out. Plaintext legs paired with a TLS leg are just
+//! another `AsyncRead + AsyncWrite` here. The buffer is taken from the pool only for a read that
+//! has bytes to give ([`read_pooled`]) and goes back once they are written, so an idle session
+//! holds none.
 //!
 //! Must never buffer bytes it has read without writing and flushing them before the next read
 //! (a Redis reply stuck in a TLS buffer is a hung client), and never end a direction without
@@ -193,9 +193,9 @@ impl Deref for Chunk {
     }
 }
 
-/// Read once from `source` (up to 64 KiB; empty at EOF). A buffer is taken from the pool for each
-/// poll and given back at once if the read is not ready, so a reader parked on an idle peer holds
-/// no buffer — the relay's copy directions and the command guard read this way.
+/// Read once from `source` (up to `pool::BUFFER_SIZE`; empty at EOF). A buffer is taken from the
+/// pool for each poll and given back at once if the read is not ready, so a reader parked on an
+/// idle peer holds no buffer — the relay's copy directions and the command guard read this way.
 pub async fn read_pooled<R: AsyncRead + Unpin + ?Sized>(source: &mut R) -> io::Result<Chunk> {
     std::future::poll_fn(|cx| {
         let mut buffer = Buffer::take(None);
