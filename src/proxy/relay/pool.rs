@@ -12,7 +12,7 @@
 
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -23,39 +23,81 @@ use super::pipe::Pipe;
 /// Measured through the guard (a Unix client's 100 kB SETs to a TCP upstream, 8 interleaved
 /// rounds of 20k): 64 KiB read each value in 3 reads and 3 sends, 256 KiB in one or two —
 /// a median 16.2k → 18.2k SET/s (HAProxy 11.2k). A TLS stream's read takes several 16 KiB
-/// records; plaintext copies read at most [`super::splice::COPY_READ`] of it. Only the pages a
-/// read touched are resident: a small message's read touches one.
+/// records; plaintext copies read at most [`super::splice::COPY_READ`] of it. (A buffer is
+/// zeroed when it is allocated, so count it whole.)
 pub(super) const BUFFER_SIZE: usize = 256 * 1024;
 /// Idle buffers kept (4 MiB at most), besides one per thread.
 const MAX_IDLE_BUFFERS: usize = 16;
 /// Idle pipes kept.
 const MAX_IDLE_PIPES: usize = 32;
+/// [`BUFFER_SIZE`] buffers in existence at once (lent, idle in the pool or in a thread's slot):
+/// 64 MiB. Past it a burst gets a [`SMALL_BUFFER_SIZE`] one, freed when it comes back — so
+/// sessions whose bytes are not taken (a client that stops reading its replies keeps its burst's
+/// buffer) cost 64 KiB each beyond the first 256, as before the buffers grew, not 256 KiB.
+const MAX_LARGE_BUFFERS: usize = 256;
+/// The size of a buffer lent past [`MAX_LARGE_BUFFERS`].
+pub(super) const SMALL_BUFFER_SIZE: usize = 64 * 1024;
 
-static BUFFERS: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+/// How many [`Large`] buffers exist.
+static LARGE_BUFFERS: AtomicUsize = AtomicUsize::new(0);
+static BUFFERS: Mutex<Vec<Large>> = Mutex::new(Vec::new());
+
+/// A [`BUFFER_SIZE`] buffer, counted in [`LARGE_BUFFERS`] from its allocation to its drop
+/// (wherever that happens: a full pool, a thread's slot at thread exit).
+struct Large(Box<[u8]>);
+
+impl Large {
+    /// A new one, if fewer than [`MAX_LARGE_BUFFERS`] exist.
+    fn new() -> Option<Large> {
+        LARGE_BUFFERS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_LARGE_BUFFERS).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Large(vec![0u8; BUFFER_SIZE].into_boxed_slice()))
+    }
+}
+
+impl Drop for Large {
+    fn drop(&mut self) {
+        LARGE_BUFFERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The bytes a [`Buffer`] lends: a pooled large buffer, or a small one past the cap.
+enum Bytes {
+    Large(Large),
+    Small(Box<[u8]>),
+}
 
 thread_local! {
     /// One idle buffer per thread, in front of [`BUFFERS`]: a burst almost always takes and
     /// returns its buffer within one poll on one worker thread, so most bursts need no lock
     /// (two per request otherwise, the largest part of a small request's pool cost). At most
     /// one buffer per thread that ever relayed; freed when the thread ends.
-    static LOCAL_BUFFER: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+    static LOCAL_BUFFER: Cell<Option<Large>> = const { Cell::new(None) };
 }
 static PIPES: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
 
 /// A copy buffer on loan from the pool; back to the pool on drop.
 pub struct Buffer<'a> {
-    bytes: Option<Box<[u8]>>,
+    bytes: Option<Bytes>,
     held: Option<&'a AtomicU32>,
 }
 
 impl<'a> Buffer<'a> {
-    /// A buffer of [`BUFFER_SIZE`] bytes (contents unspecified): a pooled one, or a new one.
-    /// `held` (a session's gauge) counts it while it is out.
+    /// A buffer of [`BUFFER_SIZE`] bytes (contents unspecified): a pooled one, or a new one —
+    /// of [`SMALL_BUFFER_SIZE`] bytes once [`MAX_LARGE_BUFFERS`] exist. `held` (a session's
+    /// gauge) counts it while it is out.
     pub(super) fn take(held: Option<&'a AtomicU32>) -> Buffer<'a> {
-        let pooled = LOCAL_BUFFER
+        let large = LOCAL_BUFFER
             .with(Cell::take)
-            .or_else(|| lock(&BUFFERS).pop());
-        let bytes = pooled.unwrap_or_else(|| vec![0u8; BUFFER_SIZE].into_boxed_slice());
+            .or_else(|| lock(&BUFFERS).pop())
+            .or_else(Large::new);
+        let bytes = match large {
+            Some(large) => Bytes::Large(large),
+            None => Bytes::Small(vec![0u8; SMALL_BUFFER_SIZE].into_boxed_slice()),
+        };
         if let Some(held) = held {
             held.fetch_add(1, Ordering::Relaxed);
         }
@@ -69,13 +111,19 @@ impl<'a> Buffer<'a> {
 impl Deref for Buffer<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.bytes.as_deref().unwrap_or_default()
+        match &self.bytes {
+            Some(Bytes::Large(Large(bytes)) | Bytes::Small(bytes)) => bytes,
+            None => &[],
+        }
     }
 }
 
 impl DerefMut for Buffer<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        self.bytes.as_deref_mut().unwrap_or_default()
+        match &mut self.bytes {
+            Some(Bytes::Large(Large(bytes)) | Bytes::Small(bytes)) => bytes,
+            None => &mut [],
+        }
     }
 }
 
@@ -84,8 +132,9 @@ impl Drop for Buffer<'_> {
         if let Some(held) = self.held {
             held.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some(bytes) = self.bytes.take() {
-            // The thread's slot takes it; one already there goes to the shared pool.
+        // A small one is freed; a large one goes to the thread's slot, one already there to the
+        // shared pool.
+        if let Some(Bytes::Large(bytes)) = self.bytes.take() {
             if let Some(spare) = LOCAL_BUFFER.with(|slot| slot.replace(Some(bytes))) {
                 let mut idle = lock(&BUFFERS);
                 if idle.len() < MAX_IDLE_BUFFERS {
@@ -156,4 +205,39 @@ pub(super) fn idle_pipes() -> usize {
 fn lock<T>(pool: &'static Mutex<Vec<T>>) -> std::sync::MutexGuard<'static, Vec<T>> {
     pool.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sessions whose bytes are not taken each keep a buffer: past the cap they get small ones,
+    /// and the cap is counted again once buffers are freed.
+    #[test]
+    fn large_buffers_are_capped_and_counted_back() {
+        let lent: Vec<Buffer<'_>> = (0..MAX_LARGE_BUFFERS + 8)
+            .map(|_| Buffer::take(None))
+            .collect();
+        let large = lent.iter().filter(|b| b.len() == BUFFER_SIZE).count();
+        let small = lent.iter().filter(|b| b.len() == SMALL_BUFFER_SIZE).count();
+        assert_eq!(
+            large + small,
+            lent.len(),
+            "every buffer is one of the two sizes"
+        );
+        assert!(
+            large <= MAX_LARGE_BUFFERS,
+            "{large} large buffers lent at once"
+        );
+        assert!(small >= 8, "only {small} small buffers past the cap");
+        assert!(LARGE_BUFFERS.load(Ordering::Relaxed) <= MAX_LARGE_BUFFERS);
+        drop(lent);
+        // Kept: one in this thread's slot, the pool's bound; the rest were freed and uncounted.
+        assert!(LARGE_BUFFERS.load(Ordering::Relaxed) <= MAX_IDLE_BUFFERS + 1);
+        assert_eq!(
+            Buffer::take(None).len(),
+            BUFFER_SIZE,
+            "large again below the cap"
+        );
+    }
 }
