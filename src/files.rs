@@ -356,14 +356,9 @@ fn temp_prefix(path: &Path) -> Result<String, FileError> {
 }
 
 fn random_hex(path: &Path) -> Result<String, FileError> {
-    let mut bytes = [0u8; TEMP_RANDOM_LEN];
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut bytes)
-        .map_err(|_| FileError::Random {
-            path: path.to_path_buf(),
-        })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::random::hex::<TEMP_RANDOM_LEN>().map_err(|_| FileError::Random {
+        path: path.to_path_buf(),
+    })
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod managed;
 pub mod metrics;
 pub mod proxy;
+pub mod random;
 pub mod rbac;
 pub mod reload;
 pub mod secret;

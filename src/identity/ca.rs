@@ -372,7 +372,7 @@ pub fn serial_hex(raw: &[u8]) -> String {
         .iter()
         .position(|b| *b != 0)
         .unwrap_or(raw.len().saturating_sub(1));
-    raw[start..].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&raw[start..])
 }
 
 /// Parameters shared by client and server leaves: CN, random serial, not a CA, signature only.
@@ -406,10 +406,7 @@ fn random_serial(subject: &str) -> Result<SerialNumber, CaError> {
 }
 
 fn fill_random(buf: &mut [u8]) -> Result<(), String> {
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(buf)
-        .map_err(|_| "the system random number generator failed".to_string())
+    crate::random::fill(buf).map_err(|e| e.to_string())
 }
 
 fn check_user(user: &str) -> Result<(), CaError> {
@@ -571,7 +568,7 @@ fn read_private_key(path: &Path) -> Result<Zeroizing<PrivatePkcs8KeyDer<'static>
 
 /// Hex of every byte (no zero stripping), for temporary file names.
 fn serial_hex_all(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn same_dir(a: &Path, b: &Path) -> Result<bool, CaError> {

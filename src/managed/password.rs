@@ -1,7 +1,5 @@
-//! Managed passwords: crypto-random (the OS CSPRNG through ring), as long as the engine
+//! Managed passwords: crypto-random (`crate::random`: the OS CSPRNG through ring), as long as the engine
 //! accepts, from an alphabet every engine and client takes without quoting.
-
-use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::secret::Secret;
 
@@ -14,15 +12,14 @@ pub const MAX_LEN: usize = 128;
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A new password of `len` characters.
-pub fn generate(len: usize) -> Result<Secret, ring::error::Unspecified> {
-    let rng = SystemRandom::new();
+pub fn generate(len: usize) -> Result<Secret, crate::random::Unavailable> {
     // Rejection sampling: only bytes below the largest multiple of the alphabet's size, so
     // every character is equally likely.
     let limit = (256 / ALPHABET.len() * ALPHABET.len()) as u8;
     let mut out = zeroize::Zeroizing::new(String::with_capacity(len));
     let mut buf = zeroize::Zeroizing::new([0u8; 64]);
     while out.len() < len {
-        rng.fill(&mut buf[..])?;
+        crate::random::fill(&mut buf[..])?;
         for &b in buf.iter().filter(|&&b| b < limit) {
             if out.len() == len {
                 break;

@@ -106,12 +106,7 @@ pub fn next_token(current: Option<&str>, name: &str) -> String {
         Some(id) => format!("bastion-rotation/after/{id}"),
         None => format!("bastion-rotation/first/{name}"),
     };
-    let hex: String = digest(&SHA256, input.as_bytes())
-        .as_ref()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = hex::encode(&digest(&SHA256, input.as_bytes()).as_ref()[..16]);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],

@@ -599,10 +599,7 @@ pub struct SerialHex<'a>(pub &'a [u8]);
 
 impl fmt::Display for SerialHex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(self.0))
     }
 }
 
