@@ -484,17 +484,7 @@ async fn clean(
 
 /// 32 hex digits from the system's random source.
 fn nonce() -> Result<String, String> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| "no random bytes for the RESET nonce".to_string())?;
-    let mut hex = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        use std::fmt::Write;
-        let _ = write!(hex, "{b:02x}");
-    }
-    Ok(hex)
+    crate::random::hex::<16>().map_err(|_| "no random bytes for the RESET nonce".to_string())
 }
 
 /// How many of the stream's last bytes [`read_through`] keeps to look at: the `+RESET` line
@@ -509,14 +499,17 @@ async fn read_through<S: AsyncRead + Unpin>(
     nonce: &[u8],
     max: u64,
 ) -> Result<(), String> {
+    // Read straight into the window's spare room (never zeroed, at least `CLEAN_WINDOW`
+    // bytes, so the window never grows): normally one read of a few dozen bytes, and one
+    // allocation per cleaning.
     let mut window: Vec<u8> = Vec::with_capacity(2 * CLEAN_WINDOW);
-    // Filled by `read_buf` (never zeroed): normally one read of a few dozen bytes.
-    let mut buf = Vec::with_capacity(16 * 1024);
     let mut total = 0u64;
     loop {
-        buf.clear();
+        if window.len() > CLEAN_WINDOW {
+            window.drain(..window.len() - CLEAN_WINDOW);
+        }
         let n = stream
-            .read_buf(&mut buf)
+            .read_buf(&mut window)
             .await
             .map_err(|e| format!("reading the RESET reply: {e}"))?;
         if n == 0 {
@@ -525,10 +518,6 @@ async fn read_through<S: AsyncRead + Unpin>(
         total += n as u64;
         if total > max {
             return Err(format!("more than {max} bytes before the RESET reply"));
-        }
-        window.extend_from_slice(&buf[..n]);
-        if window.len() > CLEAN_WINDOW {
-            window.drain(..window.len() - CLEAN_WINDOW);
         }
         match reset_answered(&window, nonce) {
             Some(true) => return Ok(()),
