@@ -6,7 +6,10 @@
 //! Its own bastion (the bench's has auth `none` only): Redis' `default` user is on without a
 //! password, so it accepts any AUTH — the password and the SigV4 token (static keys from the
 //! environment, nothing fetched) are made and sent as in production, and the upstream answers
-//! `+OK`.
+//! `+OK`. Its output (two audit lines per session) is read through a pipe as it is written, as
+//! journald reads the appliance's. A second one, [`AUDIT_TO_FILE`], writes its output to a file
+//! nobody reads meanwhile: the same work in the bastion without a reader's wake-ups and CPU on
+//! the same two cores (HAProxy's peer configuration logs nothing).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -25,6 +28,8 @@ use crate::{commands_processed, last_line, parse_csv, Options, TargetId};
 const REQUESTS: f64 = 20_000.0;
 pub(crate) const CLIENTS: &str = "50";
 const DATABASES: [&str; 3] = ["none", "password", "iam"];
+/// The churn row of the bastion whose output goes to a file (auth `none`).
+pub(crate) const AUDIT_TO_FILE: &str = "bastion-unix auth=none audit=file";
 
 /// What [`run`] measured: one row per target, in the order they ran.
 pub(crate) struct Churn {
@@ -69,7 +74,7 @@ impl Churn {
         );
         let mut out = format!(
             "\n== connection churn (-k 0, PING, -c {CLIENTS}, {} connections/run): \
-             median of {} ==\n{:<26}{:>12}{:>12}{:>14}\n",
+             median of {} ==\n{:<36}{:>12}{:>12}{:>14}\n",
             self.requests, self.rounds, "target", "conn/s", "/ haproxy", "/ auth=none"
         );
         let ratio = |v: Option<f64>, base: Option<f64>| match (v, base) {
@@ -79,7 +84,7 @@ impl Churn {
         for row in &self.rows {
             let m = median(Some(&row.runs));
             out.push_str(&format!(
-                "{:<26}{:>12}{:>12}{:>14}\n",
+                "{:<36}{:>12}{:>12}{:>14}\n",
                 row.target,
                 m.map_or("n/a".into(), human),
                 ratio(m, haproxy),
@@ -127,7 +132,7 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> Churn {
         .filter(|t| t.id != TargetId::DirectTcp)
         .filter_map(|t| Some((t.id.name().to_string(), t.endpoint.ok()?)))
         .collect();
-    let bastion = match catch(|| start_bastion(dir, redis)) {
+    let bastion = match catch(|| start_bastion(&dir.join("churn-bastion"), redis, false)) {
         Ok(b) => b,
         Err(e) => return Churn::failed(format!("bastion: {e}")),
     };
@@ -136,6 +141,15 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> Churn {
             format!("bastion-unix auth={db}"),
             Endpoint::unix(bastion.socket_path(db)),
         ));
+    }
+    // Optional: without it the three rows above still stand.
+    let to_file = catch(|| start_bastion(&dir.join("churn-bastion-file"), redis, true));
+    match &to_file {
+        Ok(b) => targets.push((
+            AUDIT_TO_FILE.to_string(),
+            Endpoint::unix(b.socket_path("none")),
+        )),
+        Err(e) => eprintln!("relay bench: churn: the bastion logging to a file did not start: {e}"),
     }
     let requests = ((REQUESTS * opts.scale) as u64).max(100);
     let mut rows: Vec<ChurnRow> = targets
@@ -153,17 +167,17 @@ pub(crate) fn run(opts: &Options, bed: &TestBed, dir: &Path) -> Churn {
             let (name, ep) = &targets[t];
             match catch(|| churn_once(opts, redis, ep, requests)).unwrap_or_else(Err) {
                 Ok(v) => {
-                    eprintln!("  {name:<24} {:>8} conn/s", human(v));
+                    eprintln!("  {name:<36} {:>8} conn/s", human(v));
                     rows[t].runs.push(v);
                 }
                 Err(e) => {
-                    eprintln!("  {name:<24} {e}");
+                    eprintln!("  {name:<36} {e}");
                     rows[t].errors.push(e);
                 }
             }
         }
     }
-    drop(bastion);
+    drop((bastion, to_file));
     Churn {
         requests,
         rounds: opts.rounds,
@@ -213,8 +227,9 @@ fn churn_once(
     Ok(ops)
 }
 
-fn start_bastion(dir: &Path, redis: &RedisServer) -> Bastion {
-    let dir = dir.join("churn-bastion");
+/// The churn bastion in `dir`; `to_file`: its output goes to `dir/bastion.log` (see
+/// [`AUDIT_TO_FILE`]).
+fn start_bastion(dir: &Path, redis: &RedisServer, to_file: bool) -> Bastion {
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("churn state dir");
     // Password files must sit directly in `secrets_dir` (0700).
@@ -268,18 +283,19 @@ unix_user = "{uid}"
         redis = redis.plain_addr(),
     );
     let missing = dir.join("none").display().to_string();
-    let mut bastion = Bastion::start_with_env(
-        &config,
-        &state,
-        &[
-            ("RUST_LOG", "info"),
-            ("AWS_ACCESS_KEY_ID", "AKIDBASTIONCHURN0001"),
-            ("AWS_SECRET_ACCESS_KEY", "bastion/churn/bench/secret"),
-            ("AWS_CONFIG_FILE", &missing),
-            ("AWS_SHARED_CREDENTIALS_FILE", &missing),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
-    );
+    let env = [
+        ("RUST_LOG", "info"),
+        ("AWS_ACCESS_KEY_ID", "AKIDBASTIONCHURN0001"),
+        ("AWS_SECRET_ACCESS_KEY", "bastion/churn/bench/secret"),
+        ("AWS_CONFIG_FILE", &missing),
+        ("AWS_SHARED_CREDENTIALS_FILE", &missing),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let mut bastion = if to_file {
+        Bastion::start_logging_to_file(&config, &state, &env, &dir.join("bastion.log"))
+    } else {
+        Bastion::start_with_env(&config, &state, &env)
+    };
     bastion.quiet();
     bastion
 }

@@ -410,8 +410,17 @@ pub(crate) fn readme_block(json: &Value, source: &str, chart: Option<&str>) -> S
             cell(ratio(v, haproxy))
         ));
     }
+    // The bastion whose output went to a file (none in runs from before it existed).
+    let to_file = churn_median(crate::churn::AUDIT_TO_FILE).map_or(String::new(), |v| {
+        format!(
+            "; auth=none with its output written to a file instead of read through a pipe \
+             meanwhile {} ({}× HAProxy)",
+            crate::report::human(v),
+            cell(ratio(Some(v), haproxy))
+        )
+    });
     out.push_str(&format!(
-        "\nConnection churn (`{}`, Unix socket, conn/s): {}; HAProxy {}, direct {}.\n",
+        "\nConnection churn (`{}`, Unix socket, conn/s): {}; HAProxy {}, direct {}{to_file}.\n",
         churn["workload"].as_str().unwrap_or("-k 0"),
         parts.join(", "),
         haproxy.map_or("n/a".into(), crate::report::human),

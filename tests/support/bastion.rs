@@ -34,7 +34,7 @@ pub const LOG_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct Bastion {
     child: Option<Child>,
-    logs: Arc<Mutex<String>>,
+    logs: Logs,
     tcp: Vec<SocketAddr>,
     unix_dir: Option<PathBuf>,
     state_dir: PathBuf,
@@ -68,6 +68,31 @@ impl Bastion {
         env: &[(&str, &str)],
         wrapper: &[&str],
     ) -> Bastion {
+        Bastion::spawn(config_toml, state_dir, env, wrapper, None)
+    }
+
+    /// [`start_with_env`](Self::start_with_env) with the daemon's stdout and stderr going to
+    /// `file` rather than through a pipe this process reads: nobody reads its lines as they
+    /// are written (the relay bench's measure of what writing the audit costs the daemon by
+    /// itself). The log methods read the file.
+    #[track_caller]
+    pub fn start_logging_to_file(
+        config_toml: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        file: &Path,
+    ) -> Bastion {
+        Bastion::spawn(config_toml, state_dir, env, &[], Some(file))
+    }
+
+    #[track_caller]
+    fn spawn(
+        config_toml: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+        log_file: Option<&Path>,
+    ) -> Bastion {
         let config_dir = tempfile::Builder::new()
             .prefix("bastion-config-")
             .tempdir()
@@ -94,17 +119,30 @@ impl Bastion {
             .env_remove("AWS_REGION")
             .env_remove("AWS_DEFAULT_REGION")
             .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::null());
+        match log_file {
+            None => cmd.stdout(Stdio::piped()).stderr(Stdio::piped()),
+            Some(path) => {
+                let file = std::fs::File::create(path)
+                    .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+                let copy = file.try_clone().expect("dup the log file");
+                cmd.stdout(file).stderr(copy)
+            }
+        };
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child =
             spawn(&mut cmd).unwrap_or_else(|e| panic!("cannot start {BASTION_BIN}: {e}"));
-        let logs = Arc::new(Mutex::new(String::new()));
-        capture(child.stdout.take(), logs.clone());
-        capture(child.stderr.take(), logs.clone());
+        let logs = match log_file {
+            None => {
+                let buffer = Arc::new(Mutex::new(String::new()));
+                capture(child.stdout.take(), buffer.clone());
+                capture(child.stderr.take(), buffer.clone());
+                Logs::Captured(buffer)
+            }
+            Some(path) => Logs::File(path.to_path_buf()),
+        };
 
         let mut bastion = Bastion {
             child: Some(child),
@@ -169,18 +207,31 @@ impl Bastion {
 
     /// Everything the daemon printed so far (ANSI colours stripped).
     pub fn logs(&self) -> String {
-        self.logs.lock().expect("log buffer").clone()
+        match &self.logs {
+            Logs::Captured(buffer) => buffer.lock().expect("log buffer").clone(),
+            Logs::File(path) => strip_ansi(&String::from_utf8_lossy(
+                &std::fs::read(path).unwrap_or_default(),
+            )),
+        }
     }
 
     /// A position in the logs; see [`logs_since`](Self::logs_since).
     pub fn log_mark(&self) -> usize {
-        self.logs.lock().expect("log buffer").len()
+        match &self.logs {
+            Logs::Captured(buffer) => buffer.lock().expect("log buffer").len(),
+            Logs::File(_) => self.logs().len(),
+        }
     }
 
     /// What the daemon printed after `mark`.
     pub fn logs_since(&self, mark: usize) -> String {
-        let logs = self.logs.lock().expect("log buffer");
-        logs.get(mark..).unwrap_or_default().to_string()
+        match &self.logs {
+            Logs::Captured(buffer) => {
+                let logs = buffer.lock().expect("log buffer");
+                logs.get(mark..).unwrap_or_default().to_string()
+            }
+            Logs::File(_) => self.logs().get(mark..).unwrap_or_default().to_string(),
+        }
     }
 
     /// Wait (up to [`LOG_LIMIT`]) for a line after `mark` that contains every word of `all` and
@@ -349,6 +400,14 @@ pub fn issue_cert(place: &[&OsStr], user: &str, ttl: &str, out_dir: &Path) -> Cl
         );
     }
     bundle
+}
+
+/// Where the daemon's output goes.
+enum Logs {
+    /// Read through pipes by a thread per stream into one buffer (see the module docs).
+    Captured(Arc<Mutex<String>>),
+    /// Written to a file nobody reads until asked.
+    File(PathBuf),
 }
 
 /// Append the child's output, line by line and without ANSI escapes, to `logs`.
