@@ -1,5 +1,5 @@
-//! Managed passwords: crypto-random (`crate::random`: the OS CSPRNG through ring), as long as the engine
-//! accepts, from an alphabet every engine and client takes without quoting.
+//! Managed passwords: crypto-random (`crate::random`: the OS CSPRNG through ring), as long as
+//! the engine accepts, from an alphabet every engine and client takes without quoting.
 
 use crate::secret::Secret;
 
