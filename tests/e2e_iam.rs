@@ -131,7 +131,7 @@ state_dir = "{state}"
 [limits]
 handshake_timeout = "10s"
 # These tests count the tokens a session's own opening and re-AUTHs mint: no connections
-# authenticated ahead (`warm_connections_get_their_own_tokens` turns them on), none reused
+# authenticated ahead (`warm_connections_log_in_with_tokens_for_the_granted_db_user`), none reused
 # unless a test says so (`reuse`).
 warm_connections = {warm}
 reuse_connections = {reuse}
@@ -539,6 +539,58 @@ async fn own_auth_reauthenticates_with_a_fresh_token() {
     drop(c);
     r.bastion
         .assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD, CLIENT_PASSWORD]);
+}
+
+/// Signing costs more CPU than the rest of a session's set-up, so sessions that open within
+/// a minute of each other for the same db-user log in with one token (`aws::iam`'s cache; the
+/// front accepts a token for any number of connections within its 15 minutes, as the services
+/// do). Three sessions over more than two seconds: one signature (a token signed anew would
+/// carry a later `X-Amz-Date` and another digest) — while a client's own AUTH on a live
+/// session still gets a token signed at that moment, which the next session does not take.
+#[tokio::test]
+async fn sessions_within_a_minute_share_a_token_and_a_re_auth_signs_its_own() {
+    use std::time::Duration;
+    use support::raw::Raw;
+
+    let r = rig_with(RigOpts::default());
+    let ep = Endpoint::unix(r.bastion.socket_path("iamdb"));
+    let app = b"$3\r\napp\r\n".to_vec();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let mut c = Raw::connect(&ep).await.expect("connect");
+        assert_eq!(c.request_str(&["ACL", "WHOAMI"]).await.unwrap(), app);
+        sessions.push(c);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let tokens = r.front.tokens();
+    assert!(
+        tokens.len() == 3
+            && tokens.iter().all(|t| t.opening && t.user == "app")
+            && tokens.iter().all(|t| t.digest == tokens[0].digest),
+        "three openings, one token: {tokens:?}"
+    );
+    assert_all_accepted(&r.front);
+
+    let reply = sessions[0]
+        .request_str(&["AUTH", "app", "client-password"])
+        .await
+        .unwrap();
+    assert_eq!(reply, b"+OK\r\n");
+    let mut c = Raw::connect(&ep).await.expect("connect");
+    assert_eq!(c.request_str(&["ACL", "WHOAMI"]).await.unwrap(), app);
+    let tokens = r.front.tokens();
+    let reauth = &tokens[3];
+    assert!(
+        tokens.len() == 5
+            && !reauth.opening
+            && reauth.signed_at > tokens[0].signed_at
+            && reauth.digest != tokens[0].digest
+            && tokens[4].opening
+            && tokens[4].digest == tokens[0].digest,
+        "the re-AUTH signs its own token; the next session takes the kept one: {tokens:?}"
+    );
+    assert_all_accepted(&r.front);
+    r.bastion.assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD]);
 }
 
 /// Issue 12: the front closes a connection 3 s after its last accepted AUTH (the services' 12-hour
@@ -1064,12 +1116,13 @@ fn first_difference(got: &[String], want: &[String]) -> Option<String> {
     }
 }
 
-/// Connections authenticated ahead (`limits.warm_connections`) log in with tokens of their own,
-/// signed like a session's, for the granted db-user: after a first session the front sees two
-/// more opening logins before any client asks, and the next sessions run on those connections
-/// as `app` without a token of their own at their opening.
+/// Connections authenticated ahead (`limits.warm_connections`) log in with tokens for the
+/// granted db-user, as a session's opening does (within a minute, the token kept from the
+/// first session's signing): after a first session the front sees two more opening logins
+/// before any client asks, and the next sessions run on those connections as `app` without a
+/// login of their own.
 #[tokio::test]
-async fn warm_connections_get_their_own_tokens() {
+async fn warm_connections_log_in_with_tokens_for_the_granted_db_user() {
     use support::raw::Raw;
 
     let r = rig_with(RigOpts {

@@ -299,7 +299,7 @@ fn imds_gone_for_thirty_simulated_minutes_keeps_iam_sessions_authenticating() {
     use std::time::SystemTime;
 
     use bastion::aws::credentials::CredentialChain;
-    use bastion::aws::iam::{token, IamAuth};
+    use bastion::aws::iam::{token, Freshness, IamAuth};
     use bastion::aws::imds::{ImdsClient, ImdsCredentialsProvider, ImdsSettings};
     use bastion::config::IamService;
     use support::iam_front::{verify, IamFrontConfig};
@@ -351,7 +351,7 @@ fn imds_gone_for_thirty_simulated_minutes_keeps_iam_sessions_authenticating() {
     };
     let authenticate = |chain: &CredentialChain| {
         let t = rt
-            .block_on(token(chain, &auth, "app"))
+            .block_on(token(chain, &auth, "app", Freshness::New))
             .expect("an IAM token");
         verify(&service, "app", t.expose(), SystemTime::now())
     };

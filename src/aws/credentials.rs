@@ -45,6 +45,7 @@ use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentia
 use aws_credential_types::Credentials;
 
 use crate::aws::assume_role::{AssumeRoleError, AssumedRoles, RoleSpec};
+use crate::aws::iam::TokenCache;
 use crate::aws::imds::settings::ImdsConfig;
 use crate::aws::imds::{Env, ImdsClient, ImdsCredentialsProvider, ProcessEnv};
 use crate::aws::region::Regions;
@@ -88,6 +89,9 @@ struct Inner {
     sdk: Sdk,
     roles: AssumedRoles,
     regions: Regions,
+    /// IAM auth tokens signed with this chain's credentials, handed to further logins for a
+    /// short while ([`crate::aws::iam`]).
+    tokens: TokenCache,
 }
 
 type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
@@ -255,6 +259,12 @@ impl CredentialChain {
         &self.inner.regions
     }
 
+    /// The IAM auth tokens signed lately with this chain's credentials (see
+    /// [`crate::aws::iam::token`]); clones of the chain share them.
+    pub(crate) fn tokens(&self) -> &TokenCache {
+        &self.inner.tokens
+    }
+
     /// The ARN of the principal this chain's credentials belong to (STS GetCallerIdentity).
     pub async fn caller_arn(&self, region: Option<&str>) -> Result<String, AssumeRoleError> {
         crate::aws::assume_role::caller_arn(self, &self.inner.sdk, region).await
@@ -390,6 +400,7 @@ impl CredentialChainBuilder {
                 sdk: self.sdk.unwrap_or_default(),
                 roles: AssumedRoles::default(),
                 regions: self.regions.unwrap_or_else(Regions::without_imds),
+                tokens: TokenCache::default(),
             }),
         }
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 /// The service an IAM auth token is for (its SigV4 signing name and `Connect` action).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum IamService {
     #[value(name = "elasticache")]

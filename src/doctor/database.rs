@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::either::Either;
 
 use super::{tls, CheckResult, Doctor};
+use crate::aws::iam::Freshness;
 use crate::catalog::{Auth, Database};
 use crate::config::{Config, IamService};
 use crate::proxy::handshake::upstream::DEFAULT_USER;
@@ -354,7 +355,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let name = format!("database:{}:auth", db.name);
-    let secret = match upstream::auth_secret(db, user.name.as_deref(), &doctor.credentials).await {
+    let secret = match upstream::auth_secret(
+        db,
+        user.name.as_deref(),
+        &doctor.credentials,
+        Freshness::New,
+    )
+    .await
+    {
         Ok(secret) => secret,
         // Without credentials there is no token to try; the `credentials` check says why.
         Err(UpstreamError::Credentials { .. }) => return CheckResult::skip(

@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use super::driver::{GuardEvent, Policy};
 use crate::audit::{self, GuardAudit, SessionFacts};
 use crate::aws::credentials::CredentialChain;
+use crate::aws::iam::Freshness;
 use crate::catalog::{Auth, Database};
 use crate::proxy::handshake::client::Opening;
 use crate::proxy::handshake::upstream::{auth_command, encode_command, DEFAULT_USER};
@@ -84,9 +85,17 @@ impl Policy for SessionPolicy<'_> {
     }
 
     async fn reauth(&self) -> Result<Zeroizing<Vec<u8>>, String> {
-        let mut secret = upstream::auth_secret(self.database, self.db_user, self.credentials)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut secret = upstream::auth_secret(
+            self.database,
+            self.db_user,
+            self.credentials,
+            // Signed now: the services extend a connection's 12 hours on an AUTH with a
+            // *new* token, and a re-AUTH is rare (a client's own AUTH, one per
+            // `reauth_interval`).
+            Freshness::New,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         // The same AUTH the session opened with (`AUTH <db-user> <secret>`, or one-argument
         // `AUTH <secret>` without a db-user); `none` sends none, so `AUTH default <any>`.
         let opening = Opening::Auth { db_user: None };

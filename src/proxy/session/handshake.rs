@@ -16,6 +16,7 @@ use tokio::time::{timeout_at, Instant};
 
 use super::dial::EarlyDial;
 use super::{ClientStream, Context};
+use crate::aws::iam::Freshness;
 use crate::catalog::Catalog;
 use crate::catalog::Database;
 use crate::identity::tls::TlsIdentityError;
@@ -339,7 +340,12 @@ async fn connect(
     let (db, db_user) = (granted.database, granted.db_user.as_deref());
     let open = async {
         let secret = early
-            .alongside(upstream::auth_secret(db, db_user, &shared.credentials))
+            .alongside(upstream::auth_secret(
+                db,
+                db_user,
+                &shared.credentials,
+                Freshness::Recent,
+            ))
             .await?;
         if db.authenticates() {
             let proof = shared.warm.proof(db, secret.as_ref());

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use zeroize::Zeroizing;
 
 use super::handshake;
+use crate::aws::iam::Freshness;
 use crate::proxy::guard::driver::{GuardEvent, MoveError, Policy, Resubscribe};
 use crate::proxy::guard::session_policy::SessionPolicy;
 use crate::proxy::inspect::seam::await_confirmations;
@@ -45,9 +46,10 @@ impl Policy for InspectPolicy<'_> {
 
     async fn resubscribe(&self, plan: &Resubscribe) -> Result<(), MoveError> {
         let (db, db_user) = (self.session.database, self.session.db_user);
-        let secret = upstream::auth_secret(db, db_user, self.session.credentials)
-            .await
-            .map_err(|e| MoveError::NotSent(e.to_string()))?;
+        let secret =
+            upstream::auth_secret(db, db_user, self.session.credentials, Freshness::Recent)
+                .await
+                .map_err(|e| MoveError::NotSent(e.to_string()))?;
         let opened = handshake::redial(self.shared, db, db_user, secret)
             .await
             .map_err(|e| MoveError::Failed(e.to_string()))?;

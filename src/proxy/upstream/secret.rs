@@ -8,17 +8,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{AuthError, Authenticated, UpstreamError};
 use crate::aws::credentials::CredentialChain;
-use crate::aws::iam::{self, IamAuth, IamTokenError};
+use crate::aws::iam::{self, Freshness, IamAuth, IamTokenError};
 use crate::catalog::{Auth, Database};
 use crate::proxy::handshake::{auth_command, Opening};
 use crate::secret::Secret;
 
 /// The secret for `db_user` on `db` (`None`: a session with no db-user, see
-/// [`crate::rbac`]), or `None` for auth mode `none`.
+/// [`crate::rbac`]), or `None` for auth mode `none`. `freshness` says whether an IAM token
+/// signed a moment ago for the same db-user will do ([`iam::Freshness`]); the other modes
+/// ignore it.
 pub async fn auth_secret(
     db: &Database,
     db_user: Option<&str>,
     credentials: &CredentialChain,
+    freshness: Freshness,
 ) -> Result<Option<Secret>, UpstreamError> {
     if db.auth.needs_tls() && db.tls.is_none() && !db.allow_plaintext_auth {
         return Err(UpstreamError::PlaintextToken {
@@ -70,7 +73,7 @@ pub async fn auth_secret(
                 serverless: *serverless,
                 role: db.assume_role.clone(),
             };
-            Box::pin(iam::token(credentials, &auth, db_user))
+            Box::pin(iam::token(credentials, &auth, db_user, freshness))
                 .await
                 .map(Some)
                 .map_err(|e| match e {
@@ -185,7 +188,9 @@ mod tests {
     async fn an_iam_database_without_tls_gets_no_token() {
         let mut db = rig();
         let chain = CredentialChain::builder().build();
-        let e = auth_secret(&db, Some("app"), &chain).await.unwrap_err();
+        let e = auth_secret(&db, Some("app"), &chain, Freshness::Recent)
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, UpstreamError::PlaintextToken { .. })
                 && e.to_string().contains("'rig'")
@@ -193,7 +198,9 @@ mod tests {
             "{e}"
         );
         db.allow_plaintext_auth = true;
-        let e = auth_secret(&db, Some("app"), &chain).await.unwrap_err();
+        let e = auth_secret(&db, Some("app"), &chain, Freshness::Recent)
+            .await
+            .unwrap_err();
         assert!(matches!(e, UpstreamError::Credentials { .. }), "{e}");
     }
 
@@ -205,7 +212,7 @@ mod tests {
     fn the_secret_and_login_futures_stay_small() {
         let db = rig();
         let chain = CredentialChain::builder().build();
-        let secret = auth_secret(&db, Some("app"), &chain);
+        let secret = auth_secret(&db, Some("app"), &chain, Freshness::Recent);
         assert!(
             std::mem::size_of_val(&secret) <= 1024,
             "auth_secret's future is {} bytes",

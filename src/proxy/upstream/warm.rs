@@ -49,6 +49,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::UpstreamStream;
+use crate::aws::iam::Freshness;
 use crate::catalog::{Auth, Catalog, Database};
 use crate::config::Limits;
 use crate::proxy::handshake::auth_command;
@@ -399,7 +400,7 @@ async fn log_in(
         return Ok(None);
     }
     let login = async {
-        let secret = super::auth_secret(database, db_user, &shared.credentials)
+        let secret = super::auth_secret(database, db_user, &shared.credentials, Freshness::Recent)
             .await
             .map_err(|e| e.to_string())?;
         let opening = Opening::Auth { db_user: None };
