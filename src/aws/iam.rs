@@ -105,16 +105,16 @@ pub async fn token(
         serverless: auth.serverless,
     };
     let now = SystemTime::now();
+    if freshness == Freshness::New {
+        return Ok(token::generate(&request, &creds, now)?);
+    }
+    // Only a token `generate` accepted this request for (target, region, db-user) is kept.
     let key = TokenKey::of(&request);
-    if freshness == Freshness::Recent {
-        if let Some(recent) = chain.tokens().recent(&key, &creds, now) {
-            return Ok(recent);
-        }
+    if let Some(recent) = chain.tokens().recent(&key, &creds, now) {
+        return Ok(recent);
     }
     let signed = token::generate(&request, &creds, now)?;
-    if freshness == Freshness::Recent {
-        chain.tokens().keep(key, &creds, now, &signed);
-    }
+    chain.tokens().keep(key, &creds, now, &signed);
     Ok(signed)
 }
 
@@ -386,5 +386,17 @@ mod tests {
         let rotated = sign("rg", "app", Freshness::Recent).await;
         assert!(rotated.contains("AKIDSECOND"), "{rotated}");
         assert_eq!(sign("rg", "app", Freshness::Recent).await, rotated);
+
+        // Credentials that have expired: an error, not the token kept from the ones before.
+        let past = SystemTime::now() - Duration::from_secs(1);
+        *current.lock().unwrap() = creds("AKIDEXPIRED", "expired-secret", Some(past));
+        let e = token(&chain, &auth("rg"), "app", Freshness::Recent).await;
+        assert!(
+            matches!(
+                e,
+                Err(IamTokenError::Token(TokenError::CredentialsExpired { .. }))
+            ),
+            "{e:?}"
+        );
     }
 }
