@@ -541,7 +541,7 @@ async fn own_auth_reauthenticates_with_a_fresh_token() {
         .assert_no_secrets(&[SECRET_KEY, REAL_PASSWORD, CLIENT_PASSWORD]);
 }
 
-/// Signing costs more CPU than the rest of a session's set-up, so sessions that open within
+/// Signing costs about a third of a short session's CPU, so sessions that open within
 /// a minute of each other for the same db-user log in with one token (`aws::iam`'s cache; the
 /// front accepts a token for any number of connections within its 15 minutes, as the services
 /// do). Three sessions over more than two seconds: one signature (a token signed anew would

@@ -6,8 +6,8 @@
 //! which of the chain's parts ran is this module's business. Never logs a credential or token.
 //!
 //! A token is a presigned URL the service accepts for [`token::TOKEN_LIFETIME`] (15 minutes), for
-//! any number of connections. Signing one costs more CPU than the rest of a session's set-up
-//! (≈ 16 % of the bastion's CPU in `-k 0` churn), so a token is handed to further logins for the
+//! any number of connections. Signing one costs about a third of the bastion's CPU for a short
+//! session (30–40 µs of ≈ 90 in `-k 0` churn), so a token is handed to further logins for the
 //! same (service, region, target, serverless, db-user), signed with the same credentials, for
 //! [`TOKEN_REUSE`] — never to another db-user or target, never after the credentials changed
 //! (a refresh, a database's role assumed afresh), and never to a re-AUTH, which asks for
