@@ -499,11 +499,15 @@ struct Target {
 // Running the rounds
 // ---------------------------------------------------------------------------------------------
 
-/// Per (workload index, target): the ops/s of every successful run, the errors of the others.
+/// Per (workload index, target): the ops/s of every successful run, the errors of the others,
+/// and for each successful run the CPU the process serving the target (the proxy; direct:
+/// redis-server) spent per request, µs — what a slow spell of the machine distorts less than
+/// ops/s, though it still inflates everyone's system time.
 #[derive(Default)]
 struct Results {
     ops: BTreeMap<(usize, TargetId), Vec<f64>>,
     errors: BTreeMap<(usize, TargetId), Vec<String>>,
+    cpu_us: BTreeMap<(usize, TargetId), Vec<f64>>,
 }
 
 fn run_rounds(opts: &Options, bed: &mut TestBed, targets: &[Target]) -> Results {
@@ -518,6 +522,7 @@ fn run_rounds(opts: &Options, bed: &mut TestBed, targets: &[Target]) -> Results 
         .iter()
         .filter_map(|t| Some((t.id, t.endpoint.as_ref().ok()?)))
         .collect();
+    let redis_pid = bed.redis_pid();
     for round in 0..opts.rounds {
         eprintln!("relay bench: round {}/{}", round + 1, opts.rounds);
         for (w, workload) in WORKLOADS.iter().enumerate() {
@@ -525,6 +530,8 @@ fn run_rounds(opts: &Options, bed: &mut TestBed, targets: &[Target]) -> Results 
                 // Rotate the order every round so no target always follows the same neighbour.
                 let (id, endpoint) = live[(i + round) % live.len()];
                 let run_started = Instant::now();
+                let pid = bed.pid_of(id, redis_pid);
+                let cpu_before = pid.and_then(testbed::cpu_seconds);
                 let outcome = if let Some(why) = hung.get(&(w, id)) {
                     Err(RunError::Skipped(why.clone()))
                 } else if let (true, Some(dead)) = (id.is_bastion(), bastion_exit(&mut bed.bastion))
@@ -538,6 +545,15 @@ fn run_rounds(opts: &Options, bed: &mut TestBed, targets: &[Target]) -> Results 
                 match outcome {
                     Ok(ops) => {
                         let secs = run_started.elapsed().as_secs_f64();
+                        let cpu = cpu_before.zip(pid.and_then(testbed::cpu_seconds));
+                        if let Some((before, after)) = cpu {
+                            let requests = workload.requests(opts, endpoint) as f64;
+                            results
+                                .cpu_us
+                                .entry((w, id))
+                                .or_default()
+                                .push((after - before) * 1e6 / requests);
+                        }
                         eprintln!(
                             "  {:<13} {:<15} {:>8} ops/s ({secs:.1} s)",
                             id.name(),

@@ -102,6 +102,7 @@ impl Report<'_> {
         if self.targets.iter().any(|t| t.id == TargetId::BastionTls) {
             let _ = writeln!(out, "{TLS_NOTE}");
         }
+        self.cpu_section(&mut out);
 
         let _ = writeln!(
             out,
@@ -132,6 +133,47 @@ impl Report<'_> {
         notes.render(&mut out);
         let _ = writeln!(out, "\nbench took {:.0} s", self.elapsed.as_secs_f64());
         out
+    }
+
+    /// CPU per request of the process serving each target (medians over the rounds), and each
+    /// proxy's against HAProxy's on the same transport.
+    fn cpu_section(&self, out: &mut String) {
+        let m = |w: usize, id: TargetId| median(self.results.cpu_us.get(&(w, id)));
+        let _ = writeln!(
+            out,
+            "\nCPU per request, µs: the process serving the target (a proxy; direct: redis-server), \
+             user + system, median of the rounds"
+        );
+        header(out, "target");
+        for t in self.targets {
+            let _ = write!(out, "{:<NAME_W$}", t.id.name());
+            for w in 0..WORKLOADS.len() {
+                let cell = m(w, t.id).map_or("n/a".into(), |us| format!("{us:.2}"));
+                let _ = write!(out, "{cell:>CELL_W$}");
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(out, "\nCPU per request ÷ HAProxy's (lower is better)");
+        header(out, "ratio");
+        for t in self.targets.iter().filter(|t| t.id.is_bastion()) {
+            let den = t.id.haproxy();
+            if !self.targets.iter().any(|t| t.id == den) {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "{:<NAME_W$}",
+                format!("{} / {}", t.id.name(), den.name())
+            );
+            for w in 0..WORKLOADS.len() {
+                let cell = match (m(w, t.id), m(w, den)) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                    _ => "n/a".into(),
+                };
+                let _ = write!(out, "{cell:>CELL_W$}");
+            }
+            out.push('\n');
+        }
     }
 
     /// The median, `n/a (eN)` when nothing succeeded, or `median* (eN)` when some runs failed.

@@ -72,6 +72,7 @@ pub(crate) fn to_json(
         for t in report.targets {
             let id = t.id;
             let med = m(w, id);
+            let cpu = |id: TargetId| median(report.results.cpu_us.get(&(w, id)));
             throughput.push(json!({
                 "workload": workload.label,
                 "target": id.name(),
@@ -80,6 +81,10 @@ pub(crate) fn to_json(
                 "median": med,
                 "ratio_to_direct": ratio(med, m(w, id.direct())),
                 "ratio_to_haproxy": ratio(med, m(w, id.haproxy())),
+                // The serving process's (proxy's; direct: redis-server's) user + system CPU.
+                "cpu_us_per_request": report.results.cpu_us.get(&(w, id)).cloned().unwrap_or_default(),
+                "cpu_us_median": cpu(id),
+                "cpu_ratio_to_haproxy": ratio(cpu(id), cpu(id.haproxy())),
             }));
         }
     }

@@ -200,13 +200,20 @@ impl TestBed {
         if !out.status.success() {
             eprintln!("relay bench: CONFIG SET maxclients: {}", out.all().trim());
         }
-        let redis_pid = redis
+        let redis_pid = self.redis_pid();
+        eprintln!("relay bench: idle memory, {n} sessions per target");
+        idle::measure_all(&live, |id| self.pid_of(id, redis_pid), n)
+    }
+
+    /// redis-server's pid, as it reports it.
+    pub(crate) fn redis_pid(&self) -> Option<u32> {
+        self.redis
+            .as_ref()
+            .ok()?
             .query(&["INFO", "server"])
             .lines()
             .find_map(|l| l.strip_prefix("process_id:"))
-            .and_then(|p| p.trim().parse::<u32>().ok());
-        eprintln!("relay bench: idle memory, {n} sessions per target");
-        idle::measure_all(&live, |id| self.pid_of(id, redis_pid), n)
+            .and_then(|p| p.trim().parse::<u32>().ok())
     }
 
     pub(crate) fn haproxy_memory(&self) -> Option<Memory> {
@@ -558,6 +565,19 @@ impl BastionSummary {
 pub(crate) struct Memory {
     pub(crate) peak_kb: u64,
     pub(crate) now_kb: u64,
+}
+
+/// The CPU time `pid` has used so far (user + system, all its threads), in seconds; from
+/// /proc/PID/stat (fields 14 and 15, in USER_HZ ticks: 100 per second in the kernel's ABI).
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing ')' do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // fields[0] is field 3 (state): utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
 }
 
 /// Peak and current resident set size of `pid`, from /proc.
