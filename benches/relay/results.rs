@@ -305,8 +305,13 @@ fn write_readme(json: &Value, source: &Path) -> Result<()> {
     if end < begin {
         bail!("{}: {END} comes before {BEGIN}", path.display());
     }
-    // A JSON inside the repository is named relative to it, and its chart is linked.
-    let inside = source.strip_prefix(env!("CARGO_MANIFEST_DIR")).ok();
+    // A JSON inside the repository is named relative to it, and its chart is linked — also
+    // when named relative to the working directory (`--from-json benches/results/latest.json`).
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let source = &absolute(source);
+    let inside = source
+        .strip_prefix(absolute(Path::new(env!("CARGO_MANIFEST_DIR"))))
+        .ok();
     let shown = inside.unwrap_or(source).display().to_string();
     let chart = inside.map(|p| p.with_extension("png").display().to_string());
     let new = format!(
@@ -395,6 +400,38 @@ pub(crate) fn readme_block(json: &Value, source: &str, chart: Option<&str>) -> S
             ));
         }
         out.push('\n');
+    }
+
+    // CPU per request of the serving process (runs from before it was recorded have none).
+    let cpu = |w: &str, t: &str| -> Option<f64> {
+        json["throughput"]
+            .as_array()?
+            .iter()
+            .find(|r| r["workload"] == w && r["target"] == t)?["cpu_us_median"]
+            .as_f64()
+    };
+    let labels: Vec<&str> = json["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["label"].as_str())
+        .collect();
+    let cpu_line = |num: &str, den: &str| -> Option<String> {
+        let parts: Vec<String> = labels
+            .iter()
+            .filter_map(|w| Some(format!("{w} {:.2}", ratio(cpu(w, num), cpu(w, den))?)))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    };
+    if let Some(unix) = cpu_line("bastion-unix", "haproxy-unix") {
+        out.push_str(&format!(
+            "\nCPU per request of the proxy process (user + system over each run ÷ its requests, \
+             median of the rounds; below 1: the bastion costs less), guard ÷ HAProxy: {unix}"
+        ));
+        if let Some(tls) = cpu_line("bastion-tls", "haproxy-tls") {
+            out.push_str(&format!("; mTLS guard ÷ HAProxy mTLS: {tls}"));
+        }
+        out.push_str(".\n");
     }
 
     let churn = &json["churn"];
