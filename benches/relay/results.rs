@@ -343,13 +343,15 @@ const README_RATIOS: &[(&str, &str, &str)] = &[
 
 /// The generated Markdown, markers included; `chart`: the PNG to link, relative to the README.
 pub(crate) fn readme_block(json: &Value, source: &str, chart: Option<&str>) -> String {
-    let median = |w: &str, t: &str| -> Option<f64> {
+    // A number of the throughput row for workload `w` and target `t`.
+    let row = |w: &str, t: &str, field: &str| -> Option<f64> {
         json["throughput"]
             .as_array()?
             .iter()
-            .find(|r| r["workload"] == w && r["target"] == t)?["median"]
+            .find(|r| r["workload"] == w && r["target"] == t)?[field]
             .as_f64()
     };
+    let median = |w: &str, t: &str| row(w, t, "median");
     let cell = |v: Option<f64>| v.map_or("n/a".into(), |r| format!("{r:.2}"));
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -403,13 +405,7 @@ pub(crate) fn readme_block(json: &Value, source: &str, chart: Option<&str>) -> S
     }
 
     // CPU per request of the serving process (runs from before it was recorded have none).
-    let cpu = |w: &str, t: &str| -> Option<f64> {
-        json["throughput"]
-            .as_array()?
-            .iter()
-            .find(|r| r["workload"] == w && r["target"] == t)?["cpu_us_median"]
-            .as_f64()
-    };
+    let cpu = |w: &str, t: &str| row(w, t, "cpu_us_median");
     let labels: Vec<&str> = json["workloads"]
         .as_array()
         .into_iter()
