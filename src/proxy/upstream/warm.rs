@@ -76,7 +76,7 @@ pub struct WarmPool {
     state: Mutex<HashMap<Key, Warm>>,
     /// The key of every [`Proof`].
     keys: std::hash::RandomState,
-    /// Wakes [`run`]: a connection was taken (or wanted and missing).
+    /// Wakes [`run`]: a connection was taken and the pool is short of its number.
     wanted: Notify,
 }
 
@@ -140,7 +140,7 @@ impl WarmPool {
         }
         let now = Instant::now();
         let key = key(database, db_user);
-        let found = {
+        let (found, short) = {
             let mut state = lock(&self.state);
             let warm = state
                 .entry(key.clone())
@@ -162,9 +162,15 @@ impl WarmPool {
                     break;
                 }
             }
-            found
+            // The warmer is woken only when it has something to dial (as `plan` counts): a
+            // session that takes a connection another one gave back costs no wake-up.
+            let have = warm.ready.len() + warm.dialing + warm.cleaning;
+            let short = have < limits.warm_connections && warm.retry_at.is_none_or(|at| now >= at);
+            (found, short)
         };
-        self.wanted.notify_one();
+        if short {
+            self.wanted.notify_one();
+        }
         found
     }
 
@@ -835,5 +841,35 @@ mod tests {
         let (mut ours, theirs) = tokio::io::duplex(1024);
         drop(theirs);
         assert!(read_through(&mut ours, NONCE, 4 << 20).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_take_wakes_the_warmer_only_when_the_pool_is_short() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let catalog = catalog_at(listener.local_addr().unwrap().port(), None);
+        let db = catalog.database("a").unwrap().clone();
+        let (pool, limits) = (WarmPool::default(), Limits::default());
+        let woken = || async {
+            tokio::time::timeout(Duration::from_millis(50), pool.wanted.notified())
+                .await
+                .is_ok()
+        };
+        assert!(pool.take(&db, None, None, &limits).is_none());
+        assert!(woken().await, "a database newly in use: dial for it");
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            let (ours, theirs) = dial(&listener).await;
+            pool.put(&db, None, (ours, None), &limits);
+            peers.push(theirs);
+        }
+        // A session's connection being cleaned for reuse counts as coming back.
+        assert!(pool.admit(&db, None, &limits));
+        assert!(pool.take(&db, None, None, &limits).is_some());
+        assert!(
+            !woken().await,
+            "one ready and one coming back: nothing to dial"
+        );
+        assert!(pool.take(&db, None, None, &limits).is_some());
+        assert!(woken().await, "short of warm_connections: top up");
     }
 }
