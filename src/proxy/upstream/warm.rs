@@ -114,6 +114,23 @@ impl Warm {
             reuse_retry_at: None,
         }
     }
+
+    /// How many connections the warmer should dial now: what `warm_connections` asks for,
+    /// less those ready and not yet `warm_idle` old, dialing, or being cleaned (they will be
+    /// ready soon); none while a failed dial's wait runs.
+    fn missing(&self, limits: &Limits, now: Instant) -> usize {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return 0;
+        }
+        let fresh = self
+            .ready
+            .iter()
+            .filter(|(_, dialed, _)| now.duration_since(*dialed) < limits.warm_idle)
+            .count();
+        limits
+            .warm_connections
+            .saturating_sub(fresh + self.dialing + self.cleaning)
+    }
 }
 
 impl WarmPool {
@@ -162,11 +179,9 @@ impl WarmPool {
                     break;
                 }
             }
-            // The warmer is woken only when it has something to dial (as `plan` counts): a
-            // session that takes a connection another one gave back costs no wake-up.
-            let have = warm.ready.len() + warm.dialing + warm.cleaning;
-            let short = have < limits.warm_connections && warm.retry_at.is_none_or(|at| now >= at);
-            (found, short)
+            // The warmer is woken only when it has something to dial: a session that takes a
+            // connection another one gave back costs no wake-up.
+            (found, warm.missing(limits, now) > 0)
         };
         if short {
             self.wanted.notify_one();
@@ -283,15 +298,11 @@ impl WarmPool {
         });
         let mut dial = Vec::new();
         for warm in state.values_mut() {
+            let missing = warm.missing(limits, now);
             warm.ready
                 .retain(|(_, dialed, _)| now.duration_since(*dialed) < limits.warm_idle);
-            if warm.retry_at.is_some_and(|at| now < at) {
-                continue;
-            }
-            // Connections being cleaned will be ready soon: no dial for them.
-            let have = warm.ready.len() + warm.dialing + warm.cleaning;
-            for _ in have..limits.warm_connections {
-                warm.dialing += 1;
+            warm.dialing += missing;
+            for _ in 0..missing {
                 dial.push((warm.database.clone(), warm.db_user.clone()));
             }
         }
