@@ -26,6 +26,7 @@ use crate::catalog::{CatalogHandle, SecretDirs};
 use crate::config::Config;
 use crate::identity::ca::OnBoxCa;
 use crate::identity::server_cert::{listener_names, ServerCert};
+use crate::proxy::cores::{Cores, StopOnDrop};
 use crate::proxy::listener::{self, Bound, UnixSockets};
 use crate::proxy::shared::Shared;
 use crate::reload::Reloader;
@@ -50,6 +51,8 @@ pub const PENDING_IMPORT_CALLER: &str = "pending-import";
 pub struct Daemon {
     bound: Bound,
     shared: Arc<Shared>,
+    /// The session runtimes; stopped when the daemon is dropped (after the drain).
+    cores: StopOnDrop,
     /// `SIGHUP`: re-read the config, re-issue the server certificate (see crate::reload).
     pub reloader: Arc<Reloader>,
     // Held so the per-database sockets keep being served (dropping it stops them).
@@ -105,11 +108,16 @@ impl Daemon {
             .connector
             .set_own_listeners(OwnListeners::with_host_addresses(bound.tcp_addresses()));
         spawn_instance_id_lookup(config, shared.clone());
-        let unix = config
-            .boot
-            .unix
-            .as_ref()
-            .map(|u| Arc::new(UnixSockets::adopt(u, &mut bound, shared.clone())));
+        // Sessions run on one single-threaded runtime per core (`proxy/cores.rs`).
+        let cores = Arc::new(Cores::start().context("starting the session runtimes")?);
+        let unix = config.boot.unix.as_ref().map(|u| {
+            Arc::new(UnixSockets::adopt(
+                u,
+                &mut bound,
+                shared.clone(),
+                cores.clone(),
+            ))
+        });
 
         let admin_socket = config.boot.admin_socket();
         let mut described: Vec<String> = bound
@@ -170,6 +178,7 @@ impl Daemon {
         Ok(Daemon {
             bound,
             shared,
+            cores: StopOnDrop(cores),
             reloader,
             _unix: unix,
             admin_task,
@@ -208,7 +217,13 @@ impl Daemon {
     /// told `STOPPING=1`, open sessions go on for up to `limits.drain_timeout`, then the rest
     /// are closed — every session still writes its `session.end` (`closed_by="shutdown"`).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        listener::run(self.bound, self.shared.clone(), shutdown).await;
+        listener::run(
+            self.bound,
+            self.shared.clone(),
+            self.cores.0.clone(),
+            shutdown,
+        )
+        .await;
         if let Some(unix) = &self._unix {
             unix.stop_accepting();
         }

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, TcpRouting, UnixListenerConfig};
-use crate::proxy::relay::UnixAcceptor;
+use crate::proxy::cores::Cores;
+use crate::proxy::relay::{UnixAcceptor, UnixSocket};
 use crate::proxy::session::{self, TlsListenerSpec};
 use crate::proxy::shared::Shared;
 
@@ -143,23 +144,62 @@ fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accept until `shutdown` resolves. Each connection becomes one session task. Unix sockets
-/// still in `bound` (not handed to a [`UnixSockets`]) are served too.
+/// Accept until `shutdown` resolves: one accept loop per listener on every session runtime
+/// (`proxy/cores.rs`), each connection one session task on the runtime it is placed on. Unix
+/// sockets still in `bound` (not handed to a [`UnixSockets`]) are served too.
 pub async fn run(
     bound: Bound,
     shared: Arc<Shared>,
+    cores: Arc<Cores>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut accepting = Vec::new();
     for (listener, spec) in bound.tcp {
-        let shared = shared.clone();
-        tasks.spawn(async move {
+        match listener.into_std() {
+            Ok(listener) => accepting.extend(accept_tcp(listener, spec, &shared, &cores)),
+            Err(e) => tracing::error!(address = %spec.load().address, error = %e,
+                "cannot accept on the TCP listener"),
+        }
+    }
+    for (listener, db, path) in bound.unix {
+        accepting.extend(accept_unix(listener, db, path, &shared, &cores));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(summarise_refusals(shared.clone()));
+    tasks.spawn(session::enforce_grants(shared.clone()));
+    shutdown.await;
+    tasks.abort_all();
+    for task in accepting {
+        task.abort();
+    }
+}
+
+/// The accept loops of one TLS listener, one per session runtime.
+fn accept_tcp(
+    listener: std::net::TcpListener,
+    spec: LiveSpec,
+    shared: &Arc<Shared>,
+    cores: &Arc<Cores>,
+) -> Vec<AbortHandle> {
+    let (shared, place) = (shared.clone(), cores.clone());
+    cores.on_each(move |_| {
+        let listener = listener.try_clone();
+        let (shared, spec, place) = (shared.clone(), spec.clone(), place.clone());
+        async move {
+            let address = spec.load().address;
+            let listener = match listener.and_then(TcpAcceptor::new) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!(%address, error = %e, "cannot accept on the TCP listener");
+                    return;
+                }
+            };
             loop {
                 let (tcp, peer) = match listener.accept().await {
                     Ok(conn) => conn,
                     Err(e) => {
                         // EMFILE and friends: log, breathe, keep accepting.
-                        tracing::warn!(address = %spec.load().address, error = %e, "accept failed");
+                        tracing::warn!(%address, error = %e, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }
@@ -169,41 +209,99 @@ pub async fn run(
                 // slot (the session takes one once the certificate says who it is).
                 let pending = shared.admission.admit(peer.ip());
                 let (shared, spec) = (shared.clone(), spec.load_full());
-                tokio::spawn(session::serve_tls(shared, tcp, peer, spec, pending));
+                place.spawn_session(async move {
+                    // Registered with the runtime the session runs on.
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => session::serve_tls(shared, tcp, peer, spec, pending).await,
+                        Err(e) => tracing::warn!(%address, error = %e, "accept failed"),
+                    }
+                });
             }
-        });
-    }
-    for (listener, db, path) in bound.unix {
-        tasks.spawn(accept_unix(listener, db, path, shared.clone()));
-    }
-    tasks.spawn(summarise_refusals(shared.clone()));
-    tasks.spawn(session::enforce_grants(shared.clone()));
-    shutdown.await;
-    tasks.abort_all();
+        }
+    })
 }
 
-/// The accept loop of one `<dir>/<db>.sock`.
-async fn accept_unix(listener: UnixListener, db: String, path: PathBuf, shared: Arc<Shared>) {
-    // Accepted connections are registered for reads only (`relay::UnixSocket`).
-    let listener = match UnixAcceptor::new(listener) {
+/// The accept loops of one `<dir>/<db>.sock`, one per session runtime.
+fn accept_unix(
+    listener: UnixListener,
+    db: String,
+    path: PathBuf,
+    shared: &Arc<Shared>,
+    cores: &Arc<Cores>,
+) -> Vec<AbortHandle> {
+    let listener = match listener.into_std() {
         Ok(listener) => listener,
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot accept on the Unix socket");
-            return;
+            return Vec::new();
         }
     };
-    loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+    let (shared, place) = (shared.clone(), cores.clone());
+    cores.on_each(move |_| {
+        let listener = listener.try_clone();
+        let (shared, db, path, place) = (shared.clone(), db.clone(), path.clone(), place.clone());
+        async move {
+            // Accepted connections are registered for reads only (`relay::UnixSocket`), by
+            // the runtime their session runs on.
+            let listener = match listener.and_then(UnixAcceptor::new) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e,
+                        "cannot accept on the Unix socket");
+                    return;
+                }
+            };
+            loop {
+                let stream = match listener.accept().await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (shared, db, path) = (shared.clone(), db.clone(), path.clone());
+                place.spawn_session(async move {
+                    match UnixSocket::register(stream) {
+                        Ok(stream) => session::serve_unix(shared, stream, db, path).await,
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "accept failed")
+                        }
+                    }
+                });
             }
-        };
-        let (shared, db, path) = (shared.clone(), db.clone(), path.clone());
-        tokio::spawn(session::serve_unix(shared, stream, db, path));
+        }
+    })
+}
+
+/// A listening TCP socket registered for read readiness, accepting connections left
+/// unregistered (non-blocking, close-on-exec: `accept4`) for the runtime their session runs on.
+struct TcpAcceptor(tokio::io::unix::AsyncFd<mio::net::TcpListener>);
+
+impl TcpAcceptor {
+    /// Must run inside the runtime that accepts.
+    fn new(listener: std::net::TcpListener) -> std::io::Result<TcpAcceptor> {
+        listener.set_nonblocking(true)?;
+        let listener = mio::net::TcpListener::from_std(listener);
+        Ok(TcpAcceptor(crate::proxy::relay::register_fd(
+            listener,
+            tokio::io::Interest::READABLE,
+        )?))
     }
+
+    async fn accept(&self) -> std::io::Result<(std::net::TcpStream, std::net::SocketAddr)> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) {
+                let (stream, peer) = accepted?;
+                return Ok((stream_from_mio(stream), peer));
+            }
+        }
+    }
+}
+
+fn stream_from_mio(stream: mio::net::TcpStream) -> std::net::TcpStream {
+    std::net::TcpStream::from(std::os::fd::OwnedFd::from(stream))
 }
 
 /// One `access.denied.summary` line per interval in which refusals of unidentified
@@ -243,16 +341,24 @@ pub struct UnixSockets {
     dir: PathBuf,
     mode: u32,
     shared: Arc<Shared>,
-    live: Mutex<BTreeMap<String, (PathBuf, AbortHandle)>>,
+    cores: Arc<Cores>,
+    /// Per socket, its accept loops (one per session runtime).
+    live: Mutex<BTreeMap<String, (PathBuf, Vec<AbortHandle>)>>,
 }
 
 impl UnixSockets {
     /// Take over the sockets [`bind`] created and serve them.
-    pub fn adopt(config: &UnixListenerConfig, bound: &mut Bound, shared: Arc<Shared>) -> Self {
+    pub fn adopt(
+        config: &UnixListenerConfig,
+        bound: &mut Bound,
+        shared: Arc<Shared>,
+        cores: Arc<Cores>,
+    ) -> Self {
         let set = UnixSockets {
             dir: config.directory.clone(),
             mode: config.mode,
             shared,
+            cores,
             live: Mutex::new(BTreeMap::new()),
         };
         for (listener, db, path) in bound.unix.drain(..) {
@@ -278,8 +384,8 @@ impl UnixSockets {
             .cloned()
             .collect();
         for db in stale {
-            if let Some((path, task)) = self.lock().remove(&db) {
-                task.abort();
+            if let Some((path, tasks)) = self.lock().remove(&db) {
+                tasks.iter().for_each(AbortHandle::abort);
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -304,16 +410,17 @@ impl UnixSockets {
     }
 
     fn spawn(&self, listener: UnixListener, db: String, path: PathBuf) {
-        let task = tokio::spawn(accept_unix(
+        let tasks = accept_unix(
             listener,
             db.clone(),
             path.clone(),
-            self.shared.clone(),
-        ));
-        self.lock().insert(db, (path, task.abort_handle()));
+            &self.shared,
+            &self.cores,
+        );
+        self.lock().insert(db, (path, tasks));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (PathBuf, AbortHandle)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (PathBuf, Vec<AbortHandle>)>> {
         // Poisoned only if a panic hit between two map operations; the map is still whole.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -322,16 +429,16 @@ impl UnixSockets {
 impl UnixSockets {
     /// Stop accepting on every `<db>.sock` (the start of a drain); open sessions go on.
     pub fn stop_accepting(&self) {
-        for (_, task) in self.lock().values() {
-            task.abort();
+        for (_, tasks) in self.lock().values() {
+            tasks.iter().for_each(AbortHandle::abort);
         }
     }
 }
 
 impl Drop for UnixSockets {
     fn drop(&mut self) {
-        for (_, task) in self.lock().values() {
-            task.abort();
+        for (_, tasks) in self.lock().values() {
+            tasks.iter().for_each(AbortHandle::abort);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! hands both sockets to the relay.
 
 pub mod admission;
+pub mod cores;
 pub mod guard;
 pub mod handshake;
 pub mod inspect;

@@ -121,6 +121,11 @@ impl KtlsSocket {
         &self.tcp
     }
 
+    /// To re-register the socket with another runtime (`proxy::cores::rehome`).
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+
     /// `shutdown(SHUT_WR)` through a shared reference (the relay's other direction keeps
     /// reading), remembered for [`alert`].
     pub fn shutdown_write(&self) -> io::Result<()> {

@@ -53,6 +53,7 @@ pub use filtered::{
     relay_filtered_until, relay_inspected_until, Bypass, NoBypass, Passed, Reclaim, Requests,
 };
 pub use handover::Handover;
+pub(crate) use unix::register as register_fd;
 pub use unix::{UnixAcceptor, UnixSocket};
 
 /// Anything the copy path can drive (TLS streams).

@@ -9,8 +9,9 @@
 //! does this: writes go straight to the socket, and only one that would block registers write
 //! interest, on a duplicate of the descriptor, kept for the rest of the session.
 //!
-//! Accepted with [`UnixAcceptor::accept`] straight into this registration: one `accept4` and one
-//! `epoll_ctl`, as tokio's own accept.
+//! Accepted with [`UnixAcceptor::accept`] and registered with [`UnixSocket::register`] on the
+//! runtime that serves the session (`proxy/cores.rs`): one `accept4` and one `epoll_ctl`, as
+//! tokio's own accept.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,20 +28,22 @@ use super::socket::{SocketIo, SocketRef};
 pub struct UnixAcceptor(AsyncFd<mio::net::UnixListener>);
 
 impl UnixAcceptor {
-    /// Must run inside the runtime (it registers with its I/O driver).
-    pub fn new(listener: tokio::net::UnixListener) -> io::Result<UnixAcceptor> {
-        let listener = mio::net::UnixListener::from_std(listener.into_std()?);
+    /// Must run inside the runtime that accepts (it registers with its I/O driver).
+    pub fn new(listener: std::os::unix::net::UnixListener) -> io::Result<UnixAcceptor> {
+        listener.set_nonblocking(true)?;
+        let listener = mio::net::UnixListener::from_std(listener);
         Ok(UnixAcceptor(register(listener, Interest::READABLE)?))
     }
 
-    /// The next connection, non-blocking and close-on-exec (`accept4`), registered for reads.
-    pub async fn accept(&self) -> io::Result<UnixSocket> {
+    /// The next connection, non-blocking and close-on-exec (`accept4`), not yet registered:
+    /// [`UnixSocket::register`] it on the runtime that serves it.
+    pub async fn accept(&self) -> io::Result<std::os::unix::net::UnixStream> {
         loop {
             let mut ready = self.0.readable().await?;
             if let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) {
                 // Already non-blocking (`accept4` with `SOCK_NONBLOCK`).
                 let (stream, _) = accepted?;
-                return UnixSocket::registered(stream.into());
+                return Ok(stream.into());
             }
         }
     }
@@ -54,8 +57,9 @@ pub struct UnixSocket {
 }
 
 impl UnixSocket {
-    /// `stream` must already be non-blocking. Must run inside the runtime.
-    fn registered(stream: std::os::unix::net::UnixStream) -> io::Result<UnixSocket> {
+    /// Register an accepted connection for read readiness with the calling runtime. `stream`
+    /// must already be non-blocking (as [`UnixAcceptor::accept`] gives it).
+    pub fn register(stream: std::os::unix::net::UnixStream) -> io::Result<UnixSocket> {
         Ok(UnixSocket {
             read: register(stream, Interest::READABLE)?,
             write: OnceLock::new(),
@@ -67,7 +71,7 @@ impl UnixSocket {
     #[cfg(test)]
     pub(super) fn from_tokio(stream: tokio::net::UnixStream) -> io::Result<UnixSocket> {
         // `into_std` leaves the socket non-blocking.
-        UnixSocket::registered(stream.into_std()?)
+        UnixSocket::register(stream.into_std()?)
     }
 
     pub(super) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -155,11 +159,14 @@ impl AsyncWrite for UnixSocket {
 
 /// `AsyncFd` registration of a type that owns its descriptor. tokio deprecated the safe
 /// constructors because an arbitrary `AsRawFd` type may close or swap the descriptor while
-/// registered; `UnixListener`, `UnixStream` and `OwnedFd` own theirs for as long as the
+/// registered; `UnixListener`, `TcpListener`, `UnixStream` and `OwnedFd` own theirs for as long as the
 /// `AsyncFd` holds them, which is what the unsafe `register_with_interest` asks the caller to
 /// promise (and this crate forbids `unsafe`).
 #[allow(deprecated)]
-fn register<T: std::os::fd::AsRawFd>(io: T, interest: Interest) -> io::Result<AsyncFd<T>> {
+pub(crate) fn register<T: std::os::fd::AsRawFd>(
+    io: T,
+    interest: Interest,
+) -> io::Result<AsyncFd<T>> {
     AsyncFd::with_interest(io, interest)
 }
 
@@ -230,10 +237,12 @@ mod tests {
     async fn accepts_into_a_read_only_registration() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let acceptor = UnixAcceptor::new(listener).unwrap();
         let (ours, peer) = tokio::join!(acceptor.accept(), tokio::net::UnixStream::connect(&path));
-        let (mut ours, mut peer) = (ours.unwrap(), peer.unwrap());
+        let (ours, mut peer) = (ours.unwrap(), peer.unwrap());
+        // Accepted non-blocking, registered by whoever serves it.
+        let mut ours = UnixSocket::register(ours).unwrap();
         peer.write_all(b"x").await.unwrap();
         let mut buf = [0u8; 1];
         ours.read_exact(&mut buf).await.unwrap();

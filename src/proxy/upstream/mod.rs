@@ -87,6 +87,16 @@ pub enum UpstreamError {
 /// The TLS side is in the kernel (kTLS) when it can be (`proxy/ktls`).
 pub type UpstreamStream = Either<TcpStream, Tls<TlsStream<TcpStream>>>;
 
+/// Register `stream`'s socket with the calling runtime (a warm connection dialed or cleaned on
+/// another: `proxy/cores.rs`).
+pub fn rehome(stream: &mut UpstreamStream) -> std::io::Result<()> {
+    match stream {
+        Either::Left(tcp) => crate::proxy::cores::rehome(tcp),
+        Either::Right(Tls::Kernel(ktls)) => crate::proxy::cores::rehome(ktls.tcp_mut()),
+        Either::Right(Tls::User(tls)) => crate::proxy::cores::rehome(tls.get_mut().0),
+    }
+}
+
 /// Connects to upstreams; caches one rustls client config per trust setting.
 #[derive(Default)]
 pub struct Connector {

@@ -52,6 +52,7 @@ use super::UpstreamStream;
 use crate::aws::iam::Freshness;
 use crate::catalog::{Auth, Catalog, Database};
 use crate::config::Limits;
+use crate::proxy::cores::Cores;
 use crate::proxy::handshake::auth_command;
 use crate::proxy::handshake::client::Opening;
 use crate::proxy::shared::Shared;
@@ -87,8 +88,9 @@ struct Warm {
     /// The db-user they are authenticated as.
     db_user: Option<String>,
     /// Ready connections, when each was dialed (or cleaned after a session) and the password it
-    /// logged in with, oldest first.
-    ready: VecDeque<(UpstreamStream, Instant, Proof)>,
+    /// logged in with, oldest first, with the session runtime each is registered with (`None`:
+    /// the daemon's: `proxy/cores.rs`).
+    ready: VecDeque<(UpstreamStream, Instant, Proof, Option<usize>)>,
     /// Dials under way for this definition.
     dialing: usize,
     /// Connections sessions gave back, being cleaned ([`reuse`]).
@@ -125,7 +127,7 @@ impl Warm {
         let fresh = self
             .ready
             .iter()
-            .filter(|(_, dialed, _)| now.duration_since(*dialed) < limits.warm_idle)
+            .filter(|(_, dialed, _, _)| now.duration_since(*dialed) < limits.warm_idle)
             .count();
         limits
             .warm_connections
@@ -169,13 +171,13 @@ impl WarmPool {
             }
             warm.wanted = now;
             let mut found = None;
-            while let Some((mut stream, dialed, logged_in)) = warm.ready.pop_back() {
+            while let Some((mut stream, dialed, logged_in, home)) = warm.ready.pop_back() {
                 // Older, or logged in with a password no longer the database's: closed here.
                 if now.duration_since(dialed) < limits.warm_idle
                     && logged_in == proof
                     && alive(&mut stream)
                 {
-                    found = Some(stream);
+                    found = Some((stream, home));
                     break;
                 }
             }
@@ -186,7 +188,16 @@ impl WarmPool {
         if short {
             self.wanted.notify_one();
         }
-        found
+        let (mut stream, home) = found?;
+        // Registered where the session that takes it runs (`proxy/cores.rs`).
+        if home != Cores::current() {
+            if let Err(error) = super::rehome(&mut stream) {
+                tracing::debug!(db = %database.name, %error,
+                    "a warm connection could not be moved to the session's runtime: closed");
+                return None;
+            }
+        }
+        Some(stream)
     }
 
     /// Whether a database that authenticates has connections ready for some db-user (a session
@@ -210,7 +221,8 @@ impl WarmPool {
         self.current(database, db_user, |warm| {
             warm.dialing = warm.dialing.saturating_sub(1);
             if warm.ready.len() < limits.warm_connections {
-                warm.ready.push_back((stream, Instant::now(), proof));
+                warm.ready
+                    .push_back((stream, Instant::now(), proof, Cores::current()));
             }
         });
     }
@@ -262,7 +274,7 @@ impl WarmPool {
             match result {
                 Ok((stream, proof)) => {
                     if warm.ready.len() < room {
-                        warm.ready.push_back((stream, Instant::now(), proof));
+                        warm.ready.push_back((stream, Instant::now(), proof, Cores::current()));
                     }
                 }
                 Err(error) => {
@@ -300,7 +312,7 @@ impl WarmPool {
         for warm in state.values_mut() {
             let missing = warm.missing(limits, now);
             warm.ready
-                .retain(|(_, dialed, _)| now.duration_since(*dialed) < limits.warm_idle);
+                .retain(|(_, dialed, _, _)| now.duration_since(*dialed) < limits.warm_idle);
             warm.dialing += missing;
             for _ in 0..missing {
                 dial.push((warm.database.clone(), warm.db_user.clone()));
@@ -882,5 +894,65 @@ mod tests {
         );
         assert!(pool.take(&db, None, None, &limits).is_some());
         assert!(woken().await, "short of warm_connections: top up");
+    }
+
+    #[test]
+    fn a_connection_put_on_one_session_runtime_is_moved_to_the_one_that_takes_it() {
+        // Dialed and put on a session runtime that then stops: a connection still registered
+        // there would never be woken again; the one taken elsewhere is re-registered there.
+        struct Gone(std::sync::mpsc::Sender<()>);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let catalog = catalog_at(addr.port(), None);
+        let db = catalog.database("a").unwrap().clone();
+        let pool = Arc::new(WarmPool::default());
+        assert!(
+            pool.take(&db, None, None, &Limits::default()).is_none(),
+            "in use: the pool keeps what is put for it"
+        );
+        let cores = Cores::with_threads(1).expect("session runtime");
+        let (put_tx, put) = std::sync::mpsc::channel();
+        let (gone_tx, gone) = std::sync::mpsc::channel();
+        {
+            let (pool, db) = (pool.clone(), db.clone());
+            cores.on_each(move |_| {
+                let (pool, db) = (pool.clone(), db.clone());
+                let (put_tx, gone_tx) = (put_tx.clone(), gone_tx.clone());
+                async move {
+                    let _gone = Gone(gone_tx);
+                    let ours = TcpStream::connect(addr).await.expect("dial");
+                    pool.put(&db, None, (Either::Left(ours), None), &Limits::default());
+                    put_tx.send(()).expect("test alive");
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+        let (mut theirs, _) = listener.accept().expect("accept");
+        put.recv_timeout(Duration::from_secs(10))
+            .expect("put on the session runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut taken = pool
+                .take(&db, None, None, &Limits::default())
+                .expect("warm");
+            cores.stop();
+            gone.recv_timeout(Duration::from_secs(10))
+                .expect("the session runtime is gone");
+            std::io::Write::write_all(&mut theirs, b"+PONG\r\n").unwrap();
+            let mut reply = [0u8; 7];
+            tokio::time::timeout(Duration::from_secs(5), taken.read_exact(&mut reply))
+                .await
+                .expect("woken by the runtime that took it")
+                .expect("read");
+            assert_eq!(&reply, b"+PONG\r\n");
+        });
     }
 }
