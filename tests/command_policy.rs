@@ -507,9 +507,11 @@ fn compare(conn: &mut Conn, rules: &str, commands: &[Vec<Vec<u8>>]) -> Tally {
                 tally.denied_command += 1;
             }
             (Verdict::DeniedKey(key), Err(Denied::Key { position, .. })) => {
+                // Redis names the key with `%s`: up to a NUL byte.
+                let named = |a: &Vec<u8>| a.split(|&b| b == 0).next().unwrap_or_default().to_vec();
                 assert_eq!(
-                    argv.get(*position),
-                    Some(&key),
+                    argv.get(*position).map(named),
+                    Some(key.clone()),
                     "{}: Redis denied key {:?}",
                     show(),
                     String::from_utf8_lossy(&key)
@@ -588,6 +590,27 @@ fn named_cases_decide_as_redis_acl_does() {
             "MIGRATE", "h", "1", "", "0", "10", "AUTH", "KEYS", "KEYS", "app:1",
         ],
         &["GEORADIUS", "ro:g", "0", "0", "1", "km", "STORE", "app:d"],
+        // Keywords are compared by Redis' strcasecmp, which stops at a NUL: the keys after
+        // `STREAMS\0x` are keys to Redis (and XREAD reads them).
+        &["XREAD", "COUNT", "1", "STREAMS\0x", "other", "0"],
+        &["XREADGROUP", "GROUP", "g", "c", "streams\0", "other", ">"],
+        &["SORT", "app:l", "STORE\0x", "other"],
+        &["GEORADIUS", "ro:g", "0", "0", "1", "km", "STORE\0", "other"],
+        &["SET", "ro:1", "v", "GET\0x"],
+        // STREAMS found with one argument after it: Redis falls back to `xreadGetKeys`.
+        &[
+            "XREADGROUP",
+            "STREAMS",
+            "STREAMS",
+            "app:1",
+            "3",
+            "wo:1",
+            "LIMIT",
+            "other",
+            "STREAMS",
+            "u8",
+        ],
+        &["XREADGROUP", "GROUP", "g", "c", "x", "y", "STREAMS", "z"],
         &["CONFIG", "GET", "maxmemory"],
         &["config", "set", "maxmemory", "1"],
         &["CONFIG", "RESETSTAT"],
@@ -701,9 +724,36 @@ fn denials_never_echo_arguments() {
 /// Arguments for a sweep: words that are keys under some pattern, keywords key specs look
 /// for, numbers (numkeys) and noise.
 const WORDS: &[&str] = &[
-    "app:1", "app:2", "ro:1", "wo:1", "other", "0", "1", "2", "3", "-1", "GET", "get", "STORE",
-    "STREAMS", "KEYS", "BY", "LIMIT", "AUTH", "AUTH2", "SET", "INCRBY", "OVERFLOW", "u8", "", "*",
+    "app:1",
+    "app:2",
+    "ro:1",
+    "wo:1",
+    "other",
+    "0",
+    "1",
+    "2",
+    "3",
+    "-1",
+    "GET",
+    "get",
+    "STORE",
+    "STREAMS",
+    "KEYS",
+    "BY",
+    "LIMIT",
+    "AUTH",
+    "AUTH2",
+    "SET",
+    "INCRBY",
+    "OVERFLOW",
+    "u8",
+    "",
+    "*",
     "x",
+    "STREAMS\0x",
+    "store\0",
+    "GROUP",
+    "NOACK",
 ];
 
 /// Rule words for a sweep (valid alone and in any order, as Redis accepts them).

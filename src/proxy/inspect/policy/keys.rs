@@ -1,12 +1,17 @@
 //! Where a command's keys are, and what it does with them: Redis 7.0's
 //! `getKeysFromCommandWithSpecs` — the key specs when they are complete and their flags fixed,
 //! otherwise the command's own key finder (`setGetKeys`, `bitfieldGetKeys`, `sortGetKeys`,
-//! `migrateGetKeys`, `sortROGetKeys`). A command that needs a finder this file does not have gives `None`, and
-//! the policy denies it when keys are restricted (`tests/command_policy.rs` checks that no
-//! command of the table is in that case).
+//! `migrateGetKeys`, `sortROGetKeys`), which Redis also falls back to when complete specs fail
+//! on the arguments at hand (`xreadGetKeys`). A command that needs a finder this file does not
+//! have gives `None`, and the policy denies it when keys are restricted
+//! (`tests/command_policy.rs` checks that no command of the table is in that case).
+//!
+//! Keywords (STREAMS, STORE, GET, KEYS…) are compared as Redis' `strcasecmp` compares them,
+//! up to a NUL byte: `STREAMS\0x` is STREAMS to Redis' key search and to the command itself.
 
 use super::key_flags::*;
 use super::{BeginSearch, CommandSpec, FindKeys, KeySpec, READ, WRITE};
+use crate::proxy::guard::framer::keyword_eq;
 
 /// One key: its argument position (1 = first after the name) and the permissions it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +20,22 @@ pub(super) struct Key {
     pub perms: u8,
 }
 
-/// Commands whose key specs are incomplete or variable, with Redis' own finder for them.
-pub(super) const FINDERS: &[&str] = &["bitfield", "migrate", "set", "sort", "sort_ro"];
+/// Commands whose key specs are incomplete or variable, or can fail on some arguments
+/// ([`SPEC_FALLBACKS`]), with Redis' own finder for them.
+pub(super) const FINDERS: &[&str] = &[
+    "bitfield",
+    "migrate",
+    "set",
+    "sort",
+    "sort_ro",
+    "xread",
+    "xreadgroup",
+];
+
+/// Of [`FINDERS`], the commands whose key specs are complete but fail on some arguments (the
+/// STREAMS keyword found with one argument after it), where Redis then uses the finder.
+#[cfg(test)]
+pub(super) const SPEC_FALLBACKS: &[&str] = &["xread", "xreadgroup"];
 
 /// `doesCommandHaveKeys`: some key spec is a real key.
 pub(super) fn has_keys(cmd: &CommandSpec) -> bool {
@@ -84,6 +103,7 @@ pub(super) fn walk<'a, K: Keys>(
         "bitfield" => Some(bitfield_keys(argc, arg)),
         "sort" => Some(sort_keys(argc, arg)),
         "migrate" => Some(migrate_keys(argc, arg)),
+        "xread" | "xreadgroup" => Some(xread_keys(argc, arg)),
         // `sortROGetKeys`: only the sorted key (BY/GET patterns are not keys to ACL).
         "sort_ro" => Some(vec![Key {
             position: 1,
@@ -140,7 +160,7 @@ fn from_specs<'a, K: Keys>(
                     if i >= argc || i < 1 {
                         break;
                     }
-                    if arg(i).eq_ignore_ascii_case(keyword.as_bytes()) {
+                    if keyword_eq(arg(i), keyword) {
                         found = i + 1;
                         break;
                     }
@@ -234,7 +254,7 @@ fn is_redis_integer(s: &[u8]) -> bool {
 
 /// `setGetKeys`: the key is read as well when `GET` is among the options.
 fn set_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec<Key> {
-    let get = (3..argc).any(|i| arg(i).is_some_and(|a| a.eq_ignore_ascii_case(b"get")));
+    let get = (3..argc).any(|i| arg(i).is_some_and(|a| keyword_eq(a, "get")));
     let flags = if get {
         RW | ACCESS | UPDATE
     } else {
@@ -253,14 +273,12 @@ fn bitfield_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Ve
     while i < argc {
         let remargs = argc - i - 1;
         let a = arg(i).unwrap_or_default();
-        if a.eq_ignore_ascii_case(b"get") && remargs >= 2 {
+        if keyword_eq(a, "get") && remargs >= 2 {
             i += 2;
-        } else if (a.eq_ignore_ascii_case(b"set") || a.eq_ignore_ascii_case(b"incrby"))
-            && remargs >= 3
-        {
+        } else if (keyword_eq(a, "set") || keyword_eq(a, "incrby")) && remargs >= 3 {
             readonly = false;
             break;
-        } else if a.eq_ignore_ascii_case(b"overflow") && remargs >= 1 {
+        } else if keyword_eq(a, "overflow") && remargs >= 1 {
             i += 1;
         } else {
             readonly = false;
@@ -286,14 +304,14 @@ fn sort_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec<Ke
         perms: perms_of(RO | ACCESS),
     }];
     let mut store = None;
-    let skips: [(&[u8], usize); 3] = [(b"limit", 2), (b"get", 1), (b"by", 1)];
+    let skips: [(&str, usize); 3] = [("limit", 2), ("get", 1), ("by", 1)];
     let mut i = 2;
     while i < argc {
         let a = arg(i).unwrap_or_default();
         // Redis checks STORE inside the loop over the skip list, before its first entry.
-        if let Some((_, skip)) = skips.iter().find(|(name, _)| a.eq_ignore_ascii_case(name)) {
+        if let Some((_, skip)) = skips.iter().find(|(name, _)| keyword_eq(a, name)) {
             i += skip;
-        } else if a.eq_ignore_ascii_case(b"store") && i + 1 < argc {
+        } else if keyword_eq(a, "store") && i + 1 < argc {
             store = Some(i + 1);
         }
         i += 1;
@@ -315,7 +333,7 @@ fn migrate_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec
         let mut i = 6;
         while i < argc {
             let a = arg(i).unwrap_or_default();
-            if a.eq_ignore_ascii_case(b"keys") {
+            if keyword_eq(a, "keys") {
                 if !arg(3).unwrap_or_default().is_empty() {
                     return Vec::new();
                 }
@@ -323,9 +341,9 @@ fn migrate_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec
                 num = argc - first;
                 break;
             }
-            if a.eq_ignore_ascii_case(b"auth") {
+            if keyword_eq(a, "auth") {
                 i += 1;
-            } else if a.eq_ignore_ascii_case(b"auth2") {
+            } else if keyword_eq(a, "auth2") {
                 i += 2;
             }
             i += 1;
@@ -336,5 +354,38 @@ fn migrate_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec
             position,
             perms: perms_of(RW | ACCESS | DELETE),
         })
+        .collect()
+}
+
+/// `xreadGetKeys`: skip the options (BLOCK n, COUNT n, GROUP g c, NOACK) up to the first
+/// STREAMS; any other word first is a syntax error (no key). Half of what follows are keys,
+/// with no flags (Redis 7.0: any key pattern lets them pass); an odd count is a syntax error.
+fn xread_keys<'a>(argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>) -> Vec<Key> {
+    let mut streams = None;
+    let mut i = 1;
+    while i < argc {
+        let a = arg(i).unwrap_or_default();
+        if keyword_eq(a, "block") || keyword_eq(a, "count") {
+            i += 1;
+        } else if keyword_eq(a, "group") {
+            i += 2;
+        } else if keyword_eq(a, "noack") {
+        } else if keyword_eq(a, "streams") {
+            streams = Some(i);
+            break;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    let Some(at) = streams else {
+        return Vec::new();
+    };
+    let rest = argc - at - 1;
+    if rest == 0 || rest % 2 != 0 {
+        return Vec::new();
+    }
+    (at + 1..at + 1 + rest / 2)
+        .map(|position| Key { position, perms: 0 })
         .collect()
 }

@@ -2,7 +2,7 @@
 //! `tests/command_policy.rs`.
 
 use super::key_flags::*;
-use super::keys::{self, FINDERS};
+use super::keys::{self, FINDERS, SPEC_FALLBACKS};
 use super::*;
 
 fn check(p: &CommandPolicy, words: &[&str]) -> Result<(), Denied> {
@@ -56,6 +56,7 @@ fn every_command_with_incomplete_key_specs_has_a_finder() {
             needing.push(c.name);
         }
     }
+    needing.extend_from_slice(SPEC_FALLBACKS);
     needing.sort();
     assert_eq!(needing, FINDERS);
 }
@@ -135,6 +136,62 @@ fn role_settings_keep_command_and_key_rules_apart() {
     assert!(check(&p, &["GET", "other"]).is_err());
     let p = CommandPolicy::for_role(None, Some("~app:*")).unwrap();
     assert!(p.allows_all_commands());
+}
+
+/// Redis compares keywords with `strcasecmp`, which stops at a NUL: `STREAMS\0x` is STREAMS to
+/// its key search and to XREAD itself (which then reads `secret`). A policy that compared
+/// whole arguments found no key there and let the read through.
+#[test]
+fn a_keyword_with_a_nul_still_marks_the_keys() {
+    let p = CommandPolicy::parse("+@all ~app:*").unwrap();
+    for denied in [
+        "XREAD COUNT 1 STREAMS\0x secret 0",
+        "XREAD STREAMS\0 secret 0",
+        "XREADGROUP GROUP g c streams\0y secret >",
+        "SORT app:1 STORE\0x secret",
+        "GEORADIUS app:1 0 0 1 km STORE\0 secret",
+    ] {
+        let words: Vec<&str> = denied.split(' ').collect();
+        assert!(
+            matches!(check(&p, &words), Err(Denied::Key { .. })),
+            "{denied:?}"
+        );
+    }
+    assert!(check(&p, &["XREAD", "STREAMS\0x", "app:1", "0"]).is_ok());
+}
+
+/// Where the STREAMS key spec cannot be used (STREAMS also names a key, or an odd count
+/// follows the last one), Redis falls back to `xreadGetKeys`: the options up to the first real
+/// STREAMS, then half of the rest — checked with no particular access (any key pattern).
+#[test]
+fn xread_keys_fall_back_to_redis_own_finder() {
+    let words = |line: &'static str| line.split(' ').collect::<Vec<_>>();
+    // The CI case (a proptest seed): the spec's search from argument 4 finds the last STREAMS
+    // with one argument after it, so Redis uses `xreadGetKeys` and denies the key `STREAMS`.
+    let p = CommandPolicy::parse("+@all resetkeys").unwrap();
+    assert_eq!(
+        check(
+            &p,
+            &words("XREADGROUP STREAMS STREAMS app:1 3 wo:1 LIMIT other STREAMS u8")
+        ),
+        Err(Denied::Key {
+            command: "xreadgroup",
+            position: 2,
+            access: Access::Any
+        })
+    );
+    // No STREAMS after the options: a syntax error to Redis, no key to check.
+    let p = CommandPolicy::parse("+@all ~app:*").unwrap();
+    assert!(check(&p, &words("XREADGROUP GROUP g c x y STREAMS z")).is_ok());
+    // The finder's keys carry no access flags: a write-only pattern lets them through, as
+    // Redis does; the spec's keys (a well-formed call) still need read access.
+    let p = CommandPolicy::parse("+@all %W~*").unwrap();
+    assert!(check(
+        &p,
+        &words("XREADGROUP STREAMS STREAMS app:1 0 x y STREAMS z")
+    )
+    .is_ok());
+    assert!(check(&p, &words("XREADGROUP GROUP g c STREAMS a 0")).is_err());
 }
 
 #[test]
